@@ -1,0 +1,86 @@
+//! Interface auto-detection from sysfs: Wi-Fi has `wireless/` or `phy80211/`; cellular is a
+//! `wwan*` name, `DEVTYPE=wwan`, or a USB tethering / modem driver.
+
+use std::path::Path;
+
+/// Which uplink is being looked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Primary path.
+    Wifi,
+    /// Backup path.
+    Cellular,
+}
+
+/// USB drivers that carry a phone tether or a modem's data link.
+const CELLULAR_DRIVERS: &[&str] = &[
+    "rndis_host",
+    "cdc_ether",
+    "cdc_ncm",
+    "ipheth",
+    "qmi_wwan",
+    "cdc_mbim",
+];
+
+/// Returns the role of interface `name` as seen under `sys_class_net` (normally `/sys/class/net`).
+pub fn classify(sys_class_net: &Path, name: &str) -> Option<Role> {
+    let dir = sys_class_net.join(name);
+    if dir.join("wireless").exists() || dir.join("phy80211").exists() {
+        return Some(Role::Wifi);
+    }
+    if name.starts_with("wwan") {
+        return Some(Role::Cellular);
+    }
+    let uevent = std::fs::read_to_string(dir.join("uevent")).unwrap_or_default();
+    if uevent.lines().any(|l| l.trim() == "DEVTYPE=wwan") {
+        return Some(Role::Cellular);
+    }
+    let driver = std::fs::read_link(dir.join("device/driver")).ok()?;
+    let driver = driver.file_name()?.to_str()?;
+    CELLULAR_DRIVERS.contains(&driver).then_some(Role::Cellular)
+}
+
+/// The first interface (by name, for a stable choice) with the given role.
+pub fn detect(sys_class_net: &Path, role: Role) -> Option<String> {
+    let mut names: Vec<String> = std::fs::read_dir(sys_class_net)
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .find(|n| classify(sys_class_net, n) == Some(role))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_fake_sysfs() {
+        let root = std::env::temp_dir().join(format!("mpbond-ifdetect-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let mk = |n: &str| {
+            let d = root.join(n);
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        };
+        std::fs::create_dir_all(mk("wlp2s0").join("phy80211")).unwrap();
+        std::fs::create_dir_all(mk("wlan1").join("wireless")).unwrap();
+        mk("eth0");
+        std::fs::write(mk("mhi0").join("uevent"), "INTERFACE=mhi0\nDEVTYPE=wwan\n").unwrap();
+        let usb = mk("usb0");
+        std::fs::create_dir_all(root.join("drivers/rndis_host")).unwrap();
+        std::fs::create_dir_all(usb.join("device")).unwrap();
+        std::os::unix::fs::symlink(root.join("drivers/rndis_host"), usb.join("device/driver")).unwrap();
+
+        assert_eq!(classify(&root, "wlp2s0"), Some(Role::Wifi));
+        assert_eq!(classify(&root, "eth0"), None);
+        assert_eq!(classify(&root, "mhi0"), Some(Role::Cellular));
+        assert_eq!(classify(&root, "usb0"), Some(Role::Cellular));
+        assert_eq!(classify(&root, "wwan7"), Some(Role::Cellular));
+        assert_eq!(detect(&root, Role::Wifi).as_deref(), Some("wlan1"));
+        assert_eq!(detect(&root, Role::Cellular).as_deref(), Some("mhi0"));
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}

@@ -1,0 +1,179 @@
+//! Command-line interface: clap definitions → validated [`Config`] → the command. No business
+//! logic lives here. Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+
+pub mod ifdetect;
+
+use std::path::{Path, PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, ConfigError, FileConfig, Mode, Overrides};
+
+/// Multipath TCP for the whole laptop: Wi-Fi primary, cellular backup, no application changes.
+#[derive(Debug, Parser)]
+#[command(name = "mpbond", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Directory for the pid file, control socket and state journal.
+    #[arg(
+        long,
+        global = true,
+        env = "MPBOND_RUN_DIR",
+        default_value = "/run/mpbond",
+        value_name = "DIR"
+    )]
+    pub run_dir: PathBuf,
+    /// More logging (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the TUN device, route the laptop's traffic through it and start the daemon.
+    Up(UpArgs),
+    /// Stop the daemon and remove everything mpbond added (safe to repeat, works after a crash).
+    Down,
+    /// Show the daemon, interfaces, flows, subflows and failovers.
+    Status(StatusArgs),
+    /// Check whether TCP option 30 (MPTCP) passes each path to HOST:PORT.
+    Check(CheckArgs),
+}
+
+/// `mpbond up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Primary interface (auto-detected from sysfs when not given).
+    #[arg(long, value_name = "IFACE")]
+    pub wifi: Option<String>,
+    /// Backup interface: phone tether, USB modem or WWAN card (auto-detected when not given).
+    #[arg(long, value_name = "IFACE")]
+    pub cellular: Option<String>,
+    /// How traffic uses the two paths.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Configuration file.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Stay attached (for systemd and tests); otherwise return once the TUN and routes are in place.
+    #[arg(long)]
+    pub foreground: bool,
+}
+
+/// `mpbond status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// Also list every flow with its subflows.
+    #[arg(long)]
+    pub flows: bool,
+}
+
+/// `mpbond check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Interface to probe from (repeatable; default: the configured or detected Wi-Fi and cellular).
+    #[arg(long = "interface", value_name = "IFACE")]
+    pub interfaces: Vec<String>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+    /// An MPTCP-capable server, HOST:PORT.
+    #[arg(value_name = "HOST:PORT")]
+    pub target: String,
+}
+
+/// Loads the config file (default path unless `--config`), applies flags, detects interfaces.
+pub fn load_config(args: &UpArgs) -> Result<Config, ConfigError> {
+    let (path, explicit) = match &args.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(config::DEFAULT_CONFIG_PATH), false),
+    };
+    let file = FileConfig::load(&path, explicit)?;
+    let flags = Overrides {
+        wifi: args.wifi.clone(),
+        cellular: args.cellular.clone(),
+        mode: args.mode,
+    };
+    Config::resolve(file, &flags, &|role| {
+        ifdetect::detect(Path::new("/sys/class/net"), role)
+    })
+}
+
+/// Whether an error chain is a usage/configuration error (exit 2) rather than a runtime failure.
+pub fn is_usage_error(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.downcast_ref::<ConfigError>().is_some())
+}
+
+/// Formats the whole cause chain on one line: `a: b: c`.
+pub fn one_line(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for (i, cause) in err.chain().enumerate() {
+        let s = cause.to_string().replace('\n', " ");
+        if i > 0 {
+            // Some errors already repeat their source in their message; skip exact repeats.
+            if out.ends_with(&s) {
+                continue;
+            }
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_up_flags() {
+        let cli = Cli::try_parse_from([
+            "mpbond",
+            "--run-dir",
+            "/tmp/x",
+            "up",
+            "--wifi",
+            "wlan0",
+            "--cellular",
+            "wwan0",
+            "--mode",
+            "interactive",
+            "--foreground",
+        ])
+        .unwrap();
+        assert_eq!(cli.run_dir, PathBuf::from("/tmp/x"));
+        let Command::Up(up) = cli.command else {
+            panic!("not up")
+        };
+        assert_eq!(up.wifi.as_deref(), Some("wlan0"));
+        assert_eq!(up.mode, Some(Mode::Interactive));
+        assert!(up.foreground);
+    }
+
+    #[test]
+    fn bad_mode_is_a_usage_error() {
+        let e = Cli::try_parse_from(["mpbond", "up", "--mode", "turbo"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn one_line_joins_the_chain() {
+        let e = anyhow::Error::new(std::io::Error::other("disk on fire")).context("cannot write journal");
+        assert_eq!(one_line(&e), "cannot write journal: disk on fire");
+        let c: anyhow::Error = ConfigError::NoInterface { role: "wifi" }.into();
+        assert!(is_usage_error(&c.context("up failed")));
+        assert!(!is_usage_error(&e));
+    }
+}

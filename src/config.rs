@@ -1,0 +1,581 @@
+//! Configuration: the file `/etc/mpbond/mpbond.toml` (every key optional), overridden by CLI flags,
+//! validated into [`Config`]. Unknown keys are rejected with their line and column.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Default location of the configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/mpbond/mpbond.toml";
+
+/// How traffic is spread over the Wi-Fi and cellular subflows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// All data on Wi-Fi; the cellular subflow is a backup, idle but ready; switch on failure.
+    #[default]
+    Handover,
+    /// Each segment on the lowest-latency subflow that is not failing.
+    Interactive,
+    /// Use both paths at once for more throughput.
+    Aggregate,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Handover => "handover",
+            Mode::Interactive => "interactive",
+            Mode::Aggregate => "aggregate",
+        })
+    }
+}
+
+/// When the backup (cellular) subflow of a connection is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JoinPolicy {
+    /// Right after the primary subflow is established, as iOS does: failover costs no handshake.
+    #[default]
+    Immediate,
+    /// Only when the primary path fails: saves cellular data, costs one RTT at failover.
+    OnDemand,
+}
+
+/// A configuration error: the file or a flag is wrong. The CLI exits with status 2 on these.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown key or a value of the wrong type.
+    #[error("{path}:{line}:{column}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the offending key or value.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong, on one line.
+        message: String,
+    },
+    /// A value parsed but does not make sense.
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid {
+        /// The key, dotted (`tun.mtu`).
+        key: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// No interface was given and none could be detected.
+    #[error("no {role} interface found: pass --{role} IFACE or set interfaces.{role} in the config")]
+    NoInterface {
+        /// `wifi` or `cellular`.
+        role: &'static str,
+    },
+}
+
+/// The file as written: every key optional.
+#[derive(Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Spreading mode.
+    pub mode: Option<Mode>,
+    /// Physical interfaces.
+    #[serde(default)]
+    pub interfaces: FileInterfaces,
+    /// TUN device.
+    #[serde(default)]
+    pub tun: FileTun,
+    /// Policy routing.
+    #[serde(default)]
+    pub routing: FileRouting,
+    /// Subflow management.
+    #[serde(default)]
+    pub subflows: FileSubflows,
+}
+
+/// `[interfaces]`.
+#[derive(Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileInterfaces {
+    /// Primary interface.
+    pub wifi: Option<String>,
+    /// Backup interface.
+    pub cellular: Option<String>,
+}
+
+/// `[tun]`.
+#[derive(Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileTun {
+    /// Device name.
+    pub name: Option<String>,
+    /// MTU of the TUN (large: the host then hands over large segments).
+    pub mtu: Option<u32>,
+    /// IPv4 address of the TUN.
+    pub ipv4: Option<Ipv4Addr>,
+    /// IPv6 address of the TUN.
+    pub ipv6: Option<Ipv6Addr>,
+    /// Carry IPv6 at all.
+    pub enable_ipv6: Option<bool>,
+}
+
+/// `[routing]`.
+#[derive(Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileRouting {
+    /// fwmark carried by mpbond's own packets.
+    pub fwmark: Option<u32>,
+    /// Routing table holding the default routes into the TUN.
+    pub table: Option<u32>,
+    /// Priority of the first of mpbond's `ip rule`s; the others follow at +10 steps.
+    pub rule_priority: Option<u32>,
+    /// Local port range reserved for subflows, `"61000-64999"`.
+    pub subflow_ports: Option<String>,
+}
+
+/// `[subflows]`.
+#[derive(Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileSubflows {
+    /// When the cellular subflow is opened.
+    pub join: Option<JoinPolicy>,
+}
+
+/// Flags given on the command line; they override the file.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--wifi`.
+    pub wifi: Option<String>,
+    /// `--cellular`.
+    pub cellular: Option<String>,
+    /// `--mode`.
+    pub mode: Option<Mode>,
+}
+
+/// The validated configuration the daemon runs with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    /// Spreading mode.
+    pub mode: Mode,
+    /// Primary (Wi-Fi) interface name.
+    pub wifi: String,
+    /// Backup (cellular) interface name.
+    pub cellular: String,
+    /// TUN device.
+    pub tun: TunConfig,
+    /// Policy routing.
+    pub routing: RoutingConfig,
+    /// When the backup subflow is opened.
+    pub join: JoinPolicy,
+}
+
+/// TUN device settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TunConfig {
+    /// Device name (≤ 15 bytes).
+    pub name: String,
+    /// MTU.
+    pub mtu: u32,
+    /// IPv4 address (/32).
+    pub ipv4: Ipv4Addr,
+    /// IPv6 address (/128), `None` when IPv6 is disabled.
+    pub ipv6: Option<Ipv6Addr>,
+}
+
+/// Policy routing settings (wg-quick / Tailscale style).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RoutingConfig {
+    /// fwmark on mpbond's own sockets.
+    pub fwmark: u32,
+    /// Table with the default routes into the TUN.
+    pub table: u32,
+    /// Priority of the first rule.
+    pub rule_priority: u32,
+    /// Local ports used by subflows (reserved from the kernel).
+    pub subflow_ports: RangeInclusive<u16>,
+}
+
+impl Default for TunConfig {
+    fn default() -> Self {
+        TunConfig {
+            name: "mpbond0".into(),
+            mtu: 65000,
+            // Top of the shared address space (RFC 6598): never a LAN, rarely used by carriers,
+            // and never on the wire: the engine terminates every flow.
+            ipv4: Ipv4Addr::new(100, 127, 77, 1),
+            // A ULA (RFC 4193) with a fixed global ID spelling "mpbond".
+            ipv6: Some(Ipv6Addr::new(0xfd6d, 0x7062, 0x6f6e, 0x6400, 0, 0, 0, 1)),
+        }
+    }
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            fwmark: 0x6d70,
+            table: 28016,
+            rule_priority: 7100,
+            subflow_ports: 61000..=64999,
+        }
+    }
+}
+
+impl FileConfig {
+    /// Parses TOML text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .span()
+                .map(|span| line_column(text, span.start))
+                .unwrap_or((1, 1));
+            ConfigError::Parse {
+                path: path.to_owned(),
+                line,
+                column,
+                message: e.message().replace('\n', " ").trim().to_owned(),
+            }
+        })
+    }
+
+    /// Reads and parses the file. A missing file at the default path is an empty config; a missing
+    /// file that was asked for explicitly is an error.
+    pub fn load(path: &Path, explicit: bool) -> Result<FileConfig, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => FileConfig::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => Ok(FileConfig::default()),
+            Err(source) => Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            }),
+        }
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Parses `"61000-64999"`.
+pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let (lo, hi) = s
+        .split_once('-')
+        .ok_or_else(|| format!("expected LOW-HIGH, got {s:?}"))?;
+    let lo: u16 = lo.trim().parse().map_err(|_| format!("bad port {lo:?}"))?;
+    let hi: u16 = hi.trim().parse().map_err(|_| format!("bad port {hi:?}"))?;
+    if lo < 1024 || hi < lo {
+        return Err(format!(
+            "range {lo}-{hi} must be within 1024-65535 and LOW ≤ HIGH"
+        ));
+    }
+    if u32::from(hi) - u32::from(lo) + 1 < 64 {
+        return Err(format!("range {lo}-{hi} holds fewer than 64 ports"));
+    }
+    Ok(lo..=hi)
+}
+
+/// A Linux interface name: 1–15 bytes, no `/`, whitespace or `:`.
+pub fn validate_ifname(key: &'static str, name: &str) -> Result<(), ConfigError> {
+    let bad = name.is_empty()
+        || name.len() > 15
+        || name == "."
+        || name == ".."
+        || name
+            .chars()
+            .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control());
+    if bad {
+        return Err(ConfigError::Invalid {
+            key,
+            reason: format!("{name:?} is not a valid interface name (1-15 bytes, no '/', ':' or spaces)"),
+        });
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Merges the file and the flags, detects missing interfaces through `detect`, and validates.
+    pub fn resolve(
+        file: FileConfig,
+        flags: &Overrides,
+        detect: &dyn Fn(crate::cli::ifdetect::Role) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        use crate::cli::ifdetect::Role;
+        let defaults_tun = TunConfig::default();
+        let defaults_routing = RoutingConfig::default();
+
+        let wifi = flags
+            .wifi
+            .clone()
+            .or(file.interfaces.wifi)
+            .or_else(|| detect(Role::Wifi))
+            .ok_or(ConfigError::NoInterface { role: "wifi" })?;
+        let cellular = flags
+            .cellular
+            .clone()
+            .or(file.interfaces.cellular)
+            .or_else(|| detect(Role::Cellular))
+            .ok_or(ConfigError::NoInterface { role: "cellular" })?;
+        validate_ifname("interfaces.wifi", &wifi)?;
+        validate_ifname("interfaces.cellular", &cellular)?;
+        if wifi == cellular {
+            return Err(ConfigError::Invalid {
+                key: "interfaces",
+                reason: format!("wifi and cellular are both {wifi:?}; they must be two interfaces"),
+            });
+        }
+
+        let name = file.tun.name.unwrap_or(defaults_tun.name);
+        validate_ifname("tun.name", &name)?;
+        if name == wifi || name == cellular {
+            return Err(ConfigError::Invalid {
+                key: "tun.name",
+                reason: format!("{name:?} is also a physical interface"),
+            });
+        }
+        let mtu = file.tun.mtu.unwrap_or(defaults_tun.mtu);
+        if !(1280..=65535).contains(&mtu) {
+            return Err(ConfigError::Invalid {
+                key: "tun.mtu",
+                reason: format!("{mtu} is outside 1280-65535"),
+            });
+        }
+        let ipv4 = file.tun.ipv4.unwrap_or(defaults_tun.ipv4);
+        if ipv4.is_unspecified() || ipv4.is_multicast() || ipv4.is_broadcast() || ipv4.is_loopback() {
+            return Err(ConfigError::Invalid {
+                key: "tun.ipv4",
+                reason: format!("{ipv4} cannot be a host address"),
+            });
+        }
+        let ipv6 = if file.tun.enable_ipv6.unwrap_or(true) {
+            let a = file.tun.ipv6.or(defaults_tun.ipv6);
+            if let Some(a) = a
+                && (a.is_unspecified() || a.is_multicast() || a.is_loopback())
+            {
+                return Err(ConfigError::Invalid {
+                    key: "tun.ipv6",
+                    reason: format!("{a} cannot be a host address"),
+                });
+            }
+            a
+        } else {
+            None
+        };
+
+        let fwmark = file.routing.fwmark.unwrap_or(defaults_routing.fwmark);
+        if fwmark == 0 {
+            return Err(ConfigError::Invalid {
+                key: "routing.fwmark",
+                reason: "must not be 0".into(),
+            });
+        }
+        let table = file.routing.table.unwrap_or(defaults_routing.table);
+        // 253-255 are default/main/local; 0 is unspec.
+        if table == 0 || (253..=255).contains(&table) {
+            return Err(ConfigError::Invalid {
+                key: "routing.table",
+                reason: format!("{table} is reserved by the kernel (0, 253, 254, 255)"),
+            });
+        }
+        let rule_priority = file
+            .routing
+            .rule_priority
+            .unwrap_or(defaults_routing.rule_priority);
+        if rule_priority == 0 || rule_priority > 32000 {
+            return Err(ConfigError::Invalid {
+                key: "routing.rule_priority",
+                reason: format!(
+                    "{rule_priority} must be within 1-32000 (before the main table's rule at 32766)"
+                ),
+            });
+        }
+        let subflow_ports = match file.routing.subflow_ports {
+            Some(s) => parse_port_range(&s).map_err(|reason| ConfigError::Invalid {
+                key: "routing.subflow_ports",
+                reason,
+            })?,
+            None => defaults_routing.subflow_ports,
+        };
+
+        Ok(Config {
+            mode: flags.mode.or(file.mode).unwrap_or_default(),
+            wifi,
+            cellular,
+            tun: TunConfig {
+                name,
+                mtu,
+                ipv4,
+                ipv6,
+            },
+            routing: RoutingConfig {
+                fwmark,
+                table,
+                rule_priority,
+                subflow_ports,
+            },
+            join: file.subflows.join.unwrap_or_default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::ifdetect::Role;
+
+    fn none(_: Role) -> Option<String> {
+        None
+    }
+
+    fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        FileConfig::parse(text, Path::new("t.toml"))
+    }
+
+    fn flags(wifi: &str, cell: &str) -> Overrides {
+        Overrides {
+            wifi: Some(wifi.into()),
+            cellular: Some(cell.into()),
+            mode: None,
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = Config::resolve(parse("").unwrap(), &flags("wlan0", "wwan0"), &none).unwrap();
+        assert_eq!(c.mode, Mode::Handover);
+        assert_eq!(c.tun, TunConfig::default());
+        assert_eq!(c.routing, RoutingConfig::default());
+        assert_eq!(c.join, JoinPolicy::Immediate);
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let text = r#"
+mode = "aggregate"
+[interfaces]
+wifi = "wlp2s0"
+cellular = "wwan0"
+[tun]
+name = "mp0"
+mtu = 9000
+ipv4 = "100.64.1.1"
+ipv6 = "fd00::1"
+[routing]
+fwmark = 4660
+table = 100
+rule_priority = 5000
+subflow_ports = "40000-40999"
+[subflows]
+join = "on-demand"
+"#;
+        let c = Config::resolve(parse(text).unwrap(), &Overrides::default(), &none).unwrap();
+        assert_eq!(c.mode, Mode::Aggregate);
+        assert_eq!(c.wifi, "wlp2s0");
+        assert_eq!(c.tun.mtu, 9000);
+        assert_eq!(c.tun.ipv6, Some("fd00::1".parse().unwrap()));
+        assert_eq!(c.routing.subflow_ports, 40000..=40999);
+        assert_eq!(c.join, JoinPolicy::OnDemand);
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let file = parse("mode = \"aggregate\"\n[interfaces]\nwifi = \"a\"\ncellular = \"b\"\n").unwrap();
+        let o = Overrides {
+            wifi: Some("c".into()),
+            cellular: None,
+            mode: Some(Mode::Interactive),
+        };
+        let c = Config::resolve(file, &o, &none).unwrap();
+        assert_eq!(
+            (c.wifi.as_str(), c.cellular.as_str(), c.mode),
+            ("c", "b", Mode::Interactive)
+        );
+    }
+
+    #[test]
+    fn unknown_key_reports_line_and_column() {
+        let err = parse("mode = \"handover\"\n[tun]\n  mtux = 3\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.starts_with("t.toml:3:3: "), "{msg}");
+        assert!(msg.contains("mtux"), "{msg}");
+        assert!(!msg.contains('\n'));
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for (text, key) in [
+            ("mode = \"fast\"", "t.toml:1:"),
+            ("[tun]\nmtu = 100", "tun.mtu"),
+            ("[tun]\nmtu = \"big\"", "t.toml:2:"),
+            ("[tun]\nname = \"a/b\"", "tun.name"),
+            ("[tun]\nipv4 = \"0.0.0.0\"", "tun.ipv4"),
+            ("[tun]\nipv4 = \"1.2.3\"", "t.toml:2:"),
+            ("[routing]\ntable = 254", "routing.table"),
+            ("[routing]\nfwmark = 0", "routing.fwmark"),
+            ("[routing]\nrule_priority = 40000", "routing.rule_priority"),
+            ("[routing]\nsubflow_ports = \"9-8\"", "routing.subflow_ports"),
+            (
+                "[routing]\nsubflow_ports = \"60000-60010\"",
+                "routing.subflow_ports",
+            ),
+            ("[subflows]\njoin = \"later\"", "t.toml:2:"),
+        ] {
+            let r = parse(text).and_then(|f| Config::resolve(f, &flags("w", "c"), &none));
+            let msg = r.expect_err(text).to_string();
+            assert!(msg.contains(key), "{text:?} gave {msg:?}");
+            assert!(!msg.contains('\n'), "{msg:?}");
+        }
+    }
+
+    #[test]
+    fn interfaces_must_be_distinct_and_present() {
+        let e = Config::resolve(FileConfig::default(), &flags("x", "x"), &none).unwrap_err();
+        assert!(e.to_string().contains("both"));
+        let e = Config::resolve(FileConfig::default(), &Overrides::default(), &none).unwrap_err();
+        assert!(e.to_string().contains("no wifi interface"));
+        let detect = |r: Role| {
+            Some(match r {
+                Role::Wifi => "wlp1".to_string(),
+                Role::Cellular => "wwan9".to_string(),
+            })
+        };
+        let c = Config::resolve(FileConfig::default(), &Overrides::default(), &detect).unwrap();
+        assert_eq!((c.wifi.as_str(), c.cellular.as_str()), ("wlp1", "wwan9"));
+    }
+
+    #[test]
+    fn ipv6_can_be_disabled() {
+        let c = Config::resolve(
+            parse("[tun]\nenable_ipv6 = false").unwrap(),
+            &flags("a", "b"),
+            &none,
+        )
+        .unwrap();
+        assert_eq!(c.tun.ipv6, None);
+    }
+
+    #[test]
+    fn missing_default_file_is_empty_but_explicit_is_error() {
+        let p = Path::new("/nonexistent/mpbond.toml");
+        assert_eq!(FileConfig::load(p, false).unwrap(), FileConfig::default());
+        assert!(
+            FileConfig::load(p, true)
+                .unwrap_err()
+                .to_string()
+                .contains("cannot read")
+        );
+    }
+}

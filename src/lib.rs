@@ -1,0 +1,13 @@
+//! mpbond: Multipath TCP (RFC 8684) for a whole Linux laptop.
+//!
+//! Host TCP flows arrive on a TUN device, are terminated by a userspace TCP stack ([`tcp`]) and
+//! re-emitted as MPTCP connections ([`mptcp`]) whose subflows run over the Wi-Fi and cellular
+//! interfaces. The protocol core (`wire`, `tcp`, `mptcp`, `engine`) is sans-IO: it is driven by
+//! events and an explicit `now`, and never touches sockets, threads or the clock. `io` holds the
+//! threads, `sys` the only `unsafe`, `route` the routing plan and its applier. See `STYLE.md`.
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod sys;
+pub mod time;

@@ -1,0 +1,52 @@
+//! The `mpbond` command.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use mpbond::cli::{self, Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            #[expect(clippy::print_stderr, reason = "the CLI's one-line error is its interface")]
+            {
+                eprintln!("mpbond: {}", cli::one_line(&err));
+            }
+            if cli::is_usage_error(&err) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Up(args) => {
+            let config = cli::load_config(&args)?;
+            mpbond::daemon::up(&cli.run_dir, &config, args.foreground)
+        }
+        Command::Down => mpbond::daemon::down(&cli.run_dir),
+        Command::Status(args) => mpbond::daemon::status(&cli.run_dir, args.json, args.flows),
+        Command::Check(_) => anyhow::bail!("`check` arrives with the option-30 path checker"),
+    }
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MPBOND_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

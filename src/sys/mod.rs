@@ -1,0 +1,5 @@
+//! The only place with `unsafe` (STYLE.md point 8): system calls and kernel interfaces that the
+//! safe crates do not cover. Every `unsafe` block carries a `// SAFETY:` comment.
+#![allow(unsafe_code)]
+
+pub mod clock;
