@@ -3,3 +3,7 @@
 #![allow(unsafe_code)]
 
 pub mod clock;
+pub mod mmsg;
+pub mod netns;
+pub mod packet;
+pub mod rawtx;
