@@ -567,6 +567,27 @@ join = "on-demand"
         assert_eq!(c.tun.ipv6, None);
     }
 
+    /// The example shipped in the package documents every key with its default value: it parses
+    /// as shipped (all commented) and, uncommented, gives exactly the defaults.
+    #[test]
+    fn shipped_example_documents_the_defaults() {
+        let shipped = include_str!("../packaging/mpbond.toml");
+        assert_eq!(parse(shipped).unwrap(), FileConfig::default());
+        let uncommented: String = shipped
+            .lines()
+            .map(|l| match l.strip_prefix('#') {
+                Some(rest) if rest.contains(" = ") && !rest.starts_with(' ') => rest,
+                _ => l,
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let file = parse(&uncommented).unwrap();
+        assert_eq!(file.interfaces.wifi.as_deref(), Some("wlan0"));
+        let c = Config::resolve(file, &Overrides::default(), &none).unwrap();
+        let d = Config::resolve(FileConfig::default(), &flags("wlan0", "wwan0"), &none).unwrap();
+        assert_eq!(c, d);
+    }
+
     #[test]
     fn missing_default_file_is_empty_but_explicit_is_error() {
         let p = Path::new("/nonexistent/mpbond.toml");

@@ -1,6 +1,10 @@
 //! Root-only: the AF_PACKET ring with its port filter receives exactly the TCP segments sent to
 //! the subflow port range, and the raw sender emits them, over a veth pair in two namespaces.
-#![allow(clippy::unwrap_used, clippy::disallowed_methods, reason = "a lab test: real time, panics are failures")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::disallowed_methods,
+    reason = "a lab test: real time, panics are failures"
+)]
 
 mod common;
 
