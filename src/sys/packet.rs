@@ -318,10 +318,10 @@ impl PacketRx {
     }
 
     /// Calls `f` for every packet of every block the kernel has handed over, at most `max_blocks`
-    /// blocks (the cap on work per wake-up), and returns the number of packets seen. Each block is
-    /// given back to the kernel after its packets were visited.
-    pub fn drain(&mut self, max_blocks: u32, mut f: impl FnMut(RxFrame<'_>)) -> usize {
-        let mut packets = 0;
+    /// blocks (the cap on work per wake-up), and returns the number of blocks consumed. Each block
+    /// is given back to the kernel after its packets were visited.
+    pub fn drain(&mut self, max_blocks: u32, mut f: impl FnMut(RxFrame<'_>)) -> u32 {
+        let mut blocks = 0;
         for _ in 0..max_blocks {
             let index = self.current;
             // Acquire: the kernel writes the frames, then publishes TP_STATUS_USER.
@@ -351,7 +351,6 @@ impl PacketRx {
                             csum_not_ready: status & libc::TP_STATUS_CSUMNOTREADY != 0,
                             csum_valid: status & libc::TP_STATUS_CSUM_VALID != 0,
                         });
-                        packets += 1;
                     }
                     let next = read_u32(pkt, PKT_NEXT_OFF) as usize;
                     if next == 0 {
@@ -364,8 +363,9 @@ impl PacketRx {
             self.block_status(index)
                 .store(TP_STATUS_KERNEL, Ordering::Release);
             self.current = (index + 1) % self.block_nr;
+            blocks += 1;
         }
-        packets
+        blocks
     }
 }
 

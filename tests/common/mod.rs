@@ -76,6 +76,14 @@ impl Drop for Netns {
     }
 }
 
+/// Keeps the kernel of `ns` from answering TCP segments to `ports` (as `mpbond up` does on the
+/// physical interfaces): the userspace stack owns them.
+pub fn drop_kernel_tcp(ns: &Netns, ports: &str) {
+    ns.sh("nft add table inet mpbtest");
+    ns.sh("nft add chain inet mpbtest in { type filter hook input priority 0 ; }");
+    ns.sh(&format!("nft add rule inet mpbtest in tcp dport {ports} drop"));
+}
+
 /// Two namespaces joined by a veth pair with IPv4 (198.18.100.1/2) and IPv6 (fd18:100::1/2)
 /// addresses, tx checksum offload off.
 pub fn veth_pair(a_if: &str, b_if: &str) -> (Netns, Netns) {

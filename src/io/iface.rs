@@ -1,0 +1,415 @@
+//! One I/O thread per physical interface (STYLE.md point 7): it owns the interface's AF_PACKET
+//! receive ring and raw transmit sockets, and nothing else. Received subflow segments go to the
+//! engine as batches over a bounded crossbeam channel; the engine hands batches to send through
+//! [`IfaceHandle::send`], which wakes the thread with a `mio::Waker`.
+//!
+//! The thread survives its interface disappearing (a USB tether unplugged): sockets are closed
+//! and reopened, every [`REOPEN_INTERVAL`] or at once on [`IfaceHandle::reopen`], until the
+//! interface is back.
+
+use std::collections::VecDeque;
+use std::io;
+use std::ops::RangeInclusive;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::pool::{Batch, PacketMeta, Pool};
+use crate::sys::packet::PacketRx;
+use crate::sys::rawtx::{RawTx, TxError};
+
+/// Ring blocks handed to the engine per wake-up at most, before the thread looks at its commands
+/// again (the cap on work per wake-up, as boringtun's `MAX_ITR`).
+pub const MAX_BLOCKS_PER_WAKE: u32 = 4;
+/// Packets per batch sent to the engine.
+pub const MAX_BATCH: usize = 64;
+/// How often a closed interface is tried again.
+pub const REOPEN_INTERVAL: Duration = Duration::from_millis(500);
+/// Packets waiting for a full socket buffer to drain before new ones are dropped.
+const MAX_PENDING_TX: usize = 4096;
+
+const RX: Token = Token(0);
+const WAKE: Token = Token(1);
+
+/// Which interface (index into the daemon's interface list).
+pub type IfaceId = u8;
+
+/// How to run one interface thread.
+#[derive(Debug, Clone)]
+pub struct IfaceConfig {
+    /// Small stable id used in messages.
+    pub id: IfaceId,
+    /// Interface name.
+    pub name: String,
+    /// The subflow port range the receive filter admits.
+    pub ports: RangeInclusive<u16>,
+    /// fwmark carried by every packet sent.
+    pub fwmark: u32,
+    /// Ring size in 1 MiB blocks.
+    pub ring_blocks: u32,
+    /// Network namespace to enter first (lab and tests); `None` in production.
+    pub netns: Option<String>,
+}
+
+/// What an interface thread tells the engine.
+#[derive(Debug)]
+pub enum IfaceEvent {
+    /// Segments received on the interface.
+    Received {
+        /// From which interface.
+        iface: IfaceId,
+        /// The packets (IP, from the network header).
+        packets: Batch,
+    },
+    /// The sockets are open: the interface can carry subflows.
+    Opened {
+        /// Which interface.
+        iface: IfaceId,
+    },
+    /// The sockets were closed (interface gone or failing); they are retried.
+    Closed {
+        /// Which interface.
+        iface: IfaceId,
+        /// Why, one line.
+        reason: String,
+    },
+}
+
+/// Counters of one interface, readable from any thread without locks.
+#[derive(Debug, Default)]
+pub struct IfaceStats {
+    /// Packets handed to the engine.
+    pub rx_packets: AtomicU64,
+    /// Bytes handed to the engine.
+    pub rx_bytes: AtomicU64,
+    /// Packets the kernel accepted for sending.
+    pub tx_packets: AtomicU64,
+    /// Bytes the kernel accepted for sending.
+    pub tx_bytes: AtomicU64,
+    /// Received packets dropped because the engine's channel was full.
+    pub rx_dropped_busy: AtomicU64,
+    /// Received packets dropped because they were truncated.
+    pub rx_dropped_truncated: AtomicU64,
+    /// Packets dropped on send (no route, too big, buffer full for too long, interface gone).
+    pub tx_dropped: AtomicU64,
+    /// Whether the sockets are open now.
+    pub open: AtomicBool,
+}
+
+enum Cmd {
+    Send(Batch),
+    Reopen,
+    Shutdown,
+}
+
+/// The engine's handle on an interface thread.
+#[derive(Debug)]
+pub struct IfaceHandle {
+    cmd: Sender<Cmd>,
+    waker: Arc<Waker>,
+    stats: Arc<IfaceStats>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl IfaceHandle {
+    /// Queues a batch for sending and wakes the thread. A full command queue drops the batch
+    /// (counted): the senders' congestion control sees a loss, as on a congested link.
+    pub fn send(&self, batch: Batch) {
+        let n = batch.len() as u64;
+        match self.cmd.try_send(Cmd::Send(batch)) {
+            Ok(()) => {
+                let _ = self.waker.wake();
+            }
+            Err(_) => {
+                self.stats.tx_dropped.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Asks the thread to reopen its sockets now (the interface came back).
+    pub fn reopen(&self) {
+        let _ = self.cmd.try_send(Cmd::Reopen);
+        let _ = self.waker.wake();
+    }
+
+    /// The interface's counters.
+    pub fn stats(&self) -> &Arc<IfaceStats> {
+        &self.stats
+    }
+}
+
+impl Drop for IfaceHandle {
+    fn drop(&mut self) {
+        // The command queue may be full: the shutdown flag in a blocking send would wait for the
+        // thread, which is fine since it drains commands at every wake-up.
+        let _ = self.cmd.send(Cmd::Shutdown);
+        let _ = self.waker.wake();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the thread for `config`; received packets and state changes go to `events`.
+pub fn spawn(config: IfaceConfig, pool: Pool, events: Sender<IfaceEvent>) -> io::Result<IfaceHandle> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+    let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(256);
+    let stats = Arc::new(IfaceStats::default());
+    let thread_stats = stats.clone();
+    let thread = std::thread::Builder::new()
+        .name(format!("mpbond-if-{}", config.name))
+        .spawn(move || {
+            let span = tracing::info_span!("iface", iface = %config.name);
+            let _enter = span.enter();
+            if let Some(ns) = &config.netns
+                && let Err(e) = crate::sys::netns::enter(ns)
+            {
+                tracing::error!("cannot enter network namespace {ns}: {e}");
+                return;
+            }
+            let mut t = Thread {
+                config,
+                pool,
+                poll,
+                events,
+                cmd: cmd_rx,
+                stats: thread_stats,
+                socks: None,
+                pending: VecDeque::new(),
+            };
+            t.run();
+        })?;
+    Ok(IfaceHandle {
+        cmd: cmd_tx,
+        waker,
+        stats,
+        thread: Some(thread),
+    })
+}
+
+struct Sockets {
+    rx: PacketRx,
+    tx: RawTx,
+}
+
+struct Thread {
+    config: IfaceConfig,
+    pool: Pool,
+    poll: Poll,
+    events: Sender<IfaceEvent>,
+    cmd: Receiver<Cmd>,
+    stats: Arc<IfaceStats>,
+    socks: Option<Sockets>,
+    /// Packets the socket buffer had no room for yet.
+    pending: VecDeque<super::pool::PacketBuf>,
+}
+
+impl Thread {
+    fn run(&mut self) {
+        self.open();
+        let mut events = Events::with_capacity(16);
+        let mut more_rx = false;
+        loop {
+            let timeout = if more_rx {
+                Some(Duration::ZERO)
+            } else if self.socks.is_none() {
+                Some(REOPEN_INTERVAL)
+            } else if !self.pending.is_empty() {
+                // The raw socket buffer was full: try again soon.
+                Some(Duration::from_millis(1))
+            } else {
+                None
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!("poll failed: {e}");
+                return;
+            }
+            if events.iter().any(|e| e.token() == RX && e.is_error()) {
+                // The interface went away under the socket (ENETDOWN on unregister).
+                self.close("socket error: interface gone");
+            }
+            if self.socks.is_none() {
+                self.open();
+            }
+            // Commands first: they may ask to stop.
+            while let Ok(cmd) = self.cmd.try_recv() {
+                match cmd {
+                    Cmd::Send(batch) => self.queue(batch),
+                    Cmd::Reopen => {
+                        self.close("reopen requested");
+                        self.open();
+                    }
+                    Cmd::Shutdown => {
+                        self.close("shutdown");
+                        return;
+                    }
+                }
+            }
+            self.flush();
+            more_rx = self.receive();
+        }
+    }
+
+    fn open(&mut self) {
+        let c = &self.config;
+        let res = PacketRx::open(&c.name, &c.ports, c.ring_blocks)
+            .map_err(|e| e.to_string())
+            .and_then(|rx| {
+                RawTx::open(&c.name, c.fwmark)
+                    .map(|tx| Sockets { rx, tx })
+                    .map_err(|e| e.to_string())
+            });
+        match res {
+            Ok(s) => {
+                if let Err(e) =
+                    self.poll
+                        .registry()
+                        .register(&mut SourceFd(&s.rx.as_raw_fd()), RX, Interest::READABLE)
+                {
+                    tracing::warn!("cannot register the ring: {e}");
+                    return;
+                }
+                tracing::info!("interface open");
+                self.socks = Some(s);
+                self.stats.open.store(true, Ordering::Relaxed);
+                let _ = self.events.send(IfaceEvent::Opened {
+                    iface: self.config.id,
+                });
+            }
+            Err(e) => tracing::debug!("interface not available: {e}"),
+        }
+    }
+
+    fn close(&mut self, reason: &str) {
+        if let Some(s) = self.socks.take() {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&s.rx.as_raw_fd()));
+            tracing::info!("interface closed: {reason}");
+            self.stats.open.store(false, Ordering::Relaxed);
+            self.stats
+                .tx_dropped
+                .fetch_add(self.pending.len() as u64, Ordering::Relaxed);
+            self.pending.clear();
+            let _ = self.events.send(IfaceEvent::Closed {
+                iface: self.config.id,
+                reason: reason.to_owned(),
+            });
+        }
+    }
+
+    fn queue(&mut self, batch: Batch) {
+        if self.socks.is_none() {
+            self.stats
+                .tx_dropped
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            return;
+        }
+        for p in batch {
+            if self.pending.len() >= MAX_PENDING_TX {
+                self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.pending.push_back(p);
+            }
+        }
+    }
+
+    /// Sends what is pending, in `sendmmsg` batches, until done or the socket buffer is full.
+    fn flush(&mut self) {
+        let Some(s) = &self.socks else { return };
+        let mut fatal = None;
+        while !self.pending.is_empty() {
+            let n = self.pending.len().min(crate::sys::rawtx::MAX_BATCH);
+            let refs: Vec<&[u8]> = self.pending.iter().take(n).map(|p| p.as_slice()).collect();
+            let bytes: Vec<usize> = refs.iter().map(|r| r.len()).collect();
+            match s.tx.send_batch(&refs) {
+                Ok(0) => break,
+                Ok(sent) => {
+                    self.stats.tx_packets.fetch_add(sent as u64, Ordering::Relaxed);
+                    self.stats
+                        .tx_bytes
+                        .fetch_add(bytes[..sent].iter().sum::<usize>() as u64, Ordering::Relaxed);
+                    self.pending.drain(..sent);
+                }
+                Err(TxError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(TxError::Io(e)) if is_gone(&e) => {
+                    fatal = Some(e.to_string());
+                    break;
+                }
+                Err(e) => {
+                    // This packet cannot be sent (not IP, no route, too big): drop it, go on.
+                    tracing::debug!("dropping a packet: {e}");
+                    self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+                    self.pending.pop_front();
+                }
+            }
+        }
+        if let Some(reason) = fatal {
+            self.close(&reason);
+        }
+    }
+
+    /// Drains up to [`MAX_BLOCKS_PER_WAKE`] ring blocks into batches for the engine. Returns
+    /// whether the cap was hit (more may be waiting: poll again without sleeping, since readiness
+    /// is edge-triggered).
+    fn receive(&mut self) -> bool {
+        let Some(s) = &mut self.socks else { return false };
+        let iface = self.config.id;
+        let mut batch: Batch = Vec::with_capacity(MAX_BATCH);
+        let (pool, stats, events) = (&self.pool, &self.stats, &self.events);
+        let mut blocks = 0;
+        let flush = |batch: &mut Batch| {
+            if batch.is_empty() {
+                return;
+            }
+            let n = batch.len() as u64;
+            let bytes: u64 = batch.iter().map(|p| p.len() as u64).sum();
+            let packets = std::mem::replace(batch, Vec::with_capacity(MAX_BATCH));
+            match events.try_send(IfaceEvent::Received { iface, packets }) {
+                Ok(()) => {
+                    stats.rx_packets.fetch_add(n, Ordering::Relaxed);
+                    stats.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
+                }
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    stats.rx_dropped_busy.fetch_add(n, Ordering::Relaxed);
+                }
+            }
+        };
+        while blocks < MAX_BLOCKS_PER_WAKE {
+            let consumed = s.rx.drain(1, |frame| {
+                if frame.truncated {
+                    stats.rx_dropped_truncated.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+                let mut p = pool.copy_from(frame.data);
+                p.meta = PacketMeta {
+                    csum_not_ready: frame.csum_not_ready,
+                    csum_valid: frame.csum_valid,
+                };
+                batch.push(p);
+                if batch.len() >= MAX_BATCH {
+                    flush(&mut batch);
+                }
+            });
+            if consumed == 0 {
+                break;
+            }
+            blocks += 1;
+        }
+        flush(&mut batch);
+        blocks >= MAX_BLOCKS_PER_WAKE
+    }
+}
+
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENODEV | libc::ENXIO | libc::ENETDOWN)
+    )
+}
