@@ -131,7 +131,7 @@ impl IfaceHandle {
         }
     }
 
-    /// Asks the thread to reopen its sockets now (the interface came back).
+    /// Asks the thread to open its sockets now if they are closed (the interface came back).
     pub fn reopen(&self) {
         let _ = self.cmd.try_send(Cmd::Reopen);
         let _ = self.waker.wake();
@@ -243,10 +243,10 @@ impl Thread {
             while let Ok(cmd) = self.cmd.try_recv() {
                 match cmd {
                     Cmd::Send(batch) => self.queue(batch),
-                    Cmd::Reopen => {
-                        self.close("reopen requested");
-                        self.open();
-                    }
+                    // Open sockets stay as they are: a vanished interface errors them (and closes them)
+                    // on its own.
+                    Cmd::Reopen if self.socks.is_none() => self.open(),
+                    Cmd::Reopen => {}
                     Cmd::Shutdown => {
                         self.close("shutdown");
                         return;
