@@ -9,5 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod mptcp;
 pub mod sys;
 pub mod time;
+pub mod wire;
