@@ -172,9 +172,9 @@ impl DataRecvBuffer {
             return out;
         }
         let end = start + data.len() as u64;
-        let overlaps_ooo = self.ooo.first_key_value().is_some_and(|(&s, _)| s < end);
-        if start == nxt && !overlaps_ooo {
-            // Fast path: in order and touching nothing held out of order.
+        let touches_ooo = self.ooo.first_key_value().is_some_and(|(&s, _)| s <= end);
+        if start == nxt && !touches_ooo {
+            // Fast path: in order, and nothing held out of order overlaps or follows directly.
             out.new_bytes += data.len();
             self.ready.extend(data);
         } else {
