@@ -10,5 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod io;
+pub mod mptcp;
 pub mod sys;
 pub mod time;
+pub mod wire;
