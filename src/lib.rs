@@ -10,4 +10,6 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod sys;
+pub mod tcp;
 pub mod time;
+pub mod wire;
