@@ -12,5 +12,6 @@ pub mod daemon;
 pub mod io;
 pub mod mptcp;
 pub mod sys;
+pub mod tcp;
 pub mod time;
 pub mod wire;
