@@ -32,8 +32,30 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Down => mpbond::daemon::down(&cli.run_dir),
         Command::Status(args) => mpbond::daemon::status(&cli.run_dir, args.json, args.flows),
-        Command::Check(_) => anyhow::bail!("`check` arrives with the option-30 path checker"),
+        Command::Check(args) => check(&args),
     }
+}
+
+fn check(args: &cli::CheckArgs) -> anyhow::Result<()> {
+    let opts = mpbond::io::check::CheckOptions {
+        target: args.target.clone(),
+        interfaces: cli::check_interfaces(args),
+        fwmark: mpbond::config::RoutingConfig::default().fwmark,
+        attempts: args.attempts,
+        attempt_timeout: std::time::Duration::from_secs(1),
+        max_hops: args.max_hops,
+    };
+    let result = mpbond::io::check::run(&opts)?;
+    #[expect(clippy::print_stdout, reason = "the report is the command's output")]
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        print!("{}", mpbond::check::report::render(&result));
+    }
+    if !result.pass {
+        anyhow::bail!("option 30 does not pass every path (see above)");
+    }
+    Ok(())
 }
 
 fn init_logging(verbose: u8) {

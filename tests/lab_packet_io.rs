@@ -34,7 +34,7 @@ fn ring_receives_only_the_port_range_and_raw_tx_sends() {
 
     let rx_thread = std::thread::spawn(move || {
         netns::enter(&an).unwrap();
-        let mut rx = PacketRx::open("pa", &(61000..=61999), 4).unwrap();
+        let mut rx = PacketRx::open("pa", &(61000..=61999), false, 4).unwrap();
         let mut got: Vec<(u8, u16)> = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(5);
         while got.len() < 4 && Instant::now() < deadline {

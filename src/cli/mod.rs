@@ -83,6 +83,12 @@ pub struct CheckArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Highest TTL of the trace that locates a middlebox.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u8).range(1..=64))]
+    pub max_hops: u8,
+    /// SYN transmissions per probe.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub attempts: u32,
     /// An MPTCP-capable server, HOST:PORT.
     #[arg(value_name = "HOST:PORT")]
     pub target: String,
@@ -103,6 +109,23 @@ pub fn load_config(args: &UpArgs) -> Result<Config, ConfigError> {
     Config::resolve(file, &flags, &|role| {
         ifdetect::detect(Path::new("/sys/class/net"), role)
     })
+}
+
+/// The interfaces `check` probes from when none is given: the configured or detected Wi-Fi and
+/// cellular interfaces (whichever exist).
+pub fn check_interfaces(args: &CheckArgs) -> Vec<String> {
+    if !args.interfaces.is_empty() {
+        return args.interfaces.clone();
+    }
+    let file = FileConfig::load(Path::new(config::DEFAULT_CONFIG_PATH), false).unwrap_or_default();
+    let sys = Path::new("/sys/class/net");
+    [
+        file.interfaces.wifi.or_else(|| ifdetect::detect(sys, ifdetect::Role::Wifi)),
+        file.interfaces.cellular.or_else(|| ifdetect::detect(sys, ifdetect::Role::Cellular)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// Whether an error chain is a usage/configuration error (exit 2) rather than a runtime failure.

@@ -260,7 +260,7 @@ impl Thread {
 
     fn open(&mut self) {
         let c = &self.config;
-        let res = PacketRx::open(&c.name, &c.ports, c.ring_blocks)
+        let res = PacketRx::open(&c.name, &c.ports, false, c.ring_blocks)
             .map_err(|e| e.to_string())
             .and_then(|rx| {
                 RawTx::open(&c.name, c.fwmark)

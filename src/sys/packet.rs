@@ -92,34 +92,37 @@ const fn jump(code: u16, k: u32, jt: u8, jf: u8) -> BpfInsn {
 }
 
 /// The filter program: accept (whole packet) a TCP segment to a destination port in `ports`,
-/// IPv4 (unfragmented or first fragment only) or IPv6 (TCP as the first next header); drop
-/// everything else. Offsets are from the network header (`SOCK_DGRAM`).
-pub fn tcp_port_filter(ports: &RangeInclusive<u16>) -> Vec<BpfInsn> {
+/// IPv4 (unfragmented or first fragment only) or IPv6 (TCP as the first next header), and, with
+/// `icmp`, every ICMP / ICMPv6 message (errors quoting our segments: unreachable, time exceeded,
+/// packet too big); drop everything else. Offsets are from the network header (`SOCK_DGRAM`).
+pub fn port_filter(ports: &RangeInclusive<u16>, icmp: bool) -> Vec<BpfInsn> {
     let lo = u32::from(*ports.start());
     let hi = u32::from(*ports.end());
-    // Index:                                                   what it does
+    // A protocol byte never equals 256: the ICMP tests then always fail.
+    let (icmp4, icmp6) = if icmp { (1, 58) } else { (256, 256) };
+    // Jumps are relative: target = index + 1 + offset. DROP is 19, ACCEPT is 20.
     vec![
-        /* 0 */ stmt(BPF_LD | BPF_B | BPF_ABS, 0), //               A = version/IHL byte
-        /* 1 */ stmt(BPF_ALU | BPF_RSH | BPF_K, 4), //              A = IP version
-        /* 2 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 4, 0, 8), //        v4 → 3, else → 11
-        /* 3 */ stmt(BPF_LD | BPF_B | BPF_ABS, 9), //               A = protocol
-        /* 4 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 0, 12), //       TCP → 5, else drop (17)
-        /* 5 */ stmt(BPF_LD | BPF_H | BPF_ABS, 6), //               A = flags + fragment offset
-        /* 6 */ jump(BPF_JMP | BPF_JSET | BPF_K, 0x1fff, 10, 0), // later fragment → drop (17)
-        /* 7 */ stmt(BPF_LDX | BPF_B | BPF_MSH, 0), //              X = 4 * IHL
-        /* 8 */ stmt(BPF_LD | BPF_H | BPF_IND, 2), //               A = TCP destination port
-        /* 9 */ jump(BPF_JMP | BPF_JGE | BPF_K, lo, 0, 7), //       < lo → drop (17)
-        /* 10 */
-        jump(BPF_JMP | BPF_JGT | BPF_K, hi, 6, 7), //      > hi → drop (17), else accept (18)
-        /* 11 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 0, 5), //       v6 → 12, else drop (17)
-        /* 12 */ stmt(BPF_LD | BPF_B | BPF_ABS, 6), //              A = next header
-        /* 13 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 0, 3), //       TCP → 14, else drop (17)
-        /* 14 */ stmt(BPF_LD | BPF_H | BPF_ABS, 42), //             A = TCP destination port
-        /* 15 */ jump(BPF_JMP | BPF_JGE | BPF_K, lo, 0, 1), //      < lo → drop (17)
-        /* 16 */
-        jump(BPF_JMP | BPF_JGT | BPF_K, hi, 0, 1), //      > hi → drop (17), else accept (18)
-        /* 17 */ stmt(BPF_RET | BPF_K, 0),
-        /* 18 */ stmt(BPF_RET | BPF_K, SNAP_LEN),
+        /* 0 */ stmt(BPF_LD | BPF_B | BPF_ABS, 0), //                A = version/IHL byte
+        /* 1 */ stmt(BPF_ALU | BPF_RSH | BPF_K, 4), //               A = IP version
+        /* 2 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 4, 0, 9), //         v4 → 3, else → 12
+        /* 3 */ stmt(BPF_LD | BPF_B | BPF_ABS, 9), //                A = protocol
+        /* 4 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 1, 0), //         TCP → 6, else → 5
+        /* 5 */ jump(BPF_JMP | BPF_JEQ | BPF_K, icmp4, 14, 13), //   ICMP → ACCEPT, else DROP
+        /* 6 */ stmt(BPF_LD | BPF_H | BPF_ABS, 6), //                A = flags + fragment offset
+        /* 7 */ jump(BPF_JMP | BPF_JSET | BPF_K, 0x1fff, 11, 0), //  later fragment → DROP
+        /* 8 */ stmt(BPF_LDX | BPF_B | BPF_MSH, 0), //               X = 4 * IHL
+        /* 9 */ stmt(BPF_LD | BPF_H | BPF_IND, 2), //                A = TCP destination port
+        /* 10 */ jump(BPF_JMP | BPF_JGE | BPF_K, lo, 0, 8), //       < lo → DROP
+        /* 11 */ jump(BPF_JMP | BPF_JGT | BPF_K, hi, 7, 8), //       > hi → DROP, else ACCEPT
+        /* 12 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 0, 6), //        v6 → 13, else DROP
+        /* 13 */ stmt(BPF_LD | BPF_B | BPF_ABS, 6), //               A = next header
+        /* 14 */ jump(BPF_JMP | BPF_JEQ | BPF_K, 6, 1, 0), //        TCP → 16, else → 15
+        /* 15 */ jump(BPF_JMP | BPF_JEQ | BPF_K, icmp6, 4, 3), //    ICMPv6 → ACCEPT, else DROP
+        /* 16 */ stmt(BPF_LD | BPF_H | BPF_ABS, 42), //              A = TCP destination port
+        /* 17 */ jump(BPF_JMP | BPF_JGE | BPF_K, lo, 0, 1), //       < lo → DROP
+        /* 18 */ jump(BPF_JMP | BPF_JGT | BPF_K, hi, 0, 1), //       > hi → DROP, else ACCEPT
+        /* 19 */ stmt(BPF_RET | BPF_K, 0),
+        /* 20 */ stmt(BPF_RET | BPF_K, SNAP_LEN),
     ]
 }
 
@@ -171,7 +174,8 @@ pub struct RxFrame<'a> {
 impl PacketRx {
     /// Opens a packet socket on interface `ifname`, with the port filter and a ring of `blocks`
     /// blocks of [`BLOCK_SIZE`] bytes. Non-blocking; poll the fd for readability.
-    pub fn open(ifname: &str, ports: &RangeInclusive<u16>, blocks: u32) -> Result<PacketRx, PacketError> {
+    /// With `icmp`, ICMP and ICMPv6 messages are received too.
+    pub fn open(ifname: &str, ports: &RangeInclusive<u16>, icmp: bool, blocks: u32) -> Result<PacketRx, PacketError> {
         let ifindex = if_index(ifname)?;
         let proto_be = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket(2) call; the result is checked before use.
@@ -189,7 +193,7 @@ impl PacketRx {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
 
         // Attach the filter before binding so that no unfiltered packet is queued.
-        let prog = tcp_port_filter(ports);
+        let prog = port_filter(ports, icmp);
         let insns: Vec<libc::sock_filter> = prog
             .iter()
             .map(|i| libc::sock_filter {
@@ -479,7 +483,7 @@ mod tests {
 
     #[test]
     fn filter_admits_only_tcp_to_the_range() {
-        let prog = tcp_port_filter(&(61000..=64999));
+        let prog = port_filter(&(61000..=64999), false);
         let acc = |p: &[u8]| run(&prog, p) == Some(SNAP_LEN);
         assert!(acc(&v4(6, 5, 0, 61000)));
         assert!(acc(&v4(6, 5, 0, 64999)));
@@ -494,7 +498,14 @@ mod tests {
         assert!(!acc(&v6(6, 65000)));
         assert!(!acc(&v6(17, 62000)));
         assert!(!acc(&v6(0, 62000)), "hop-by-hop first");
+        assert!(!acc(&v4(1, 5, 0, 0)), "ICMP without the flag");
+        assert!(!acc(&v6(58, 0)), "ICMPv6 without the flag");
         assert_eq!(run(&prog, &[0x50]), Some(0), "not IP");
+        let with_icmp = port_filter(&(61000..=64999), true);
+        let acc_i = |p: &[u8]| run(&with_icmp, p) == Some(SNAP_LEN);
+        assert!(acc_i(&v4(1, 5, 0, 0)) && acc_i(&v6(58, 0)), "ICMP with the flag");
+        assert!(acc_i(&v4(6, 5, 0, 61000)) && acc_i(&v6(6, 64999)));
+        assert!(!acc_i(&v4(17, 5, 0, 62000)) && !acc_i(&v6(17, 62000)) && !acc_i(&v4(6, 5, 0, 80)));
         assert_eq!(
             run(&prog, &[]),
             None,
