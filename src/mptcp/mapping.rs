@@ -304,7 +304,8 @@ impl SubflowReceiver {
     /// A receiver for a subflow whose first data octet is `first` (relative 1, or later for a
     /// subflow joining after data-level fallback), with DSS checksums on or off as negotiated
     /// (§3.1), holding at most `max_unmapped` octets while waiting for their mapping (one receive
-    /// window, §3.3.1).
+    /// window, §3.3.1). With checksums on, octets of a mapping wait here until the whole mapping
+    /// is in, so the limit is raised to at least one maximal mapping (65,535 octets).
     pub fn new(first: SubflowSeq, checksums: bool, max_unmapped: usize) -> SubflowReceiver {
         SubflowReceiver {
             checksums,
@@ -312,7 +313,11 @@ impl SubflowReceiver {
             pending: VecDeque::new(),
             mappings: VecDeque::new(),
             infinite: None,
-            max_unmapped,
+            max_unmapped: if checksums {
+                max_unmapped.max(usize::from(u16::MAX))
+            } else {
+                max_unmapped
+            },
         }
     }
 
