@@ -965,3 +965,34 @@ fn run_e2e_case(case: &E2eCase) -> Result<(), TestCaseError> {
     prop_assert_eq!(snd.buffered(), 0);
     Ok(())
 }
+
+// ---- Building and expanding DSS options.
+
+#[test]
+fn outgoing_dss_uses_64_bit_fields_and_round_trips() {
+    use mpbond::wire::mptcp::{Dss, MptcpOption};
+    let payload = b"abcdef";
+    let m = with_checksum(mapping(u64::MAX - 2, 1, 7, true), payload);
+    let opt = dss_option(Some(DataSeq(0x1_0000_0005)), Some(&m));
+    assert_eq!(opt.len(), 28);
+    let mut buf = [0u8; 40];
+    let n = opt.write(&mut buf).unwrap();
+    let MptcpOption::Dss(parsed) = MptcpOption::parse(&buf[..n]).unwrap() else {
+        panic!()
+    };
+    let got = ReceivedDss::expand(&parsed, DataSeq(0), DataSeq(0));
+    assert_eq!(got.data_ack, Some(DataSeq(0x1_0000_0005)));
+    assert_eq!(got.mapping, Some(m));
+    assert!(verify_dss_checksum(&got.mapping.unwrap(), payload));
+    // A pure DATA_ACK: 4 + 8 = 12 octets.
+    assert_eq!(dss_option(Some(DataSeq(1)), None).len(), 12);
+    // 32-bit fields are expanded against the references; F alone carries nothing.
+    let short = Dss {
+        data_ack: Some(DsnField::Short(0x10)),
+        mapping: None,
+        data_fin: true,
+    };
+    let got = ReceivedDss::expand(&short, DataSeq(0x2_ffff_fff0), DataSeq(0));
+    assert_eq!(got.data_ack, Some(DataSeq(0x3_0000_0010)));
+    assert_eq!(got.mapping, None);
+}

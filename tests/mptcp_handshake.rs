@@ -346,3 +346,21 @@ fn data_level_buffers_start_at_the_negotiated_dsns() {
     rcv.insert(chunk.dsn, &buf);
     assert_eq!(rcv.data_ack(), DataSeq(c.local_key.idsn().0.wrapping_add(3)));
 }
+
+#[test]
+fn fastclose_carries_the_peer_key_and_only_that_key_is_accepted() {
+    let (c, s) = connection();
+    let fc = wire(&c.fastclose_option());
+    assert_eq!(
+        fc,
+        MptcpOption::MpFastclose {
+            receiver_key: KEY_B.0
+        }
+    );
+    assert!(s.is_valid_fastclose(&fc));
+    assert!(!c.is_valid_fastclose(&fc), "our own key was not sent");
+    assert!(!s.is_valid_fastclose(&MptcpOption::MpFastclose {
+        receiver_key: KEY_B.0 ^ 1
+    }));
+    assert!(!s.is_valid_fastclose(&MptcpOption::MpFail { dsn: KEY_B.0 }));
+}

@@ -154,6 +154,20 @@ impl Negotiated {
         self.remote_key.idsn().wrapping_add(1)
     }
 
+    /// The MP_FASTCLOSE to send: it carries the peer's key (RFC 8684 §3.5: "containing the key
+    /// of Host B as declared in the initial connection handshake").
+    pub fn fastclose_option(&self) -> MptcpOption {
+        MptcpOption::MpFastclose {
+            receiver_key: self.remote_key.0,
+        }
+    }
+
+    /// Whether a received MP_FASTCLOSE is genuine: §3.5 acts only on one "containing the valid
+    /// key", i.e. ours. (A single 64-bit comparison; no early exit to time.)
+    pub fn is_valid_fastclose(&self, opt: &MptcpOption) -> bool {
+        matches!(opt, MptcpOption::MpFastclose { receiver_key } if *receiver_key ^ self.local_key.0 == 0)
+    }
+
     fn flags(&self) -> CapableFlags {
         CapableConfig {
             checksum_required: self.checksums,
