@@ -996,3 +996,34 @@ fn outgoing_dss_uses_64_bit_fields_and_round_trips() {
     assert_eq!(got.data_ack, Some(DataSeq(0x3_0000_0010)));
     assert_eq!(got.mapping, None);
 }
+
+proptest! {
+    /// Any single altered octet in a checksummed mapping is caught (a one-octet change moves the
+    /// ones'-complement sum by a non-zero amount below 2^16 - 1), reported with the mapping's DSN
+    /// for MP_FAIL, and none of the mapping reaches the application.
+    #[test]
+    fn altered_payload_is_caught_by_the_dss_checksum(
+        payload in proptest::collection::vec(any::<u8>(), 1..2000),
+        dsn in any::<u64>(),
+        at in any::<prop::sample::Index>(),
+        xor in 1u8..=255,
+        seg in 1usize..700,
+    ) {
+        let m = with_checksum(mapping(dsn, 1, payload.len() as u16, false), &payload);
+        let mut altered = payload.clone();
+        altered[at.index(payload.len())] ^= xor;
+        let mut recv = DataRecvBuffer::new(DataSeq(dsn), 4096);
+        let mut sf = SubflowReceiver::new(SubflowSeq(1), true, 4096);
+        prop_assert_eq!(sf.on_mapping(m, &mut recv), Ok(MappingOutcome::Added));
+        let mut result = Ok(0);
+        for (i, chunk) in altered.chunks(seg).enumerate() {
+            result = sf.on_data(SubflowSeq(1 + (i * seg) as u32), chunk, &mut recv);
+            if result.is_err() {
+                break;
+            }
+        }
+        prop_assert_eq!(result, Err(MappingError::ChecksumFailed { dsn: DataSeq(dsn) }));
+        prop_assert_eq!(recv.readable(), 0);
+        prop_assert_eq!(recv.data_ack(), DataSeq(dsn));
+    }
+}
