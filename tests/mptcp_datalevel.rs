@@ -41,7 +41,10 @@ fn dss_checksum_vectors() {
         0xac13
     );
     // A bare DATA_FIN: "The checksum in this case will only cover the pseudo-header" (§3.3.3).
-    assert_eq!(dss_checksum(DataSeq(0xffff_ffff_ffff_fff0), SubflowSeq(0), 1, b""), 0x000e);
+    assert_eq!(
+        dss_checksum(DataSeq(0xffff_ffff_ffff_fff0), SubflowSeq(0), 1, b""),
+        0x000e
+    );
 }
 
 #[test]
@@ -164,7 +167,13 @@ fn a_changed_mapping_is_a_protocol_violation() {
     sf.on_mapping(first, &mut recv).unwrap();
     let moved = mapping(5000, 50, 100, false);
     let err = sf.on_mapping(moved, &mut recv).unwrap_err();
-    assert_eq!(err, MappingError::Changed { old: first, new: moved });
+    assert_eq!(
+        err,
+        MappingError::Changed {
+            old: first,
+            new: moved
+        }
+    );
     assert_eq!(err.fault(), Fault::PeerMisbehaved);
     // An overlapping mapping with the same DSN/subflow offset is consistent (no checksums).
     assert_eq!(
@@ -180,7 +189,10 @@ fn with_checksums_any_overlap_that_is_not_identical_is_refused() {
     let a = with_checksum(mapping(0, 1, 10, false), b"0123456789");
     sf.on_mapping(a, &mut recv).unwrap();
     let b = with_checksum(mapping(4, 5, 10, false), b"456789abcd");
-    assert!(matches!(sf.on_mapping(b, &mut recv), Err(MappingError::Changed { .. })));
+    assert!(matches!(
+        sf.on_mapping(b, &mut recv),
+        Err(MappingError::Changed { .. })
+    ));
 }
 
 #[test]
@@ -205,8 +217,15 @@ fn checksum_waits_for_the_whole_mapping_then_verifies() {
     let m = with_checksum(mapping(10, 1, payload.len() as u16, false), payload);
     sf.on_mapping(m, &mut recv).unwrap();
     assert_eq!(sf.on_data(SubflowSeq(1), &payload[..7], &mut recv), Ok(0));
-    assert_eq!(recv.data_ack(), DataSeq(10), "nothing passes before the checksum is checked");
-    assert_eq!(sf.on_data(SubflowSeq(8), &payload[7..], &mut recv), Ok(payload.len()));
+    assert_eq!(
+        recv.data_ack(),
+        DataSeq(10),
+        "nothing passes before the checksum is checked"
+    );
+    assert_eq!(
+        sf.on_data(SubflowSeq(8), &payload[7..], &mut recv),
+        Ok(payload.len())
+    );
     assert_eq!(read_all(&mut recv), payload);
 }
 
@@ -221,7 +240,11 @@ fn checksum_failure_reports_the_dsn_for_mp_fail_and_delivers_nothing() {
     assert_eq!(err, MappingError::ChecksumFailed { dsn: DataSeq(77) });
     assert_eq!(err.fault(), Fault::PathIncompatible);
     assert_eq!(recv.readable(), 0);
-    assert_eq!(recv.data_ack(), DataSeq(77), "failed data MUST NOT be DATA_ACKed (§3.7)");
+    assert_eq!(
+        recv.data_ack(),
+        DataSeq(77),
+        "failed data MUST NOT be DATA_ACKed (§3.7)"
+    );
 }
 
 #[test]
@@ -335,10 +358,16 @@ fn data_fin_conflicts_are_refused() {
         })
     );
     recv.insert(DataSeq(10), b"x");
-    assert!(matches!(recv.insert_data_fin(DataSeq(5)), Err(DataFinError::Conflict { .. })));
+    assert!(matches!(
+        recv.insert_data_fin(DataSeq(5)),
+        Err(DataFinError::Conflict { .. })
+    ));
     assert_eq!(recv.insert_data_fin(DataSeq(11)), Ok(()));
     assert_eq!(recv.insert_data_fin(DataSeq(11)), Ok(()));
-    assert!(matches!(recv.insert_data_fin(DataSeq(12)), Err(DataFinError::Conflict { .. })));
+    assert!(matches!(
+        recv.insert_data_fin(DataSeq(12)),
+        Err(DataFinError::Conflict { .. })
+    ));
     // Nothing past the DATA_FIN is stored.
     assert_eq!(recv.insert(DataSeq(11), b"zz").dropped_bytes, 2);
     assert!(!recv.fin_received());
@@ -356,7 +385,10 @@ fn send_chunks_ack_and_data_fin() {
     assert_eq!(snd.write(&[7u8; 150]), Ok(100));
     assert_eq!(snd.free_space(), 0);
     let a = snd.next_chunk(SubflowId(0), 60).unwrap();
-    assert_eq!((a.dsn, a.len, a.data_fin, a.reinjection), (base, 60, false, false));
+    assert_eq!(
+        (a.dsn, a.len, a.data_fin, a.reinjection),
+        (base, 60, false, false)
+    );
     let b = snd.next_chunk(SubflowId(1), 60).unwrap();
     assert_eq!((b.dsn, b.len), (base.wrapping_add(60), 40));
     assert_eq!(snd.next_chunk(SubflowId(0), 60), None);
@@ -367,7 +399,10 @@ fn send_chunks_ack_and_data_fin() {
     assert_eq!(snd.write(b"x"), Err(WriteError::Closed));
     // All data sent: the DATA_FIN goes alone, subflow seq 0 and Data-Level Length 1 (§3.3.3).
     let fin = snd.next_chunk(SubflowId(0), 60).unwrap();
-    assert_eq!((fin.dsn, fin.len, fin.data_fin), (base.wrapping_add(100), 0, true));
+    assert_eq!(
+        (fin.dsn, fin.len, fin.data_fin),
+        (base.wrapping_add(100), 0, true)
+    );
     let m = fin.mapping(SubflowSeq(999));
     assert_eq!((m.subflow_seq, m.data_len), (SubflowSeq(0), 1));
     assert!(m.is_bare_data_fin());
@@ -392,14 +427,18 @@ fn data_fin_rides_on_the_last_data_chunk() {
     let c = snd.next_chunk(SubflowId(0), 1000).unwrap();
     assert_eq!((c.len, c.data_fin, c.data_level_len()), (3, true, 4));
     let m = c.mapping(SubflowSeq(1));
-    assert_eq!((m.data_len, m.subflow_len(), m.data_fin_dsn()), (4, 3, Some(DataSeq(3))));
+    assert_eq!(
+        (m.data_len, m.subflow_len(), m.data_fin_dsn()),
+        (4, 3, Some(DataSeq(3)))
+    );
     assert_eq!(snd.next_chunk(SubflowId(0), 1000), None);
 }
 
 #[test]
 fn failed_subflow_data_is_reinjected_elsewhere() {
     let mut snd = DataSendBuffer::new(DataSeq(0), 1000);
-    snd.write(&(0..=255u8).cycle().take(300).collect::<Vec<_>>()).unwrap();
+    snd.write(&(0..=255u8).cycle().take(300).collect::<Vec<_>>())
+        .unwrap();
     let a = snd.next_chunk(SubflowId(1), 100).unwrap(); // [0,100) on 1
     let _b = snd.next_chunk(SubflowId(2), 100).unwrap(); // [100,200) on 2
     let _c = snd.next_chunk(SubflowId(1), 100).unwrap(); // [200,300) on 1
@@ -476,15 +515,17 @@ fn recv_case() -> impl Strategy<Value = RecvCase> {
         proptest::collection::vec(1usize..400, 1..64),
         proptest::collection::vec(any::<u32>(), 64..512),
     )
-        .prop_map(|(stream, base, capacity, checksums, subflows, cuts, choices)| RecvCase {
-            stream,
-            base,
-            capacity,
-            checksums,
-            subflows,
-            cuts,
-            choices,
-        })
+        .prop_map(
+            |(stream, base, capacity, checksums, subflows, cuts, choices)| RecvCase {
+                stream,
+                base,
+                capacity,
+                checksums,
+                subflows,
+                cuts,
+                choices,
+            },
+        )
 }
 
 struct Choices<'a> {
@@ -527,7 +568,10 @@ fn make_mapping(dsn: DataSeq, ssn: u32, payload: &[u8], fin: bool, checksums: bo
 fn run_recv_case(case: &RecvCase) -> Result<(), TestCaseError> {
     let base = DataSeq(case.base);
     let total = case.stream.len();
-    let mut ch = Choices { v: &case.choices, i: 0 };
+    let mut ch = Choices {
+        v: &case.choices,
+        i: 0,
+    };
     let mut recv = DataRecvBuffer::new(base, case.capacity);
     let mut subflows: Vec<ModelSubflow> = (0..case.subflows)
         .map(|_| ModelSubflow {
@@ -540,7 +584,13 @@ fn run_recv_case(case: &RecvCase) -> Result<(), TestCaseError> {
     let queue_piece = |sfs: &mut Vec<ModelSubflow>, sf: usize, start: usize, end: usize, fin: bool| {
         let s = &mut sfs[sf];
         let payload = case.stream[start..end].to_vec();
-        let m = make_mapping(base.wrapping_add(start as u64), s.next_ssn, &payload, fin, case.checksums);
+        let m = make_mapping(
+            base.wrapping_add(start as u64),
+            s.next_ssn,
+            &payload,
+            fin,
+            case.checksums,
+        );
         s.next_ssn += payload.len() as u32;
         s.queue.push_back((m, payload, 0));
     };
@@ -564,7 +614,9 @@ fn run_recv_case(case: &RecvCase) -> Result<(), TestCaseError> {
         pos += len;
     }
     // If the DATA_FIN did not ride on the last mapping, send it bare on some subflow.
-    let fin_on_data = subflows.iter().any(|s| s.queue.iter().any(|(m, _, _)| m.data_fin));
+    let fin_on_data = subflows
+        .iter()
+        .any(|s| s.queue.iter().any(|(m, _, _)| m.data_fin));
     let mut bare_fin = (!fin_on_data).then(|| ch.next(case.subflows as u32) as usize);
 
     // Which stream offsets have reached a receiver (for the DATA_ACK upper bound).
@@ -585,12 +637,20 @@ fn run_recv_case(case: &RecvCase) -> Result<(), TestCaseError> {
             let n = recv.read(&mut buf);
             delivered.extend_from_slice(&buf[..n]);
         }
-        prop_assert!(delivered[..] == case.stream[..delivered.len()], "delivered bytes differ");
+        prop_assert!(
+            delivered[..] == case.stream[..delivered.len()],
+            "delivered bytes differ"
+        );
         let ack = recv.data_ack();
         let acked = ack.offset_from(base) as usize;
         let prefix = arrived.iter().position(|a| !a).unwrap_or(total);
         let bound = prefix + usize::from(prefix == total && fin_arrived);
-        prop_assert!(acked <= bound, "DATA_ACK {} beyond contiguous arrivals {}", acked, bound);
+        prop_assert!(
+            acked <= bound,
+            "DATA_ACK {} beyond contiguous arrivals {}",
+            acked,
+            bound
+        );
         prop_assert!(!ack.is_before(last_ack), "DATA_ACK went backwards");
         prop_assert_eq!(
             acked,
@@ -603,7 +663,9 @@ fn run_recv_case(case: &RecvCase) -> Result<(), TestCaseError> {
 
     // Interleave segment deliveries across subflows.
     loop {
-        let live: Vec<usize> = (0..subflows.len()).filter(|&i| !subflows[i].queue.is_empty()).collect();
+        let live: Vec<usize> = (0..subflows.len())
+            .filter(|&i| !subflows[i].queue.is_empty())
+            .collect();
         if live.is_empty() && bare_fin.is_none() {
             break;
         }
@@ -626,7 +688,9 @@ fn run_recv_case(case: &RecvCase) -> Result<(), TestCaseError> {
             let r = s.rx.on_data(seq, &bytes, &mut recv);
             prop_assert_eq!(r, Ok(0));
         }
-        let Some((m, payload, sent)) = s.queue.front_mut() else { unreachable!() };
+        let Some((m, payload, sent)) = s.queue.front_mut() else {
+            unreachable!()
+        };
         let m = *m;
         let seg = (1 + ch.next(200) as usize).min(payload.len() - *sent);
         let first = *sent == 0;
@@ -669,7 +733,13 @@ fn run_recv_case(case: &RecvCase) -> Result<(), TestCaseError> {
         let s = &mut subflows[0];
         let payload = case.stream[from..from + len].to_vec();
         let fin = from + len == total;
-        let m = make_mapping(base.wrapping_add(from as u64), s.next_ssn, &payload, fin, case.checksums);
+        let m = make_mapping(
+            base.wrapping_add(from as u64),
+            s.next_ssn,
+            &payload,
+            fin,
+            case.checksums,
+        );
         let seq = SubflowSeq(s.next_ssn);
         s.next_ssn += len as u32;
         let out = s.rx.on_mapping(m, &mut recv);
@@ -693,7 +763,7 @@ fn run_recv_case(case: &RecvCase) -> Result<(), TestCaseError> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(
-        std::env::var("MPBOND_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
+        std::env::var("MPBOND_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1024)
     ))]
 
     #[test]
@@ -728,14 +798,16 @@ fn e2e_case() -> impl Strategy<Value = E2eCase> {
         any::<bool>(),
         proptest::collection::vec(any::<u32>(), 64..512),
     )
-        .prop_map(|(stream, base, snd_capacity, rcv_capacity, checksums, choices)| E2eCase {
-            stream,
-            base,
-            snd_capacity,
-            rcv_capacity,
-            checksums,
-            choices,
-        })
+        .prop_map(
+            |(stream, base, snd_capacity, rcv_capacity, checksums, choices)| E2eCase {
+                stream,
+                base,
+                snd_capacity,
+                rcv_capacity,
+                checksums,
+                choices,
+            },
+        )
 }
 
 struct Path {
@@ -749,7 +821,10 @@ struct Path {
 
 fn run_e2e_case(case: &E2eCase) -> Result<(), TestCaseError> {
     let base = DataSeq(case.base);
-    let mut ch = Choices { v: &case.choices, i: 0 };
+    let mut ch = Choices {
+        v: &case.choices,
+        i: 0,
+    };
     let mut snd = DataSendBuffer::new(base, case.snd_capacity);
     let mut recv = DataRecvBuffer::new(base, case.rcv_capacity);
     let mut paths: Vec<Path> = Vec::new();
@@ -779,7 +854,9 @@ fn run_e2e_case(case: &E2eCase) -> Result<(), TestCaseError> {
             0 | 1 => {
                 if written < case.stream.len() {
                     let want = (1 + ch.next(800) as usize).min(case.stream.len() - written);
-                    written += snd.write(&case.stream[written..written + want]).unwrap();
+                    written += snd
+                        .write(&case.stream[written..written + want])
+                        .expect("not closed");
                 } else {
                     snd.close();
                 }
@@ -827,7 +904,10 @@ fn run_e2e_case(case: &E2eCase) -> Result<(), TestCaseError> {
                 let mut buf = vec![0u8; 1 + ch.next(1500) as usize];
                 let n = recv.read(&mut buf);
                 delivered.extend_from_slice(&buf[..n]);
-                prop_assert!(delivered[..] == case.stream[..delivered.len()], "delivered bytes differ");
+                prop_assert!(
+                    delivered[..] == case.stream[..delivered.len()],
+                    "delivered bytes differ"
+                );
                 // The receiver's window opened: a window update (a pure ACK with DATA_ACK).
                 let ack = DataSeq::from_low32(recv.data_ack().low32(), snd.snd_una());
                 let r = snd.on_data_ack(ack, recv.window());
@@ -884,4 +964,66 @@ fn run_e2e_case(case: &E2eCase) -> Result<(), TestCaseError> {
     prop_assert!(snd.fin_acked());
     prop_assert_eq!(snd.buffered(), 0);
     Ok(())
+}
+
+// ---- Building and expanding DSS options.
+
+#[test]
+fn outgoing_dss_uses_64_bit_fields_and_round_trips() {
+    use mpbond::wire::mptcp::{Dss, MptcpOption};
+    let payload = b"abcdef";
+    let m = with_checksum(mapping(u64::MAX - 2, 1, 7, true), payload);
+    let opt = dss_option(Some(DataSeq(0x1_0000_0005)), Some(&m));
+    assert_eq!(opt.len(), 28);
+    let mut buf = [0u8; 40];
+    let n = opt.write(&mut buf).unwrap();
+    let MptcpOption::Dss(parsed) = MptcpOption::parse(&buf[..n]).unwrap() else {
+        panic!()
+    };
+    let got = ReceivedDss::expand(&parsed, DataSeq(0), DataSeq(0));
+    assert_eq!(got.data_ack, Some(DataSeq(0x1_0000_0005)));
+    assert_eq!(got.mapping, Some(m));
+    assert!(verify_dss_checksum(&got.mapping.unwrap(), payload));
+    // A pure DATA_ACK: 4 + 8 = 12 octets.
+    assert_eq!(dss_option(Some(DataSeq(1)), None).len(), 12);
+    // 32-bit fields are expanded against the references; F alone carries nothing.
+    let short = Dss {
+        data_ack: Some(DsnField::Short(0x10)),
+        mapping: None,
+        data_fin: true,
+    };
+    let got = ReceivedDss::expand(&short, DataSeq(0x2_ffff_fff0), DataSeq(0));
+    assert_eq!(got.data_ack, Some(DataSeq(0x3_0000_0010)));
+    assert_eq!(got.mapping, None);
+}
+
+proptest! {
+    /// Any single altered octet in a checksummed mapping is caught (a one-octet change moves the
+    /// ones'-complement sum by a non-zero amount below 2^16 - 1), reported with the mapping's DSN
+    /// for MP_FAIL, and none of the mapping reaches the application.
+    #[test]
+    fn altered_payload_is_caught_by_the_dss_checksum(
+        payload in proptest::collection::vec(any::<u8>(), 1..2000),
+        dsn in any::<u64>(),
+        at in any::<prop::sample::Index>(),
+        xor in 1u8..=255,
+        seg in 1usize..700,
+    ) {
+        let m = with_checksum(mapping(dsn, 1, payload.len() as u16, false), &payload);
+        let mut altered = payload.clone();
+        altered[at.index(payload.len())] ^= xor;
+        let mut recv = DataRecvBuffer::new(DataSeq(dsn), 4096);
+        let mut sf = SubflowReceiver::new(SubflowSeq(1), true, 4096);
+        prop_assert_eq!(sf.on_mapping(m, &mut recv), Ok(MappingOutcome::Added));
+        let mut result = Ok(0);
+        for (i, chunk) in altered.chunks(seg).enumerate() {
+            result = sf.on_data(SubflowSeq(1 + (i * seg) as u32), chunk, &mut recv);
+            if result.is_err() {
+                break;
+            }
+        }
+        prop_assert_eq!(result, Err(MappingError::ChecksumFailed { dsn: DataSeq(dsn) }));
+        prop_assert_eq!(recv.readable(), 0);
+        prop_assert_eq!(recv.data_ack(), DataSeq(dsn));
+    }
 }

@@ -21,7 +21,7 @@ fn vector(bytes: &[u8], expected: MptcpOption) {
     assert_eq!(parsed, expected, "parse {bytes:02x?}");
     assert_eq!(expected.len(), bytes.len());
     let mut out = [0xaa_u8; 64];
-    let n = expected.write(&mut out).unwrap();
+    let n = expected.write(&mut out).expect("write");
     assert_eq!(&out[..n], bytes, "write {expected:?}");
 }
 
@@ -690,7 +690,7 @@ pub fn any_option() -> impl Strategy<Value = MptcpOption> {
         });
     let remove = proptest::collection::vec(any::<u8>(), 1..=MAX_REMOVE_ADDR_IDS).prop_map(|ids| {
         MptcpOption::RemoveAddr {
-            addr_ids: AddrIdList::new(&ids).unwrap(),
+            addr_ids: AddrIdList::new(&ids).expect("1..=37 ids"),
         }
     });
     let rst = (any::<bool>(), 0u8..8, any::<u8>()).prop_map(|(t, uvw, code)| {

@@ -29,13 +29,16 @@ impl Rng {
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// Valid encodings of every subtype at every defined length (flags randomised).
 fn seeds(rng: &mut Rng) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
-    let mut frame = |sub_byte: u8, len: u8, rng: &mut Rng| {
+    let frame = |sub_byte: u8, len: u8, rng: &mut Rng| {
         let mut v: Vec<u8> = (0..len).map(|_| rng.byte()).collect();
         v[0] = 30;
         v[1] = len;
@@ -140,14 +143,18 @@ fn parser_never_panics_and_round_trips_what_it_accepts() {
             random_input(&mut rng)
         } else {
             let s = &corpus[rng.below(corpus.len() as u64) as usize];
-            if rng.below(4) == 0 { s.clone() } else { mutate(s, &mut rng) }
+            if rng.below(4) == 0 {
+                s.clone()
+            } else {
+                mutate(s, &mut rng)
+            }
         };
         match MptcpOption::parse(&input) {
             Ok(opt) => {
                 accepted[opt.subtype() as usize] += 1;
-                let n = opt
-                    .write(&mut buf)
-                    .unwrap_or_else(|e| panic!("seed {seed:#x} iter {i}: {input:02x?} parsed but write failed: {e}"));
+                let n = opt.write(&mut buf).unwrap_or_else(|e| {
+                    panic!("seed {seed:#x} iter {i}: {input:02x?} parsed but write failed: {e}")
+                });
                 assert_eq!(n, opt.len());
                 assert_eq!(n, input.len(), "seed {seed:#x} iter {i}: length changed");
                 assert_eq!(
@@ -160,12 +167,18 @@ fn parser_never_panics_and_round_trips_what_it_accepts() {
             Err(_) => rejected += 1,
         }
     }
-    println!("mptcp option fuzz: seed {seed:#x}, {iters} inputs, accepted per subtype {accepted:?}, unknown {unknown}, rejected {rejected}");
+    println!(
+        "mptcp option fuzz: seed {seed:#x}, {iters} inputs, accepted per subtype {accepted:?}, unknown {unknown}, rejected {rejected}"
+    );
     assert_eq!(accepted.iter().sum::<u64>() + unknown + rejected, iters);
     if iters >= 100_000 {
         // The run reached every subtype's parser with inputs it accepts, and also refused some.
         for (code, n) in accepted.iter().enumerate() {
-            assert!(*n > 100, "subtype {:?} accepted only {n} times", Subtype::from_code(code as u8));
+            assert!(
+                *n > 100,
+                "subtype {:?} accepted only {n} times",
+                Subtype::from_code(code as u8)
+            );
         }
         assert!(unknown > 0 && rejected > iters / 10);
     }

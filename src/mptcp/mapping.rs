@@ -12,7 +12,7 @@ use std::collections::VecDeque;
 
 use super::recv::{DataFinError, DataRecvBuffer};
 use super::seq::{DataSeq, SubflowSeq};
-use crate::wire::mptcp::{DsnField, DssMapping};
+use crate::wire::mptcp::{DsnField, Dss, DssMapping, MptcpOption};
 
 /// One Data Sequence Mapping with the DSN expanded to 64 bits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,6 +97,41 @@ impl Mapping {
     fn same_offset(&self, other: &Mapping) -> bool {
         // Distances, so that both wraps (2^64 and 2^32) are harmless.
         self.dsn.diff(other.dsn) == i64::from(self.subflow_seq.diff(other.subflow_seq))
+    }
+}
+
+/// The DSS option for an outgoing segment, always with 8-octet DATA_ACK and DSN (as Linux
+/// sends them). This meets both width rules at once: RFC 8684 §3.3.1, a sender "MUST send the
+/// full 64-bit data sequence number if it is transmitting at a sufficiently high rate that the
+/// 32-bit value could wrap within the Maximum Segment Lifetime", and §3.3.2, "If data is
+/// received with a 64-bit DSN, it MUST be acknowledged with a 64-bit Data ACK". Length: 4 + 8 +
+/// 14 (+ 2 with checksum) = 26/28 octets.
+pub fn dss_option(data_ack: Option<DataSeq>, mapping: Option<&Mapping>) -> MptcpOption {
+    MptcpOption::Dss(Dss {
+        data_ack: data_ack.map(|a| DsnField::Long(a.0)),
+        mapping: mapping.map(|m| m.to_dss(true)),
+        data_fin: mapping.is_some_and(|m| m.data_fin),
+    })
+}
+
+/// A received DSS with its sequence numbers expanded to 64 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceivedDss {
+    /// The DATA_ACK, expanded against our `snd_una`.
+    pub data_ack: Option<DataSeq>,
+    /// The mapping, its DSN expanded against our data-level `rcv_nxt`.
+    pub mapping: Option<Mapping>,
+}
+
+impl ReceivedDss {
+    /// Expands `dss` (RFC 8684 §3.3.1: "MUST be able to receive and process both 64-bit and
+    /// 32-bit sequence number values"). Flag F without a mapping carries no DSN and is dropped:
+    /// the DATA_FIN's position is given by a mapping (§3.3.3).
+    pub fn expand(dss: &Dss, snd_una: DataSeq, rcv_nxt: DataSeq) -> ReceivedDss {
+        ReceivedDss {
+            data_ack: dss.data_ack.map(|f| DataSeq::from_field(f, snd_una)),
+            mapping: dss.mapping.map(|m| Mapping::from_dss(&m, dss.data_fin, rcv_nxt)),
+        }
     }
 }
 
@@ -304,7 +339,8 @@ impl SubflowReceiver {
     /// A receiver for a subflow whose first data octet is `first` (relative 1, or later for a
     /// subflow joining after data-level fallback), with DSS checksums on or off as negotiated
     /// (§3.1), holding at most `max_unmapped` octets while waiting for their mapping (one receive
-    /// window, §3.3.1).
+    /// window, §3.3.1). With checksums on, octets of a mapping wait here until the whole mapping
+    /// is in, so the limit is raised to at least one maximal mapping (65,535 octets).
     pub fn new(first: SubflowSeq, checksums: bool, max_unmapped: usize) -> SubflowReceiver {
         SubflowReceiver {
             checksums,
@@ -312,7 +348,11 @@ impl SubflowReceiver {
             pending: VecDeque::new(),
             mappings: VecDeque::new(),
             infinite: None,
-            max_unmapped,
+            max_unmapped: if checksums {
+                max_unmapped.max(usize::from(u16::MAX))
+            } else {
+                max_unmapped
+            },
         }
     }
 

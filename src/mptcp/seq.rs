@@ -149,6 +149,18 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn expansion_recovers_any_value_within_half_the_32_bit_space(
+            reference in proptest::prelude::any::<u64>(),
+            delta in -(1i64 << 31) + 1..(1i64 << 31),
+        ) {
+            let value = DataSeq(reference.wrapping_add(delta as u64));
+            proptest::prop_assert_eq!(DataSeq::from_low32(value.low32(), DataSeq(reference)), value);
+            proptest::prop_assert_eq!(value.diff(DataSeq(reference)), delta);
+        }
+    }
+
     #[test]
     fn subflow_relative_round_trip() {
         let isn = 0xffff_fffe;
