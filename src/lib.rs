@@ -9,5 +9,6 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod route;
 pub mod sys;
 pub mod time;

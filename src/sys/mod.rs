@@ -3,3 +3,4 @@
 #![allow(unsafe_code)]
 
 pub mod clock;
+pub mod tun;
