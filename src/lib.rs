@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod io;
 pub mod route;
 pub mod sys;
 pub mod time;

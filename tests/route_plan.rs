@@ -1,6 +1,8 @@
 //! Golden tests for the routing plan: the plan for a fixed input, rendered as `ip …`-style lines,
 //! must match `tests/golden/*.txt`. Regenerate with `MPBOND_BLESS=1 cargo test --test route_plan`.
 
+#![allow(clippy::unwrap_used, reason = "test helpers panic on setup failure")]
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -31,7 +33,10 @@ fn link(name: &str, index: u32) -> LinkState {
 fn host(reserved: &str, src_valid_mark: &str) -> HostState {
     let mut sysctls = BTreeMap::new();
     sysctls.insert(plan::SYSCTL_RESERVED_PORTS.to_string(), reserved.to_string());
-    sysctls.insert(plan::SYSCTL_SRC_VALID_MARK.to_string(), src_valid_mark.to_string());
+    sysctls.insert(
+        plan::SYSCTL_SRC_VALID_MARK.to_string(),
+        src_valid_mark.to_string(),
+    );
     HostState {
         links: vec![link("lo", 1), link("wlan0", 2), link("wwan0", 3)],
         rule_priorities_v4: vec![0, 32766, 32767],
@@ -90,7 +95,10 @@ fn inverses_round_trip_and_undo_everything_but_the_mtu() {
         }
     }
     // The sysctl inverse restores the exact old value.
-    let s = p.ops.iter().find(|o| matches!(o, Op::Sysctl { key, .. } if key == plan::SYSCTL_RESERVED_PORTS));
+    let s = p
+        .ops
+        .iter()
+        .find(|o| matches!(o, Op::Sysctl { key, .. } if key == plan::SYSCTL_RESERVED_PORTS));
     let Some(Op::Sysctl { value, old, .. }) = s.and_then(Op::inverse) else {
         panic!("no reserved-ports op")
     };
@@ -165,7 +173,10 @@ fn no_ipv6_on_the_host_means_no_ipv6_ops() {
 #[test]
 fn reserved_ports_merge() {
     assert_eq!(plan::merge_reserved_ports("", &(61000..=64999)), "61000-64999");
-    assert_eq!(plan::merge_reserved_ports(" 80\n", &(61000..=64999)), "80,61000-64999");
+    assert_eq!(
+        plan::merge_reserved_ports(" 80\n", &(61000..=64999)),
+        "80,61000-64999"
+    );
     assert_eq!(
         plan::merge_reserved_ports("80,61000-64999", &(61000..=64999)),
         "80,61000-64999"

@@ -202,9 +202,7 @@ pub fn read_sysctl(proc_sys: &Path, key: &str) -> io::Result<String> {
 }
 
 fn write_sysctl(proc_sys: &Path, key: &str, value: &str) -> io::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(proc_sys.join(key))?;
+    let mut f = std::fs::OpenOptions::new().write(true).open(proc_sys.join(key))?;
     // An empty value clears a list sysctl such as ip_local_reserved_ports.
     f.write_all(format!("{value}\n").as_bytes())
 }
@@ -263,11 +261,7 @@ fn nft_table_exists() -> io::Result<bool> {
 /// Applies `ops` in order, appending each to `journal` before doing it. On the first failure,
 /// everything done so far is undone (reverse order) and the journal removed; the error is
 /// returned.
-pub fn apply_all(
-    ops: &[Op],
-    journal: &mut Journal,
-    exec: &mut dyn Execute,
-) -> Result<(), ApplyError> {
+pub fn apply_all(ops: &[Op], journal: &mut Journal, exec: &mut dyn Execute) -> Result<(), ApplyError> {
     for op in ops {
         if let Err(e) = journal.append(op) {
             rollback(journal, exec);

@@ -51,10 +51,7 @@ pub enum ReplayError {
 impl Journal {
     /// Creates a new, empty journal at `path`; fails if one exists (it must be replayed first).
     pub fn create(path: &Path) -> io::Result<Journal> {
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(path)?;
+        let file = OpenOptions::new().append(true).create_new(true).open(path)?;
         // Make the file's existence durable too.
         if let Some(dir) = path.parent()
             && let Ok(d) = File::open(dir)

@@ -9,6 +9,7 @@ use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
     NetlinkPayload,
 };
+use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
@@ -18,7 +19,6 @@ use netlink_packet_route::route::{
     RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::rule::{RuleAction as NlRuleAction, RuleAttribute, RuleFlags, RuleMessage};
-use netlink_packet_route::AddressFamily;
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
 use super::plan::{Family, LinkState, Route, Rule, RuleAction};
@@ -279,10 +279,7 @@ impl Rtnl {
     /// Adds an address.
     pub fn add_address(&mut self, dev: &str, addr: &IpNet) -> io::Result<()> {
         let msg = self.addr_msg(dev, addr)?;
-        self.request(
-            RouteNetlinkMessage::NewAddress(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
+        self.request(RouteNetlinkMessage::NewAddress(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 
     /// Removes an address.
@@ -317,10 +314,7 @@ impl Rtnl {
     /// Adds a route.
     pub fn add_route(&mut self, route: &Route) -> io::Result<()> {
         let msg = self.route_msg(route, true)?;
-        self.request(
-            RouteNetlinkMessage::NewRoute(msg),
-            NLM_F_CREATE | NLM_F_EXCL,
-        )
+        self.request(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL)
     }
 
     /// Removes a route.

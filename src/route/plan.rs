@@ -309,7 +309,11 @@ impl fmt::Display for Op {
             Op::DeleteLink { name } => write!(f, "ip link del dev {name}"),
             Op::SetMtu { dev, mtu } => write!(f, "ip link set dev {dev} mtu {mtu}"),
             Op::AddAddr { dev, addr } => {
-                let nodad = if matches!(addr, IpNet::V6(_)) { " nodad" } else { "" };
+                let nodad = if matches!(addr, IpNet::V6(_)) {
+                    " nodad"
+                } else {
+                    ""
+                };
                 write!(f, "ip {} addr add {addr} dev {dev}{nodad}", ip_flag(addr))
             }
             Op::DelAddr { dev, addr } => write!(f, "ip {} addr del {addr} dev {dev}", ip_flag(addr)),
@@ -446,7 +450,10 @@ pub fn merge_reserved_ports(old: &str, range: &std::ops::RangeInclusive<u16>) ->
 }
 
 fn nft_quote(name: &str) -> Result<String, PlanError> {
-    if name.chars().any(|c| c == '"' || c == '\\' || !c.is_ascii_graphic()) {
+    if name
+        .chars()
+        .any(|c| c == '"' || c == '\\' || !c.is_ascii_graphic())
+    {
         return Err(PlanError::UnquotableName(name.to_string()));
     }
     Ok(format!("\"{name}\""))
@@ -484,10 +491,7 @@ pub fn nft_script(config: &Config) -> Result<String, PlanError> {
 fn rules(config: &Config, family: Family) -> Vec<Rule> {
     let p = config.routing.rule_priority;
     let mark = config.routing.fwmark;
-    let marked = Some(FwmarkMatch {
-        mark,
-        invert: false,
-    });
+    let marked = Some(FwmarkMatch { mark, invert: false });
     vec![
         Rule {
             family,

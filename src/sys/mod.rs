@@ -3,4 +3,5 @@
 #![allow(unsafe_code)]
 
 pub mod clock;
+pub mod proc;
 pub mod tun;
