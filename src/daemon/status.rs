@@ -58,8 +58,14 @@ pub struct TunStatus {
     pub tx_packets: u64,
     /// Bytes mpbond wrote to the TUN.
     pub tx_bytes: u64,
-    /// Packets read from the TUN that were not IPv4 or IPv6 (counted and dropped).
+    /// Packets read from the TUN that were not valid IPv4 or IPv6 (counted and dropped).
     pub rx_invalid: u64,
+    /// Of the packets read, those carrying TCP.
+    pub rx_tcp: u64,
+    /// Of the packets read, those carrying UDP.
+    pub rx_udp: u64,
+    /// Of the packets read, those carrying ICMP or ICMPv6.
+    pub rx_icmp: u64,
 }
 
 /// One host flow relayed by the engine.
@@ -142,12 +148,15 @@ impl Status {
         );
         let _ = writeln!(
             s,
-            "tun {} mtu {} {}  rx {} pkts / {} B  tx {} pkts / {} B",
+            "tun {} mtu {} {}  rx {} pkts / {} B (tcp {} udp {} icmp {})  tx {} pkts / {} B",
             self.tun.name,
             self.tun.mtu,
             join(&self.tun.addresses),
             self.tun.rx_packets,
             self.tun.rx_bytes,
+            self.tun.rx_tcp,
+            self.tun.rx_udp,
+            self.tun.rx_icmp,
             self.tun.tx_packets,
             self.tun.tx_bytes
         );

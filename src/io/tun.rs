@@ -28,8 +28,14 @@ pub struct TunCounters {
     pub tx_packets: AtomicU64,
     /// Bytes written.
     pub tx_bytes: AtomicU64,
-    /// Packets read that were neither IPv4 nor IPv6 (dropped).
+    /// Packets read that were not valid IPv4 or IPv6 (dropped).
     pub rx_invalid: AtomicU64,
+    /// Valid packets read carrying TCP.
+    pub rx_tcp: AtomicU64,
+    /// Valid packets read carrying UDP.
+    pub rx_udp: AtomicU64,
+    /// Valid packets read carrying ICMP or ICMPv6.
+    pub rx_icmp: AtomicU64,
 }
 
 /// Starts the TUN thread; it owns `tun` (the device disappears when the thread ends).
@@ -71,16 +77,50 @@ fn run(mut poll: Poll, stop: &AtomicBool, tun: &Tun, counters: &TunCounters) {
     }
 }
 
-fn count(counters: &TunCounters, packet: &[u8]) {
-    match packet.first().map(|b| b >> 4) {
-        Some(4 | 6) => {
-            counters.rx_packets.fetch_add(1, Ordering::Relaxed);
-            counters
-                .rx_bytes
-                .fetch_add(packet.len() as u64, Ordering::Relaxed);
-        }
-        _ => {
-            counters.rx_invalid.fetch_add(1, Ordering::Relaxed);
-        }
+/// Counts one packet read from the TUN; a packet that is not valid IP is counted as invalid.
+pub fn count(counters: &TunCounters, packet: &[u8]) {
+    let Ok(ip) = etherparse::IpSlice::from_slice(packet) else {
+        counters.rx_invalid.fetch_add(1, Ordering::Relaxed);
+        return;
+    };
+    counters.rx_packets.fetch_add(1, Ordering::Relaxed);
+    counters
+        .rx_bytes
+        .fetch_add(packet.len() as u64, Ordering::Relaxed);
+    let proto = match ip.payload().ip_number {
+        etherparse::IpNumber::TCP => &counters.rx_tcp,
+        etherparse::IpNumber::UDP => &counters.rx_udp,
+        etherparse::IpNumber::ICMP | etherparse::IpNumber::IPV6_ICMP => &counters.rx_icmp,
+        _ => return,
+    };
+    proto.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_protocol_and_drops_garbage() {
+        let c = TunCounters::default();
+        let udp = etherparse::PacketBuilder::ipv4([100, 127, 77, 1], [198, 19, 0, 11], 64).udp(5000, 9);
+        let mut buf = Vec::new();
+        udp.write(&mut buf, b"hi").unwrap();
+        count(&c, &buf);
+        let tcp = etherparse::PacketBuilder::ipv6([0xfd; 16], [0xfe; 16], 64).tcp(1, 2, 3, 1000);
+        let mut buf6 = Vec::new();
+        tcp.write(&mut buf6, &[]).unwrap();
+        count(&c, &buf6);
+        count(&c, &[0x45, 0, 0]);
+        count(&c, &[]);
+        assert_eq!(c.rx_packets.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            c.rx_bytes.load(Ordering::Relaxed),
+            (buf.len() + buf6.len()) as u64
+        );
+        assert_eq!(c.rx_udp.load(Ordering::Relaxed), 1);
+        assert_eq!(c.rx_tcp.load(Ordering::Relaxed), 1);
+        assert_eq!(c.rx_icmp.load(Ordering::Relaxed), 0);
+        assert_eq!(c.rx_invalid.load(Ordering::Relaxed), 2);
     }
 }
