@@ -313,6 +313,10 @@ impl Lab {
                     "net.ipv6.conf.all.accept_ra=0",
                     "net.ipv6.conf.default.accept_ra=0",
                     "net.ipv6.conf.all.keep_addr_on_down=1",
+                    // No duplicate address detection: a tentative link-local address makes the
+                    // first neighbour solicitations go unanswered for up to a second.
+                    "net.ipv6.conf.all.accept_dad=0",
+                    "net.ipv6.conf.default.accept_dad=0",
                     "net.ipv6.conf.default.keep_addr_on_down=1",
                     "net.mptcp.enabled=1",
                 ],
@@ -380,6 +384,10 @@ impl Lab {
             self.servers = Some(
                 crate::serve::start(Some(&ns.inet), &ServeSpec::lab()).map_err(io_ctx("start servers"))?,
             );
+        }
+        self.wait_links_active()?;
+        if servers {
+            self.wait_ready()?;
         }
         let json = serde_json::to_string_pretty(&self.state).map_err(|e| LabError::Io {
             context: "serialize state".into(),
@@ -507,6 +515,68 @@ impl Lab {
             &path.inet_v6().to_string(),
         ])?;
         cmd::run_in_with_stdin(router, &["nft", "-f", "-"], &router_ruleset())?;
+        Ok(())
+    }
+
+    /// Waits until every lab interface is up with its queueing discipline attached. The kernel
+    /// activates a veth's qdisc from its link-watch work up to a second after carrier comes up;
+    /// until then it drops every packet (neighbour solicitations included). At most 5 s.
+    fn wait_links_active(&self) -> Result<(), LabError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        for n in self.state.ns.all() {
+            loop {
+                let out = cmd::run(&["ip", "-n", n, "-o", "link", "show"])?;
+                let pending: Vec<&str> = out
+                    .lines()
+                    .filter(|l| {
+                        l.contains("qdisc noop") || !(l.contains("state UP") || l.contains("state UNKNOWN"))
+                    })
+                    .filter_map(|l| l.split(':').nth(1).map(str::trim))
+                    .collect();
+                if pending.is_empty() {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(LabError::Io {
+                        context: format!("interfaces of {n} not active after 5 s: {}", pending.join(", ")),
+                        cause: io::ErrorKind::TimedOut.into(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until a UDP echo comes back over each path in each family (links activated,
+    /// neighbours resolved), so the first test packet is not lost to start-up. At most ~5 s per
+    /// path and family.
+    fn wait_ready(&self) -> Result<(), LabError> {
+        for path in Path::ALL {
+            for v6 in [false, true] {
+                let server = crate::Server::UdpEcho.addr(v6);
+                let ok = self.run_in(&self.state.ns.laptop, || {
+                    (0..25).any(|_| {
+                        crate::client::udp_echo(
+                            server,
+                            1,
+                            1,
+                            std::time::Duration::from_millis(200),
+                            Some(path.laptop_iface()),
+                        )
+                        .is_ok_and(|r| r.received == 1)
+                    })
+                })?;
+                if !ok {
+                    return Err(LabError::Io {
+                        context: format!(
+                            "lab not ready: no UDP echo from {server} through {path} within 5 s"
+                        ),
+                        cause: io::ErrorKind::TimedOut.into(),
+                    });
+                }
+            }
+        }
         Ok(())
     }
 

@@ -30,9 +30,6 @@ pub struct ServerStats {
     pub fallback_conns: AtomicU64,
     /// Connections accepted on a plain TCP listener.
     pub tcp_conns: AtomicU64,
-    /// The largest number of subflows (initial + joined) any MPTCP connection had when one of
-    /// its requests completed.
-    pub max_subflows: AtomicU64,
     /// HTTP requests served.
     pub requests: AtomicU64,
     /// UDP datagrams echoed.
@@ -184,7 +181,7 @@ fn accept_loop(kind: Kind, sock: Socket, stop: Arc<AtomicBool>, stats: Arc<Serve
                 .spawn(move || {
                     let stream: TcpStream = conn.into();
                     // A connection's error ends only that connection.
-                    let _ = serve_conn(stream, mptcp, &stop, &stats);
+                    let _ = serve_conn(stream, &stop, &stats);
                 })?;
         }
     }
@@ -264,7 +261,7 @@ fn parse_head(raw: &[u8]) -> Option<Head> {
     })
 }
 
-fn serve_conn(mut s: TcpStream, mptcp: bool, stop: &AtomicBool, stats: &ServerStats) -> io::Result<()> {
+fn serve_conn(mut s: TcpStream, stop: &AtomicBool, stats: &ServerStats) -> io::Result<()> {
     s.set_read_timeout(Some(TICK))?;
     s.set_write_timeout(Some(TICK))?;
     let mut pending: Vec<u8> = Vec::new();
@@ -362,14 +359,6 @@ fn serve_conn(mut s: TcpStream, mptcp: bool, stop: &AtomicBool, stats: &ServerSt
             }
         }
         stats.requests.fetch_add(1, Ordering::Relaxed);
-        if mptcp
-            && let Ok(Some(i)) = crate::sys::mptcp_info(&s)
-            && !i.fallback
-        {
-            stats
-                .max_subflows
-                .fetch_max(u64::from(i.extra_subflows) + 1, Ordering::Relaxed);
-        }
         if head.close {
             return Ok(());
         }
