@@ -536,3 +536,61 @@ fn background_up_returns_once_ready_then_down() {
     assert!(!rd.path().join("mpbond.pid").exists());
     assert_eq!(before, snapshot(&lab));
 }
+
+#[test]
+fn a_failing_up_rolls_back_everything_it_did() {
+    if skip_unless_root() {
+        return;
+    }
+    let lab = lab();
+    let rd = RunDir::new();
+    // New devices get no IPv6: the TUN's IPv6 address is refused after the sysctls, the nft
+    // table, the TUN and its IPv4 address were already made.
+    exec(&lab, &["sysctl", "-w", "net.ipv6.conf.default.disable_ipv6=1"]);
+    let before = snapshot(&lab);
+    let o = mpbond(
+        &lab,
+        rd.path(),
+        &[
+            "-v",
+            "up",
+            "--foreground",
+            "--wifi",
+            "wlan0",
+            "--cellular",
+            "wwan0",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("mpbond: `ip -6 addr add fd6d:7062:6f6e:6400::1/128 dev mpbond0 nodad` failed: "),
+        "{err}"
+    );
+    // The log shows the steps done, then undone in reverse.
+    let done = err.find("ip -4 addr add 100.127.77.1/32").unwrap();
+    let undone = err.find("ip -4 addr del 100.127.77.1/32").unwrap();
+    assert!(done < undone, "{err}");
+    assert!(err.contains("nft delete table inet mpbond"), "{err}");
+    assert_eq!(before, snapshot(&lab), "a failed up left something behind");
+    assert!(!rd.path().join("journal.jsonl").exists());
+    assert!(!rd.path().join("mpbond.pid").exists());
+}
+
+#[test]
+fn up_and_down_refuse_to_run_without_root() {
+    if skip_unless_root() {
+        return;
+    }
+    for cmd in [&["up", "--wifi", "wlan0", "--cellular", "wwan0"][..], &["down"]] {
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN])
+            .args(["--run-dir", "/nonexistent/mpbond"])
+            .args(cmd)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{cmd:?}");
+        assert_eq!(stderr(&o), "mpbond: must be run as root\n", "{cmd:?}");
+    }
+}

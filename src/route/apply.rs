@@ -106,7 +106,10 @@ impl Applier {
 
     /// Reads what the plan depends on.
     pub fn host_state(&mut self, config: &Config) -> io::Result<HostState> {
-        let ipv6_available = self.proc_sys.join("net/ipv6").exists();
+        // IPv6 is off when the kernel lacks it or it is disabled everywhere (writing
+        // `all.disable_ipv6` also sets it on every device and the default).
+        let ipv6_available = self.proc_sys.join("net/ipv6").exists()
+            && read_sysctl(&self.proc_sys, "net/ipv6/conf/all/disable_ipv6").is_ok_and(|v| v == "0");
         let mut sysctls = BTreeMap::new();
         for key in plan::SYSCTLS {
             if let Ok(v) = read_sysctl(&self.proc_sys, key) {

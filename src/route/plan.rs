@@ -355,7 +355,7 @@ pub struct HostState {
     pub table_routes: usize,
     /// Whether the nft table `inet mpbond` exists.
     pub nft_table_exists: bool,
-    /// Whether the kernel has IPv6 (`/proc/sys/net/ipv6` exists).
+    /// Whether the kernel has IPv6 and it is not disabled everywhere (`all.disable_ipv6=0`).
     pub ipv6_available: bool,
     /// Current value of each of [`SYSCTLS`] (trimmed).
     pub sysctls: BTreeMap<String, String>,
