@@ -16,6 +16,8 @@ use netlab::{Lab, LabOptions};
 const BIN: &str = env!("CARGO_BIN_EXE_mpbond");
 /// An address of the lab's internet namespace.
 const INET_HOST: &str = "198.19.0.11";
+/// Its IPv6 address.
+const INET_HOST6: &str = "fd19::11";
 
 fn skip_unless_root() -> bool {
     if netlab::is_root() {
@@ -334,6 +336,26 @@ fn up_routes_traffic_into_the_tun_and_down_restores_everything() {
     wait_for("the datagram on the TUN", Duration::from_secs(10), || {
         status(&lab, rd.path()).tun.rx_udp > udp0
     });
+    // IPv6 too: unmarked into the TUN, marked over the uplink.
+    let get = exec(&lab, &["ip", "-6", "route", "get", INET_HOST6]);
+    assert!(
+        get.contains("dev mpbond0") && get.contains("table 28016"),
+        "{get}"
+    );
+    let get = exec(&lab, &["ip", "-6", "route", "get", INET_HOST6, "mark", "0x6d70"]);
+    assert!(get.contains("dev wlan0"), "{get}");
+    exec(
+        &lab,
+        &["ping", "-6", "-c", "1", "-W", "5", "-m", "28016", INET_HOST6],
+    );
+    let udp1 = status(&lab, rd.path()).tun.rx_udp;
+    exec(
+        &lab,
+        &["bash", "-c", &format!("echo mpbond >/dev/udp/{INET_HOST6}/9")],
+    );
+    wait_for("the IPv6 datagram on the TUN", Duration::from_secs(10), || {
+        status(&lab, rd.path()).tun.rx_udp > udp1
+    });
     let st = status(&lab, rd.path());
     assert_eq!(st.pid, d.pid());
     assert_eq!(st.interfaces.len(), 2);
@@ -479,6 +501,26 @@ fn second_up_fails_cleanly_and_a_missing_interface_leaves_nothing() {
         "{err}"
     );
     // The first instance is untouched and still working.
+    // IPv6 too: unmarked into the TUN, marked over the uplink.
+    let get = exec(&lab, &["ip", "-6", "route", "get", INET_HOST6]);
+    assert!(
+        get.contains("dev mpbond0") && get.contains("table 28016"),
+        "{get}"
+    );
+    let get = exec(&lab, &["ip", "-6", "route", "get", INET_HOST6, "mark", "0x6d70"]);
+    assert!(get.contains("dev wlan0"), "{get}");
+    exec(
+        &lab,
+        &["ping", "-6", "-c", "1", "-W", "5", "-m", "28016", INET_HOST6],
+    );
+    let udp1 = status(&lab, rd.path()).tun.rx_udp;
+    exec(
+        &lab,
+        &["bash", "-c", &format!("echo mpbond >/dev/udp/{INET_HOST6}/9")],
+    );
+    wait_for("the IPv6 datagram on the TUN", Duration::from_secs(10), || {
+        status(&lab, rd.path()).tun.rx_udp > udp1
+    });
     let st = status(&lab, rd.path());
     assert_eq!(st.pid, d.pid());
     let udp0 = st.tun.rx_udp;

@@ -219,3 +219,96 @@ pub fn resync(dump: &mut Rtnl, watch: &Watch) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::daemon::status::Role;
+    use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+    use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+    use netlink_packet_route::route::{RouteAttribute, RouteMessage};
+
+    fn link(name: &str, index: u32, flags: LinkFlags) -> RouteNetlinkMessage {
+        let mut m = LinkMessage::default();
+        m.header.index = index;
+        m.header.flags = flags;
+        m.attributes.push(LinkAttribute::IfName(name.into()));
+        RouteNetlinkMessage::NewLink(m)
+    }
+
+    fn addr(index: u32, a: &str, add: bool) -> RouteNetlinkMessage {
+        let net: ipnet::IpNet = a.parse().unwrap();
+        let mut m = AddressMessage::default();
+        m.header.index = index;
+        m.header.prefix_len = net.prefix_len();
+        m.attributes.push(AddressAttribute::Local(net.addr()));
+        if add {
+            RouteNetlinkMessage::NewAddress(m)
+        } else {
+            RouteNetlinkMessage::DelAddress(m)
+        }
+    }
+
+    fn del_route(table: u32) -> RouteNetlinkMessage {
+        let mut m = RouteMessage::default();
+        m.attributes.push(RouteAttribute::Table(table));
+        RouteNetlinkMessage::DelRoute(m)
+    }
+
+    fn ifaces() -> Vec<InterfaceStatus> {
+        vec![InterfaceStatus {
+            name: "wlan0".into(),
+            role: Role::Wifi,
+            index: 2,
+            up: true,
+            carrier: true,
+            addresses: Vec::new(),
+            rx_bytes: 0,
+            tx_bytes: 0,
+        }]
+    }
+
+    #[test]
+    fn physical_links_and_addresses_are_followed() {
+        let mut t = Tracker::new("mpbond0", 9, true, 100);
+        let mut i = ifaces();
+        assert!(!t.handle(&link("wlan0", 2, LinkFlags::Up), &mut i));
+        assert!(i[0].up && !i[0].carrier);
+        assert!(!t.handle(&addr(2, "198.18.1.2/24", true), &mut i));
+        assert!(!t.handle(&addr(2, "fd18:1::2/64", true), &mut i));
+        assert!(!t.handle(&addr(2, "198.18.1.2/24", true), &mut i));
+        assert_eq!(i[0].addresses.len(), 2);
+        assert!(!t.handle(&addr(2, "198.18.1.2/24", false), &mut i));
+        assert_eq!(
+            i[0].addresses,
+            vec!["fd18:1::2/64".parse::<ipnet::IpNet>().unwrap()]
+        );
+        // Another interface's address is not ours.
+        assert!(!t.handle(&addr(5, "10.0.0.1/8", true), &mut i));
+        assert_eq!(i[0].addresses.len(), 1);
+        let mut gone = LinkMessage::default();
+        gone.header.index = 2;
+        assert!(!t.handle(&RouteNetlinkMessage::DelLink(gone), &mut i));
+        assert!(i[0].index == 0 && !i[0].up && i[0].addresses.is_empty());
+        // It comes back with a new index.
+        assert!(!t.handle(&link("wlan0", 7, LinkFlags::Up | LinkFlags::LowerUp), &mut i));
+        assert!(i[0].index == 7 && i[0].up && i[0].carrier);
+    }
+
+    #[test]
+    fn the_tun_coming_back_up_or_losing_a_route_triggers_a_reapply() {
+        let mut t = Tracker::new("mpbond0", 9, true, 100);
+        let mut i = ifaces();
+        // Still up: nothing to do; a route deleted from our table while up: put it back.
+        assert!(!t.handle(&link("mpbond0", 9, LinkFlags::Up), &mut i));
+        assert!(t.handle(&del_route(100), &mut i));
+        assert!(!t.handle(&del_route(254), &mut i));
+        assert!(t.handle(&addr(9, "fd6d::1/128", false), &mut i));
+        // Down: the kernel flushes routes; nothing can be put back until it is up again.
+        assert!(!t.handle(&link("mpbond0", 9, LinkFlags::empty()), &mut i));
+        assert!(!t.handle(&del_route(100), &mut i));
+        assert!(!t.handle(&addr(9, "fd6d::1/128", false), &mut i));
+        assert!(t.handle(&link("mpbond0", 9, LinkFlags::Up), &mut i));
+        assert!(!t.handle(&link("mpbond0", 9, LinkFlags::Up), &mut i));
+    }
+}
