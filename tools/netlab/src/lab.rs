@@ -686,30 +686,46 @@ fn router_ruleset() -> String {
     )
 }
 
-/// Removes every namespace whose name starts with `prefix` (default [`NS_PREFIX`]) and state
-/// directories of labs whose owner is gone. Returns the namespaces removed.
-pub fn cleanup(prefix: &str) -> Result<Vec<String>, LabError> {
+/// The process that owns lab `name`, if it is still running: the pid in its state file, or
+/// for labs named `<pid>x<n>` (the default names) that pid.
+fn live_owner(name: &str) -> Option<u32> {
+    let pid = Lab::attach(name)
+        .ok()
+        .map(|l| l.state.pid)
+        .or_else(|| name.split_once('x').and_then(|(p, _)| p.parse().ok()))?;
+    std::path::Path::new(&format!("/proc/{pid}"))
+        .exists()
+        .then_some(pid)
+}
+
+/// Removes leftovers of crashed labs: every namespace whose name starts with `prefix` (default
+/// [`NS_PREFIX`]) and every state directory, for labs whose owning process is gone. Labs whose
+/// owner still runs (another test, a `netlab up`) are left alone unless `force`. Returns the
+/// namespaces removed.
+pub fn cleanup(prefix: &str, force: bool) -> Result<Vec<String>, LabError> {
     let mut removed = Vec::new();
     let list = cmd::run(&["ip", "netns", "list"])?;
     for line in list.lines() {
         let Some(n) = line.split_whitespace().next() else {
             continue;
         };
-        if n.starts_with(prefix) {
-            cmd::run(&["ip", "netns", "del", n])?;
-            removed.push(n.to_owned());
+        let Some(rest) = n.strip_prefix(prefix) else {
+            continue;
+        };
+        // `mpblab-<name>-<role>`
+        let lab_name = n
+            .strip_prefix(NS_PREFIX)
+            .and_then(|r| r.rsplit_once('-'))
+            .map_or(rest, |(l, _)| l);
+        if !force && live_owner(lab_name).is_some() {
+            continue;
         }
+        cmd::run(&["ip", "netns", "del", n])?;
+        removed.push(n.to_owned());
     }
     for name in Lab::list() {
-        let dir = PathBuf::from(STATE_ROOT).join(&name);
-        let alive = Lab::attach(&name)
-            .map(|l| {
-                std::path::Path::new(&format!("/proc/{}", l.state.pid)).exists()
-                    && l.state.pid != std::process::id()
-            })
-            .unwrap_or(false);
-        if !alive || prefix == NS_PREFIX {
-            let _ = std::fs::remove_dir_all(dir);
+        if force || live_owner(&name).is_none() {
+            let _ = std::fs::remove_dir_all(PathBuf::from(STATE_ROOT).join(&name));
         }
     }
     Ok(removed)

@@ -18,7 +18,7 @@ struct Cli {
 
 #[derive(clap::Args, Debug)]
 struct LabName {
-    /// Which lab (default: the only one running).
+    /// Which lab (default: `lab`, the name `netlab up` uses, else the only one running).
     #[arg(long, short)]
     name: Option<String>,
 }
@@ -125,6 +125,9 @@ enum Cmd {
         /// Namespace name prefix to remove.
         #[arg(long, default_value = netlab::NS_PREFIX)]
         prefix: String,
+        /// Also remove labs whose owning process still runs.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -205,6 +208,9 @@ fn find_lab(name: &LabName) -> Result<Lab> {
         return Ok(Lab::attach(n)?);
     }
     let labs = Lab::list();
+    if labs.iter().any(|l| l == "lab") {
+        return Ok(Lab::attach("lab")?);
+    }
     match labs.as_slice() {
         [one] => Ok(Lab::attach(one)?),
         [] => bail!("no lab is running (start one with `sudo netlab up`)"),
@@ -405,8 +411,8 @@ fn run(cli: Cli) -> Result<i32> {
             drop(servers);
         }
         Cmd::Client { op } => return run_client(op),
-        Cmd::Cleanup { prefix } => {
-            let removed = netlab::cleanup(&prefix)?;
+        Cmd::Cleanup { prefix, force } => {
+            let removed = netlab::cleanup(&prefix, force)?;
             println!(
                 "removed {} namespaces{}",
                 removed.len(),

@@ -58,7 +58,13 @@ struct Relay {
     relayed: u64,
     dropped: u64,
     bufs: Vec<Vec<u8>>,
+    /// Frame buffers handed back after sending, reused for new arrivals (no allocation per frame
+    /// in steady state).
+    pool: Vec<Vec<u8>>,
 }
+
+/// Buffers kept for reuse.
+const POOL_MAX: usize = 8192;
 
 /// Runs the relay loop in the calling thread (already inside the wire namespace `ns`) until
 /// `stop` is set.
@@ -72,6 +78,7 @@ pub(crate) fn run(ns: String, listener: UnixListener, stop: Arc<AtomicBool>) -> 
         relayed: 0,
         dropped: 0,
         bufs: (0..BATCH).map(|_| vec![0u8; FRAME_BUF]).collect(),
+        pool: Vec::new(),
     };
     while !stop.load(Ordering::Relaxed) {
         let now = Instant::now();
@@ -208,15 +215,15 @@ impl Relay {
                 if let Some(last) = d.last_due {
                     due = due.max(last);
                 }
-                for i in 0..n {
-                    if lens[i] > FRAME_BUF || d.q.len() >= MAX_QUEUE {
+                for (buf, &len) in self.bufs.iter().zip(&lens).take(n) {
+                    if len > FRAME_BUF || d.q.len() >= MAX_QUEUE {
                         self.dropped += 1;
                         continue;
                     }
-                    d.q.push_back(Frame {
-                        due,
-                        data: self.bufs[i][..lens[i]].to_vec(),
-                    });
+                    let mut data = self.pool.pop().unwrap_or_default();
+                    data.clear();
+                    data.extend_from_slice(&buf[..len]);
+                    d.q.push_back(Frame { due, data });
                 }
                 d.last_due = Some(due);
                 if n < BATCH {
@@ -251,7 +258,11 @@ impl Relay {
                         continue;
                     }
                 };
-                d.q.drain(..sent);
+                for f in d.q.drain(..sent) {
+                    if self.pool.len() < POOL_MAX {
+                        self.pool.push(f.data);
+                    }
+                }
                 self.relayed += sent as u64;
                 if sent < want {
                     break;

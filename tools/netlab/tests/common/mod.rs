@@ -1,5 +1,6 @@
 //! Shared helpers for the root-only lab tests.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test file uses a subset")]
+#![allow(clippy::unwrap_used, reason = "test helpers: a failure is a test failure")]
 
 use netlab::client::{self, ClientOpts};
 use netlab::{Lab, LabOptions, Path, Server};
