@@ -2,6 +2,11 @@
 //! when not root). Every wait polls with a deadline; no sleep is an assertion.
 
 #![allow(clippy::unwrap_used, reason = "test helpers panic on setup failure")]
+#![allow(clippy::print_stdout, reason = "the skip notice for non-root runs")]
+#![expect(
+    clippy::disallowed_methods,
+    reason = "lab tests bound every wait with a wall-clock deadline"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
