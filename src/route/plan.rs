@@ -13,7 +13,9 @@
 //! | `P+30` | `fwmark M unreachable`                | … and nothing else: no physical route → "network unreachable", never the TUN |
 //!
 //! Table `T` holds `default dev <tun>` (IPv4 and IPv6). Marked packets can never reach table `T`
-//! (only `P+10` looks it up, and it excludes them), so they cannot loop into the TUN.
+//! (only `P+10` looks it up, and it excludes them), so they cannot loop into the TUN. Because the
+//! default routes live in their own table behind a rule, they need not be split into `0/1` +
+//! `128/1` (that trick is for setups that put the TUN routes into `main`).
 //!
 //! The nft table `inet mpbond` drops, before conntrack, TCP segments arriving on the two physical
 //! interfaces for the subflow port range, so the kernel never answers them with RSTs (AF_PACKET
@@ -380,7 +382,7 @@ pub enum PlanError {
         name: String,
     },
     /// A link with the TUN's name already exists (another mpbond, or a leftover).
-    #[error("a link named {0} already exists (another mpbond? try `mpbond down`)")]
+    #[error("a link named {0} already exists (another mpbond with a different run dir?)")]
     TunExists(String),
     /// A rule already sits at one of mpbond's fixed priorities.
     #[error("an IPv{family} rule already uses priority {priority} (set routing.rule_priority elsewhere)")]
@@ -394,7 +396,10 @@ pub enum PlanError {
     #[error("routing table {0} already holds routes (set routing.table elsewhere)")]
     TableInUse(u32),
     /// The nft table exists already.
-    #[error("nft table inet {NFT_TABLE} already exists (another mpbond? try `mpbond down`)")]
+    #[error(
+        "nft table inet {NFT_TABLE} already exists (another mpbond with a different run dir? \
+         a leftover goes with `nft delete table inet {NFT_TABLE}`)"
+    )]
     NftTableExists,
     /// A sysctl the plan changes could not be read.
     #[error("sysctl {0} is not available")]
