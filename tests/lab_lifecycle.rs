@@ -365,6 +365,11 @@ fn up_routes_traffic_into_the_tun_and_down_restores_everything() {
     assert_eq!(st.pid, d.pid());
     assert_eq!(st.interfaces.len(), 2);
     assert!(st.interfaces.iter().all(|i| i.up && i.index > 0));
+    // The marked ping went out over wlan0: its counters moved.
+    assert!(
+        st.interfaces[0].tx_bytes > 0 && st.interfaces[0].rx_bytes > 0,
+        "{st:?}"
+    );
     assert!(
         st.interfaces[0]
             .addresses

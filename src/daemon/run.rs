@@ -32,22 +32,19 @@ struct Shared {
     interfaces: Arc<Mutex<Vec<InterfaceStatus>>>,
 }
 
-fn sysfs_counter(iface: &str, name: &str) -> u64 {
-    std::fs::read_to_string(format!("/sys/class/net/{iface}/statistics/{name}"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 impl Shared {
     fn status(&self) -> Status {
         use std::sync::atomic::Ordering::Relaxed;
         let now = sys::clock::boottime();
         let mut interfaces = self.interfaces.lock().map(|g| g.clone()).unwrap_or_default();
+        // Counters over netlink (sysfs shows another namespace's links unless it was remounted).
+        let bytes = route::netlink::Rtnl::open()
+            .and_then(|mut r| r.link_bytes())
+            .unwrap_or_default();
         for i in &mut interfaces {
-            if i.index != 0 {
-                i.rx_bytes = sysfs_counter(&i.name, "rx_bytes");
-                i.tx_bytes = sysfs_counter(&i.name, "tx_bytes");
+            if let Some((_, rx, tx)) = bytes.iter().find(|(n, _, _)| *n == i.name) {
+                i.rx_bytes = *rx;
+                i.tx_bytes = *tx;
             }
         }
         let mut addresses = vec![ipnet::IpNet::from(std::net::IpAddr::V4(self.config.tun.ipv4))];

@@ -176,6 +176,24 @@ impl Rtnl {
         Ok(links)
     }
 
+    /// Bytes received and sent by every link, by name (from the kernel's 64-bit counters).
+    pub fn link_bytes(&mut self) -> io::Result<Vec<(String, u64, u64)>> {
+        Ok(self
+            .dump(RouteNetlinkMessage::GetLink(LinkMessage::default()))?
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(l) => {
+                    let name = link_state(&l).name;
+                    l.attributes.iter().find_map(|a| match a {
+                        LinkAttribute::Stats64(s) => Some((name.clone(), s.rx_bytes, s.tx_bytes)),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     /// The index of link `name`, if it exists.
     pub fn link_index(&mut self, name: &str) -> io::Result<Option<u32>> {
         Ok(self
