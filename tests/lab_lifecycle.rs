@@ -332,6 +332,25 @@ fn up_routes_traffic_into_the_tun_and_down_restores_everything() {
     // A marked packet reaches the internet for real over wlan0 (replies pass rp_filter).
     exec(&lab, &["ping", "-c", "1", "-W", "5", "-m", "28016", INET_HOST]);
 
+    // Segments to the subflow port range on a physical interface are dropped before the kernel
+    // can answer them with a RST; other ports still get the kernel's RST (connection refused).
+    let router = lab.ns().wifi.clone();
+    let connect = |port: u16| {
+        Command::new("ip")
+            .args(["netns", "exec", &router, "timeout", "2", "bash", "-c"])
+            .arg(format!("exec 3<>/dev/tcp/198.18.1.2/{port}"))
+            .output()
+            .unwrap()
+            .status
+            .code()
+    };
+    assert_eq!(connect(60999), Some(1), "outside the range: refused");
+    assert_eq!(connect(61001), Some(124), "inside the range: no answer");
+    let nft = exec(&lab, &["nft", "list", "chain", "inet", "mpbond", "preraw"]);
+    assert!(!nft.contains("counter packets 0 "), "{nft}");
+    let reserved = exec(&lab, &["sysctl", "-n", "net.ipv4.ip_local_reserved_ports"]);
+    assert_eq!(reserved.trim(), "61000-64999");
+
     // A UDP datagram from the laptop to the internet arrives on the TUN.
     let udp0 = status(&lab, rd.path()).tun.rx_udp;
     exec(
