@@ -12,6 +12,7 @@ pub mod config;
 pub mod daemon;
 pub mod io;
 pub mod mptcp;
+pub mod route;
 pub mod sys;
 pub mod tcp;
 pub mod time;

@@ -10,7 +10,7 @@ use mpbond::check::{DssResult, ProbeSetup, Prober, QuotedOption, Verdict};
 use mpbond::mptcp::crypto::Key;
 use mpbond::tcp::seq::SeqNum;
 use mpbond::time::Instant;
-use mpbond::wire::mptcp::{CapableFlags, CapablePayload, Dss, DsnField, MpCapable, MptcpOption};
+use mpbond::wire::mptcp::{CapableFlags, CapablePayload, DsnField, Dss, MpCapable, MptcpOption};
 use mpbond::wire::tcp::{OptionWriter, SegmentFields, TcpFlags};
 use mpbond::wire::{self, ip};
 
@@ -18,15 +18,25 @@ use mpbond::wire::{self, ip};
 enum Middlebox {
     None,
     /// Overwrites option 30 with NOPs on packets crossing router `hop`.
-    Nop { hop: u8 },
+    Nop {
+        hop: u8,
+    },
     /// Removes option 30 (shrinking the header) at router `hop`.
-    Strip { hop: u8 },
+    Strip {
+        hop: u8,
+    },
     /// Drops SYNs carrying option 30 at router `hop`.
-    DropSyn { hop: u8 },
+    DropSyn {
+        hop: u8,
+    },
     /// Removes MPTCP options from non-SYN segments at router `hop`.
-    StripAfterSyn { hop: u8 },
+    StripAfterSyn {
+        hop: u8,
+    },
     /// Drops everything at router `hop`.
-    Blackhole { hop: u8 },
+    Blackhole {
+        hop: u8,
+    },
 }
 
 struct World {
@@ -126,11 +136,18 @@ fn icmp_time_exceeded(router: IpAddr, me: IpAddr, quoted: &[u8]) -> Vec<u8> {
     icmp.extend_from_slice(&quoted[..quoted.len().min(548)]);
     let c = wire::checksum::checksum(&icmp);
     icmp[2..4].copy_from_slice(&c.to_be_bytes());
-    let (IpAddr::V4(s), IpAddr::V4(d)) = (router, me) else { unreachable!() };
+    let (IpAddr::V4(s), IpAddr::V4(d)) = (router, me) else {
+        unreachable!()
+    };
     let mut out = Vec::new();
-    let mut ip =
-        etherparse::Ipv4Header::new(icmp.len() as u16, 64, etherparse::IpNumber::ICMP, s.octets(), d.octets())
-            .unwrap();
+    let mut ip = etherparse::Ipv4Header::new(
+        icmp.len() as u16,
+        64,
+        etherparse::IpNumber::ICMP,
+        s.octets(),
+        d.octets(),
+    )
+    .unwrap();
     ip.header_checksum = ip.calc_header_checksum();
     ip.write(&mut out).unwrap();
     out.extend_from_slice(&icmp);
@@ -176,7 +193,9 @@ impl World {
                         return vec![];
                     }
                 }
-                Middlebox::StripAfterSyn { hop: h } if h == hop && !syn => pkt = rewrite_options(&pkt, strip_mptcp),
+                Middlebox::StripAfterSyn { hop: h } if h == hop && !syn => {
+                    pkt = rewrite_options(&pkt, strip_mptcp)
+                }
                 Middlebox::Blackhole { hop: h } if h == hop => return vec![],
                 _ => {}
             }
@@ -199,10 +218,14 @@ impl World {
         let (iph, seg) = tcp_of(pkt);
         let view = wire::tcp::TcpHeaderView::new(&seg).unwrap();
         let h = view.summary().unwrap();
-        let mpc = h.options.mptcp.iter().find_map(|raw| match MptcpOption::parse(raw) {
-            Ok(MptcpOption::MpCapable(m)) => Some(m),
-            _ => None,
-        });
+        let mpc = h
+            .options
+            .mptcp
+            .iter()
+            .find_map(|raw| match MptcpOption::parse(raw) {
+                Ok(MptcpOption::MpCapable(m)) => Some(m),
+                _ => None,
+            });
         let mut opts = OptionWriter::new();
         let (flags, seq, ack);
         if h.flags.contains(TcpFlags::RST) {
@@ -212,7 +235,9 @@ impl World {
                 let o = MptcpOption::MpCapable(MpCapable {
                     version: 1,
                     flags: CapableFlags(CapableFlags::HMAC_SHA256),
-                    payload: CapablePayload::SenderKey { sender_key: self.server_key.0 },
+                    payload: CapablePayload::SenderKey {
+                        sender_key: self.server_key.0,
+                    },
                 });
                 let n = o.write(opts.spare()).unwrap();
                 opts.advance(n);
@@ -230,8 +255,10 @@ impl World {
             let mapped = h.options.mptcp.iter().any(|raw| {
                 matches!(
                     MptcpOption::parse(raw),
-                    Ok(MptcpOption::MpCapable(MpCapable { payload: CapablePayload::BothKeysWithData { .. }, .. }))
-                        | Ok(MptcpOption::Dss(Dss { mapping: Some(_), .. }))
+                    Ok(MptcpOption::MpCapable(MpCapable {
+                        payload: CapablePayload::BothKeysWithData { .. },
+                        ..
+                    })) | Ok(MptcpOption::Dss(Dss { mapping: Some(_), .. }))
                 )
             });
             if self.mptcp_server && mapped {
@@ -239,7 +266,9 @@ impl World {
                 // The client's IDSN is known from its key; the test uses the prober's key.
                 let client_idsn = Key(7).idsn();
                 let o = MptcpOption::Dss(Dss {
-                    data_ack: Some(DsnField::Long(client_idsn.wrapping_add(1 + self.server_data_acked).0)),
+                    data_ack: Some(DsnField::Long(
+                        client_idsn.wrapping_add(1 + self.server_data_acked).0,
+                    )),
                     mapping: None,
                     data_fin: false,
                 });
@@ -307,7 +336,12 @@ fn run(world: &mut World) -> mpbond::check::PathReport {
 #[test]
 fn clean_path_to_an_mptcp_server_passes_with_dss() {
     let r = run(&mut World::new(true, Middlebox::None));
-    assert_eq!(r.verdict, Verdict::Pass { dss: DssResult::Passes });
+    assert_eq!(
+        r.verdict,
+        Verdict::Pass {
+            dss: DssResult::Passes
+        }
+    );
     assert_eq!(r.checksum_required, Some(false));
     assert!(r.syn_rtt_ms.unwrap() > 0.0);
 }
@@ -353,7 +387,12 @@ fn silent_routers_leave_the_cause_unlocated() {
 #[test]
 fn dss_stripped_after_the_handshake_is_reported() {
     let r = run(&mut World::new(true, Middlebox::StripAfterSyn { hop: 1 }));
-    assert_eq!(r.verdict, Verdict::Pass { dss: DssResult::StrippedAfterHandshake });
+    assert_eq!(
+        r.verdict,
+        Verdict::Pass {
+            dss: DssResult::StrippedAfterHandshake
+        }
+    );
 }
 
 #[test]
@@ -365,6 +404,16 @@ fn another_paths_mp_capable_clears_the_server() {
     assert_eq!(bad.verdict, Verdict::NoMptcpUnlocated);
     let mut both = vec![good, bad];
     mpbond::check::reconcile(&mut both);
-    assert_eq!(both[0].verdict, Verdict::Pass { dss: DssResult::Passes });
-    assert_eq!(both[1].verdict, Verdict::RemovedOnPath { intact_until_ttl: None });
+    assert_eq!(
+        both[0].verdict,
+        Verdict::Pass {
+            dss: DssResult::Passes
+        }
+    );
+    assert_eq!(
+        both[1].verdict,
+        Verdict::RemovedOnPath {
+            intact_until_ttl: None
+        }
+    );
 }

@@ -29,9 +29,7 @@ use crate::mptcp::seq::{DataSeq, SubflowSeq};
 use crate::tcp::seq::SeqNum;
 use crate::time::Instant;
 use crate::wire::checksum::Checksum;
-use crate::wire::mptcp::{
-    CapableFlags, CapablePayload, Dss, DsnField, DssMapping, MpCapable, MptcpOption,
-};
+use crate::wire::mptcp::{CapableFlags, CapablePayload, DsnField, Dss, DssMapping, MpCapable, MptcpOption};
 use crate::wire::tcp::{self, OptionWriter, SegmentFields, TcpFlags, Timestamps};
 use crate::wire::{self, ip};
 
@@ -143,7 +141,12 @@ impl Verdict {
 
     /// Whether an MPTCP connection over this path works end to end.
     pub fn passes(&self) -> bool {
-        matches!(self, Verdict::Pass { dss: DssResult::Passes })
+        matches!(
+            self,
+            Verdict::Pass {
+                dss: DssResult::Passes
+            }
+        )
     }
 }
 
@@ -310,7 +313,9 @@ impl Prober {
             Phase::Trace => self.conclude_trace(),
             Phase::DataCapable | Phase::DataDss => {
                 self.close_connection();
-                self.finish(Verdict::Pass { dss: DssResult::NoAnswer });
+                self.finish(Verdict::Pass {
+                    dss: DssResult::NoAnswer,
+                });
             }
             Phase::Done => {}
         }
@@ -341,14 +346,30 @@ impl Prober {
             Phase::MptcpSyn => {
                 self.first_syn_at.get_or_insert(now);
                 let opts = self.syn_options;
-                self.emit(self.port(0), self.setup.isn, 0, TcpFlags::SYN, opts.bytes(), &[], 64);
+                self.emit(
+                    self.port(0),
+                    self.setup.isn,
+                    0,
+                    TcpFlags::SYN,
+                    opts.bytes(),
+                    &[],
+                    64,
+                );
             }
             Phase::PlainSyn => {
                 let mut o = OptionWriter::new();
                 o.mss(MSS);
                 o.sack_permitted_timestamps(Timestamps { val: TSVAL, ecr: 0 });
                 o.wscale(WSCALE);
-                self.emit(self.port(1), self.plain_isn(), 0, TcpFlags::SYN, o.bytes(), &[], 64);
+                self.emit(
+                    self.port(1),
+                    self.plain_isn(),
+                    0,
+                    TcpFlags::SYN,
+                    o.bytes(),
+                    &[],
+                    64,
+                );
             }
             Phase::DataCapable => self.send_data_capable(),
             Phase::DataDss => self.send_data_dss(),
@@ -356,8 +377,20 @@ impl Prober {
         }
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one call site per segment kind; all fields differ")]
-    fn emit(&mut self, sport: u16, seq: u32, ack: u32, flags: TcpFlags, opts: &[u8], payload: &[u8], ttl: u8) {
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site per segment kind; all fields differ"
+    )]
+    fn emit(
+        &mut self,
+        sport: u16,
+        seq: u32,
+        ack: u32,
+        flags: TcpFlags,
+        opts: &[u8],
+        payload: &[u8],
+        ttl: u8,
+    ) {
         let mut buf = vec![0u8; 60 + 60 + payload.len()];
         let fields = SegmentFields {
             src_port: sport,
@@ -368,7 +401,8 @@ impl Prober {
             window: WINDOW,
         };
         let src = SocketAddr::new(self.setup.src, sport);
-        if let Ok(n) = wire::write_tcp_packet(&mut buf, src, self.setup.target, &fields, opts, &[payload], 0) {
+        if let Ok(n) = wire::write_tcp_packet(&mut buf, src, self.setup.target, &fields, opts, &[payload], 0)
+        {
             buf.truncate(n);
             set_ttl(&mut buf, ttl);
             self.out.push_back(buf);
@@ -382,13 +416,17 @@ impl Prober {
             return;
         }
         let Ok(iph) = ip::parse(packet) else { return };
-        let Some(l4) = packet.get(iph.payload.clone()) else { return };
+        let Some(l4) = packet.get(iph.payload.clone()) else {
+            return;
+        };
         match iph.proto {
             ip::PROTO_TCP if iph.src == self.setup.target.ip() && iph.dst == self.setup.src => {
                 if csum_ready && !tcp::verify_checksum(iph.src, iph.dst, l4) {
                     return;
                 }
-                let Ok(view) = tcp::TcpHeaderView::new(l4) else { return };
+                let Ok(view) = tcp::TcpHeaderView::new(l4) else {
+                    return;
+                };
                 let Ok(h) = view.summary() else { return };
                 if h.src_port != self.setup.target.port() {
                     return;
@@ -420,12 +458,20 @@ impl Prober {
                 }
                 self.syn_rtt = self.first_syn_at.map(|t| now - t);
                 self.server_isn = h.seq;
-                let mpc = h.options.mptcp.iter().find_map(|raw| match MptcpOption::parse(raw) {
-                    Ok(MptcpOption::MpCapable(m)) => Some(m),
-                    _ => None,
-                });
+                let mpc = h
+                    .options
+                    .mptcp
+                    .iter()
+                    .find_map(|raw| match MptcpOption::parse(raw) {
+                        Ok(MptcpOption::MpCapable(m)) => Some(m),
+                        _ => None,
+                    });
                 match mpc {
-                    Some(MpCapable { version: 1, flags, payload: CapablePayload::SenderKey { sender_key } }) => {
+                    Some(MpCapable {
+                        version: 1,
+                        flags,
+                        payload: CapablePayload::SenderKey { sender_key },
+                    }) => {
                         self.server = Some((Key(sender_key), flags));
                         self.phase = Phase::DataCapable;
                         self.attempt = 0;
@@ -450,7 +496,9 @@ impl Prober {
                     self.finish(Verdict::SynDropped);
                 }
             }
-            (Phase::Trace, p) if p == self.port(2) && f.contains(TcpFlags::SYN) && f.contains(TcpFlags::ACK) => {
+            (Phase::Trace, p)
+                if p == self.port(2) && f.contains(TcpFlags::SYN) && f.contains(TcpFlags::ACK) =>
+            {
                 self.reset(self.port(2), h.ack.0);
             }
             (Phase::DataCapable | Phase::DataDss, p) if p == self.port(0) => self.on_data_ack(now, h),
@@ -469,11 +517,15 @@ impl Prober {
             return;
         }
         let Some(quote) = icmp.get(8..) else { return };
-        let Some((qsrc, qdst, qtcp)) = quoted_tcp(quote) else { return };
+        let Some((qsrc, qdst, qtcp)) = quoted_tcp(quote) else {
+            return;
+        };
         if qsrc != self.setup.src || qdst != self.setup.target.ip() {
             return;
         }
-        let (Some(sport), Some(seq)) = (qtcp.get(0..2), qtcp.get(4..8)) else { return };
+        let (Some(sport), Some(seq)) = (qtcp.get(0..2), qtcp.get(4..8)) else {
+            return;
+        };
         let sport = u16::from_be_bytes([sport[0], sport[1]]);
         let seq = u32::from_be_bytes([seq[0], seq[1], seq[2], seq[3]]);
         if unreachable && self.setup.ports.contains(&sport) {
@@ -483,7 +535,9 @@ impl Prober {
         if self.phase != Phase::Trace || sport != self.port(2) {
             return;
         }
-        let Some(ttl) = (1..=self.setup.max_hops).find(|&t| self.trace_isn(t) == seq) else { return };
+        let Some(ttl) = (1..=self.setup.max_hops).find(|&t| self.trace_isn(t) == seq) else {
+            return;
+        };
         let option = classify_quote(self.syn_options.bytes(), self.mpc_offset, qtcp);
         self.hops.entry(ttl).or_insert(Hop { ttl, router, option });
     }
@@ -491,10 +545,15 @@ impl Prober {
     fn conclude_trace(&mut self) {
         // The first router whose quote shows the option changed is just after the middlebox.
         let changed = self.hops.values().find(|h| {
-            matches!(h.option, QuotedOption::ReplacedByNops | QuotedOption::Stripped | QuotedOption::Modified)
+            matches!(
+                h.option,
+                QuotedOption::ReplacedByNops | QuotedOption::Stripped | QuotedOption::Modified
+            )
         });
         let verdict = match changed {
-            Some(h) if h.option == QuotedOption::ReplacedByNops => Verdict::ReplacedByNops { at_ttl: Some(h.ttl) },
+            Some(h) if h.option == QuotedOption::ReplacedByNops => {
+                Verdict::ReplacedByNops { at_ttl: Some(h.ttl) }
+            }
             Some(h) => Verdict::Stripped { at_ttl: Some(h.ttl) },
             None if self.hops.values().any(|h| h.option == QuotedOption::Intact) => Verdict::ServerNoMptcp,
             None => Verdict::NoMptcpUnlocated,
@@ -510,7 +569,10 @@ impl Prober {
 
     fn ts_bytes(&self) -> [u8; 12] {
         let mut o = OptionWriter::new();
-        o.timestamps(Timestamps { val: TSVAL.wrapping_add(1), ecr: self.server_tsval });
+        o.timestamps(Timestamps {
+            val: TSVAL.wrapping_add(1),
+            ecr: self.server_tsval,
+        });
         let mut b = [0u8; 12];
         b.copy_from_slice(o.bytes());
         b
@@ -521,12 +583,17 @@ impl Prober {
     }
 
     fn send_third_ack(&mut self) {
-        let Some((server_key, _)) = self.keys() else { return };
+        let Some((server_key, _)) = self.keys() else {
+            return;
+        };
         // RFC 8684 §3.1: the third ACK carries both keys (length 20).
         let mpc = MptcpOption::MpCapable(MpCapable {
             version: 1,
             flags: CapableFlags(CapableFlags::HMAC_SHA256),
-            payload: CapablePayload::BothKeys { sender_key: self.setup.key.0, receiver_key: server_key.0 },
+            payload: CapablePayload::BothKeys {
+                sender_key: self.setup.key.0,
+                receiver_key: server_key.0,
+            },
         });
         let mut o = OptionWriter::new();
         o.raw(&self.ts_bytes());
@@ -538,7 +605,9 @@ impl Prober {
     }
 
     fn send_data_capable(&mut self) {
-        let Some((server_key, flags)) = self.keys() else { return };
+        let Some((server_key, flags)) = self.keys() else {
+            return;
+        };
         let dsn = self.our_idsn().wrapping_add(1);
         let checksum = flags
             .checksum_required()
@@ -560,11 +629,21 @@ impl Prober {
         o.advance(n);
         let seq = self.setup.isn.wrapping_add(1);
         let ack = self.server_isn.0.wrapping_add(1);
-        self.emit(self.port(0), seq, ack, TcpFlags::ACK | TcpFlags::PSH, o.bytes(), PAYLOAD_1, 64);
+        self.emit(
+            self.port(0),
+            seq,
+            ack,
+            TcpFlags::ACK | TcpFlags::PSH,
+            o.bytes(),
+            PAYLOAD_1,
+            64,
+        );
     }
 
     fn send_data_dss(&mut self) {
-        let Some((server_key, flags)) = self.keys() else { return };
+        let Some((server_key, flags)) = self.keys() else {
+            return;
+        };
         let ssn = SubflowSeq(1 + PAYLOAD_1.len() as u32);
         let dsn = self.our_idsn().wrapping_add(1 + PAYLOAD_1.len() as u64);
         let checksum = flags
@@ -586,29 +665,49 @@ impl Prober {
         o.advance(n);
         let seq = self.setup.isn.wrapping_add(1 + PAYLOAD_1.len() as u32);
         let ack = self.server_isn.0.wrapping_add(1);
-        self.emit(self.port(0), seq, ack, TcpFlags::ACK | TcpFlags::PSH, o.bytes(), PAYLOAD_2, 64);
+        self.emit(
+            self.port(0),
+            seq,
+            ack,
+            TcpFlags::ACK | TcpFlags::PSH,
+            o.bytes(),
+            PAYLOAD_2,
+            64,
+        );
     }
 
     fn on_data_ack(&mut self, now: Instant, h: &tcp::SegmentHeader) {
         if h.flags.contains(TcpFlags::RST) {
-            self.finish(Verdict::Pass { dss: DssResult::StrippedAfterHandshake });
+            self.finish(Verdict::Pass {
+                dss: DssResult::StrippedAfterHandshake,
+            });
             return;
         }
         let (sent, want_data) = match self.phase {
-            Phase::DataCapable => (PAYLOAD_1.len() as u32, self.our_idsn().wrapping_add(1 + PAYLOAD_1.len() as u64)),
+            Phase::DataCapable => (
+                PAYLOAD_1.len() as u32,
+                self.our_idsn().wrapping_add(1 + PAYLOAD_1.len() as u64),
+            ),
             _ => (
                 (PAYLOAD_1.len() + PAYLOAD_2.len()) as u32,
-                self.our_idsn().wrapping_add(1 + (PAYLOAD_1.len() + PAYLOAD_2.len()) as u64),
+                self.our_idsn()
+                    .wrapping_add(1 + (PAYLOAD_1.len() + PAYLOAD_2.len()) as u64),
             ),
         };
         let want = SeqNum(self.setup.isn.wrapping_add(1 + sent));
         if h.ack.diff(want) < 0 {
             return; // not yet covering our data (e.g. a duplicate of the SYN/ACK)
         }
-        let data_ack = h.options.mptcp.iter().find_map(|raw| match MptcpOption::parse(raw) {
-            Ok(MptcpOption::Dss(Dss { data_ack: Some(a), .. })) => Some(DataSeq::from_field(a, want_data)),
-            _ => None,
-        });
+        let data_ack = h
+            .options
+            .mptcp
+            .iter()
+            .find_map(|raw| match MptcpOption::parse(raw) {
+                Ok(MptcpOption::Dss(Dss {
+                    data_ack: Some(a), ..
+                })) => Some(DataSeq::from_field(a, want_data)),
+                _ => None,
+            });
         match data_ack {
             Some(a) if a.diff(want_data) >= 0 => {
                 if self.phase == Phase::DataCapable {
@@ -617,23 +716,32 @@ impl Prober {
                     self.send_attempt(now);
                 } else {
                     self.close_connection();
-                    self.finish(Verdict::Pass { dss: DssResult::Passes });
+                    self.finish(Verdict::Pass {
+                        dss: DssResult::Passes,
+                    });
                 }
             }
             // A TCP-level ACK of our data without a DATA_ACK: the server fell back to TCP, because
             // our options (or its own) were removed on the way (RFC 8684 §3.7).
             _ => {
                 self.close_connection();
-                self.finish(Verdict::Pass { dss: DssResult::StrippedAfterHandshake });
+                self.finish(Verdict::Pass {
+                    dss: DssResult::StrippedAfterHandshake,
+                });
             }
         }
     }
 
     fn close_connection(&mut self) {
-        let seq = self.setup.isn.wrapping_add(1 + (PAYLOAD_1.len() + PAYLOAD_2.len()) as u32);
+        let seq = self
+            .setup
+            .isn
+            .wrapping_add(1 + (PAYLOAD_1.len() + PAYLOAD_2.len()) as u32);
         if let Some((server_key, _)) = self.keys() {
             // RFC 8684 §3.5: MP_FASTCLOSE carries the receiver's key; then a RST.
-            let fc = MptcpOption::MpFastclose { receiver_key: server_key.0 };
+            let fc = MptcpOption::MpFastclose {
+                receiver_key: server_key.0,
+            };
             let mut o = OptionWriter::new();
             let n = fc.write(o.spare()).unwrap_or(0);
             o.advance(n);
@@ -656,8 +764,12 @@ pub fn reconcile(reports: &mut [PathReport]) {
     }
     for r in reports.iter_mut() {
         if matches!(r.verdict, Verdict::ServerNoMptcp | Verdict::NoMptcpUnlocated) {
-            let intact_until_ttl =
-                r.hops.iter().filter(|h| h.option == QuotedOption::Intact).map(|h| h.ttl).max();
+            let intact_until_ttl = r
+                .hops
+                .iter()
+                .filter(|h| h.option == QuotedOption::Intact)
+                .map(|h| h.ttl)
+                .max();
             r.verdict = Verdict::RemovedOnPath { intact_until_ttl };
         }
     }
@@ -670,7 +782,9 @@ fn set_ttl(packet: &mut [u8], ttl: u8) {
             packet[8] = ttl;
             packet[10..12].copy_from_slice(&[0, 0]);
             let ihl = usize::from(packet[0] & 0xf) * 4;
-            let c = Checksum::new().add_bytes(&packet[..ihl.min(packet.len())]).finish();
+            let c = Checksum::new()
+                .add_bytes(&packet[..ihl.min(packet.len())])
+                .finish();
             packet[10..12].copy_from_slice(&c.to_be_bytes());
         }
         Some(6) if packet.len() >= 40 => packet[7] = ttl,
@@ -705,7 +819,9 @@ fn quoted_tcp(quote: &[u8]) -> Option<(IpAddr, IpAddr, &[u8])> {
 
 /// Compares the options of a quoted SYN with the ones we sent (option 30 at `mpc_offset`).
 pub fn classify_quote(sent: &[u8], mpc_offset: usize, quoted_tcp: &[u8]) -> QuotedOption {
-    let Some(&off_byte) = quoted_tcp.get(12) else { return QuotedOption::NotQuoted };
+    let Some(&off_byte) = quoted_tcp.get(12) else {
+        return QuotedOption::NotQuoted;
+    };
     let hlen = usize::from(off_byte >> 4) * 4;
     let sent_hlen = 20 + sent.len().div_ceil(4) * 4;
     let Some(opts) = quoted_tcp.get(20..hlen.max(20)) else {
@@ -714,7 +830,11 @@ pub fn classify_quote(sent: &[u8], mpc_offset: usize, quoted_tcp: &[u8]) -> Quot
         if hlen < sent_hlen {
             return QuotedOption::Stripped;
         }
-        return if avail.len() > mpc_offset + 3 { classify_opts(sent, mpc_offset, avail) } else { QuotedOption::NotQuoted };
+        return if avail.len() > mpc_offset + 3 {
+            classify_opts(sent, mpc_offset, avail)
+        } else {
+            QuotedOption::NotQuoted
+        };
     };
     if hlen < sent_hlen {
         return if opts.contains(&30) && classify_opts(sent, mpc_offset, opts) == QuotedOption::Intact {
@@ -729,7 +849,8 @@ pub fn classify_quote(sent: &[u8], mpc_offset: usize, quoted_tcp: &[u8]) -> Quot
 fn classify_opts(sent: &[u8], mpc_offset: usize, opts: &[u8]) -> QuotedOption {
     let mpc_sent = &sent[mpc_offset..];
     let mpc_len = usize::from(mpc_sent.get(1).copied().unwrap_or(4)).min(mpc_sent.len());
-    let has_mptcp = tcp::OptionIter::new(opts).any(|o| matches!(o, Ok(tcp::TcpOption::Mptcp(raw)) if raw == &mpc_sent[..mpc_len]));
+    let has_mptcp = tcp::OptionIter::new(opts)
+        .any(|o| matches!(o, Ok(tcp::TcpOption::Mptcp(raw)) if raw == &mpc_sent[..mpc_len]));
     if has_mptcp {
         return QuotedOption::Intact;
     }

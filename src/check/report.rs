@@ -82,7 +82,10 @@ pub fn render(result: &CheckResult) -> String {
         let mark = if i.pass { "PASS" } else { "FAIL" };
         let _ = writeln!(out, "  {:<10} {mark}  {}", i.interface, i.summary);
         if let Some(r) = &i.report {
-            let rtt = r.syn_rtt_ms.map(|ms| format!(", SYN RTT {ms:.1} ms")).unwrap_or_default();
+            let rtt = r
+                .syn_rtt_ms
+                .map(|ms| format!(", SYN RTT {ms:.1} ms"))
+                .unwrap_or_default();
             let _ = writeln!(out, "             from {} to {}{rtt}", r.src, r.target);
             for h in &r.hops {
                 let what = match h.option {
@@ -92,10 +95,18 @@ pub fn render(result: &CheckResult) -> String {
                     QuotedOption::Modified => "option 30 rewritten",
                     QuotedOption::NotQuoted => "quote too short to tell",
                 };
-                let _ = writeln!(out, "             hop {:>2} {:<16} {what}", h.ttl, h.router.to_string());
+                let _ = writeln!(
+                    out,
+                    "             hop {:>2} {:<16} {what}",
+                    h.ttl,
+                    h.router.to_string()
+                );
             }
             if let Some((router, ty, code)) = r.unreachable_from {
-                let _ = writeln!(out, "             ICMP unreachable (type {ty} code {code}) from {router}");
+                let _ = writeln!(
+                    out,
+                    "             ICMP unreachable (type {ty} code {code}) from {router}"
+                );
             }
         }
     }
@@ -140,25 +151,37 @@ mod tests {
         let nft = "table inet filter {\n chain fwd {\n  tcp flags syn reset tcp option mptcp\n  tcp dport 22 accept\n }\n}\n\
                    -A FORWARD -p tcp -j TCPOPTSTRIP --strip-options 30\n";
         let f = firewall_findings(nft);
-        assert_eq!(f, vec!["tcp flags syn reset tcp option mptcp", "-A FORWARD -p tcp -j TCPOPTSTRIP --strip-options 30"]);
+        assert_eq!(
+            f,
+            vec![
+                "tcp flags syn reset tcp option mptcp",
+                "-A FORWARD -p tcp -j TCPOPTSTRIP --strip-options 30"
+            ]
+        );
         assert!(firewall_findings("table inet mpbond {\n tcp dport 61000-64999 drop\n}").is_empty());
     }
 
     #[test]
     fn every_verdict_has_words() {
         for v in [
-            Verdict::Pass { dss: DssResult::Passes },
+            Verdict::Pass {
+                dss: DssResult::Passes,
+            },
             Verdict::ReplacedByNops { at_ttl: Some(2) },
             Verdict::Stripped { at_ttl: None },
             Verdict::SynDropped,
             Verdict::ServerNoMptcp,
-            Verdict::RemovedOnPath { intact_until_ttl: Some(1) },
+            Verdict::RemovedOnPath {
+                intact_until_ttl: Some(1),
+            },
             Verdict::NoMptcpUnlocated,
             Verdict::Refused,
             Verdict::Unreachable,
         ] {
             assert!(!describe(&v).is_empty());
         }
-        assert!(describe(&Verdict::ReplacedByNops { at_ttl: Some(2) }).contains("replaced by NOPs before hop 2"));
+        assert!(
+            describe(&Verdict::ReplacedByNops { at_ttl: Some(2) }).contains("replaced by NOPs before hop 2")
+        );
     }
 }

@@ -120,8 +120,12 @@ pub fn check_interfaces(args: &CheckArgs) -> Vec<String> {
     let file = FileConfig::load(Path::new(config::DEFAULT_CONFIG_PATH), false).unwrap_or_default();
     let sys = Path::new("/sys/class/net");
     [
-        file.interfaces.wifi.or_else(|| ifdetect::detect(sys, ifdetect::Role::Wifi)),
-        file.interfaces.cellular.or_else(|| ifdetect::detect(sys, ifdetect::Role::Cellular)),
+        file.interfaces
+            .wifi
+            .or_else(|| ifdetect::detect(sys, ifdetect::Role::Wifi)),
+        file.interfaces
+            .cellular
+            .or_else(|| ifdetect::detect(sys, ifdetect::Role::Cellular)),
     ]
     .into_iter()
     .flatten()

@@ -61,12 +61,19 @@ pub fn run(opts: &CheckOptions) -> anyhow::Result<CheckResult> {
     for h in handles {
         results.push(h.join().map_err(|_| anyhow::anyhow!("a probe thread panicked"))?);
     }
-    let mut reports: Vec<_> = results.iter().filter_map(|(_, r)| r.as_ref().ok().cloned()).collect();
+    let mut reports: Vec<_> = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok().cloned())
+        .collect();
     crate::check::reconcile(&mut reports);
     let mut reconciled = reports.into_iter();
     let mut interfaces = Vec::new();
     for (iface, res) in results {
-        let res = res.map(|_| reconciled.next().expect("one reconciled report per successful probe"));
+        let res = res.map(|_| {
+            reconciled
+                .next()
+                .expect("one reconciled report per successful probe")
+        });
         interfaces.push(match res {
             Ok(r) => InterfaceResult {
                 interface: iface,
@@ -88,7 +95,12 @@ pub fn run(opts: &CheckOptions) -> anyhow::Result<CheckResult> {
     drop(ports);
     let local_firewall = local_firewall_findings();
     let pass = interfaces.iter().all(|i| i.pass) && local_firewall.is_empty();
-    Ok(CheckResult { target: opts.target.clone(), interfaces, local_firewall, pass })
+    Ok(CheckResult {
+        target: opts.target.clone(),
+        interfaces,
+        local_firewall,
+        pass,
+    })
 }
 
 fn resolve(target: &str) -> anyhow::Result<SocketAddr> {
@@ -106,8 +118,16 @@ struct Ports {
 }
 
 fn reserve_ports(target: SocketAddr) -> anyhow::Result<Ports> {
-    let domain = if target.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
-    let unspecified: IpAddr = if target.is_ipv4() { [0u8; 4].into() } else { [0u16; 8].into() };
+    let domain = if target.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let unspecified: IpAddr = if target.is_ipv4() {
+        [0u8; 4].into()
+    } else {
+        [0u16; 8].into()
+    };
     let seed = os_random_u64().context("no randomness")?;
     for i in 0..64u64 {
         let base = 40000 + ((seed.wrapping_add(i * 7919)) % 20000) as u16;
@@ -120,7 +140,10 @@ fn reserve_ports(target: SocketAddr) -> anyhow::Result<Ports> {
             held.push(s);
         }
         if held.len() == 3 {
-            return Ok(Ports { numbers: [base, base + 1, base + 2], _held: held });
+            return Ok(Ports {
+                numbers: [base, base + 1, base + 2],
+                _held: held,
+            });
         }
     }
     bail!("no three free consecutive local ports for the probes")
@@ -161,7 +184,11 @@ fn nft_script(script: &str) -> anyhow::Result<()> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .context("cannot run nft")?;
-    child.stdin.take().context("nft stdin")?.write_all(script.as_bytes())?;
+    child
+        .stdin
+        .take()
+        .context("nft stdin")?
+        .write_all(script.as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
         bail!("nft: {}", String::from_utf8_lossy(&out.stderr).trim());
@@ -171,10 +198,16 @@ fn nft_script(script: &str) -> anyhow::Result<()> {
 
 /// The address the kernel would use toward `target` on `iface`.
 fn source_address(iface: &str, target: SocketAddr) -> anyhow::Result<IpAddr> {
-    let domain = if target.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let domain = if target.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
     let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
-    s.bind_device(Some(iface.as_bytes())).with_context(|| format!("interface {iface:?}"))?;
-    s.connect(&target.into()).with_context(|| format!("no route to {} on {iface}", target.ip()))?;
+    s.bind_device(Some(iface.as_bytes()))
+        .with_context(|| format!("interface {iface:?}"))?;
+    s.connect(&target.into())
+        .with_context(|| format!("no route to {} on {iface}", target.ip()))?;
     let local = s.local_addr()?.as_socket().context("no local address")?;
     Ok(local.ip())
 }
@@ -203,7 +236,8 @@ fn probe_interface(
     };
     let mut prober = Prober::new(boottime(), setup);
     let mut poll = Poll::new()?;
-    poll.registry().register(&mut SourceFd(&rx.as_raw_fd()), Token(0), Interest::READABLE)?;
+    poll.registry()
+        .register(&mut SourceFd(&rx.as_raw_fd()), Token(0), Interest::READABLE)?;
     let mut events = Events::with_capacity(4);
     // Hard bound on the whole probe, whatever the prober asks for.
     let give_up = boottime() + Duration::from_secs(120);
@@ -214,14 +248,20 @@ fn probe_interface(
             }
         }
         let now = boottime();
-        let Some(deadline) = prober.poll_timeout() else { break };
+        let Some(deadline) = prober.poll_timeout() else {
+            break;
+        };
         if now >= give_up {
             bail!("the probe did not conclude within 120 s");
         }
-        let wait = deadline.saturating_duration_since(now).min(Duration::from_millis(50));
+        let wait = deadline
+            .saturating_duration_since(now)
+            .min(Duration::from_millis(50));
         poll.poll(&mut events, Some(wait))?;
         let now = boottime();
-        rx.drain(16, |frame| prober.handle_packet(now, frame.data, !frame.csum_not_ready));
+        rx.drain(16, |frame| {
+            prober.handle_packet(now, frame.data, !frame.csum_not_ready)
+        });
         prober.handle_timeout(boottime());
     }
     prober.report().context("the prober ended without a report")
@@ -230,7 +270,11 @@ fn probe_interface(
 /// Rules of this machine's firewall (nft, iptables) that would change or drop option 30.
 fn local_firewall_findings() -> Vec<String> {
     let mut text = String::new();
-    for (cmd, args) in [("nft", &["list", "ruleset"][..]), ("iptables-save", &[][..]), ("ip6tables-save", &[][..])] {
+    for (cmd, args) in [
+        ("nft", &["list", "ruleset"][..]),
+        ("iptables-save", &[][..]),
+        ("ip6tables-save", &[][..]),
+    ] {
         if let Ok(out) = Command::new(cmd).args(args).output()
             && out.status.success()
         {

@@ -6,4 +6,6 @@ pub mod clock;
 pub mod mmsg;
 pub mod netns;
 pub mod packet;
+pub mod proc;
 pub mod rawtx;
+pub mod tun;

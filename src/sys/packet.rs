@@ -175,7 +175,12 @@ impl PacketRx {
     /// Opens a packet socket on interface `ifname`, with the port filter and a ring of `blocks`
     /// blocks of [`BLOCK_SIZE`] bytes. Non-blocking; poll the fd for readability.
     /// With `icmp`, ICMP and ICMPv6 messages are received too.
-    pub fn open(ifname: &str, ports: &RangeInclusive<u16>, icmp: bool, blocks: u32) -> Result<PacketRx, PacketError> {
+    pub fn open(
+        ifname: &str,
+        ports: &RangeInclusive<u16>,
+        icmp: bool,
+        blocks: u32,
+    ) -> Result<PacketRx, PacketError> {
         let ifindex = if_index(ifname)?;
         let proto_be = (libc::ETH_P_ALL as u16).to_be();
         // SAFETY: plain socket(2) call; the result is checked before use.

@@ -1,0 +1,264 @@
+//! The status the daemon reports on its control socket (`{"cmd":"status"}`), and its rendering
+//! as a table for `mpbond status`. The structure is meant to grow: flows, subflows and failover
+//! counters are real (empty) fields that the forwarding engine fills.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Mode;
+
+/// Role of a physical interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Primary path.
+    Wifi,
+    /// Backup path.
+    Cellular,
+}
+
+/// One physical interface.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InterfaceStatus {
+    /// Name.
+    pub name: String,
+    /// Role.
+    pub role: Role,
+    /// Interface index (0 while the interface does not exist).
+    pub index: u32,
+    /// Administratively up.
+    pub up: bool,
+    /// Carrier (lower layer up).
+    pub carrier: bool,
+    /// Addresses.
+    pub addresses: Vec<IpNet>,
+    /// Bytes received by the interface (kernel counter).
+    pub rx_bytes: u64,
+    /// Bytes sent by the interface (kernel counter).
+    pub tx_bytes: u64,
+}
+
+/// The TUN device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct TunStatus {
+    /// Device name.
+    pub name: String,
+    /// MTU.
+    pub mtu: u32,
+    /// Addresses.
+    pub addresses: Vec<IpNet>,
+    /// Packets the host sent into the TUN (read by mpbond).
+    pub rx_packets: u64,
+    /// Bytes the host sent into the TUN.
+    pub rx_bytes: u64,
+    /// Packets mpbond wrote to the TUN.
+    pub tx_packets: u64,
+    /// Bytes mpbond wrote to the TUN.
+    pub tx_bytes: u64,
+    /// Packets read from the TUN that were not valid IPv4 or IPv6 (counted and dropped).
+    pub rx_invalid: u64,
+    /// Of the packets read, those carrying TCP.
+    pub rx_tcp: u64,
+    /// Of the packets read, those carrying UDP.
+    pub rx_udp: u64,
+    /// Of the packets read, those carrying ICMP or ICMPv6.
+    pub rx_icmp: u64,
+}
+
+/// One host flow relayed by the engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlowStatus {
+    /// `tcp`, `udp` or `icmp`.
+    pub protocol: String,
+    /// Host-side source.
+    pub source: SocketAddr,
+    /// Destination.
+    pub destination: SocketAddr,
+    /// Whether the peer speaks MPTCP (false: fell back to plain TCP).
+    pub mptcp: bool,
+    /// Bytes from the host.
+    pub bytes_up: u64,
+    /// Bytes to the host.
+    pub bytes_down: u64,
+}
+
+/// One MPTCP subflow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubflowStatus {
+    /// Index of the flow in [`Status::flows`].
+    pub flow: usize,
+    /// Interface it runs on.
+    pub interface: String,
+    /// Local address and port.
+    pub local: SocketAddr,
+    /// Remote address and port.
+    pub remote: SocketAddr,
+    /// TCP state name.
+    pub state: String,
+    /// Smoothed RTT in microseconds.
+    pub srtt_us: u64,
+}
+
+/// The whole status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Daemon pid.
+    pub pid: u32,
+    /// Seconds since the daemon came up.
+    pub uptime_secs: u64,
+    /// Spreading mode.
+    pub mode: Mode,
+    /// The TUN device.
+    pub tun: TunStatus,
+    /// Wi-Fi then cellular.
+    pub interfaces: Vec<InterfaceStatus>,
+    /// Relayed flows (filled by the engine).
+    #[serde(default)]
+    pub flows: Vec<FlowStatus>,
+    /// Subflows (filled by the engine).
+    #[serde(default)]
+    pub subflows: Vec<SubflowStatus>,
+    /// Failovers from one path to the other since start.
+    #[serde(default)]
+    pub failovers: u64,
+}
+
+fn join(addrs: &[IpNet]) -> String {
+    if addrs.is_empty() {
+        return "-".into();
+    }
+    addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Status {
+    /// A human-readable table; with `flows`, every flow and its subflows too.
+    pub fn render(&self, flows: bool) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "mpbond is up (pid {}, up {}s, mode {})",
+            self.pid, self.uptime_secs, self.mode
+        );
+        let _ = writeln!(
+            s,
+            "tun {} mtu {} {}  rx {} pkts / {} B (tcp {} udp {} icmp {})  tx {} pkts / {} B",
+            self.tun.name,
+            self.tun.mtu,
+            join(&self.tun.addresses),
+            self.tun.rx_packets,
+            self.tun.rx_bytes,
+            self.tun.rx_tcp,
+            self.tun.rx_udp,
+            self.tun.rx_icmp,
+            self.tun.tx_packets,
+            self.tun.tx_bytes
+        );
+        let _ = writeln!(
+            s,
+            "{:<10} {:<9} {:<5} {:<8} {:>12} {:>12}  addresses",
+            "interface", "role", "state", "carrier", "rx bytes", "tx bytes"
+        );
+        for i in &self.interfaces {
+            let role = match i.role {
+                Role::Wifi => "wifi",
+                Role::Cellular => "cellular",
+            };
+            let state = match (i.index, i.up) {
+                (0, _) => "gone",
+                (_, true) => "up",
+                (_, false) => "down",
+            };
+            let _ = writeln!(
+                s,
+                "{:<10} {:<9} {:<5} {:<8} {:>12} {:>12}  {}",
+                i.name,
+                role,
+                state,
+                if i.carrier { "yes" } else { "no" },
+                i.rx_bytes,
+                i.tx_bytes,
+                join(&i.addresses)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "flows {}  subflows {}  failovers {}",
+            self.flows.len(),
+            self.subflows.len(),
+            self.failovers
+        );
+        if flows {
+            for (n, f) in self.flows.iter().enumerate() {
+                let _ = writeln!(
+                    s,
+                    "  #{n} {} {} -> {} {} up {} B down {} B",
+                    f.protocol,
+                    f.source,
+                    f.destination,
+                    if f.mptcp { "mptcp" } else { "tcp-fallback" },
+                    f.bytes_up,
+                    f.bytes_down
+                );
+                for sf in self.subflows.iter().filter(|sf| sf.flow == n) {
+                    let _ = writeln!(
+                        s,
+                        "      {} {} -> {} {} srtt {} us",
+                        sf.interface, sf.local, sf.remote, sf.state, sf.srtt_us
+                    );
+                }
+            }
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Status {
+        Status {
+            pid: 42,
+            uptime_secs: 7,
+            mode: Mode::Handover,
+            tun: TunStatus {
+                name: "mpbond0".into(),
+                mtu: 65000,
+                rx_packets: 3,
+                ..TunStatus::default()
+            },
+            interfaces: vec![InterfaceStatus {
+                name: "wlan0".into(),
+                role: Role::Wifi,
+                index: 2,
+                up: true,
+                carrier: true,
+                addresses: vec!["198.18.1.2/24".parse().unwrap()],
+                rx_bytes: 1,
+                tx_bytes: 2,
+            }],
+            flows: Vec::new(),
+            subflows: Vec::new(),
+            failovers: 0,
+        }
+    }
+
+    #[test]
+    fn json_round_trips_and_table_shows_interfaces() {
+        let s = sample();
+        let j = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Status>(&j).unwrap(), s);
+        let t = s.render(true);
+        assert!(t.contains("pid 42"), "{t}");
+        assert!(t.contains("wlan0      wifi      up"), "{t}");
+        assert!(t.contains("198.18.1.2/24"), "{t}");
+        assert!(t.contains("rx 3 pkts"), "{t}");
+    }
+}

@@ -1,0 +1,373 @@
+//! Clients for the lab servers: HTTP download/upload with byte-exact verification, UDP echo with
+//! loss and RTT counts, TCP connect RTT. They run in the calling thread's network namespace (use
+//! [`crate::Lab::run_in`] or `ip netns exec` to pick one).
+
+use crate::pattern::{Fnv64, fill, first_mismatch};
+use crate::sys::MptcpInfo;
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::time::{Duration, Instant};
+
+/// How a client connects.
+#[derive(Debug, Clone)]
+pub struct ClientOpts {
+    /// Open a kernel MPTCP socket (`IPPROTO_MPTCP`) instead of plain TCP.
+    pub mptcp: bool,
+    /// Bind to this interface (`SO_BINDTODEVICE`), e.g. `wwan0` to use the cellular path.
+    pub device: Option<String>,
+    /// Bound on the whole operation (connect included).
+    pub timeout: Duration,
+}
+
+impl Default for ClientOpts {
+    fn default() -> Self {
+        Self {
+            mptcp: false,
+            device: None,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl ClientOpts {
+    /// Plain TCP through `dev`.
+    pub fn via(dev: &str) -> Self {
+        Self {
+            device: Some(dev.to_owned()),
+            ..Self::default()
+        }
+    }
+}
+
+/// A client operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// A socket call failed (connect refused, timeout, reset, …).
+    #[error("{context}: {cause}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The OS error.
+        cause: io::Error,
+    },
+    /// Received data differs from the pattern.
+    #[error("byte {offset} differs from the pattern (got {got:#04x}, expected {expected:#04x})")]
+    Mismatch {
+        /// Stream offset of the first wrong byte.
+        offset: u64,
+        /// The byte received.
+        got: u8,
+        /// The byte expected.
+        expected: u8,
+    },
+    /// The stream ended early.
+    #[error("connection ended after {got} of {expected} bytes")]
+    Short {
+        /// Bytes received.
+        got: u64,
+        /// Bytes expected.
+        expected: u64,
+    },
+    /// The server's answer was not what the protocol says.
+    #[error("bad response: {0}")]
+    BadResponse(String),
+    /// The operation did not finish within [`ClientOpts::timeout`].
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> ClientError {
+    let context = context.into();
+    move |cause| ClientError::Io { context, cause }
+}
+
+/// Result of one HTTP transfer.
+#[derive(Debug, Clone)]
+pub struct TransferReport {
+    /// Payload bytes moved and verified.
+    pub bytes: u64,
+    /// Time from connect start to verified end.
+    pub elapsed: Duration,
+    /// The client socket's `MPTCP_INFO` at the end (`None`: plain TCP or fallback).
+    pub mptcp: Option<MptcpInfo>,
+}
+
+impl TransferReport {
+    /// Goodput in Mbit/s.
+    pub fn mbit_per_s(&self) -> f64 {
+        self.bytes as f64 * 8.0 / self.elapsed.as_secs_f64().max(1e-9) / 1e6
+    }
+}
+
+/// Opens a TCP (or MPTCP) connection to `addr` honouring `opts`.
+pub fn connect(addr: SocketAddr, opts: &ClientOpts) -> Result<TcpStream, ClientError> {
+    let proto = if opts.mptcp {
+        Protocol::from(crate::serve::IPPROTO_MPTCP)
+    } else {
+        Protocol::TCP
+    };
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(proto)).map_err(io_err("socket"))?;
+    if let Some(dev) = &opts.device {
+        s.bind_device(Some(dev.as_bytes()))
+            .map_err(io_err(format!("bind to device {dev}")))?;
+    }
+    s.connect_timeout(&SockAddr::from(addr), opts.timeout)
+        .map_err(io_err(format!("connect {addr}")))?;
+    s.set_tcp_nodelay(true).map_err(io_err("TCP_NODELAY"))?;
+    Ok(s.into())
+}
+
+/// Time of a TCP handshake to `addr` (one round trip: SYN → SYN/ACK).
+pub fn tcp_connect_rtt(addr: SocketAddr, opts: &ClientOpts) -> Result<Duration, ClientError> {
+    let t = Instant::now();
+    let s = connect(addr, opts)?;
+    let rtt = t.elapsed();
+    drop(s);
+    Ok(rtt)
+}
+
+struct Deadline(Instant, Duration);
+
+impl Deadline {
+    fn new(d: Duration) -> Self {
+        Self(Instant::now() + d, d)
+    }
+    fn arm(&self, s: &TcpStream) -> Result<(), ClientError> {
+        let left = self.0.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ClientError::Timeout(self.1));
+        }
+        s.set_read_timeout(Some(left)).map_err(io_err("set timeout"))?;
+        s.set_write_timeout(Some(left)).map_err(io_err("set timeout"))
+    }
+}
+
+fn map_timeout(d: &Deadline, context: &str) -> impl FnOnce(io::Error) -> ClientError {
+    let (limit, context) = (d.1, context.to_owned());
+    move |e| match e.kind() {
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ClientError::Timeout(limit),
+        _ => ClientError::Io { context, cause: e },
+    }
+}
+
+/// Reads a response head; returns (status, content-length, leftover body bytes).
+fn read_head(s: &mut TcpStream, dl: &Deadline) -> Result<(u16, Option<u64>, Vec<u8>), ClientError> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+        if buf.len() > 16 * 1024 {
+            return Err(ClientError::BadResponse("response head over 16 KiB".into()));
+        }
+        dl.arm(s)?;
+        let n = s
+            .read(&mut chunk)
+            .map_err(map_timeout(dl, "read response head"))?;
+        if n == 0 {
+            return Err(ClientError::BadResponse(
+                "connection closed before the response head".into(),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| {
+            ClientError::BadResponse(format!("status line `{}`", head.lines().next().unwrap_or("")))
+        })?;
+    let len = head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.eq_ignore_ascii_case("content-length")
+            .then(|| v.trim().parse().ok())?
+    });
+    Ok((status, len, buf[end + 4..].to_vec()))
+}
+
+/// `GET /bytes/N` from `addr`, verifying every byte against the pattern.
+pub fn http_get(addr: SocketAddr, n: u64, opts: &ClientOpts) -> Result<TransferReport, ClientError> {
+    let t0 = Instant::now();
+    let dl = Deadline::new(opts.timeout);
+    let mut s = connect(addr, opts)?;
+    dl.arm(&s)?;
+    let req = format!("GET /bytes/{n} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .map_err(map_timeout(&dl, "send request"))?;
+    let (status, len, first) = read_head(&mut s, &dl)?;
+    if status != 200 || len != Some(n) {
+        return Err(ClientError::BadResponse(format!(
+            "status {status}, content-length {len:?}, wanted 200 and {n}"
+        )));
+    }
+    let mut got = 0u64;
+    let check = |data: &[u8], got: &mut u64| -> Result<(), ClientError> {
+        let data = &data[..data.len().min((n - *got) as usize)];
+        if let Some(i) = first_mismatch(*got, data) {
+            let offset = *got + i as u64;
+            return Err(ClientError::Mismatch {
+                offset,
+                got: data[i],
+                expected: crate::pattern::byte_at(offset),
+            });
+        }
+        *got += data.len() as u64;
+        Ok(())
+    };
+    check(&first, &mut got)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    while got < n {
+        dl.arm(&s)?;
+        let k = s.read(&mut buf).map_err(map_timeout(&dl, "read body"))?;
+        if k == 0 {
+            return Err(ClientError::Short { got, expected: n });
+        }
+        check(&buf[..k], &mut got)?;
+    }
+    let mptcp = crate::sys::mptcp_info(&s).ok().flatten().filter(|i| !i.fallback);
+    Ok(TransferReport {
+        bytes: n,
+        elapsed: t0.elapsed(),
+        mptcp,
+    })
+}
+
+/// `POST /sink` of N pattern bytes to `addr`; checks the server's byte count and FNV-1a 64.
+pub fn http_post(addr: SocketAddr, n: u64, opts: &ClientOpts) -> Result<TransferReport, ClientError> {
+    let t0 = Instant::now();
+    let dl = Deadline::new(opts.timeout);
+    let mut s = connect(addr, opts)?;
+    dl.arm(&s)?;
+    let req =
+        format!("POST /sink HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .map_err(map_timeout(&dl, "send request"))?;
+    let mut h = Fnv64::default();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut off = 0u64;
+    while off < n {
+        let k = (n - off).min(buf.len() as u64) as usize;
+        fill(off, &mut buf[..k]);
+        h.update(&buf[..k]);
+        dl.arm(&s)?;
+        s.write_all(&buf[..k]).map_err(map_timeout(&dl, "send body"))?;
+        off += k as u64;
+    }
+    let (status, len, mut body) = read_head(&mut s, &dl)?;
+    let len = len.ok_or_else(|| ClientError::BadResponse("no content-length".into()))?;
+    while (body.len() as u64) < len {
+        dl.arm(&s)?;
+        let k = s.read(&mut buf).map_err(map_timeout(&dl, "read response"))?;
+        if k == 0 {
+            break;
+        }
+        body.extend_from_slice(&buf[..k]);
+    }
+    let text = String::from_utf8_lossy(&body);
+    let want = format!("{{\"bytes\":{n},\"fnv1a64\":\"{:016x}\"}}", h.value());
+    if status != 200 || text.trim() != want {
+        return Err(ClientError::BadResponse(format!(
+            "status {status}, body `{}`, expected `{want}`",
+            text.trim()
+        )));
+    }
+    let mptcp = crate::sys::mptcp_info(&s).ok().flatten().filter(|i| !i.fallback);
+    Ok(TransferReport {
+        bytes: n,
+        elapsed: t0.elapsed(),
+        mptcp,
+    })
+}
+
+/// Result of a UDP echo run.
+#[derive(Debug, Clone)]
+pub struct UdpEchoReport {
+    /// Datagrams sent.
+    pub sent: u32,
+    /// Distinct datagrams echoed back (within the per-window wait).
+    pub received: u32,
+    /// Smallest round trip seen.
+    pub rtt_min: Option<Duration>,
+    /// Median round trip.
+    pub rtt_median: Option<Duration>,
+}
+
+impl UdpEchoReport {
+    /// received / sent.
+    pub fn fraction(&self) -> f64 {
+        f64::from(self.received) / f64::from(self.sent.max(1))
+    }
+}
+
+/// Sends `count` numbered datagrams to the echo server `addr` in windows of `window`, waiting up
+/// to `wait` after each window for the echoes. Bound to `device` when given.
+pub fn udp_echo(
+    addr: SocketAddr,
+    count: u32,
+    window: u32,
+    wait: Duration,
+    device: Option<&str>,
+) -> Result<UdpEchoReport, ClientError> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None).map_err(io_err("udp socket"))?;
+    if let Some(dev) = device {
+        s.bind_device(Some(dev.as_bytes()))
+            .map_err(io_err(format!("bind to device {dev}")))?;
+    }
+    s.connect(&SockAddr::from(addr))
+        .map_err(io_err(format!("udp connect {addr}")))?;
+    let s: UdpSocket = s.into();
+    let window = window.max(1);
+    let mut seen = vec![false; count as usize];
+    let mut sent_at = vec![None::<Instant>; count as usize];
+    let mut rtts = Vec::new();
+    let mut buf = [0u8; 64];
+    let mut seq = 0u32;
+    while seq < count {
+        let end = (seq + window).min(count);
+        for i in seq..end {
+            let mut pkt = [0u8; 32];
+            pkt[..4].copy_from_slice(&i.to_be_bytes());
+            pkt[4..12].copy_from_slice(b"netlab!!");
+            sent_at[i as usize] = Some(Instant::now());
+            // A send error (ENOBUFS, unreachable) counts as a lost datagram.
+            let _ = s.send(&pkt);
+        }
+        let deadline = Instant::now() + wait;
+        while (seq..end).any(|i| !seen[i as usize]) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            s.set_read_timeout(Some(left)).map_err(io_err("set timeout"))?;
+            match s.recv(&mut buf) {
+                Ok(n) if n >= 12 && &buf[4..12] == b"netlab!!" => {
+                    let i = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                    if let Some(done) = seen.get_mut(i as usize)
+                        && !*done
+                    {
+                        *done = true;
+                        if let Some(t) = sent_at[i as usize] {
+                            rtts.push(t.elapsed());
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
+                // ICMP errors (e.g. port unreachable) surface as recv errors: the datagram is lost.
+                Err(_) => {}
+            }
+        }
+        seq = end;
+    }
+    rtts.sort();
+    Ok(UdpEchoReport {
+        sent: count,
+        received: seen.iter().filter(|&&b| b).count() as u32,
+        rtt_min: rtts.first().copied(),
+        rtt_median: rtts.get(rtts.len() / 2).copied(),
+    })
+}
