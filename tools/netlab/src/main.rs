@@ -302,7 +302,7 @@ fn run(cli: Cli) -> Result<i32> {
             let dir = lab.state_dir().to_owned();
             let owner_alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
             if owner_alive {
-                netlab::cmd::run(&["kill", "-TERM", &pid.to_string()])?;
+                netlab::terminate(pid).with_context(|| format!("signal lab owner {pid}"))?;
                 // The owner removes the state dir when it has torn the lab down.
                 for _ in 0..100 {
                     if !dir.exists() {
