@@ -145,7 +145,8 @@ struct ClientCommon {
     /// Bind to this interface (wlan0, wwan0).
     #[arg(long)]
     dev: Option<String>,
-    /// Run in this lab role's namespace (laptop, inet, …) or a namespace name; default: current.
+    /// Run in this namespace (a name under /run/netns) or lab role's namespace (laptop, inet, …);
+    /// default: the current one.
     #[arg(long)]
     ns: Option<String>,
     /// Give up after this many seconds.
@@ -433,7 +434,7 @@ fn run_client(op: ClientCmd) -> Result<i32> {
     };
     let ns = match &c.ns {
         None => None,
-        Some(n) if n.starts_with(netlab::NS_PREFIX) => Some(n.clone()),
+        Some(n) if std::path::Path::new("/run/netns").join(n).exists() => Some(n.clone()),
         Some(role) => {
             let lab = find_lab(&c.lab)?;
             Some(
