@@ -105,7 +105,8 @@ impl Lab {
         Ok(())
     }
 
-    /// The relay's status line for `path`: `delay <us> relayed <frames> dropped <frames>`.
+    /// The relay's status line for `path`:
+    /// `delay <us> relayed <frames> dropped <frames> rx_errors <n>`.
     pub fn delay_status(&self, path: Path) -> Result<String, LabError> {
         let ctl = crate::relay::ctl_path(self.state_dir(), path);
         crate::relay::command(&ctl, "get").map_err(io_ctx(format!("query relay of {path}")))
