@@ -34,4 +34,4 @@ pub use lab::{
     Lab, LabError, LabOptions, LabState, NS_PREFIX, Namespaces, ROUTER_LAN, ROUTER_WAN, STATE_ROOT, cleanup,
 };
 pub use relay::{WIRE_BRIDGE, WIRE_LAPTOP_SIDE, WIRE_ROUTER_SIDE};
-pub use sys::{MptcpInfo, is_root, terminate};
+pub use sys::{MptcpInfo, is_root, mptcp_info, terminate};

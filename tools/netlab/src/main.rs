@@ -205,6 +205,18 @@ fn up_down(s: &str) -> Result<bool, String> {
 }
 
 fn find_lab(name: &LabName) -> Result<Lab> {
+    let lab = find_lab_state(name)?;
+    let pid = lab.state().pid;
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        bail!(
+            "lab `{}` was left behind by process {pid}, which is gone; remove it with `netlab cleanup`",
+            lab.name()
+        );
+    }
+    Ok(lab)
+}
+
+fn find_lab_state(name: &LabName) -> Result<Lab> {
     if let Some(n) = &name.name {
         return Ok(Lab::attach(n)?);
     }
@@ -298,7 +310,7 @@ fn run(cli: Cli) -> Result<i32> {
             println!("lab removed");
         }
         Cmd::Down { lab } => {
-            let lab = find_lab(&lab)?;
+            let lab = find_lab_state(&lab)?;
             let pid = lab.state().pid;
             let dir = lab.state_dir().to_owned();
             let owner_alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
