@@ -105,7 +105,8 @@ impl Lab {
         Ok(())
     }
 
-    /// The relay's status line for `path`: `delay <us> relayed <frames> dropped <frames>`.
+    /// The relay's status line for `path`:
+    /// `delay <us> relayed <frames> dropped <frames> rx_errors <n>`.
     pub fn delay_status(&self, path: Path) -> Result<String, LabError> {
         let ctl = crate::relay::ctl_path(self.state_dir(), path);
         crate::relay::command(&ctl, "get").map_err(io_ctx(format!("query relay of {path}")))
@@ -241,24 +242,61 @@ impl Lab {
     /// as `ss -tinH` shows them: the kernel's count of subflows, e.g. 2 on the server after a
     /// client joined a second one.
     pub fn kernel_subflows(&self, ns: &str, port: u16) -> Result<usize, LabError> {
-        let out = cmd::run_in(ns, &["ss", "-tinH", "state", "established"])?;
-        let port_s = format!(":{port}");
-        let mut count = 0;
-        let mut current_matches = false;
-        for line in out.lines() {
-            if !line.starts_with(char::is_whitespace) {
-                // A socket line: "0 0 198.19.0.10:80 198.19.1.2:41234".
-                current_matches = line
-                    .split_whitespace()
-                    .skip(2)
-                    .take(2)
-                    .any(|a| a.ends_with(&port_s));
-            } else if current_matches && line.contains("tcp-ulp-mptcp") {
-                count += 1;
-            }
-        }
-        Ok(count)
+        Ok(self.kernel_subflow_list(ns, port)?.len())
     }
+
+    /// The established MPTCP subflows in `ns` with local or peer port `port`, from `ss -tinH`.
+    pub fn kernel_subflow_list(&self, ns: &str, port: u16) -> Result<Vec<KernelSubflow>, LabError> {
+        let out = cmd::run_in(ns, &["ss", "-tinH", "state", "established"])?;
+        Ok(parse_ss_subflows(&out, port))
+    }
+}
+
+/// One MPTCP subflow as `ss` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelSubflow {
+    /// Local address:port as ss prints it.
+    pub local: String,
+    /// Peer address:port as ss prints it.
+    pub peer: String,
+    /// Created by MP_JOIN (`J` in the subflow flags), not the initial MP_CAPABLE one.
+    pub join: bool,
+    /// Marked backup (`B` in the subflow flags).
+    pub backup: bool,
+}
+
+/// Parses `ss -tinH state established` output: a socket line (`Recv-Q Send-Q local peer`)
+/// followed by an indented info line that holds `tcp-ulp-mptcp flags:<letters>` for subflows.
+fn parse_ss_subflows(out: &str, port: u16) -> Vec<KernelSubflow> {
+    let port_s = format!(":{port}");
+    let mut found = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    for line in out.lines() {
+        if !line.starts_with(char::is_whitespace) {
+            let mut w = line.split_whitespace().skip(2);
+            current = match (w.next(), w.next()) {
+                (Some(l), Some(p)) if l.ends_with(&port_s) || p.ends_with(&port_s) => {
+                    Some((l.to_owned(), p.to_owned()))
+                }
+                _ => None,
+            };
+        } else if let Some((local, peer)) = &current
+            && let Some(pos) = line.find("tcp-ulp-mptcp")
+        {
+            let flags = line[pos..]
+                .split_whitespace()
+                .find_map(|t| t.strip_prefix("flags:"))
+                .unwrap_or("");
+            found.push(KernelSubflow {
+                local: local.clone(),
+                peer: peer.clone(),
+                join: flags.contains('J'),
+                backup: flags.contains('B'),
+            });
+            current = None;
+        }
+    }
+    found
 }
 
 #[cfg(test)]
@@ -277,5 +315,15 @@ mod tests {
         assert!(parse_rate("10mb").is_err());
         assert!("drop-syn".parse::<MptcpOption>().is_ok());
         assert!("bogus".parse::<MptcpOption>().is_err());
+    }
+
+    #[test]
+    fn ss_subflow_lines_parse() {
+        let out = "0      0      198.19.0.10:80 198.19.2.2:56875\n\t bbr wscale:10,10 rto:204 tcp-ulp-mptcp flags:JBec token:0000(id:1)/10d3aa04(id:0) seq:d3\n0      0      198.19.0.10:80 198.19.1.2:52468\n\t bbr rto:216 tcp-ulp-mptcp flags:Mec token:0000(id:0)/10d3aa04(id:0)\n0 0 198.19.0.11:80 198.19.1.2:5000\n\t cubic rto:204\n";
+        let v = parse_ss_subflows(out, 80);
+        assert_eq!(v.len(), 2);
+        assert!(v[0].join && v[0].backup && v[0].peer == "198.19.2.2:56875");
+        assert!(!v[1].join && !v[1].backup);
+        assert!(parse_ss_subflows(out, 443).is_empty());
     }
 }

@@ -280,6 +280,15 @@ impl Lab {
         crate::netns::run_in(ns, f).map_err(io_ctx(format!("enter namespace {ns}")))
     }
 
+    /// A [`std::process::Command`] that runs `program` inside namespace `ns`
+    /// (`ip netns exec NS PROGRAM`), for long-running processes such as `mpbond up --foreground`.
+    /// The caller owns (and must reap) the child.
+    pub fn command(&self, ns: &str, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+        let mut c = std::process::Command::new("ip");
+        c.args(["netns", "exec", ns]).arg(program);
+        c
+    }
+
     /// Runs a program inside namespace `ns`; returns its stdout.
     pub fn exec(&self, ns: &str, args: &[&str]) -> Result<String, LabError> {
         Ok(cmd::run_in(ns, args)?)

@@ -29,9 +29,9 @@ pub mod serve;
 mod sys;
 
 pub use addr::{HTTP_PORT, Path, Server, UDP_ECHO_PORT};
-pub use impair::{MptcpOption, parse_duration, parse_rate};
+pub use impair::{KernelSubflow, MptcpOption, parse_duration, parse_rate};
 pub use lab::{
     Lab, LabError, LabOptions, LabState, NS_PREFIX, Namespaces, ROUTER_LAN, ROUTER_WAN, STATE_ROOT, cleanup,
 };
 pub use relay::{WIRE_BRIDGE, WIRE_LAPTOP_SIDE, WIRE_ROUTER_SIDE};
-pub use sys::{MptcpInfo, is_root};
+pub use sys::{MptcpInfo, is_root, mptcp_info, terminate};

@@ -145,7 +145,8 @@ struct ClientCommon {
     /// Bind to this interface (wlan0, wwan0).
     #[arg(long)]
     dev: Option<String>,
-    /// Run in this lab role's namespace (laptop, inet, …) or a namespace name; default: current.
+    /// Run in this namespace (a name under /run/netns) or lab role's namespace (laptop, inet, …);
+    /// default: the current one.
     #[arg(long)]
     ns: Option<String>,
     /// Give up after this many seconds.
@@ -204,6 +205,18 @@ fn up_down(s: &str) -> Result<bool, String> {
 }
 
 fn find_lab(name: &LabName) -> Result<Lab> {
+    let lab = find_lab_state(name)?;
+    let pid = lab.state().pid;
+    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        bail!(
+            "lab `{}` was left behind by process {pid}, which is gone; remove it with `netlab cleanup`",
+            lab.name()
+        );
+    }
+    Ok(lab)
+}
+
+fn find_lab_state(name: &LabName) -> Result<Lab> {
     if let Some(n) = &name.name {
         return Ok(Lab::attach(n)?);
     }
@@ -297,12 +310,12 @@ fn run(cli: Cli) -> Result<i32> {
             println!("lab removed");
         }
         Cmd::Down { lab } => {
-            let lab = find_lab(&lab)?;
+            let lab = find_lab_state(&lab)?;
             let pid = lab.state().pid;
             let dir = lab.state_dir().to_owned();
             let owner_alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
             if owner_alive {
-                netlab::cmd::run(&["kill", "-TERM", &pid.to_string()])?;
+                netlab::terminate(pid).with_context(|| format!("signal lab owner {pid}"))?;
                 // The owner removes the state dir when it has torn the lab down.
                 for _ in 0..100 {
                     if !dir.exists() {
@@ -433,7 +446,7 @@ fn run_client(op: ClientCmd) -> Result<i32> {
     };
     let ns = match &c.ns {
         None => None,
-        Some(n) if n.starts_with(netlab::NS_PREFIX) => Some(n.clone()),
+        Some(n) if std::path::Path::new("/run/netns").join(n).exists() => Some(n.clone()),
         Some(role) => {
             let lab = find_lab(&c.lab)?;
             Some(

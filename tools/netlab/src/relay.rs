@@ -10,7 +10,7 @@
 //!
 //! The relay listens on a unix socket (`<state dir>/<path>.ctl`), one text command per
 //! connection: `delay <microseconds>` (answer `ok <us>`), `get` (answer
-//! `delay <us> relayed <frames> dropped <frames>`).
+//! `delay <us> relayed <frames> dropped <frames> rx_errors <n>`).
 
 use crate::sys::{PacketSocket, ppoll};
 use std::collections::VecDeque;
@@ -57,6 +57,7 @@ struct Relay {
     dirs: [Dir; 2],
     relayed: u64,
     dropped: u64,
+    rx_errors: u64,
     bufs: Vec<Vec<u8>>,
     /// Frame buffers handed back after sending, reused for new arrivals (no allocation per frame
     /// in steady state).
@@ -77,6 +78,7 @@ pub(crate) fn run(ns: String, listener: UnixListener, stop: Arc<AtomicBool>) -> 
         dirs: [Dir::default(), Dir::default()],
         relayed: 0,
         dropped: 0,
+        rx_errors: 0,
         bufs: (0..BATCH).map(|_| vec![0u8; FRAME_BUF]).collect(),
         pool: Vec::new(),
     };
@@ -137,10 +139,11 @@ impl Relay {
                     Err(_) => format!("error bad microseconds `{us}`"),
                 },
                 (Some("get"), None) => format!(
-                    "delay {} relayed {} dropped {}",
+                    "delay {} relayed {} dropped {} rx_errors {}",
                     self.one_way.as_micros() * 2,
                     self.relayed,
-                    self.dropped
+                    self.dropped,
+                    self.rx_errors
                 ),
                 _ => format!("error unknown command `{}`", line.trim()),
             };
@@ -207,7 +210,17 @@ impl Relay {
                 let n = {
                     let Some((a, b)) = &self.socks else { return Ok(()) };
                     let sock = if dir == 0 { a } else { b };
-                    sock.recv_batch(&mut self.bufs, &mut lens)?
+                    match sock.recv_batch(&mut self.bufs, &mut lens) {
+                        Ok(n) => n,
+                        // E.g. ENETDOWN while an end is down: nothing to read now; the relay
+                        // must survive link changes, so count it and move on.
+                        Err(_) => {
+                            self.rx_errors += 1;
+                            // Do not spin on a socket that keeps reporting an error.
+                            std::thread::sleep(Duration::from_millis(1));
+                            0
+                        }
+                    }
                 };
                 let now = Instant::now();
                 let d = &mut self.dirs[dir];

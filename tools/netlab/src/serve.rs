@@ -235,6 +235,7 @@ struct Head {
     target: String,
     content_length: Option<u64>,
     close: bool,
+    expect_continue: bool,
 }
 
 fn parse_head(raw: &[u8]) -> Option<Head> {
@@ -244,6 +245,7 @@ fn parse_head(raw: &[u8]) -> Option<Head> {
     let (method, target, version) = (first.next()?, first.next()?, first.next()?);
     let mut close = version == "HTTP/1.0";
     let mut content_length = None;
+    let mut expect_continue = false;
     for l in lines {
         let Some((k, v)) = l.split_once(':') else { continue };
         let v = v.trim();
@@ -251,6 +253,8 @@ fn parse_head(raw: &[u8]) -> Option<Head> {
             content_length = Some(v.parse().ok()?);
         } else if k.eq_ignore_ascii_case("connection") {
             close = v.eq_ignore_ascii_case("close");
+        } else if k.eq_ignore_ascii_case("expect") {
+            expect_continue = v.eq_ignore_ascii_case("100-continue");
         }
     }
     Some(Head {
@@ -258,6 +262,7 @@ fn parse_head(raw: &[u8]) -> Option<Head> {
         target: target.to_owned(),
         content_length,
         close,
+        expect_continue,
     })
 }
 
@@ -320,6 +325,10 @@ fn serve_conn(mut s: TcpStream, stop: &AtomicBool, stats: &ServerStats) -> io::R
                         stop,
                     );
                 };
+                if head.expect_continue && pending.is_empty() {
+                    // curl waits a second for this before sending a larger body.
+                    write_all(&mut s, b"HTTP/1.1 100 Continue\r\n\r\n", stop)?;
+                }
                 let mut h = Fnv64::default();
                 let take = (n as usize).min(pending.len());
                 h.update(&pending[..take]);

@@ -21,6 +21,18 @@ pub fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// Sends SIGTERM to process `pid`.
+pub fn terminate(pid: u32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill(2) with a plain pid and signal number has no memory-safety preconditions.
+    let r = unsafe { libc::kill(pid, libc::SIGTERM) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Moves the calling thread into the network namespace `fd` refers to.
 pub fn setns_net(fd: &impl AsFd) -> io::Result<()> {
     // SAFETY: the descriptor is open for the duration of the call (borrowed); setns only reads it

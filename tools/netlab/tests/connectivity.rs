@@ -90,3 +90,51 @@ fn dropping_the_lab_removes_its_namespaces() {
     }
     assert!(!dir.exists());
 }
+
+#[test]
+fn curl_talks_to_both_http_servers() {
+    let Some(lab) = common::lab() else { return };
+    for url in [
+        "http://198.19.0.10/bytes/300000",
+        "http://[fd19::11]/bytes/300000",
+    ] {
+        let out = lab
+            .command(&lab.ns().laptop, "curl")
+            .args(["-sS", "--max-time", "20", url])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "curl {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.stdout.len(), 300_000);
+        assert_eq!(
+            netlab::pattern::first_mismatch(0, &out.stdout),
+            None,
+            "curl {url}: body differs from the pattern"
+        );
+    }
+    // An upload larger than curl's 100-continue threshold, checksum computed here.
+    let body = vec![0x5au8; 200_000];
+    let mut fnv = netlab::pattern::Fnv64::default();
+    fnv.update(&body);
+    let path = lab.state_dir().join("upload.bin");
+    std::fs::write(&path, &body).unwrap();
+    let out = lab
+        .command(&lab.ns().laptop, "curl")
+        .args(["-sS", "--max-time", "20", "--data-binary"])
+        .arg(format!("@{}", path.display()))
+        .arg("http://198.19.0.11/sink")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl upload: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("{{\"bytes\":200000,\"fnv1a64\":\"{:016x}\"}}", fnv.value())
+    );
+}

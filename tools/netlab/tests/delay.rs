@@ -48,3 +48,34 @@ fn cell_delay_applies_to_the_cell_path() {
     assert_band("udp v6 cell", common::udp_rtt(&lab, Path::Cell, true), d);
     assert_band("tcp handshake cell", common::tcp_rtt(&lab, Path::Cell, true), d);
 }
+
+#[test]
+fn changing_the_delay_during_a_transfer_keeps_it_byte_exact() {
+    let Some(lab) = common::lab() else { return };
+    let opts = netlab::client::ClientOpts {
+        timeout: Duration::from_secs(60),
+        ..netlab::client::ClientOpts::via("wlan0")
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let mut changes = 0;
+    std::thread::scope(|s| {
+        let t = s.spawn(|| {
+            let r = lab.run_in(&lab.ns().laptop, || {
+                netlab::client::http_get(netlab::Server::Tcp.addr(false), 30_000_000, &opts)
+            });
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            r
+        });
+        // Bridge → relay → other delay → bridge, while the download runs (at most 40 changes).
+        let steps = [20, 5, 0, 50, 1, 0];
+        while !done.load(std::sync::atomic::Ordering::Relaxed) && changes < 40 {
+            lab.set_delay(Path::Wifi, Duration::from_millis(steps[changes % steps.len()]))
+                .unwrap();
+            changes += 1;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let r = t.join().unwrap().unwrap();
+        r.unwrap_or_else(|e| panic!("download across {changes} delay changes: {e}"));
+    });
+    assert!(changes >= 2, "the transfer ended before the delay could change");
+}

@@ -166,13 +166,17 @@ fn kernel_mptcp_client_joins_a_backup_subflow_over_wwan0() {
         "server-side kernel subflows:\n{}",
         lab.ss_mptcp(&lab.ns().inet).unwrap()
     );
-    let ss = lab
-        .exec(&lab.ns().inet, &["ss", "-tinH", "state", "established"])
+    let subflows = lab
+        .kernel_subflow_list(&lab.ns().inet, netlab::HTTP_PORT)
         .unwrap();
+    let joined: Vec<_> = subflows.iter().filter(|s| s.join).collect();
+    assert_eq!(joined.len(), 1, "{subflows:?}");
     assert!(
-        ss.contains(&Path::Cell.router_wan_v4().to_string()),
-        "no subflow from the cellular router:\n{ss}"
+        joined[0].backup,
+        "the wwan0 subflow is not a backup: {subflows:?}"
     );
+    let cell_router = Path::Cell.router_wan_v4().to_string();
+    assert!(joined[0].peer.starts_with(&cell_router), "{subflows:?}");
     drop(conn);
     let r = lab
         .run_in(&laptop, || {
