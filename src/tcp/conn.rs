@@ -467,10 +467,12 @@ impl Connection {
     /// Half-close (RFC 9293 §3.10.4): a FIN follows the queued data; receiving continues.
     pub fn close(&mut self) {
         match self.state {
-            State::SynSent | State::Closed => {
-                self.enter_closed();
-            }
-            State::SynReceived | State::Established => {
+            // RFC 9293 §3.10.4, SYN-SENT: nothing was sent yet; with no queued data the TCB goes.
+            State::SynSent if self.sbuf.is_empty() => self.enter_closed(),
+            // SYN-SENT with queued data, SYN-RECEIVED: "queue for processing after entering
+            // ESTABLISHED state" (the FIN follows the data once synchronized).
+            State::SynSent | State::SynReceived => self.fin_queued = true,
+            State::Established => {
                 self.fin_queued = true;
                 self.state = State::FinWait1;
             }
@@ -620,7 +622,17 @@ impl Connection {
             return self.emit(now, buf, hook, off, TcpFlags::ACK, None, true);
         }
         if self.ack_now {
-            return self.emit(now, buf, hook, self.snd_nxt, TcpFlags::ACK, None, false);
+            // A pure ACK carries the highest sequence number sent (SND.NXT may have been pulled back
+            // by an RTO), so the peer finds it in its window (as Linux's tcp_acceptable_seq).
+            return self.emit(
+                now,
+                buf,
+                hook,
+                self.snd_max.max(self.snd_nxt),
+                TcpFlags::ACK,
+                None,
+                false,
+            );
         }
         None
     }

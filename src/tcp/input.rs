@@ -83,7 +83,13 @@ impl Connection {
             // "If an incoming segment is not acceptable, an acknowledgment should be sent in reply
             // (unless the RST bit is set ...)".
             if !f.rst() {
-                self.ack_now = true;
+                if seg_len > 0 {
+                    self.ack_now = true;
+                } else {
+                    // An out-of-window pure ACK: answer, but rate-limited (as RFC 5961 §7 does for
+                    // challenge ACKs) so two confused ends cannot ping-pong ACKs forever.
+                    self.challenge_ack(now);
+                }
                 if self.state == State::TimeWait && f.fin() {
                     // §3.10.7.4 eighth: a retransmitted FIN restarts the TIME-WAIT timeout.
                     self.timers.set(Timer::TimeWait, now + self.cfg.time_wait);
@@ -213,7 +219,12 @@ impl Connection {
     }
 
     fn become_established(&mut self, now: Instant) {
-        self.state = State::Established;
+        // A close() during the handshake queued a FIN: continue in FIN-WAIT-1 (RFC 9293 §3.10.4).
+        self.state = if self.fin_queued {
+            State::FinWait1
+        } else {
+            State::Established
+        };
         self.emit_event(EV_CONNECTED);
         self.timers.stop(Timer::Retransmit);
         if self.rto_count > 0 && self.rtt.srtt().is_none() {
