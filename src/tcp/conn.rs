@@ -603,6 +603,8 @@ impl Connection {
                     }
                     let rtx = self.snd_max > 0;
                     let t = self.emit(now, buf, hook, 0, flags, None, rtx)?;
+                    // Time the SYN (Karn: not a retransmitted one).
+                    self.rtt_probe = if rtx { None } else { Some((1, now)) };
                     self.snd_nxt = 1;
                     self.snd_max = 1;
                     return Some(t);
