@@ -100,6 +100,8 @@ pub struct Connection {
     pub(super) rcv_mss: u32,
     pub(super) unacked_rcv: u32,
     pub(super) ack_now: bool,
+    /// Further immediate ACKs owed (one per out-of-order segment, RFC 5681 §4.2), capped.
+    pub(super) extra_acks: u8,
     // --- negotiated options
     pub(super) peer_mss: u16,
     pub(super) sack_ok: bool,
@@ -187,6 +189,7 @@ impl Connection {
             rcv_mss: 536,
             unacked_rcv: 0,
             ack_now: false,
+            extra_acks: 0,
             peer_mss: default_mss(remote),
             sack_ok: false,
             ts_ok: false,
@@ -507,6 +510,7 @@ impl Connection {
         self.state = State::Closed;
         self.timers.clear();
         self.ack_now = false;
+        self.extra_acks = 0;
         self.probe_pending = false;
     }
 
@@ -956,7 +960,11 @@ impl Connection {
         .ok()?;
         self.ip_ident = self.ip_ident.wrapping_add(1);
         if flags.ack() {
-            self.ack_now = false;
+            if self.extra_acks > 0 {
+                self.extra_acks -= 1;
+            } else {
+                self.ack_now = false;
+            }
             self.unacked_rcv = 0;
             self.timers.stop(Timer::DelayedAck);
             self.last_ack_sent = rcv_nxt;

@@ -302,6 +302,11 @@ impl Connection {
         let new_wnd = u64::from(hdr.window) << self.snd_wscale;
         if ack_off > self.snd_una {
             self.on_new_ack(now, hdr, ack_off);
+            // RFC 6675 §5: the scoreboard was updated; if it already shows SND.UNA's segment as
+            // lost (IsLost(HighACK + 1)), loss recovery starts without waiting for more ACKs.
+            if sack_new > 0 && self.recovery == Recovery::None && self.snd_max > self.snd_una {
+                self.check_sack_loss(now);
+            }
         } else if ack_off == self.snd_una
             && payload_len == 0
             && !hdr.flags.fin()
@@ -462,6 +467,13 @@ impl Connection {
         }
     }
 
+    fn check_sack_loss(&mut self, now: Instant) {
+        let lost = self.scoreboard.lost_boundary(self.cfg.dupthresh, self.win.mss) > self.snd_una;
+        if lost && (self.snd_una > self.recover || self.recover == 0) {
+            self.enter_fast_recovery(now);
+        }
+    }
+
     fn enter_fast_recovery(&mut self, now: Instant) {
         let flight = u32::try_from(self.snd_max - self.snd_una).unwrap_or(u32::MAX);
         // RFC 6675 §5 step (4.1)/RFC 6582 §3.2 step 2: RecoveryPoint = HighData.
@@ -507,7 +519,11 @@ impl Connection {
             }
             if ins.out_of_order || had_ooo || ins.duplicate || self.cfg.delayed_ack.is_zero() {
                 // RFC 5681 §4.2: an out-of-order segment or one filling a gap SHOULD be acknowledged
-                // at once.
+                // at once: one (duplicate) ACK per such segment, even if several arrive before the
+                // next poll_transmit (the sender counts duplicate ACKs).
+                if self.ack_now && (ins.out_of_order || ins.duplicate) {
+                    self.extra_acks = (self.extra_acks + 1).min(3);
+                }
                 self.ack_now = true;
             } else {
                 self.unacked_rcv = self.unacked_rcv.saturating_add(ins.advanced as u32);
