@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod fuzz;
 pub mod sim;
 pub mod sys;
 pub mod tcp;

@@ -1,5 +1,6 @@
 //! The simulator's links: determinism per seed, rate/queue, MTU, blackhole, duplication,
 //! reordering, and the option-rewriting middlebox (strip / NOP, SYN only or all segments).
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

@@ -7,6 +7,7 @@
 //! failure prints both. Replay one case with `MPBOND_SIM_SEED=<seed> MPBOND_SIM_CASE=<i> cargo
 //! test --test sim_transfer`. `MPBOND_SIM_BYTES` overrides the bytes per direction (default
 //! 10 MB).
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

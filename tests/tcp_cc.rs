@@ -1,5 +1,6 @@
 //! Congestion control: CUBIC window growth against RFC 9438's W_cubic(t) = C*(t-K)^3 + W_max,
 //! multiplicative decrease and fast convergence; NewReno slow start and AIMD (RFC 5681).
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 use std::time::Duration;
 

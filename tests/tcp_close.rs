@@ -1,4 +1,5 @@
 //! RFC 9293 §3.6 / §3.10.4 / §3.10.7.4: closing, half-close, simultaneous close, TIME-WAIT, abort.
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 mod common;
 use common::*;

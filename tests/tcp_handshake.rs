@@ -1,4 +1,5 @@
 //! RFC 9293 §3.5 / §3.10.7.2-3: connection establishment.
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 mod common;
 use common::*;

@@ -1,6 +1,7 @@
 //! The option hook the MPTCP layer uses: reserved space, exact payload mapping (also on
 //! retransmissions), SACK blocks shrinking to make room, incoming options seen; and the memory an
 //! idle established connection costs.
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 mod common;
 use common::*;

@@ -1,5 +1,6 @@
 //! RFC 7323: window scaling, timestamps (RTTM, TS.Recent, PAWS); large (GRO) segments; the MSS
 //! used for outgoing segments.
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 mod common;
 use common::*;

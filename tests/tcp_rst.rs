@@ -1,5 +1,6 @@
 //! RFC 9293 §3.10.7.4 and RFC 5961: reset validation, challenge ACKs, SYN and ACK checks, and the
 //! replies to segments for no connection (§3.10.7.1).
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 mod common;
 use common::*;
@@ -119,7 +120,7 @@ fn rst_in_syn_received_closes() {
             .unwrap();
     let _ = drain(&mut s, now);
     let mut h = syn[0].hdr;
-    h.seq = h.seq + 1;
+    h.seq += 1;
     h.flags = TcpFlags::RST;
     s.handle_segment(at(1), &h, &[]);
     assert_eq!(s.state(), State::Closed);

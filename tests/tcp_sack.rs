@@ -1,4 +1,5 @@
 //! RFC 2018 SACK generation, RFC 6675 SACK-based recovery, RFC 6582 NewReno without SACK.
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 mod common;
 use common::*;

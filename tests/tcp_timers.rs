@@ -1,5 +1,6 @@
 //! RFC 6298 RTO (backoff, Karn), RFC 9293 zero-window probing (§3.8.6.1), keep-alive (§3.8.4),
 //! delayed ACK (§3.8.6.3), and retransmission give-up (§3.8.3).
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 mod common;
 use common::*;

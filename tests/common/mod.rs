@@ -1,4 +1,5 @@
 //! Helpers for driving TCP connections by hand with explicit times (smoltcp `send!/recv!` style).
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
