@@ -281,3 +281,21 @@ fn data_queued_before_established_and_close_during_handshake() {
     assert_eq!(c.state(), State::FinWait2);
     assert_eq!(s.state(), State::CloseWait);
 }
+
+#[test]
+fn close_in_syn_sent_without_data_deletes_the_connection() {
+    // RFC 9293 §3.10.4: CLOSE in SYN-SENT deletes the TCB.
+    let mut c = Connection::connect(
+        Instant::ZERO,
+        client_addr(),
+        server_addr(),
+        Config::default(),
+        &key(),
+    );
+    let _ = drain(&mut c, Instant::ZERO);
+    c.close();
+    assert_eq!(c.state(), State::Closed);
+    assert!(c.is_closed());
+    assert_eq!(c.poll_timeout(), None);
+    assert!(drain(&mut c, at(5000)).is_empty());
+}

@@ -208,3 +208,47 @@ fn delayed_ack_every_second_segment_or_on_timer() {
     assert_eq!(drain(&mut s, at(51)).len(), 1);
     let _ = Instant::ZERO;
 }
+
+#[test]
+fn pacing_spreads_a_window_over_the_rtt() {
+    let paced = Config {
+        pacing: true,
+        ..cfg()
+    };
+    let (mut c, mut s) = handshake(paced, cfg());
+    // Give the sender an RTT estimate of 100 ms.
+    c.send(&[1u8; 100]);
+    let d = drain(&mut c, at(0));
+    deliver(&mut s, at(50), &d);
+    s.handle_timeout(at(100));
+    let a = drain(&mut s, at(100));
+    deliver(&mut c, at(100), &a);
+    assert!(c.health().srtt.is_some());
+    c.send(&vec![1u8; 14_600]);
+    let burst = drain(&mut c, at(100));
+    assert!(
+        !burst.is_empty() && burst.len() < 10,
+        "paced: {} segments at once",
+        burst.len()
+    );
+    // The rest leaves on the pacing timer, spread over time.
+    let mut sent = burst.len();
+    let mut times = vec![];
+    for _ in 0..100 {
+        let Some(t) = c.poll_timeout() else { break };
+        if t > at(2000) {
+            break;
+        }
+        c.handle_timeout(t);
+        let more = drain(&mut c, t);
+        if !more.is_empty() {
+            times.push(t);
+        }
+        sent += more.iter().filter(|s| s.len() > 0).count();
+        if sent >= 11 {
+            break;
+        }
+    }
+    assert!(sent >= 10, "{sent}");
+    assert!(times.len() >= 2 && times.windows(2).all(|w| w[1] > w[0]));
+}

@@ -318,7 +318,7 @@ impl Connection {
         }
         // "If SND.UNA =< SEG.ACK =< SND.NXT, the send window should be updated. If (SND.WL1 <
         // SEG.SEQ or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK)), set SND.WND <- SEG.WND ..."
-        if ack_off >= self.snd_una || ack_off + 1 >= self.snd_una {
+        if ack_off >= self.snd_una {
             let wl1 = self.snd_wl1 as i64;
             if wl1 < seg_off || (wl1 == seg_off && self.snd_wl2 <= ack_off) {
                 self.snd_wnd = new_wnd;
@@ -350,7 +350,6 @@ impl Connection {
     }
 
     fn on_new_ack(&mut self, now: Instant, hdr: &SegmentHeader, ack_off: u64) {
-        let acked = ack_off - self.snd_una;
         let flight_before = self.snd_nxt.max(ack_off) - self.snd_una;
         // RTT measurement: the timed segment (Karn: never a retransmitted one), or RFC 7323 §4
         // RTTM from TSecr when retransmissions made the timing ambiguous.
@@ -377,8 +376,10 @@ impl Connection {
             self.snd_nxt = ack_off;
         }
         let data_to = ack_off.min(self.data_end());
+        let mut data_acked = 0u64;
         if data_to > self.sbuf_base {
-            self.sbuf.ack((data_to - self.sbuf_base) as usize);
+            data_acked = data_to - self.sbuf_base;
+            self.sbuf.ack(data_acked as usize);
             self.sbuf_base = data_to;
         }
         self.scoreboard.on_cumulative_ack(ack_off);
@@ -388,7 +389,8 @@ impl Connection {
         self.last_progress = now;
         self.rtt.reset_backoff();
         let mss = self.win.mss;
-        let acked32 = u32::try_from(acked).unwrap_or(u32::MAX);
+        // Window arithmetic counts data bytes (SYN and FIN occupy sequence space, not the pipe).
+        let acked32 = u32::try_from(data_acked).unwrap_or(u32::MAX);
         match self.recovery {
             Recovery::Fast => {
                 if ack_off >= self.recover {
