@@ -131,3 +131,37 @@ fn idle_connection_memory() {
     assert!(size + heap_c <= 16 * 1024);
     assert!(size + heap_s <= 16 * 1024);
 }
+
+#[test]
+fn hook_sees_syn_synack_and_rst() {
+    let now = mpbond::time::Instant::ZERO;
+    let mut hook = FakeMptcp::default();
+    let mut c = Connection::connect(now, client_addr(), server_addr(), Config::default(), &key());
+    let syn = drain_with(&mut c, now, &mut hook);
+    // SYN: MSS 4 + WS 4 + SACK-perm/TS 12 + hook 20 = 40 bytes of options.
+    assert!(!syn[0].hdr.options.mptcp.is_empty());
+    assert_eq!(syn[0].hdr.options.mss, Some(1460));
+    let mut shook = FakeMptcp::default();
+    let mut s = Connection::accept(
+        now,
+        server_addr(),
+        client_addr(),
+        &syn[0].hdr,
+        Config::default(),
+        &key(),
+    )
+    .unwrap();
+    let sa = drain_with(&mut s, now, &mut shook);
+    assert!(sa[0].flags().syn() && !sa[0].hdr.options.mptcp.is_empty());
+    for seg in &sa {
+        c.handle_segment_with(now, &seg.hdr, &seg.payload, &mut hook);
+    }
+    assert_eq!(
+        hook.seen.len(),
+        1,
+        "the SYN-ACK's option reached the client's hook"
+    );
+    c.abort();
+    let rst = drain_with(&mut c, now, &mut hook);
+    assert!(rst[0].flags().rst() && !rst[0].hdr.options.mptcp.is_empty());
+}

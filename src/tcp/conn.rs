@@ -588,7 +588,28 @@ impl Connection {
                 flags: TcpFlags::RST,
                 ..Default::default()
             };
-            let len = write_tcp_packet(buf, self.local, self.remote, &f, &[], &[], self.ip_ident).ok()?;
+            // RSTs carry no TCP options of ours, but the hook may add one (MPTCP's MP_TCPRST,
+            // RFC 8684 §3.6).
+            let mut opts = OptionWriter::new();
+            let plan = SegmentPlan {
+                flags: f.flags,
+                has_payload: false,
+                retransmission: false,
+            };
+            let space = hook.reserve(&plan).min(MAX_OPTIONS_LEN);
+            if space > 0 {
+                let out = OutSegment {
+                    seq,
+                    ack: f.ack,
+                    flags: f.flags,
+                    payload_len: 0,
+                    retransmission: false,
+                };
+                let n = hook.write_options(&out, &mut opts.spare()[..space]);
+                opts.advance(n.min(space));
+            }
+            let len =
+                write_tcp_packet(buf, self.local, self.remote, &f, opts.bytes(), &[], self.ip_ident).ok()?;
             return Some(Transmit {
                 len,
                 seq,
