@@ -252,3 +252,21 @@ fn pacing_spreads_a_window_over_the_rtt() {
     assert!(sent >= 10, "{sent}");
     assert!(times.len() >= 2 && times.windows(2).all(|w| w[1] > w[0]));
 }
+
+#[test]
+fn cwnd_restarts_after_idle() {
+    let (mut c, mut s) = handshake(cfg(), cfg());
+    let data = vec![1u8; 400_000];
+    let mut sent = 0;
+    for i in 0..200 {
+        sent += c.send(&data[sent..]);
+        pump(&mut c, &mut s, at(i * 10));
+        read_all(&mut s);
+        s.handle_timeout(at(i * 10 + 5));
+    }
+    assert!(c.health().cwnd > 30 * 1460, "{}", c.health().cwnd);
+    // RFC 5681 §4.1: after an idle period longer than the RTO the window restarts at IW.
+    c.send(&data);
+    let burst = drain(&mut c, at(20_000));
+    assert_eq!(burst.len(), 10);
+}

@@ -131,6 +131,7 @@ pub struct Connection {
     pub(super) probe_pending: bool,
     pub(super) keepalive_sent: u32,
     pub(super) pace_next: Instant,
+    pub(super) last_data_sent: Instant,
     pub(super) challenge_window: Instant,
     pub(super) challenge_count: u32,
     pub(super) events: u8,
@@ -221,6 +222,7 @@ impl Connection {
             probe_pending: false,
             keepalive_sent: 0,
             pace_next: now,
+            last_data_sent: now,
             challenge_window: now,
             challenge_count: 0,
             events: 0,
@@ -831,6 +833,12 @@ impl Connection {
         if self.pacing_blocked(now) {
             return None;
         }
+        if idle && !rtx && now - self.last_data_sent > self.rtt.rto() {
+            // RFC 5681 §4.1: after an idle period longer than the RTO, cwnd SHOULD restart from
+            // min(IW, cwnd) (the ACK clock is gone).
+            let iw = self.cfg.initial_window.max(1) * self.win.mss;
+            self.win.cwnd = self.win.cwnd.min(iw);
+        }
         let t = self.emit(now, buf, hook, self.snd_nxt, TcpFlags::ACK, Some(len), rtx)?;
         let consumed = t.payload_len as u64 + u64::from(t.flags.fin());
         if !rtx && self.rtt_probe.is_none() {
@@ -989,6 +997,9 @@ impl Connection {
             self.unacked_rcv = 0;
             self.timers.stop(Timer::DelayedAck);
             self.last_ack_sent = rcv_nxt;
+        }
+        if payload_len > 0 {
+            self.last_data_sent = now;
         }
         let consumes = payload_len > 0 || syn || flags.fin();
         // RFC 6298 §5.1: every time a segment containing data (SYN/FIN included) is sent, start the
