@@ -62,9 +62,9 @@ fn wait_for(events: &Receiver<IfaceEvent>, what: &str, f: impl Fn(&IfaceEvent) -
 #[test]
 fn threads_exchange_batches_and_survive_interface_loss() {
     require_root!();
-    let (a, b) = common::veth_pair("ia", "ib");
-    common::drop_kernel_tcp(&a, "61000-61999");
-    common::drop_kernel_tcp(&b, "61000-61999");
+    let (a, b) = common::lab::veth_pair("ia", "ib");
+    common::lab::drop_kernel_tcp(&a, "61000-61999");
+    common::lab::drop_kernel_tcp(&b, "61000-61999");
     let pool = Pool::new(1024, 16);
     let (a_tx, a_rx) = crossbeam_channel::bounded(64);
     let (b_tx, b_rx) = crossbeam_channel::bounded(64);
@@ -108,7 +108,7 @@ fn threads_exchange_batches_and_survive_interface_loss() {
     wait_for(&a_rx, "closed", |e| {
         matches!(e, IfaceEvent::Closed { iface: 0, .. })
     });
-    common::sh(&format!(
+    common::lab::sh(&format!(
         "ip link add ia netns {} type veth peer name ib netns {}",
         a.name, b.name
     ));

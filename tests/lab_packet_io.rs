@@ -29,7 +29,7 @@ fn tcp_syn(src: IpAddr, dst: IpAddr, sport: u16, dport: u16) -> Vec<u8> {
 #[test]
 fn ring_receives_only_the_port_range_and_raw_tx_sends() {
     require_root!();
-    let (a, b) = common::veth_pair("pa", "pb");
+    let (a, b) = common::lab::veth_pair("pa", "pb");
     let (an, bn) = (a.name.clone(), b.name.clone());
 
     let rx_thread = std::thread::spawn(move || {

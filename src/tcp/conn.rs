@@ -100,6 +100,8 @@ pub struct Connection {
     pub(super) rcv_mss: u32,
     pub(super) unacked_rcv: u32,
     pub(super) ack_now: bool,
+    /// Further immediate ACKs owed (one per out-of-order segment, RFC 5681 §4.2), capped.
+    pub(super) extra_acks: u8,
     // --- negotiated options
     pub(super) peer_mss: u16,
     pub(super) sack_ok: bool,
@@ -129,6 +131,7 @@ pub struct Connection {
     pub(super) probe_pending: bool,
     pub(super) keepalive_sent: u32,
     pub(super) pace_next: Instant,
+    pub(super) last_data_sent: Instant,
     pub(super) challenge_window: Instant,
     pub(super) challenge_count: u32,
     pub(super) events: u8,
@@ -187,6 +190,7 @@ impl Connection {
             rcv_mss: 536,
             unacked_rcv: 0,
             ack_now: false,
+            extra_acks: 0,
             peer_mss: default_mss(remote),
             sack_ok: false,
             ts_ok: false,
@@ -218,6 +222,7 @@ impl Connection {
             probe_pending: false,
             keepalive_sent: 0,
             pace_next: now,
+            last_data_sent: now,
             challenge_window: now,
             challenge_count: 0,
             events: 0,
@@ -467,10 +472,12 @@ impl Connection {
     /// Half-close (RFC 9293 §3.10.4): a FIN follows the queued data; receiving continues.
     pub fn close(&mut self) {
         match self.state {
-            State::SynSent | State::Closed => {
-                self.enter_closed();
-            }
-            State::SynReceived | State::Established => {
+            // RFC 9293 §3.10.4, SYN-SENT: nothing was sent yet; with no queued data the TCB goes.
+            State::SynSent if self.sbuf.is_empty() => self.enter_closed(),
+            // SYN-SENT with queued data, SYN-RECEIVED: "queue for processing after entering
+            // ESTABLISHED state" (the FIN follows the data once synchronized).
+            State::SynSent | State::SynReceived => self.fin_queued = true,
+            State::Established => {
                 self.fin_queued = true;
                 self.state = State::FinWait1;
             }
@@ -505,6 +512,7 @@ impl Connection {
         self.state = State::Closed;
         self.timers.clear();
         self.ack_now = false;
+        self.extra_acks = 0;
         self.probe_pending = false;
     }
 
@@ -582,7 +590,28 @@ impl Connection {
                 flags: TcpFlags::RST,
                 ..Default::default()
             };
-            let len = write_tcp_packet(buf, self.local, self.remote, &f, &[], &[], self.ip_ident).ok()?;
+            // RSTs carry no TCP options of ours, but the hook may add one (MPTCP's MP_TCPRST,
+            // RFC 8684 §3.6).
+            let mut opts = OptionWriter::new();
+            let plan = SegmentPlan {
+                flags: f.flags,
+                has_payload: false,
+                retransmission: false,
+            };
+            let space = hook.reserve(&plan).min(MAX_OPTIONS_LEN);
+            if space > 0 {
+                let out = OutSegment {
+                    seq,
+                    ack: f.ack,
+                    flags: f.flags,
+                    payload_len: 0,
+                    retransmission: false,
+                };
+                let n = hook.write_options(&out, &mut opts.spare()[..space]);
+                opts.advance(n.min(space));
+            }
+            let len =
+                write_tcp_packet(buf, self.local, self.remote, &f, opts.bytes(), &[], self.ip_ident).ok()?;
             return Some(Transmit {
                 len,
                 seq,
@@ -601,6 +630,8 @@ impl Connection {
                     }
                     let rtx = self.snd_max > 0;
                     let t = self.emit(now, buf, hook, 0, flags, None, rtx)?;
+                    // Time the SYN (Karn: not a retransmitted one).
+                    self.rtt_probe = if rtx { None } else { Some((1, now)) };
                     self.snd_nxt = 1;
                     self.snd_max = 1;
                     return Some(t);
@@ -620,7 +651,17 @@ impl Connection {
             return self.emit(now, buf, hook, off, TcpFlags::ACK, None, true);
         }
         if self.ack_now {
-            return self.emit(now, buf, hook, self.snd_nxt, TcpFlags::ACK, None, false);
+            // A pure ACK carries the highest sequence number sent (SND.NXT may have been pulled back
+            // by an RTO), so the peer finds it in its window (as Linux's tcp_acceptable_seq).
+            return self.emit(
+                now,
+                buf,
+                hook,
+                self.snd_max.max(self.snd_nxt),
+                TcpFlags::ACK,
+                None,
+                false,
+            );
         }
         None
     }
@@ -792,6 +833,12 @@ impl Connection {
         if self.pacing_blocked(now) {
             return None;
         }
+        if idle && !rtx && now - self.last_data_sent > self.rtt.rto() {
+            // RFC 5681 §4.1: after an idle period longer than the RTO, cwnd SHOULD restart from
+            // min(IW, cwnd) (the ACK clock is gone).
+            let iw = self.cfg.initial_window.max(1) * self.win.mss;
+            self.win.cwnd = self.win.cwnd.min(iw);
+        }
         let t = self.emit(now, buf, hook, self.snd_nxt, TcpFlags::ACK, Some(len), rtx)?;
         let consumed = t.payload_len as u64 + u64::from(t.flags.fin());
         if !rtx && self.rtt_probe.is_none() {
@@ -942,10 +989,17 @@ impl Connection {
         .ok()?;
         self.ip_ident = self.ip_ident.wrapping_add(1);
         if flags.ack() {
-            self.ack_now = false;
+            if self.extra_acks > 0 {
+                self.extra_acks -= 1;
+            } else {
+                self.ack_now = false;
+            }
             self.unacked_rcv = 0;
             self.timers.stop(Timer::DelayedAck);
             self.last_ack_sent = rcv_nxt;
+        }
+        if payload_len > 0 {
+            self.last_data_sent = now;
         }
         let consumes = payload_len > 0 || syn || flags.fin();
         // RFC 6298 §5.1: every time a segment containing data (SYN/FIN included) is sent, start the

@@ -83,7 +83,13 @@ impl Connection {
             // "If an incoming segment is not acceptable, an acknowledgment should be sent in reply
             // (unless the RST bit is set ...)".
             if !f.rst() {
-                self.ack_now = true;
+                if seg_len > 0 {
+                    self.ack_now = true;
+                } else {
+                    // An out-of-window pure ACK: answer, but rate-limited (as RFC 5961 §7 does for
+                    // challenge ACKs) so two confused ends cannot ping-pong ACKs forever.
+                    self.challenge_ack(now);
+                }
                 if self.state == State::TimeWait && f.fin() {
                     // §3.10.7.4 eighth: a retransmitted FIN restarts the TIME-WAIT timeout.
                     self.timers.set(Timer::TimeWait, now + self.cfg.time_wait);
@@ -213,7 +219,12 @@ impl Connection {
     }
 
     fn become_established(&mut self, now: Instant) {
-        self.state = State::Established;
+        // A close() during the handshake queued a FIN: continue in FIN-WAIT-1 (RFC 9293 §3.10.4).
+        self.state = if self.fin_queued {
+            State::FinWait1
+        } else {
+            State::Established
+        };
         self.emit_event(EV_CONNECTED);
         self.timers.stop(Timer::Retransmit);
         if self.rto_count > 0 && self.rtt.srtt().is_none() {
@@ -291,6 +302,11 @@ impl Connection {
         let new_wnd = u64::from(hdr.window) << self.snd_wscale;
         if ack_off > self.snd_una {
             self.on_new_ack(now, hdr, ack_off);
+            // RFC 6675 §5: the scoreboard was updated; if it already shows SND.UNA's segment as
+            // lost (IsLost(HighACK + 1)), loss recovery starts without waiting for more ACKs.
+            if sack_new > 0 && self.recovery == Recovery::None && self.snd_max > self.snd_una {
+                self.check_sack_loss(now);
+            }
         } else if ack_off == self.snd_una
             && payload_len == 0
             && !hdr.flags.fin()
@@ -302,7 +318,7 @@ impl Connection {
         }
         // "If SND.UNA =< SEG.ACK =< SND.NXT, the send window should be updated. If (SND.WL1 <
         // SEG.SEQ or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK)), set SND.WND <- SEG.WND ..."
-        if ack_off >= self.snd_una || ack_off + 1 >= self.snd_una {
+        if ack_off >= self.snd_una {
             let wl1 = self.snd_wl1 as i64;
             if wl1 < seg_off || (wl1 == seg_off && self.snd_wl2 <= ack_off) {
                 self.snd_wnd = new_wnd;
@@ -334,7 +350,6 @@ impl Connection {
     }
 
     fn on_new_ack(&mut self, now: Instant, hdr: &SegmentHeader, ack_off: u64) {
-        let acked = ack_off - self.snd_una;
         let flight_before = self.snd_nxt.max(ack_off) - self.snd_una;
         // RTT measurement: the timed segment (Karn: never a retransmitted one), or RFC 7323 §4
         // RTTM from TSecr when retransmissions made the timing ambiguous.
@@ -361,8 +376,10 @@ impl Connection {
             self.snd_nxt = ack_off;
         }
         let data_to = ack_off.min(self.data_end());
+        let mut data_acked = 0u64;
         if data_to > self.sbuf_base {
-            self.sbuf.ack((data_to - self.sbuf_base) as usize);
+            data_acked = data_to - self.sbuf_base;
+            self.sbuf.ack(data_acked as usize);
             self.sbuf_base = data_to;
         }
         self.scoreboard.on_cumulative_ack(ack_off);
@@ -372,7 +389,8 @@ impl Connection {
         self.last_progress = now;
         self.rtt.reset_backoff();
         let mss = self.win.mss;
-        let acked32 = u32::try_from(acked).unwrap_or(u32::MAX);
+        // Window arithmetic counts data bytes (SYN and FIN occupy sequence space, not the pipe).
+        let acked32 = u32::try_from(data_acked).unwrap_or(u32::MAX);
         match self.recovery {
             Recovery::Fast => {
                 if ack_off >= self.recover {
@@ -451,6 +469,13 @@ impl Connection {
         }
     }
 
+    fn check_sack_loss(&mut self, now: Instant) {
+        let lost = self.scoreboard.lost_boundary(self.cfg.dupthresh, self.win.mss) > self.snd_una;
+        if lost && (self.snd_una > self.recover || self.recover == 0) {
+            self.enter_fast_recovery(now);
+        }
+    }
+
     fn enter_fast_recovery(&mut self, now: Instant) {
         let flight = u32::try_from(self.snd_max - self.snd_una).unwrap_or(u32::MAX);
         // RFC 6675 §5 step (4.1)/RFC 6582 §3.2 step 2: RecoveryPoint = HighData.
@@ -496,7 +521,11 @@ impl Connection {
             }
             if ins.out_of_order || had_ooo || ins.duplicate || self.cfg.delayed_ack.is_zero() {
                 // RFC 5681 §4.2: an out-of-order segment or one filling a gap SHOULD be acknowledged
-                // at once.
+                // at once: one (duplicate) ACK per such segment, even if several arrive before the
+                // next poll_transmit (the sender counts duplicate ACKs).
+                if self.ack_now && (ins.out_of_order || ins.duplicate) {
+                    self.extra_acks = (self.extra_acks + 1).min(3);
+                }
                 self.ack_now = true;
             } else {
                 self.unacked_rcv = self.unacked_rcv.saturating_add(ins.advanced as u32);

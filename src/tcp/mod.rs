@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub use cc::CcAlgorithm;
-pub use conn::Connection;
+pub use conn::{AcceptError, Connection};
 pub use isn::IsnKey;
 pub use seq::SeqNum;
 
