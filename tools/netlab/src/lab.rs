@@ -662,7 +662,10 @@ pub(crate) fn add_laptop_routes(laptop: &str, path: Path) -> Result<(), LabError
     Ok(())
 }
 
-/// The router's nft table: NAT on the WAN side, and empty chains the impairments fill.
+/// The router's nft table: NAT on the WAN side, and empty chains the impairments fill. The
+/// option-30 middlebox acts as packets enter the router (prerouting), as a router's ingress
+/// processing does: a segment whose TTL expires at this router is quoted in the ICMP Time
+/// Exceeded as rewritten, which is how `mpbond check` locates the middlebox.
 fn router_ruleset() -> String {
     format!(
         r#"table inet netlab {{
@@ -672,10 +675,13 @@ fn router_ruleset() -> String {
     }}
     chain loss {{
     }}
+    chain prerouting {{
+        type filter hook prerouting priority mangle; policy accept;
+        jump mbox
+    }}
     chain forward {{
         type filter hook forward priority filter; policy accept;
         jump blackhole
-        jump mbox
         jump loss
     }}
     chain input {{
