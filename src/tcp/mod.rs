@@ -56,7 +56,8 @@ impl Default for Keepalive {
 /// Per-connection settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Config {
-    /// The MSS we advertise and the largest payload we send (path MTU minus IP and TCP headers).
+    /// The MSS we advertise and the largest payload we send: path MTU minus 40 (IPv4) or 60
+    /// (IPv6) bytes of fixed headers; options are subtracted per segment. Default 1460.
     pub mss: u16,
     /// Send buffer cap in bytes (backpressure beyond it).
     pub send_buffer: usize,
