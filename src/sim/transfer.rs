@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::net::Network;
-use crate::tcp::{Config, Connection, Event, Health, IsnKey, State};
+use crate::tcp::{Config, Connection, Event, Health, IsnKey, State, write_rst_reply};
 use crate::time::Instant;
 use crate::wire::parse_tcp_packet;
 
@@ -300,19 +300,32 @@ pub fn run(net: &mut Network, spec: &TransferSpec) -> TransferReport {
                     if spec.trace.is_some_and(|(f, u)| now >= f && now < u) {
                         trace(now, &p, payload.len());
                     }
+                    // A segment for a connection that no longer exists (or not yet, unless it is
+                    // a SYN) is answered with a reset, as the engine's flow table does (RFC 9293
+                    // §3.10.7.1).
+                    let mut no_conn = false;
                     if p.dst == spec.a && p.src == spec.b {
-                        a.handle_segment(now, &p.header, payload);
+                        if a.is_closed() {
+                            no_conn = true;
+                        } else {
+                            a.handle_segment(now, &p.header, payload);
+                        }
                     } else if p.dst == spec.b && p.src == spec.a {
                         match b.as_mut() {
-                            Some(bc) => bc.handle_segment(now, &p.header, payload),
+                            Some(bc) if !bc.is_closed() => bc.handle_segment(now, &p.header, payload),
+                            Some(_) => no_conn = true,
                             None => {
-                                if let Ok(c) =
-                                    Connection::accept(now, spec.b, spec.a, &p.header, spec.cfg_b, &key)
-                                {
-                                    b = Some(c);
+                                match Connection::accept(now, spec.b, spec.a, &p.header, spec.cfg_b, &key) {
+                                    Ok(c) => b = Some(c),
+                                    Err(_) => no_conn = true,
                                 }
                             }
                         }
+                    }
+                    if no_conn
+                        && let Ok(Some(n)) = write_rst_reply(&mut pkt, p.src, p.dst, &p.header, payload.len())
+                    {
+                        net.send(now, &pkt[..n]);
                     }
                 }
                 Err(_) => rep.bad_packets += 1,

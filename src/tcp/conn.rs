@@ -240,7 +240,8 @@ impl Connection {
 
     /// Passive open from a received SYN `syn` sent by `remote` to `local` (RFC 9293 §3.10.7.2,
     /// LISTEN state: the engine answers on behalf of the destination). The SYN-ACK is written by
-    /// the next `poll_transmit`. The caller inspects `syn.options` itself (e.g. MP_CAPABLE).
+    /// the next `poll_transmit`. The caller inspects `syn.options` itself (e.g. MP_CAPABLE). Data
+    /// carried on the SYN is not accepted (RFC 9293 allows queueing it; the peer retransmits it).
     pub fn accept(
         now: Instant,
         local: SocketAddr,

@@ -7,6 +7,16 @@
 //! of [`Connection::poll_transmit`] as whole IP packets written into the caller's buffer; timers
 //! through [`Connection::poll_timeout`] / [`Connection::handle_timeout`]; events through
 //! [`Connection::poll_event`].
+//!
+//! Implemented: RFC 9293 state machine (simultaneous open/close, half-close, TIME-WAIT), RFC 5961
+//! (RST/SYN/ACK validation, rate-limited challenge ACKs), RFC 6528 ISNs, RFC 7323 (window scale,
+//! timestamps, PAWS), RFC 2018 SACK, RFC 6675 SACK loss recovery, RFC 6582 NewReno, RFC 6298 RTO,
+//! RFC 9438 CUBIC, delayed ACK, zero-window probing, keep-alive, optional pacing, cwnd restart
+//! after idle (RFC 5681 §4.1). Not implemented: urgent data (URG is ignored, RFC 6093 advises
+//! against its use), data on SYN (TFO), ECN, D-SACK, RFC 6675's rescue retransmission (a MAY).
+//!
+//! Memory: `size_of::<Connection>()` is under 1 KiB and buffers are allocated on demand and freed
+//! when they drain, so an idle established connection holds no heap memory.
 
 pub mod cc;
 mod conn;
@@ -56,7 +66,8 @@ impl Default for Keepalive {
 /// Per-connection settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Config {
-    /// The MSS we advertise and the largest payload we send (path MTU minus IP and TCP headers).
+    /// The MSS we advertise and the largest payload we send: path MTU minus 40 (IPv4) or 60
+    /// (IPv6) bytes of fixed headers; options are subtracted per segment. Default 1460.
     pub mss: u16,
     /// Send buffer cap in bytes (backpressure beyond it).
     pub send_buffer: usize,
