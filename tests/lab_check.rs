@@ -120,3 +120,41 @@ fn plain_tcp_server_is_told_apart_from_a_middlebox() {
         assert_eq!(i["hops"][0]["option"], "intact", "{i:#}");
     }
 }
+
+#[test]
+fn the_laptops_own_firewall_is_reported() {
+    require_root!();
+    let lab = lab();
+    let laptop = &lab.ns().laptop;
+    lab.exec(laptop, &["nft", "add", "table", "inet", "corp"])
+        .unwrap();
+    lab.exec(
+        laptop,
+        &[
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "corp",
+            "out",
+            "{ type filter hook output priority 0 ; }",
+        ],
+    )
+    .unwrap();
+    lab.exec(
+        laptop,
+        &[
+            "nft", "add", "rule", "inet", "corp", "out", "tcp", "option", "mptcp", "exists", "counter",
+        ],
+    )
+    .unwrap();
+    let (code, json) = check(&lab, "198.19.0.10:80");
+    assert_eq!(
+        code, 1,
+        "a firewall rule touching option 30 fails the check: {json:#}"
+    );
+    let fw = json["local_firewall"].as_array().unwrap();
+    assert_eq!(fw.len(), 1, "{json:#}");
+    assert!(fw[0].as_str().unwrap().contains("option mptcp"));
+    assert_eq!(iface(&json, "wlan0")["result"], "pass");
+}
