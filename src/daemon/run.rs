@@ -135,6 +135,12 @@ fn run_locked(rd: &RunDir, config: &Config) -> anyhow::Result<()> {
             tracing::error!("undo incomplete (run `mpbond down` again): {e}");
         }
     };
+    // From here on the daemon needs only the network capabilities (per thread: before any worker
+    // starts, so they all inherit the reduced set).
+    if let Err(e) = sys::caps::keep_only(&[sys::caps::CAP_NET_ADMIN, sys::caps::CAP_NET_RAW]) {
+        undo(&mut applier);
+        return Err(anyhow::Error::new(e).context("cannot drop privileges"));
+    }
     let mut workers = match start_threads(rd, config, &plan, &host, &mut applier) {
         Ok(w) => w,
         Err(e) => {

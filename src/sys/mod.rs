@@ -2,6 +2,7 @@
 //! safe crates do not cover. Every `unsafe` block carries a `// SAFETY:` comment.
 #![allow(unsafe_code)]
 
+pub mod caps;
 pub mod clock;
 pub mod mmsg;
 pub mod netns;
