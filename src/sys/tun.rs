@@ -17,7 +17,7 @@ impl Tun {
     /// Creates (or attaches to) the TUN device `name` and makes its fd non-blocking.
     pub fn open(name: &str) -> io::Result<Tun> {
         let iface = Iface::without_packet_info(name, Mode::Tun)?;
-        iface.set_non_blocking()?;
+        set_nonblocking(iface.as_raw_fd())?;
         if iface.name() != name {
             return Err(io::Error::other(format!(
                 "the kernel named the TUN {:?} instead of {name:?}",
@@ -47,4 +47,19 @@ impl AsRawFd for Tun {
     fn as_raw_fd(&self) -> RawFd {
         self.iface.as_raw_fd()
     }
+}
+
+/// Sets `O_NONBLOCK` on `fd` (tun-tap's own setter needs its tokio feature, which pulls in an old
+/// async stack we do not use).
+fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl on an fd we own, with integer arguments only.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
