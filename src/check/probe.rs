@@ -220,10 +220,7 @@ pub struct Prober {
 impl Prober {
     /// A prober that starts probing at `now`.
     pub fn new(now: Instant, setup: ProbeSetup) -> Prober {
-        let mut syn_options = OptionWriter::new();
-        syn_options.mss(MSS);
-        syn_options.sack_permitted_timestamps(Timestamps { val: TSVAL, ecr: 0 });
-        syn_options.wscale(WSCALE);
+        let mut syn_options = plain_syn_options();
         let mpc_offset = syn_options.len();
         // RFC 8684 §3.1: the v1 SYN carries MP_CAPABLE without a key; H selects HMAC-SHA256.
         let mpc = MptcpOption::MpCapable(MpCapable {
@@ -357,10 +354,7 @@ impl Prober {
                 );
             }
             Phase::PlainSyn => {
-                let mut o = OptionWriter::new();
-                o.mss(MSS);
-                o.sack_permitted_timestamps(Timestamps { val: TSVAL, ecr: 0 });
-                o.wscale(WSCALE);
+                let o = plain_syn_options();
                 self.emit(
                     self.port(1),
                     self.plain_isn(),
@@ -567,15 +561,19 @@ impl Prober {
         self.server
     }
 
-    fn ts_bytes(&self) -> [u8; 12] {
+    /// The options of a segment on the probe connection: timestamps (echoing the server's) when
+    /// `with_ts`, then the MPTCP option `opt`.
+    fn conn_options(&self, opt: &MptcpOption, with_ts: bool) -> OptionWriter {
         let mut o = OptionWriter::new();
-        o.timestamps(Timestamps {
-            val: TSVAL.wrapping_add(1),
-            ecr: self.server_tsval,
-        });
-        let mut b = [0u8; 12];
-        b.copy_from_slice(o.bytes());
-        b
+        if with_ts {
+            o.timestamps(Timestamps {
+                val: TSVAL.wrapping_add(1),
+                ecr: self.server_tsval,
+            });
+        }
+        let n = opt.write(o.spare()).unwrap_or(0);
+        o.advance(n);
+        o
     }
 
     fn our_idsn(&self) -> DataSeq {
@@ -595,10 +593,7 @@ impl Prober {
                 receiver_key: server_key.0,
             },
         });
-        let mut o = OptionWriter::new();
-        o.raw(&self.ts_bytes());
-        let n = mpc.write(o.spare()).unwrap_or(0);
-        o.advance(n);
+        let o = self.conn_options(&mpc, true);
         let seq = self.setup.isn.wrapping_add(1);
         let ack = self.server_isn.0.wrapping_add(1);
         self.emit(self.port(0), seq, ack, TcpFlags::ACK, o.bytes(), &[], 64);
@@ -623,10 +618,7 @@ impl Prober {
                 checksum,
             },
         });
-        let mut o = OptionWriter::new();
-        o.raw(&self.ts_bytes());
-        let n = mpc.write(o.spare()).unwrap_or(0);
-        o.advance(n);
+        let o = self.conn_options(&mpc, true);
         let seq = self.setup.isn.wrapping_add(1);
         let ack = self.server_isn.0.wrapping_add(1);
         self.emit(
@@ -659,10 +651,7 @@ impl Prober {
             }),
             data_fin: false,
         });
-        let mut o = OptionWriter::new();
-        o.raw(&self.ts_bytes());
-        let n = dss.write(o.spare()).unwrap_or(0);
-        o.advance(n);
+        let o = self.conn_options(&dss, true);
         let seq = self.setup.isn.wrapping_add(1 + PAYLOAD_1.len() as u32);
         let ack = self.server_isn.0.wrapping_add(1);
         self.emit(
@@ -742,9 +731,7 @@ impl Prober {
             let fc = MptcpOption::MpFastclose {
                 receiver_key: server_key.0,
             };
-            let mut o = OptionWriter::new();
-            let n = fc.write(o.spare()).unwrap_or(0);
-            o.advance(n);
+            let o = self.conn_options(&fc, false);
             let ack = self.server_isn.0.wrapping_add(1);
             self.emit(self.port(0), seq, ack, TcpFlags::ACK, o.bytes(), &[], 64);
         }
@@ -773,6 +760,15 @@ pub fn reconcile(reports: &mut [PathReport]) {
             r.verdict = Verdict::RemovedOnPath { intact_until_ttl };
         }
     }
+}
+
+/// The options of a Linux SYN: MSS, SACK-permitted, timestamps, window scale.
+fn plain_syn_options() -> OptionWriter {
+    let mut o = OptionWriter::new();
+    o.mss(MSS);
+    o.sack_permitted_timestamps(Timestamps { val: TSVAL, ecr: 0 });
+    o.wscale(WSCALE);
+    o
 }
 
 /// Sets the IPv4 TTL (fixing the header checksum) or the IPv6 hop limit of a built packet.
