@@ -516,12 +516,13 @@ impl Engine {
     }
 
     fn mark_dirty(&mut self, id: FlowId) {
-        if let Some(f) = self.flows.get_mut(&id)
-            && !f.dirty
-        {
-            f.dirty = true;
+        if let Some(f) = self.flows.get_mut(&id) {
+            // New input: service it again even if it is queued and was serviced already.
             f.serviced = false;
-            self.dirty.push_back(id);
+            if !f.dirty {
+                f.dirty = true;
+                self.dirty.push_back(id);
+            }
         }
     }
 
