@@ -150,7 +150,9 @@ impl World {
 }
 
 fn pattern(n: usize, salt: u8) -> Vec<u8> {
-    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt) ^ (i >> 9) as u8).collect()
+    (0..n)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt) ^ (i >> 9) as u8)
+        .collect()
 }
 
 fn relay_both_ways(host: &str, dst: &str) {
@@ -214,7 +216,10 @@ fn the_host_syn_is_answered_only_after_the_destination_accepts() {
     w.e.handle_tun_packet(w.now, &syn);
     let out = w.e.poll_transmit(w.now, &mut w.buf).unwrap();
     assert_eq!(out.dest, Dest::Iface(WIFI));
-    assert!(w.e.poll_transmit(w.now, &mut w.buf).is_none(), "no SYN-ACK to the host yet");
+    assert!(
+        w.e.poll_transmit(w.now, &mut w.buf).is_none(),
+        "no SYN-ACK to the host yet"
+    );
     // A retransmitted host SYN changes nothing.
     w.e.handle_tun_packet(w.now, &syn);
     assert!(w.e.poll_transmit(w.now, &mut w.buf).is_none());
@@ -244,7 +249,16 @@ fn malformed_packets_are_counted_and_dropped() {
         window: 1000,
         ..Default::default()
     };
-    let n = wire::write_tcp_packet(&mut buf, HOST.parse().unwrap(), SERVER.parse().unwrap(), &f, &[], &[], 1).unwrap();
+    let n = wire::write_tcp_packet(
+        &mut buf,
+        HOST.parse().unwrap(),
+        SERVER.parse().unwrap(),
+        &f,
+        &[],
+        &[],
+        1,
+    )
+    .unwrap();
     let good = buf[..n].to_vec();
     let mut bad_csum = good.clone();
     bad_csum[n - 1] ^= 0x55; // TCP checksum
@@ -255,7 +269,16 @@ fn malformed_packets_are_counted_and_dropped() {
     let mut bad_opt = good.clone();
     bad_opt[32] = 0x50; // data offset 5 words (no options) kept; now corrupt: offset 15 words
     bad_opt[32] = 0xf0;
-    for p in [&[][..], &[0x45][..], &[0x60, 0, 0][..], &bad_csum, &bad_len, &bad_ipsum, &bad_opt, &[0x99; 40][..]] {
+    for p in [
+        &[][..],
+        &[0x45][..],
+        &[0x60, 0, 0][..],
+        &bad_csum,
+        &bad_len,
+        &bad_ipsum,
+        &bad_opt,
+        &[0x99; 40][..],
+    ] {
         e.handle_tun_packet(now, p);
         e.handle_iface_packet(now, WIFI, p, false);
     }
@@ -284,10 +307,25 @@ fn udp_sessions_relay_and_move_between_interfaces() {
     let mut now = Instant::ZERO;
     let mut buf = vec![0u8; 70_000];
     e.handle_tun_packet(now, &udp_packet("100.127.77.1:5000", "198.19.0.12:7", b"ping"));
-    let Some(DatagramAction::Send { session, kind, iface, dst, len }) = e.poll_datagram(&mut buf) else {
+    let Some(DatagramAction::Send {
+        session,
+        kind,
+        iface,
+        dst,
+        len,
+    }) = e.poll_datagram(&mut buf)
+    else {
         panic!("no send")
     };
-    assert_eq!((kind, iface, dst, &buf[..len]), (DatagramKind::Udp, WIFI, "198.19.0.12:7".parse().unwrap(), &b"ping"[..]));
+    assert_eq!(
+        (kind, iface, dst, &buf[..len]),
+        (
+            DatagramKind::Udp,
+            WIFI,
+            "198.19.0.12:7".parse().unwrap(),
+            &b"ping"[..]
+        )
+    );
     e.handle_datagram(now, session, b"pong");
     let t = e.poll_transmit(now, &mut buf).unwrap();
     assert_eq!(t.dest, Dest::Tun);
@@ -301,18 +339,32 @@ fn udp_sessions_relay_and_move_between_interfaces() {
     e.handle_iface_state(now, WIFI, wifi);
     assert_eq!(
         e.poll_datagram(&mut buf),
-        Some(DatagramAction::Move { session, kind: DatagramKind::Udp, iface: CELLULAR, dst })
+        Some(DatagramAction::Move {
+            session,
+            kind: DatagramKind::Udp,
+            iface: CELLULAR,
+            dst
+        })
     );
     e.handle_tun_packet(now, &udp_packet("100.127.77.1:5000", "198.19.0.12:7", b"again"));
-    assert!(matches!(e.poll_datagram(&mut buf), Some(DatagramAction::Send { iface: CELLULAR, .. })));
+    assert!(matches!(
+        e.poll_datagram(&mut buf),
+        Some(DatagramAction::Send { iface: CELLULAR, .. })
+    ));
     // Back on Wi-Fi when it returns.
     wifi.usable = true;
     e.handle_iface_state(now, WIFI, wifi);
-    assert!(matches!(e.poll_datagram(&mut buf), Some(DatagramAction::Move { iface: WIFI, .. })));
+    assert!(matches!(
+        e.poll_datagram(&mut buf),
+        Some(DatagramAction::Move { iface: WIFI, .. })
+    ));
     assert_eq!(e.counters().failovers, 1);
     // DNS sessions end after 5 s idle, others after 30 s.
     e.handle_tun_packet(now, &udp_packet("100.127.77.1:5001", "198.19.0.12:53", b"q"));
-    assert!(matches!(e.poll_datagram(&mut buf), Some(DatagramAction::Send { .. })));
+    assert!(matches!(
+        e.poll_datagram(&mut buf),
+        Some(DatagramAction::Send { .. })
+    ));
     for _ in 0..40 {
         let t = e.poll_timeout().unwrap();
         now = t;
@@ -324,7 +376,10 @@ fn udp_sessions_relay_and_move_between_interfaces() {
     assert_eq!(e.flow_counts().1, 1, "the DNS session expired first");
     assert!(now.saturating_duration_since(Instant::ZERO) >= Duration::from_secs(5));
     assert!(now.saturating_duration_since(Instant::ZERO) < Duration::from_secs(30));
-    assert!(matches!(e.poll_datagram(&mut buf), Some(DatagramAction::Close { .. })));
+    assert!(matches!(
+        e.poll_datagram(&mut buf),
+        Some(DatagramAction::Close { .. })
+    ));
 }
 
 #[test]
@@ -348,7 +403,11 @@ fn ping_is_relayed_v4_and_v6() {
         assert_eq!(&buf[4..len], &msg[4..]);
         // The reply arrives on the raw socket of Wi-Fi (message only).
         let me = e.iface_state(WIFI).unwrap();
-        let local: IpAddr = if d.is_ipv4() { me.v4.unwrap().into() } else { me.v6.unwrap().into() };
+        let local: IpAddr = if d.is_ipv4() {
+            me.v4.unwrap().into()
+        } else {
+            me.v6.unwrap().into()
+        };
         let mut reply_pkt = vec![0u8; 200];
         let mut reply = msg;
         reply[0] = rep;

@@ -70,7 +70,13 @@ pub struct TcpFlow {
 
 impl TcpFlow {
     /// A flow for the host SYN `syn` from `host_addr` to `dst`, relayed over `upstream`.
-    pub fn new(host_addr: SocketAddr, dst: SocketAddr, syn: SegmentHeader, upstream: Upstream, local_port: u16) -> Self {
+    pub fn new(
+        host_addr: SocketAddr,
+        dst: SocketAddr,
+        syn: SegmentHeader,
+        upstream: Upstream,
+        local_port: u16,
+    ) -> Self {
         TcpFlow {
             host_addr,
             dst,
@@ -90,15 +96,21 @@ impl TcpFlow {
 
     /// A segment from the host.
     pub fn handle_host_segment(&mut self, now: Instant, hdr: &SegmentHeader, payload: &[u8]) {
-        match &mut self.host {
-            Some(h) => h.handle_segment(now, hdr, payload),
-            // A retransmitted SYN while the upstream connects: the answer is still pending.
-            None => {}
+        // Without a host side (the upstream still connects) a retransmitted SYN is ignored: the
+        // answer is still pending.
+        if let Some(h) = &mut self.host {
+            h.handle_segment(now, hdr, payload);
         }
     }
 
     /// A segment from the destination side.
-    pub fn handle_upstream_segment(&mut self, now: Instant, iface: IfaceId, hdr: &SegmentHeader, payload: &[u8]) {
+    pub fn handle_upstream_segment(
+        &mut self,
+        now: Instant,
+        iface: IfaceId,
+        hdr: &SegmentHeader,
+        payload: &[u8],
+    ) {
         self.upstream.handle_segment(now, iface, hdr, payload);
     }
 
@@ -125,7 +137,13 @@ impl TcpFlow {
     }
 
     /// Reacts to both sides' events and moves data between them; `scratch` is the copy buffer.
-    pub fn service(&mut self, now: Instant, host_cfg: &tcp::Config, key: &IsnKey, scratch: &mut [u8]) -> Serviced {
+    pub fn service(
+        &mut self,
+        now: Instant,
+        host_cfg: &tcp::Config,
+        key: &IsnKey,
+        scratch: &mut [u8],
+    ) -> Serviced {
         let mut out = Serviced::default();
         while let Some(ev) = self.upstream.poll_event() {
             match ev {

@@ -496,9 +496,13 @@ impl Engine {
         tracing::info!(iface, usable = state.usable, v4 = ?state.v4, v6 = ?state.v6, "interface state");
         *slot = state;
         for id in self.sessions.ids() {
-            let Some(s) = self.sessions.get_mut(id) else { continue };
+            let Some(s) = self.sessions.get_mut(id) else {
+                continue;
+            };
             let (cur, remote, kind) = (s.iface, s.remote, s.kind);
-            let Some(best) = self.choose_iface(remote.ip()) else { continue };
+            let Some(best) = self.choose_iface(remote.ip()) else {
+                continue;
+            };
             if best != cur {
                 self.sessions.set_iface(id, best);
                 self.counters.session_moves += 1;
@@ -557,7 +561,10 @@ impl Engine {
             Ok(h) => h,
             Err(e) => return self.drop(tcp_reason(e)),
         };
-        let (src, dst) = (SocketAddr::new(src, hdr.src_port), SocketAddr::new(dst, hdr.dst_port));
+        let (src, dst) = (
+            SocketAddr::new(src, hdr.src_port),
+            SocketAddr::new(dst, hdr.dst_port),
+        );
         let payload = view.payload();
         if let Some(&id) = self.by_host.get(&(src, dst)) {
             if let Some(f) = self.flows.get_mut(&id) {
@@ -588,7 +595,8 @@ impl Engine {
         };
         let mut cfg = self.cfg.upstream_tcp;
         cfg.mss = mss_for(self.cfg.iface_mtu, dst.ip());
-        let conn = tcp::Connection::connect(now, SocketAddr::new(local_ip, port), dst, cfg, &self.cfg.isn_key);
+        let conn =
+            tcp::Connection::connect(now, SocketAddr::new(local_ip, port), dst, cfg, &self.cfg.isn_key);
         let flow = TcpFlow::new(src, dst, hdr, Upstream::Tcp { conn, iface }, port);
         self.next_flow += 1;
         let id = self.next_flow;
@@ -613,7 +621,13 @@ impl Engine {
         None
     }
 
-    fn queue_rst(&mut self, src: SocketAddr, dst: SocketAddr, hdr: &crate::wire::SegmentHeader, payload_len: usize) {
+    fn queue_rst(
+        &mut self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        hdr: &crate::wire::SegmentHeader,
+        payload_len: usize,
+    ) {
         let Some(buf) = self.to_host.push(Dest::Tun, 80) else {
             return self.drop(DropReason::QueueFull);
         };
@@ -664,7 +678,10 @@ impl Engine {
         self.datagram_up(now, DatagramKind::IcmpEcho, host, remote, idle, msg, &[]);
     }
 
-    #[expect(clippy::too_many_arguments, reason = "one internal helper shared by UDP and ICMP")]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one internal helper shared by UDP and ICMP"
+    )]
     fn datagram_up(
         &mut self,
         now: Instant,
@@ -838,7 +855,9 @@ impl Engine {
                 break;
             }
             self.timers.pop();
-            let Some(f) = self.flows.get_mut(&id) else { continue };
+            let Some(f) = self.flows.get_mut(&id) else {
+                continue;
+            };
             if f.armed != Some(t) {
                 continue;
             }
@@ -849,7 +868,11 @@ impl Engine {
         if self.next_sweep.is_some_and(|t| t <= now) {
             for s in self.sessions.expire(now) {
                 tracing::debug!(session = s.id.0, "session idle, closed");
-                if self.datagrams.push(DatagramAction::Close { session: s.id }, 0).is_none() {
+                if self
+                    .datagrams
+                    .push(DatagramAction::Close { session: s.id }, 0)
+                    .is_none()
+                {
                     self.drop(DropReason::QueueFull);
                 }
             }
@@ -889,7 +912,9 @@ impl Engine {
                     continue;
                 }
             }
-            let Some(f) = self.flows.get_mut(&id) else { continue };
+            let Some(f) = self.flows.get_mut(&id) else {
+                continue;
+            };
             if let Some((dest, len)) = f.poll_transmit(now, buf) {
                 return Some(Transmit { dest, len });
             }

@@ -85,7 +85,9 @@ pub fn parse_echo(src: IpAddr, dst: IpAddr, msg: &[u8], verify: bool) -> Result<
 /// recomputed (for this pseudo-header); returns its length.
 pub fn write_packet(buf: &mut [u8], src: IpAddr, dst: IpAddr, msg: &[u8]) -> Result<usize, IcmpError> {
     let hlen = ip::header_len(src);
-    let out = buf.get_mut(hlen..hlen + msg.len()).ok_or(IcmpError::BufferTooSmall)?;
+    let out = buf
+        .get_mut(hlen..hlen + msg.len())
+        .ok_or(IcmpError::BufferTooSmall)?;
     if msg.len() < 4 {
         return Err(IcmpError::Truncated);
     }
@@ -103,7 +105,12 @@ pub fn write_packet(buf: &mut [u8], src: IpAddr, dst: IpAddr, msg: &[u8]) -> Res
 /// 4443 §3.1: type 1 code 3 (address unreachable). The quote is the original IP header and the
 /// start of its payload (RFC 1812 §4.3.2.3: as much as fits in 576 bytes; RFC 4443 §2.4(c): in
 /// the minimum MTU 1280).
-pub fn write_unreachable(buf: &mut [u8], src: IpAddr, dst: IpAddr, original: &[u8]) -> Result<usize, IcmpError> {
+pub fn write_unreachable(
+    buf: &mut [u8],
+    src: IpAddr,
+    dst: IpAddr,
+    original: &[u8],
+) -> Result<usize, IcmpError> {
     let hlen = ip::header_len(src);
     let max_quote = if src.is_ipv6() { 1280 - 48 } else { 576 - 28 };
     let quote = &original[..original.len().min(max_quote)];
@@ -132,13 +139,24 @@ mod tests {
             let n = write_packet(&mut b, s, d, &msg).unwrap();
             let p = ip::parse(&b[..n]).unwrap();
             let e = parse_echo(s, d, &b[p.payload.clone()], true).unwrap().unwrap();
-            assert_eq!(e, Echo { request: true, ident: 0x1234, seq: 7 });
+            assert_eq!(
+                e,
+                Echo {
+                    request: true,
+                    ident: 0x1234,
+                    seq: 7
+                }
+            );
             let mut bad = b[p.payload.clone()].to_vec();
             bad[9] ^= 0xff;
             assert_eq!(parse_echo(s, d, &bad, true), Err(IcmpError::BadChecksum));
             assert_eq!(parse_echo(s, d, &bad[..5], true), Err(IcmpError::Truncated));
             let n = write_unreachable(&mut b, d, s, &[0x45; 30]).unwrap();
-            assert!(parse_echo(d, s, &b[ip::parse(&b[..n]).unwrap().payload], true).unwrap().is_none());
+            assert!(
+                parse_echo(d, s, &b[ip::parse(&b[..n]).unwrap().payload], true)
+                    .unwrap()
+                    .is_none()
+            );
         }
     }
 }

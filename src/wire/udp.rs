@@ -69,7 +69,12 @@ pub fn parse(src: IpAddr, dst: IpAddr, seg: &[u8], verify: bool) -> Result<UdpSu
 }
 
 /// Writes an IP packet carrying a UDP datagram from `src` to `dst` into `buf`; returns its length.
-pub fn write_packet(buf: &mut [u8], src: SocketAddr, dst: SocketAddr, payload: &[u8]) -> Result<usize, UdpError> {
+pub fn write_packet(
+    buf: &mut [u8],
+    src: SocketAddr,
+    dst: SocketAddr,
+    payload: &[u8],
+) -> Result<usize, UdpError> {
     let hlen = ip::header_len(src.ip());
     let len = UDP_HEADER_LEN + payload.len();
     let ulen = u16::try_from(len).map_err(|_| UdpError::BufferTooSmall)?;
@@ -110,7 +115,10 @@ mod tests {
         bad[9] ^= 1;
         assert_eq!(parse(src.ip(), dst.ip(), &bad, true), Err(UdpError::BadChecksum));
         assert!(parse(src.ip(), dst.ip(), &bad, false).is_ok());
-        assert_eq!(parse(src.ip(), dst.ip(), &seg[..7], true), Err(UdpError::BadLength));
+        assert_eq!(
+            parse(src.ip(), dst.ip(), &seg[..7], true),
+            Err(UdpError::BadLength)
+        );
         let mut long = seg.to_vec();
         long[5] = 200;
         assert_eq!(parse(src.ip(), dst.ip(), &long, true), Err(UdpError::BadLength));
