@@ -400,8 +400,12 @@ fn ping_is_relayed_v4_and_v6() {
             panic!("no send")
         };
         assert_eq!((kind, iface), (DatagramKind::IcmpEcho, WIFI));
-        assert_eq!(&buf[4..len], &msg[4..]);
-        // The reply arrives on the raw socket of Wi-Fi (message only).
+        assert_eq!(&buf[6..len], &msg[6..], "sequence number and data unchanged");
+        let wire_ident = [buf[4], buf[5]];
+        if d.is_ipv4() {
+            assert!(mpbond::wire::checksum::verify(&buf[..len]), "ICMPv4 checksum redone");
+        }
+        // The reply arrives on the raw socket of Wi-Fi (message only), with our identifier.
         let me = e.iface_state(WIFI).unwrap();
         let local: IpAddr = if d.is_ipv4() {
             me.v4.unwrap().into()
@@ -411,6 +415,7 @@ fn ping_is_relayed_v4_and_v6() {
         let mut reply_pkt = vec![0u8; 200];
         let mut reply = msg;
         reply[0] = rep;
+        reply[4..6].copy_from_slice(&wire_ident);
         let n = icmp::write_packet(&mut reply_pkt, d, local, &reply).unwrap();
         let p = ip::parse(&reply_pkt[..n]).unwrap();
         e.handle_icmp(now, WIFI, d, &reply_pkt[p.payload]);

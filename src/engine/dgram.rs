@@ -38,6 +38,10 @@ pub struct Session {
     pub last: Instant,
     /// Idle time after which it ends.
     pub idle: Duration,
+    /// ICMP echo: the identifier used on the wire (allocated like a NAT does, so that echo
+    /// replies reaching the host's own raw sockets on the physical interface do not look like
+    /// answers to the host's ping).
+    pub wire_ident: u16,
     /// Datagrams and bytes host → destination.
     pub up: (u64, u64),
     /// Datagrams and bytes destination → host.
@@ -80,8 +84,18 @@ impl Sessions {
         self.next += 1;
         let id = SessionId(self.next);
         self.by_key.insert((kind, host, remote), id);
+        let mut wire_ident = 0;
         if kind == DatagramKind::IcmpEcho {
-            self.echo.insert((iface, remote.ip(), remote.port()), id);
+            // A free identifier toward this destination (bounded search; the table is far from
+            // holding 65,536 echo sessions to one address).
+            wire_ident = (self.next as u16).wrapping_mul(40503) ^ 0x6d70;
+            for _ in 0..u16::MAX {
+                if !self.echo.contains_key(&(iface, remote.ip(), wire_ident)) {
+                    break;
+                }
+                wire_ident = wire_ident.wrapping_add(1);
+            }
+            self.echo.insert((iface, remote.ip(), wire_ident), id);
         }
         self.by_id.entry(id).or_insert(Session {
             id,
@@ -91,6 +105,7 @@ impl Sessions {
             iface,
             last: now,
             idle,
+            wire_ident,
             up: (0, 0),
             down: (0, 0),
         })
@@ -99,8 +114,8 @@ impl Sessions {
     pub fn set_iface(&mut self, id: SessionId, iface: IfaceId) {
         if let Some(s) = self.by_id.get_mut(&id) {
             if s.kind == DatagramKind::IcmpEcho {
-                self.echo.remove(&(s.iface, s.remote.ip(), s.remote.port()));
-                self.echo.insert((iface, s.remote.ip(), s.remote.port()), id);
+                self.echo.remove(&(s.iface, s.remote.ip(), s.wire_ident));
+                self.echo.insert((iface, s.remote.ip(), s.wire_ident), id);
             }
             s.iface = iface;
         }
@@ -135,7 +150,7 @@ impl Sessions {
             if let Some(s) = self.by_id.remove(&id) {
                 self.by_key.remove(&(s.kind, s.host, s.remote));
                 if s.kind == DatagramKind::IcmpEcho {
-                    self.echo.remove(&(s.iface, s.remote.ip(), s.remote.port()));
+                    self.echo.remove(&(s.iface, s.remote.ip(), s.wire_ident));
                 }
                 out.push(s);
             }

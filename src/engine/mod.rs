@@ -700,10 +700,10 @@ impl Engine {
             return;
         };
         let full = self.sessions.len() >= self.cfg.max_sessions;
-        let (id, iface) = match self.sessions.find(kind, host, remote) {
+        let (id, iface, wire_ident) = match self.sessions.find(kind, host, remote) {
             Some(s) => {
                 s.last = now;
-                (s.id, s.iface)
+                (s.id, s.iface, s.wire_ident)
             }
             None if full => return self.drop(DropReason::TableFull),
             None => {
@@ -712,7 +712,7 @@ impl Engine {
                     DatagramKind::IcmpEcho => self.counters.icmp_sessions += 1,
                 }
                 let s = self.sessions.insert(kind, host, remote, best, now, idle);
-                (s.id, best)
+                (s.id, best, s.wire_ident)
             }
         };
         if iface != best {
@@ -732,7 +732,17 @@ impl Engine {
             len: payload.len(),
         };
         match self.datagrams.push(action, payload.len()) {
-            Some(b) => b.copy_from_slice(payload),
+            Some(b) => {
+                b.copy_from_slice(payload);
+                if kind == DatagramKind::IcmpEcho && b.len() >= 8 {
+                    // Our identifier on the wire; the checksum is redone for it (ICMPv4; the
+                    // kernel computes ICMPv6 checksums of raw sockets itself, RFC 3542 §3.1).
+                    b[4..6].copy_from_slice(&wire_ident.to_be_bytes());
+                    b[2..4].copy_from_slice(&[0, 0]);
+                    let c = crate::wire::checksum::checksum(b);
+                    b[2..4].copy_from_slice(&c.to_be_bytes());
+                }
+            }
             None => self.drop(DropReason::QueueFull),
         }
         if self.next_sweep.is_none() {
@@ -780,14 +790,27 @@ impl Engine {
         s.last = now;
         s.down.0 += 1;
         s.down.1 += msg.len() as u64;
-        let to = s.host.ip();
+        let (to, host_ident) = (s.host.ip(), s.host.port());
         self.counters.dgram_bytes_down += msg.len() as u64;
         let need = ip::header_len(from) + msg.len();
         let Some(buf) = self.to_host.push(Dest::Tun, need) else {
             return self.drop(DropReason::QueueFull);
         };
         match icmp::write_packet(buf, from, to, msg) {
-            Ok(n) => self.to_host.truncate_last(n),
+            Ok(n) => {
+                // Back to the host's identifier, checksum redone.
+                let h = ip::header_len(from);
+                let m = &mut buf[h..n];
+                m[4..6].copy_from_slice(&host_ident.to_be_bytes());
+                m[2..4].copy_from_slice(&[0, 0]);
+                let mut c = crate::wire::checksum::Checksum::new();
+                if from.is_ipv6() {
+                    c.add_pseudo_header(from, to, PROTO_ICMPV6, m.len() as u32);
+                }
+                let c = c.add_bytes(m).finish();
+                m[2..4].copy_from_slice(&c.to_be_bytes());
+                self.to_host.truncate_last(n);
+            }
             Err(_) => self.to_host.discard_last(),
         }
     }
