@@ -403,7 +403,10 @@ fn ping_is_relayed_v4_and_v6() {
         assert_eq!(&buf[6..len], &msg[6..], "sequence number and data unchanged");
         let wire_ident = [buf[4], buf[5]];
         if d.is_ipv4() {
-            assert!(mpbond::wire::checksum::verify(&buf[..len]), "ICMPv4 checksum redone");
+            assert!(
+                mpbond::wire::checksum::verify(&buf[..len]),
+                "ICMPv4 checksum redone"
+            );
         }
         // The reply arrives on the raw socket of Wi-Fi (message only), with our identifier.
         let me = e.iface_state(WIFI).unwrap();

@@ -1,7 +1,10 @@
 //! Helpers of the root-only lab tests that run the `mpbond` binary in a netlab laptop namespace:
 //! the lab, a run dir, a foreground daemon killed and cleaned on drop, `status`, and the routing
 //! snapshot that `down` must restore. Every wait polls with a deadline.
-#![allow(clippy::disallowed_methods, reason = "lab tests bound every wait with a wall-clock deadline")]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "lab tests bound every wait with a wall-clock deadline"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
