@@ -4,10 +4,6 @@
 //! dropped while the daemon keeps serving; `down` leaves the routing as before.
 #![allow(clippy::unwrap_used, reason = "lab test: panics are failures")]
 #![allow(clippy::print_stdout, reason = "the skip notice")]
-#![expect(
-    clippy::disallowed_methods,
-    reason = "lab tests bound every wait with a wall-clock deadline"
-)]
 
 mod common;
 

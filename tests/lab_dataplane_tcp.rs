@@ -5,10 +5,6 @@
 //! through mpbond beside kernel TCP direct on the same path (printed, not asserted).
 #![allow(clippy::unwrap_used, reason = "lab test: panics are failures")]
 #![allow(clippy::print_stdout, reason = "the goodput lines and the skip notice")]
-#![expect(
-    clippy::disallowed_methods,
-    reason = "lab tests bound every wait with a wall-clock deadline"
-)]
 
 mod common;
 

@@ -3,10 +3,6 @@
 
 #![allow(clippy::unwrap_used, reason = "test helpers panic on setup failure")]
 #![allow(clippy::print_stdout, reason = "the skip notice for non-root runs")]
-#![expect(
-    clippy::disallowed_methods,
-    reason = "lab tests bound every wait with a wall-clock deadline"
-)]
 
 mod common;
 

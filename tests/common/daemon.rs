@@ -3,7 +3,9 @@
 //! snapshot that `down` must restore. Every wait polls with a deadline.
 #![allow(
     clippy::disallowed_methods,
-    reason = "lab tests bound every wait with a wall-clock deadline"
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    reason = "lab test helpers: wall-clock deadlines, the skip notice, panics on setup failure"
 )]
 
 use std::path::{Path, PathBuf};
