@@ -429,3 +429,113 @@ fn ping_is_relayed_v4_and_v6() {
         assert_eq!((echo.request, echo.ident, echo.seq), (false, 0xabcd, 1));
     }
 }
+
+#[test]
+fn unreachable_destination_is_reported_to_the_host_with_icmp() {
+    let mut w = World::new(HOST.parse().unwrap(), SERVER.parse().unwrap());
+    let t = w.host.poll_transmit(w.now, &mut w.buf).unwrap();
+    let syn = w.buf[..t.len].to_vec();
+    w.e.handle_tun_packet(w.now, &syn);
+    let out = w.e.poll_transmit(w.now, &mut w.buf).unwrap();
+    let upstream_syn = w.buf[..out.len].to_vec();
+    // The Wi-Fi router answers "host unreachable" quoting our SYN (IP header + 8 bytes).
+    let mut msg = vec![3u8, 1, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&upstream_syn[..28]);
+    let c = mpbond::wire::checksum::checksum(&msg);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    w.e.handle_icmp(w.now, WIFI, "198.19.1.2".parse().unwrap(), &msg);
+    let t = w.e.poll_transmit(w.now, &mut w.buf).unwrap();
+    assert_eq!(t.dest, Dest::Tun);
+    let p = ip::parse(&w.buf[..t.len]).unwrap();
+    assert_eq!(p.proto, icmp::PROTO_ICMP);
+    assert_eq!(
+        (p.src, p.dst),
+        (
+            "198.19.0.11".parse::<IpAddr>().unwrap(),
+            "100.127.77.1".parse::<IpAddr>().unwrap()
+        )
+    );
+    let m = &w.buf[p.payload];
+    assert_eq!((m[0], m[1]), (3, 1));
+    assert!(mpbond::wire::checksum::verify(m));
+    // The quote is the host's own SYN: same addresses, ports and sequence number.
+    assert_eq!(&m[8 + 12..8 + 20], &syn[12..20]);
+    assert_eq!(&m[8 + 20..8 + 28], &syn[20..28]);
+    assert_eq!(w.e.counters().tcp_unreachable, 1);
+    while w.e.poll_transmit(w.now, &mut w.buf).is_some() {}
+    assert_eq!(w.e.flow_counts().0, 0);
+}
+
+#[test]
+fn no_usable_interface_answers_with_icmp_unreachable() {
+    let mut e = Engine::new(Config::default());
+    let now = Instant::ZERO;
+    let mut buf = vec![0u8; 70_000];
+    let f = wire::SegmentFields {
+        seq: tcp::SeqNum(1),
+        flags: wire::TcpFlags::SYN,
+        window: 1000,
+        ..Default::default()
+    };
+    let n = wire::write_tcp_packet(
+        &mut buf,
+        HOST.parse().unwrap(),
+        SERVER.parse().unwrap(),
+        &f,
+        &[],
+        &[],
+        1,
+    )
+    .unwrap();
+    let syn = buf[..n].to_vec();
+    e.handle_tun_packet(now, &syn);
+    e.handle_tun_packet(now, &udp_packet("100.127.77.1:5000", "198.19.0.12:7", b"x"));
+    for _ in 0..2 {
+        let t = e.poll_transmit(now, &mut buf).unwrap();
+        let p = ip::parse(&buf[..t.len]).unwrap();
+        assert_eq!((p.proto, buf[p.payload.start]), (icmp::PROTO_ICMP, 3));
+    }
+    assert_eq!(e.counters().dropped(DropReason::NoInterface), 2);
+    assert_eq!(e.counters().unreachable_sent, 2);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+    /// Arbitrary bytes, and valid packets with a few bytes changed, never panic the engine.
+    #[test]
+    fn arbitrary_input_never_panics(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        flips in proptest::collection::vec((0usize..80, proptest::prelude::any::<u8>()), 0..4),
+        which in 0u8..4,
+    ) {
+        let mut e = engine();
+        let now = Instant::ZERO;
+        let mut buf = vec![0u8; 70_000];
+        let mut pkt = match which {
+            0 => bytes.clone(),
+            1 => {
+                let f = wire::SegmentFields { seq: tcp::SeqNum(1), flags: wire::TcpFlags::SYN, window: 9, ..Default::default() };
+                let n = wire::write_tcp_packet(&mut buf, HOST.parse().unwrap(), SERVER.parse().unwrap(), &f, &bytes[..bytes.len().min(40)], &[], 1).unwrap_or(0);
+                buf[..n].to_vec()
+            }
+            2 => udp_packet("100.127.77.1:5000", "198.19.0.12:53", &bytes),
+            _ => {
+                let n = icmp::write_packet(&mut buf, "fd6d::1".parse().unwrap(), "fd19::12".parse().unwrap(), &[[128u8, 0, 0, 0].as_slice(), &bytes].concat()).unwrap_or(0);
+                buf[..n].to_vec()
+            }
+        };
+        for (i, v) in &flips {
+            if let Some(b) = pkt.get_mut(*i) {
+                *b = *v;
+            }
+        }
+        e.handle_tun_packet(now, &pkt);
+        e.handle_iface_packet(now, WIFI, &pkt, false);
+        e.handle_iface_packet(now, CELLULAR, &pkt, true);
+        e.handle_icmp(now, WIFI, "198.19.1.2".parse().unwrap(), &pkt);
+        e.handle_icmp(now, WIFI, "fd19::1".parse().unwrap(), &pkt);
+        while e.poll_transmit(now, &mut buf).is_some() {}
+        while e.poll_datagram(&mut buf).is_some() {}
+        e.handle_timeout(Instant::from_millis(100_000));
+    }
+}

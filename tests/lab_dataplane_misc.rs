@@ -193,6 +193,7 @@ fn udp_dns_ping_handover_and_malformed_packets() {
     let rd = RunDir::new();
     let before = snapshot(&lab);
     let mut d = Daemon::start(&lab, rd.path(), &[]);
+    common::daemon::wait_usable(&lab, rd.path());
 
     // UDP echo, IPv4 and IPv6; a DNS-style exchange; ping both families.
     assert!(udp_echo(&lab, ECHO4) >= 0.9, "{}", d.log());

@@ -54,6 +54,7 @@ fn tcp_through_mpbond_is_byte_exact_both_ways_and_errors_match_the_kernel() {
     let rd = RunDir::new();
     let before = snapshot(&lab);
     let mut d = Daemon::start(&lab, rd.path(), &[]);
+    common::daemon::wait_usable(&lab, rd.path());
     let down = lab
         .run_in(&laptop, || client::http_get(v4, n, &opts()))
         .unwrap()

@@ -204,3 +204,11 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Waits (bounded) until the engine uses both interfaces (`status` answers a little before the
+/// interface threads have opened their sockets).
+pub fn wait_usable(lab: &Lab, run_dir: &Path) {
+    wait_for("both interfaces usable", Duration::from_secs(10), || {
+        status(lab, run_dir).interfaces.iter().all(|i| i.usable)
+    });
+}
