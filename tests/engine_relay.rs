@@ -539,3 +539,109 @@ proptest::proptest! {
         e.handle_timeout(Instant::from_millis(100_000));
     }
 }
+
+#[test]
+fn a_reset_from_the_destination_resets_the_host_and_the_table_empties() {
+    let mut w = World::new(HOST.parse().unwrap(), SERVER.parse().unwrap());
+    w.run(|w| w.host.state() == tcp::State::Established);
+    while w.host.poll_event().is_some() {}
+    w.server.as_mut().unwrap().abort();
+    let mut events = Vec::new();
+    w.run(|w| {
+        events.extend(std::iter::from_fn(|| w.host.poll_event()));
+        events.contains(&Event::Reset)
+    });
+    w.run(|w| w.e.flow_counts().0 == 0);
+}
+
+#[test]
+fn a_reset_from_the_host_resets_the_destination() {
+    let mut w = World::new(HOST.parse().unwrap(), SERVER.parse().unwrap());
+    w.run(|w| w.host.state() == tcp::State::Established);
+    w.run(|w| {
+        w.server
+            .as_ref()
+            .is_some_and(|s| s.state() == tcp::State::Established)
+    });
+    while w.server.as_mut().unwrap().poll_event().is_some() {}
+    w.host.abort();
+    let mut events = Vec::new();
+    w.run(|w| {
+        events.extend(std::iter::from_fn(|| w.server.as_mut().unwrap().poll_event()));
+        events.contains(&Event::Reset)
+    });
+    w.run(|w| w.e.flow_counts().0 == 0);
+}
+
+#[test]
+fn half_close_from_the_host_lets_the_destination_keep_sending() {
+    let mut w = World::new(HOST.parse().unwrap(), SERVER.parse().unwrap());
+    w.run(|w| w.host.state() == tcp::State::Established);
+    w.host.send(b"request");
+    w.host.close();
+    w.run(|w| {
+        w.server
+            .as_ref()
+            .is_some_and(|s| s.recv_finished() || s.recv_available() == 7)
+    });
+    w.run(|w| w.server.as_ref().unwrap().recv_finished());
+    let mut req = [0u8; 16];
+    assert_eq!(w.server.as_mut().unwrap().recv(&mut req), 7);
+    // The server answers after the host's FIN, then closes.
+    let answer = pattern(200_000, 3);
+    let mut off = 0;
+    let mut got = Vec::new();
+    let mut tmp = vec![0u8; 65536];
+    w.run(|w| {
+        let s = w.server.as_mut().unwrap();
+        off += s.send(&answer[off..]);
+        if off == answer.len() {
+            s.close();
+        }
+        loop {
+            let n = w.host.recv(&mut tmp);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&tmp[..n]);
+        }
+        w.host.recv_finished()
+    });
+    assert!(got == answer);
+    w.run(|w| w.host.is_closed() && w.e.flow_counts().0 == 0);
+}
+
+#[test]
+fn a_host_that_does_not_read_stops_the_destination_with_bounded_buffers() {
+    let mut w = World::new(HOST.parse().unwrap(), SERVER.parse().unwrap());
+    w.run(|w| w.host.state() == tcp::State::Established);
+    let data = pattern(1 << 20, 9);
+    let mut accepted = 0usize;
+    let mut rounds = 0;
+    // The host reads nothing: the server fills what the relay lets through, then stalls.
+    w.run(|w| {
+        rounds += 1;
+        if let Some(s) = &mut w.server {
+            accepted += s.send(&data);
+        }
+        rounds > 3000
+    });
+    // Host receive buffer + engine host-side send buffer + engine upstream receive buffer +
+    // server send buffer: 4 MiB each by default.
+    let bound = 4 * (4 << 20) + (1 << 20);
+    assert!(accepted <= bound, "accepted {accepted} bytes");
+    assert!(accepted >= 4 << 20, "the relay moved too little: {accepted}");
+    // Reading drains everything, byte-exact in count.
+    let mut got = 0usize;
+    let mut tmp = vec![0u8; 1 << 16];
+    w.run(|w| {
+        loop {
+            let n = w.host.recv(&mut tmp);
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        got == accepted
+    });
+}
