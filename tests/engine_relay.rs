@@ -333,6 +333,13 @@ fn udp_sessions_relay_and_move_between_interfaces() {
     assert_eq!(ipv.src, "198.19.0.12".parse::<IpAddr>().unwrap());
     let u = udp::parse(ipv.src, ipv.dst, &buf[ipv.payload.clone()], true).unwrap();
     assert_eq!((u.src_port, u.dst_port, u.payload_len), (7, 5000, 4));
+    // "Port unreachable" from the destination reaches the host as ICMP quoting its flow.
+    e.handle_datagram_refused(now, session);
+    let t = e.poll_transmit(now, &mut buf).unwrap();
+    let ipv = ip::parse(&buf[..t.len]).unwrap();
+    let m = &buf[ipv.payload.clone()];
+    assert_eq!((ipv.proto, m[0], m[1]), (icmp::PROTO_ICMP, 3, 3));
+    assert_eq!(&m[8 + 20..8 + 24], &[0x13, 0x88, 0, 7], "quoted ports 5000 -> 7");
     // Wi-Fi goes: the session moves to cellular at once, and the next datagram leaves there.
     let mut wifi = e.iface_state(WIFI).unwrap();
     wifi.usable = false;

@@ -201,6 +201,41 @@ fn udp_dns_ping_handover_and_malformed_packets() {
     assert_eq!(dns_query(&lab, b"example"), b"\x12\x34answer:elpmaxe".to_vec());
     assert!(ping(&lab, &["198.19.0.12"]), "ping: {}", d.log());
     assert!(ping(&lab, &["-6", "fd19::12"]), "ping -6");
+    // A UDP port without a listener: the application's connected socket sees "connection
+    // refused", as without mpbond.
+    let refused = lab
+        .run_in(&lab.ns().laptop, || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.connect("198.19.0.12:9").unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            let mut buf = [0u8; 16];
+            (0..10).find_map(|_| {
+                let _ = s.send(b"anyone?");
+                match s.recv(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
+                    _ => None,
+                }
+            })
+        })
+        .unwrap();
+    assert!(refused.is_some(), "no ECONNREFUSED: {}", d.log());
+    // One UDP socket kept across the Wi-Fi loss: its session moves to cellular.
+    let kept = lab
+        .run_in(&lab.ns().laptop, || {
+            let s = UdpSocket::bind("0.0.0.0:0").unwrap();
+            s.connect(ECHO4).unwrap();
+            s.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            s
+        })
+        .unwrap();
+    let echo = |s: &UdpSocket, msg: &[u8]| {
+        let mut buf = [0u8; 64];
+        (0..10).any(|_| {
+            let _ = s.send(msg);
+            matches!(s.recv(&mut buf), Ok(n) if &buf[..n] == msg)
+        })
+    };
+    assert!(echo(&kept, b"before"));
     let st = status(&lab, rd.path());
     assert!(
         counter(&st, "udp_sessions") >= 3 && counter(&st, "icmp_sessions") >= 2,
@@ -223,6 +258,10 @@ fn udp_dns_ping_handover_and_malformed_packets() {
         "traffic did not move to wwan0"
     );
     assert_eq!(dns_query(&lab, b"cell"), b"\x12\x34answer:llec".to_vec());
+    assert!(
+        echo(&kept, b"after"),
+        "the kept UDP session did not move to cellular"
+    );
     let st = status(&lab, rd.path());
     assert!(counter(&st, "failovers") >= 1, "{:?}", st.counters);
 

@@ -773,6 +773,31 @@ impl Engine {
         }
     }
 
+    /// The destination of UDP `session` answered "port unreachable" (the session's connected
+    /// socket reported `ECONNREFUSED`): the host gets the same ICMP error, quoting a datagram of
+    /// its flow, so its socket reports "connection refused" as without mpbond.
+    pub fn handle_datagram_refused(&mut self, _now: Instant, session: SessionId) {
+        let Some(s) = self.sessions.get_mut(session) else {
+            return self.drop(DropReason::NoSession);
+        };
+        let (host, remote) = (s.host, s.remote);
+        let mut quoted = [0u8; 64];
+        let Ok(n) = udp::write_packet(&mut quoted, host, remote, &[]) else {
+            return;
+        };
+        let Some(buf) = self.to_host.push(Dest::Tun, 200) else {
+            return self.drop(DropReason::QueueFull);
+        };
+        match icmp::write_dest_unreachable(buf, remote.ip(), host.ip(), icmp::Unreachable::Port, &quoted[..n])
+        {
+            Ok(n) => {
+                self.to_host.truncate_last(n);
+                self.counters.unreachable_sent += 1;
+            }
+            Err(_) => self.to_host.discard_last(),
+        }
+    }
+
     /// An ICMP/ICMPv6 message the raw socket of `iface` received from `from` (the message
     /// only, no IP header).
     pub fn handle_icmp(&mut self, now: Instant, iface: IfaceId, from: IpAddr, msg: &[u8]) {

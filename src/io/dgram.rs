@@ -72,6 +72,11 @@ pub enum DgramEvent {
         /// Payload.
         payload: PacketBuf,
     },
+    /// The session's destination answered "port unreachable".
+    UdpRefused {
+        /// Session.
+        session: SessionId,
+    },
     /// An ICMP message (no IP header) received on `iface` from `from`.
     Icmp {
         /// Interface.
@@ -356,9 +361,12 @@ impl Thread {
                     session: id,
                     payload: self.pool.copy_from(&buf[..n]),
                 }),
-                // ICMP errors (port unreachable) surface as ECONNREFUSED on a connected socket.
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(_) => {}
+                // ICMP port unreachable surfaces as ECONNREFUSED on a connected socket.
+                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                    out.push(DgramEvent::UdpRefused { session: id });
+                }
+                Err(_) => break,
             }
         }
     }

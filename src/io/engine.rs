@@ -216,6 +216,7 @@ impl Thread {
         for e in batch {
             match e {
                 DgramEvent::Udp { session, payload } => self.engine.handle_datagram(t, session, &payload),
+                DgramEvent::UdpRefused { session } => self.engine.handle_datagram_refused(t, session),
                 DgramEvent::Icmp { iface, from, message } => {
                     self.engine.handle_icmp(t, iface, from, &message)
                 }

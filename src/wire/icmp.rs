@@ -111,11 +111,36 @@ pub fn write_unreachable(
     dst: IpAddr,
     original: &[u8],
 ) -> Result<usize, IcmpError> {
+    write_dest_unreachable(buf, src, dst, Unreachable::Host, original)
+}
+
+/// Which destination-unreachable error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    /// RFC 792 code 1 (host unreachable); RFC 4443 code 3 (address unreachable).
+    Host,
+    /// RFC 792 code 3 (port unreachable); RFC 4443 code 4 (port unreachable).
+    Port,
+}
+
+/// [`write_unreachable`] with the error chosen by `what`.
+pub fn write_dest_unreachable(
+    buf: &mut [u8],
+    src: IpAddr,
+    dst: IpAddr,
+    what: Unreachable,
+    original: &[u8],
+) -> Result<usize, IcmpError> {
     let hlen = ip::header_len(src);
     let max_quote = if src.is_ipv6() { 1280 - 48 } else { 576 - 28 };
     let quote = &original[..original.len().min(max_quote)];
     let mut msg = [0u8; 1280];
-    let (t, code) = if src.is_ipv6() { (1, 3) } else { (3, 1) };
+    let (t, code) = match (src.is_ipv6(), what) {
+        (true, Unreachable::Host) => (1, 3),
+        (true, Unreachable::Port) => (1, 4),
+        (false, Unreachable::Host) => (3, 1),
+        (false, Unreachable::Port) => (3, 3),
+    };
     msg[0] = t;
     msg[1] = code;
     msg[8..8 + quote.len()].copy_from_slice(quote);
