@@ -209,7 +209,7 @@ pub fn engine_input(data: &[u8]) {
                 s.usable = !s.usable;
                 e.handle_iface_state(now, WIFI, s);
             }
-            _ => now = now + std::time::Duration::from_millis(u64::from(*len) * 100),
+            _ => now += std::time::Duration::from_millis(u64::from(*len) * 100),
         }
         e.handle_timeout(now);
         for _ in 0..10_000 {
