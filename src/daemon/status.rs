@@ -217,7 +217,11 @@ impl Status {
                     f.protocol,
                     f.source,
                     f.destination,
-                    if f.mptcp { "mptcp" } else { "tcp-fallback" },
+                    match (f.protocol.as_str(), f.mptcp) {
+                        ("tcp", true) => "mptcp",
+                        ("tcp", false) => "tcp",
+                        _ => "",
+                    },
                     f.bytes_up,
                     f.bytes_down
                 );
