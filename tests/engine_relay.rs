@@ -652,3 +652,39 @@ fn a_host_that_does_not_read_stops_the_destination_with_bounded_buffers() {
         got == accepted
     });
 }
+
+#[test]
+fn a_new_host_syn_on_a_lingering_four_tuple_starts_a_new_flow() {
+    let mut w = World::new(HOST.parse().unwrap(), SERVER.parse().unwrap());
+    w.run(|w| w.host.state() == tcp::State::Established);
+    // The server closes first: the engine's host side ends in TIME-WAIT.
+    w.run(|w| {
+        w.server
+            .as_ref()
+            .is_some_and(|s| s.state() == tcp::State::Established)
+    });
+    w.server.as_mut().unwrap().close();
+    w.run(|w| w.host.recv_finished());
+    w.host.close();
+    w.run(|w| w.host.is_closed());
+    assert_eq!(w.e.flow_counts().0, 1, "lingering in TIME-WAIT");
+    // The host reuses the 4-tuple at once.
+    let mut again = Connection::connect(
+        w.now,
+        HOST.parse().unwrap(),
+        SERVER.parse().unwrap(),
+        tcp::Config::default(),
+        &IsnKey([3; 32]),
+    );
+    let t = again.poll_transmit(w.now, &mut w.buf).unwrap();
+    let syn = w.buf[..t.len].to_vec();
+    w.e.handle_tun_packet(w.now, &syn);
+    assert_eq!(w.e.counters().tcp_flows, 2);
+    let out = w.e.poll_transmit(w.now, &mut w.buf).unwrap();
+    assert_eq!(out.dest, Dest::Iface(WIFI));
+    let p = wire::parse_tcp_packet(&w.buf[..out.len]).unwrap();
+    assert!(
+        p.header.flags.syn() && !p.header.flags.ack(),
+        "a new upstream SYN"
+    );
+}

@@ -569,14 +569,25 @@ impl Engine {
             SocketAddr::new(dst, hdr.dst_port),
         );
         let payload = view.payload();
-        if let Some(&id) = self.by_host.get(&(src, dst)) {
-            if let Some(f) = self.flows.get_mut(&id) {
-                f.handle_host_segment(now, &hdr, payload);
-            }
-            return self.mark_dirty(id);
-        }
         let f = hdr.flags;
-        if !(f.syn() && !f.ack() && !f.rst()) {
+        let new_syn = f.syn() && !f.ack() && !f.rst();
+        if let Some(&id) = self.by_host.get(&(src, dst)) {
+            let Some(flow) = self.flows.get_mut(&id) else {
+                return;
+            };
+            // RFC 9293 §3.10.7.4 (TIME-WAIT) / RFC 6191: the host may reuse the 4-tuple while our
+            // host side lingers in TIME-WAIT; its new SYN starts a new flow.
+            let lingering = flow
+                .host
+                .as_ref()
+                .is_some_and(|h| matches!(h.state(), tcp::State::TimeWait | tcp::State::Closed));
+            if !(new_syn && lingering) {
+                flow.handle_host_segment(now, &hdr, payload);
+                return self.mark_dirty(id);
+            }
+            self.remove_flow(id);
+        }
+        if !new_syn {
             // RFC 9293 §3.10.7.1: a segment for no connection draws a reset (none for a RST).
             self.queue_rst(src, dst, &hdr, payload.len());
             return;
@@ -609,6 +620,14 @@ impl Engine {
         self.counters.tcp_flows += 1;
         tracing::debug!(flow = id, %src, %dst, iface, port, "new TCP flow");
         self.mark_dirty(id);
+    }
+
+    /// Forgets a flow (its upstream connection, if still lingering, is dropped with it).
+    fn remove_flow(&mut self, id: FlowId) {
+        if let Some(f) = self.flows.remove(&id) {
+            self.by_port.remove(&f.local_port);
+            self.by_host.remove(&(f.host_addr, f.dst));
+        }
     }
 
     fn alloc_port(&mut self) -> Option<u16> {
@@ -1016,10 +1035,7 @@ impl Engine {
             f.dirty = false;
             f.serviced = false;
             if f.is_finished() {
-                let (port, key) = (f.local_port, (f.host_addr, f.dst));
-                self.flows.remove(&id);
-                self.by_port.remove(&port);
-                self.by_host.remove(&key);
+                self.remove_flow(id);
                 tracing::debug!(flow = id, "TCP flow finished");
                 continue;
             }
