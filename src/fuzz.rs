@@ -178,3 +178,47 @@ pub fn tcp_connection(data: &[u8]) {
         while c.poll_event().is_some() {}
     }
 }
+
+/// The forwarding engine fed arbitrary packets: `data` is cut into records `[kind, len, bytes…]`;
+/// `kind` picks the input (TUN packet, interface packet, ICMP message, UDP reply, interface
+/// state, time step). Everything the engine writes must parse as an IP packet.
+pub fn engine_input(data: &[u8]) {
+    use crate::engine::{CELLULAR, Config, Engine, IfaceState, SessionId, WIFI};
+    let mut e = Engine::new(Config::default());
+    let mut now = Instant::ZERO;
+    let up = |v4: [u8; 4], v6: u16| IfaceState {
+        usable: true,
+        v4: Some(v4.into()),
+        v6: Some(std::net::Ipv6Addr::new(0xfd18, v6, 0, 0, 0, 0, 0, 2)),
+    };
+    e.handle_iface_state(now, WIFI, up([198, 18, 1, 2], 1));
+    e.handle_iface_state(now, CELLULAR, up([198, 18, 2, 2], 2));
+    let mut buf = vec![0u8; 70_000];
+    let mut rest = data;
+    while let [kind, len, tail @ ..] = rest {
+        let n = usize::from(*len).min(tail.len());
+        let (bytes, next) = tail.split_at(n);
+        rest = next;
+        match kind % 7 {
+            0 | 1 => e.handle_tun_packet(now, bytes),
+            2 => e.handle_iface_packet(now, kind >> 7, bytes, kind & 0x40 != 0),
+            3 => e.handle_icmp(now, WIFI, std::net::Ipv4Addr::new(198, 19, 1, 2).into(), bytes),
+            4 => e.handle_datagram(now, SessionId(u64::from(*len % 4)), bytes),
+            5 => {
+                let mut s = e.iface_state(WIFI).unwrap_or_default();
+                s.usable = !s.usable;
+                e.handle_iface_state(now, WIFI, s);
+            }
+            _ => now += std::time::Duration::from_millis(u64::from(*len) * 100),
+        }
+        e.handle_timeout(now);
+        for _ in 0..10_000 {
+            let Some(t) = e.poll_transmit(now, &mut buf) else {
+                break;
+            };
+            let p = crate::wire::ip::parse(&buf[..t.len]);
+            assert!(p.is_ok(), "engine wrote an invalid packet: {p:?}");
+        }
+        while e.poll_datagram(&mut buf).is_some() {}
+    }
+}

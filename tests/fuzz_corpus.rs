@@ -40,3 +40,8 @@ fn tcp_segment_parse_corpus() {
 fn tcp_connection_corpus() {
     inputs(2, 3000, mpbond::fuzz::tcp_connection);
 }
+
+#[test]
+fn engine_input_corpus() {
+    inputs(3, 3000, mpbond::fuzz::engine_input);
+}

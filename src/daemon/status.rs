@@ -39,6 +39,9 @@ pub struct InterfaceStatus {
     pub rx_bytes: u64,
     /// Bytes sent by the interface (kernel counter).
     pub tx_bytes: u64,
+    /// The engine uses it for new flows (up, carrier, its I/O thread open).
+    #[serde(default)]
+    pub usable: bool,
 }
 
 /// The TUN device.
@@ -124,6 +127,9 @@ pub struct Status {
     /// Failovers from one path to the other since start.
     #[serde(default)]
     pub failovers: u64,
+    /// The engine's counters by name (flows by kind, bytes, dropped packets by reason).
+    #[serde(default)]
+    pub counters: std::collections::BTreeMap<String, u64>,
 }
 
 fn join(addrs: &[IpNet]) -> String {
@@ -194,6 +200,15 @@ impl Status {
             self.subflows.len(),
             self.failovers
         );
+        let dropped: Vec<String> = self
+            .counters
+            .iter()
+            .filter(|(k, v)| k.starts_with("dropped_") && **v > 0)
+            .map(|(k, v)| format!("{} {v}", &k["dropped_".len()..]))
+            .collect();
+        if !dropped.is_empty() {
+            let _ = writeln!(s, "dropped packets: {}", dropped.join(", "));
+        }
         if flows {
             for (n, f) in self.flows.iter().enumerate() {
                 let _ = writeln!(
@@ -202,7 +217,11 @@ impl Status {
                     f.protocol,
                     f.source,
                     f.destination,
-                    if f.mptcp { "mptcp" } else { "tcp-fallback" },
+                    match (f.protocol.as_str(), f.mptcp) {
+                        ("tcp", true) => "mptcp",
+                        ("tcp", false) => "tcp",
+                        _ => "",
+                    },
                     f.bytes_up,
                     f.bytes_down
                 );
@@ -243,10 +262,12 @@ mod tests {
                 addresses: vec!["198.18.1.2/24".parse().unwrap()],
                 rx_bytes: 1,
                 tx_bytes: 2,
+                usable: true,
             }],
             flows: Vec::new(),
             subflows: Vec::new(),
             failovers: 0,
+            counters: [("dropped_tcp_checksum".to_string(), 2)].into_iter().collect(),
         }
     }
 
@@ -260,5 +281,6 @@ mod tests {
         assert!(t.contains("wlan0      wifi      up"), "{t}");
         assert!(t.contains("198.18.1.2/24"), "{t}");
         assert!(t.contains("rx 3 pkts"), "{t}");
+        assert!(t.contains("dropped packets: tcp_checksum 2"), "{t}");
     }
 }
