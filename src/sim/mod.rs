@@ -8,6 +8,7 @@
 //! endpoints over two paths the same way).
 
 pub mod link;
+pub mod mptcp;
 pub mod net;
 pub mod rng;
 pub mod transfer;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod lab;
+pub mod mpsim;
 
 use std::net::SocketAddr;
 use std::time::Duration;
