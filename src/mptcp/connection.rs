@@ -1254,6 +1254,17 @@ impl Connection {
                 }
             }
         }
+        if self.subflows_closing {
+            // Both data streams are complete: a subflow stalled on RTOs has nothing left to
+            // carry; reset it rather than wait for its FIN to time out.
+            for i in 0..self.subflows.len() {
+                if !self.subflows[i].dead && self.subflows[i].tcp.health().consecutive_rtos >= self.cfg.stall_rtos {
+                    self.subflows[i].mp.rst_opt = None;
+                    self.subflows[i].tcp.abort();
+                    self.kill_subflow(i);
+                }
+            }
+        }
         if self.subflows_closing
             && !self.terminal
             && self.subflows.iter().all(|s| {

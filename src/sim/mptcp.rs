@@ -92,6 +92,8 @@ pub struct MpReport {
     pub client_mptcp: bool,
     /// Virtual time at the end.
     pub finished_at: Instant,
+    /// When every byte had arrived both ways.
+    pub data_done_at: Option<Instant>,
     /// Counters per network path: [wifi up, wifi down, cell up, cell down] at each snapshot.
     pub snapshots: Vec<(Instant, [PathStats; 4])>,
     /// Counters at the end.
@@ -301,6 +303,9 @@ pub fn run(spec: &MpSpec) -> MpReport {
             || matches!(ss.terminal, Some(Event::Reset | Event::TimedOut))
         {
             break Some(format!("connection failed: client {:?} server {:?}", sc.terminal, ss.terminal));
+        }
+        if rep.data_done_at.is_none() && sc.received == spec.s2c && ss.received == spec.c2s {
+            rep.data_done_at = Some(now);
         }
         if sc.received == spec.s2c
             && ss.received == spec.c2s
