@@ -20,8 +20,15 @@ fn blackholed_wifi_completes_on_cellular() {
         let r = run_ok(&s);
         assert!(r.client_mptcp);
         // Most of the data went over cellular after the blackhole.
-        assert!(r.final_stats[2].delivered_bytes > 3 * MB, "{mode}: {:?}", r.final_stats);
-        println!("{mode}: blackhole, done at {:?} data {:?}", r.finished_at, r.data_done_at);
+        assert!(
+            r.final_stats[2].delivered_bytes > 3 * MB,
+            "{mode}: {:?}",
+            r.final_stats
+        );
+        println!(
+            "{mode}: blackhole, done at {:?} data {:?}",
+            r.finished_at, r.data_done_at
+        );
     }
 }
 
@@ -29,7 +36,10 @@ fn blackholed_wifi_completes_on_cellular() {
 fn temporary_blackhole_with_on_demand_join() {
     let mut s = spec(22, Mode::Handover, 4 * MB, 4 * MB);
     s.client.join = JoinPolicy::OnDemand;
-    s.actions = vec![(at(300), Action::NetDown(0, true)), (at(5_000), Action::NetDown(0, false))];
+    s.actions = vec![
+        (at(300), Action::NetDown(0, true)),
+        (at(5_000), Action::NetDown(0, false)),
+    ];
     let r = run_ok(&s);
     // The backup was only opened when Wi-Fi stalled.
     assert!(r.final_stats[2].sent > 0);
@@ -41,18 +51,32 @@ fn killed_wifi_reinjects_at_once() {
     // Cellular bytes in the 150 ms after the failure (less than the 200 ms minimum RTO).
     let cell_after = |act: Action| {
         let mut s = spec(23, Mode::Handover, 10 * MB, 10 * MB);
-        s.actions = vec![(at(500), Action::Snapshot), (at(500), act), (at(650), Action::Snapshot)];
+        s.actions = vec![
+            (at(500), Action::Snapshot),
+            (at(500), act),
+            (at(650), Action::Snapshot),
+        ];
         let r = run_ok(&s);
         println!("{act:?}: done at {:?} data {:?}", r.finished_at, r.data_done_at);
         let (a, b) = (&r.snapshots[0].1, &r.snapshots[1].1);
-        (b[2].delivered_bytes - a[2].delivered_bytes + b[3].delivered_bytes - a[3].delivered_bytes, r)
+        (
+            b[2].delivered_bytes - a[2].delivered_bytes + b[3].delivered_bytes - a[3].delivered_bytes,
+            r,
+        )
     };
     let (killed, r) = cell_after(Action::Kill(0));
-    assert!(r.client_events.iter().any(|e| matches!(e, Event::SubflowDown { .. })));
+    assert!(
+        r.client_events
+            .iter()
+            .any(|e| matches!(e, Event::SubflowDown { .. }))
+    );
     let (blackholed, _) = cell_after(Action::NetDown(0, true));
     // Declared down: what was in flight on Wi-Fi is reinjected at once, no RTO wait.
     assert!(killed > 40_000, "killed: {killed} bytes on cellular");
-    assert!(killed > 4 * blackholed.max(1), "killed {killed} vs blackholed {blackholed}");
+    assert!(
+        killed > 4 * blackholed.max(1),
+        "killed {killed} vs blackholed {blackholed}"
+    );
 }
 
 #[test]

@@ -28,9 +28,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::PathId;
+use super::addr::{self, AddAddrOutcome, RemoteAddrs};
 use super::crypto::{Key, Nonce, Token};
 use super::handshake::{
-    CapableConfig, CapableInitiator, CapableListener, Fallback, JoinError, JoinInitiator, JoinResponder, Negotiated,
+    CapableConfig, CapableInitiator, CapableListener, Fallback, JoinError, JoinInitiator, JoinResponder,
+    Negotiated,
 };
 use super::mapping::{Mapping, MappingError, MappingOutcome, ReceivedDss, SubflowReceiver, dss_checksum};
 use super::recv::DataRecvBuffer;
@@ -38,7 +40,6 @@ use super::scheduler::{self, Candidate};
 use super::send::{DataSendBuffer, SubflowId};
 use super::seq::{DataSeq, SubflowSeq};
 use super::subflow::{Handshake, Subflow, SubflowMp};
-use super::addr::{self, AddAddrOutcome, RemoteAddrs};
 use crate::config::{JoinPolicy, Mode};
 use crate::tcp::{self, IsnKey, State, Transmit};
 use crate::time::Instant;
@@ -480,7 +481,11 @@ impl Connection {
                 usable: self.usable(i),
                 backup: s.mp.backup || s.mp.peer_backup,
                 health: s.tcp.health(),
-                bytes_sent: self.bytes_sent.iter().find(|(id, _)| *id == s.id).map_or(0, |b| b.1),
+                bytes_sent: self
+                    .bytes_sent
+                    .iter()
+                    .find(|(id, _)| *id == s.id)
+                    .map_or(0, |b| b.1),
             })
             .collect()
     }
@@ -690,7 +695,6 @@ impl Connection {
         let tcp = tcp::Connection::accept(now, local, remote, syn, self.cfg.tcp, &self.isn_key)?;
         let mut mp = SubflowMp::new(Handshake::JoinSynRecv(resp, synack), tcp.iss().0);
         mp.irs = Some(syn.seq.0);
-        self.single_subflow = false;
         self.push_subflow(path, tcp, mp);
         Ok(())
     }
@@ -802,10 +806,18 @@ impl Connection {
         // §3.7: after the handshake, fall back with an infinite mapping: the subflow's bytes
         // from the first unmapped one map linearly onto the data stream.
         let s = &mut self.subflows[i];
-        let (seq, dsn) = s.mp.last_rx_map_end.unwrap_or((
+        let (end_seq, end_dsn) = s.mp.last_rx_map_end.unwrap_or((
             SubflowSeq::FIRST_DATA,
             self.neg.map_or(DataSeq(1), |n| n.remote_first_dsn()),
         ));
+        // With a single subflow and no reinjection into it, DSN − subflow sequence number is the
+        // same for every octet: the infinite mapping starts at the first octet not yet handed on
+        // (segments whose mapping was stripped may sit before the last mapping seen).
+        let pending = s.mp.rx.as_ref().map_or(0, |r| r.pending_bytes()) as u32;
+        let seq = s
+            .recv_rel()
+            .map_or(end_seq, |r| SubflowSeq(r.0.wrapping_sub(pending)));
+        let dsn = end_dsn.wrapping_add(i64::from(seq.diff(end_seq)) as u64);
         let inf = Mapping {
             dsn,
             subflow_seq: seq,
@@ -842,21 +854,32 @@ impl Connection {
             return;
         }
         s.dead = true;
-        self.send.mark_subflow_failed(s.id);
-        self.events.push_back(Event::SubflowDown { id: s.id, path: s.path });
+        // After fallback the data stream continues on the remaining subflow alone: nothing is
+        // reinjected into it.
+        if !self.fallback {
+            self.send.mark_subflow_failed(s.id);
+        }
+        self.events.push_back(Event::SubflowDown {
+            id: s.id,
+            path: s.path,
+        });
     }
 
     fn on_accepted(&mut self, now: Instant, i: usize, h: &SegmentHeader, payload_len: usize) {
         let _ = now;
         let opts = parse_opts(h);
         let syn = h.flags.syn();
+        if syn && h.flags.ack() && self.subflows[i].mp.irs.is_none() {
+            self.subflows[i].mp.irs = Some(h.seq.0);
+        }
         let hs = std::mem::replace(&mut self.subflows[i].mp.hs, Handshake::Taken);
         match hs {
             Handshake::CapableSyn { init, mpc_syns, .. } if syn && h.flags.ack() => {
                 self.subflows[i].mp.irs = Some(h.seq.0);
                 let mpc = find_opt(&opts, |o| matches!(o, MptcpOption::MpCapable(_)));
                 let sent_mpc_last = mpc_syns >= 1 && mpc_syns < self.cfg.mpc_syn_attempts.max(1)
-                    || (mpc_syns == self.cfg.mpc_syn_attempts && self.subflows[i].tcp.health().consecutive_rtos == 0);
+                    || (mpc_syns == self.cfg.mpc_syn_attempts
+                        && self.subflows[i].tcp.health().consecutive_rtos == 0);
                 match init.on_syn_ack(mpc) {
                     Ok(neg) => {
                         self.setup_negotiated(neg);
@@ -892,8 +915,10 @@ impl Connection {
                         let mut rx = self.new_rx();
                         if let (Some(m), Some(recv)) = (map, self.recv.as_mut()) {
                             let _ = rx.on_mapping(m, recv);
-                            self.subflows[i].mp.last_rx_map_end =
-                                Some((m.subflow_seq.wrapping_add(m.subflow_len()), m.dsn.wrapping_add(u64::from(m.subflow_len()))));
+                            self.subflows[i].mp.last_rx_map_end = Some((
+                                m.subflow_seq.wrapping_add(m.subflow_len()),
+                                m.dsn.wrapping_add(u64::from(m.subflow_len())),
+                            ));
                         }
                         let s = &mut self.subflows[i];
                         s.mp.hs = Handshake::Established;
@@ -916,10 +941,16 @@ impl Connection {
                         s.mp.rx = Some(rx);
                         // §3.2: the third ACK is delivered reliably; no data before.
                         s.mp.join_ack = Some(ack);
+                        // A second subflow: infinite-mapping fallback is no longer possible.
+                        self.single_subflow = false;
                     }
                     Err(e) => {
                         // §3.2: "Host A MUST close the subflow with a TCP RST".
-                        self.reset_subflow(i, tcprst(e.rst_reason()), SubflowResetCause::PeerMisbehaved("MP_JOIN SYN/ACK"));
+                        self.reset_subflow(
+                            i,
+                            tcprst(e.rst_reason()),
+                            SubflowResetCause::PeerMisbehaved("MP_JOIN SYN/ACK"),
+                        );
                     }
                 }
             }
@@ -935,6 +966,7 @@ impl Connection {
                         s.mp.rx = Some(rx);
                         // §3.2: "receipt of this packet MUST trigger a regular TCP ACK".
                         s.tcp.request_ack();
+                        self.single_subflow = false;
                         let remote_ip = s.tcp.remote().ip();
                         if let Some(ra) = self.remote_addrs.as_mut() {
                             ra.on_join(joined.peer_addr_id, remote_ip);
@@ -945,7 +977,11 @@ impl Connection {
                         // §3.2: "If Host B does not receive the expected HMAC ... it MUST close
                         // the subflow with a TCP RST."
                         self.dropped += 1;
-                        self.reset_subflow(i, tcprst(e.rst_reason()), SubflowResetCause::PeerMisbehaved("MP_JOIN third ACK"));
+                        self.reset_subflow(
+                            i,
+                            tcprst(e.rst_reason()),
+                            SubflowResetCause::PeerMisbehaved("MP_JOIN third ACK"),
+                        );
                     }
                 }
             }
@@ -1015,8 +1051,15 @@ impl Connection {
                     }
                 }
                 MptcpOption::MpCapable(c) => {
-                    if let CapablePayload::BothKeysWithData { data_len, checksum, .. } = c.payload {
-                        let m = Mapping::from_capable_data(neg.remote_first_dsn().wrapping_add(u64::MAX), data_len, checksum);
+                    if let CapablePayload::BothKeysWithData {
+                        data_len, checksum, ..
+                    } = c.payload
+                    {
+                        let m = Mapping::from_capable_data(
+                            neg.remote_first_dsn().wrapping_add(u64::MAX),
+                            data_len,
+                            checksum,
+                        );
                         self.on_mapping(i, m);
                     }
                 }
@@ -1028,7 +1071,9 @@ impl Connection {
                     if a.signal == AddrSignal::Echo {
                         continue;
                     }
-                    let Some(ra) = self.remote_addrs.as_mut() else { continue };
+                    let Some(ra) = self.remote_addrs.as_mut() else {
+                        continue;
+                    };
                     match ra.on_add_addr(&neg, a) {
                         Ok(AddAddrOutcome::EchoOfOurs { .. }) => {}
                         Ok(_) => {
@@ -1152,12 +1197,22 @@ impl Connection {
                         }
                         self.kill_subflow(i);
                     }
-                    tcp::Event::Closed => self.subflows[i].dead = true,
+                    tcp::Event::Closed => {
+                        if self.fallback && self.subflows[i].mp.no_options {
+                            // After fallback a graceful close means our FIN (the DATA_FIN) was
+                            // acknowledged.
+                            let nxt = self.send.snd_nxt();
+                            let _ = self.send.on_data_ack(nxt, u32::MAX);
+                        }
+                        self.subflows[i].dead = true;
+                    }
                     _ => {}
                 }
             }
-            if matches!(self.subflows[i].mp.hs, Handshake::CapableSyn { .. } | Handshake::JoinSyn(_))
-                && self.subflows[i].tcp.is_closed()
+            if matches!(
+                self.subflows[i].mp.hs,
+                Handshake::CapableSyn { .. } | Handshake::JoinSyn(_)
+            ) && self.subflows[i].tcp.is_closed()
                 && !self.subflows[i].dead
             {
                 self.kill_subflow(i);
@@ -1166,7 +1221,10 @@ impl Connection {
         self.drain_subflows();
         // Fallback: DATA_ACK from the subflow ACK (no DSS any more).
         if self.fallback
-            && let Some(s) = self.subflows.iter_mut().find(|s| s.mp.no_options && !s.mp.tx_maps.is_empty())
+            && let Some(s) = self
+                .subflows
+                .iter_mut()
+                .find(|s| s.mp.no_options && !s.mp.tx_maps.is_empty())
         {
             let una = SubflowSeq::from_absolute(s.tcp.snd_una().0, s.mp.iss);
             if let Some(d) = s.mp.dsn_of(una)
@@ -1217,8 +1275,11 @@ impl Connection {
                 continue;
             }
             let rtos = self.subflows[i].tcp.health().consecutive_rtos;
-            if rtos >= self.cfg.stall_rtos && !self.subflows[i].mp.reinjected {
-                // §3.3.6: data of a stalled subflow is retransmitted on another.
+            // After fallback the subflow's stream is the data stream: never reinject into it.
+            let other = (0..self.subflows.len()).any(|j| j != i && self.ready(j));
+            if rtos >= self.cfg.stall_rtos && !self.subflows[i].mp.reinjected && !self.fallback && other {
+                // §3.3.6: data of a stalled subflow is retransmitted on another (only when there
+                // is another: reinjecting into the same subflow would only duplicate it).
                 self.subflows[i].mp.reinjected = true;
                 self.send.mark_subflow_failed(self.subflows[i].id);
             } else if rtos == 0 {
@@ -1235,7 +1296,9 @@ impl Connection {
                 self.events.push_back(ev);
                 if !self.connected {
                     self.connected = true;
-                    self.events.push_back(Event::Connected { mptcp: !self.fallback });
+                    self.events.push_back(Event::Connected {
+                        mptcp: !self.fallback,
+                    });
                 }
             }
         }
@@ -1258,7 +1321,9 @@ impl Connection {
             // Both data streams are complete: a subflow stalled on RTOs has nothing left to
             // carry; reset it rather than wait for its FIN to time out.
             for i in 0..self.subflows.len() {
-                if !self.subflows[i].dead && self.subflows[i].tcp.health().consecutive_rtos >= self.cfg.stall_rtos {
+                if !self.subflows[i].dead
+                    && self.subflows[i].tcp.health().consecutive_rtos >= self.cfg.stall_rtos
+                {
                     self.subflows[i].mp.rst_opt = None;
                     self.subflows[i].tcp.abort();
                     self.kill_subflow(i);
@@ -1267,9 +1332,10 @@ impl Connection {
         }
         if self.subflows_closing
             && !self.terminal
-            && self.subflows.iter().all(|s| {
-                s.dead || matches!(s.tcp.state(), State::TimeWait | State::Closed | State::FinWait2)
-            })
+            && self
+                .subflows
+                .iter()
+                .all(|s| s.dead || matches!(s.tcp.state(), State::TimeWait | State::Closed | State::FinWait2))
         {
             self.terminal_event(Event::Closed);
         }
@@ -1337,7 +1403,12 @@ impl Connection {
     }
 
     fn wants_join(&self, p: &PathState) -> bool {
-        if self.role != Role::Client || !self.is_mptcp() || !p.available || self.terminal || self.subflows_closing {
+        if self.role != Role::Client
+            || !self.is_mptcp()
+            || !p.available
+            || self.terminal
+            || self.subflows_closing
+        {
             return false;
         }
         if self.neg.is_some_and(|n| n.peer_no_subflows_to_source) {
@@ -1375,7 +1446,11 @@ impl Connection {
         };
         // Address ID 0 is the initial subflow's address (§3.2: "implicit and have the value
         // zero"); other local addresses get their path id + 1.
-        let addr_id = if path.id == self.initial_path { 0 } else { path.id.0.wrapping_add(1) };
+        let addr_id = if path.id == self.initial_path {
+            0
+        } else {
+            path.id.0.wrapping_add(1)
+        };
         // In handover mode the backup path joins as a backup subflow (§3.3.8, flag B).
         let backup = path.backup && self.cfg.mode == Mode::Handover;
         let local = SocketAddr::new(path.addr, self.take_port());
@@ -1386,7 +1461,6 @@ impl Connection {
         );
         mp.backup = backup;
         mp.local_addr_id = addr_id;
-        self.single_subflow = false;
         self.push_subflow(path.id, tcp, mp);
     }
 
@@ -1428,7 +1502,13 @@ impl Connection {
         let s = &mut self.subflows[i];
         let checksums = s.mp.checksums && !s.mp.no_options;
         let opt_len = if s.tcp.timestamps_enabled() { 12 } else { 0 }
-            + if s.mp.no_options { 0 } else if checksums { 28 } else { 26 };
+            + if s.mp.no_options {
+                0
+            } else if checksums {
+                28
+            } else {
+                26
+            };
         let max_len = usize::from(s.tcp.eff_mss()).saturating_sub(opt_len).max(64);
         let Some(chunk) = self.send.next_chunk(s.id, max_len) else {
             return false;
@@ -1479,7 +1559,10 @@ impl Connection {
         let data_ack = self.recv.as_ref().map(|r| r.data_ack());
         for k in 0..self.subflows.len() {
             let s = &mut self.subflows[k];
-            if !s.dead && !self.paths.is_empty() && !self.paths.iter().any(|p| p.path.id == s.path && p.available) {
+            if !s.dead
+                && !self.paths.is_empty()
+                && !self.paths.iter().any(|p| p.path.id == s.path && p.available)
+            {
                 continue;
             }
             s.mp.data_ack = data_ack;

@@ -124,7 +124,17 @@ impl Endpoint {
         let per = self.cfg.ports_per_conn.max(1);
         let first = self.cfg.ports.start() + block as u16 * per;
         let ports = (first..first + per).collect();
-        let c = Connection::connect(now, self.cfg.mptcp, paths, primary, remote, ports, key, &self.isn_key, mptcp);
+        let c = Connection::connect(
+            now,
+            self.cfg.mptcp,
+            paths,
+            primary,
+            remote,
+            ports,
+            key,
+            &self.isn_key,
+            mptcp,
+        );
         let h = ConnHandle(self.slot());
         self.blocks[block] = Some(h);
         self.by_token.insert(token, h);
@@ -185,7 +195,8 @@ impl Endpoint {
                     // §3.2: "If the token received at Host B is unknown ... MUST respond with
                     // a TCP RST".
                     self.stats.joins_refused += 1;
-                    self.rsts.push_back((path, local, remote, hdr.clone(), payload.len()));
+                    self.rsts
+                        .push_back((path, local, remote, hdr.clone(), payload.len()));
                     return;
                 };
                 let nonce = os_random_nonce();
@@ -198,7 +209,8 @@ impl Endpoint {
                     self.collect(h);
                 } else {
                     self.stats.joins_refused += 1;
-                    self.rsts.push_back((path, local, remote, hdr.clone(), payload.len()));
+                    self.rsts
+                        .push_back((path, local, remote, hdr.clone(), payload.len()));
                 }
                 return;
             }
@@ -221,7 +233,8 @@ impl Endpoint {
             }
         }
         self.stats.unmatched += 1;
-        self.rsts.push_back((path, local, remote, hdr.clone(), payload.len()));
+        self.rsts
+            .push_back((path, local, remote, hdr.clone(), payload.len()));
     }
 
     fn collect(&mut self, h: ConnHandle) {
@@ -242,7 +255,11 @@ impl Endpoint {
 
     /// Earliest deadline of all connections.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.conns.iter().flatten().filter_map(|c| c.0.poll_timeout()).min()
+        self.conns
+            .iter()
+            .flatten()
+            .filter_map(|c| c.0.poll_timeout())
+            .min()
     }
 
     /// Runs timers due at `now`.

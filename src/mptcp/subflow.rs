@@ -7,10 +7,10 @@ use std::collections::VecDeque;
 use super::PathId;
 use super::handshake::{CapableInitiator, CapableSynReceived, JoinInitiator, JoinResponder};
 use super::mapping::{Mapping, SubflowReceiver, dss_option};
-use super::seq::{DataSeq, SubflowSeq};
 use super::send::SubflowId;
+use super::seq::{DataSeq, SubflowSeq};
 use crate::tcp::{self, InSegment, OptionHook, OutSegment, SegmentPlan, SeqNum};
-use crate::wire::mptcp::{Dss, DsnField, MptcpOption};
+use crate::wire::mptcp::{DsnField, Dss, MptcpOption};
 use crate::wire::tcp::SegmentHeader;
 
 /// Where the subflow's MPTCP handshake stands.

@@ -135,7 +135,11 @@ impl Side {
             }
             fill_pattern(1 - dir, self.received, &mut expect[..n]);
             if buf[..n] != expect[..n] {
-                return Err(format!("corrupt data at offset {} (dir {})", self.received, 1 - dir));
+                return Err(format!(
+                    "corrupt data at offset {} (dir {})",
+                    self.received,
+                    1 - dir
+                ));
             }
             self.received += n as u64;
         }
@@ -265,20 +269,36 @@ pub fn run(spec: &MpSpec) -> MpReport {
             break Some(format!("server: {e}"));
         }
         for _ in 0..100_000 {
-            let Some((_, t)) = client.poll_transmit(now, &mut pkt) else { break };
+            let Some((_, t)) = client.poll_transmit(now, &mut pkt) else {
+                break;
+            };
             net.send(now, &pkt[..t.len]);
         }
         if let Some(s) = server.as_mut() {
             for _ in 0..100_000 {
-                let Some((_, t)) = s.poll_transmit(now, &mut pkt) else { break };
+                let Some((_, t)) = s.poll_transmit(now, &mut pkt) else {
+                    break;
+                };
                 if let Ok(p) = parse_tcp_packet(&pkt[..t.len])
                     && p.dst.ip() == ATTACKER
                 {
                     // The forger answers a SYN/ACK with a third ACK carrying a made-up HMAC.
                     if p.header.flags.syn() && p.header.flags.ack() {
                         let ack = MptcpOption::MpJoin(MpJoin::Ack { hmac: [0x42; 20] });
-                        let h = forged(&ack, forge_iss.wrapping_add(1), p.header.seq.0.wrapping_add(1), TcpFlags::ACK);
-                        s.handle_packet(now, PathId(2), server_addr, SocketAddr::new(ATTACKER, 666), &h, &[]);
+                        let h = forged(
+                            &ack,
+                            forge_iss.wrapping_add(1),
+                            p.header.seq.0.wrapping_add(1),
+                            TcpFlags::ACK,
+                        );
+                        s.handle_packet(
+                            now,
+                            PathId(2),
+                            server_addr,
+                            SocketAddr::new(ATTACKER, 666),
+                            &h,
+                            &[],
+                        );
                     }
                     continue;
                 }
@@ -302,7 +322,10 @@ pub fn run(spec: &MpSpec) -> MpReport {
         if matches!(sc.terminal, Some(Event::Reset | Event::TimedOut))
             || matches!(ss.terminal, Some(Event::Reset | Event::TimedOut))
         {
-            break Some(format!("connection failed: client {:?} server {:?}", sc.terminal, ss.terminal));
+            break Some(format!(
+                "connection failed: client {:?} server {:?}",
+                sc.terminal, ss.terminal
+            ));
         }
         if rep.data_done_at.is_none() && sc.received == spec.s2c && ss.received == spec.c2s {
             rep.data_done_at = Some(now);
@@ -358,7 +381,14 @@ pub fn run(spec: &MpSpec) -> MpReport {
                         Some(s) => {
                             let is_new = !s.subflow_tuples().any(|t| t == (p.dst, p.src));
                             if is_new && p.header.flags.syn() && !p.header.flags.ack() {
-                                let _ = s.accept_join(now, path, p.dst, p.src, &p.header, Nonce(rng.next_u64() as u32));
+                                let _ = s.accept_join(
+                                    now,
+                                    path,
+                                    p.dst,
+                                    p.src,
+                                    &p.header,
+                                    Nonce(rng.next_u64() as u32),
+                                );
                             } else {
                                 s.handle_packet(now, path, p.dst, p.src, &p.header, payload);
                             }

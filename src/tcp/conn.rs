@@ -930,7 +930,9 @@ impl Connection {
                 .max(1);
             payload_len = (max as usize).min(room);
             if payload_len > 1 {
-                payload_len = hook.limit_payload(self.snd_seq(off), payload_len).clamp(1, payload_len);
+                payload_len = hook
+                    .limit_payload(self.snd_seq(off), payload_len)
+                    .clamp(1, payload_len);
             }
         }
         let end = off + payload_len as u64;
