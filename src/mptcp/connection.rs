@@ -267,6 +267,8 @@ pub struct Connection {
     readable_reported: bool,
     subflows_closing: bool,
     fin_rtx: Option<(Instant, u32)>,
+    app_closed: bool,
+    closed_at: Option<Instant>,
     orphan_since: Option<Instant>,
     scratch: Vec<u8>,
     bytes_sent: Vec<(SubflowId, u64)>,
@@ -328,6 +330,8 @@ impl Connection {
             readable_reported: false,
             subflows_closing: false,
             fin_rtx: None,
+            app_closed: false,
+            closed_at: None,
             orphan_since: None,
             scratch: vec![0u8; 65536],
             bytes_sent: Vec::new(),
@@ -548,6 +552,7 @@ impl Connection {
 
     /// Closes our direction: a DATA_FIN follows the queued data (§3.3.3).
     pub fn close(&mut self) {
+        self.app_closed = true;
         self.send.close();
     }
 
@@ -677,7 +682,11 @@ impl Connection {
         syn: &SegmentHeader,
         nonce: Nonce,
     ) -> Result<(), JoinRefused> {
-        let Some(neg) = self.neg.filter(|_| !self.fallback && !self.terminal) else {
+        // After a graceful close, joins are still taken for a while (like TIME-WAIT): the
+        // peer may be missing the DATA_ACK of its DATA_FIN and need a subflow to get it.
+        let linger = self.cfg.tcp.time_wait.max(Duration::from_secs(2)) * 4;
+        let open = !self.terminal || self.closed_at.is_some_and(|t| now < t + linger);
+        let Some(neg) = self.neg.filter(|_| !self.fallback && open) else {
             return Err(JoinRefused::NotAccepting);
         };
         if self.live_subflows() >= self.cfg.max_subflows {
@@ -831,6 +840,10 @@ impl Connection {
         s.mp.no_options = true;
         s.mp.mpc_unconfirmed = None;
         s.mp.bare_fin = None;
+        if self.app_closed && !self.send.has_pending() && !self.send.fin_acked() {
+            // Our DATA_FIN already went out in a DSS: after fallback it is the subflow's FIN.
+            s.tcp.close();
+        }
         // Every other subflow goes (§3.7: fallback leaves a single subflow).
         for j in 0..self.subflows.len() {
             if j != i && !self.subflows[j].dead {
@@ -1003,6 +1016,16 @@ impl Connection {
         }
         if opts.is_empty() && !h.flags.syn() && !h.flags.rst() {
             let _ = payload_len;
+            if self.subflows[i].mp.mpc_unconfirmed.is_some() {
+                // Our MP_CAPABLE is not confirmed yet: the server may still be waiting for it
+                // (third ACK and first data lost) and ACKs without options meanwhile. Only an
+                // ACK of data past the first segment without a DSS shows it fell back.
+                let s = &self.subflows[i];
+                let acked = h.ack.0.wrapping_sub(s.mp.iss) as i32;
+                if acked <= 1 {
+                    return;
+                }
+            }
             // §3.7: MPTCP options vanished after the handshake: a middlebox. Fall back with an
             // infinite mapping while that is still possible (one subflow, the data stream
             // continuous on it), otherwise the subflow MUST be closed with "Middlebox
@@ -1318,6 +1341,11 @@ impl Connection {
             }
         }
         if self.subflows_closing {
+            for s in &mut self.subflows {
+                if !s.dead && matches!(s.tcp.state(), State::Established | State::CloseWait) {
+                    s.tcp.close();
+                }
+            }
             // Both data streams are complete: a subflow stalled on RTOs has nothing left to
             // carry; reset it rather than wait for its FIN to time out.
             for i in 0..self.subflows.len() {
@@ -1338,6 +1366,7 @@ impl Connection {
                 .all(|s| s.dead || matches!(s.tcp.state(), State::TimeWait | State::Closed | State::FinWait2))
         {
             self.terminal_event(Event::Closed);
+            self.closed_at = Some(now);
         }
         // Orphan detection.
         if !self.terminal {

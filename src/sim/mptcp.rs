@@ -381,7 +381,7 @@ pub fn run(spec: &MpSpec) -> MpReport {
                         Some(s) => {
                             let is_new = !s.subflow_tuples().any(|t| t == (p.dst, p.src));
                             if is_new && p.header.flags.syn() && !p.header.flags.ack() {
-                                let _ = s.accept_join(
+                                let r = s.accept_join(
                                     now,
                                     path,
                                     p.dst,
@@ -389,6 +389,12 @@ pub fn run(spec: &MpSpec) -> MpReport {
                                     &p.header,
                                     Nonce(rng.next_u64() as u32),
                                 );
+                                if r.is_err() {
+                                    rst_reply(&mut net, now, &p, payload.len());
+                                }
+                            } else if is_new {
+                                // What an endpoint does with a segment matching nothing.
+                                rst_reply(&mut net, now, &p, payload.len());
                             } else {
                                 s.handle_packet(now, path, p.dst, p.src, &p.header, payload);
                             }
@@ -396,7 +402,11 @@ pub fn run(spec: &MpSpec) -> MpReport {
                     }
                 } else {
                     let path = PathId(u8::from(p.dst.ip() == CLIENT_CELL));
-                    client.handle_packet(now, path, p.dst, p.src, &p.header, payload);
+                    if client.subflow_tuples().any(|t| t == (p.dst, p.src)) {
+                        client.handle_packet(now, path, p.dst, p.src, &p.header, payload);
+                    } else {
+                        rst_reply(&mut net, now, &p, payload.len());
+                    }
                 }
             }
             net.recycle(d.packet);
@@ -437,5 +447,13 @@ fn forged(opt: &MptcpOption, seq: u32, ack: u32, flags: TcpFlags) -> crate::wire
     {
         Some(p) => p.header,
         None => crate::wire::tcp::SegmentHeader::default(),
+    }
+}
+
+/// Answers a segment that matches no subflow with a RST (RFC 9293 §3.10.7.1).
+fn rst_reply(net: &mut Network, now: Instant, p: &crate::wire::TcpPacket, len: usize) {
+    let mut b = [0u8; 128];
+    if let Ok(Some(n)) = crate::tcp::write_rst_reply(&mut b, p.src, p.dst, &p.header, len) {
+        net.send(now, &b[..n]);
     }
 }
