@@ -7,6 +7,7 @@ mod common;
 
 use common::mpsim::{at, ms, quiet, spec};
 use mpbond::config::{JoinPolicy, Mode};
+use mpbond::mptcp::Event;
 use mpbond::sim::mptcp::{Action, run};
 use mpbond::sim::{Link, Rng, seed_from_env};
 
@@ -72,6 +73,11 @@ fn seeded_two_path_transfers() {
                 vec![(at(t), Action::StripOptions(0))]
             }
         };
+        if kind == 1 {
+            // A path that dies silently for good: with on-demand joins only the policy layer
+            // (link state, probes) can tell a receive-only client; here nobody does.
+            s.client.join = JoinPolicy::Immediate;
+        }
         let r = run(&s);
         assert!(
             r.completed,
@@ -82,6 +88,20 @@ fn seeded_two_path_transfers() {
             quiet(&r.server_events)
         );
         assert_eq!((r.client_received, r.server_received), (s2c, c2s), "seed {seed}");
+        // At least one side closed gracefully; the other too unless it was left waiting for
+        // the last DATA_ACK on a path that died.
+        assert!(
+            matches!(r.terminal, (Some(Event::Closed), _) | (_, Some(Event::Closed))),
+            "seed {seed}: {:?}",
+            r.terminal
+        );
+        if s.actions.is_empty() {
+            assert_eq!(
+                r.terminal,
+                (Some(Event::Closed), Some(Event::Closed)),
+                "seed {seed}"
+            );
+        }
     }
     println!(
         "{cases} seeded MPTCP transfers (action kinds {kinds:?}) in {:?}",

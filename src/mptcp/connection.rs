@@ -267,6 +267,7 @@ pub struct Connection {
     readable_reported: bool,
     subflows_closing: bool,
     fin_rtx: Option<(Instant, u32)>,
+    local_key: Key,
     app_closed: bool,
     closed_at: Option<Instant>,
     orphan_since: Option<Instant>,
@@ -330,6 +331,7 @@ impl Connection {
             readable_reported: false,
             subflows_closing: false,
             fin_rtx: None,
+            local_key,
             app_closed: false,
             closed_at: None,
             orphan_since: None,
@@ -918,7 +920,15 @@ impl Connection {
                 let mpc = find_opt(&opts, |o| matches!(o, MptcpOption::MpCapable(_)));
                 if mpc.is_none() && find_opt(&opts, |o| matches!(o, MptcpOption::Dss(_))).is_some() {
                     // Third ACK and first data lost; a later segment: wait for the
-                    // retransmission of the one carrying MP_CAPABLE.
+                    // retransmission of the one carrying MP_CAPABLE, keeping its mapping (TCP
+                    // acknowledges the data, so it will not come again).
+                    for o in &opts {
+                        if let MptcpOption::Dss(d) = o
+                            && self.subflows[i].mp.early_dss.len() < 1024
+                        {
+                            self.subflows[i].mp.early_dss.push(*d);
+                        }
+                    }
                     self.subflows[i].mp.hs = Handshake::CapableSynRecv(sr);
                     return;
                 }
@@ -936,6 +946,13 @@ impl Connection {
                         let s = &mut self.subflows[i];
                         s.mp.hs = Handshake::Established;
                         s.mp.rx = Some(rx);
+                        let early = std::mem::take(&mut s.mp.early_dss);
+                        for d in early {
+                            let rcv_nxt = self.recv.as_ref().map_or(DataSeq(0), |r| r.rcv_nxt());
+                            if let Some(m) = ReceivedDss::expand(&d, self.send.snd_una(), rcv_nxt).mapping {
+                                self.on_mapping(i, m);
+                            }
+                        }
                         self.process_options(i, h, &opts, payload_len);
                     }
                     Err(f) => self.enter_fallback(i, FallbackCause::Handshake(f)),
@@ -1458,6 +1475,32 @@ impl Connection {
     }
 
     fn manage_paths(&mut self, now: Instant) {
+        if self.role == Role::Client
+            && self.neg.is_none()
+            && !self.fallback
+            && !self.terminal
+            && self.live_subflows() == 0
+        {
+            // The initial subflow died before MP_CAPABLE completed (its path went down): start
+            // over on another available path, regular paths first.
+            let mut avail: Vec<PathState> = self.paths.iter().filter(|p| p.available).copied().collect();
+            // Another path than the one that just failed first, then regular before backup.
+            let failed = self.initial_path;
+            avail.sort_by_key(|p| (p.path.id == failed, p.path.backup));
+            if let Some(p) = avail.first() {
+                self.initial_path = p.path.id;
+                let local = SocketAddr::new(p.path.addr, self.take_port());
+                let tcp = tcp::Connection::connect(now, local, self.remote, self.cfg.tcp, &self.isn_key);
+                let iss = tcp.iss().0;
+                let hs = Handshake::CapableSyn {
+                    init: CapableInitiator::new(self.cfg.capable, self.local_key),
+                    mpc_syns: 0,
+                    max_mpc_syns: self.cfg.mpc_syn_attempts,
+                };
+                self.push_subflow(p.path.id, tcp, SubflowMp::new(hs, iss));
+            }
+            return;
+        }
         for k in 0..self.paths.len() {
             let p = self.paths[k];
             if !self.wants_join(&p) || now < p.next_join {
@@ -1538,7 +1581,13 @@ impl Connection {
             } else {
                 26
             };
-        let max_len = usize::from(s.tcp.eff_mss()).saturating_sub(opt_len).max(64);
+        let mut max_len = usize::from(s.tcp.eff_mss()).saturating_sub(opt_len).max(64);
+        let rel0 = SubflowSeq::from_absolute(s.tcp.send_seq().0, s.mp.iss);
+        if s.mp.mpc_unconfirmed.is_some() && rel0 == SubflowSeq::FIRST_DATA && self.app_closed {
+            // The MP_CAPABLE carrying the first data has no DATA_FIN flag (§3.1): keep the
+            // DATA_FIN out of the first chunk.
+            max_len = max_len.min(self.send.buffered().saturating_sub(1)).max(1);
+        }
         let Some(chunk) = self.send.next_chunk(s.id, max_len) else {
             return false;
         };

@@ -73,6 +73,9 @@ pub(super) struct SubflowMp {
     pub checksums: bool,
     /// The subflow stalled (RTOs) and its data was queued for reinjection.
     pub reinjected: bool,
+    /// Server: DSS options that arrived before the MP_CAPABLE third ACK (kept for their
+    /// mappings).
+    pub early_dss: Vec<Dss>,
     /// Set by [`on_segment`](OptionHook::on_segment): an accepted segment to process.
     pub accepted: Option<(SegmentHeader, InSegment)>,
 }
@@ -99,6 +102,7 @@ impl SubflowMp {
             mpc_unconfirmed: None,
             checksums: false,
             reinjected: false,
+            early_dss: Vec::new(),
             accepted: None,
         }
     }
@@ -227,6 +231,7 @@ impl OptionHook for SubflowMp {
             if let (Some(mpc), Some(m)) = (self.mpc_unconfirmed, map)
                 && rel == SubflowSeq::FIRST_DATA
                 && m.subflow_seq == SubflowSeq::FIRST_DATA
+                && !m.data_fin
                 && let MptcpOption::MpCapable(mut c) = mpc
             {
                 // RFC 8684 §3.1: the first data segment carries the MP_CAPABLE with both keys and

@@ -98,6 +98,8 @@ pub struct MpReport {
     pub snapshots: Vec<(Instant, [PathStats; 4])>,
     /// Counters at the end.
     pub final_stats: [PathStats; 4],
+    /// Terminal events of client and server.
+    pub terminal: (Option<Event>, Option<Event>),
     /// Results of forged MP_JOIN SYNs.
     pub forged: Vec<Result<(), JoinRefused>>,
     /// Packets the client / server dropped as matching nothing.
@@ -319,8 +321,18 @@ pub fn run(spec: &MpSpec) -> MpReport {
                 }
             }
         }
-        if matches!(sc.terminal, Some(Event::Reset | Event::TimedOut))
-            || matches!(ss.terminal, Some(Event::Reset | Event::TimedOut))
+        let data_done = sc.received == spec.s2c
+            && ss.received == spec.c2s
+            && client.recv_finished()
+            && server.as_ref().is_some_and(|s| s.recv_finished());
+        if data_done && sc.terminal.is_some() && ss.terminal.is_some() {
+            // Every byte and both DATA_FINs arrived; one side may still time out waiting for
+            // the last DATA_ACK on a dead path (as TCP's LAST-ACK does).
+            break None;
+        }
+        if !data_done
+            && (matches!(sc.terminal, Some(Event::Reset | Event::TimedOut))
+                || matches!(ss.terminal, Some(Event::Reset | Event::TimedOut)))
         {
             break Some(format!(
                 "connection failed: client {:?} server {:?}",
@@ -330,15 +342,7 @@ pub fn run(spec: &MpSpec) -> MpReport {
         if rep.data_done_at.is_none() && sc.received == spec.s2c && ss.received == spec.c2s {
             rep.data_done_at = Some(now);
         }
-        if sc.received == spec.s2c
-            && ss.received == spec.c2s
-            && sc.terminal == Some(Event::Closed)
-            && ss.terminal == Some(Event::Closed)
-            && client.recv_finished()
-            && server.as_ref().is_some_and(|s| s.recv_finished())
-        {
-            break None;
-        }
+
         let next = [
             client.poll_timeout(),
             server.as_ref().and_then(|s| s.poll_timeout()),
@@ -380,7 +384,29 @@ pub fn run(spec: &MpSpec) -> MpReport {
                         }
                         Some(s) => {
                             let is_new = !s.subflow_tuples().any(|t| t == (p.dst, p.src));
-                            if is_new && p.header.flags.syn() && !p.header.flags.ack() {
+                            let join = p
+                                .header
+                                .options
+                                .mptcp
+                                .iter()
+                                .any(|o| matches!(MptcpOption::parse(o), Ok(MptcpOption::MpJoin(_))));
+                            if is_new && p.header.flags.syn() && !p.header.flags.ack() && !join {
+                                // A new connection attempt (the client restarted MP_CAPABLE on
+                                // another subflow): it replaces the half-open one.
+                                if let Ok(c) = Connection::accept(
+                                    now,
+                                    spec.server,
+                                    path,
+                                    p.dst,
+                                    p.src,
+                                    &p.header,
+                                    Key(rng.next_u64()),
+                                    &isn,
+                                ) {
+                                    *s = c;
+                                    ss = Side::default();
+                                }
+                            } else if is_new && p.header.flags.syn() && !p.header.flags.ack() {
                                 let r = s.accept_join(
                                     now,
                                     path,
@@ -421,6 +447,7 @@ pub fn run(spec: &MpSpec) -> MpReport {
     rep.client_received = sc.received;
     rep.server_received = ss.received;
     rep.client_mptcp = client.is_mptcp();
+    rep.terminal = (sc.terminal, ss.terminal);
     rep.finished_at = now;
     rep.final_stats = stats(&net, &ids);
     rep.dropped = (client.dropped, server.as_ref().map_or(0, |s| s.dropped));

@@ -49,6 +49,8 @@ pub fn spec(seed: u64, mode: Mode, c2s: u64, s2c: u64) -> MpSpec {
     }
 }
 
+use mpbond::mptcp::Event;
+
 /// Runs and asserts completion, printing the seed on failure.
 pub fn run_ok(s: &MpSpec) -> mpbond::sim::mptcp::MpReport {
     let r = mpbond::sim::mptcp::run(s);
@@ -59,6 +61,21 @@ pub fn run_ok(s: &MpSpec) -> mpbond::sim::mptcp::MpReport {
         r.error,
         quiet(&r.client_events),
         quiet(&r.server_events)
+    );
+    // Without path failures both sides close gracefully.
+    if s.actions.is_empty() {
+        assert_eq!(
+            r.terminal,
+            (Some(Event::Closed), Some(Event::Closed)),
+            "seed {}",
+            s.seed
+        );
+    }
+    assert!(
+        r.terminal.0 == Some(Event::Closed) || r.terminal.1 == Some(Event::Closed),
+        "seed {}: {:?}",
+        s.seed,
+        r.terminal
     );
     assert_eq!(r.client_received, s.s2c);
     assert_eq!(r.server_received, s.c2s);
