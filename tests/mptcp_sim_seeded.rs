@@ -99,7 +99,11 @@ fn seeded_two_path_transfers() {
             assert_eq!(
                 r.terminal,
                 (Some(Event::Closed), Some(Event::Closed)),
-                "seed {seed}"
+                "seed {seed}: {mode} {:?} {:?} client {:?} server {:?}",
+                r.finished_at,
+                r.data_done_at,
+                quiet(&r.client_events),
+                quiet(&r.server_events)
             );
         }
     }

@@ -889,12 +889,15 @@ impl Connection {
         }
         let hs = std::mem::replace(&mut self.subflows[i].mp.hs, Handshake::Taken);
         match hs {
-            Handshake::CapableSyn { init, mpc_syns, .. } if syn && h.flags.ack() => {
+            Handshake::CapableSyn {
+                init,
+                mpc_syns,
+                max_mpc_syns,
+            } if syn && h.flags.ack() => {
                 self.subflows[i].mp.irs = Some(h.seq.0);
                 let mpc = find_opt(&opts, |o| matches!(o, MptcpOption::MpCapable(_)));
-                let sent_mpc_last = mpc_syns >= 1 && mpc_syns < self.cfg.mpc_syn_attempts.max(1)
-                    || (mpc_syns == self.cfg.mpc_syn_attempts
-                        && self.subflows[i].tcp.health().consecutive_rtos == 0);
+                // The SYNs with MP_CAPABLE went unanswered and the last one went without it.
+                let sent_mpc_last = mpc_syns < max_mpc_syns;
                 match init.on_syn_ack(mpc) {
                     Ok(neg) => {
                         self.setup_negotiated(neg);
@@ -1366,8 +1369,10 @@ impl Connection {
             // Both data streams are complete: a subflow stalled on RTOs has nothing left to
             // carry; reset it rather than wait for its FIN to time out.
             for i in 0..self.subflows.len() {
+                // (Several RTOs: one lost FIN is no dead path, and the peer may still need
+                // our DATA_ACK on it.)
                 if !self.subflows[i].dead
-                    && self.subflows[i].tcp.health().consecutive_rtos >= self.cfg.stall_rtos
+                    && self.subflows[i].tcp.health().consecutive_rtos >= self.cfg.stall_rtos.max(3)
                 {
                     self.subflows[i].mp.rst_opt = None;
                     self.subflows[i].tcp.abort();
