@@ -2,6 +2,8 @@
 //! down by the policy layer (reinjection at once), and a Wi-Fi that returns (handover moves the
 //! traffic back).
 
+#![allow(clippy::print_stdout, reason = "tests print timings and byte counts")]
+
 mod common;
 
 use common::mpsim::{at, run_ok, spec};

@@ -1,6 +1,8 @@
 //! MPTCP client and server over two simulated paths: 10 MB byte-exact each way in every
 //! scheduler mode, and where each mode puts the bytes.
 
+#![allow(clippy::print_stdout, reason = "tests print timings and byte counts")]
+
 mod common;
 
 use common::mpsim::{run_ok, spec};

@@ -3,6 +3,8 @@
 //! deliver byte-exact both ways and close. Replay one case with `MPBOND_SIM_SEED=<seed>
 //! MPBOND_MPTCP_SIM_CASES=1`; `MPBOND_MPTCP_SIM_CASES` sets the count (default 240).
 
+#![allow(clippy::print_stdout, reason = "tests print timings and byte counts")]
+
 mod common;
 
 use common::mpsim::{at, ms, quiet, spec};
@@ -37,6 +39,7 @@ fn seeded_two_path_transfers() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(240);
+    #[expect(clippy::disallowed_methods, reason = "prints the wall-clock time of the batch")]
     let started = std::time::Instant::now();
     let mut kinds = [0u32; 6];
     for case in 0..cases {

@@ -2,6 +2,8 @@
 //! tries (RFC 8684 §3.7; iOS and Linux do this), the connection works as plain TCP, and the
 //! cause tells the caller to remember the network in the [`HostileCache`].
 
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
+
 mod common;
 
 use std::net::SocketAddr;
@@ -15,8 +17,10 @@ use mpbond::time::Instant;
 use mpbond::wire::parse_tcp_packet;
 
 fn client(mpc_tries: u32) -> Connection {
-    let mut cfg = MptcpConfig::default();
-    cfg.mpc_syn_attempts = mpc_tries;
+    let cfg = MptcpConfig {
+        mpc_syn_attempts: mpc_tries,
+        ..Default::default()
+    };
     let paths = [LocalPath {
         id: PathId(0),
         addr: "198.18.0.1".parse().unwrap(),

@@ -57,13 +57,16 @@ pub struct EndpointStats {
     pub joins_refused: u64,
 }
 
+/// A connection with its token and port block.
+type Slot = Option<(Connection, Option<Token>, Option<usize>)>;
+
 /// The demux of many connections.
 #[derive(Debug)]
 pub struct Endpoint {
     cfg: EndpointConfig,
     isn_key: IsnKey,
     tokens: TokenTable,
-    conns: Vec<Option<(Connection, Option<Token>, Option<usize>)>>,
+    conns: Vec<Slot>,
     free_slots: Vec<usize>,
     by_tuple: HashMap<(SocketAddr, SocketAddr), ConnHandle>,
     by_token: HashMap<Token, ConnHandle>,
@@ -195,8 +198,7 @@ impl Endpoint {
                     // §3.2: "If the token received at Host B is unknown ... MUST respond with
                     // a TCP RST".
                     self.stats.joins_refused += 1;
-                    self.rsts
-                        .push_back((path, local, remote, hdr.clone(), payload.len()));
+                    self.rsts.push_back((path, local, remote, *hdr, payload.len()));
                     return;
                 };
                 let nonce = os_random_nonce();
@@ -209,8 +211,7 @@ impl Endpoint {
                     self.collect(h);
                 } else {
                     self.stats.joins_refused += 1;
-                    self.rsts
-                        .push_back((path, local, remote, hdr.clone(), payload.len()));
+                    self.rsts.push_back((path, local, remote, *hdr, payload.len()));
                 }
                 return;
             }
@@ -233,8 +234,7 @@ impl Endpoint {
             }
         }
         self.stats.unmatched += 1;
-        self.rsts
-            .push_back((path, local, remote, hdr.clone(), payload.len()));
+        self.rsts.push_back((path, local, remote, *hdr, payload.len()));
     }
 
     fn collect(&mut self, h: ConnHandle) {

@@ -6,6 +6,7 @@
 //! [`hostile_cache`]. Nothing here reads a clock, touches a socket or spawns a thread.
 
 pub mod addr;
+pub mod api;
 pub mod connection;
 pub mod crypto;
 pub mod endpoint;

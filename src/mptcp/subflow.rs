@@ -284,7 +284,7 @@ impl OptionHook for SubflowMp {
     }
 
     fn on_segment(&mut self, header: &SegmentHeader, seg: &InSegment) {
-        self.accepted = Some((header.clone(), *seg));
+        self.accepted = Some((*header, *seg));
     }
 }
 

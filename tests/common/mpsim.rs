@@ -19,9 +19,10 @@ pub fn at(n: u64) -> Instant {
 
 /// Wi-Fi: 10 ms one way, 10 MB/s; cellular: 30 ms, 3 MB/s.
 pub fn spec(seed: u64, mode: Mode, c2s: u64, s2c: u64) -> MpSpec {
-    let mut cfg = MptcpConfig::default();
-    cfg.mode = mode;
-    cfg.tcp.min_rto = ms(200);
+    let cfg = MptcpConfig {
+        mode,
+        ..Default::default()
+    };
     MpSpec {
         seed,
         client: cfg,
