@@ -39,7 +39,10 @@ fn seeded_two_path_transfers() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(240);
-    #[expect(clippy::disallowed_methods, reason = "prints the wall-clock time of the batch")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "prints the wall-clock time of the batch"
+    )]
     let started = std::time::Instant::now();
     let mut kinds = [0u32; 6];
     for case in 0..cases {
