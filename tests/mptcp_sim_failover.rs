@@ -104,3 +104,30 @@ fn wifi_returns_and_handover_moves_traffic_back() {
         .count();
     assert_eq!(wifi_ups, 2, "{:?}", r.client_events);
 }
+
+#[test]
+fn mp_prio_swaps_primary_and_backup() {
+    // Handover: Wi-Fi carries the data until the policy makes it the backup and cellular the
+    // primary (MP_PRIO both ways); then the server sends on cellular too.
+    let mut s = spec(25, Mode::Handover, 20 * MB, 20 * MB);
+    s.actions = vec![
+        (at(500), Action::SetBackup(0, true)),
+        (at(500), Action::SetBackup(1, false)),
+        (at(1_000), Action::Snapshot),
+        (at(2_000), Action::Snapshot),
+    ];
+    let r = run_ok(&s);
+    assert_eq!(r.snapshots.len(), 2, "finished too early: {:?}", r.finished_at);
+    let (a, b) = (&r.snapshots[0].1, &r.snapshots[1].1);
+    let d = |k: usize| b[k].sent_bytes - a[k].sent_bytes;
+    println!(
+        "after MP_PRIO: wifi up/down {} / {}, cell up/down {} / {}",
+        d(0),
+        d(1),
+        d(2),
+        d(3)
+    );
+    // Both directions moved to cellular: the server acted on the MP_PRIO.
+    assert!(d(2) > 3 * d(0), "client → server: cell {} wifi {}", d(2), d(0));
+    assert!(d(3) > 3 * d(1), "server → client: cell {} wifi {}", d(3), d(1));
+}

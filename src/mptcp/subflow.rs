@@ -167,7 +167,8 @@ impl OptionHook for SubflowMp {
         }
         let csum = if self.checksums { 2 } else { 0 };
         if plan.has_payload {
-            return 26 + csum;
+            let signal = self.oneoff.front().map_or(0, |o| 20 + csum + o.len());
+            return (26 + csum).max(signal);
         }
         if let Some(m) = &self.mpc_unconfirmed {
             return m.len();
@@ -250,6 +251,16 @@ impl OptionHook for SubflowMp {
                     put(&MptcpOption::MpCapable(c), space, &mut at);
                     return at;
                 }
+            }
+            if let Some(o) = self.oneoff.front().copied()
+                && o.len() + 20 + usize::from(self.checksums) * 2 <= space.len()
+            {
+                // A pending signal (MP_PRIO, ...) rides on this data segment: the DSS leaves
+                // out its DATA_ACK this once to make room (the next segment carries it).
+                put(&dss_option(None, map.as_ref()), space, &mut at);
+                put(&o, space, &mut at);
+                self.oneoff.pop_front();
+                return at;
             }
             // RFC 8684 §3.3: DSS with the DATA_ACK and the mapping of this payload.
             put(&dss_option(self.data_ack, map.as_ref()), space, &mut at);
