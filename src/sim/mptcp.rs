@@ -40,6 +40,8 @@ pub enum Action {
     StripOptions(u8),
     /// Record the per-path counters (for "traffic moved back" checks).
     Snapshot,
+    /// The client aborts the connection (MP_FASTCLOSE, RFC 8684 §3.5).
+    Abort,
     /// The client changes path `n`'s backup priority (MP_PRIO to the peer, RFC 8684 §3.3.8).
     SetBackup(u8, bool),
     /// A forged MP_JOIN SYN with an unknown token.
@@ -239,6 +241,7 @@ pub fn run(spec: &MpSpec) -> MpReport {
                 }
                 Action::Snapshot => rep.snapshots.push((now, stats(&net, &ids))),
                 Action::SetBackup(n, b) => client.set_path_backup(PathId(n), b),
+                Action::Abort => client.abort(),
                 Action::ForgeUnknownToken | Action::ForgeBadHmac => {
                     let Some(s) = server.as_mut() else { continue };
                     let token = match act {
