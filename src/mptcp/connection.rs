@@ -1103,14 +1103,6 @@ impl Connection {
         }
         if self.fallback
             && let Some(s) = self.subflows.iter().find(|s| s.mp.no_options)
-            && matches!(s.tcp.state(), State::FinWait2 | State::TimeWait | State::Closed)
-            && self.send.has_pending()
-            && self.send.fin_acked()
-        {
-            // nothing: handled by on_data_ack below
-        }
-        if self.fallback
-            && let Some(s) = self.subflows.iter().find(|s| s.mp.no_options)
             && matches!(s.tcp.state(), State::FinWait2 | State::TimeWait)
             && !self.send.fin_acked()
         {
