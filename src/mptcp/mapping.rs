@@ -396,8 +396,9 @@ impl SubflowReceiver {
             return Ok(MappingOutcome::DataFin);
         }
         if m.is_infinite() {
+            // Mappings already declared still place the octets before the infinite mapping's
+            // start (a segment may carry the mapping of octets that arrive later).
             self.infinite = Some(m);
-            self.mappings.clear();
             self.process(recv)?;
             return Ok(MappingOutcome::Infinite);
         }
@@ -484,18 +485,25 @@ impl SubflowReceiver {
                 // its subflow sequence number; earlier unmapped octets cannot be placed.
                 let rel = start.diff(inf.subflow_seq);
                 if rel < 0 {
-                    let drop = usize::try_from(rel.unsigned_abs())
-                        .unwrap_or(usize::MAX)
-                        .min(self.pending.len());
-                    self.pending.drain(..drop);
-                    continue;
+                    let mapped = self.mappings.iter().any(|m| {
+                        let r = i64::from(start.diff(m.subflow_seq));
+                        r >= 0 && r < i64::from(m.subflow_len())
+                    });
+                    if !mapped {
+                        let drop = usize::try_from(rel.unsigned_abs())
+                            .unwrap_or(usize::MAX)
+                            .min(self.pending.len());
+                        self.pending.drain(..drop);
+                        continue;
+                    }
+                } else {
+                    let dsn = inf.dsn.wrapping_add(rel as u64);
+                    let bytes = self.pending.make_contiguous();
+                    recv.insert(dsn, bytes);
+                    handed += bytes.len();
+                    self.pending.clear();
+                    return Ok(handed);
                 }
-                let dsn = inf.dsn.wrapping_add(rel as u64);
-                let bytes = self.pending.make_contiguous();
-                recv.insert(dsn, bytes);
-                handed += bytes.len();
-                self.pending.clear();
-                return Ok(handed);
             }
             // Drop mappings that end at or before the consumed edge.
             while let Some(front) = self.mappings.front() {

@@ -20,6 +20,7 @@
 //! ```
 
 pub mod link;
+pub mod mptcp;
 pub mod net;
 pub mod rng;
 pub mod transfer;

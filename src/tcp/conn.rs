@@ -930,6 +930,11 @@ impl Connection {
                 .saturating_sub(opts.len() + reserve)
                 .max(1);
             payload_len = (max as usize).min(room);
+            if payload_len > 1 {
+                payload_len = hook
+                    .limit_payload(self.snd_seq(off), payload_len)
+                    .clamp(1, payload_len);
+            }
         }
         let end = off + payload_len as u64;
         if self.fin_queued && end == self.data_end() && !syn && (flags.fin() || data.is_some()) {

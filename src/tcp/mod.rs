@@ -275,6 +275,12 @@ pub trait OptionHook {
     fn on_segment(&mut self, header: &SegmentHeader, seg: &InSegment) {
         let _ = (header, seg);
     }
+    /// Caps the payload of a data segment starting at `seq` (at most `max` octets; the result is
+    /// clamped to `1..=max`). MPTCP uses it so that no segment straddles two DSS mappings.
+    fn limit_payload(&mut self, seq: SeqNum, max: usize) -> usize {
+        let _ = seq;
+        max
+    }
 }
 
 /// The hook that adds nothing (plain TCP).

@@ -4,6 +4,7 @@
 
 pub mod daemon;
 pub mod lab;
+pub mod mpsim;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,0 +1,189 @@
+//! Settings, events and reports of the MPTCP connection engine ([`super::connection`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use super::PathId;
+use super::handshake::{CapableConfig, Fallback, JoinError};
+use super::send::SubflowId;
+use crate::config::{JoinPolicy, Mode};
+use crate::tcp::{self, State};
+
+/// Settings of an MPTCP connection.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MptcpConfig {
+    /// Settings of every subflow.
+    pub tcp: tcp::Config,
+    /// MP_CAPABLE preferences (checksums).
+    pub capable: CapableConfig,
+    /// Scheduler mode.
+    pub mode: Mode,
+    /// When the client joins the backup path.
+    pub join: JoinPolicy,
+    /// SYNs sent with MP_CAPABLE before retrying without it (§3.7; iOS and Linux do this).
+    pub mpc_syn_attempts: u32,
+    /// Data-level send buffer (backpressure beyond it).
+    pub send_buffer: usize,
+    /// Data-level receive buffer: unread bytes beyond it stop draining the subflows.
+    pub recv_buffer: usize,
+    /// Consecutive RTOs after which a subflow counts as stalled: its data is reinjected on the
+    /// others and the scheduler avoids it until it makes progress.
+    pub stall_rtos: u32,
+    /// Minimum time between two join attempts on one path.
+    pub join_retry: Duration,
+    /// Most subflows alive at once.
+    pub max_subflows: usize,
+    /// A connection without any usable subflow for this long times out.
+    pub orphan_timeout: Duration,
+}
+
+impl Default for MptcpConfig {
+    fn default() -> Self {
+        MptcpConfig {
+            tcp: tcp::Config::default(),
+            capable: CapableConfig::default(),
+            mode: Mode::Handover,
+            join: JoinPolicy::Immediate,
+            mpc_syn_attempts: 2,
+            send_buffer: 4 << 20,
+            recv_buffer: 4 << 20,
+            stall_rtos: 1,
+            join_retry: Duration::from_secs(1),
+            max_subflows: 8,
+            orphan_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A local path (interface) the client may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalPath {
+    /// The caller's id for it (returned with every packet to send).
+    pub id: PathId,
+    /// Source address of subflows on it.
+    pub addr: IpAddr,
+    /// Subflows on it are backups (RFC 8684 §3.3.8 flag B), e.g. cellular in handover mode.
+    pub backup: bool,
+}
+
+/// Why the connection (or a subflow) runs as regular TCP (peer or path incompatible, §3.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FallbackCause {
+    /// The MP_CAPABLE handshake did not complete (no or unusable MP_CAPABLE answer).
+    #[error("MP_CAPABLE handshake: {0}")]
+    Handshake(#[from] Fallback),
+    /// SYNs with MP_CAPABLE went unanswered; the SYN without it was answered. Remember the
+    /// network as MPTCP-hostile ([`super::hostile_cache::HostileCache`]).
+    #[error("SYN with MP_CAPABLE unanswered")]
+    SynUnanswered,
+    /// MPTCP options disappeared after the handshake (a middlebox strips them).
+    #[error("MPTCP options stripped mid-connection")]
+    OptionsStripped,
+    /// The caller asked for plain TCP (e.g. hostile network).
+    #[error("MPTCP disabled for this connection")]
+    Disabled,
+}
+
+/// Why we reset a subflow (the connection goes on over the others).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubflowResetCause {
+    /// The peer broke the protocol (bad mapping, bad HMAC, ...).
+    #[error("peer misbehaved: {0}")]
+    PeerMisbehaved(&'static str),
+    /// The path interferes with MPTCP (checksum failure, unmapped data) and fallback is
+    /// impossible with several subflows.
+    #[error("path incompatible: {0}")]
+    PathIncompatible(&'static str),
+}
+
+/// Why [`Connection::accept_join`] refused an MP_JOIN SYN (answer it with a RST).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum JoinRefused {
+    /// The MP_JOIN is unusable (missing, wrong form, unknown token), §3.2.
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    /// Not a SYN or mixed address families.
+    #[error(transparent)]
+    Tcp(#[from] tcp::AcceptError),
+    /// The connection is not (or no longer) in MPTCP mode, or has too many subflows.
+    #[error("connection does not accept subflows")]
+    NotAccepting,
+    /// The OS random source failed.
+    #[error("no random nonce")]
+    Random,
+}
+
+/// What happened, for the application and the policy layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// The connection is usable; `mptcp` false means regular TCP (fallback).
+    Connected {
+        /// MPTCP in use.
+        mptcp: bool,
+    },
+    /// New data for [`Connection::recv`].
+    Readable,
+    /// Send-buffer space freed after [`Connection::send`] refused bytes.
+    Writable,
+    /// The peer's DATA_FIN (or FIN after fallback) arrived: no more data.
+    PeerClosed,
+    /// Both directions closed gracefully.
+    Closed,
+    /// The peer reset the connection (MP_FASTCLOSE, or RST after fallback).
+    Reset,
+    /// No subflow could carry the connection for too long.
+    TimedOut,
+    /// A subflow can carry data.
+    SubflowUp {
+        /// Its id.
+        id: SubflowId,
+        /// Its path.
+        path: PathId,
+        /// Backup priority (ours or the peer's).
+        backup: bool,
+    },
+    /// A subflow is gone (reset, timed out, path down).
+    SubflowDown {
+        /// Its id.
+        id: SubflowId,
+        /// Its path.
+        path: PathId,
+    },
+    /// The connection continues as regular TCP (§3.7).
+    Fallback {
+        /// Path of the subflow where it happened.
+        path: PathId,
+        /// Why.
+        cause: FallbackCause,
+    },
+    /// We reset a subflow.
+    SubflowReset {
+        /// Its id.
+        id: SubflowId,
+        /// Why.
+        cause: SubflowResetCause,
+    },
+}
+
+/// Health of one subflow, for the policy layer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SubflowInfo {
+    /// Id.
+    pub id: SubflowId,
+    /// Path.
+    pub path: PathId,
+    /// Local and remote address.
+    pub local: SocketAddr,
+    /// Remote address.
+    pub remote: SocketAddr,
+    /// TCP state.
+    pub state: State,
+    /// Carries MPTCP data now (handshake done, not stalled, path up).
+    pub usable: bool,
+    /// Backup priority, ours or the peer's.
+    pub backup: bool,
+    /// RTO count, time of last ACK progress, SRTT, bytes in flight, cwnd.
+    pub health: tcp::Health,
+    /// Payload bytes sent (including retransmissions).
+    pub bytes_sent: u64,
+}

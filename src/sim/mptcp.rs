@@ -1,0 +1,492 @@
+//! Drives an MPTCP client and server ([`crate::mptcp::Connection`]) over two paths of a
+//! [`Network`] (Wi-Fi and cellular: two client addresses, one server address), both sending a
+//! deterministic byte pattern, verifying what arrives byte for byte, then closing. Scheduled
+//! [`Action`]s take paths down and up (with or without the policy API), insert an
+//! option-stripping middlebox, or forge MP_JOINs.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use super::link::{Link, Rewrite, Stage};
+use super::net::{Network, PathStats};
+use super::rng::Rng;
+use super::transfer::fill_pattern;
+use crate::mptcp::crypto::{Key, Nonce};
+use crate::mptcp::{Connection, Event, JoinRefused, LocalPath, MptcpConfig, PathId};
+use crate::tcp::IsnKey;
+use crate::time::Instant;
+use crate::wire::mptcp::{MpJoin, MptcpOption};
+use crate::wire::tcp::{SegmentFields, TcpFlags};
+use crate::wire::{parse_tcp_packet, write_tcp_packet};
+
+/// Client Wi-Fi address.
+pub const CLIENT_WIFI: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
+/// Client cellular address.
+pub const CLIENT_CELL: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 2, 1));
+/// Server address.
+pub const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 1, 1));
+/// A third host forging MP_JOINs.
+pub const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 3, 1));
+
+/// Something done at a given time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Path `n` (0 Wi-Fi, 1 cellular) goes down in the network and the policy layer says so.
+    Kill(u8),
+    /// Path `n` comes back, and the policy layer says so.
+    Restore(u8),
+    /// Path `n` goes down (or up) in the network only (a blackhole nobody announces).
+    NetDown(u8, bool),
+    /// A middlebox starts stripping option 30 on path `n`, both directions.
+    StripOptions(u8),
+    /// Record the per-path counters (for "traffic moved back" checks).
+    Snapshot,
+    /// The client aborts the connection (MP_FASTCLOSE, RFC 8684 §3.5).
+    Abort,
+    /// The client changes path `n`'s backup priority (MP_PRIO to the peer, RFC 8684 §3.3.8).
+    SetBackup(u8, bool),
+    /// A forged MP_JOIN SYN with an unknown token.
+    ForgeUnknownToken,
+    /// A forged MP_JOIN with the right token but a bad HMAC on the third ACK.
+    ForgeBadHmac,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct MpSpec {
+    /// Seed of the network.
+    pub seed: u64,
+    /// Client settings.
+    pub client: MptcpConfig,
+    /// Server settings.
+    pub server: MptcpConfig,
+    /// Client starts with MP_CAPABLE.
+    pub client_mptcp: bool,
+    /// Bytes client → server.
+    pub c2s: u64,
+    /// Bytes server → client.
+    pub s2c: u64,
+    /// Links of the Wi-Fi path (each direction).
+    pub wifi: Vec<Link>,
+    /// Links of the cellular path (each direction).
+    pub cell: Vec<Link>,
+    /// Extra links on the client → server SYN direction of Wi-Fi only (middlebox on SYNs).
+    pub wifi_up_extra: Vec<Link>,
+    /// Scheduled actions.
+    pub actions: Vec<(Instant, Action)>,
+    /// Give up at this virtual time.
+    pub time_limit: Instant,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Default)]
+pub struct MpReport {
+    /// Everything delivered byte-exact and both sides closed.
+    pub completed: bool,
+    /// Why not.
+    pub error: Option<String>,
+    /// Bytes received by the client / server.
+    pub client_received: u64,
+    /// Bytes received by the server.
+    pub server_received: u64,
+    /// Client events.
+    pub client_events: Vec<Event>,
+    /// Server events.
+    pub server_events: Vec<Event>,
+    /// MPTCP in use at the end on the client.
+    pub client_mptcp: bool,
+    /// Virtual time at the end.
+    pub finished_at: Instant,
+    /// When every byte had arrived both ways.
+    pub data_done_at: Option<Instant>,
+    /// Counters per network path: [wifi up, wifi down, cell up, cell down] at each snapshot.
+    pub snapshots: Vec<(Instant, [PathStats; 4])>,
+    /// Counters at the end.
+    pub final_stats: [PathStats; 4],
+    /// Terminal events of client and server.
+    pub terminal: (Option<Event>, Option<Event>),
+    /// Results of forged MP_JOIN SYNs.
+    pub forged: Vec<Result<(), JoinRefused>>,
+    /// Packets the client / server dropped as matching nothing.
+    pub dropped: (u64, u64),
+}
+
+#[derive(Default)]
+struct Side {
+    written: u64,
+    received: u64,
+    closed: bool,
+    terminal: Option<Event>,
+}
+
+impl Side {
+    fn pump(&mut self, c: &mut Connection, dir: u8, total: u64, buf: &mut [u8]) -> Result<(), String> {
+        while self.written < total {
+            let n = ((total - self.written) as usize).min(buf.len());
+            fill_pattern(dir, self.written, &mut buf[..n]);
+            let k = c.send(&buf[..n]);
+            self.written += k as u64;
+            if k < n {
+                break;
+            }
+        }
+        if self.written == total && !self.closed {
+            self.closed = true;
+            c.close();
+        }
+        let mut expect = vec![0u8; buf.len()];
+        loop {
+            let n = c.recv(buf);
+            if n == 0 {
+                return Ok(());
+            }
+            fill_pattern(1 - dir, self.received, &mut expect[..n]);
+            if buf[..n] != expect[..n] {
+                return Err(format!(
+                    "corrupt data at offset {} (dir {})",
+                    self.received,
+                    1 - dir
+                ));
+            }
+            self.received += n as u64;
+        }
+    }
+}
+
+fn stats(net: &Network, ids: &[super::net::PathId; 4]) -> [PathStats; 4] {
+    ids.map(|p| net.stats(p).unwrap_or_default())
+}
+
+/// Runs one transfer.
+pub fn run(spec: &MpSpec) -> MpReport {
+    let mut rng = Rng::new(spec.seed ^ 0x5eed);
+    let mut net = Network::new(spec.seed);
+    let mut up = spec.wifi_up_extra.clone();
+    up.extend(spec.wifi.iter().cloned());
+    let ids = [
+        net.add_path(CLIENT_WIFI, SERVER, up),
+        net.add_path(SERVER, CLIENT_WIFI, spec.wifi.clone()),
+        net.add_path(CLIENT_CELL, SERVER, spec.cell.clone()),
+        net.add_path(SERVER, CLIENT_CELL, spec.cell.clone()),
+    ];
+    let isn = IsnKey([9; 32]);
+    let server_addr = SocketAddr::new(SERVER, 80);
+    let paths = [
+        LocalPath {
+            id: PathId(0),
+            addr: CLIENT_WIFI,
+            backup: false,
+        },
+        LocalPath {
+            id: PathId(1),
+            addr: CLIENT_CELL,
+            backup: true,
+        },
+    ];
+    let mut now = Instant::ZERO;
+    let mut client = Connection::connect(
+        now,
+        spec.client,
+        &paths,
+        PathId(0),
+        server_addr,
+        (40000..40008).collect(),
+        Key(rng.next_u64()),
+        &isn,
+        spec.client_mptcp,
+    );
+    let mut server: Option<Connection> = None;
+    let mut rep = MpReport::default();
+    let (mut sc, mut ss) = (Side::default(), Side::default());
+    let mut buf = vec![0u8; 65536];
+    let mut pkt = vec![0u8; 66000];
+    let mut actions = spec.actions.clone();
+    actions.sort_by_key(|a| a.0);
+    let mut next_action = 0;
+    let mut forge_iss = 0u32;
+    let err = loop {
+        while next_action < actions.len() && actions[next_action].0 <= now {
+            let act = actions[next_action].1;
+            next_action += 1;
+            match act {
+                Action::Kill(n) | Action::Restore(n) | Action::NetDown(n, _) => {
+                    let down = match act {
+                        Action::Kill(_) => true,
+                        Action::Restore(_) => false,
+                        Action::NetDown(_, d) => d,
+                        _ => false,
+                    };
+                    let k = usize::from(n) * 2;
+                    net.set_down(ids[k], down);
+                    net.set_down(ids[k + 1], down);
+                    match act {
+                        Action::Kill(_) => client.path_down(now, PathId(n)),
+                        Action::Restore(_) => client.path_up(now, PathId(n)),
+                        _ => {}
+                    }
+                }
+                Action::StripOptions(n) => {
+                    let k = usize::from(n) * 2;
+                    for p in [ids[k], ids[k + 1]] {
+                        if let Some(st) = net.stages_mut(p) {
+                            st.insert(
+                                0,
+                                Stage::new(Link::RewriteOption {
+                                    kind: 30,
+                                    mode: Rewrite::Strip,
+                                    syn_only: false,
+                                }),
+                            );
+                        }
+                    }
+                }
+                Action::Snapshot => rep.snapshots.push((now, stats(&net, &ids))),
+                Action::SetBackup(n, b) => client.set_path_backup(PathId(n), b),
+                Action::Abort => client.abort(),
+                Action::ForgeUnknownToken | Action::ForgeBadHmac => {
+                    let Some(s) = server.as_mut() else { continue };
+                    let token = match act {
+                        Action::ForgeBadHmac => s.token().map_or(0, |t| t.0),
+                        _ => s.token().map_or(1, |t| t.0.wrapping_add(1)),
+                    };
+                    let join = MptcpOption::MpJoin(MpJoin::Syn {
+                        backup: false,
+                        addr_id: 9,
+                        receiver_token: token,
+                        sender_nonce: rng.next_u64() as u32,
+                    });
+                    forge_iss = rng.next_u64() as u32;
+                    let hdr = forged(&join, forge_iss, 0, TcpFlags::SYN);
+                    let r = s.accept_join(
+                        now,
+                        PathId(2),
+                        server_addr,
+                        SocketAddr::new(ATTACKER, 666),
+                        &hdr,
+                        Nonce(rng.next_u64() as u32),
+                    );
+                    rep.forged.push(r);
+                }
+            }
+        }
+        if let Err(e) = sc.pump(&mut client, 0, spec.c2s, &mut buf) {
+            break Some(format!("client: {e}"));
+        }
+        if let Some(s) = server.as_mut()
+            && let Err(e) = ss.pump(s, 1, spec.s2c, &mut buf)
+        {
+            break Some(format!("server: {e}"));
+        }
+        for _ in 0..100_000 {
+            let Some((_, t)) = client.poll_transmit(now, &mut pkt) else {
+                break;
+            };
+            net.send(now, &pkt[..t.len]);
+        }
+        if let Some(s) = server.as_mut() {
+            for _ in 0..100_000 {
+                let Some((_, t)) = s.poll_transmit(now, &mut pkt) else {
+                    break;
+                };
+                if let Ok(p) = parse_tcp_packet(&pkt[..t.len])
+                    && p.dst.ip() == ATTACKER
+                {
+                    // The forger answers a SYN/ACK with a third ACK carrying a made-up HMAC.
+                    if p.header.flags.syn() && p.header.flags.ack() {
+                        let ack = MptcpOption::MpJoin(MpJoin::Ack { hmac: [0x42; 20] });
+                        let h = forged(
+                            &ack,
+                            forge_iss.wrapping_add(1),
+                            p.header.seq.0.wrapping_add(1),
+                            TcpFlags::ACK,
+                        );
+                        s.handle_packet(
+                            now,
+                            PathId(2),
+                            server_addr,
+                            SocketAddr::new(ATTACKER, 666),
+                            &h,
+                            &[],
+                        );
+                    }
+                    continue;
+                }
+                net.send(now, &pkt[..t.len]);
+            }
+        }
+        while let Some(ev) = client.poll_event() {
+            rep.client_events.push(ev);
+            if matches!(ev, Event::Closed | Event::Reset | Event::TimedOut) {
+                sc.terminal = Some(ev);
+            }
+        }
+        if let Some(s) = server.as_mut() {
+            while let Some(ev) = s.poll_event() {
+                rep.server_events.push(ev);
+                if matches!(ev, Event::Closed | Event::Reset | Event::TimedOut) {
+                    ss.terminal = Some(ev);
+                }
+            }
+        }
+        let data_done = sc.received == spec.s2c
+            && ss.received == spec.c2s
+            && client.recv_finished()
+            && server.as_ref().is_some_and(|s| s.recv_finished());
+        if data_done && sc.terminal.is_some() && ss.terminal.is_some() {
+            // Every byte and both DATA_FINs arrived; one side may still time out waiting for
+            // the last DATA_ACK on a dead path (as TCP's LAST-ACK does).
+            break None;
+        }
+        if !data_done
+            && (matches!(sc.terminal, Some(Event::Reset | Event::TimedOut))
+                || matches!(ss.terminal, Some(Event::Reset | Event::TimedOut)))
+        {
+            break Some(format!(
+                "connection failed: client {:?} server {:?}",
+                sc.terminal, ss.terminal
+            ));
+        }
+        if rep.data_done_at.is_none() && sc.received == spec.s2c && ss.received == spec.c2s {
+            rep.data_done_at = Some(now);
+        }
+
+        let next = [
+            client.poll_timeout(),
+            server.as_ref().and_then(|s| s.poll_timeout()),
+            net.next_delivery(),
+            actions.get(next_action).map(|a| a.0),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Some(next) = next else {
+            break Some("stuck: nothing scheduled".into());
+        };
+        now = now.max(next);
+        if now > spec.time_limit {
+            break Some(format!(
+                "virtual time limit: client got {}/{} server got {}/{}",
+                sc.received, spec.s2c, ss.received, spec.c2s
+            ));
+        }
+        while let Some(d) = net.deliver(now) {
+            if let Ok(p) = parse_tcp_packet(&d.packet) {
+                let payload = &d.packet[p.payload.clone()];
+                if p.dst.ip() == SERVER {
+                    let path = PathId(u8::from(p.src.ip() == CLIENT_CELL));
+                    match server.as_mut() {
+                        None => {
+                            if let Ok(s) = Connection::accept(
+                                now,
+                                spec.server,
+                                path,
+                                p.dst,
+                                p.src,
+                                &p.header,
+                                Key(rng.next_u64()),
+                                &isn,
+                            ) {
+                                server = Some(s);
+                            }
+                        }
+                        Some(s) => {
+                            let is_new = !s.subflow_tuples().any(|t| t == (p.dst, p.src));
+                            let join = p
+                                .header
+                                .options
+                                .mptcp
+                                .iter()
+                                .any(|o| matches!(MptcpOption::parse(o), Ok(MptcpOption::MpJoin(_))));
+                            if is_new && p.header.flags.syn() && !p.header.flags.ack() && !join {
+                                // A new connection attempt (the client restarted MP_CAPABLE on
+                                // another subflow): it replaces the half-open one.
+                                if let Ok(c) = Connection::accept(
+                                    now,
+                                    spec.server,
+                                    path,
+                                    p.dst,
+                                    p.src,
+                                    &p.header,
+                                    Key(rng.next_u64()),
+                                    &isn,
+                                ) {
+                                    *s = c;
+                                    ss = Side::default();
+                                }
+                            } else if is_new && p.header.flags.syn() && !p.header.flags.ack() {
+                                let r = s.accept_join(
+                                    now,
+                                    path,
+                                    p.dst,
+                                    p.src,
+                                    &p.header,
+                                    Nonce(rng.next_u64() as u32),
+                                );
+                                if r.is_err() {
+                                    rst_reply(&mut net, now, &p, payload.len());
+                                }
+                            } else if is_new {
+                                // What an endpoint does with a segment matching nothing.
+                                rst_reply(&mut net, now, &p, payload.len());
+                            } else {
+                                s.handle_packet(now, path, p.dst, p.src, &p.header, payload);
+                            }
+                        }
+                    }
+                } else {
+                    let path = PathId(u8::from(p.dst.ip() == CLIENT_CELL));
+                    if client.subflow_tuples().any(|t| t == (p.dst, p.src)) {
+                        client.handle_packet(now, path, p.dst, p.src, &p.header, payload);
+                    } else {
+                        rst_reply(&mut net, now, &p, payload.len());
+                    }
+                }
+            }
+            net.recycle(d.packet);
+        }
+        client.handle_timeout(now);
+        if let Some(s) = server.as_mut() {
+            s.handle_timeout(now);
+        }
+    };
+    rep.completed = err.is_none();
+    rep.error = err;
+    rep.client_received = sc.received;
+    rep.server_received = ss.received;
+    rep.client_mptcp = client.is_mptcp();
+    rep.terminal = (sc.terminal, ss.terminal);
+    rep.finished_at = now;
+    rep.final_stats = stats(&net, &ids);
+    rep.dropped = (client.dropped, server.as_ref().map_or(0, |s| s.dropped));
+    rep
+}
+
+/// A segment from the forger to the server.
+fn forged(opt: &MptcpOption, seq: u32, ack: u32, flags: TcpFlags) -> crate::wire::tcp::SegmentHeader {
+    let mut o = [0u8; 40];
+    let n = opt.write(&mut o).unwrap_or(0);
+    let f = SegmentFields {
+        seq: crate::tcp::SeqNum(seq),
+        ack: crate::tcp::SeqNum(ack),
+        flags,
+        window: 65535,
+        ..Default::default()
+    };
+    let mut b = vec![0u8; 200];
+    let src = SocketAddr::new(ATTACKER, 666);
+    let dst = SocketAddr::new(SERVER, 80);
+    match write_tcp_packet(&mut b, src, dst, &f, &o[..n], &[], 0)
+        .ok()
+        .and_then(|len| parse_tcp_packet(&b[..len]).ok())
+    {
+        Some(p) => p.header,
+        None => crate::wire::tcp::SegmentHeader::default(),
+    }
+}
+
+/// Answers a segment that matches no subflow with a RST (RFC 9293 §3.10.7.1).
+fn rst_reply(net: &mut Network, now: Instant, p: &crate::wire::TcpPacket, len: usize) {
+    let mut b = [0u8; 128];
+    if let Ok(Some(n)) = crate::tcp::write_rst_reply(&mut b, p.src, p.dst, &p.header, len) {
+        net.send(now, &b[..n]);
+    }
+}
