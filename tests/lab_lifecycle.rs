@@ -121,6 +121,30 @@ fn host_state(lab: &Lab) -> mpbond::route::HostState {
     .unwrap()
 }
 
+/// IPv6: unmarked traffic goes into the TUN (a datagram arrives there), marked traffic over the
+/// uplink (a marked ping is answered).
+fn assert_ipv6_reaches_the_tun(lab: &Lab, run_dir: &Path) {
+    let get = exec(lab, &["ip", "-6", "route", "get", INET_HOST6]);
+    assert!(
+        get.contains("dev mpbond0") && get.contains("table 28016"),
+        "{get}"
+    );
+    let get = exec(lab, &["ip", "-6", "route", "get", INET_HOST6, "mark", "0x6d70"]);
+    assert!(get.contains("dev wlan0"), "{get}");
+    exec(
+        lab,
+        &["ping", "-6", "-c", "1", "-W", "5", "-m", "28016", INET_HOST6],
+    );
+    let udp1 = status(lab, run_dir).tun.rx_udp;
+    exec(
+        lab,
+        &["bash", "-c", &format!("echo mpbond >/dev/udp/{INET_HOST6}/9")],
+    );
+    wait_for("the IPv6 datagram on the TUN", Duration::from_secs(10), || {
+        status(lab, run_dir).tun.rx_udp > udp1
+    });
+}
+
 #[test]
 fn up_routes_traffic_into_the_tun_and_down_restores_everything() {
     if skip_unless_root() {
@@ -175,26 +199,7 @@ fn up_routes_traffic_into_the_tun_and_down_restores_everything() {
     wait_for("the datagram on the TUN", Duration::from_secs(10), || {
         status(&lab, rd.path()).tun.rx_udp > udp0
     });
-    // IPv6 too: unmarked into the TUN, marked over the uplink.
-    let get = exec(&lab, &["ip", "-6", "route", "get", INET_HOST6]);
-    assert!(
-        get.contains("dev mpbond0") && get.contains("table 28016"),
-        "{get}"
-    );
-    let get = exec(&lab, &["ip", "-6", "route", "get", INET_HOST6, "mark", "0x6d70"]);
-    assert!(get.contains("dev wlan0"), "{get}");
-    exec(
-        &lab,
-        &["ping", "-6", "-c", "1", "-W", "5", "-m", "28016", INET_HOST6],
-    );
-    let udp1 = status(&lab, rd.path()).tun.rx_udp;
-    exec(
-        &lab,
-        &["bash", "-c", &format!("echo mpbond >/dev/udp/{INET_HOST6}/9")],
-    );
-    wait_for("the IPv6 datagram on the TUN", Duration::from_secs(10), || {
-        status(&lab, rd.path()).tun.rx_udp > udp1
-    });
+    assert_ipv6_reaches_the_tun(&lab, rd.path());
     let st = status(&lab, rd.path());
     assert_eq!(st.pid, d.pid());
     assert_eq!(st.interfaces.len(), 2);
@@ -345,26 +350,7 @@ fn second_up_fails_cleanly_and_a_missing_interface_leaves_nothing() {
         "{err}"
     );
     // The first instance is untouched and still working.
-    // IPv6 too: unmarked into the TUN, marked over the uplink.
-    let get = exec(&lab, &["ip", "-6", "route", "get", INET_HOST6]);
-    assert!(
-        get.contains("dev mpbond0") && get.contains("table 28016"),
-        "{get}"
-    );
-    let get = exec(&lab, &["ip", "-6", "route", "get", INET_HOST6, "mark", "0x6d70"]);
-    assert!(get.contains("dev wlan0"), "{get}");
-    exec(
-        &lab,
-        &["ping", "-6", "-c", "1", "-W", "5", "-m", "28016", INET_HOST6],
-    );
-    let udp1 = status(&lab, rd.path()).tun.rx_udp;
-    exec(
-        &lab,
-        &["bash", "-c", &format!("echo mpbond >/dev/udp/{INET_HOST6}/9")],
-    );
-    wait_for("the IPv6 datagram on the TUN", Duration::from_secs(10), || {
-        status(&lab, rd.path()).tun.rx_udp > udp1
-    });
+    assert_ipv6_reaches_the_tun(&lab, rd.path());
     let st = status(&lab, rd.path());
     assert_eq!(st.pid, d.pid());
     let udp0 = st.tun.rx_udp;
