@@ -10,6 +10,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod engine;
 pub mod fuzz;
 pub mod io;
 pub mod mptcp;

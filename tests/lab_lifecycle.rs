@@ -8,196 +8,21 @@
     reason = "lab tests bound every wait with a wall-clock deadline"
 )]
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use common::daemon::{BIN, Daemon, RunDir, exec, lab, mpbond, skip_unless_root, snapshot, status, stderr, wait_for};
 use mpbond::config::{Config, FileConfig, Overrides};
-use mpbond::daemon::Status;
 use mpbond::route::plan::{self, Op, RuleAction};
-use netlab::{Lab, LabOptions};
+use netlab::Lab;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mpbond");
 /// An address of the lab's internet namespace.
 const INET_HOST: &str = "198.19.0.11";
 /// Its IPv6 address.
 const INET_HOST6: &str = "fd19::11";
-
-fn skip_unless_root() -> bool {
-    if netlab::is_root() {
-        return false;
-    }
-    println!("skipped: lab tests need root");
-    true
-}
-
-/// A new lab whose laptop has finished IPv6 duplicate address detection (its link-local
-/// addresses and their local routes appear only then, which would make snapshots differ).
-fn lab() -> Lab {
-    let lab = Lab::build(LabOptions {
-        no_servers: true,
-        ..LabOptions::default()
-    })
-    .unwrap();
-    wait_for("IPv6 DAD on the laptop", Duration::from_secs(20), || {
-        exec(&lab, &["ip", "-6", "addr", "show", "tentative"])
-            .trim()
-            .is_empty()
-    });
-    lab
-}
-
-/// A run dir unique to this process and call, removed on drop.
-struct RunDir(PathBuf);
-
-impl RunDir {
-    fn new() -> RunDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "mpbond-lab-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        RunDir(p)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for RunDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Runs `mpbond --run-dir DIR ARGS…` in the laptop namespace and waits for it.
-fn mpbond(lab: &Lab, run_dir: &Path, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", &lab.ns().laptop, BIN, "--run-dir"])
-        .arg(run_dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A foreground daemon; killed (and cleaned with `down`) if the test ends while it runs.
-struct Daemon<'a> {
-    lab: &'a Lab,
-    run_dir: PathBuf,
-    child: Option<Child>,
-}
-
-impl<'a> Daemon<'a> {
-    /// Starts `mpbond up --foreground` and waits until `status` answers.
-    fn start(lab: &'a Lab, run_dir: &Path, extra: &[&str]) -> Daemon<'a> {
-        let log = std::fs::File::create(run_dir.join("test-daemon.log")).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", &lab.ns().laptop, BIN, "-v", "--run-dir"])
-            .arg(run_dir)
-            .args(["up", "--foreground", "--wifi", "wlan0", "--cellular", "wwan0"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let mut d = Daemon {
-            lab,
-            run_dir: run_dir.to_owned(),
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(st) = d.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!("daemon exited early ({st}): {}", d.log());
-            }
-            if mpbond(lab, run_dir, &["status"]).status.success() {
-                return d;
-            }
-            assert!(Instant::now() < deadline, "daemon not ready: {}", d.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.run_dir.join("test-daemon.log")).unwrap_or_default()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    /// SIGKILL, as a crash would.
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    /// Waits (bounded) for the daemon to exit after a `down`; returns its exit status.
-    fn wait_exit(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(st) = c.try_wait().unwrap() {
-                return st;
-            }
-            assert!(Instant::now() < deadline, "daemon did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon<'_> {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            self.kill9();
-            let _ = mpbond(self.lab, &self.run_dir, &["down"]);
-        }
-    }
-}
-
-fn status(lab: &Lab, run_dir: &Path) -> Status {
-    let o = mpbond(lab, run_dir, &["status", "--json"]);
-    assert!(o.status.success(), "status failed: {}", stderr(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
-
-fn exec(lab: &Lab, args: &[&str]) -> String {
-    lab.exec(&lab.ns().laptop, args).unwrap()
-}
-
-/// Everything `down` must restore, as text.
-fn snapshot(lab: &Lab) -> String {
-    let mut s = String::new();
-    for args in [
-        &["ip", "-4", "rule"][..],
-        &["ip", "-6", "rule"],
-        &["ip", "-4", "route", "show", "table", "all"],
-        &["ip", "-6", "route", "show", "table", "all"],
-        &["ip", "-br", "link"],
-        &["ip", "-br", "addr"],
-        &["nft", "list", "ruleset"],
-        &[
-            "sysctl",
-            "net.ipv4.ip_local_reserved_ports",
-            "net.ipv4.conf.all.src_valid_mark",
-        ],
-    ] {
-        s.push_str(&format!("$ {}\n{}\n", args.join(" "), exec(lab, args)));
-    }
-    s
-}
 
 fn lab_config() -> Config {
     let flags = Overrides {
@@ -298,13 +123,6 @@ fn host_state(lab: &Lab) -> mpbond::route::HostState {
     .unwrap()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
 
 #[test]
 fn up_routes_traffic_into_the_tun_and_down_restores_everything() {

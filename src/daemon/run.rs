@@ -9,10 +9,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::status::{InterfaceStatus, Role, Status, TunStatus};
+use super::status::{FlowStatus, InterfaceStatus, Role, Status, SubflowStatus, TunStatus};
 use super::{LifecycleError, RunDir, clean_stale_journal, read_pid};
 use crate::config::Config;
 use crate::io::control::{self, Request};
+use crate::io::engine::{self as engine_thread, EngineRequest};
+use crate::io::iface::IfaceConfig;
+use crate::io::pool::Pool;
 use crate::io::tun::TunCounters;
 use crate::io::{self as threads, Worker, watch};
 use crate::route::{self, Applier, Journal, journal};
@@ -30,6 +33,7 @@ struct Shared {
     config: Config,
     tun_counters: Arc<TunCounters>,
     interfaces: Arc<Mutex<Vec<InterfaceStatus>>>,
+    engine: crossbeam_channel::Sender<EngineRequest>,
 }
 
 impl Shared {
@@ -52,6 +56,43 @@ impl Shared {
             addresses.push(ipnet::IpNet::from(std::net::IpAddr::V6(v6)));
         }
         let c = &self.tun_counters;
+        // The engine thread answers at its next wake-up (at most its idle period away).
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        let snap = self
+            .engine
+            .try_send(EngineRequest::Snapshot(reply_tx))
+            .ok()
+            .and_then(|()| reply_rx.recv_timeout(Duration::from_secs(2)).ok())
+            .unwrap_or_default();
+        let names: Vec<String> = interfaces.iter().map(|i| i.name.clone()).collect();
+        let flows = snap
+            .flows
+            .iter()
+            .map(|f| FlowStatus {
+                protocol: f.protocol.to_string(),
+                source: f.source,
+                destination: f.destination,
+                mptcp: f.upstream == "mptcp",
+                bytes_up: f.bytes_up,
+                bytes_down: f.bytes_down,
+            })
+            .collect();
+        let subflows = snap
+            .flows
+            .iter()
+            .enumerate()
+            .filter_map(|(n, f)| {
+                Some(SubflowStatus {
+                    flow: n,
+                    interface: names.get(usize::from(f.iface)).cloned().unwrap_or_default(),
+                    local: f.local?,
+                    remote: f.destination,
+                    state: f.state.clone(),
+                    srtt_us: f.srtt_us,
+                })
+            })
+            .collect();
+        let counters: std::collections::BTreeMap<String, u64> = snap.counters.into_iter().collect();
         Status {
             pid: self.pid,
             uptime_secs: now.saturating_duration_since(self.started).as_secs(),
@@ -70,9 +111,10 @@ impl Shared {
                 rx_icmp: c.rx_icmp.load(Relaxed),
             },
             interfaces,
-            flows: Vec::new(),
-            subflows: Vec::new(),
-            failovers: 0,
+            flows,
+            subflows,
+            failovers: counters.get("failovers").copied().unwrap_or(0),
+            counters,
         }
     }
 }
@@ -195,20 +237,28 @@ fn start_threads(
             }
         })
         .collect();
+    let (req_tx, req_rx) = crossbeam_channel::bounded(16);
     let shared = Arc::new(Shared {
         pid: std::process::id(),
         started: sys::clock::boottime(),
         config: config.clone(),
         tun_counters: Arc::new(TunCounters::default()),
         interfaces: Arc::new(Mutex::new(interfaces)),
+        engine: req_tx,
     });
     let mut workers = Vec::new();
-    workers.push(threads::tun::spawn(tun, shared.tun_counters.clone()).context("TUN thread")?);
+    let pool = Pool::new(8192, 512);
+    let (tun_tx, tun_rx) = crossbeam_channel::bounded(1024);
+    let (tun_worker, to_tun) =
+        threads::tun::spawn(tun, shared.tun_counters.clone(), pool.clone(), tun_tx).context("TUN thread")?;
+    workers.push(tun_worker);
+    let (changed_tx, changed_rx) = crossbeam_channel::bounded(1);
     let w = watch::Watch {
         interfaces: shared.interfaces.clone(),
         tun: plan.tun.clone(),
         table: config.routing.table,
         reapply: plan.on_tun_up(),
+        changed: Some(changed_tx.clone()),
     };
     workers.push(watch::spawn(w).context("netlink watcher")?);
     // Events between the initial dump and the watcher's subscription would be lost: read again.
@@ -220,9 +270,44 @@ fn start_threads(
                 tun: plan.tun.clone(),
                 table: config.routing.table,
                 reapply: Vec::new(),
+                changed: None,
             },
         );
     }
+    let _ = changed_tx.try_send(());
+    let ifaces = [&config.wifi, &config.cellular]
+        .into_iter()
+        .enumerate()
+        .map(|(id, name)| IfaceConfig {
+            id: id as u8,
+            name: name.clone(),
+            ports: config.routing.subflow_ports.clone(),
+            fwmark: config.routing.fwmark,
+            ring_blocks: 8,
+            netns: None,
+        })
+        .collect();
+    let mut isn_key = [0u8; 32];
+    getrandom::fill(&mut isn_key).context("no randomness for the ISN key")?;
+    let engine_cfg = crate::engine::Config {
+        ports: config.routing.subflow_ports.clone(),
+        tun_mtu: config.tun.mtu,
+        isn_key: crate::tcp::IsnKey(isn_key),
+        ..crate::engine::Config::default()
+    };
+    workers.push(
+        engine_thread::spawn(engine_thread::Setup {
+            engine: engine_cfg,
+            ifaces,
+            interfaces: shared.interfaces.clone(),
+            changed: changed_rx,
+            from_tun: tun_rx,
+            to_tun,
+            pool,
+            requests: req_rx,
+        })
+        .context("engine thread")?,
+    );
     let handler_state = shared.clone();
     let handler: control::Handler = Box::new(move |req| match req {
         Request::Status => serde_json::to_value(handler_state.status())

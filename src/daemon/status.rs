@@ -124,6 +124,9 @@ pub struct Status {
     /// Failovers from one path to the other since start.
     #[serde(default)]
     pub failovers: u64,
+    /// The engine's counters by name (flows by kind, bytes, dropped packets by reason).
+    #[serde(default)]
+    pub counters: std::collections::BTreeMap<String, u64>,
 }
 
 fn join(addrs: &[IpNet]) -> String {
@@ -194,6 +197,15 @@ impl Status {
             self.subflows.len(),
             self.failovers
         );
+        let dropped: Vec<String> = self
+            .counters
+            .iter()
+            .filter(|(k, v)| k.starts_with("dropped_") && **v > 0)
+            .map(|(k, v)| format!("{} {v}", &k["dropped_".len()..]))
+            .collect();
+        if !dropped.is_empty() {
+            let _ = writeln!(s, "dropped packets: {}", dropped.join(", "));
+        }
         if flows {
             for (n, f) in self.flows.iter().enumerate() {
                 let _ = writeln!(
@@ -247,6 +259,7 @@ mod tests {
             flows: Vec::new(),
             subflows: Vec::new(),
             failovers: 0,
+            counters: [("dropped_tcp_checksum".to_string(), 2)].into_iter().collect(),
         }
     }
 
@@ -260,5 +273,6 @@ mod tests {
         assert!(t.contains("wlan0      wifi      up"), "{t}");
         assert!(t.contains("198.18.1.2/24"), "{t}");
         assert!(t.contains("rx 3 pkts"), "{t}");
+        assert!(t.contains("dropped packets: tcp_checksum 2"), "{t}");
     }
 }

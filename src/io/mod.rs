@@ -5,6 +5,8 @@
 
 pub mod check;
 pub mod control;
+pub mod dgram;
+pub mod engine;
 pub mod iface;
 pub mod pool;
 pub mod tun;
@@ -46,6 +48,11 @@ impl Worker {
             waker,
             handle: Some(handle),
         })
+    }
+
+    /// The waker of the thread's `Poll` (a `Poll` has one): wakes the thread without stopping it.
+    pub fn waker(&self) -> Arc<Waker> {
+        self.waker.clone()
     }
 
     /// Stops the thread and joins it.

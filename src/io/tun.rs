@@ -1,5 +1,6 @@
-//! The TUN thread: reads the packets the host routes into mpbond. Until the forwarding engine
-//! arrives it counts them (packets, bytes, malformed), which `status` reports.
+//! The TUN thread: reads the packets the host routes into mpbond and hands them to the engine in
+//! batches of pooled buffers; writes the engine's packets for the host back into the TUN. It
+//! counts both directions (packets, bytes, protocol, malformed), which `status` reports.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -7,11 +8,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crossbeam_channel::{Receiver, Sender};
 use mio::unix::SourceFd;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::Worker;
+use super::pool::{Batch, Pool};
 use crate::sys::tun::Tun;
+
+/// Packets per batch handed to the engine.
+pub const MAX_BATCH: usize = 64;
 
 const TUN: Token = Token(1);
 /// Packets handled per wake-up before polling again (boringtun `MAX_ITR`).
@@ -36,22 +42,97 @@ pub struct TunCounters {
     pub rx_udp: AtomicU64,
     /// Valid packets read carrying ICMP or ICMPv6.
     pub rx_icmp: AtomicU64,
+    /// Packets read but dropped because the engine's channel was full.
+    pub rx_dropped_busy: AtomicU64,
+    /// Packets the engine gave that could not be written.
+    pub tx_dropped: AtomicU64,
 }
 
-/// Starts the TUN thread; it owns `tun` (the device disappears when the thread ends).
-pub fn spawn(tun: Tun, counters: Arc<TunCounters>) -> io::Result<Worker> {
+/// The engine's handle for sending packets to the host through the TUN thread.
+#[derive(Debug, Clone)]
+pub struct TunSender {
+    tx: Sender<Batch>,
+    waker: Arc<Waker>,
+    counters: Arc<TunCounters>,
+}
+
+impl TunSender {
+    /// Queues a batch for the TUN and wakes the thread; a full queue drops it (counted).
+    pub fn send(&self, batch: Batch) {
+        let n = batch.len() as u64;
+        if self.tx.try_send(batch).is_ok() {
+            let _ = self.waker.wake();
+        } else {
+            self.counters.tx_dropped.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Starts the TUN thread; it owns `tun` (the device disappears when the thread ends). Packets
+/// read go to `to_engine` in batches; the returned [`TunSender`] carries packets back.
+pub fn spawn(
+    tun: Tun,
+    counters: Arc<TunCounters>,
+    pool: Pool,
+    to_engine: Sender<Batch>,
+) -> io::Result<(Worker, TunSender)> {
     let poll = Poll::new()?;
     poll.registry()
         .register(&mut SourceFd(&tun.as_raw_fd()), TUN, Interest::READABLE)?;
-    Worker::spawn("mpbond-tun", poll, move |poll, stop| {
-        run(poll, &stop, &tun, &counters);
-    })
+    let (tx, rx) = crossbeam_channel::bounded::<Batch>(1024);
+    let c = counters.clone();
+    let worker = Worker::spawn("mpbond-tun", poll, move |poll, stop| {
+        run(poll, &stop, &tun, &c, &pool, &to_engine, &rx);
+    })?;
+    let sender = TunSender {
+        tx,
+        waker: worker.waker(),
+        counters,
+    };
+    Ok((worker, sender))
 }
 
-fn run(mut poll: Poll, stop: &AtomicBool, tun: &Tun, counters: &TunCounters) {
+fn write_out(tun: &Tun, counters: &TunCounters, from_engine: &Receiver<Batch>) {
+    for _ in 0..MAX_PER_WAKE {
+        let Ok(batch) = from_engine.try_recv() else { return };
+        for p in batch {
+            match tun.send(&p) {
+                Ok(_) => {
+                    counters.tx_packets.fetch_add(1, Ordering::Relaxed);
+                    counters.tx_bytes.fetch_add(p.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    tracing::debug!("writing to the TUN failed: {e}");
+                    counters.tx_dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+fn run(
+    mut poll: Poll,
+    stop: &AtomicBool,
+    tun: &Tun,
+    counters: &TunCounters,
+    pool: &Pool,
+    to_engine: &Sender<Batch>,
+    from_engine: &Receiver<Batch>,
+) {
     let mut events = Events::with_capacity(8);
     let mut buf = vec![0u8; 65536];
     let mut more = false;
+    let mut batch: Batch = Vec::with_capacity(MAX_BATCH);
+    let flush = |batch: &mut Batch| {
+        if batch.is_empty() {
+            return;
+        }
+        let b = std::mem::replace(batch, Vec::with_capacity(MAX_BATCH));
+        let n = b.len() as u64;
+        if to_engine.try_send(b).is_err() {
+            counters.rx_dropped_busy.fetch_add(n, Ordering::Relaxed);
+        }
+    };
     while !stop.load(Ordering::SeqCst) {
         // After a capped batch, look again at once instead of waiting for a new edge.
         let timeout = more.then_some(Duration::ZERO);
@@ -62,9 +143,16 @@ fn run(mut poll: Poll, stop: &AtomicBool, tun: &Tun, counters: &TunCounters) {
             return;
         }
         more = false;
+        write_out(tun, counters, from_engine);
         for n in 0..MAX_PER_WAKE {
             match tun.recv(&mut buf) {
-                Ok(len) => count(counters, &buf[..len]),
+                Ok(len) => {
+                    count(counters, &buf[..len]);
+                    batch.push(pool.copy_from(&buf[..len]));
+                    if batch.len() >= MAX_BATCH {
+                        flush(&mut batch);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -74,6 +162,9 @@ fn run(mut poll: Poll, stop: &AtomicBool, tun: &Tun, counters: &TunCounters) {
             }
             more = n + 1 == MAX_PER_WAKE;
         }
+        flush(&mut batch);
+        // The engine may have answered while we read.
+        more |= !from_engine.is_empty();
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Watch {
     pub table: u32,
     /// Ops to re-apply when the TUN is (back) up: `Plan::on_tun_up`.
     pub reapply: Vec<Op>,
+    /// Told (without blocking) after each batch of changes: the engine re-reads `interfaces`.
+    pub changed: Option<crossbeam_channel::Sender<()>>,
 }
 
 /// The part of the watcher that turns events into state and decisions (no I/O).
@@ -183,6 +185,9 @@ fn run(
                     reapply |= tracker.handle(&inner, &mut ifaces);
                 }
             }
+        }
+        if let Some(c) = &watch.changed {
+            let _ = c.try_send(());
         }
         if reapply {
             for op in &watch.reapply {

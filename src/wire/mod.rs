@@ -2,9 +2,11 @@
 //! caller's buffer (STYLE.md point 3). Nothing here allocates or panics on any input.
 
 pub mod checksum;
+pub mod icmp;
 pub mod ip;
 pub mod mptcp;
 pub mod tcp;
+pub mod udp;
 
 use std::net::SocketAddr;
 use std::ops::Range;

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 #![allow(dead_code)]
 
+pub mod daemon;
 pub mod lab;
 
 use std::net::SocketAddr;

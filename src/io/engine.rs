@@ -1,0 +1,334 @@
+//! The engine thread: owns the [`Engine`] (all protocol state) and the handles of the interface
+//! threads and of the datagram thread. It waits with a crossbeam `select` on batches from the TUN
+//! thread, interface events, datagram results, interface-state notifications from the netlink
+//! watcher and control requests, with the engine's next timer as the timeout; after each wake-up
+//! it drains a capped amount of further input, runs the timers, and sends the engine's output in
+//! batches to the TUN thread, each interface thread and the datagram thread.
+
+use std::io;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender, select};
+use mio::Poll;
+
+use super::Worker;
+use super::dgram::{self, DgramCmd, DgramEvent, DgramHandle};
+use super::iface::{self, IfaceConfig, IfaceEvent, IfaceHandle};
+use super::pool::{Batch, Pool};
+use super::tun::TunSender;
+use crate::daemon::status::InterfaceStatus;
+use crate::engine::{self, DatagramAction, Dest, Engine, FlowInfo, IfaceState};
+use crate::sys;
+use crate::time::Instant;
+
+/// Input batches handled per wake-up at most before output is flushed (cap on work).
+const MAX_BATCHES_PER_WAKE: usize = 64;
+/// Packets written per flush at most before input is looked at again.
+const MAX_OUT_PER_WAKE: usize = 8192;
+/// Longest sleep (the stop flag is looked at this often).
+const MAX_IDLE: Duration = Duration::from_millis(100);
+
+/// A request to the engine thread.
+#[derive(Debug)]
+pub enum EngineRequest {
+    /// Reply with a [`Snapshot`].
+    Snapshot(Sender<Snapshot>),
+}
+
+/// The engine's state for `status`.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Counters by name.
+    pub counters: Vec<(String, u64)>,
+    /// Flows and sessions.
+    pub flows: Vec<FlowInfo>,
+    /// What the engine believes of each interface.
+    pub ifaces: Vec<IfaceState>,
+}
+
+/// Everything the engine thread needs.
+#[derive(Debug)]
+pub struct Setup {
+    /// Engine settings.
+    pub engine: engine::Config,
+    /// The interface threads to run: Wi-Fi (id 0) then cellular (id 1).
+    pub ifaces: Vec<IfaceConfig>,
+    /// The interfaces' state as the netlink watcher keeps it.
+    pub interfaces: Arc<Mutex<Vec<InterfaceStatus>>>,
+    /// The watcher's "something changed" notifications.
+    pub changed: Receiver<()>,
+    /// Packets from the TUN thread.
+    pub from_tun: Receiver<Batch>,
+    /// Packets to the TUN thread.
+    pub to_tun: TunSender,
+    /// The buffer pool.
+    pub pool: Pool,
+    /// Control requests.
+    pub requests: Receiver<EngineRequest>,
+}
+
+/// Starts the interface threads, the datagram thread and the engine thread.
+pub fn spawn(setup: Setup) -> io::Result<Worker> {
+    let (if_tx, if_rx) = crossbeam_channel::bounded(1024);
+    let mut handles = Vec::new();
+    let mut names = Vec::new();
+    for c in &setup.ifaces {
+        names.push(c.name.clone());
+        handles.push(iface::spawn(c.clone(), setup.pool.clone(), if_tx.clone())?);
+    }
+    drop(if_tx);
+    let (dg_tx, dg_rx) = crossbeam_channel::bounded(1024);
+    let fwmark = setup.ifaces.first().map_or(0, |c| c.fwmark);
+    let dgram = dgram::spawn(names, fwmark, setup.pool.clone(), dg_tx)?;
+    Worker::spawn("mpbond-engine", Poll::new()?, move |_poll, stop| {
+        let mut t = Thread {
+            engine: Engine::new(setup.engine.clone()),
+            open: vec![false; handles.len()],
+            last_index: vec![0; handles.len()],
+            handles,
+            dgram,
+            setup,
+            if_rx,
+            dg_rx,
+            scratch: vec![0; 65536],
+        };
+        t.run(&stop);
+        t.dgram.stop();
+    })
+}
+
+struct Thread {
+    engine: Engine,
+    handles: Vec<IfaceHandle>,
+    open: Vec<bool>,
+    last_index: Vec<u32>,
+    dgram: DgramHandle,
+    setup: Setup,
+    if_rx: Receiver<IfaceEvent>,
+    dg_rx: Receiver<Vec<DgramEvent>>,
+    scratch: Vec<u8>,
+}
+
+fn now() -> Instant {
+    sys::clock::boottime()
+}
+
+impl Thread {
+    fn run(&mut self, stop: &AtomicBool) {
+        self.refresh_ifaces(now());
+        let mut more = false;
+        while !stop.load(Ordering::SeqCst) {
+            let t = now();
+            let timeout = if more {
+                Duration::ZERO
+            } else {
+                self.engine
+                    .poll_timeout()
+                    .map_or(MAX_IDLE, |d| d.saturating_duration_since(t))
+                    .min(MAX_IDLE)
+            };
+            select! {
+                recv(self.setup.from_tun) -> m => match m {
+                    Ok(b) => self.on_tun(&b),
+                    Err(_) => self.setup.from_tun = crossbeam_channel::never(),
+                },
+                recv(self.if_rx) -> m => match m {
+                    Ok(e) => self.on_iface(e),
+                    Err(_) => self.if_rx = crossbeam_channel::never(),
+                },
+                recv(self.dg_rx) -> m => match m {
+                    Ok(b) => self.on_dgram(b),
+                    Err(_) => self.dg_rx = crossbeam_channel::never(),
+                },
+                recv(self.setup.changed) -> m => match m {
+                    Ok(()) => self.refresh_ifaces(now()),
+                    Err(_) => self.setup.changed = crossbeam_channel::never(),
+                },
+                recv(self.setup.requests) -> m => match m {
+                    Ok(EngineRequest::Snapshot(reply)) => {
+                        let _ = reply.try_send(self.snapshot());
+                    }
+                    Err(_) => self.setup.requests = crossbeam_channel::never(),
+                },
+                default(timeout) => {}
+            }
+            for _ in 0..MAX_BATCHES_PER_WAKE {
+                let mut any = false;
+                if let Ok(b) = self.setup.from_tun.try_recv() {
+                    self.on_tun(&b);
+                    any = true;
+                }
+                if let Ok(e) = self.if_rx.try_recv() {
+                    self.on_iface(e);
+                    any = true;
+                }
+                if let Ok(b) = self.dg_rx.try_recv() {
+                    self.on_dgram(b);
+                    any = true;
+                }
+                if !any {
+                    break;
+                }
+            }
+            let t = now();
+            self.engine.handle_timeout(t);
+            more = self.flush(t);
+        }
+    }
+
+    fn on_tun(&mut self, batch: &Batch) {
+        let t = now();
+        for p in batch {
+            self.engine.handle_tun_packet(t, p);
+        }
+    }
+
+    fn on_iface(&mut self, e: IfaceEvent) {
+        let t = now();
+        match e {
+            IfaceEvent::Received { iface, packets } => {
+                for p in &packets {
+                    self.engine
+                        .handle_iface_packet(t, iface, p, p.meta.csum_not_ready);
+                }
+            }
+            IfaceEvent::Opened { iface } => {
+                if let Some(o) = self.open.get_mut(usize::from(iface)) {
+                    *o = true;
+                }
+                self.refresh_ifaces(t);
+            }
+            IfaceEvent::Closed { iface, reason } => {
+                tracing::info!(iface, "interface thread closed: {reason}");
+                if let Some(o) = self.open.get_mut(usize::from(iface)) {
+                    *o = false;
+                }
+                self.refresh_ifaces(t);
+            }
+        }
+    }
+
+    fn on_dgram(&mut self, batch: Vec<DgramEvent>) {
+        let t = now();
+        for e in batch {
+            match e {
+                DgramEvent::Udp { session, payload } => self.engine.handle_datagram(t, session, &payload),
+                DgramEvent::Icmp { iface, from, message } => {
+                    self.engine.handle_icmp(t, iface, from, &message)
+                }
+            }
+        }
+    }
+
+    /// Reads the watcher's view of the interfaces into the engine; asks a closed interface
+    /// thread to reopen when its link is back.
+    fn refresh_ifaces(&mut self, t: Instant) {
+        let list = match self.setup.interfaces.lock() {
+            Ok(g) => g.clone(),
+            Err(_) => return,
+        };
+        for (i, st) in list.iter().enumerate().take(self.handles.len()) {
+            let link_ok = st.index != 0 && st.up && st.carrier;
+            if link_ok && (!self.open[i] || self.last_index[i] != st.index) {
+                self.handles[i].reopen();
+            }
+            self.last_index[i] = st.index;
+            let v4 = st.addresses.iter().find_map(|a| match a.addr() {
+                IpAddr::V4(v) => Some(v),
+                IpAddr::V6(_) => None,
+            });
+            let v6 = st.addresses.iter().find_map(|a| match a.addr() {
+                IpAddr::V6(v) if (v.segments()[0] & 0xffc0) != 0xfe80 => Some(v),
+                _ => None,
+            });
+            let state = IfaceState {
+                usable: link_ok && self.open[i],
+                v4,
+                v6,
+            };
+            self.engine.handle_iface_state(t, i as engine::IfaceId, state);
+        }
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            counters: self.engine.counters().named(),
+            flows: self.engine.flows(),
+            ifaces: (0..self.handles.len() as u8)
+                .filter_map(|i| self.engine.iface_state(i))
+                .collect(),
+        }
+    }
+
+    /// Sends the engine's output; returns whether the cap was hit (more is waiting).
+    fn flush(&mut self, t: Instant) -> bool {
+        let pool = &self.setup.pool;
+        let mut to_tun: Batch = Vec::new();
+        let mut to_if: Vec<Batch> = self.handles.iter().map(|_| Vec::new()).collect();
+        let mut n = 0;
+        while n < MAX_OUT_PER_WAKE {
+            let Some(tx) = self.engine.poll_transmit(t, &mut self.scratch) else {
+                break;
+            };
+            n += 1;
+            let p = pool.copy_from(&self.scratch[..tx.len]);
+            match tx.dest {
+                Dest::Tun => {
+                    to_tun.push(p);
+                    if to_tun.len() >= super::tun::MAX_BATCH {
+                        self.setup.to_tun.send(std::mem::take(&mut to_tun));
+                    }
+                }
+                Dest::Iface(i) => {
+                    let i = usize::from(i);
+                    if let Some(b) = to_if.get_mut(i) {
+                        b.push(p);
+                        if b.len() >= iface::MAX_BATCH {
+                            self.handles[i].send(std::mem::take(b));
+                        }
+                    }
+                }
+            }
+        }
+        if !to_tun.is_empty() {
+            self.setup.to_tun.send(to_tun);
+        }
+        for (i, b) in to_if.into_iter().enumerate() {
+            if !b.is_empty() {
+                self.handles[i].send(b);
+            }
+        }
+        let mut cmds = Vec::new();
+        while let Some(a) = self.engine.poll_datagram(&mut self.scratch) {
+            cmds.push(match a {
+                DatagramAction::Send {
+                    session,
+                    kind,
+                    iface,
+                    dst,
+                    len,
+                } => DgramCmd::Send {
+                    session,
+                    kind,
+                    iface,
+                    dst,
+                    payload: pool.copy_from(&self.scratch[..len]),
+                },
+                DatagramAction::Move {
+                    session, iface, dst, ..
+                } => DgramCmd::Move { session, iface, dst },
+                DatagramAction::Close { session } => DgramCmd::Close { session },
+            });
+            if cmds.len() >= 256 {
+                self.dgram.send(std::mem::take(&mut cmds));
+            }
+        }
+        if !cmds.is_empty() {
+            self.dgram.send(cmds);
+        }
+        n >= MAX_OUT_PER_WAKE
+    }
+}

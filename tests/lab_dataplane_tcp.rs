@@ -1,0 +1,110 @@
+//! Root-only: `mpbond up --foreground --wifi wlan0 --cellular wwan0` in a netlab laptop carries
+//! TCP. The engine serves connections opened by the laptop kernel's TCP (from the TUN side) and
+//! opens its own to a kernel TCP server (issue 3's interop acceptance): 100 MB down and up,
+//! byte-exact, IPv4 and IPv6; a closed port is refused as without mpbond. Prints the goodput
+//! through mpbond beside kernel TCP direct on the same path (printed, not asserted).
+#![allow(clippy::unwrap_used, reason = "lab test: panics are failures")]
+#![allow(clippy::print_stdout, reason = "the goodput lines and the skip notice")]
+#![expect(clippy::disallowed_methods, reason = "lab tests bound every wait with a wall-clock deadline")]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use common::daemon::{Daemon, RunDir, lab_with, mpbond, skip_unless_root, snapshot, status, stderr};
+use netlab::LabOptions;
+use netlab::client::{self, ClientOpts};
+
+/// Transfer size; `MPBOND_LAB_BYTES` overrides (e.g. for a quick run).
+fn size() -> u64 {
+    std::env::var("MPBOND_LAB_BYTES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000_000)
+}
+
+fn opts() -> ClientOpts {
+    ClientOpts {
+        timeout: Duration::from_secs(120),
+        ..ClientOpts::default()
+    }
+}
+
+#[test]
+fn tcp_through_mpbond_is_byte_exact_both_ways_and_errors_match_the_kernel() {
+    if skip_unless_root() {
+        return;
+    }
+    let lab = lab_with(LabOptions::default());
+    let laptop = lab.ns().laptop.clone();
+    let n = size();
+    let v4: SocketAddr = "198.19.0.11:80".parse().unwrap();
+    let v6: SocketAddr = "[fd19::11]:80".parse().unwrap();
+
+    // Kernel TCP straight over Wi-Fi, for comparison.
+    let direct_down = lab.run_in(&laptop, || client::http_get(v4, n, &opts())).unwrap().unwrap();
+    let direct_up = lab.run_in(&laptop, || client::http_post(v4, n, &opts())).unwrap().unwrap();
+
+    let rd = RunDir::new();
+    let before = snapshot(&lab);
+    let mut d = Daemon::start(&lab, rd.path(), &[]);
+    let down = lab
+        .run_in(&laptop, || client::http_get(v4, n, &opts()))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("download through mpbond: {e}\n{}", d.log()));
+    assert_eq!(down.bytes, n);
+    let up = lab
+        .run_in(&laptop, || client::http_post(v4, n, &opts()))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("upload through mpbond: {e}\n{}", d.log()));
+    assert_eq!(up.bytes, n);
+    println!(
+        "single-flow goodput, {} MB over Wi-Fi: kernel TCP direct {:.0} down / {:.0} up Mbit/s; \
+         through mpbond {:.0} down / {:.0} up Mbit/s",
+        n / 1_000_000,
+        direct_down.mbit_per_s(),
+        direct_up.mbit_per_s(),
+        down.mbit_per_s(),
+        up.mbit_per_s()
+    );
+
+    // IPv6, a tenth of the size.
+    let n6 = (n / 10).max(1_000_000);
+    let d6 = lab.run_in(&laptop, || client::http_get(v6, n6, &opts())).unwrap().unwrap();
+    let u6 = lab.run_in(&laptop, || client::http_post(v6, n6, &opts())).unwrap().unwrap();
+    assert_eq!((d6.bytes, u6.bytes), (n6, n6));
+
+    // A port without a listener: the application sees "connection refused", as without mpbond.
+    let refused = lab
+        .run_in(&laptop, || client::connect("198.19.0.11:81".parse().unwrap(), &opts()))
+        .unwrap();
+    match refused {
+        Err(client::ClientError::Io { cause, .. }) => {
+            assert_eq!(cause.kind(), std::io::ErrorKind::ConnectionRefused, "{cause}")
+        }
+        other => panic!("expected connection refused, got {other:?}"),
+    }
+    let curl = lab
+        .command(&laptop, "curl")
+        .args(["-sS", "--max-time", "10", "http://198.19.0.11:81/"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&curl.stderr).contains("Couldn't connect") || curl.status.code() == Some(7),
+        "curl: {:?} {}",
+        curl.status,
+        String::from_utf8_lossy(&curl.stderr)
+    );
+
+    let st = status(&lab, rd.path());
+    let c = |k: &str| st.counters.get(k).copied().unwrap_or(0);
+    assert!(c("tcp_flows") >= 5 && c("tcp_established") >= 4, "{:?}", st.counters);
+    assert!(c("tcp_refused") >= 2, "{:?}", st.counters);
+    assert!(c("tcp_bytes_down") >= n + n6 && c("tcp_bytes_up") >= n + n6, "{:?}", st.counters);
+
+    let o = mpbond(&lab, rd.path(), &["down"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(d.wait_exit().success(), "{}", d.log());
+    assert_eq!(before, snapshot(&lab), "down did not restore the laptop");
+}
