@@ -1,0 +1,298 @@
+//! Client-side measurements the lab's stock clients do not give: a download that timestamps
+//! every read (failover gap), request/response round trips on one keep-alive connection, a
+//! connection setup rate, and a server that holds many idle connections. Every loop is bounded
+//! in count and time.
+
+use netlab::client::{ClientOpts, connect};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// The longest interval without received bytes from `event` on: the receive times (seconds from
+/// a common origin, ascending) after `event` are taken with `event` itself as the first point.
+/// `end` closes the last interval when the transfer did not finish (`None`: it finished, the
+/// last receive ends it).
+pub fn longest_gap(event: f64, recv: &[f64], end: Option<f64>) -> f64 {
+    let mut prev = event;
+    let mut gap = 0.0f64;
+    for &t in recv.iter().filter(|&&t| t > event) {
+        gap = gap.max(t - prev);
+        prev = t;
+    }
+    if let Some(e) = end {
+        gap = gap.max(e - prev);
+    }
+    gap
+}
+
+/// A download whose reads were timestamped.
+#[derive(Debug, Clone)]
+pub struct Trace {
+    /// Seconds from connect start of every read that returned data.
+    pub recv: Vec<f64>,
+    /// Bytes received (body).
+    pub bytes: u64,
+    /// The whole body arrived.
+    pub complete: bool,
+    /// Seconds from connect start when the reading stopped.
+    pub end: f64,
+}
+
+/// `GET /bytes/N` from `addr` (MPTCP socket when `mptcp`), timestamping every read; sends on
+/// `first` once the first body bytes arrived. Stops at `timeout` (then `complete` is false).
+/// The body is not checked byte by byte (the lab tests do that); its length is.
+pub fn timed_get(
+    addr: SocketAddr,
+    n: u64,
+    mptcp: bool,
+    timeout: Duration,
+    origin: Instant,
+    first: std::sync::mpsc::Sender<()>,
+) -> Result<Trace, String> {
+    let opts = ClientOpts {
+        mptcp,
+        timeout,
+        ..ClientOpts::default()
+    };
+    let deadline = Instant::now() + timeout;
+    let mut s = connect(addr, &opts).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_millis(100)))
+        .map_err(|e| e.to_string())?;
+    s.write_all(format!("GET /bytes/{n} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .map_err(|e| format!("send request: {e}"))?;
+    let mut head = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut trace = Trace {
+        recv: Vec::with_capacity(1 << 16),
+        bytes: 0,
+        complete: false,
+        end: 0.0,
+    };
+    let mut in_body = false;
+    let mut told = false;
+    while Instant::now() < deadline && trace.bytes < n {
+        let k = match s.read(&mut buf) {
+            Ok(0) => return Err(format!("connection closed after {} of {n} bytes", trace.bytes)),
+            Ok(k) => k,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => return Err(format!("read after {} bytes: {e}", trace.bytes)),
+        };
+        let t = origin.elapsed().as_secs_f64();
+        let body = if in_body {
+            k
+        } else {
+            head.extend_from_slice(&buf[..k]);
+            match head.windows(4).position(|w| w == b"\r\n\r\n") {
+                Some(p) => {
+                    in_body = true;
+                    head.len() - (p + 4)
+                }
+                None if head.len() > 16 * 1024 => return Err("response head over 16 KiB".into()),
+                None => 0,
+            }
+        };
+        if body > 0 {
+            trace.bytes += body as u64;
+            if trace.recv.len() < 4_000_000 {
+                trace.recv.push(t);
+            }
+            if !told {
+                told = true;
+                let _ = first.send(());
+            }
+        }
+    }
+    trace.complete = trace.bytes >= n;
+    trace.end = origin.elapsed().as_secs_f64();
+    Ok(trace)
+}
+
+/// Round trips (µs) of `count` `GET /bytes/64` requests on one keep-alive TCP connection to
+/// `addr`, after 10 unmeasured ones. Bounded by `timeout` overall.
+pub fn request_rtts(addr: SocketAddr, count: usize, timeout: Duration) -> Result<Vec<f64>, String> {
+    let deadline = Instant::now() + timeout;
+    let opts = ClientOpts {
+        timeout,
+        ..ClientOpts::default()
+    };
+    let mut s = connect(addr, &opts).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let req = format!("GET /bytes/64 HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    let mut buf = [0u8; 4096];
+    let mut rtts = Vec::with_capacity(count);
+    for i in 0..count + 10 {
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {i} requests"));
+        }
+        let t = Instant::now();
+        s.write_all(req.as_bytes()).map_err(|e| format!("send: {e}"))?;
+        read_response(&mut s, &mut buf, 64)?;
+        if i >= 10 {
+            rtts.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    Ok(rtts)
+}
+
+/// Reads one response with a `body`-byte body (head parsed for its end only).
+fn read_response(s: &mut TcpStream, buf: &mut [u8], body: usize) -> Result<(), String> {
+    let mut acc = Vec::with_capacity(512);
+    loop {
+        let k = s.read(buf).map_err(|e| format!("read: {e}"))?;
+        if k == 0 {
+            return Err("connection closed mid-response".into());
+        }
+        acc.extend_from_slice(&buf[..k]);
+        if let Some(p) = acc.windows(4).position(|w| w == b"\r\n\r\n")
+            && acc.len() >= p + 4 + body
+        {
+            return Ok(());
+        }
+        if acc.len() > 16 * 1024 {
+            return Err("response over 16 KiB".into());
+        }
+    }
+}
+
+/// Connections per second: sequential connect (handshake complete) and close to `addr`, as many
+/// as fit in `time`, at most `max`.
+pub fn connect_rate(addr: SocketAddr, max: usize, time: Duration) -> Result<f64, String> {
+    let opts = ClientOpts {
+        timeout: Duration::from_secs(5),
+        ..ClientOpts::default()
+    };
+    let t = Instant::now();
+    let mut n = 0usize;
+    while n < max && t.elapsed() < time {
+        let s = connect(addr, &opts).map_err(|e| format!("connection {n}: {e}"))?;
+        drop(s);
+        n += 1;
+    }
+    Ok(n as f64 / t.elapsed().as_secs_f64())
+}
+
+/// A server that accepts connections and reads (discards) whatever arrives on them, on one
+/// thread (mio), counting bytes; for many idle flows. Stops on drop.
+#[derive(Debug)]
+pub struct HoldServer {
+    stop: Arc<AtomicBool>,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicU64>,
+    /// Bytes read so far.
+    pub bytes: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl HoldServer {
+    /// Listens on `addr` inside namespace `ns`.
+    pub fn start(ns: &str, addr: SocketAddr) -> Result<HoldServer, String> {
+        let listener = netlab::netns::run_in(ns, move || {
+            let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+            s.set_reuse_address(true)?;
+            s.bind(&addr.into())?;
+            s.listen(4096)?;
+            s.set_nonblocking(true)?;
+            Ok::<_, std::io::Error>(std::net::TcpListener::from(s))
+        })
+        .map_err(|e| format!("enter {ns}: {e}"))?
+        .map_err(|e| format!("listen {addr}: {e}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (st, acc, by) = (stop.clone(), accepted.clone(), bytes.clone());
+        let thread = std::thread::Builder::new()
+            .name("bench-hold".into())
+            .spawn(move || serve(mio::net::TcpListener::from_std(listener), &st, &acc, &by))
+            .map_err(|e| format!("spawn: {e}"))?;
+        Ok(HoldServer {
+            stop,
+            accepted,
+            bytes,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for HoldServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(
+    mut listener: mio::net::TcpListener,
+    stop: &AtomicBool,
+    accepted: &AtomicU64,
+    bytes: &AtomicU64,
+) -> std::io::Result<()> {
+    use mio::{Events, Interest, Poll, Token};
+    const LISTENER: Token = Token(usize::MAX);
+    let mut poll = Poll::new()?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    let mut conns: Vec<Option<mio::net::TcpStream>> = Vec::new();
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; 64 * 1024];
+    while !stop.load(Ordering::Relaxed) {
+        match poll.poll(&mut events, Some(Duration::from_millis(100))) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        for ev in &events {
+            if ev.token() == LISTENER {
+                loop {
+                    match listener.accept() {
+                        Ok((mut c, _)) => {
+                            let t = Token(conns.len());
+                            poll.registry().register(&mut c, t, Interest::READABLE)?;
+                            conns.push(Some(c));
+                            accepted.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(_) => break,
+                    }
+                }
+                continue;
+            }
+            let Some(slot) = conns.get_mut(ev.token().0) else {
+                continue;
+            };
+            let mut closed = false;
+            if let Some(c) = slot.as_mut() {
+                loop {
+                    match c.read(&mut buf) {
+                        Ok(0) => {
+                            closed = true;
+                            break;
+                        }
+                        Ok(k) => {
+                            bytes.fetch_add(k as u64, Ordering::Relaxed);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(_) => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if closed && let Some(mut c) = slot.take() {
+                let _ = poll.registry().deregister(&mut c);
+            }
+        }
+    }
+    Ok(())
+}
