@@ -5,7 +5,7 @@
 
 use netlab::client::{ClientOpts, connect};
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -116,8 +116,9 @@ pub fn timed_get(
     Ok(trace)
 }
 
-/// Round trips (µs) of `count` `GET /bytes/64` requests on one keep-alive TCP connection to
-/// `addr`, after 10 unmeasured ones. Bounded by `timeout` overall.
+/// Round trips (µs) of `count` 64-byte request/response exchanges on one TCP connection to the
+/// echo server `addr` (a [`HoldServer`] with `echo`), after 10 unmeasured ones. Bounded by
+/// `timeout` overall.
 pub fn request_rtts(addr: SocketAddr, count: usize, timeout: Duration) -> Result<Vec<f64>, String> {
     let deadline = Instant::now() + timeout;
     let opts = ClientOpts {
@@ -126,41 +127,21 @@ pub fn request_rtts(addr: SocketAddr, count: usize, timeout: Duration) -> Result
     };
     let mut s = connect(addr, &opts).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    let req = format!("GET /bytes/64 HTTP/1.1\r\nHost: {addr}\r\n\r\n");
-    let mut buf = [0u8; 4096];
+    let req = [0x42u8; 64];
+    let mut resp = [0u8; 64];
     let mut rtts = Vec::with_capacity(count);
     for i in 0..count + 10 {
         if Instant::now() > deadline {
             return Err(format!("timed out after {i} requests"));
         }
         let t = Instant::now();
-        s.write_all(req.as_bytes()).map_err(|e| format!("send: {e}"))?;
-        read_response(&mut s, &mut buf, 64)?;
+        s.write_all(&req).map_err(|e| format!("send: {e}"))?;
+        s.read_exact(&mut resp).map_err(|e| format!("receive: {e}"))?;
         if i >= 10 {
             rtts.push(t.elapsed().as_secs_f64() * 1e6);
         }
     }
     Ok(rtts)
-}
-
-/// Reads one response with a `body`-byte body (head parsed for its end only).
-fn read_response(s: &mut TcpStream, buf: &mut [u8], body: usize) -> Result<(), String> {
-    let mut acc = Vec::with_capacity(512);
-    loop {
-        let k = s.read(buf).map_err(|e| format!("read: {e}"))?;
-        if k == 0 {
-            return Err("connection closed mid-response".into());
-        }
-        acc.extend_from_slice(&buf[..k]);
-        if let Some(p) = acc.windows(4).position(|w| w == b"\r\n\r\n")
-            && acc.len() >= p + 4 + body
-        {
-            return Ok(());
-        }
-        if acc.len() > 16 * 1024 {
-            return Err("response over 16 KiB".into());
-        }
-    }
 }
 
 /// Connections per second: sequential connect (handshake complete) and close to `addr`, as many
@@ -180,8 +161,9 @@ pub fn connect_rate(addr: SocketAddr, max: usize, time: Duration) -> Result<f64,
     Ok(n as f64 / t.elapsed().as_secs_f64())
 }
 
-/// A server that accepts connections and reads (discards) whatever arrives on them, on one
-/// thread (mio), counting bytes; for many idle flows. Stops on drop.
+/// A server that accepts connections and reads whatever arrives on them, on one thread (mio),
+/// counting bytes: it discards the data (many idle flows) or, with `echo`, sends it back
+/// (`TCP_NODELAY`; request/response latency). Stops on drop.
 #[derive(Debug)]
 pub struct HoldServer {
     stop: Arc<AtomicBool>,
@@ -194,7 +176,7 @@ pub struct HoldServer {
 
 impl HoldServer {
     /// Listens on `addr` inside namespace `ns`.
-    pub fn start(ns: &str, addr: SocketAddr) -> Result<HoldServer, String> {
+    pub fn start(ns: &str, addr: SocketAddr, echo: bool) -> Result<HoldServer, String> {
         let listener = netlab::netns::run_in(ns, move || {
             let s = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
             s.set_reuse_address(true)?;
@@ -211,7 +193,7 @@ impl HoldServer {
         let (st, acc, by) = (stop.clone(), accepted.clone(), bytes.clone());
         let thread = std::thread::Builder::new()
             .name("bench-hold".into())
-            .spawn(move || serve(mio::net::TcpListener::from_std(listener), &st, &acc, &by))
+            .spawn(move || serve(mio::net::TcpListener::from_std(listener), echo, &st, &acc, &by))
             .map_err(|e| format!("spawn: {e}"))?;
         Ok(HoldServer {
             stop,
@@ -233,6 +215,7 @@ impl Drop for HoldServer {
 
 fn serve(
     mut listener: mio::net::TcpListener,
+    echo: bool,
     stop: &AtomicBool,
     accepted: &AtomicU64,
     bytes: &AtomicU64,
@@ -256,6 +239,9 @@ fn serve(
                 loop {
                     match listener.accept() {
                         Ok((mut c, _)) => {
+                            if echo {
+                                c.set_nodelay(true)?;
+                            }
                             let t = Token(conns.len());
                             poll.registry().register(&mut c, t, Interest::READABLE)?;
                             conns.push(Some(c));
@@ -280,6 +266,11 @@ fn serve(
                         }
                         Ok(k) => {
                             bytes.fetch_add(k as u64, Ordering::Relaxed);
+                            // Small request/response exchanges: the answer fits the send buffer.
+                            if echo && c.write_all(&buf[..k]).is_err() {
+                                closed = true;
+                                break;
+                            }
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                         Err(_) => {

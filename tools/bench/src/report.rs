@@ -338,13 +338,16 @@ pub fn method_notes() -> Vec<String> {
          wlan0 is set down (P3) or the Wi-Fi router drops everything (P4). Gap = the longest interval \
          without received bytes at the receiver, starting at the moment of the impairment. A run whose \
          transfer does not finish within its bound counts as failed (the note says how far it got).",
-        "P5: 64-byte `GET`s one after the other on one keep-alive TCP connection (10 unmeasured first), \
-         p50/p99 of each run, median over runs; goal: mpbond p50 − kernel p50. Setup rate: sequential \
-         connect (handshake complete) + close, up to the count or 2 s.",
+        "P5: a TCP echo server in inet (198.19.0.12:7, TCP_NODELAY); 64-byte request, 64-byte answer, \
+         one after the other on one connection (10 unmeasured first); p50/p99 of each run, median over \
+         runs; goal: mpbond p50 − kernel p50. Setup rate: sequential connect (handshake complete) + \
+         close to the same server, up to the count or 2 s.",
         "P6: a one-thread server in inet accepts and discards; the laptop opens N TCP flows through \
          mpbond. Memory per idle flow = (daemon VmRSS after the flows are up − before) / N. CPU per \
-         message = daemon CPU (sum of /proc/<pid>/task/*/schedstat) while 64-byte writes spread \
-         round-robin over the N flows are relayed and delivered, / messages. No kernel baseline.",
+         packet = daemon CPU (sum of /proc/<pid>/task/*/schedstat) while 64-byte writes spread \
+         round-robin over the N flows are relayed and delivered, / packets in and out of mpbond0 and \
+         wlan0 in the same window (`ip -s link`; host segments, their relayed copies, the ACKs). \
+         No kernel baseline.",
         "P7: CPU seconds per GB during the P1 transfers (download + upload). Counted: utime + stime \
          (/proc/<pid>/stat) of the benchmark process — which holds the client, the servers and the lab \
          relays, and which the kernel charges for the TCP/IP, NAT and veth work its sends trigger \

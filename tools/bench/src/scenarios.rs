@@ -423,11 +423,16 @@ pub fn failover(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
     rows
 }
 
+/// The TCP echo server of P5 (inet, beside the UDP echo).
+fn echo_addr() -> SocketAddr {
+    SocketAddr::new(Server::UdpEcho.ip(false), 7)
+}
+
 /// One P5 run: (p50 µs, p99 µs, connections/s).
 fn latency_run(lab: &Lab, cfg: &Config) -> Result<(f64, f64, f64), String> {
     lab.run_in(&lab.ns().laptop, || {
-        let rtts = measure::request_rtts(tcp_server(), cfg.requests, Duration::from_secs(60))?;
-        let rate = measure::connect_rate(tcp_server(), cfg.connects, Duration::from_secs(2))?;
+        let rtts = measure::request_rtts(echo_addr(), cfg.requests, Duration::from_secs(60))?;
+        let rate = measure::connect_rate(echo_addr(), cfg.connects, Duration::from_secs(2))?;
         Ok((quantile(&rtts, 0.5), quantile(&rtts, 0.99), rate))
     })
     .map_err(|e| e.to_string())?
@@ -440,6 +445,7 @@ pub fn latency(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
         &lab.ns().laptop,
         &["sysctl", "-q", "-w", "net.ipv4.tcp_tw_reuse=1"],
     );
+    let server = HoldServer::start(&lab.ns().inet, echo_addr(), true);
     let mut k: [Samples; 3] = Default::default();
     let mut m: [Samples; 3] = Default::default();
     let push = |v: &mut [Samples; 3], r: Result<(f64, f64, f64), String>| match r {
@@ -452,6 +458,11 @@ pub fn latency(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
     };
     for run in 0..cfg.runs {
         log(&format!("P5 run {}/{}: direct", run + 1, cfg.runs));
+        if let Err(e) = &server {
+            push(&mut k, Err(e.clone()));
+            push(&mut m, Err(e.clone()));
+            continue;
+        }
         push(&mut k, latency_run(lab, cfg));
         log(&format!("P5 run {}/{}: through mpbond", run + 1, cfg.runs));
         push(
@@ -459,10 +470,11 @@ pub fn latency(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
             with_daemon(lab, cfg, |_| latency_run(lab, cfg)).and_then(|r| r),
         );
     }
+    drop(server);
     let [k50, k99, kr] = k;
     let [m50, m99, mr] = m;
     let what = format!(
-        "{} GETs of 64 bytes on one keep-alive connection, Wi-Fi",
+        "{} exchanges of 64 bytes on one TCP connection to an echo server, Wi-Fi",
         cfg.requests
     );
     vec![
@@ -501,11 +513,30 @@ pub fn latency(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
 
 const HOLD_PORT: u16 = 9;
 
-/// One P6 run at `n` flows: (KiB per idle flow, daemon CPU µs per message).
+/// Packets received + sent by interface `dev` of namespace `ns` (`ip -s -j link`).
+fn iface_packets(lab: &Lab, ns: &str, dev: &str) -> Result<u64, String> {
+    let out = lab
+        .exec(ns, &["ip", "-s", "-j", "link", "show", "dev", dev])
+        .map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| format!("ip -s -j link: {e}"))?;
+    let s = &v[0]["stats64"];
+    match (s["rx"]["packets"].as_u64(), s["tx"]["packets"].as_u64()) {
+        (Some(r), Some(t)) => Ok(r + t),
+        _ => Err(format!("no packet counters for {dev}")),
+    }
+}
+
+/// Packets the daemon handled: in and out of the TUN and of wlan0, in the laptop namespace.
+fn daemon_packets(lab: &Lab) -> Result<u64, String> {
+    let ns = &lab.ns().laptop;
+    Ok(iface_packets(lab, ns, "mpbond0")? + iface_packets(lab, ns, "wlan0")?)
+}
+
+/// One P6 run at `n` flows: (KiB per idle flow, daemon CPU µs per packet).
 fn flows_run(lab: &Lab, cfg: &Config, n: usize) -> Result<(f64, f64), String> {
     use std::io::Write;
     let addr = SocketAddr::new(Server::Tcp.ip(false), HOLD_PORT);
-    let server = HoldServer::start(&lab.ns().inet, addr)?;
+    let server = HoldServer::start(&lab.ns().inet, addr, false)?;
     with_daemon(lab, cfg, |d| {
         let pid = d.pid();
         std::thread::sleep(Duration::from_millis(300));
@@ -536,6 +567,7 @@ fn flows_run(lab: &Lab, cfg: &Config, n: usize) -> Result<(f64, f64), String> {
         let per_flow = (rss1 as f64 - rss0 as f64) / n as f64;
         let msg = [0x5au8; 64];
         let b0 = server.bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let p0 = daemon_packets(lab)?;
         let c0 = procfs::threads_cpu_secs(pid).map_err(|e| e.to_string())?;
         for i in 0..cfg.messages {
             streams[i % n]
@@ -550,9 +582,12 @@ fn flows_run(lab: &Lab, cfg: &Config, n: usize) -> Result<(f64, f64), String> {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+        // Let the last ACKs pass.
+        std::thread::sleep(Duration::from_millis(200));
         let c1 = procfs::threads_cpu_secs(pid).map_err(|e| e.to_string())?;
+        let p1 = daemon_packets(lab)?;
         drop(streams);
-        Ok((per_flow, (c1 - c0) / cfg.messages as f64 * 1e6))
+        Ok((per_flow, (c1 - c0) / (p1 - p0).max(1) as f64 * 1e6))
     })?
 }
 
@@ -561,7 +596,7 @@ pub fn flows(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
     let mut mem_rows = Vec::new();
     let mut cpu_rows = Vec::new();
     let base = format!(
-        "daemon CPU per relayed 64-byte message, {} flows",
+        "daemon CPU per packet, {} flows",
         cfg.flows.first().copied().unwrap_or(0)
     );
     for &n in &cfg.flows {
@@ -590,7 +625,7 @@ pub fn flows(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
                 below_kernel: false,
             },
         ));
-        let metric = format!("daemon CPU per relayed 64-byte message, {n} flows");
+        let metric = format!("daemon CPU per packet, {n} flows");
         let goal = if metric == base {
             Goal::None
         } else {
