@@ -403,7 +403,10 @@ fn ping_is_relayed_v4_and_v6() {
         assert_eq!(&buf[6..len], &msg[6..], "sequence number and data unchanged");
         let wire_ident = [buf[4], buf[5]];
         if d.is_ipv4() {
-            assert!(mpbond::wire::checksum::verify(&buf[..len]), "ICMPv4 checksum redone");
+            assert!(
+                mpbond::wire::checksum::verify(&buf[..len]),
+                "ICMPv4 checksum redone"
+            );
         }
         // The reply arrives on the raw socket of Wi-Fi (message only), with our identifier.
         let me = e.iface_state(WIFI).unwrap();
@@ -425,4 +428,220 @@ fn ping_is_relayed_v4_and_v6() {
         let echo = icmp::parse_echo(d, h, &buf[p.payload], true).unwrap().unwrap();
         assert_eq!((echo.request, echo.ident, echo.seq), (false, 0xabcd, 1));
     }
+}
+
+#[test]
+fn unreachable_destination_is_reported_to_the_host_with_icmp() {
+    let mut w = World::new(HOST.parse().unwrap(), SERVER.parse().unwrap());
+    let t = w.host.poll_transmit(w.now, &mut w.buf).unwrap();
+    let syn = w.buf[..t.len].to_vec();
+    w.e.handle_tun_packet(w.now, &syn);
+    let out = w.e.poll_transmit(w.now, &mut w.buf).unwrap();
+    let upstream_syn = w.buf[..out.len].to_vec();
+    // The Wi-Fi router answers "host unreachable" quoting our SYN (IP header + 8 bytes).
+    let mut msg = vec![3u8, 1, 0, 0, 0, 0, 0, 0];
+    msg.extend_from_slice(&upstream_syn[..28]);
+    let c = mpbond::wire::checksum::checksum(&msg);
+    msg[2..4].copy_from_slice(&c.to_be_bytes());
+    w.e.handle_icmp(w.now, WIFI, "198.19.1.2".parse().unwrap(), &msg);
+    let t = w.e.poll_transmit(w.now, &mut w.buf).unwrap();
+    assert_eq!(t.dest, Dest::Tun);
+    let p = ip::parse(&w.buf[..t.len]).unwrap();
+    assert_eq!(p.proto, icmp::PROTO_ICMP);
+    assert_eq!(
+        (p.src, p.dst),
+        (
+            "198.19.0.11".parse::<IpAddr>().unwrap(),
+            "100.127.77.1".parse::<IpAddr>().unwrap()
+        )
+    );
+    let m = &w.buf[p.payload];
+    assert_eq!((m[0], m[1]), (3, 1));
+    assert!(mpbond::wire::checksum::verify(m));
+    // The quote is the host's own SYN: same addresses, ports and sequence number.
+    assert_eq!(&m[8 + 12..8 + 20], &syn[12..20]);
+    assert_eq!(&m[8 + 20..8 + 28], &syn[20..28]);
+    assert_eq!(w.e.counters().tcp_unreachable, 1);
+    while w.e.poll_transmit(w.now, &mut w.buf).is_some() {}
+    assert_eq!(w.e.flow_counts().0, 0);
+}
+
+#[test]
+fn no_usable_interface_answers_with_icmp_unreachable() {
+    let mut e = Engine::new(Config::default());
+    let now = Instant::ZERO;
+    let mut buf = vec![0u8; 70_000];
+    let f = wire::SegmentFields {
+        seq: tcp::SeqNum(1),
+        flags: wire::TcpFlags::SYN,
+        window: 1000,
+        ..Default::default()
+    };
+    let n = wire::write_tcp_packet(
+        &mut buf,
+        HOST.parse().unwrap(),
+        SERVER.parse().unwrap(),
+        &f,
+        &[],
+        &[],
+        1,
+    )
+    .unwrap();
+    let syn = buf[..n].to_vec();
+    e.handle_tun_packet(now, &syn);
+    e.handle_tun_packet(now, &udp_packet("100.127.77.1:5000", "198.19.0.12:7", b"x"));
+    for _ in 0..2 {
+        let t = e.poll_transmit(now, &mut buf).unwrap();
+        let p = ip::parse(&buf[..t.len]).unwrap();
+        assert_eq!((p.proto, buf[p.payload.start]), (icmp::PROTO_ICMP, 3));
+    }
+    assert_eq!(e.counters().dropped(DropReason::NoInterface), 2);
+    assert_eq!(e.counters().unreachable_sent, 2);
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+    /// Arbitrary bytes, and valid packets with a few bytes changed, never panic the engine.
+    #[test]
+    fn arbitrary_input_never_panics(
+        bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+        flips in proptest::collection::vec((0usize..80, proptest::prelude::any::<u8>()), 0..4),
+        which in 0u8..4,
+    ) {
+        let mut e = engine();
+        let now = Instant::ZERO;
+        let mut buf = vec![0u8; 70_000];
+        let mut pkt = match which {
+            0 => bytes.clone(),
+            1 => {
+                let f = wire::SegmentFields { seq: tcp::SeqNum(1), flags: wire::TcpFlags::SYN, window: 9, ..Default::default() };
+                let n = wire::write_tcp_packet(&mut buf, HOST.parse().unwrap(), SERVER.parse().unwrap(), &f, &bytes[..bytes.len().min(40)], &[], 1).unwrap_or(0);
+                buf[..n].to_vec()
+            }
+            2 => udp_packet("100.127.77.1:5000", "198.19.0.12:53", &bytes),
+            _ => {
+                let n = icmp::write_packet(&mut buf, "fd6d::1".parse().unwrap(), "fd19::12".parse().unwrap(), &[[128u8, 0, 0, 0].as_slice(), &bytes].concat()).unwrap_or(0);
+                buf[..n].to_vec()
+            }
+        };
+        for (i, v) in &flips {
+            if let Some(b) = pkt.get_mut(*i) {
+                *b = *v;
+            }
+        }
+        e.handle_tun_packet(now, &pkt);
+        e.handle_iface_packet(now, WIFI, &pkt, false);
+        e.handle_iface_packet(now, CELLULAR, &pkt, true);
+        e.handle_icmp(now, WIFI, "198.19.1.2".parse().unwrap(), &pkt);
+        e.handle_icmp(now, WIFI, "fd19::1".parse().unwrap(), &pkt);
+        while e.poll_transmit(now, &mut buf).is_some() {}
+        while e.poll_datagram(&mut buf).is_some() {}
+        e.handle_timeout(Instant::from_millis(100_000));
+    }
+}
+
+#[test]
+fn a_reset_from_the_destination_resets_the_host_and_the_table_empties() {
+    let mut w = World::new(HOST.parse().unwrap(), SERVER.parse().unwrap());
+    w.run(|w| w.host.state() == tcp::State::Established);
+    while w.host.poll_event().is_some() {}
+    w.server.as_mut().unwrap().abort();
+    let mut events = Vec::new();
+    w.run(|w| {
+        events.extend(std::iter::from_fn(|| w.host.poll_event()));
+        events.contains(&Event::Reset)
+    });
+    w.run(|w| w.e.flow_counts().0 == 0);
+}
+
+#[test]
+fn a_reset_from_the_host_resets_the_destination() {
+    let mut w = World::new(HOST.parse().unwrap(), SERVER.parse().unwrap());
+    w.run(|w| w.host.state() == tcp::State::Established);
+    w.run(|w| {
+        w.server
+            .as_ref()
+            .is_some_and(|s| s.state() == tcp::State::Established)
+    });
+    while w.server.as_mut().unwrap().poll_event().is_some() {}
+    w.host.abort();
+    let mut events = Vec::new();
+    w.run(|w| {
+        events.extend(std::iter::from_fn(|| w.server.as_mut().unwrap().poll_event()));
+        events.contains(&Event::Reset)
+    });
+    w.run(|w| w.e.flow_counts().0 == 0);
+}
+
+#[test]
+fn half_close_from_the_host_lets_the_destination_keep_sending() {
+    let mut w = World::new(HOST.parse().unwrap(), SERVER.parse().unwrap());
+    w.run(|w| w.host.state() == tcp::State::Established);
+    w.host.send(b"request");
+    w.host.close();
+    w.run(|w| {
+        w.server
+            .as_ref()
+            .is_some_and(|s| s.recv_finished() || s.recv_available() == 7)
+    });
+    w.run(|w| w.server.as_ref().unwrap().recv_finished());
+    let mut req = [0u8; 16];
+    assert_eq!(w.server.as_mut().unwrap().recv(&mut req), 7);
+    // The server answers after the host's FIN, then closes.
+    let answer = pattern(200_000, 3);
+    let mut off = 0;
+    let mut got = Vec::new();
+    let mut tmp = vec![0u8; 65536];
+    w.run(|w| {
+        let s = w.server.as_mut().unwrap();
+        off += s.send(&answer[off..]);
+        if off == answer.len() {
+            s.close();
+        }
+        loop {
+            let n = w.host.recv(&mut tmp);
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&tmp[..n]);
+        }
+        w.host.recv_finished()
+    });
+    assert!(got == answer);
+    w.run(|w| w.host.is_closed() && w.e.flow_counts().0 == 0);
+}
+
+#[test]
+fn a_host_that_does_not_read_stops_the_destination_with_bounded_buffers() {
+    let mut w = World::new(HOST.parse().unwrap(), SERVER.parse().unwrap());
+    w.run(|w| w.host.state() == tcp::State::Established);
+    let data = pattern(1 << 20, 9);
+    let mut accepted = 0usize;
+    let mut rounds = 0;
+    // The host reads nothing: the server fills what the relay lets through, then stalls.
+    w.run(|w| {
+        rounds += 1;
+        if let Some(s) = &mut w.server {
+            accepted += s.send(&data);
+        }
+        rounds > 3000
+    });
+    // Host receive buffer + engine host-side send buffer + engine upstream receive buffer +
+    // server send buffer: 4 MiB each by default.
+    let bound = 4 * (4 << 20) + (1 << 20);
+    assert!(accepted <= bound, "accepted {accepted} bytes");
+    assert!(accepted >= 4 << 20, "the relay moved too little: {accepted}");
+    // Reading drains everything, byte-exact in count.
+    let mut got = 0usize;
+    let mut tmp = vec![0u8; 1 << 16];
+    w.run(|w| {
+        loop {
+            let n = w.host.recv(&mut tmp);
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        got == accepted
+    });
 }

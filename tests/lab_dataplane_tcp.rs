@@ -5,7 +5,6 @@
 //! through mpbond beside kernel TCP direct on the same path (printed, not asserted).
 #![allow(clippy::unwrap_used, reason = "lab test: panics are failures")]
 #![allow(clippy::print_stdout, reason = "the goodput lines and the skip notice")]
-#![expect(clippy::disallowed_methods, reason = "lab tests bound every wait with a wall-clock deadline")]
 
 mod common;
 
@@ -43,12 +42,19 @@ fn tcp_through_mpbond_is_byte_exact_both_ways_and_errors_match_the_kernel() {
     let v6: SocketAddr = "[fd19::11]:80".parse().unwrap();
 
     // Kernel TCP straight over Wi-Fi, for comparison.
-    let direct_down = lab.run_in(&laptop, || client::http_get(v4, n, &opts())).unwrap().unwrap();
-    let direct_up = lab.run_in(&laptop, || client::http_post(v4, n, &opts())).unwrap().unwrap();
+    let direct_down = lab
+        .run_in(&laptop, || client::http_get(v4, n, &opts()))
+        .unwrap()
+        .unwrap();
+    let direct_up = lab
+        .run_in(&laptop, || client::http_post(v4, n, &opts()))
+        .unwrap()
+        .unwrap();
 
     let rd = RunDir::new();
     let before = snapshot(&lab);
     let mut d = Daemon::start(&lab, rd.path(), &[]);
+    common::daemon::wait_usable(&lab, rd.path());
     let down = lab
         .run_in(&laptop, || client::http_get(v4, n, &opts()))
         .unwrap()
@@ -71,13 +77,21 @@ fn tcp_through_mpbond_is_byte_exact_both_ways_and_errors_match_the_kernel() {
 
     // IPv6, a tenth of the size.
     let n6 = (n / 10).max(1_000_000);
-    let d6 = lab.run_in(&laptop, || client::http_get(v6, n6, &opts())).unwrap().unwrap();
-    let u6 = lab.run_in(&laptop, || client::http_post(v6, n6, &opts())).unwrap().unwrap();
+    let d6 = lab
+        .run_in(&laptop, || client::http_get(v6, n6, &opts()))
+        .unwrap()
+        .unwrap();
+    let u6 = lab
+        .run_in(&laptop, || client::http_post(v6, n6, &opts()))
+        .unwrap()
+        .unwrap();
     assert_eq!((d6.bytes, u6.bytes), (n6, n6));
 
     // A port without a listener: the application sees "connection refused", as without mpbond.
     let refused = lab
-        .run_in(&laptop, || client::connect("198.19.0.11:81".parse().unwrap(), &opts()))
+        .run_in(&laptop, || {
+            client::connect("198.19.0.11:81".parse().unwrap(), &opts())
+        })
         .unwrap();
     match refused {
         Err(client::ClientError::Io { cause, .. }) => {
@@ -99,9 +113,17 @@ fn tcp_through_mpbond_is_byte_exact_both_ways_and_errors_match_the_kernel() {
 
     let st = status(&lab, rd.path());
     let c = |k: &str| st.counters.get(k).copied().unwrap_or(0);
-    assert!(c("tcp_flows") >= 5 && c("tcp_established") >= 4, "{:?}", st.counters);
+    assert!(
+        c("tcp_flows") >= 5 && c("tcp_established") >= 4,
+        "{:?}",
+        st.counters
+    );
     assert!(c("tcp_refused") >= 2, "{:?}", st.counters);
-    assert!(c("tcp_bytes_down") >= n + n6 && c("tcp_bytes_up") >= n + n6, "{:?}", st.counters);
+    assert!(
+        c("tcp_bytes_down") >= n + n6 && c("tcp_bytes_up") >= n + n6,
+        "{:?}",
+        st.counters
+    );
 
     let o = mpbond(&lab, rd.path(), &["down"]);
     assert!(o.status.success(), "{}", stderr(&o));

@@ -3,10 +3,6 @@
 
 #![allow(clippy::unwrap_used, reason = "test helpers panic on setup failure")]
 #![allow(clippy::print_stdout, reason = "the skip notice for non-root runs")]
-#![expect(
-    clippy::disallowed_methods,
-    reason = "lab tests bound every wait with a wall-clock deadline"
-)]
 
 mod common;
 
@@ -14,7 +10,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::daemon::{BIN, Daemon, RunDir, exec, lab, mpbond, skip_unless_root, snapshot, status, stderr, wait_for};
+use common::daemon::{
+    BIN, Daemon, RunDir, exec, lab, mpbond, skip_unless_root, snapshot, status, stderr, wait_for,
+};
 use mpbond::config::{Config, FileConfig, Overrides};
 use mpbond::route::plan::{self, Op, RuleAction};
 use netlab::Lab;
@@ -122,7 +120,6 @@ fn host_state(lab: &Lab) -> mpbond::route::HostState {
     })
     .unwrap()
 }
-
 
 #[test]
 fn up_routes_traffic_into_the_tun_and_down_restores_everything() {

@@ -64,6 +64,9 @@ impl Shared {
             .ok()
             .and_then(|()| reply_rx.recv_timeout(Duration::from_secs(2)).ok())
             .unwrap_or_default();
+        for (i, st) in interfaces.iter_mut().zip(&snap.ifaces) {
+            i.usable = st.usable;
+        }
         let names: Vec<String> = interfaces.iter().map(|i| i.name.clone()).collect();
         let flows = snap
             .flows
@@ -234,6 +237,7 @@ fn start_threads(
                 addresses: l.map(|l| l.addresses.clone()).unwrap_or_default(),
                 rx_bytes: 0,
                 tx_bytes: 0,
+                usable: false,
             }
         })
         .collect();

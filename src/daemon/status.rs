@@ -39,6 +39,9 @@ pub struct InterfaceStatus {
     pub rx_bytes: u64,
     /// Bytes sent by the interface (kernel counter).
     pub tx_bytes: u64,
+    /// The engine uses it for new flows (up, carrier, its I/O thread open).
+    #[serde(default)]
+    pub usable: bool,
 }
 
 /// The TUN device.
@@ -255,6 +258,7 @@ mod tests {
                 addresses: vec!["198.18.1.2/24".parse().unwrap()],
                 rx_bytes: 1,
                 tx_bytes: 2,
+                usable: true,
             }],
             flows: Vec::new(),
             subflows: Vec::new(),

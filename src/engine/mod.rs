@@ -244,6 +244,8 @@ pub struct Counters {
     pub dgram_bytes_up: u64,
     /// Datagram payload bytes destinations → host.
     pub dgram_bytes_down: u64,
+    /// The destination was reported unreachable (ICMP) while connecting.
+    pub tcp_unreachable: u64,
     /// Unreachable errors sent to the host.
     pub unreachable_sent: u64,
     /// Times the Wi-Fi became unusable while it was the preferred interface.
@@ -271,6 +273,7 @@ impl Counters {
             ("tcp_bytes_down", self.tcp_bytes_down),
             ("dgram_bytes_up", self.dgram_bytes_up),
             ("dgram_bytes_down", self.dgram_bytes_down),
+            ("tcp_unreachable", self.tcp_unreachable),
             ("unreachable_sent", self.unreachable_sent),
             ("failovers", self.failovers),
         ]
@@ -778,6 +781,14 @@ impl Engine {
         let Some(to_self) = self.local_addr(iface, from) else {
             return self.drop(DropReason::NoInterface);
         };
+        // RFC 792 type 3 / RFC 4443 §3.1 type 1: destination unreachable.
+        let unreachable = if from.is_ipv4() { 3 } else { 1 };
+        if msg.len() >= 8 && msg[0] == unreachable {
+            if from.is_ipv4() && !crate::wire::checksum::verify(msg) {
+                return self.drop(DropReason::BadIcmpChecksum);
+            }
+            return self.icmp_unreachable(now, &msg[8..]);
+        }
         let echo = match icmp::parse_echo(from, to_self, msg, from.is_ipv4()) {
             Ok(Some(e)) if !e.request => e,
             Ok(_) => return, // requests to us, errors: not ours to relay
@@ -813,6 +824,40 @@ impl Engine {
             }
             Err(_) => self.to_host.discard_last(),
         }
+    }
+
+    /// An unreachable error about one of our upstream connections (`quote`: the start of the
+    /// packet we sent). While the connection is still opening, the host's SYN is answered with
+    /// the same error, so the application sees what it would without mpbond (RFC 1122
+    /// §4.2.3.9: a hard error in SYN-SENT aborts the connection; once established, such errors
+    /// are left to the retransmission timeout).
+    fn icmp_unreachable(&mut self, _now: Instant, quote: &[u8]) {
+        let Some((src, dst)) = quoted_tcp(quote) else {
+            return self.drop(DropReason::BadIcmp);
+        };
+        let Some(&id) = self.by_port.get(&src.port()) else {
+            return self.drop(DropReason::NoFlow);
+        };
+        let Some(f) = self.flows.get_mut(&id) else { return };
+        if f.upstream.remote() != dst || f.upstream.local() != src || f.host.is_some() {
+            return;
+        }
+        let Some(syn) = f.syn.take() else { return };
+        f.upstream.abort();
+        let (host, dst) = (f.host_addr, f.dst);
+        // The host's SYN as it sent it (addresses, ports, sequence number) is the quote.
+        let mut quoted = [0u8; 128];
+        let fields = crate::wire::SegmentFields {
+            seq: syn.seq,
+            flags: crate::wire::TcpFlags::SYN,
+            window: syn.window,
+            ..Default::default()
+        };
+        if let Ok(n) = crate::wire::write_tcp_packet(&mut quoted, host, dst, &fields, &[], &[], 0) {
+            self.queue_unreachable(dst.ip(), host.ip(), &quoted[..n]);
+        }
+        self.counters.tcp_unreachable += 1;
+        self.mark_dirty(id);
     }
 
     /// A packet received on interface `iface` (the BPF filter admits TCP to our port range).
@@ -971,6 +1016,36 @@ impl Engine {
         }
         Some(action)
     }
+}
+
+/// Source and destination of the TCP segment quoted in an ICMP error (IP header and at least the
+/// ports); the quote is usually truncated, so lengths are not checked against the IP header.
+fn quoted_tcp(q: &[u8]) -> Option<(SocketAddr, SocketAddr)> {
+    let v = q.first()? >> 4;
+    let (proto, src, dst, l4): (u8, IpAddr, IpAddr, usize) = match v {
+        4 => {
+            let ihl = usize::from(q[0] & 0x0f) * 4;
+            let h: [u8; 20] = q.get(..20)?.try_into().ok()?;
+            let s = Ipv4Addr::new(h[12], h[13], h[14], h[15]);
+            let d = Ipv4Addr::new(h[16], h[17], h[18], h[19]);
+            (h[9], s.into(), d.into(), ihl.max(20))
+        }
+        6 => {
+            let h = q.get(..40)?;
+            let s: [u8; 16] = h[8..24].try_into().ok()?;
+            let d: [u8; 16] = h[24..40].try_into().ok()?;
+            (h[6], Ipv6Addr::from(s).into(), Ipv6Addr::from(d).into(), 40)
+        }
+        _ => return None,
+    };
+    if proto != PROTO_TCP {
+        return None;
+    }
+    let p = q.get(l4..l4 + 4)?;
+    Some((
+        SocketAddr::new(src, u16::from_be_bytes([p[0], p[1]])),
+        SocketAddr::new(dst, u16::from_be_bytes([p[2], p[3]])),
+    ))
 }
 
 fn mss_for(mtu: u32, dst: IpAddr) -> u16 {

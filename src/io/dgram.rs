@@ -185,6 +185,15 @@ fn icmp_token(iface: IfaceId, v6: bool) -> Token {
 
 impl Thread {
     fn run(&mut self, stop: &AtomicBool) {
+        // The raw ICMP sockets also bring the unreachable errors about our upstream connections:
+        // open them at once (an interface missing now gets them with its first ping).
+        for iface in 0..self.ifaces.len() {
+            for v6 in [false, true] {
+                if let Err(e) = self.icmp_socket(iface as IfaceId, v6) {
+                    tracing::debug!(iface, v6, "no ICMP socket yet: {e}");
+                }
+            }
+        }
         let mut events = Events::with_capacity(64);
         let mut buf = vec![0u8; 65536];
         while !stop.load(Ordering::SeqCst) {

@@ -270,6 +270,7 @@ mod tests {
             addresses: Vec::new(),
             rx_bytes: 0,
             tx_bytes: 0,
+            usable: false,
         }]
     }
 

@@ -1,7 +1,12 @@
 //! Helpers of the root-only lab tests that run the `mpbond` binary in a netlab laptop namespace:
 //! the lab, a run dir, a foreground daemon killed and cleaned on drop, `status`, and the routing
 //! snapshot that `down` must restore. Every wait polls with a deadline.
-#![allow(clippy::disallowed_methods, reason = "lab tests bound every wait with a wall-clock deadline")]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::print_stdout,
+    clippy::unwrap_used,
+    reason = "lab test helpers: wall-clock deadlines, the skip notice, panics on setup failure"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -198,4 +203,12 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits (bounded) until the engine uses both interfaces (`status` answers a little before the
+/// interface threads have opened their sockets).
+pub fn wait_usable(lab: &Lab, run_dir: &Path) {
+    wait_for("both interfaces usable", Duration::from_secs(10), || {
+        status(lab, run_dir).interfaces.iter().all(|i| i.usable)
+    });
 }
