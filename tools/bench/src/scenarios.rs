@@ -88,14 +88,21 @@ fn row(id: &str, metric: impl Into<String>, unit: &str, mpbond: Cell, kernel: Ce
     }
 }
 
-/// One goodput run: download then upload; returns (down Mbit/s, up Mbit/s, CPU s per GB).
-fn transfer_pair(bytes: u64, lab: &Lab, daemon_pid: Option<u32>) -> Result<(f64, f64, f64, f64), String> {
-    let other = |pid: Option<u32>| {
-        pid.map_or(0.0, |p| {
-            procfs::process_cpu_secs(&p.to_string()).unwrap_or(f64::NAN)
+/// One goodput run: download then upload; returns (down Mbit/s, up Mbit/s, CPU s per GB, the
+/// daemon's CPU s per GB). With a daemon, its counters must show the bytes went through it.
+fn transfer_pair(bytes: u64, lab: &Lab, daemon: Option<&Daemon>) -> Result<(f64, f64, f64, f64), String> {
+    let other = |d: Option<&Daemon>| {
+        d.map_or(0.0, |d| {
+            procfs::process_cpu_secs(&d.pid().to_string()).unwrap_or(f64::NAN)
         })
     };
-    let (c0, d0) = (self_cpu(), other(daemon_pid));
+    let counted = |d: &Daemon| -> Result<(u64, u64), String> {
+        let st = d.status()?;
+        let c = |k: &str| st.counters.get(k).copied().unwrap_or(0);
+        Ok((c("tcp_bytes_down"), c("tcp_bytes_up")))
+    };
+    let before = daemon.map(counted).transpose()?;
+    let (c0, d0) = (self_cpu(), other(daemon));
     let o = opts(Duration::from_secs(120));
     let (down, up) = lab
         .run_in(&lab.ns().laptop, || {
@@ -104,7 +111,17 @@ fn transfer_pair(bytes: u64, lab: &Lab, daemon_pid: Option<u32>) -> Result<(f64,
             Ok::<_, String>((down, up))
         })
         .map_err(|e| e.to_string())??;
-    let (c1, d1) = (self_cpu(), other(daemon_pid));
+    let (c1, d1) = (self_cpu(), other(daemon));
+    if let (Some(d), Some((bd, bu))) = (daemon, before) {
+        let (ad, au) = counted(d)?;
+        if ad - bd < bytes || au - bu < bytes {
+            return Err(format!(
+                "the transfers did not go through mpbond (its counters grew by {} down, {} up)",
+                ad - bd,
+                au - bu
+            ));
+        }
+    }
     let gb = 2.0 * bytes as f64 / 1e9;
     Ok((
         down.mbit_per_s(),
@@ -133,7 +150,7 @@ pub fn goodput(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
             }
         }
         log(&format!("P1/P7 run {}/{}: through mpbond", run + 1, cfg.runs));
-        let r = with_daemon(lab, cfg, |d| transfer_pair(cfg.bytes, lab, Some(d.pid()))).and_then(|r| r);
+        let r = with_daemon(lab, cfg, |d| transfer_pair(cfg.bytes, lab, Some(d))).and_then(|r| r);
         match r {
             Ok((d, u, c, dc)) => {
                 md.push(Ok(d));
