@@ -28,9 +28,11 @@ fn mpbond(bin: &Path, laptop: &str, run_dir: &Path, args: &[&str]) -> std::io::R
 }
 
 impl Daemon {
-    /// Starts `BIN --run-dir RUN_DIR up --foreground --wifi wlan0 --cellular wwan0` in the
-    /// laptop namespace and waits (≤ 30 s) until `status` answers.
-    pub fn start(lab: &Lab, bin: &Path, run_dir: &Path) -> Result<Daemon, String> {
+    /// Starts `BIN --run-dir RUN_DIR up --foreground --wifi wlan0 --cellular wwan0 EXTRA…` in
+    /// the laptop namespace and waits (≤ 30 s) until `status` answers and the engine uses both
+    /// interfaces (`status` answers a little before that; a flow opened in between is refused
+    /// with an ICMP unreachable).
+    pub fn start(lab: &Lab, bin: &Path, run_dir: &Path, extra: &[&str]) -> Result<Daemon, String> {
         std::fs::create_dir_all(run_dir).map_err(|e| format!("create {}: {e}", run_dir.display()))?;
         let log =
             std::fs::File::create(run_dir.join("daemon.log")).map_err(|e| format!("daemon log: {e}"))?;
@@ -41,6 +43,7 @@ impl Daemon {
             .arg("--run-dir")
             .arg(run_dir)
             .args(["up", "--foreground", "--wifi", "wlan0", "--cellular", "wwan0"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -61,7 +64,8 @@ impl Daemon {
                 return Err(format!("mpbond exited at start ({st}): {}", d.log_tail()));
             }
             let ready = crate::procfs::comm(pid).as_deref() == Some("mpbond")
-                && mpbond(&d.bin, &d.laptop, &d.run_dir, &["status"]).is_ok_and(|o| o.status.success());
+                && d.status()
+                    .is_ok_and(|s| !s.interfaces.is_empty() && s.interfaces.iter().all(|i| i.usable));
             if ready {
                 return Ok(d);
             }

@@ -67,8 +67,18 @@ fn self_cpu() -> f64 {
 
 /// Runs `f` with a freshly started daemon; `Err` when it cannot start.
 fn with_daemon<T>(lab: &Lab, cfg: &Config, f: impl FnOnce(&Daemon) -> T) -> Result<T, String> {
+    with_daemon_args(lab, cfg, &[], f)
+}
+
+/// [`with_daemon`] with extra `mpbond up` arguments.
+fn with_daemon_args<T>(
+    lab: &Lab,
+    cfg: &Config,
+    extra: &[&str],
+    f: impl FnOnce(&Daemon) -> T,
+) -> Result<T, String> {
     let bin = cfg.mpbond.as_ref().map_err(Clone::clone)?;
-    let d = Daemon::start(lab, bin, &cfg.run_dir)?;
+    let d = Daemon::start(lab, bin, &cfg.run_dir, extra)?;
     let out = f(&d);
     d.stop()?;
     Ok(out)
@@ -530,6 +540,10 @@ pub fn latency(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
 
 const HOLD_PORT: u16 = 9;
 
+/// P6's daemon configuration: the default `routing.subflow_ports` (61000-64999) allows 4,000
+/// concurrent upstream connections; 10,000 flows need a wider range.
+const P6_CONFIG: &str = "[routing]\nsubflow_ports = \"41000-64999\"\n";
+
 /// Packets received + sent by interface `dev` of namespace `ns` (`ip -s -j link`).
 fn iface_packets(lab: &Lab, ns: &str, dev: &str) -> Result<u64, String> {
     let out = lab
@@ -554,7 +568,11 @@ fn flows_run(lab: &Lab, cfg: &Config, n: usize) -> Result<(f64, f64), String> {
     use std::io::Write;
     let addr = SocketAddr::new(Server::Tcp.ip(false), HOLD_PORT);
     let server = HoldServer::start(&lab.ns().inet, addr, false)?;
-    with_daemon(lab, cfg, |d| {
+    std::fs::create_dir_all(&cfg.run_dir).map_err(|e| format!("create {}: {e}", cfg.run_dir.display()))?;
+    let conf = cfg.run_dir.join("bench-p6.toml");
+    std::fs::write(&conf, P6_CONFIG).map_err(|e| format!("write {}: {e}", conf.display()))?;
+    let conf = conf.to_string_lossy().into_owned();
+    with_daemon_args(lab, cfg, &["--config", &conf], |d| {
         let pid = d.pid();
         std::thread::sleep(Duration::from_millis(300));
         let rss0 = procfs::rss_kib(pid).map_err(|e| e.to_string())?;
@@ -610,6 +628,12 @@ fn flows_run(lab: &Lab, cfg: &Config, n: usize) -> Result<(f64, f64), String> {
 
 /// P6: the daemon's memory per idle flow and CPU per relayed message at each flow count.
 pub fn flows(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
+    // The laptop's own ephemeral ports must stay clear of the daemon's wider range (P6_CONFIG)
+    // and still leave room for 10,000 client flows.
+    let _ = lab.exec(
+        &lab.ns().laptop,
+        &["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=10000 40999"],
+    );
     let mut mem_rows = Vec::new();
     let mut cpu_rows = Vec::new();
     let base = format!(
@@ -633,7 +657,7 @@ pub fn flows(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
         }
         mem_rows.push(row(
             "P6",
-            format!("daemon memory per idle flow (RSS delta / flows), {n} flows"),
+            format!("daemon memory per idle flow (RSS delta / flows), {n} flows (subflow_ports 41000-64999)"),
             "KiB",
             Cell::from_results(mem),
             Cell::None,
