@@ -45,6 +45,9 @@ struct Args {
     /// The raw JSON.
     #[arg(long, default_value = "target/bench/results.json")]
     json: PathBuf,
+    /// Internal: serve P6's idle flows in namespace NS at ADDR (a child of the runner).
+    #[arg(long, num_args = 2, value_names = ["NS", "ADDR"], hide = true)]
+    hold_server: Option<Vec<String>>,
 }
 
 fn find_mpbond(arg: Option<PathBuf>) -> Result<PathBuf, String> {
@@ -66,6 +69,10 @@ fn find_mpbond(arg: Option<PathBuf>) -> Result<PathBuf, String> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(v) = &args.hold_server {
+        let addr = v[1].parse().context("--hold-server address")?;
+        return mpbond_bench::measure::run_hold_child(&v[0], addr).map_err(anyhow::Error::msg);
+    }
     if !netlab::is_root() {
         bail!("mpbond-bench needs root (network namespaces, nft, tc, the daemon)");
     }
@@ -98,6 +105,7 @@ fn main() -> anyhow::Result<()> {
         messages: if q { 5000 } else { 20_000 },
         mpbond: find_mpbond(args.mpbond.clone()),
         run_dir: std::env::temp_dir().join(format!("mpbond-bench-{}", std::process::id())),
+        exe: std::env::current_exe().context("locate this program")?,
     };
     if let Err(e) = &cfg.mpbond {
         eprintln!("warning: {e}; the mpbond cells will say so");

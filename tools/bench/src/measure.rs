@@ -172,6 +172,33 @@ pub struct HoldServer {
     /// Bytes read so far.
     pub bytes: Arc<AtomicU64>,
     thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    /// When the server runs in a child process: the child and its stdin (closing it stops it).
+    child: Option<(std::process::Child, std::process::ChildStdin)>,
+}
+
+/// The child process's side of [`HoldServer::start_process`]: serves `addr` in `ns` (discarding)
+/// and prints `accepted bytes` every 20 ms until its stdin closes.
+pub fn run_hold_child(ns: &str, addr: SocketAddr) -> Result<(), String> {
+    let server = HoldServer::start(ns, addr, false)?;
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        d.store(true, Ordering::Relaxed);
+    });
+    let mut out = std::io::stdout();
+    while !done.load(Ordering::Relaxed) {
+        let line = format!(
+            "{} {}\n",
+            server.accepted.load(Ordering::Relaxed),
+            server.bytes.load(Ordering::Relaxed)
+        );
+        if out.write_all(line.as_bytes()).and_then(|()| out.flush()).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
 }
 
 impl HoldServer {
@@ -200,6 +227,57 @@ impl HoldServer {
             accepted,
             bytes,
             thread: Some(thread),
+            child: None,
+        })
+    }
+
+    /// Like [`start`](Self::start) (discarding), but in a child process running `exe
+    /// --hold-server NS ADDR` (see [`run_hold_child`]), so its sockets count against the child's
+    /// open-file limit, not this process's: 10,000 client flows here and 10,000 accepted ones
+    /// there fit where one process could hold only one side.
+    pub fn start_process(exe: &std::path::Path, ns: &str, addr: SocketAddr) -> Result<HoldServer, String> {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(exe)
+            .args(["--hold-server", ns, &addr.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn {}: {e}", exe.display()))?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err("hold server child without pipes".into());
+        };
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let first = lines.next();
+        if !matches!(first, Some(Ok(_))) {
+            let _ = child.wait();
+            return Err("hold server child exited at start".into());
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicU64::new(0));
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (acc, by) = (accepted.clone(), bytes.clone());
+        let thread = std::thread::Builder::new()
+            .name("bench-hold-rx".into())
+            .spawn(move || {
+                for line in lines.map_while(Result::ok) {
+                    let mut w = line.split_whitespace().map(|x| x.parse::<u64>().unwrap_or(0));
+                    if let (Some(a), Some(b)) = (w.next(), w.next()) {
+                        acc.store(a, Ordering::Relaxed);
+                        by.store(b, Ordering::Relaxed);
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| format!("spawn: {e}"))?;
+        Ok(HoldServer {
+            stop,
+            accepted,
+            bytes,
+            thread: Some(thread),
+            child: Some((child, stdin)),
         })
     }
 }
@@ -207,6 +285,15 @@ impl HoldServer {
 impl Drop for HoldServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        if let Some((mut child, stdin)) = self.child.take() {
+            drop(stdin);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

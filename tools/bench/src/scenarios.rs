@@ -45,6 +45,8 @@ pub struct Config {
     pub mpbond: Result<PathBuf, String>,
     /// Where daemons keep their run dirs.
     pub run_dir: PathBuf,
+    /// This program (P6 runs its server as a child: `--hold-server`).
+    pub exe: PathBuf,
 }
 
 /// Progress lines go here.
@@ -567,7 +569,7 @@ fn daemon_packets(lab: &Lab) -> Result<u64, String> {
 fn flows_run(lab: &Lab, cfg: &Config, n: usize) -> Result<(f64, f64), String> {
     use std::io::Write;
     let addr = SocketAddr::new(Server::Tcp.ip(false), HOLD_PORT);
-    let server = HoldServer::start(&lab.ns().inet, addr, false)?;
+    let server = HoldServer::start_process(&cfg.exe, &lab.ns().inet, addr)?;
     std::fs::create_dir_all(&cfg.run_dir).map_err(|e| format!("create {}: {e}", cfg.run_dir.display()))?;
     let conf = cfg.run_dir.join("bench-p6.toml");
     std::fs::write(&conf, P6_CONFIG).map_err(|e| format!("write {}: {e}", conf.display()))?;
