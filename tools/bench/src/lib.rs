@@ -1,0 +1,15 @@
+//! mpbond-bench: measures mpbond side by side with the Linux kernel in the netlab lab and writes
+//! `BENCHMARKS.md` plus raw JSON. The pure parts (statistics, the table, `/proc` parsing) are
+//! unit-tested; the measurements need root and run only from the `mpbond-bench` binary.
+//!
+//! Rows (issue 6): P1 single-flow goodput, P2 aggregate goodput, P3/P4 failover gap (link down,
+//! blackhole), P5 request/response latency and connection setup rate, P6 memory per idle flow
+//! and CPU per message at several flow counts, P7 CPU seconds per GB.
+
+pub mod daemon;
+pub mod machine;
+pub mod measure;
+pub mod procfs;
+pub mod report;
+pub mod scenarios;
+pub mod stats;
