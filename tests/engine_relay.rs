@@ -197,6 +197,29 @@ fn relay_both_ways(host: &str, dst: &str) {
     assert_eq!(w.e.counters().tcp_bytes_down, down.len() as u64);
 }
 
+/// The host's SYN from HOST to SERVER, as written into the TUN.
+fn host_syn() -> Vec<u8> {
+    let mut buf = vec![0u8; 2000];
+    let f = wire::SegmentFields {
+        seq: tcp::SeqNum(1),
+        flags: wire::TcpFlags::SYN,
+        window: 1000,
+        ..Default::default()
+    };
+    let n = wire::write_tcp_packet(
+        &mut buf,
+        HOST.parse().unwrap(),
+        SERVER.parse().unwrap(),
+        &f,
+        &[],
+        &[],
+        1,
+    )
+    .unwrap();
+    buf.truncate(n);
+    buf
+}
+
 #[test]
 fn tcp_relay_is_byte_exact_both_ways_v4() {
     relay_both_ways(HOST, SERVER);
@@ -242,24 +265,8 @@ fn refused_destination_resets_the_host() {
 fn malformed_packets_are_counted_and_dropped() {
     let mut e = engine();
     let now = Instant::ZERO;
-    let mut buf = vec![0u8; 2000];
-    let f = wire::SegmentFields {
-        seq: tcp::SeqNum(1),
-        flags: wire::TcpFlags::SYN,
-        window: 1000,
-        ..Default::default()
-    };
-    let n = wire::write_tcp_packet(
-        &mut buf,
-        HOST.parse().unwrap(),
-        SERVER.parse().unwrap(),
-        &f,
-        &[],
-        &[],
-        1,
-    )
-    .unwrap();
-    let good = buf[..n].to_vec();
+    let good = host_syn();
+    let n = good.len();
     let mut bad_csum = good.clone();
     bad_csum[n - 1] ^= 0x55; // TCP checksum
     let mut bad_len = good.clone();
@@ -478,23 +485,7 @@ fn no_usable_interface_answers_with_icmp_unreachable() {
     let mut e = Engine::new(Config::default());
     let now = Instant::ZERO;
     let mut buf = vec![0u8; 70_000];
-    let f = wire::SegmentFields {
-        seq: tcp::SeqNum(1),
-        flags: wire::TcpFlags::SYN,
-        window: 1000,
-        ..Default::default()
-    };
-    let n = wire::write_tcp_packet(
-        &mut buf,
-        HOST.parse().unwrap(),
-        SERVER.parse().unwrap(),
-        &f,
-        &[],
-        &[],
-        1,
-    )
-    .unwrap();
-    let syn = buf[..n].to_vec();
+    let syn = host_syn();
     e.handle_tun_packet(now, &syn);
     e.handle_tun_packet(now, &udp_packet("100.127.77.1:5000", "198.19.0.12:7", b"x"));
     for _ in 0..2 {

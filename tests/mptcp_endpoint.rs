@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mpbond::mptcp::endpoint::{ConnHandle, Endpoint, EndpointConfig};
-use mpbond::mptcp::{Event, LocalPath, MptcpConfig, PathId};
-use mpbond::sim::mptcp::{CLIENT_CELL, CLIENT_WIFI, SERVER};
+use mpbond::mptcp::{Event, MptcpConfig, PathId};
+use mpbond::sim::mptcp::{CLIENT_CELL, CLIENT_WIFI, SERVER, client_paths};
 use mpbond::sim::transfer::fill_pattern;
 use mpbond::sim::{Link, Network};
 use mpbond::tcp::IsnKey;
@@ -48,18 +48,7 @@ fn many_connections_demuxed_with_joins_and_resets() {
     let server_addr = SocketAddr::new(SERVER, 80);
     let mut client = endpoint(Vec::new());
     let mut server = endpoint(vec![server_addr]);
-    let paths = [
-        LocalPath {
-            id: PathId(0),
-            addr: CLIENT_WIFI,
-            backup: false,
-        },
-        LocalPath {
-            id: PathId(1),
-            addr: CLIENT_CELL,
-            backup: true,
-        },
-    ];
+    let paths = client_paths();
     let mut now = Instant::ZERO;
     let handles: Vec<ConnHandle> = (0..N)
         .map(|_| client.connect(now, &paths, PathId(0), server_addr, true).unwrap())

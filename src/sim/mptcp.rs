@@ -22,6 +22,22 @@ use crate::wire::{parse_tcp_packet, write_tcp_packet};
 pub const CLIENT_WIFI: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 0, 1));
 /// Client cellular address.
 pub const CLIENT_CELL: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 2, 1));
+
+/// The client's two paths: Wi-Fi (path 0, primary) and cellular (path 1, backup).
+pub fn client_paths() -> [LocalPath; 2] {
+    [
+        LocalPath {
+            id: PathId(0),
+            addr: CLIENT_WIFI,
+            backup: false,
+        },
+        LocalPath {
+            id: PathId(1),
+            addr: CLIENT_CELL,
+            backup: true,
+        },
+    ]
+}
 /// Server address.
 pub const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 1, 1));
 /// A third host forging MP_JOINs.
@@ -170,18 +186,7 @@ pub fn run(spec: &MpSpec) -> MpReport {
     ];
     let isn = IsnKey([9; 32]);
     let server_addr = SocketAddr::new(SERVER, 80);
-    let paths = [
-        LocalPath {
-            id: PathId(0),
-            addr: CLIENT_WIFI,
-            backup: false,
-        },
-        LocalPath {
-            id: PathId(1),
-            addr: CLIENT_CELL,
-            backup: true,
-        },
-    ];
+    let paths = client_paths();
     let mut now = Instant::ZERO;
     let mut client = Connection::connect(
         now,
