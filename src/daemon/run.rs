@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::status::{FlowStatus, InterfaceStatus, Role, Status, SubflowStatus, TunStatus};
+use super::status::{FailoverStatus, FlowStatus, InterfaceStatus, Role, Status, SubflowStatus, TunStatus};
 use super::{LifecycleError, RunDir, clean_stale_journal, read_pid};
 use crate::config::Config;
 use crate::io::control::{self, Request};
@@ -80,19 +80,38 @@ impl Shared {
                 bytes_down: f.bytes_down,
             })
             .collect();
+        let name = |i: u8| names.get(usize::from(i)).cloned().unwrap_or_default();
         let subflows = snap
             .flows
             .iter()
             .enumerate()
-            .filter_map(|(n, f)| {
-                Some(SubflowStatus {
-                    flow: n,
-                    interface: names.get(usize::from(f.iface)).cloned().unwrap_or_default(),
-                    local: f.local?,
-                    remote: f.destination,
-                    state: f.state.clone(),
-                    srtt_us: f.srtt_us,
-                })
+            .flat_map(|(n, f)| f.subflows.iter().map(move |sf| (n, f.destination, sf)))
+            .map(|(n, remote, sf)| SubflowStatus {
+                flow: n,
+                interface: name(sf.iface),
+                local: sf.local,
+                remote,
+                state: sf.state.clone(),
+                srtt_us: sf.srtt_us,
+                usable: sf.usable,
+                backup: sf.backup,
+                bytes_sent: sf.bytes_sent,
+            })
+            .collect();
+        let recent_failovers = snap
+            .failovers
+            .iter()
+            .map(|r| FailoverStatus {
+                from: name(r.from),
+                cause: match r.cause {
+                    crate::engine::FailoverCause::Unavailable => "unavailable".into(),
+                    crate::engine::FailoverCause::Unresponsive => "unresponsive".into(),
+                },
+                ago_ms: snap.now_us.saturating_sub(r.at_us) / 1000,
+                flows: r.flows,
+                resumed: r.resumed,
+                first_resume_us: r.first_resume_us,
+                last_resume_us: r.last_resume_us,
             })
             .collect();
         let counters: std::collections::BTreeMap<String, u64> = snap.counters.into_iter().collect();
@@ -116,7 +135,9 @@ impl Shared {
             interfaces,
             flows,
             subflows,
-            failovers: counters.get("failovers").copied().unwrap_or(0),
+            failovers: counters.get("failovers").copied().unwrap_or(0)
+                + counters.get("unresponsive_failovers").copied().unwrap_or(0),
+            recent_failovers,
             counters,
         }
     }
@@ -297,6 +318,11 @@ fn start_threads(
         ports: config.routing.subflow_ports.clone(),
         tun_mtu: config.tun.mtu,
         isn_key: crate::tcp::IsnKey(isn_key),
+        mptcp: Some(crate::mptcp::MptcpConfig {
+            mode: config.mode,
+            join: config.join,
+            ..crate::mptcp::MptcpConfig::default()
+        }),
         ..crate::engine::Config::default()
     };
     workers.push(

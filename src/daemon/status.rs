@@ -103,6 +103,34 @@ pub struct SubflowStatus {
     pub state: String,
     /// Smoothed RTT in microseconds.
     pub srtt_us: u64,
+    /// Carrying data now.
+    #[serde(default)]
+    pub usable: bool,
+    /// Backup subflow (RFC 8684 §3.3.8).
+    #[serde(default)]
+    pub backup: bool,
+    /// Payload bytes sent on it.
+    #[serde(default)]
+    pub bytes_sent: u64,
+}
+
+/// One failover from a path to the others.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailoverStatus {
+    /// Interface that failed.
+    pub from: String,
+    /// `unavailable` (link, carrier or address gone) or `unresponsive` (link up, no answers).
+    pub cause: String,
+    /// Milliseconds ago (from when the path was last known good).
+    pub ago_ms: u64,
+    /// Flows that had traffic on it.
+    pub flows: u32,
+    /// Of those, flows whose data moved again.
+    pub resumed: u32,
+    /// Time until the first of them moved data again, in µs.
+    pub first_resume_us: Option<u64>,
+    /// Time until the last of them moved data again, in µs.
+    pub last_resume_us: Option<u64>,
 }
 
 /// The whole status.
@@ -127,6 +155,9 @@ pub struct Status {
     /// Failovers from one path to the other since start.
     #[serde(default)]
     pub failovers: u64,
+    /// The most recent failovers, oldest first.
+    #[serde(default)]
+    pub recent_failovers: Vec<FailoverStatus>,
     /// The engine's counters by name (flows by kind, bytes, dropped packets by reason).
     #[serde(default)]
     pub counters: std::collections::BTreeMap<String, u64>,
@@ -193,13 +224,42 @@ impl Status {
                 join(&i.addresses)
             );
         }
+        let tcp = self.flows.iter().filter(|f| f.protocol == "tcp");
+        let mptcp = tcp.clone().filter(|f| f.mptcp).count();
         let _ = writeln!(
             s,
-            "flows {}  subflows {}  failovers {}",
+            "flows {} (tcp mptcp {}, tcp fallback {}, udp {}, icmp {})  subflows {}  failovers {}",
             self.flows.len(),
+            mptcp,
+            tcp.count() - mptcp,
+            self.flows.iter().filter(|f| f.protocol == "udp").count(),
+            self.flows.iter().filter(|f| f.protocol == "icmp").count(),
             self.subflows.len(),
             self.failovers
         );
+        let fallbacks: Vec<String> = self
+            .counters
+            .iter()
+            .filter(|(k, v)| k.starts_with("fallback_") && **v > 0)
+            .map(|(k, v)| format!("{} {v}", &k["fallback_".len()..]))
+            .collect();
+        if !fallbacks.is_empty() {
+            let _ = writeln!(s, "MPTCP fallbacks: {}", fallbacks.join(", "));
+        }
+        for f in &self.recent_failovers {
+            let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{:.1} ms", v as f64 / 1e3));
+            let _ = writeln!(
+                s,
+                "failover {}s ago: {} {}, {} flows, {} resumed, first after {}, last after {}",
+                f.ago_ms / 1000,
+                f.from,
+                f.cause,
+                f.flows,
+                f.resumed,
+                ms(f.first_resume_us),
+                ms(f.last_resume_us)
+            );
+        }
         let dropped: Vec<String> = self
             .counters
             .iter()
@@ -228,8 +288,15 @@ impl Status {
                 for sf in self.subflows.iter().filter(|sf| sf.flow == n) {
                     let _ = writeln!(
                         s,
-                        "      {} {} -> {} {} srtt {} us",
-                        sf.interface, sf.local, sf.remote, sf.state, sf.srtt_us
+                        "      {} {} -> {} {}{}{} srtt {} us sent {} B",
+                        sf.interface,
+                        sf.local,
+                        sf.remote,
+                        sf.state,
+                        if sf.backup { " backup" } else { "" },
+                        if sf.usable { " active" } else { "" },
+                        sf.srtt_us,
+                        sf.bytes_sent
                     );
                 }
             }
@@ -267,6 +334,7 @@ mod tests {
             flows: Vec::new(),
             subflows: Vec::new(),
             failovers: 0,
+            recent_failovers: Vec::new(),
             counters: [("dropped_tcp_checksum".to_string(), 2)].into_iter().collect(),
         }
     }

@@ -108,10 +108,11 @@ impl TcpFlow {
         &mut self,
         now: Instant,
         iface: IfaceId,
+        tuple: (SocketAddr, SocketAddr),
         hdr: &SegmentHeader,
         payload: &[u8],
     ) {
-        self.upstream.handle_segment(now, iface, hdr, payload);
+        self.upstream.handle_segment(now, iface, tuple, hdr, payload);
     }
 
     /// Runs both sides' expired timers.

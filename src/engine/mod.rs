@@ -19,6 +19,7 @@
 //! [`DropReason`] and dropped, never a panic.
 
 mod dgram;
+mod failover;
 mod flow;
 mod upstream;
 
@@ -29,9 +30,13 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 pub use dgram::{DatagramKind, Session, SessionId};
+pub use failover::{FailoverCause, FailoverRecord};
 pub use flow::{Refusal, TcpFlow};
-pub use upstream::Upstream;
+pub use upstream::{Note, SubflowView, Upstream};
 
+use crate::mptcp::crypto::TokenTable;
+use crate::mptcp::hostile_cache::{HostileCache, NetworkKey};
+use crate::mptcp::{self, FallbackCause, LocalPath, MptcpConfig, PathId};
 use crate::tcp::{self, IsnKey};
 use crate::time::Instant;
 use crate::wire::icmp::{self, PROTO_ICMP, PROTO_ICMPV6};
@@ -138,6 +143,15 @@ pub struct Config {
     pub queue_cap: usize,
     /// Key of RFC 6528 initial sequence numbers.
     pub isn_key: IsnKey,
+    /// Upstream connections are MPTCP with these settings (their `tcp` field is replaced by
+    /// `upstream_tcp`); `None`: plain TCP on one interface.
+    pub mptcp: Option<MptcpConfig>,
+    /// How long a network stays known as hostile to MPTCP (new connections there start as
+    /// plain TCP).
+    pub hostile_ttl: Duration,
+    /// How long an interface whose paths stopped answering is avoided for new flows, unless
+    /// a subflow on it answers again first.
+    pub unresponsive_hold: Duration,
 }
 
 impl Default for Config {
@@ -158,6 +172,9 @@ impl Default for Config {
             max_sessions: 65536,
             queue_cap: 4096,
             isn_key: IsnKey([0; 32]),
+            mptcp: Some(MptcpConfig::default()),
+            hostile_ttl: Duration::from_secs(600),
+            unresponsive_hold: Duration::from_secs(30),
         }
     }
 }
@@ -250,6 +267,16 @@ pub struct Counters {
     pub unreachable_sent: u64,
     /// Times the Wi-Fi became unusable while it was the preferred interface.
     pub failovers: u64,
+    /// Upstream connections that completed the MPTCP handshake.
+    pub mptcp_connected: u64,
+    /// Upstream connections that run as plain TCP, by cause (index: [`FALLBACK_CAUSES`]).
+    pub fallbacks: [u64; FALLBACK_CAUSES.len()],
+    /// Subflows that came up (initial and joined).
+    pub subflows_up: u64,
+    /// Subflows that went away.
+    pub subflows_down: u64,
+    /// Subflows failed over because their path stopped answering.
+    pub unresponsive: u64,
     /// Dropped packets by [`DropReason`] (index = position in [`DropReason::ALL`]).
     pub dropped: [u64; DropReason::ALL.len()],
 }
@@ -276,14 +303,42 @@ impl Counters {
             ("tcp_unreachable", self.tcp_unreachable),
             ("unreachable_sent", self.unreachable_sent),
             ("failovers", self.failovers),
+            ("mptcp_connected", self.mptcp_connected),
+            ("subflows_up", self.subflows_up),
+            ("subflows_down", self.subflows_down),
+            ("unresponsive_failovers", self.unresponsive),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+        for (name, n) in FALLBACK_CAUSES.iter().zip(self.fallbacks) {
+            v.push((format!("fallback_{name}"), n));
+        }
         for r in DropReason::ALL {
             v.push((format!("dropped_{}", r.name()), self.dropped(*r)));
         }
         v
+    }
+}
+
+/// Names of the MPTCP fallback causes, in counter order.
+pub const FALLBACK_CAUSES: [&str; 5] = [
+    "no_mp_capable_answer",
+    "bad_mp_capable",
+    "syn_unanswered",
+    "options_stripped",
+    "hostile_network",
+];
+
+fn fallback_index(c: FallbackCause) -> usize {
+    use crate::mptcp::handshake::Fallback;
+    match c {
+        FallbackCause::Handshake(Fallback::NoMpCapable) => 0,
+        FallbackCause::Handshake(_) => 1,
+        FallbackCause::SynUnanswered => 2,
+        FallbackCause::OptionsStripped => 3,
+        // Only hostile networks start connections without MPTCP.
+        FallbackCause::Disabled => 4,
     }
 }
 
@@ -304,6 +359,8 @@ pub struct FlowInfo {
     pub local: Option<SocketAddr>,
     /// Upstream state name.
     pub state: String,
+    /// Subflows of the upstream (one for plain TCP, none for datagrams).
+    pub subflows: Vec<SubflowView>,
     /// Smoothed RTT of the upstream in µs.
     pub srtt_us: u64,
     /// Bytes host → destination.
@@ -371,7 +428,14 @@ pub struct Engine {
     ifaces: [IfaceState; 2],
     flows: HashMap<FlowId, TcpFlow>,
     by_host: HashMap<(SocketAddr, SocketAddr), FlowId>,
-    by_port: HashMap<u16, FlowId>,
+    /// Upstream local port and destination → flow (a port is reused toward other
+    /// destinations, so the range limits flows per destination, not in all).
+    by_port: HashMap<(u16, SocketAddr), FlowId>,
+    tokens: TokenTable,
+    hostile: HostileCache,
+    /// When an interface's paths stopped answering (cleared when one answers again).
+    unresponsive: [Option<Instant>; 2],
+    failovers: failover::Failovers,
     next_flow: FlowId,
     next_port: u16,
     dirty: VecDeque<FlowId>,
@@ -393,12 +457,17 @@ impl Engine {
         cfg.host_tcp.mss = mss_for(cfg.tun_mtu, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
         let next_port = *cfg.ports.start();
         let cap = cfg.queue_cap;
+        let hostile_ttl = cfg.hostile_ttl;
         Engine {
             cfg,
             ifaces: [IfaceState::default(); 2],
             flows: HashMap::new(),
             by_host: HashMap::new(),
             by_port: HashMap::new(),
+            tokens: TokenTable::new(),
+            hostile: HostileCache::new(hostile_ttl, 64),
+            unresponsive: [None; 2],
+            failovers: failover::Failovers::default(),
             next_flow: 0,
             next_port,
             dirty: VecDeque::new(),
@@ -440,6 +509,7 @@ impl Engine {
                 iface: f.upstream.iface(),
                 local: Some(f.upstream.local()),
                 state: f.upstream.state_name(),
+                subflows: f.upstream.subflows(),
                 srtt_us: f.upstream.srtt_us(),
                 bytes_up: f.bytes_up,
                 bytes_down: f.bytes_down,
@@ -456,6 +526,7 @@ impl Engine {
             iface: s.iface,
             local: None,
             state: "active".into(),
+            subflows: Vec::new(),
             srtt_us: 0,
             bytes_up: s.up.1,
             bytes_down: s.down.1,
@@ -467,37 +538,50 @@ impl Engine {
         self.counters.dropped[r as usize] += 1;
     }
 
+    /// The most recent failovers.
+    pub fn failovers(&self) -> Vec<FailoverRecord> {
+        self.failovers.records()
+    }
+
     /// The interface new traffic to `dst` uses: Wi-Fi when usable with an address of the
-    /// family, else cellular.
+    /// family and answering, else cellular (else a Wi-Fi that stopped answering, rather than
+    /// nothing).
     pub fn choose_iface(&self, dst: IpAddr) -> Option<IfaceId> {
-        [WIFI, CELLULAR].into_iter().find(|&i| {
+        let ok = |i: IfaceId| {
             let s = &self.ifaces[usize::from(i)];
             s.usable && self.local_addr(i, dst).is_some()
-        })
-    }
-
-    fn local_addr(&self, iface: IfaceId, dst: IpAddr) -> Option<IpAddr> {
-        let s = self.ifaces.get(usize::from(iface))?;
-        match dst {
-            IpAddr::V4(_) => s.v4.map(IpAddr::V4),
-            IpAddr::V6(_) => s.v6.map(IpAddr::V6),
-        }
-    }
-
-    /// An interface became usable or not, or its addresses changed. UDP/ICMP sessions move to
-    /// the interface now preferred (to cellular when Wi-Fi goes, back when it returns).
-    pub fn handle_iface_state(&mut self, _now: Instant, iface: IfaceId, state: IfaceState) {
-        let Some(slot) = self.ifaces.get_mut(usize::from(iface)) else {
-            return;
         };
-        if iface == WIFI && slot.usable && !state.usable {
-            self.counters.failovers += 1;
+        [WIFI, CELLULAR]
+            .into_iter()
+            .find(|&i| ok(i) && self.unresponsive[usize::from(i)].is_none())
+            .or_else(|| [WIFI, CELLULAR].into_iter().find(|&i| ok(i)))
+    }
+
+    /// The local paths an MPTCP connection to `dst` may use now (cellular is the backup path
+    /// in handover mode).
+    fn local_paths(&self, dst: IpAddr, backup_cellular: bool) -> Vec<LocalPath> {
+        [WIFI, CELLULAR]
+            .into_iter()
+            .filter(|&i| self.ifaces[usize::from(i)].usable)
+            .filter_map(|i| {
+                Some(LocalPath {
+                    id: PathId(i),
+                    addr: self.local_addr(i, dst)?,
+                    backup: i == CELLULAR && backup_cellular,
+                })
+            })
+            .collect()
+    }
+
+    fn network_key(&self, iface: IfaceId, dst: IpAddr) -> NetworkKey {
+        NetworkKey {
+            iface: u32::from(iface),
+            gateway: self.local_addr(iface, dst),
         }
-        if *slot == state {
-            return;
-        }
-        tracing::info!(iface, usable = state.usable, v4 = ?state.v4, v6 = ?state.v6, "interface state");
-        *slot = state;
+    }
+
+    /// Moves UDP/ICMP sessions to the interface now preferred.
+    fn move_sessions(&mut self) {
         for id in self.sessions.ids() {
             let Some(s) = self.sessions.get_mut(id) else {
                 continue;
@@ -520,6 +604,97 @@ impl Engine {
                 }
             }
         }
+    }
+
+    fn local_addr(&self, iface: IfaceId, dst: IpAddr) -> Option<IpAddr> {
+        let s = self.ifaces.get(usize::from(iface))?;
+        match dst {
+            IpAddr::V4(_) => s.v4.map(IpAddr::V4),
+            IpAddr::V6(_) => s.v6.map(IpAddr::V6),
+        }
+    }
+
+    /// An interface became usable or not, or its addresses changed. MPTCP connections drop
+    /// their subflows on an interface that went (their data is reinjected on the others at
+    /// once) and join it again when it returns; UDP/ICMP sessions move to the interface now
+    /// preferred (to cellular when Wi-Fi goes, back when it returns).
+    pub fn handle_iface_state(&mut self, now: Instant, iface: IfaceId, state: IfaceState) {
+        let Some(slot) = self.ifaces.get_mut(usize::from(iface)) else {
+            return;
+        };
+        let was = *slot;
+        if was == state {
+            return;
+        }
+        tracing::info!(iface, usable = state.usable, v4 = ?state.v4, v6 = ?state.v6, "interface state");
+        *slot = state;
+        let went = was.usable && !state.usable;
+        if iface == WIFI && went {
+            self.counters.failovers += 1;
+        }
+        if was.v4 != state.v4 || was.v6 != state.v6 || went {
+            // Another network (or none): what was learnt about it no longer holds.
+            self.unresponsive[usize::from(iface)] = None;
+            for dst in [
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            ] {
+                if let Some(a) = match dst {
+                    IpAddr::V4(_) => was.v4.map(IpAddr::V4),
+                    IpAddr::V6(_) => was.v6.map(IpAddr::V6),
+                } {
+                    self.hostile.mark_good(NetworkKey {
+                        iface: u32::from(iface),
+                        gateway: Some(a),
+                    });
+                }
+            }
+        }
+        let backup_cellular = self
+            .cfg
+            .mptcp
+            .is_some_and(|m| m.mode == crate::config::Mode::Handover);
+        let ids: Vec<FlowId> = self.flows.keys().copied().collect();
+        let mut affected = Vec::new();
+        for id in ids {
+            let Some(f) = self.flows.get_mut(&id) else {
+                continue;
+            };
+            let dst = f.dst.ip();
+            let on_iface = f.upstream.subflows().iter().any(|s| s.iface == iface);
+            let Some(conn) = f.upstream.as_mptcp() else {
+                continue;
+            };
+            if went {
+                if on_iface {
+                    affected.push(id);
+                }
+                conn.path_down(now, PathId(iface));
+            } else if state.usable {
+                let addr = match dst {
+                    IpAddr::V4(_) => state.v4.map(IpAddr::V4),
+                    IpAddr::V6(_) => state.v6.map(IpAddr::V6),
+                };
+                match addr {
+                    Some(addr) => {
+                        let path = LocalPath {
+                            id: PathId(iface),
+                            addr,
+                            backup: iface == CELLULAR && backup_cellular,
+                        };
+                        conn.add_path(now, path);
+                        conn.path_up(now, PathId(iface));
+                    }
+                    None => conn.path_down(now, PathId(iface)),
+                }
+            }
+            self.mark_dirty(id);
+        }
+        if went {
+            self.failovers
+                .record(now, iface, FailoverCause::Unavailable, &affected);
+        }
+        self.move_sessions();
     }
 
     fn mark_dirty(&mut self, id: FlowId) {
@@ -592,6 +767,7 @@ impl Engine {
             self.queue_rst(src, dst, &hdr, payload.len());
             return;
         }
+        self.expire_unresponsive(now);
         let Some(iface) = self.choose_iface(dst.ip()) else {
             self.drop(DropReason::NoInterface);
             return self.queue_unreachable(dst.ip(), src.ip(), pkt);
@@ -600,7 +776,7 @@ impl Engine {
             self.drop(DropReason::TableFull);
             return self.queue_rst(src, dst, &hdr, payload.len());
         }
-        let Some(port) = self.alloc_port() else {
+        let Some(port) = self.alloc_port(dst) else {
             self.drop(DropReason::TableFull);
             return self.queue_rst(src, dst, &hdr, payload.len());
         };
@@ -609,14 +785,50 @@ impl Engine {
         };
         let mut cfg = self.cfg.upstream_tcp;
         cfg.mss = mss_for(self.cfg.iface_mtu, dst.ip());
-        let conn =
-            tcp::Connection::connect(now, SocketAddr::new(local_ip, port), dst, cfg, &self.cfg.isn_key);
-        let flow = TcpFlow::new(src, dst, hdr, Upstream::Tcp { conn, iface }, port);
+        let upstream = match self.cfg.mptcp {
+            Some(mut mcfg) => {
+                let Ok((key, _token)) = self.tokens.generate() else {
+                    self.drop(DropReason::TableFull);
+                    return self.queue_rst(src, dst, &hdr, payload.len());
+                };
+                mcfg.tcp = cfg;
+                let handover = mcfg.mode == crate::config::Mode::Handover;
+                let paths = self.local_paths(dst.ip(), handover);
+                // A network where MP_CAPABLE SYNs went unanswered starts as plain TCP.
+                let hostile = self.hostile.is_hostile(self.network_key(iface, dst.ip()), now);
+                if hostile {
+                    self.counters.fallbacks[fallback_index(FallbackCause::Disabled)] += 1;
+                }
+                let conn = mptcp::Connection::connect(
+                    now,
+                    mcfg,
+                    &paths,
+                    PathId(iface),
+                    dst,
+                    vec![port],
+                    key,
+                    &self.cfg.isn_key,
+                    !hostile,
+                );
+                Upstream::mptcp(conn)
+            }
+            None => {
+                let conn = tcp::Connection::connect(
+                    now,
+                    SocketAddr::new(local_ip, port),
+                    dst,
+                    cfg,
+                    &self.cfg.isn_key,
+                );
+                Upstream::Tcp { conn, iface }
+            }
+        };
+        let flow = TcpFlow::new(src, dst, hdr, upstream, port);
         self.next_flow += 1;
         let id = self.next_flow;
         self.flows.insert(id, flow);
         self.by_host.insert((src, dst), id);
-        self.by_port.insert(port, id);
+        self.by_port.insert((port, dst), id);
         self.counters.tcp_flows += 1;
         tracing::debug!(flow = id, %src, %dst, iface, port, "new TCP flow");
         self.mark_dirty(id);
@@ -624,19 +836,28 @@ impl Engine {
 
     /// Forgets a flow (its upstream connection, if still lingering, is dropped with it).
     fn remove_flow(&mut self, id: FlowId) {
-        if let Some(f) = self.flows.remove(&id) {
-            self.by_port.remove(&f.local_port);
+        if let Some(mut f) = self.flows.remove(&id) {
+            for p in f.upstream.ports() {
+                if self.by_port.get(&(p, f.dst)) == Some(&id) {
+                    self.by_port.remove(&(p, f.dst));
+                }
+            }
+            if let Some(c) = f.upstream.as_mptcp() {
+                self.tokens.release(c.local_token());
+            }
             self.by_host.remove(&(f.host_addr, f.dst));
+            self.failovers.forget(id);
         }
     }
 
-    fn alloc_port(&mut self) -> Option<u16> {
+    /// A local port not in use toward `dst`.
+    fn alloc_port(&mut self, dst: SocketAddr) -> Option<u16> {
         let (lo, hi) = (*self.cfg.ports.start(), *self.cfg.ports.end());
         let n = u32::from(hi.checked_sub(lo)?) + 1;
         for _ in 0..n {
             let p = self.next_port;
             self.next_port = if p >= hi { lo } else { p + 1 };
-            if !self.by_port.contains_key(&p) {
+            if !self.by_port.contains_key(&(p, dst)) {
                 return Some(p);
             }
         }
@@ -714,6 +935,7 @@ impl Engine {
         payload: &[u8],
         original: &[u8],
     ) {
+        self.expire_unresponsive(now);
         let Some(best) = self.choose_iface(remote.ip()) else {
             self.drop(DropReason::NoInterface);
             if !original.is_empty() {
@@ -879,7 +1101,7 @@ impl Engine {
         let Some((src, dst)) = quoted_tcp(quote) else {
             return self.drop(DropReason::BadIcmp);
         };
-        let Some(&id) = self.by_port.get(&src.port()) else {
+        let Some(&id) = self.by_port.get(&(src.port(), dst)) else {
             return self.drop(DropReason::NoFlow);
         };
         let Some(f) = self.flows.get_mut(&id) else { return };
@@ -929,16 +1151,15 @@ impl Engine {
             Ok(h) => h,
             Err(e) => return self.drop(tcp_reason(e)),
         };
-        let Some(&id) = self.by_port.get(&hdr.dst_port) else {
+        let remote = SocketAddr::new(ipv.src, hdr.src_port);
+        let Some(&id) = self.by_port.get(&(hdr.dst_port, remote)) else {
             return self.drop(DropReason::NoFlow);
         };
         let Some(f) = self.flows.get_mut(&id) else {
             return self.drop(DropReason::NoFlow);
         };
-        if f.upstream.remote() != SocketAddr::new(ipv.src, hdr.src_port) {
-            return self.drop(DropReason::NoFlow);
-        }
-        f.handle_upstream_segment(now, iface, &hdr, view.payload());
+        let local = SocketAddr::new(ipv.dst, hdr.dst_port);
+        f.handle_upstream_segment(now, iface, (local, remote), &hdr, view.payload());
         self.mark_dirty(id);
     }
 
@@ -1007,8 +1228,21 @@ impl Engine {
             if !f.serviced {
                 f.serviced = true;
                 let s = f.service(now, &self.cfg.host_tcp, &self.cfg.isn_key, &mut self.scratch);
+                let mut notes = Vec::new();
+                while let Some(n) = f.upstream.poll_note() {
+                    notes.push(n);
+                }
                 self.counters.tcp_bytes_up += s.up;
                 self.counters.tcp_bytes_down += s.down;
+                if s.up + s.down > 0 {
+                    self.failovers.moved(now, id);
+                }
+                for n in notes {
+                    self.handle_note(now, id, n);
+                }
+                let Some(f) = self.flows.get_mut(&id) else {
+                    continue;
+                };
                 if s.established {
                     self.counters.tcp_established += 1;
                 }
@@ -1046,6 +1280,88 @@ impl Engine {
                     self.timers.push(Reverse((t, id)));
                 }
             }
+        }
+    }
+
+    /// Records what an upstream connection reported.
+    fn handle_note(&mut self, now: Instant, id: FlowId, note: Note) {
+        let Some(f) = self.flows.get_mut(&id) else { return };
+        let dst = f.dst;
+        let initial = f.upstream.as_mptcp().map(|c| c.initial_path().0);
+        match note {
+            Note::Connected { mptcp } => {
+                if mptcp {
+                    self.counters.mptcp_connected += 1;
+                }
+            }
+            Note::Fallback(cause) => {
+                if cause != FallbackCause::Disabled {
+                    self.counters.fallbacks[fallback_index(cause)] += 1;
+                }
+                tracing::debug!(flow = id, %dst, %cause, "MPTCP fallback");
+                if cause == FallbackCause::SynUnanswered
+                    && let Some(i) = initial
+                {
+                    // RFC 8684 §3.7 / iOS: remember the network, start plain there for a while.
+                    let key = self.network_key(i, dst.ip());
+                    self.hostile.mark_hostile(key, now);
+                }
+            }
+            Note::SubflowUp { iface, .. } => {
+                self.counters.subflows_up += 1;
+                if let Some(slot) = self.unresponsive.get_mut(usize::from(iface))
+                    && slot.take().is_some()
+                {
+                    tracing::info!(iface, "interface answers again");
+                    self.move_sessions();
+                }
+            }
+            Note::SubflowDown { .. } => {
+                self.counters.subflows_down += 1;
+                // A path joined again gets a fresh local port: no stale state at the peer
+                // (a subflow it still believes in) collides with the new subflow's 4-tuple.
+                let wants = f.upstream.ports().len() < 8 && !f.upstream.is_closed();
+                if wants && let Some(p) = self.alloc_port(dst) {
+                    self.by_port.insert((p, dst), id);
+                    if let Some(c) = self.flows.get_mut(&id).and_then(|f| f.upstream.as_mptcp()) {
+                        c.add_port(p);
+                    }
+                }
+            }
+            Note::Unresponsive { iface, silent_for } => {
+                self.counters.unresponsive += 1;
+                let since =
+                    Instant::from_micros(now.as_micros().saturating_sub(silent_for.as_micros() as u64));
+                self.failovers
+                    .record(since, iface, FailoverCause::Unresponsive, &[id]);
+                if let Some(slot) = self.unresponsive.get_mut(usize::from(iface))
+                    && slot.is_none()
+                {
+                    tracing::info!(
+                        iface,
+                        silent_ms = silent_for.as_millis() as u64,
+                        "interface unresponsive"
+                    );
+                    *slot = Some(now);
+                    self.move_sessions();
+                }
+            }
+        }
+    }
+
+    /// Forgets that an interface stopped answering once [`Config::unresponsive_hold`] passed
+    /// (new flows try it again).
+    fn expire_unresponsive(&mut self, now: Instant) {
+        let hold = self.cfg.unresponsive_hold;
+        let mut changed = false;
+        for slot in &mut self.unresponsive {
+            if slot.is_some_and(|t| now >= t + hold) {
+                *slot = None;
+                changed = true;
+            }
+        }
+        if changed {
+            self.move_sessions();
         }
     }
 

@@ -47,6 +47,10 @@ pub struct Snapshot {
     pub flows: Vec<FlowInfo>,
     /// What the engine believes of each interface.
     pub ifaces: Vec<IfaceState>,
+    /// Recent failovers.
+    pub failovers: Vec<engine::FailoverRecord>,
+    /// The engine clock when the snapshot was taken (µs).
+    pub now_us: u64,
 }
 
 /// Everything the engine thread needs.
@@ -258,6 +262,8 @@ impl Thread {
         Snapshot {
             counters: self.engine.counters().named(),
             flows: self.engine.flows(),
+            failovers: self.engine.failovers(),
+            now_us: crate::sys::clock::boottime().as_micros(),
             ifaces: (0..self.handles.len() as u8)
                 .filter_map(|i| self.engine.iface_state(i))
                 .collect(),

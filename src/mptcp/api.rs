@@ -29,6 +29,12 @@ pub struct MptcpConfig {
     /// Consecutive RTOs after which a subflow counts as stalled: its data is reinjected on the
     /// others and the scheduler avoids it until it makes progress.
     pub stall_rtos: u32,
+    /// A subflow silent for this many smoothed RTTs (data unacknowledged, or a probe
+    /// unanswered) while its link is up counts as unresponsive and is failed over; 0 disables
+    /// the check (then only [`stall_rtos`](Self::stall_rtos) applies).
+    pub stale_rtts: u32,
+    /// Lower bound of that silence.
+    pub stale_floor: Duration,
     /// Minimum time between two join attempts on one path.
     pub join_retry: Duration,
     /// Most subflows alive at once.
@@ -48,6 +54,8 @@ impl Default for MptcpConfig {
             send_buffer: 4 << 20,
             recv_buffer: 4 << 20,
             stall_rtos: 1,
+            stale_rtts: 2,
+            stale_floor: Duration::from_millis(30),
             join_retry: Duration::from_secs(1),
             max_subflows: 8,
             orphan_timeout: Duration::from_secs(60),
@@ -155,6 +163,13 @@ pub enum Event {
         path: PathId,
         /// Why.
         cause: FallbackCause,
+    },
+    /// A path stopped answering while its link stayed up: its subflow was failed over.
+    PathUnresponsive {
+        /// The path.
+        path: PathId,
+        /// How long it had been silent when that was decided.
+        silent_for: Duration,
     },
     /// We reset a subflow.
     SubflowReset {

@@ -46,6 +46,10 @@ use crate::time::Instant;
 use crate::wire::mptcp::{AddrSignal, CapablePayload, MpTcpRst, MptcpOption, RstReason};
 use crate::wire::tcp::SegmentHeader;
 
+#[path = "liveness.rs"]
+mod liveness;
+pub(in crate::mptcp) use liveness::Liveness;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Client,
@@ -284,6 +288,11 @@ impl Connection {
         self.neg.map(|n| n.local_token())
     }
 
+    /// The token of our key (reserved in the caller's token table from creation on).
+    pub fn local_token(&self) -> Token {
+        self.local_key.token()
+    }
+
     /// MPTCP in use (handshake done, no fallback).
     pub fn is_mptcp(&self) -> bool {
         self.neg.is_some() && !self.fallback
@@ -364,6 +373,21 @@ impl Connection {
         n
     }
 
+    /// Room in the data-level send buffer.
+    pub fn send_capacity(&self) -> usize {
+        if self.terminal { 0 } else { self.send.free_space() }
+    }
+
+    /// The destination (the initial subflow's remote address).
+    pub fn remote(&self) -> SocketAddr {
+        self.remote
+    }
+
+    /// The path the initial subflow was opened on (or restarted on).
+    pub fn initial_path(&self) -> PathId {
+        self.initial_path
+    }
+
     /// Bytes ready for [`recv`](Self::recv).
     pub fn recv_available(&self) -> usize {
         self.recv.as_ref().map_or(0, |r| r.readable())
@@ -404,14 +428,55 @@ impl Connection {
         if let Some(p) = self.paths.iter_mut().find(|p| p.path.id == path) {
             p.available = false;
         }
+        let mut removed = Vec::new();
         for i in 0..self.subflows.len() {
             if self.subflows[i].path == path && !self.subflows[i].dead {
                 self.subflows[i].mp.rst_opt = None;
                 self.subflows[i].tcp.abort();
                 self.kill_subflow(i);
+                removed.push(self.subflows[i].mp.local_addr_id);
             }
         }
+        // §3.4.2: the peer learns at once that the address is gone (it closes its side of
+        // those subflows and retransmits what they carried on the others).
+        for id in removed {
+            self.signal_removed(id);
+        }
+        self.sync_priorities();
         self.after_io(now);
+    }
+
+    /// Adds `path`, or updates it (a new address: its old subflows are dropped as if the path
+    /// went down, and new ones are joined from the new address).
+    pub fn add_path(&mut self, now: Instant, path: LocalPath) {
+        match self.paths.iter().position(|p| p.path.id == path.id) {
+            Some(k) if self.paths[k].path.addr != path.addr => {
+                self.path_down(now, path.id);
+                self.paths[k].path = path;
+                self.path_up(now, path.id);
+            }
+            Some(k) => self.paths[k].path = path,
+            None => {
+                self.paths.push(PathState {
+                    path,
+                    available: true,
+                    next_join: now,
+                });
+                self.after_io(now);
+            }
+        }
+    }
+
+    /// Adds a local port for subflows; the next subflow opened takes it (a fresh 4-tuple for a
+    /// path joined again, so no stale state at the peer collides with it).
+    pub fn add_port(&mut self, port: u16) {
+        let at = self.next_port % self.ports.len().max(1);
+        self.ports.insert(at, port);
+    }
+
+    /// Local ports in use or reserved by this connection.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
     }
 
     /// The path is back: the path manager re-creates a subflow on it (client).
@@ -458,6 +523,9 @@ impl Connection {
         }
         if self.terminal {
             return t;
+        }
+        if let Some(x) = self.liveness_deadline() {
+            add(x);
         }
         for p in &self.paths {
             if self.wants_join(p) {
@@ -579,6 +647,9 @@ impl Connection {
         }
         if let Some((h, _ins)) = self.subflows[i].mp.accepted.take() {
             self.on_accepted(now, i, &h, payload.len());
+            if !payload.is_empty() {
+                self.note_data_rx(now, i);
+            }
         }
         self.after_io(now);
     }
@@ -1052,7 +1123,22 @@ impl Connection {
             while let Some(ev) = self.subflows[i].tcp.poll_event() {
                 match ev {
                     tcp::Event::Reset | tcp::Event::TimedOut => {
-                        if self.fallback && !self.subflows[i].dead {
+                        let initial_syn = matches!(self.subflows[i].mp.hs, Handshake::CapableSyn { .. });
+                        let other_path = self
+                            .paths
+                            .iter()
+                            .any(|p| p.available && p.path.id != self.subflows[i].path);
+                        if initial_syn && !self.subflows[i].dead && (ev == tcp::Event::Reset || !other_path) {
+                            // RFC 9293 §3.10.7.3: a RST answering our SYN means "connection
+                            // refused" (no retry elsewhere: the destination said no); a SYN that
+                            // timed out with no other path to try fails the connection.
+                            self.subflows[i].dead = true;
+                            self.terminal_event(if ev == tcp::Event::Reset {
+                                Event::Reset
+                            } else {
+                                Event::TimedOut
+                            });
+                        } else if self.fallback && !self.subflows[i].dead {
                             self.subflows[i].dead = true;
                             self.terminal_event(if ev == tcp::Event::Reset {
                                 Event::Reset
@@ -1220,6 +1306,8 @@ impl Connection {
         } else {
             self.orphan_since = None;
         }
+        self.check_liveness(now);
+        self.sync_priorities();
         self.manage_paths(now);
     }
 
@@ -1464,6 +1552,9 @@ impl Connection {
             }
             s.mp.data_ack = data_ack;
             if let Some(t) = s.tcp.poll_transmit_with(now, buf, &mut s.mp) {
+                if s.mp.live.busy_since.is_none() && s.tcp.health().bytes_in_flight > 0 {
+                    s.mp.live.busy_since = Some(now);
+                }
                 return Some((s.path, t));
             }
         }

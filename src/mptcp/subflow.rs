@@ -78,6 +78,8 @@ pub(super) struct SubflowMp {
     pub early_dss: Vec<Dss>,
     /// Set by [`on_segment`](OptionHook::on_segment): an accepted segment to process.
     pub accepted: Option<(SegmentHeader, InSegment)>,
+    /// Liveness signals (unresponsive-path detection).
+    pub live: super::connection::Liveness,
 }
 
 impl SubflowMp {
@@ -104,6 +106,7 @@ impl SubflowMp {
             reinjected: false,
             early_dss: Vec::new(),
             accepted: None,
+            live: Default::default(),
         }
     }
 

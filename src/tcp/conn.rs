@@ -509,6 +509,15 @@ impl Connection {
         }
     }
 
+    /// Sends a segment the peer must answer at once with an ACK (the keep-alive form, RFC 9293
+    /// §3.8.4), to test whether the path still carries packets; its answer updates
+    /// [`Health::last_recv`].
+    pub fn send_probe(&mut self) {
+        if matches!(self.state, State::Established | State::CloseWait) {
+            self.probe_pending = true;
+        }
+    }
+
     pub(super) fn enter_closed(&mut self) {
         self.state = State::Closed;
         self.timers.clear();
@@ -554,6 +563,7 @@ impl Connection {
             rto: self.rtt.rto(),
             consecutive_rtos: self.rto_count,
             last_ack_progress: self.last_progress,
+            last_recv: self.last_recv,
             bytes_in_flight: self.snd_nxt.saturating_sub(self.snd_una),
             cwnd: self.win.cwnd,
             ssthresh: self.win.ssthresh,

@@ -302,6 +302,8 @@ pub struct Health {
     pub consecutive_rtos: u32,
     /// When SND.UNA last advanced (or the connection was created).
     pub last_ack_progress: Instant,
+    /// When the last acceptable segment arrived (or the connection was created).
+    pub last_recv: Instant,
     /// Bytes sent and not yet acknowledged.
     pub bytes_in_flight: u64,
     /// Congestion window in bytes.

@@ -1,0 +1,237 @@
+//! Path liveness and backup priorities (the policy half of handover, issue 5 point 5).
+//!
+//! A subflow whose path stops answering while its link stays up (a blackholed Wi-Fi router,
+//! a captive portal gone silent, heavy loss) is detected well before its retransmission timer
+//! would give up, from two signals, each bounded by a few smoothed RTTs:
+//!
+//! - *sending*: data is in flight and SND.UNA has not advanced for the bound;
+//! - *receiving*: data was arriving and stopped; the subflow is probed (a keep-alive form
+//!   segment, RFC 9293 §3.8.4, that the peer must answer at once) and the probe goes unanswered
+//!   for the bound. A sender that merely paused answers the probe, so bursty traffic does not
+//!   trip it.
+//!
+//! Such a subflow is then treated as if its link went down: its data is reinjected on the
+//! others (§3.3.6), and the peer is told to stop using it with a REMOVE_ADDR for its address
+//! (§3.4.2; the peer closes the subflows using that address and retransmits what they carried).
+//! The path manager joins the path again later; when it answers, traffic returns.
+//!
+//! In handover mode, backup subflows (RFC 8684 §3.3.8, flag B) are used only while no regular
+//! subflow can carry data; the priorities are kept in step with that on both sides with MP_PRIO,
+//! so the peer sends on the backup at once when the regular path fails, and stops when it
+//! returns.
+
+use std::time::Duration;
+
+use super::{Connection, Event};
+use crate::config::Mode;
+use crate::time::Instant;
+use crate::wire::mptcp::MptcpOption;
+
+/// Liveness state of one subflow (kept in its `SubflowMp`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(in crate::mptcp) struct Liveness {
+    /// Since when data has been in flight without a break (for the sending signal).
+    pub(in crate::mptcp) busy_since: Option<Instant>,
+    /// When payload last arrived.
+    pub(in crate::mptcp) last_data_rx: Option<Instant>,
+    /// The arrival time a probe was already sent for (one probe round per silence).
+    pub(in crate::mptcp) probed_for: Option<Instant>,
+    /// The probe round in progress: when it started and how many probes went out.
+    pub(in crate::mptcp) probe: Option<(Instant, u8)>,
+}
+
+impl Connection {
+    /// How long a path may stay silent before it counts as unresponsive.
+    fn stale_bound(&self, i: usize) -> Option<Duration> {
+        if self.cfg.stale_rtts == 0 {
+            return None;
+        }
+        let h = self.subflows[i].tcp.health();
+        let srtt = h.srtt.unwrap_or(h.rto);
+        Some((srtt * self.cfg.stale_rtts).max(self.cfg.stale_floor))
+    }
+
+    /// Records payload arrival on subflow `i` (liveness input).
+    pub(super) fn note_data_rx(&mut self, now: Instant, i: usize) {
+        if let Some(s) = self.subflows.get_mut(i) {
+            s.mp.live.last_data_rx = Some(now);
+            s.mp.live.probe = None;
+        }
+    }
+
+    /// The next time [`check_liveness`](Self::check_liveness) has something to decide.
+    pub(super) fn liveness_deadline(&self) -> Option<Instant> {
+        if !self.is_mptcp() || self.terminal {
+            return None;
+        }
+        let mut t: Option<Instant> = None;
+        for i in 0..self.subflows.len() {
+            if !self.ready(i) {
+                continue;
+            }
+            let Some(bound) = self.stale_bound(i) else {
+                continue;
+            };
+            let s = &self.subflows[i];
+            let mut add = |x: Instant| t = Some(t.map_or(x, |y: Instant| y.min(x)));
+            if let Some(busy) = s.mp.live.busy_since {
+                add(busy.max(s.tcp.health().last_ack_progress) + bound);
+            }
+            match s.mp.live.probe {
+                Some((at, 1)) => add(at + bound / 2),
+                Some((at, _)) => add(at + bound),
+                None => {
+                    if let Some(rx) = s.mp.live.last_data_rx
+                        && s.mp.live.probed_for != Some(rx)
+                    {
+                        add(rx + self.probe_after(i));
+                    }
+                }
+            }
+        }
+        t
+    }
+
+    /// Silence on a receiving subflow after which it is probed: half an RTT (a bulk transfer
+    /// delivers many segments per RTT), at least 10 ms.
+    fn probe_after(&self, i: usize) -> Duration {
+        let h = self.subflows[i].tcp.health();
+        (h.srtt.unwrap_or(h.rto) / 2).max(Duration::from_millis(10))
+    }
+
+    /// Updates the liveness signals of every subflow; a subflow found unresponsive is failed
+    /// over (only when another subflow can take its traffic).
+    pub(super) fn check_liveness(&mut self, now: Instant) {
+        if !self.is_mptcp() || self.terminal {
+            return;
+        }
+        for i in 0..self.subflows.len() {
+            if !self.ready(i) {
+                continue;
+            }
+            let Some(bound) = self.stale_bound(i) else {
+                continue;
+            };
+            let probe_after = self.probe_after(i);
+            let s = &mut self.subflows[i];
+            let h = s.tcp.health();
+            let live = &mut s.mp.live;
+            // Sending signal.
+            if h.bytes_in_flight == 0 {
+                live.busy_since = None;
+            } else if live.busy_since.is_none() {
+                live.busy_since = Some(now);
+            }
+            let mut silent_since = None;
+            if let Some(busy) = live.busy_since {
+                let progress = busy.max(h.last_ack_progress);
+                if now >= progress + bound {
+                    silent_since = Some(progress);
+                }
+            }
+            // Receiving signal.
+            match live.probe {
+                Some((at, _)) if h.last_recv > at => {
+                    // Answered: the path is alive, the sender just paused.
+                    live.probe = None;
+                }
+                Some((at, n)) => {
+                    if now >= at + bound {
+                        silent_since = Some(silent_since.map_or(at, |t: Instant| t.min(at)));
+                    } else if n == 1 && now >= at + bound / 2 {
+                        // A second probe, in case the first one was lost.
+                        live.probe = Some((at, 2));
+                        s.tcp.send_probe();
+                    }
+                }
+                None => {
+                    if let Some(rx) = live.last_data_rx
+                        && live.probed_for != Some(rx)
+                        && h.last_recv <= rx
+                        && now >= rx + probe_after
+                    {
+                        live.probed_for = Some(rx);
+                        live.probe = Some((now, 1));
+                        s.tcp.send_probe();
+                    }
+                }
+            }
+            let Some(since) = silent_since else { continue };
+            let other = (0..self.subflows.len()).any(|j| j != i && self.ready(j));
+            if !other {
+                continue;
+            }
+            self.fail_unresponsive(now, i, since);
+        }
+    }
+
+    /// Subflow `i` stopped answering: drop it, reinject its data, tell the peer to stop using
+    /// its address, and try the path again later.
+    fn fail_unresponsive(&mut self, now: Instant, i: usize, since: Instant) {
+        let (path, addr_id) = (self.subflows[i].path, self.subflows[i].mp.local_addr_id);
+        tracing::debug!(
+            path = path.0,
+            silent_ms = (now - since).as_millis() as u64,
+            "subflow unresponsive"
+        );
+        self.subflows[i].mp.rst_opt = None;
+        self.subflows[i].tcp.abort();
+        self.kill_subflow(i);
+        self.events.push_back(Event::PathUnresponsive {
+            path,
+            silent_for: now - since,
+        });
+        self.signal_removed(addr_id);
+        if let Some(p) = self.paths.iter_mut().find(|p| p.path.id == path) {
+            p.next_join = now + self.cfg.join_retry;
+        }
+        self.sync_priorities();
+    }
+
+    /// RFC 8684 §3.4.2: tells the peer that our address `addr_id` is gone (on a subflow that
+    /// still works), unless another live subflow still uses it.
+    pub(super) fn signal_removed(&mut self, addr_id: u8) {
+        if self
+            .subflows
+            .iter()
+            .any(|s| !s.dead && s.mp.local_addr_id == addr_id)
+        {
+            return;
+        }
+        let Some(opt) = super::addr::remove(&[addr_id]) else {
+            return;
+        };
+        if let Some(j) = (0..self.subflows.len()).find(|&j| self.ready(j)) {
+            let s = &mut self.subflows[j];
+            s.mp.oneoff.push_back(opt);
+            s.tcp.request_ack();
+        }
+    }
+
+    /// Handover mode: a subflow on a backup path is a backup (§3.3.8) exactly while a regular
+    /// subflow can carry data; changes are announced with MP_PRIO on the subflow concerned.
+    pub(super) fn sync_priorities(&mut self) {
+        if self.cfg.mode != Mode::Handover || !self.is_mptcp() || self.terminal {
+            return;
+        }
+        let backup_path = |c: &Connection, i: usize| {
+            c.paths
+                .iter()
+                .any(|p| p.path.id == c.subflows[i].path && p.path.backup)
+        };
+        let regular_alive = (0..self.subflows.len()).any(|i| self.ready(i) && !backup_path(self, i));
+        for i in 0..self.subflows.len() {
+            if !self.ready(i) || !backup_path(self, i) {
+                continue;
+            }
+            let s = &mut self.subflows[i];
+            if s.mp.backup != regular_alive {
+                s.mp.backup = regular_alive;
+                s.mp.oneoff.push_back(MptcpOption::MpPrio {
+                    backup: regular_alive,
+                });
+                s.tcp.request_ack();
+            }
+        }
+    }
+}
