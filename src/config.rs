@@ -151,6 +151,8 @@ pub struct FileRouting {
 pub struct FileSubflows {
     /// When the cellular subflow is opened.
     pub join: Option<JoinPolicy>,
+    /// Ask peers for DSS checksums (RFC 8684 §3.3.1 flag A).
+    pub checksums: Option<bool>,
 }
 
 /// Flags given on the command line; they override the file.
@@ -179,6 +181,8 @@ pub struct Config {
     pub routing: RoutingConfig,
     /// When the backup subflow is opened.
     pub join: JoinPolicy,
+    /// Ask peers for DSS checksums (peers that require them are accepted either way).
+    pub checksums: bool,
 }
 
 /// TUN device settings.
@@ -427,6 +431,7 @@ impl Config {
                 subflow_ports,
             },
             join: file.subflows.join.unwrap_or_default(),
+            checksums: file.subflows.checksums.unwrap_or(false),
         })
     }
 }

@@ -321,6 +321,10 @@ fn start_threads(
         mptcp: Some(crate::mptcp::MptcpConfig {
             mode: config.mode,
             join: config.join,
+            capable: crate::mptcp::handshake::CapableConfig {
+                checksum_required: config.checksums,
+                ..Default::default()
+            },
             ..crate::mptcp::MptcpConfig::default()
         }),
         ..crate::engine::Config::default()

@@ -820,7 +820,10 @@ impl Engine {
                     cfg,
                     &self.cfg.isn_key,
                 );
-                Upstream::Tcp { conn, iface }
+                Upstream::Tcp {
+                    conn: Box::new(conn),
+                    iface,
+                }
             }
         };
         let flow = TcpFlow::new(src, dst, hdr, upstream, port);

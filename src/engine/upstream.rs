@@ -75,7 +75,7 @@ pub enum Upstream {
     /// Plain TCP on one interface (a server without MPTCP, or before the MPTCP engine).
     Tcp {
         /// The connection.
-        conn: tcp::Connection,
+        conn: Box<tcp::Connection>,
         /// The interface its packets leave by.
         iface: IfaceId,
     },

@@ -34,11 +34,23 @@ pub(in crate::mptcp) struct Liveness {
     pub(in crate::mptcp) busy_since: Option<Instant>,
     /// When payload last arrived.
     pub(in crate::mptcp) last_data_rx: Option<Instant>,
-    /// The arrival time a probe was already sent for (one probe round per silence).
-    pub(in crate::mptcp) probed_for: Option<Instant>,
-    /// The probe round in progress: when it started and how many probes went out.
-    pub(in crate::mptcp) probe: Option<(Instant, u8)>,
+    /// The probe in flight: when it was sent.
+    pub(in crate::mptcp) probe: Option<Instant>,
+    /// When the last probe was sent.
+    pub(in crate::mptcp) last_probe: Option<Instant>,
+    /// Smallest round trip of an answered probe: the path's RTT without the queueing delay that
+    /// inflates SRTT during a bulk download (the probe and its answer cross the idle
+    /// directions).
+    pub(in crate::mptcp) probe_rtt: Option<Duration>,
 }
+
+/// Least time between two probes on one subflow (bounds the probe traffic of bursty flows;
+/// each probe is one small segment that the peer acknowledges at once).
+const PROBE_SPACING: Duration = Duration::from_millis(50);
+
+/// A subflow is probed only this long after its last data: a flow silent for longer is idle,
+/// not failing (and an idle path costs nothing when it fails).
+const ACTIVE: Duration = Duration::from_secs(1);
 
 impl Connection {
     /// How long a path may stay silent before it counts as unresponsive.
@@ -46,9 +58,19 @@ impl Connection {
         if self.cfg.stale_rtts == 0 {
             return None;
         }
-        let h = self.subflows[i].tcp.health();
+        let rtt = self.path_rtt(i);
+        // Some slack for jitter on short paths.
+        let slack = rtt + Duration::from_millis(20);
+        Some((rtt * self.cfg.stale_rtts).max(slack).max(self.cfg.stale_floor))
+    }
+
+    /// The best estimate of subflow `i`'s round trip without queueing delay.
+    fn path_rtt(&self, i: usize) -> Duration {
+        let s = &self.subflows[i];
+        let h = s.tcp.health();
         let srtt = h.srtt.unwrap_or(h.rto);
-        Some((srtt * self.cfg.stale_rtts).max(self.cfg.stale_floor))
+        // A probe "answered" by an unrelated segment underestimates: trust it down to half SRTT.
+        s.mp.live.probe_rtt.map_or(srtt, |p| p.clamp(srtt / 2, srtt))
     }
 
     /// Records payload arrival on subflow `i` (liveness input).
@@ -78,13 +100,17 @@ impl Connection {
                 add(busy.max(s.tcp.health().last_ack_progress) + bound);
             }
             match s.mp.live.probe {
-                Some((at, 1)) => add(at + bound / 2),
-                Some((at, _)) => add(at + bound),
+                Some(at) => add(at + bound),
                 None => {
-                    if let Some(rx) = s.mp.live.last_data_rx
-                        && s.mp.live.probed_for != Some(rx)
+                    if !s.mp.backup
+                        && let Some(rx) = s.mp.live.last_data_rx
                     {
-                        add(rx + self.probe_after(i));
+                        let quiet = rx.max(s.tcp.health().last_recv);
+                        let spaced = s.mp.live.last_probe.map_or(rx, |p| p + PROBE_SPACING);
+                        let at = (quiet + self.probe_after(i)).max(spaced);
+                        if at < rx + ACTIVE {
+                            add(at);
+                        }
                     }
                 }
             }
@@ -95,8 +121,7 @@ impl Connection {
     /// Silence on a receiving subflow after which it is probed: half an RTT (a bulk transfer
     /// delivers many segments per RTT), at least 10 ms.
     fn probe_after(&self, i: usize) -> Duration {
-        let h = self.subflows[i].tcp.health();
-        (h.srtt.unwrap_or(h.rto) / 2).max(Duration::from_millis(10))
+        (self.path_rtt(i) / 2).max(Duration::from_millis(10))
     }
 
     /// Updates the liveness signals of every subflow; a subflow found unresponsive is failed
@@ -131,34 +156,56 @@ impl Connection {
             }
             // Receiving signal.
             match live.probe {
-                Some((at, _)) if h.last_recv > at => {
-                    // Answered: the path is alive, the sender just paused.
+                Some(at) if h.last_recv > at => {
+                    // Answered (data arriving clears the probe instead, so this is the ACK
+                    // answering it): the path is alive, the sender just paused.
                     live.probe = None;
+                    let rtt = h.last_recv - at;
+                    live.probe_rtt = Some(live.probe_rtt.map_or(rtt, |r| r.min(rtt)));
                 }
-                Some((at, n)) => {
+                Some(at) => {
                     if now >= at + bound {
-                        silent_since = Some(silent_since.map_or(at, |t: Instant| t.min(at)));
-                    } else if n == 1 && now >= at + bound / 2 {
-                        // A second probe, in case the first one was lost.
-                        live.probe = Some((at, 2));
-                        s.tcp.send_probe();
+                        let rx = live.last_data_rx.unwrap_or(at);
+                        silent_since = Some(silent_since.map_or(rx, |t: Instant| t.min(rx)));
                     }
                 }
                 None => {
-                    if let Some(rx) = live.last_data_rx
-                        && live.probed_for != Some(rx)
-                        && h.last_recv <= rx
-                        && now >= rx + probe_after
+                    // Probe when nothing at all arrived for a while (anything received shows
+                    // the path alive), while the subflow is still active. A backup subflow
+                    // falling silent is expected (the peer moved to a regular one).
+                    if !s.mp.backup
+                        && let Some(rx) = live.last_data_rx
+                        && now >= rx.max(h.last_recv) + probe_after
+                        && now < rx + ACTIVE
+                        && live.last_probe.is_none_or(|p| now >= p + PROBE_SPACING)
                     {
-                        live.probed_for = Some(rx);
-                        live.probe = Some((now, 1));
+                        live.probe = Some(now);
+                        live.last_probe = Some(now);
                         s.tcp.send_probe();
                     }
                 }
             }
             let Some(since) = silent_since else { continue };
+            tracing::debug!(
+                path = self.subflows[i].path.0,
+                in_flight = h.bytes_in_flight,
+                busy = ?self.subflows[i].mp.live.busy_since.map(|t| now - t),
+                ack_progress_ago = ?(now - h.last_ack_progress),
+                last_recv_ago = ?(now - h.last_recv),
+                probe_ago = ?self.subflows[i].mp.live.probe.map(|t| now - t),
+                data_rx_ago = ?self.subflows[i].mp.live.last_data_rx.map(|t| now - t),
+                ?bound,
+                "liveness: silent"
+            );
             let other = (0..self.subflows.len()).any(|j| j != i && self.ready(j));
             if !other {
+                // Nowhere to move to: start the watch over (probing goes on, spaced, while the
+                // subflow counts as active).
+                let live = &mut self.subflows[i].mp.live;
+                live.probe = None;
+                if live.busy_since.is_some() {
+                    live.busy_since = Some(now);
+                }
                 continue;
             }
             self.fail_unresponsive(now, i, since);

@@ -129,6 +129,8 @@ pub struct Connection {
     pub(super) last_recv: Instant,
     pub(super) persist_backoff: u32,
     pub(super) probe_pending: bool,
+    /// The pending probe carries one garbage octet (see [`Connection::send_probe`]).
+    pub(super) garbage_probe: bool,
     pub(super) keepalive_sent: u32,
     pub(super) pace_next: Instant,
     pub(super) last_data_sent: Instant,
@@ -220,6 +222,7 @@ impl Connection {
             last_recv: now,
             persist_backoff: 0,
             probe_pending: false,
+            garbage_probe: false,
             keepalive_sent: 0,
             pace_next: now,
             last_data_sent: now,
@@ -509,12 +512,16 @@ impl Connection {
         }
     }
 
-    /// Sends a segment the peer must answer at once with an ACK (the keep-alive form, RFC 9293
-    /// §3.8.4), to test whether the path still carries packets; its answer updates
-    /// [`Health::last_recv`].
+    /// Sends a segment the peer must answer at once with an ACK, to test whether the path
+    /// still carries packets; its answer updates [`Health::last_recv`]. It is the keep-alive
+    /// form with one garbage octet (RFC 9293 §3.8.4: SEG.SEQ = SND.NXT-1 "and may or may not
+    /// contain one garbage octet of data"): an octet the peer already has is a duplicate that
+    /// it acknowledges at once (RFC 9293 §3.10.7.4; RFC 5681 §4.2 immediate ACK), whereas a
+    /// segment wholly left of the window draws a rate-limited answer from many stacks.
     pub fn send_probe(&mut self) {
-        if matches!(self.state, State::Established | State::CloseWait) {
+        if matches!(self.state, State::Established | State::CloseWait) && self.snd_una > 0 {
             self.probe_pending = true;
+            self.garbage_probe = true;
         }
     }
 
@@ -659,7 +666,9 @@ impl Connection {
             // answer with an ACK carrying its window; SEG.SEQ = SND.UNA - 1 with no data.
             self.probe_pending = false;
             let off = self.snd_una.saturating_sub(1);
-            return self.emit(now, buf, hook, off, TcpFlags::ACK, None, true);
+            let t = self.emit(now, buf, hook, off, TcpFlags::ACK, None, true);
+            self.garbage_probe = false;
+            return t;
         }
         if self.ack_now {
             // A pure ACK carries the highest sequence number sent (SND.NXT may have been pulled back
@@ -946,13 +955,19 @@ impl Connection {
                     .clamp(1, payload_len);
             }
         }
+        let garbage = self.garbage_probe && data.is_none() && !syn;
+        if garbage {
+            payload_len = 1;
+        }
         let end = off + payload_len as u64;
-        if self.fin_queued && end == self.data_end() && !syn && (flags.fin() || data.is_some()) {
+        if garbage {
+            flags = TcpFlags(flags.0 & !TcpFlags::FIN.0);
+        } else if self.fin_queued && end == self.data_end() && !syn && (flags.fin() || data.is_some()) {
             flags |= TcpFlags::FIN;
         } else {
             flags = TcpFlags(flags.0 & !TcpFlags::FIN.0);
         }
-        if payload_len > 0 && !flags.fin() && end == self.data_end() {
+        if payload_len > 0 && !garbage && !flags.fin() && end == self.data_end() {
             flags |= TcpFlags::PSH;
         }
         let rcv_nxt = self.rcv_nxt();
@@ -980,7 +995,9 @@ impl Connection {
         } else {
             self.advertise_window()
         };
-        let (a, b) = if payload_len > 0 {
+        let (a, b) = if garbage {
+            (&[0u8][..], &[][..])
+        } else if payload_len > 0 {
             let start = (off - self.sbuf_base) as usize;
             self.sbuf.slices(start, payload_len)
         } else {
@@ -1014,10 +1031,12 @@ impl Connection {
             self.timers.stop(Timer::DelayedAck);
             self.last_ack_sent = rcv_nxt;
         }
-        if payload_len > 0 {
+        // The garbage octet of a probe is no data: nothing to time or retransmit.
+        let data_len = if garbage { 0 } else { payload_len };
+        if data_len > 0 {
             self.last_data_sent = now;
         }
-        let consumes = payload_len > 0 || syn || flags.fin();
+        let consumes = data_len > 0 || syn || flags.fin();
         // RFC 6298 §5.1: every time a segment containing data (SYN/FIN included) is sent, start the
         // timer if it is not running.
         if consumes && !self.timers.is_set(Timer::Retransmit) {
