@@ -53,6 +53,9 @@ fn killed_wifi_reinjects_at_once() {
     // Cellular bytes in the 150 ms after the failure (less than the 200 ms minimum RTO).
     let cell_after = |act: Action| {
         let mut s = spec(23, Mode::Handover, 10 * MB, 10 * MB);
+        // Only the RTO notices a blackhole here (the liveness probes have their own test).
+        s.client.stale_rtts = 0;
+        s.server.stale_rtts = 0;
         s.actions = vec![
             (at(500), Action::Snapshot),
             (at(500), act),
@@ -82,6 +85,51 @@ fn killed_wifi_reinjects_at_once() {
 }
 
 #[test]
+fn a_blackholed_wifi_is_found_unresponsive_within_a_few_round_trips() {
+    // Wi-Fi (20 ms RTT) drops everything while its link stays up, during an upload, a download
+    // and both. Nobody tells the engines: the sender finds no ACKs coming back, the receiver's
+    // probes go unanswered; the data moves to cellular long before a retransmission timeout
+    // would act.
+    for (seed, c2s, s2c) in [(31, 10 * MB, 10 * MB), (32, 0, 10 * MB), (33, 10 * MB, 0)] {
+        let mut s = spec(seed, Mode::Handover, c2s, s2c);
+        s.actions = vec![(at(500), Action::NetDown(0, true))];
+        let r = run_ok(&s);
+        // The sending side notices first (no ACKs); in a download that is the server.
+        let silent = r
+            .client_events
+            .iter()
+            .chain(&r.server_events)
+            .find_map(|e| match e {
+                Event::PathUnresponsive { path, silent_for } if path.0 == 0 => Some(*silent_for),
+                _ => None,
+            });
+        println!(
+            "up {c2s} down {s2c}: Wi-Fi found unresponsive after {silent:?}, done at {:?}",
+            r.finished_at
+        );
+        let silent = silent.unwrap_or_else(|| panic!("no PathUnresponsive: {:?}", r.client_events));
+        // A few round trips (20 ms on Wi-Fi, plus queueing), below the 200 ms minimum RTO.
+        assert!(silent < std::time::Duration::from_millis(200), "{silent:?}");
+        assert!(r.final_stats[2].sent > 0 || r.final_stats[3].sent > 0);
+    }
+}
+
+#[test]
+fn a_quiet_sender_is_not_taken_for_a_dead_path() {
+    // Request/response with pauses longer than many RTTs: the probes are answered, Wi-Fi stays.
+    let mut s = spec(34, Mode::Handover, 200_000, 200_000);
+    s.actions = (1..8).map(|k| (at(400 * k), Action::Snapshot)).collect();
+    let r = run_ok(&s);
+    assert!(
+        !r.client_events
+            .iter()
+            .any(|e| matches!(e, Event::PathUnresponsive { .. })),
+        "{:?}",
+        r.client_events
+    );
+}
+
+#[test]
 fn wifi_returns_and_handover_moves_traffic_back() {
     let mut s = spec(24, Mode::Handover, 30 * MB, 30 * MB);
     s.actions = vec![
@@ -95,7 +143,11 @@ fn wifi_returns_and_handover_moves_traffic_back() {
     let (a, b) = (&r.snapshots[0].1, &r.snapshots[1].1);
     let wifi = b[0].sent_bytes - a[0].sent_bytes + b[1].sent_bytes - a[1].sent_bytes;
     let cell = b[2].sent_bytes - a[2].sent_bytes + b[3].sent_bytes - a[3].sent_bytes;
-    assert!(wifi > 10 * cell, "after the return: wifi {wifi} cell {cell}");
+    assert!(
+        wifi > 10 * cell,
+        "after the return: wifi {wifi} cell {cell}: {:?}",
+        r.client_events
+    );
     // A second subflow came up on Wi-Fi after its return.
     let wifi_ups = r
         .client_events
@@ -128,6 +180,13 @@ fn mp_prio_swaps_primary_and_backup() {
         d(3)
     );
     // Both directions moved to cellular: the server acted on the MP_PRIO.
-    assert!(d(2) > 3 * d(0), "client → server: cell {} wifi {}", d(2), d(0));
+    assert!(
+        d(2) > 3 * d(0),
+        "client → server: cell {} wifi {}: {:?} / {:?}",
+        d(2),
+        d(0),
+        r.client_events,
+        r.server_events
+    );
     assert!(d(3) > 3 * d(1), "server → client: cell {} wifi {}", d(3), d(1));
 }

@@ -455,7 +455,18 @@ impl Engine {
     pub fn new(mut cfg: Config) -> Self {
         // The host side's MSS follows the TUN's MTU (IPv6 headers, the larger, assumed).
         cfg.host_tcp.mss = mss_for(cfg.tun_mtu, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
-        let next_port = *cfg.ports.start();
+        // RFC 6056 §3.3.1: start at a port chosen by the (random) ISN key rather than at the
+        // range's start, so a restarted daemon does not reuse the 4-tuples of its previous run
+        // (still in TIME-WAIT at the servers) and the ports are not predictable.
+        let (lo, hi) = (*cfg.ports.start(), *cfg.ports.end());
+        let span = u32::from(hi.saturating_sub(lo)) + 1;
+        let seed = u32::from_le_bytes([
+            cfg.isn_key.0[0],
+            cfg.isn_key.0[1],
+            cfg.isn_key.0[2],
+            cfg.isn_key.0[3],
+        ]);
+        let next_port = lo.saturating_add((seed % span) as u16);
         let cap = cfg.queue_cap;
         let hostile_ttl = cfg.hostile_ttl;
         Engine {

@@ -4,7 +4,7 @@
 //! a captive portal gone silent, heavy loss) is detected well before its retransmission timer
 //! would give up, from two signals, each bounded by a few smoothed RTTs:
 //!
-//! - *sending*: data is in flight and SND.UNA has not advanced for the bound;
+//! - *sending*: data is in flight and nothing at all came back for the bound;
 //! - *receiving*: data was arriving and stopped; the subflow is probed (a keep-alive form
 //!   segment, RFC 9293 §3.8.4, that the peer must answer at once) and the probe goes unanswered
 //!   for the bound. A sender that merely paused answers the probe, so bursty traffic does not
@@ -94,14 +94,16 @@ impl Connection {
             let Some(bound) = self.stale_bound(i) else {
                 continue;
             };
+            let send_after = self.send_silence(i);
             let s = &self.subflows[i];
             let mut add = |x: Instant| t = Some(t.map_or(x, |y: Instant| y.min(x)));
-            if let Some(busy) = s.mp.live.busy_since {
-                add(busy.max(s.tcp.health().last_ack_progress) + bound);
-            }
             match s.mp.live.probe {
                 Some(at) => add(at + bound),
                 None => {
+                    let spaced = |x: Instant| s.mp.live.last_probe.map_or(x, |p| x.max(p + PROBE_SPACING));
+                    if let Some(busy) = s.mp.live.busy_since {
+                        add(spaced(busy.max(s.tcp.health().last_recv) + send_after));
+                    }
                     if !s.mp.backup
                         && let Some(rx) = s.mp.live.last_data_rx
                     {
@@ -116,6 +118,13 @@ impl Connection {
             }
         }
         t
+    }
+
+    /// Silence on a sending subflow (data in flight, nothing coming back) after which it is
+    /// probed: an RTT and a half. The probe's answer is immediate, whereas the peer may delay
+    /// its ACK of a lone segment (RFC 9293 §3.8.6.3), so silence alone decides nothing.
+    fn send_silence(&self, i: usize) -> Duration {
+        self.path_rtt(i) + self.probe_after(i)
     }
 
     /// Silence on a receiving subflow after which it is probed: half an RTT (a bulk transfer
@@ -138,6 +147,7 @@ impl Connection {
                 continue;
             };
             let probe_after = self.probe_after(i);
+            let send_after = self.send_silence(i);
             let s = &mut self.subflows[i];
             let h = s.tcp.health();
             let live = &mut s.mp.live;
@@ -148,13 +158,6 @@ impl Connection {
                 live.busy_since = Some(now);
             }
             let mut silent_since = None;
-            if let Some(busy) = live.busy_since {
-                let progress = busy.max(h.last_ack_progress);
-                if now >= progress + bound {
-                    silent_since = Some(progress);
-                }
-            }
-            // Receiving signal.
             match live.probe {
                 Some(at) if h.last_recv > at => {
                     // Answered (data arriving clears the probe instead, so this is the ACK
@@ -165,20 +168,24 @@ impl Connection {
                 }
                 Some(at) => {
                     if now >= at + bound {
-                        let rx = live.last_data_rx.unwrap_or(at);
-                        silent_since = Some(silent_since.map_or(rx, |t: Instant| t.min(rx)));
+                        // Silent since the last thing heard.
+                        silent_since = Some(h.last_recv.min(at));
                     }
                 }
                 None => {
-                    // Probe when nothing at all arrived for a while (anything received shows
-                    // the path alive), while the subflow is still active. A backup subflow
-                    // falling silent is expected (the peer moved to a regular one).
-                    if !s.mp.backup
-                        && let Some(rx) = live.last_data_rx
-                        && now >= rx.max(h.last_recv) + probe_after
-                        && now < rx + ACTIVE
-                        && live.last_probe.is_none_or(|p| now >= p + PROBE_SPACING)
-                    {
+                    // Sending: any segment from the peer (duplicate ACKs during a loss recovery
+                    // too) shows the path alive; only silence counts, not slow progress.
+                    let sending = live
+                        .busy_since
+                        .is_some_and(|busy| now >= busy.max(h.last_recv) + send_after);
+                    // Receiving: nothing at all arrived for a while, and the subflow is still
+                    // active. A backup subflow falling silent is expected (the peer moved to a
+                    // regular one).
+                    let receiving = !s.mp.backup
+                        && live
+                            .last_data_rx
+                            .is_some_and(|rx| now >= rx.max(h.last_recv) + probe_after && now < rx + ACTIVE);
+                    if (sending || receiving) && live.last_probe.is_none_or(|p| now >= p + PROBE_SPACING) {
                         live.probe = Some(now);
                         live.last_probe = Some(now);
                         s.tcp.send_probe();
@@ -238,10 +245,12 @@ impl Connection {
     /// RFC 8684 §3.4.2: tells the peer that our address `addr_id` is gone (on a subflow that
     /// still works), unless another live subflow still uses it.
     pub(super) fn signal_removed(&mut self, addr_id: u8) {
-        if self
-            .subflows
-            .iter()
-            .any(|s| !s.dead && s.mp.local_addr_id == addr_id)
+        // A server's address does not go away with one path of its client.
+        if self.role != super::Role::Client
+            || self
+                .subflows
+                .iter()
+                .any(|s| !s.dead && s.mp.local_addr_id == addr_id)
         {
             return;
         }
