@@ -995,10 +995,10 @@ fn malformed_packets_from_the_host_and_both_links_are_counted_and_dropped() {
     let mut from_host = bad_tcp(SocketAddr::new(tun4, 40_000), addr(SERVER_TCP4), true);
     from_host.extend(bad_tcp(SocketAddr::new(tun6, 40_000), addr(SERVER_TCP6), true));
     from_host.extend(bad_tun_only(tun4, tun6));
-    inject(&lab, &laptop, "mpbond0", None, &from_host);
-
+    // Where each batch goes: (namespace, interface, Ethernet destination or bare IP, packets).
+    let mut sends: Vec<(String, &str, Option<[u8; 6]>, Vec<Bad>)> =
+        vec![(laptop.clone(), "mpbond0", None, from_host)];
     // At both physical interfaces from their routers, toward the subflow port range.
-    let mut expected: Vec<Option<&str>> = from_host.iter().map(|(_, k)| *k).collect();
     for path in Path::ALL {
         let port = if path == Path::Wifi { live_port } else { 62_002 };
         let to4 = SocketAddr::new(path.laptop_v4().into(), port);
@@ -1012,20 +1012,9 @@ fn malformed_packets_from_the_host_and_both_links_are_counted_and_dropped() {
         bad.extend(bad_icmp(path.gateway_v4().into(), path.laptop_v4().into()));
         bad.extend(bad_icmp(path.gateway_v6().into(), path.laptop_v6().into()));
         let laptop_mac = mac(&lab, &laptop, path.laptop_iface());
-        inject(
-            &lab,
-            lab.ns().router(path),
-            netlab::ROUTER_LAN,
-            Some(laptop_mac),
-            &bad,
-        );
-        expected.extend(bad.iter().map(|(_, k)| *k));
+        let router = lab.ns().router(path).to_owned();
+        sends.push((router, netlab::ROUTER_LAN, Some(laptop_mac), bad));
     }
-    let mut want: BTreeMap<&str, u64> = BTreeMap::new();
-    for k in expected.iter().flatten() {
-        *want.entry(k).or_default() += 1;
-    }
-    let total = expected.len() as u64;
     let d0 = dropped(&st0);
     let delta = |st: &Status| -> BTreeMap<String, u64> {
         dropped(st)
@@ -1037,24 +1026,55 @@ fn malformed_packets_from_the_host_and_both_links_are_counted_and_dropped() {
             .filter(|(_, v)| *v > 0)
             .collect()
     };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let got = loop {
-        let g = delta(&status(&lab, rd.path()));
-        let ok = want.iter().all(|(k, n)| g.get(*k).copied().unwrap_or(0) >= *n)
-            && g.values().sum::<u64>() >= total;
+    let mut want: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut total = 0u64;
+    let mut got = BTreeMap::new();
+    // A second round re-sends the kinds the first left short: a frame lost in the lab under
+    // load (seen once in many runs) is not the daemon's doing. Each kind must still be counted
+    // under its own reason.
+    for round in 0..2 {
+        let short: Vec<&str> = want
+            .iter()
+            .filter(|(k, n)| got.get(**k).copied().unwrap_or(0) < **n)
+            .map(|(k, _)| *k)
+            .collect();
+        if round == 1 {
+            println!("round 1 left {short:?} short of {want:?} (got {got:?}): sending those again");
+        }
+        for (ns, ifname, dst_mac, packets) in &sends {
+            let batch: Vec<Bad> = packets
+                .iter()
+                .filter(|(_, k)| round == 0 || k.is_some_and(|k| short.contains(&k)))
+                .cloned()
+                .collect();
+            for k in batch.iter().filter_map(|(_, k)| *k) {
+                *want.entry(k).or_default() += 1;
+            }
+            total += batch.len() as u64;
+            inject(&lab, ns, ifname, *dst_mac, &batch);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let ok = loop {
+            got = delta(&status(&lab, rd.path()));
+            let ok = want.iter().all(|(k, n)| got.get(*k).copied().unwrap_or(0) >= *n)
+                && got.values().sum::<u64>() >= total;
+            if ok || Instant::now() > deadline {
+                break ok;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         if ok {
-            break g;
+            break;
         }
         assert!(
-            Instant::now() < deadline,
-            "malformed packets not counted as expected:\n wanted at least {want:?} ({total} in all)\n got {g:?}\n{}",
+            round == 0,
+            "malformed packets not counted as expected:\n wanted at least {want:?} ({total} in all)\n got {got:?}\n{}",
             d.log().lines().rev().take(20).collect::<Vec<_>>().join("\n")
         );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    }
     println!(
         "{total} malformed packets ({} into the TUN, the rest on wlan0 and wwan0; Wi-Fi ones aimed at {}): dropped counters rose by {got:?}",
-        from_host.len(),
+        sends[0].3.len(),
         if live.is_some() {
             "a live connection"
         } else {
