@@ -637,6 +637,10 @@ fn five_hundred_connections_at_once_with_mixed_sizes_are_byte_exact() {
 /// counter, the reason depending on how deep the engine reads it).
 type Bad = (Vec<u8>, Option<&'static str>);
 
+/// Where a batch of bad packets goes: (namespace, interface, Ethernet destination or none for
+/// bare IP on a TUN, the packets).
+type Batch = (String, &'static str, Option<[u8; 6]>, Vec<Bad>);
+
 fn tcp_packet(src: SocketAddr, dst: SocketAddr, flags: TcpFlags, options: &[u8]) -> Vec<u8> {
     let f = SegmentFields {
         seq: mpbond::tcp::SeqNum(0x1000_0000),
@@ -995,9 +999,7 @@ fn malformed_packets_from_the_host_and_both_links_are_counted_and_dropped() {
     let mut from_host = bad_tcp(SocketAddr::new(tun4, 40_000), addr(SERVER_TCP4), true);
     from_host.extend(bad_tcp(SocketAddr::new(tun6, 40_000), addr(SERVER_TCP6), true));
     from_host.extend(bad_tun_only(tun4, tun6));
-    // Where each batch goes: (namespace, interface, Ethernet destination or bare IP, packets).
-    let mut sends: Vec<(String, &str, Option<[u8; 6]>, Vec<Bad>)> =
-        vec![(laptop.clone(), "mpbond0", None, from_host)];
+    let mut sends: Vec<Batch> = vec![(laptop.clone(), "mpbond0", None, from_host)];
     // At both physical interfaces from their routers, toward the subflow port range.
     for path in Path::ALL {
         let port = if path == Path::Wifi { live_port } else { 62_002 };
