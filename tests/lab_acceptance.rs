@@ -367,8 +367,9 @@ fn udp_dns_and_ping_survive_the_loss_of_wifi_and_return_to_it() {
         || probers.iter().all(|p| p.replies() >= 5),
     );
 
-    let (t_down, unix_down) = (Instant::now(), unix_now());
     lab.set_link(Path::Wifi, false).unwrap();
+    // From here on wlan0 is down: a probe sent now can only be answered over cellular.
+    let (t_down, unix_down) = (Instant::now(), unix_now());
     wait_for("every kept socket answered over cellular", RESUME_BOUND, || {
         probers.iter().all(|p| p.first_reply_after(t_down).is_some())
     });
