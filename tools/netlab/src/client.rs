@@ -193,12 +193,33 @@ fn read_head(s: &mut TcpStream, dl: &Deadline) -> Result<(u16, Option<u64>, Vec<
 pub fn http_get(addr: SocketAddr, n: u64, opts: &ClientOpts) -> Result<TransferReport, ClientError> {
     let t0 = Instant::now();
     let dl = Deadline::new(opts.timeout);
-    let mut s = connect(addr, opts)?;
+    let s = connect(addr, opts)?;
+    get_on(s, addr, n, &dl, t0)
+}
+
+/// [`http_get`] on a connection opened beforehand (e.g. with [`connect`], to hold many open at
+/// once), within `timeout` from now.
+pub fn http_get_on(
+    s: TcpStream,
+    addr: SocketAddr,
+    n: u64,
+    timeout: Duration,
+) -> Result<TransferReport, ClientError> {
+    get_on(s, addr, n, &Deadline::new(timeout), Instant::now())
+}
+
+fn get_on(
+    mut s: TcpStream,
+    addr: SocketAddr,
+    n: u64,
+    dl: &Deadline,
+    t0: Instant,
+) -> Result<TransferReport, ClientError> {
     dl.arm(&s)?;
     let req = format!("GET /bytes/{n} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes())
-        .map_err(map_timeout(&dl, "send request"))?;
-    let (status, len, first) = read_head(&mut s, &dl)?;
+        .map_err(map_timeout(dl, "send request"))?;
+    let (status, len, first) = read_head(&mut s, dl)?;
     if status != 200 || len != Some(n) {
         return Err(ClientError::BadResponse(format!(
             "status {status}, content-length {len:?}, wanted 200 and {n}"
@@ -222,7 +243,7 @@ pub fn http_get(addr: SocketAddr, n: u64, opts: &ClientOpts) -> Result<TransferR
     let mut buf = vec![0u8; 256 * 1024];
     while got < n {
         dl.arm(&s)?;
-        let k = s.read(&mut buf).map_err(map_timeout(&dl, "read body"))?;
+        let k = s.read(&mut buf).map_err(map_timeout(dl, "read body"))?;
         if k == 0 {
             return Err(ClientError::Short { got, expected: n });
         }
@@ -240,12 +261,32 @@ pub fn http_get(addr: SocketAddr, n: u64, opts: &ClientOpts) -> Result<TransferR
 pub fn http_post(addr: SocketAddr, n: u64, opts: &ClientOpts) -> Result<TransferReport, ClientError> {
     let t0 = Instant::now();
     let dl = Deadline::new(opts.timeout);
-    let mut s = connect(addr, opts)?;
+    let s = connect(addr, opts)?;
+    post_on(s, addr, n, &dl, t0)
+}
+
+/// [`http_post`] on a connection opened beforehand, within `timeout` from now.
+pub fn http_post_on(
+    s: TcpStream,
+    addr: SocketAddr,
+    n: u64,
+    timeout: Duration,
+) -> Result<TransferReport, ClientError> {
+    post_on(s, addr, n, &Deadline::new(timeout), Instant::now())
+}
+
+fn post_on(
+    mut s: TcpStream,
+    addr: SocketAddr,
+    n: u64,
+    dl: &Deadline,
+    t0: Instant,
+) -> Result<TransferReport, ClientError> {
     dl.arm(&s)?;
     let req =
         format!("POST /sink HTTP/1.1\r\nHost: {addr}\r\nContent-Length: {n}\r\nConnection: close\r\n\r\n");
     s.write_all(req.as_bytes())
-        .map_err(map_timeout(&dl, "send request"))?;
+        .map_err(map_timeout(dl, "send request"))?;
     let mut h = Fnv64::default();
     let mut buf = vec![0u8; 256 * 1024];
     let mut off = 0u64;
@@ -254,14 +295,14 @@ pub fn http_post(addr: SocketAddr, n: u64, opts: &ClientOpts) -> Result<Transfer
         fill(off, &mut buf[..k]);
         h.update(&buf[..k]);
         dl.arm(&s)?;
-        s.write_all(&buf[..k]).map_err(map_timeout(&dl, "send body"))?;
+        s.write_all(&buf[..k]).map_err(map_timeout(dl, "send body"))?;
         off += k as u64;
     }
-    let (status, len, mut body) = read_head(&mut s, &dl)?;
+    let (status, len, mut body) = read_head(&mut s, dl)?;
     let len = len.ok_or_else(|| ClientError::BadResponse("no content-length".into()))?;
     while (body.len() as u64) < len {
         dl.arm(&s)?;
-        let k = s.read(&mut buf).map_err(map_timeout(&dl, "read response"))?;
+        let k = s.read(&mut buf).map_err(map_timeout(dl, "read response"))?;
         if k == 0 {
             break;
         }
@@ -370,4 +411,55 @@ pub fn udp_echo(
         rtt_min: rtts.first().copied(),
         rtt_median: rtts.get(rtts.len() / 2).copied(),
     })
+}
+
+/// Resolves `name` (type AAAA with `v6`, else A) with the DNS server at `server`: up to `tries`
+/// queries, each waiting `wait` for its answer (a resolver's retry loop). The socket is bound to
+/// `device` when given.
+pub fn dns_lookup(
+    server: SocketAddr,
+    name: &str,
+    v6: bool,
+    wait: Duration,
+    tries: u32,
+    device: Option<&str>,
+) -> Result<Vec<std::net::IpAddr>, ClientError> {
+    let s = Socket::new(Domain::for_address(server), Type::DGRAM, None).map_err(io_err("udp socket"))?;
+    if let Some(dev) = device {
+        s.bind_device(Some(dev.as_bytes()))
+            .map_err(io_err(format!("bind to device {dev}")))?;
+    }
+    s.connect(&SockAddr::from(server))
+        .map_err(io_err(format!("udp connect {server}")))?;
+    let s: UdpSocket = s.into();
+    s.set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+        .map_err(io_err("set timeout"))?;
+    let qtype = if v6 {
+        crate::dns::TYPE_AAAA
+    } else {
+        crate::dns::TYPE_A
+    };
+    let mut buf = [0u8; 1500];
+    for attempt in 0..tries.max(1) {
+        // A different ID per try, as resolvers do, so a late answer to an earlier try is told apart.
+        let id = 0x5a00 ^ attempt as u16;
+        let q =
+            crate::dns::build_query(id, name, qtype).map_err(|e| ClientError::BadResponse(e.to_string()))?;
+        // A send error (unreachable) counts as a lost query.
+        let _ = s.send(&q);
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            match s.recv(&mut buf) {
+                Ok(n) => match crate::dns::parse_response(&buf[..n], id) {
+                    Ok(addrs) => return Ok(addrs),
+                    Err(crate::dns::DnsError::NotOurs(_)) => {}
+                    Err(e) => return Err(ClientError::BadResponse(e.to_string())),
+                },
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => break,
+                // ICMP errors surface here: the query is lost, try again.
+                Err(_) => break,
+            }
+        }
+    }
+    Err(ClientError::Timeout(wait * tries.max(1)))
 }

@@ -312,6 +312,17 @@ impl Lab {
                     "net.ipv6.conf.default.disable_ipv6=1",
                 ],
             )?;
+            // With br_netfilter loaded (new namespaces start with these at 1), the bridge would
+            // validate IP headers and drop frames with bad checksums or lengths: a wire passes
+            // them on. Without br_netfilter the keys do not exist and nothing validates.
+            let _ = sysctls(
+                n,
+                &[
+                    "net.bridge.bridge-nf-call-iptables=0",
+                    "net.bridge.bridge-nf-call-ip6tables=0",
+                    "net.bridge.bridge-nf-call-arptables=0",
+                ],
+            );
         }
         for n in [&ns.laptop, &ns.wifi, &ns.cell, &ns.inet] {
             sysctls(

@@ -20,7 +20,9 @@
 pub mod addr;
 pub mod client;
 pub mod cmd;
+pub mod dns;
 mod impair;
+pub mod inject;
 mod lab;
 pub mod netns;
 pub mod pattern;

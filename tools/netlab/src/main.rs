@@ -114,6 +114,9 @@ enum Cmd {
         /// UDP echo on ADDR (repeatable).
         #[arg(long)]
         udp: Vec<SocketAddr>,
+        /// DNS responder (every name is the TCP server) on UDP ADDR (repeatable).
+        #[arg(long)]
+        dns: Vec<SocketAddr>,
     },
     /// Clients for the lab servers; exit status 1 when a transfer is not byte-exact.
     Client {
@@ -410,15 +413,21 @@ fn run(cli: Cli) -> Result<i32> {
                 .context("run ip netns exec")?;
             return Ok(status.code().unwrap_or(1));
         }
-        Cmd::Serve { ns, mptcp, tcp, udp } => {
-            let mut spec = serve::ServeSpec { mptcp, tcp, udp };
-            if spec.mptcp.is_empty() && spec.tcp.is_empty() && spec.udp.is_empty() {
+        Cmd::Serve {
+            ns,
+            mptcp,
+            tcp,
+            udp,
+            dns,
+        } => {
+            let mut spec = serve::ServeSpec { mptcp, tcp, udp, dns };
+            if spec.mptcp.is_empty() && spec.tcp.is_empty() && spec.udp.is_empty() && spec.dns.is_empty() {
                 spec = serve::ServeSpec::lab();
             }
             let servers = serve::start(ns.as_deref(), &spec).context("start servers")?;
             println!(
-                "serving: mptcp {:?} tcp {:?} udp {:?}; Ctrl-C stops",
-                spec.mptcp, spec.tcp, spec.udp
+                "serving: mptcp {:?} tcp {:?} udp {:?} dns {:?}; Ctrl-C stops",
+                spec.mptcp, spec.tcp, spec.udp, spec.dns
             );
             wait_for_signal()?;
             drop(servers);

@@ -34,6 +34,8 @@ pub struct ServerStats {
     pub requests: AtomicU64,
     /// UDP datagrams echoed.
     pub udp_echoed: AtomicU64,
+    /// DNS queries answered.
+    pub dns_answered: AtomicU64,
 }
 
 /// Which sockets to serve on.
@@ -45,6 +47,8 @@ pub struct ServeSpec {
     pub tcp: Vec<SocketAddr>,
     /// UDP echo sockets.
     pub udp: Vec<SocketAddr>,
+    /// DNS responders ([`crate::dns`]) on UDP sockets.
+    pub dns: Vec<SocketAddr>,
 }
 
 impl ServeSpec {
@@ -55,6 +59,9 @@ impl ServeSpec {
             mptcp: vec![Server::Mptcp.addr(false), Server::Mptcp.addr(true)],
             tcp: vec![Server::Tcp.addr(false), Server::Tcp.addr(true)],
             udp: vec![Server::UdpEcho.addr(false), Server::UdpEcho.addr(true)],
+            dns: [false, true]
+                .map(|v6| SocketAddr::new(Server::UdpEcho.ip(v6), crate::dns::DNS_PORT))
+                .to_vec(),
         }
     }
 }
@@ -91,14 +98,15 @@ pub fn start(ns: Option<&str>, spec: &ServeSpec) -> io::Result<Servers> {
         for a in &spec.tcp {
             v.push((Kind::Tcp, listen(*a, false)?));
         }
-        for a in &spec.udp {
+        let udp = spec.udp.iter().map(|a| (Kind::Udp, a));
+        for (kind, a) in udp.chain(spec.dns.iter().map(|a| (Kind::Dns, a))) {
             let s = Socket::new(Domain::for_address(*a), Type::DGRAM, None)?;
             if a.is_ipv6() {
                 s.set_only_v6(true)?;
             }
             s.bind(&SockAddr::from(*a))
                 .map_err(|e| ctx(e, &format!("bind udp {a}")))?;
-            v.push((Kind::Udp, s));
+            v.push((kind, s));
         }
         Ok(v)
     };
@@ -112,7 +120,8 @@ pub fn start(ns: Option<&str>, spec: &ServeSpec) -> io::Result<Servers> {
         let t = std::thread::Builder::new()
             .name(format!("netlab-{kind:?}"))
             .spawn(move || match kind {
-                Kind::Udp => udp_echo(sock.into(), &stop, &stats),
+                Kind::Udp => udp_serve(sock.into(), &stop, &stats, false),
+                Kind::Dns => udp_serve(sock.into(), &stop, &stats, true),
                 _ => accept_loop(kind, sock, stop, stats),
             })?;
         threads.push(t);
@@ -129,6 +138,7 @@ enum Kind {
     Mptcp,
     Tcp,
     Udp,
+    Dns,
 }
 
 fn listen(a: SocketAddr, mptcp: bool) -> io::Result<Socket> {
@@ -374,11 +384,20 @@ fn serve_conn(mut s: TcpStream, stop: &AtomicBool, stats: &ServerStats) -> io::R
     }
 }
 
-fn udp_echo(sock: UdpSocket, stop: &AtomicBool, stats: &ServerStats) -> io::Result<()> {
+/// Echoes each datagram, or with `dns` answers it as a DNS query ([`crate::dns::answer`]).
+fn udp_serve(sock: UdpSocket, stop: &AtomicBool, stats: &ServerStats, dns: bool) -> io::Result<()> {
     sock.set_read_timeout(Some(TICK))?;
     let mut buf = vec![0u8; 65_536];
     while !stop.load(Ordering::Relaxed) {
         match sock.recv_from(&mut buf) {
+            Ok((n, from)) if dns => {
+                // A message that is no query is ignored, as a resolver would.
+                if let Some(r) = crate::dns::answer(&buf[..n])
+                    && sock.send_to(&r, from).is_ok()
+                {
+                    stats.dns_answered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
             Ok((n, from)) => {
                 // A failed echo is a lost datagram, as on a real network.
                 if sock.send_to(&buf[..n], from).is_ok() {
