@@ -12,6 +12,7 @@
 //! - `mpbond down` leaves the routing as before.
 #![allow(clippy::unwrap_used, reason = "lab test: panics are failures")]
 #![allow(clippy::print_stdout, reason = "the measured numbers and the skip notice")]
+#![allow(clippy::disallowed_methods, reason = "lab test: wall-clock deadlines and timings")]
 
 mod common;
 
