@@ -259,7 +259,7 @@ fn probe_interface(
             .min(Duration::from_millis(50));
         poll.poll(&mut events, Some(wait))?;
         let now = boottime();
-        rx.drain(16, |frame| {
+        rx.drain(256, |frame| {
             prober.handle_packet(now, frame.data, !frame.csum_not_ready)
         });
         prober.handle_timeout(boottime());

@@ -3,6 +3,10 @@
 //! engine as batches over a bounded crossbeam channel; the engine hands batches to send through
 //! [`IfaceHandle::send`], which wakes the thread with a `mio::Waker`.
 //!
+//! A small batch to send (a request, a pure ACK, a SYN) is sent by the engine thread itself when
+//! nothing is queued for the interface thread: that saves a thread wake-up on the latency path.
+//! Larger batches (bulk transfers) go to the interface thread.
+//!
 //! The thread survives its interface disappearing (a USB tether unplugged): sockets are closed
 //! and reopened, every [`REOPEN_INTERVAL`] or at once on [`IfaceHandle::reopen`], until the
 //! interface is back.
@@ -11,8 +15,8 @@ use std::collections::VecDeque;
 use std::io;
 use std::ops::RangeInclusive;
 use std::os::fd::AsRawFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -23,11 +27,14 @@ use super::pool::{Batch, PacketMeta, Pool};
 use crate::sys::packet::PacketRx;
 use crate::sys::rawtx::{RawTx, TxError};
 
-/// Ring blocks handed to the engine per wake-up at most, before the thread looks at its commands
-/// again (the cap on work per wake-up, as boringtun's `MAX_ITR`).
-pub const MAX_BLOCKS_PER_WAKE: u32 = 4;
+/// Received packets handed to the engine per wake-up at most, before the thread looks at its
+/// commands again (the cap on work per wake-up, as boringtun's `MAX_ITR`).
+pub const MAX_FRAMES_PER_WAKE: u32 = 1024;
 /// Packets per batch sent to the engine.
 pub const MAX_BATCH: usize = 64;
+/// Batches of at most this many packets are sent by the engine thread itself when the interface
+/// thread has nothing queued (see the module documentation).
+pub const DIRECT_MAX: usize = 4;
 /// How often a closed interface is tried again.
 pub const REOPEN_INTERVAL: Duration = Duration::from_millis(500);
 /// Packets waiting for a full socket buffer to drain before new ones are dropped.
@@ -50,7 +57,7 @@ pub struct IfaceConfig {
     pub ports: RangeInclusive<u16>,
     /// fwmark carried by every packet sent.
     pub fwmark: u32,
-    /// Ring size in 1 MiB blocks.
+    /// Ring size in 1 MiB blocks (512 frames each).
     pub ring_blocks: u32,
     /// Network namespace to enter first (lab and tests); `None` in production.
     pub netns: Option<String>,
@@ -107,28 +114,71 @@ enum Cmd {
     Shutdown,
 }
 
+/// What the engine thread and an interface thread share for sending.
+#[derive(Debug, Default)]
+struct TxShared {
+    /// The open transmit sockets (`None` while the interface is closed).
+    tx: Mutex<Option<Arc<RawTx>>>,
+    /// Packets handed to the thread and not yet sent or dropped: while any is, a direct send
+    /// would overtake it.
+    queued: AtomicUsize,
+}
+
 /// The engine's handle on an interface thread.
 #[derive(Debug)]
 pub struct IfaceHandle {
     cmd: Sender<Cmd>,
     waker: Arc<Waker>,
     stats: Arc<IfaceStats>,
+    shared: Arc<TxShared>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl IfaceHandle {
-    /// Queues a batch for sending and wakes the thread. A full command queue drops the batch
-    /// (counted): the senders' congestion control sees a loss, as on a congested link.
-    pub fn send(&self, batch: Batch) {
-        let n = batch.len() as u64;
+    /// Sends a small batch at once when nothing is queued for the thread (in order, since only
+    /// the handle's owner queues); otherwise, and for what the socket did not take, queues it for
+    /// the thread and wakes it. A full command queue drops the batch (counted): the senders'
+    /// congestion control sees a loss, as on a congested link.
+    pub fn send(&self, mut batch: Batch) {
+        // Only this handle increases `queued`: a zero read stays zero until it queues something.
+        if batch.len() <= DIRECT_MAX && self.shared.queued.load(Ordering::Acquire) == 0 {
+            let sent = self.send_direct(&batch);
+            if sent == batch.len() {
+                return;
+            }
+            batch.drain(..sent);
+        }
+        let n = batch.len();
+        self.shared.queued.fetch_add(n, Ordering::AcqRel);
         match self.cmd.try_send(Cmd::Send(batch)) {
             Ok(()) => {
                 let _ = self.waker.wake();
             }
             Err(_) => {
-                self.stats.tx_dropped.fetch_add(n, Ordering::Relaxed);
+                self.shared.queued.fetch_sub(n, Ordering::AcqRel);
+                self.stats.tx_dropped.fetch_add(n as u64, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Sends the packets of a small batch on the shared sockets; returns how many the kernel took
+    /// (the rest, if any, goes through the thread, which deals with full buffers and errors).
+    fn send_direct(&self, batch: &Batch) -> usize {
+        let tx = match self.shared.tx.lock() {
+            Ok(g) => g.clone(),
+            Err(_) => None,
+        };
+        let Some(tx) = tx else { return 0 };
+        let mut refs: [&[u8]; DIRECT_MAX] = [&[]; DIRECT_MAX];
+        for (r, p) in refs.iter_mut().zip(batch.iter()) {
+            *r = p.as_slice();
+        }
+        let n = batch.len().min(DIRECT_MAX);
+        let sent = tx.send_batch(&refs[..n]).unwrap_or(0);
+        let bytes: usize = refs[..sent].iter().map(|r| r.len()).sum();
+        self.stats.tx_packets.fetch_add(sent as u64, Ordering::Relaxed);
+        self.stats.tx_bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+        sent
     }
 
     /// Asks the thread to open its sockets now if they are closed (the interface came back).
@@ -162,6 +212,8 @@ pub fn spawn(config: IfaceConfig, pool: Pool, events: Sender<IfaceEvent>) -> io:
     let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(256);
     let stats = Arc::new(IfaceStats::default());
     let thread_stats = stats.clone();
+    let shared = Arc::new(TxShared::default());
+    let thread_shared = shared.clone();
     let thread = std::thread::Builder::new()
         .name(format!("mpbond-if-{}", config.name))
         .spawn(move || {
@@ -180,6 +232,7 @@ pub fn spawn(config: IfaceConfig, pool: Pool, events: Sender<IfaceEvent>) -> io:
                 events,
                 cmd: cmd_rx,
                 stats: thread_stats,
+                shared: thread_shared,
                 socks: None,
                 pending: VecDeque::new(),
             };
@@ -189,13 +242,14 @@ pub fn spawn(config: IfaceConfig, pool: Pool, events: Sender<IfaceEvent>) -> io:
         cmd: cmd_tx,
         waker,
         stats,
+        shared,
         thread: Some(thread),
     })
 }
 
 struct Sockets {
     rx: PacketRx,
-    tx: RawTx,
+    tx: Arc<RawTx>,
 }
 
 struct Thread {
@@ -205,6 +259,7 @@ struct Thread {
     events: Sender<IfaceEvent>,
     cmd: Receiver<Cmd>,
     stats: Arc<IfaceStats>,
+    shared: Arc<TxShared>,
     socks: Option<Sockets>,
     /// Packets the socket buffer had no room for yet.
     pending: VecDeque<super::pool::PacketBuf>,
@@ -264,7 +319,7 @@ impl Thread {
             .map_err(|e| e.to_string())
             .and_then(|rx| {
                 RawTx::open(&c.name, c.fwmark)
-                    .map(|tx| Sockets { rx, tx })
+                    .map(|tx| Sockets { rx, tx: Arc::new(tx) })
                     .map_err(|e| e.to_string())
             });
         match res {
@@ -278,6 +333,9 @@ impl Thread {
                     return;
                 }
                 tracing::info!("interface open");
+                if let Ok(mut g) = self.shared.tx.lock() {
+                    *g = Some(s.tx.clone());
+                }
                 self.socks = Some(s);
                 self.stats.open.store(true, Ordering::Relaxed);
                 let _ = self.events.send(IfaceEvent::Opened {
@@ -291,11 +349,15 @@ impl Thread {
     fn close(&mut self, reason: &str) {
         if let Some(s) = self.socks.take() {
             let _ = self.poll.registry().deregister(&mut SourceFd(&s.rx.as_raw_fd()));
+            if let Ok(mut g) = self.shared.tx.lock() {
+                *g = None;
+            }
             tracing::info!("interface closed: {reason}");
             self.stats.open.store(false, Ordering::Relaxed);
             self.stats
                 .tx_dropped
                 .fetch_add(self.pending.len() as u64, Ordering::Relaxed);
+            self.done(self.pending.len());
             self.pending.clear();
             let _ = self.events.send(IfaceEvent::Closed {
                 iface: self.config.id,
@@ -304,16 +366,23 @@ impl Thread {
         }
     }
 
+    /// `n` queued packets were sent or dropped.
+    fn done(&self, n: usize) {
+        self.shared.queued.fetch_sub(n, Ordering::AcqRel);
+    }
+
     fn queue(&mut self, batch: Batch) {
         if self.socks.is_none() {
             self.stats
                 .tx_dropped
                 .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.done(batch.len());
             return;
         }
         for p in batch {
             if self.pending.len() >= MAX_PENDING_TX {
                 self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+                self.done(1);
             } else {
                 self.pending.push_back(p);
             }
@@ -336,6 +405,7 @@ impl Thread {
                         .tx_bytes
                         .fetch_add(bytes[..sent].iter().sum::<usize>() as u64, Ordering::Relaxed);
                     self.pending.drain(..sent);
+                    self.shared.queued.fetch_sub(sent, Ordering::AcqRel);
                 }
                 Err(TxError::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(TxError::Io(e)) if is_gone(&e) => {
@@ -347,6 +417,7 @@ impl Thread {
                     tracing::debug!("dropping a packet: {e}");
                     self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
                     self.pending.pop_front();
+                    self.shared.queued.fetch_sub(1, Ordering::AcqRel);
                 }
             }
         }
@@ -355,15 +426,15 @@ impl Thread {
         }
     }
 
-    /// Drains up to [`MAX_BLOCKS_PER_WAKE`] ring blocks into batches for the engine. Returns
-    /// whether the cap was hit (more may be waiting: poll again without sleeping, since readiness
-    /// is edge-triggered).
+    /// Drains up to [`MAX_FRAMES_PER_WAKE`] ring frames into batches for the engine. A batch goes
+    /// out when it is full and when the ring is empty: nothing waits for more packets to come, so
+    /// a lone segment is handed over at once. Returns whether the cap was hit (more may be
+    /// waiting: poll again without sleeping, since readiness is edge-triggered).
     fn receive(&mut self) -> bool {
         let Some(s) = &mut self.socks else { return false };
         let iface = self.config.id;
         let mut batch: Batch = Vec::with_capacity(MAX_BATCH);
         let (pool, stats, events) = (&self.pool, &self.stats, &self.events);
-        let mut blocks = 0;
         let flush = |batch: &mut Batch| {
             if batch.is_empty() {
                 return;
@@ -381,29 +452,23 @@ impl Thread {
                 }
             }
         };
-        while blocks < MAX_BLOCKS_PER_WAKE {
-            let consumed = s.rx.drain(1, |frame| {
-                if frame.truncated {
-                    stats.rx_dropped_truncated.fetch_add(1, Ordering::Relaxed);
-                    return;
-                }
-                let mut p = pool.copy_from(frame.data);
-                p.meta = PacketMeta {
-                    csum_not_ready: frame.csum_not_ready,
-                    csum_valid: frame.csum_valid,
-                };
-                batch.push(p);
-                if batch.len() >= MAX_BATCH {
-                    flush(&mut batch);
-                }
-            });
-            if consumed == 0 {
-                break;
+        let frames = s.rx.drain(MAX_FRAMES_PER_WAKE, |frame| {
+            if frame.truncated {
+                stats.rx_dropped_truncated.fetch_add(1, Ordering::Relaxed);
+                return;
             }
-            blocks += 1;
-        }
+            let mut p = pool.copy_from(frame.data);
+            p.meta = PacketMeta {
+                csum_not_ready: frame.csum_not_ready,
+                csum_valid: frame.csum_valid,
+            };
+            batch.push(p);
+            if batch.len() >= MAX_BATCH {
+                flush(&mut batch);
+            }
+        });
         flush(&mut batch);
-        blocks >= MAX_BLOCKS_PER_WAKE
+        frames >= MAX_FRAMES_PER_WAKE
     }
 }
 

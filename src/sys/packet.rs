@@ -1,11 +1,21 @@
-//! AF_PACKET receive with a `TPACKET_V3` memory-mapped ring and a classic-BPF filter that admits
-//! only TCP segments addressed to mpbond's subflow port range (IPv4 and IPv6).
+//! AF_PACKET receive with a `TPACKET_V2` memory-mapped frame ring and a classic-BPF filter that
+//! admits only TCP segments addressed to mpbond's subflow port range (IPv4 and IPv6).
 //!
 //! The socket is `SOCK_DGRAM`, so every frame starts at the network header whatever the link type
 //! (Ethernet Wi-Fi, raw-IP WWAN modems). Outgoing frames are ignored (`PACKET_IGNORE_OUTGOING`).
-//! The kernel hands over GRO-merged segments larger than the MTU and, on veth and some drivers,
-//! packets whose checksum is not yet computed: [`RxFrame::csum_not_ready`] says so, and the parser
-//! must then skip checksum verification for that packet.
+//!
+//! Why `TPACKET_V2` and not `TPACKET_V3`: a V3 block is handed to user space only when it is full
+//! or when its retire timer fires (1 ms at the least), so a lone segment (a SYN/ACK, the answer to
+//! a request) waited a whole millisecond. A V2 frame belongs to user space as soon as the kernel
+//! has written it, and the kernel wakes the reader for each one; under load the reader drains many
+//! frames per wake-up, which is the batching.
+//!
+//! Frames are [`FRAME_SIZE`] bytes, enough for any packet of a 1500-byte MTU. A larger packet
+//! (a GRO super-segment of up to 64 KiB, a jumbo frame) does not fit a frame: with
+//! `PACKET_COPY_THRESH` the kernel then queues the whole packet on the socket and marks the frame
+//! `TP_STATUS_COPY`; [`PacketRx::drain`] reads it from there into a buffer allocated once.
+//! Packets whose checksum is not yet computed (veth, some drivers) are flagged:
+//! [`RxFrame::csum_not_ready`] says so, and the parser must then skip checksum verification.
 
 use std::io;
 use std::ops::RangeInclusive;
@@ -13,13 +23,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// Size of one ring block: holds many frames, and at least one 64 KiB GRO super-segment.
-pub const BLOCK_SIZE: u32 = 1 << 20;
-/// Nominal frame size (only used by the kernel to size `tp_frame_nr` for `TPACKET_V3`).
-const FRAME_SIZE: u32 = 2048;
-/// How long the kernel keeps a partly filled block before handing it over (milliseconds). Small,
-/// so that a lone segment (a SYN/ACK, a pure ACK) is not held back.
-const BLOCK_TIMEOUT_MS: u32 = 1;
 /// What the filter asks the kernel to copy of each packet: all of it (GRO segments up to 64 KiB).
 const SNAP_LEN: u32 = 0x40000;
 
@@ -128,29 +131,38 @@ pub fn port_filter(ports: &RangeInclusive<u16>, icmp: bool) -> Vec<BpfInsn> {
 
 // ---- the ring ----------------------------------------------------------------------------------
 
-// Offsets inside `struct tpacket_block_desc` (version, offset_to_priv, then tpacket_hdr_v1).
-const BLOCK_STATUS_OFF: usize = 8;
-const BLOCK_NUM_PKTS_OFF: usize = 12;
-const BLOCK_FIRST_PKT_OFF: usize = 16;
-// Offsets inside `struct tpacket3_hdr`.
-const PKT_NEXT_OFF: usize = 0;
-const PKT_SNAPLEN_OFF: usize = 12;
-const PKT_LEN_OFF: usize = 16;
-const PKT_STATUS_OFF: usize = 20;
-const PKT_NET_OFF: usize = 26;
+/// Size of one ring block (the ring is a whole number of these; the `blocks` argument of
+/// [`PacketRx::open`] counts them).
+pub const BLOCK_SIZE: u32 = 1 << 20;
+/// Size of one ring frame: the V2 header and link-layer address (80 bytes for `SOCK_DGRAM`), then
+/// up to 1,968 bytes of packet. Larger packets arrive through the copy path.
+pub const FRAME_SIZE: u32 = 2048;
+/// The largest packet [`PacketRx::drain`] can hand over (a GRO super-segment, the largest IP
+/// packet); a longer one is flagged truncated.
+pub const MAX_PACKET: usize = 65536;
+/// Socket receive buffer asked for: it holds the large packets of the copy path until they are read.
+const RCVBUF: libc::c_int = 8 << 20;
 
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
+const TP_STATUS_COPY: u32 = 1 << 1;
+// Offsets inside `struct tpacket2_hdr`.
+const PKT_STATUS_OFF: usize = std::mem::offset_of!(libc::tpacket2_hdr, tp_status);
+const PKT_LEN_OFF: usize = std::mem::offset_of!(libc::tpacket2_hdr, tp_len);
+const PKT_SNAPLEN_OFF: usize = std::mem::offset_of!(libc::tpacket2_hdr, tp_snaplen);
+const PKT_NET_OFF: usize = std::mem::offset_of!(libc::tpacket2_hdr, tp_net);
 
-/// An AF_PACKET socket bound to one interface with a `TPACKET_V3` receive ring.
+/// An AF_PACKET socket bound to one interface with a `TPACKET_V2` receive ring.
 #[derive(Debug)]
 pub struct PacketRx {
     fd: OwnedFd,
     ring: NonNull<u8>,
     ring_len: usize,
-    block_nr: u32,
-    /// The block to look at next.
+    frame_nr: u32,
+    /// The frame to look at next.
     current: u32,
+    /// Where a packet too large for a frame is read to (copy path); [`MAX_PACKET`] bytes.
+    large: Box<[u8]>,
 }
 
 // SAFETY: the ring is a private mapping owned by this value; moving it to another thread is sound
@@ -162,8 +174,8 @@ unsafe impl Send for PacketRx {}
 pub struct RxFrame<'a> {
     /// The IP packet (from the network header), possibly a GRO super-segment.
     pub data: &'a [u8],
-    /// The packet was longer than what was copied (cannot happen with our snap length, kept for
-    /// the caller to count and drop).
+    /// The packet was longer than what could be read (larger than [`MAX_PACKET`], or the kernel
+    /// had no room to queue it whole): the caller counts and drops it.
     pub truncated: bool,
     /// The checksum has not been computed yet (veth, local offload): do not verify it.
     pub csum_not_ready: bool,
@@ -173,8 +185,8 @@ pub struct RxFrame<'a> {
 
 impl PacketRx {
     /// Opens a packet socket on interface `ifname`, with the port filter and a ring of `blocks`
-    /// blocks of [`BLOCK_SIZE`] bytes. Non-blocking; poll the fd for readability.
-    /// With `icmp`, ICMP and ICMPv6 messages are received too.
+    /// blocks of [`BLOCK_SIZE`] bytes ([`FRAME_SIZE`]-byte frames). Non-blocking; poll the fd for
+    /// readability. With `icmp`, ICMP and ICMPv6 messages are received too.
     pub fn open(
         ifname: &str,
         ports: &RangeInclusive<u16>,
@@ -227,7 +239,27 @@ impl PacketRx {
             &one,
             "PACKET_IGNORE_OUTGOING",
         )?;
-        let version: libc::c_int = libc::tpacket_versions::TPACKET_V3 as libc::c_int;
+        // A packet larger than a frame goes whole to the socket's queue (frame: TP_STATUS_COPY).
+        setsockopt(
+            &fd,
+            libc::SOL_PACKET,
+            libc::PACKET_COPY_THRESH,
+            &one,
+            "PACKET_COPY_THRESH",
+        )?;
+        // Room for those packets; FORCE (root) may exceed net.core.rmem_max, else take what is allowed.
+        if setsockopt(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            &RCVBUF,
+            "SO_RCVBUFFORCE",
+        )
+        .is_err()
+        {
+            setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &RCVBUF, "SO_RCVBUF")?;
+        }
+        let version: libc::c_int = libc::tpacket_versions::TPACKET_V2 as libc::c_int;
         setsockopt(
             &fd,
             libc::SOL_PACKET,
@@ -236,15 +268,13 @@ impl PacketRx {
             "PACKET_VERSION",
         )?;
 
-        let blocks = blocks.max(2);
-        let req = libc::tpacket_req3 {
+        let blocks = blocks.max(1);
+        let frame_nr = BLOCK_SIZE / FRAME_SIZE * blocks;
+        let req = libc::tpacket_req {
             tp_block_size: BLOCK_SIZE,
             tp_block_nr: blocks,
             tp_frame_size: FRAME_SIZE,
-            tp_frame_nr: BLOCK_SIZE / FRAME_SIZE * blocks,
-            tp_retire_blk_tov: BLOCK_TIMEOUT_MS,
-            tp_sizeof_priv: 0,
-            tp_feature_req_word: 0,
+            tp_frame_nr: frame_nr,
         };
         setsockopt(
             &fd,
@@ -292,8 +322,9 @@ impl PacketRx {
             fd,
             ring,
             ring_len,
-            block_nr: blocks,
+            frame_nr,
             current: 0,
+            large: vec![0u8; MAX_PACKET].into_boxed_slice(),
         };
 
         // SAFETY: zeroed sockaddr_ll is a valid value; we fill the fields bind needs.
@@ -315,66 +346,98 @@ impl PacketRx {
         Ok(rx)
     }
 
-    fn block_ptr(&self, index: u32) -> *mut u8 {
-        // SAFETY: index < block_nr, so the offset stays inside the mapping.
-        unsafe { self.ring.as_ptr().add(index as usize * BLOCK_SIZE as usize) }
+    fn frame_ptr(&self, index: u32) -> *mut u8 {
+        // SAFETY: index < frame_nr, and frames never straddle blocks (BLOCK_SIZE is a multiple of
+        // FRAME_SIZE), so the offset stays inside the mapping.
+        unsafe { self.ring.as_ptr().add(index as usize * FRAME_SIZE as usize) }
     }
 
-    fn block_status(&self, index: u32) -> &AtomicU32 {
-        // SAFETY: the status word is a 4-byte aligned u32 inside the mapped block header, shared
-        // with the kernel; AtomicU32 has the same layout as u32.
-        unsafe { &*self.block_ptr(index).add(BLOCK_STATUS_OFF).cast::<AtomicU32>() }
+    fn frame_status(&self, index: u32) -> &AtomicU32 {
+        // SAFETY: the status word is the first, 4-byte aligned u32 of the frame header (frames are
+        // 16-byte aligned), shared with the kernel; AtomicU32 has the same layout as u32.
+        unsafe { &*self.frame_ptr(index).add(PKT_STATUS_OFF).cast::<AtomicU32>() }
     }
 
-    /// Calls `f` for every packet of every block the kernel has handed over, at most `max_blocks`
-    /// blocks (the cap on work per wake-up), and returns the number of blocks consumed. Each block
-    /// is given back to the kernel after its packets were visited.
-    pub fn drain(&mut self, max_blocks: u32, mut f: impl FnMut(RxFrame<'_>)) -> u32 {
-        let mut blocks = 0;
-        for _ in 0..max_blocks {
+    /// Calls `f` for every packet the kernel has handed over, at most `max_frames` (the cap on
+    /// work per wake-up), in arrival order, and returns how many were visited. Each frame is given
+    /// back to the kernel right after `f` returns.
+    pub fn drain(&mut self, max_frames: u32, mut f: impl FnMut(RxFrame<'_>)) -> u32 {
+        let mut count = 0;
+        while count < max_frames {
             let index = self.current;
-            // Acquire: the kernel writes the frames, then publishes TP_STATUS_USER.
-            if self.block_status(index).load(Ordering::Acquire) & TP_STATUS_USER == 0 {
+            // Acquire: the kernel writes the frame, then publishes TP_STATUS_USER.
+            let status = self.frame_status(index).load(Ordering::Acquire);
+            if status & TP_STATUS_USER == 0 {
                 break;
             }
-            let block = self.block_ptr(index);
-            // SAFETY: the block belongs to user space until we store TP_STATUS_KERNEL; every read
-            // below is bounds-checked against BLOCK_SIZE before it is made.
-            unsafe {
-                let num = read_u32(block, BLOCK_NUM_PKTS_OFF);
-                let mut off = read_u32(block, BLOCK_FIRST_PKT_OFF) as usize;
-                for _ in 0..num {
-                    if off + 32 > BLOCK_SIZE as usize {
-                        break;
-                    }
-                    let pkt = block.add(off);
-                    let snaplen = read_u32(pkt, PKT_SNAPLEN_OFF) as usize;
-                    let len = read_u32(pkt, PKT_LEN_OFF) as usize;
-                    let status = read_u32(pkt, PKT_STATUS_OFF);
-                    let net = usize::from(std::ptr::read_unaligned(pkt.add(PKT_NET_OFF).cast::<u16>()));
-                    if off + net + snaplen <= BLOCK_SIZE as usize {
-                        let data = std::slice::from_raw_parts(pkt.add(net), snaplen);
-                        f(RxFrame {
-                            data,
-                            truncated: snaplen < len,
-                            csum_not_ready: status & libc::TP_STATUS_CSUMNOTREADY != 0,
-                            csum_valid: status & libc::TP_STATUS_CSUM_VALID != 0,
-                        });
-                    }
-                    let next = read_u32(pkt, PKT_NEXT_OFF) as usize;
-                    if next == 0 {
-                        break;
-                    }
-                    off += next;
+            let frame = self.frame_ptr(index);
+            // SAFETY: the frame belongs to user space until we store TP_STATUS_KERNEL; the header
+            // reads are inside the frame, and the data slice is bounds-checked against FRAME_SIZE.
+            let (snaplen, len, net) = unsafe {
+                (
+                    read_u32(frame, PKT_SNAPLEN_OFF) as usize,
+                    read_u32(frame, PKT_LEN_OFF) as usize,
+                    usize::from(std::ptr::read_volatile(frame.add(PKT_NET_OFF).cast::<u16>())),
+                )
+            };
+            let csum_not_ready = status & libc::TP_STATUS_CSUMNOTREADY != 0;
+            let csum_valid = status & libc::TP_STATUS_CSUM_VALID != 0;
+            if status & TP_STATUS_COPY != 0 {
+                // The whole packet waits on the socket queue, in the same order as the frames.
+                match self.recv_large() {
+                    Some(n) => f(RxFrame {
+                        data: &self.large[..n.min(MAX_PACKET)],
+                        truncated: n > MAX_PACKET,
+                        csum_not_ready,
+                        csum_valid,
+                    }),
+                    None => f(RxFrame {
+                        data: &[],
+                        truncated: true,
+                        csum_not_ready,
+                        csum_valid,
+                    }),
                 }
+            } else if net + snaplen <= FRAME_SIZE as usize {
+                // SAFETY: in bounds of this frame (checked just above), which is ours until the
+                // status store below; the slice does not outlive `f`.
+                let data = unsafe { std::slice::from_raw_parts(frame.add(net), snaplen) };
+                f(RxFrame {
+                    data,
+                    truncated: snaplen < len,
+                    csum_not_ready,
+                    csum_valid,
+                });
+            } else {
+                f(RxFrame {
+                    data: &[],
+                    truncated: true,
+                    csum_not_ready,
+                    csum_valid,
+                });
             }
-            // Release: our reads of the block happen before the kernel may reuse it.
-            self.block_status(index)
+            // Release: our reads of the frame happen before the kernel may reuse it.
+            self.frame_status(index)
                 .store(TP_STATUS_KERNEL, Ordering::Release);
-            self.current = (index + 1) % self.block_nr;
-            blocks += 1;
+            self.current = (index + 1) % self.frame_nr;
+            count += 1;
         }
-        blocks
+        count
+    }
+
+    /// Reads the next queued whole packet (copy path) into `self.large`; returns its full length
+    /// (larger than the buffer when it was cut), or `None` when nothing was queued.
+    fn recv_large(&mut self) -> Option<usize> {
+        // SAFETY: the buffer is valid for writes of its whole length for the duration of the call.
+        let n = unsafe {
+            libc::recv(
+                self.fd.as_raw_fd(),
+                self.large.as_mut_ptr().cast(),
+                self.large.len(),
+                libc::MSG_DONTWAIT | libc::MSG_TRUNC,
+            )
+        };
+        usize::try_from(n).ok()
     }
 }
 
