@@ -73,6 +73,37 @@ fn hook_options_map_each_payload_and_fit_the_mss() {
     assert_eq!((last.0, last.1), (rtx[0].hdr.seq, rtx[0].len()));
 }
 
+/// Reserves and writes an option whose length is not a multiple of 4 (an MPTCP DSS without
+/// checksum is 26 bytes).
+struct OddOption;
+
+impl OptionHook for OddOption {
+    fn reserve(&mut self, _plan: &SegmentPlan) -> usize {
+        26
+    }
+    fn write_options(&mut self, _seg: &OutSegment, space: &mut [u8]) -> usize {
+        space[0] = 30;
+        space[1] = 26;
+        space[2..26].fill(0);
+        26
+    }
+}
+
+#[test]
+fn padded_options_count_against_the_mss() {
+    // Found against the Linux kernel: TS (12) + a 26-byte option go out padded to 40 bytes; a
+    // payload sized from the unpadded 38 made 1502-byte packets on a 1500-byte path (EMSGSIZE).
+    let (mut c, _s) = handshake(Config::default(), Config::default());
+    c.send(&vec![1u8; 20_000]);
+    let segs = drain_with(&mut c, at(1), &mut OddOption);
+    assert!(segs.len() >= 10);
+    for seg in &segs {
+        // RFC 9293 §3.7.1: IP (20) + TCP header with padded options + payload within MSS + 40.
+        assert!(seg.tx.len <= 1500, "{}-byte packet", seg.tx.len);
+    }
+    assert_eq!(segs[0].len(), 1460 - 40);
+}
+
 #[test]
 fn sack_blocks_shrink_to_make_room() {
     let (mut c, mut s) = handshake(Config::default(), Config::default());

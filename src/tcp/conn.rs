@@ -926,9 +926,11 @@ impl Connection {
         }
         let mut payload_len = 0usize;
         if let Some(max) = data {
-            let room = usize::from(self.eff_mss())
-                .saturating_sub(opts.len() + reserve)
-                .max(1);
+            // RFC 9293 §3.7.1: the segment MUST fit the Eff.snd.MSS, whose TCPhdrsize counts the
+            // options as sent: padded to a 32-bit boundary (§3.1), e.g. TS (12) + DSS without
+            // checksum (26) occupy 40 bytes.
+            let opt_space = (opts.len() + reserve).next_multiple_of(4).min(MAX_OPTIONS_LEN);
+            let room = usize::from(self.eff_mss()).saturating_sub(opt_space).max(1);
             payload_len = (max as usize).min(room);
             if payload_len > 1 {
                 payload_len = hook
