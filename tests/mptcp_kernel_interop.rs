@@ -644,14 +644,16 @@ fn kernel_server_two_subflows_one_backup_byte_exact() {
         !primary.backup && primary.peer.starts_with(&Path::Wifi.router_wan_v4().to_string()),
         "{subs:?}"
     );
-    let msk: Vec<&str> = view
-        .ss
-        .lines()
-        .filter(|l| l.starts_with("mptcp") && l.contains("198.19.0.10:80"))
+    // `ss -M`: one MPTCP socket line, its info on the next line ("subflows:N" counts the
+    // additional subflows).
+    let lines: Vec<&str> = view.ss.lines().collect();
+    let msk: Vec<usize> = (0..lines.len())
+        .filter(|&k| lines[k].starts_with("mptcp") && lines[k].contains("198.19.0.10:80"))
         .collect();
     assert_eq!(msk.len(), 1, "{}", view.ss);
+    let info = lines.get(msk[0] + 1).copied().unwrap_or("");
     assert!(
-        msk[0].contains("subflows:1"),
+        info.contains("subflows:1 "),
         "one additional subflow: {}",
         view.ss
     );
