@@ -25,6 +25,7 @@ mod common;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mio::unix::SourceFd;
@@ -46,6 +47,9 @@ use std::os::fd::AsRawFd;
 /// Local ports of our subflows (the receive filter's range; the laptop kernel drops them).
 const PORTS: std::ops::RangeInclusive<u16> = 61000..=61999;
 const FWMARK: u32 = 0x6d70;
+/// Receive ring size in 1 MiB blocks: room for more than a whole receive window (4 MB) of
+/// segments, so that a busy machine slowing the loop does not drop them.
+const RING_BLOCKS: u32 = 16;
 /// Bound on one case (connection, both transfers, close).
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -267,6 +271,10 @@ struct Counters {
     rx_bad: u64,
     tx_packets: u64,
     tx_errors: u64,
+    /// Packets and payload bytes sent per path (index = path id).
+    tx_per_path: [(u64, u64); 2],
+    /// Payload bytes received per path.
+    rx_payload_per_path: [u64; 2],
 }
 
 struct Driver {
@@ -315,7 +323,7 @@ impl Driver {
         let poll = Poll::new().unwrap();
         let mut ifaces = Vec::new();
         for (i, p) in [Path::Wifi, Path::Cell].into_iter().enumerate() {
-            let rx = PacketRx::open(p.laptop_iface(), &PORTS, false, 8).unwrap();
+            let rx = PacketRx::open(p.laptop_iface(), &PORTS, false, RING_BLOCKS).unwrap();
             poll.registry()
                 .register(&mut SourceFd(&rx.as_raw_fd()), Token(i), Interest::READABLE)
                 .unwrap();
@@ -366,8 +374,11 @@ impl Driver {
             for _ in 0..1024 {
                 let blocks = ifc.rx.drain(8, |f| {
                     counters.rx_packets += 1;
-                    if f.truncated || !deliver(conn, now, path, f.data, f.csum_not_ready) {
-                        counters.rx_bad += 1;
+                    match deliver(conn, now, path, f.data, f.csum_not_ready) {
+                        Some(n) if !f.truncated => {
+                            counters.rx_payload_per_path[usize::from(path.0).min(1)] += n as u64;
+                        }
+                        _ => counters.rx_bad += 1,
                     }
                 });
                 if blocks == 0 {
@@ -405,6 +416,9 @@ impl Driver {
             }
             if sent {
                 self.counters.tx_packets += 1;
+                let p = &mut self.counters.tx_per_path[usize::from(path.0).min(1)];
+                p.0 += 1;
+                p.1 += t.payload_len as u64;
             } else {
                 self.counters.tx_errors += 1;
             }
@@ -482,22 +496,22 @@ impl Driver {
     }
 }
 
-/// Parses one received packet and hands it to the connection; false if it was malformed.
-fn deliver(conn: &mut Connection, now: Instant, path: PathId, pkt: &[u8], csum_not_ready: bool) -> bool {
-    let Ok(ipv) = ip::parse(pkt) else { return false };
-    if ipv.proto != PROTO_TCP {
-        return false;
-    }
-    let Some(seg) = pkt.get(ipv.payload.clone()) else {
-        return false;
-    };
-    let Ok(view) = TcpHeaderView::new(seg) else {
-        return false;
-    };
+/// Parses one received packet and hands it to the connection; its payload length, or `None` if
+/// it was malformed.
+fn deliver(
+    conn: &mut Connection,
+    now: Instant,
+    path: PathId,
+    pkt: &[u8],
+    csum_not_ready: bool,
+) -> Option<usize> {
+    let ipv = ip::parse(pkt).ok().filter(|i| i.proto == PROTO_TCP)?;
+    let seg = pkt.get(ipv.payload.clone())?;
+    let view = TcpHeaderView::new(seg).ok()?;
     if !csum_not_ready && !verify_checksum(ipv.src, ipv.dst, seg) {
-        return false;
+        return None;
     }
-    let Ok(hdr) = view.summary() else { return false };
+    let hdr = view.summary().ok()?;
     conn.handle_packet(
         now,
         path,
@@ -506,7 +520,7 @@ fn deliver(conn: &mut Connection, now: Instant, path: PathId, pkt: &[u8], csum_n
         &hdr,
         view.payload(),
     );
-    true
+    Some(view.payload().len())
 }
 
 // ---- the lab ------------------------------------------------------------------------------------
@@ -567,6 +581,20 @@ fn kernel_view(lab: &Lab) -> KernelView {
     }
 }
 
+/// The inet namespace's non-zero MPTCP and retransmission counters (`nstat`), for the log.
+fn kernel_counters(lab: &Lab) -> String {
+    let out = lab.exec(&lab.ns().inet, &["nstat", "-az"]).unwrap();
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (name, v) = (w.next()?, w.next()?);
+            let wanted = name.starts_with("MPTcp") || name == "TcpRetransSegs";
+            (wanted && v != "0").then(|| format!("{}={v}", name.trim_start_matches("MPTcpExt")))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[test]
 fn kernel_server_two_subflows_one_backup_byte_exact() {
     require_root!();
@@ -590,6 +618,7 @@ fn kernel_server_two_subflows_one_backup_byte_exact() {
         })
         .unwrap();
     let out = out.unwrap_or_else(|e| panic!("{e}"));
+    println!("kernel counters (inet): {}", kernel_counters(&lab));
     app.check_sink().unwrap();
     let view = view.expect("both subflows were never usable at once");
     println!(
@@ -629,6 +658,16 @@ fn kernel_server_two_subflows_one_backup_byte_exact() {
         "{:?}",
         out.events
     );
+    // Handover: while Wi-Fi works the backup subflow carries (next to) nothing, either way.
+    let c = &out.counters;
+    assert!(
+        c.tx_per_path[1].1 < n / 10 && c.rx_payload_per_path[1] < n / 10,
+        "{c:?}"
+    );
+    assert!(c.rx_payload_per_path[0] >= n, "{c:?}");
+    let stats = lab.server_stats().unwrap();
+    assert_eq!(stats.mptcp_conns.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.fallback_conns.load(Ordering::Relaxed), 0);
     // The kernel's side: one MPTCP socket, two subflows on it, the MP_JOIN one a backup.
     let subs = &view.subflows;
     assert_eq!(subs.len(), 2, "{subs:?}");
@@ -688,6 +727,7 @@ fn kernel_server_transfer_survives_primary_path_loss() {
         })
         .unwrap();
     let out = out.unwrap_or_else(|e| panic!("{e}"));
+    println!("kernel counters (inet): {}", kernel_counters(&lab));
     app.check_sink().unwrap();
     let (at_bytes, at_secs) = killed_at.unwrap();
     println!(
@@ -705,6 +745,10 @@ fn kernel_server_transfer_survives_primary_path_loss() {
         "{:?}",
         out.events
     );
+    // Everything written after the loss, and the whole download, went over wwan0.
+    let c = &out.counters;
+    assert!(c.tx_per_path[1].1 >= n - at_bytes, "{c:?}");
+    assert!(c.rx_payload_per_path[1] >= n, "{c:?}");
     assert!(
         out.events
             .iter()
@@ -742,6 +786,7 @@ fn plain_tcp_server_falls_back_and_completes() {
         })
         .unwrap();
     let out = out.unwrap_or_else(|e| panic!("{e}"));
+    println!("kernel counters (inet): {}", kernel_counters(&lab));
     app.check_sink().unwrap();
     println!(
         "plain TCP server: fallback; {:.0} MB up + {:.0} MB down byte-exact, data in {:.2} s, closed at {:.2} s; {:?}",
@@ -764,4 +809,7 @@ fn plain_tcp_server_falls_back_and_completes() {
         out.events
     );
     assert_eq!(subflows_seen, 1, "no MP_JOIN after fallback");
+    assert_eq!(out.counters.tx_per_path[1].0, 0, "{:?}", out.counters);
+    let stats = lab.server_stats().unwrap();
+    assert_eq!(stats.tcp_conns.load(Ordering::Relaxed), 1);
 }
