@@ -12,6 +12,7 @@
 //! 2. wlan0 goes down halfway through the upload (link down and `path_down`): the rest of the
 //!    upload and the whole download go over wwan0.
 //! 3. The plain TCP server: fallback (`Connected { mptcp: false }`), the exchange completes.
+//! 4. Case 1 over IPv6 (a fifth of the size).
 //!
 //! Size: `MPBOND_INTEROP_BYTES` (default 50 MB each way). Each case is bounded by [`LIMIT`].
 #![allow(
@@ -23,7 +24,7 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -308,15 +309,16 @@ fn random_isn_key() -> IsnKey {
 impl Driver {
     /// Opens the interfaces (this thread must be in the laptop namespace) and starts connecting.
     fn connect(cfg: MptcpConfig, remote: SocketAddr, first_port: u16) -> Driver {
+        let v6 = remote.is_ipv6();
         let paths = [
             LocalPath {
                 id: PathId(0),
-                addr: IpAddr::V4(Path::Wifi.laptop_v4()),
+                addr: Path::Wifi.laptop_addr(v6),
                 backup: false,
             },
             LocalPath {
                 id: PathId(1),
-                addr: IpAddr::V4(Path::Cell.laptop_v4()),
+                addr: Path::Cell.laptop_addr(v6),
                 backup: true,
             },
         ];
@@ -812,4 +814,52 @@ fn plain_tcp_server_falls_back_and_completes() {
     assert_eq!(out.counters.tx_per_path[1].0, 0, "{:?}", out.counters);
     let stats = lab.server_stats().unwrap();
     assert_eq!(stats.tcp_conns.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn kernel_server_over_ipv6() {
+    require_root!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = lab();
+    // A fifth of the size: the IPv4 cases carry the bulk.
+    let n = (size() / 5).max(1_000_000);
+    let mut app = Exchange::new(n);
+    let mut both_up = false;
+    let out = lab
+        .run_in(&lab.ns().laptop, || {
+            let d = Driver::connect(handover(), Server::Mptcp.addr(true), 61300);
+            d.run(&mut app, |d, _| {
+                both_up |= d.conn.subflows().iter().filter(|s| s.usable).count() == 2;
+            })
+        })
+        .unwrap();
+    let out = out.unwrap_or_else(|e| panic!("{e}"));
+    println!("kernel counters (inet): {}", kernel_counters(&lab));
+    app.check_sink().unwrap();
+    println!(
+        "kernel MPTCP over IPv6: {:.0} MB up + {:.0} MB down byte-exact, data in {:.2} s; {:?}",
+        mb(n),
+        mb(n),
+        out.data_secs,
+        out.counters
+    );
+    assert!(both_up, "{:?}", out.events);
+    assert!(
+        out.events.contains(&Event::Connected { mptcp: true }),
+        "{:?}",
+        out.events
+    );
+    assert!(
+        out.events.iter().any(|e| matches!(
+            e,
+            Event::SubflowUp {
+                path: PathId(1),
+                backup: true,
+                ..
+            }
+        )),
+        "{:?}",
+        out.events
+    );
+    assert_eq!(lab.server_stats().unwrap().mptcp_conns.load(Ordering::Relaxed), 1);
 }
