@@ -308,6 +308,20 @@ fn too_many_pending_mappings_are_refused() {
     assert_eq!(e, Err(MappingError::TooManyMappings));
 }
 
+#[test]
+fn a_window_of_per_segment_mappings_is_held() {
+    // 4 MB window, one mapping per 1,400-byte segment, the first segment lost: ~3,000 mappings
+    // wait for it (Linux without TSO; RFC 9293 §3.10.7.4 keeps in-window segments).
+    let mut recv = DataRecvBuffer::new(DataSeq(0), 8 << 20);
+    let mut sf = SubflowReceiver::new(SubflowSeq(1), false, 4 << 20);
+    let n = (4 << 20) / 1400;
+    for i in 1..n as u32 {
+        sf.on_mapping(mapping(u64::from(i) * 1400, 1 + i * 1400, 1400, false), &mut recv)
+            .unwrap();
+    }
+    assert!(n > SubflowReceiver::MAX_MAPPINGS);
+}
+
 // ---- Receive buffer.
 
 #[test]

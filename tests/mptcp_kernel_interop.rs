@@ -12,6 +12,7 @@
 //! 2. wlan0 goes down halfway through the upload (link down and `path_down`): the rest of the
 //!    upload and the whole download go over wwan0.
 //! 3. The plain TCP server: fallback (`Connected { mptcp: false }`), the exchange completes.
+//! 4. Case 1 over IPv6 (a fifth of the size).
 //!
 //! Size: `MPBOND_INTEROP_BYTES` (default 50 MB each way). Each case is bounded by [`LIMIT`].
 #![allow(
@@ -23,8 +24,9 @@
 
 mod common;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use mio::unix::SourceFd;
@@ -46,6 +48,9 @@ use std::os::fd::AsRawFd;
 /// Local ports of our subflows (the receive filter's range; the laptop kernel drops them).
 const PORTS: std::ops::RangeInclusive<u16> = 61000..=61999;
 const FWMARK: u32 = 0x6d70;
+/// Receive ring size in 1 MiB blocks: room for more than a whole receive window (4 MB) of
+/// segments, so that a busy machine slowing the loop does not drop them.
+const RING_BLOCKS: u32 = 16;
 /// Bound on one case (connection, both transfers, close).
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -267,6 +272,10 @@ struct Counters {
     rx_bad: u64,
     tx_packets: u64,
     tx_errors: u64,
+    /// Packets and payload bytes sent per path (index = path id).
+    tx_per_path: [(u64, u64); 2],
+    /// Payload bytes received per path.
+    rx_payload_per_path: [u64; 2],
 }
 
 struct Driver {
@@ -300,22 +309,23 @@ fn random_isn_key() -> IsnKey {
 impl Driver {
     /// Opens the interfaces (this thread must be in the laptop namespace) and starts connecting.
     fn connect(cfg: MptcpConfig, remote: SocketAddr, first_port: u16) -> Driver {
+        let v6 = remote.is_ipv6();
         let paths = [
             LocalPath {
                 id: PathId(0),
-                addr: IpAddr::V4(Path::Wifi.laptop_v4()),
+                addr: Path::Wifi.laptop_addr(v6),
                 backup: false,
             },
             LocalPath {
                 id: PathId(1),
-                addr: IpAddr::V4(Path::Cell.laptop_v4()),
+                addr: Path::Cell.laptop_addr(v6),
                 backup: true,
             },
         ];
         let poll = Poll::new().unwrap();
         let mut ifaces = Vec::new();
         for (i, p) in [Path::Wifi, Path::Cell].into_iter().enumerate() {
-            let rx = PacketRx::open(p.laptop_iface(), &PORTS, false, 8).unwrap();
+            let rx = PacketRx::open(p.laptop_iface(), &PORTS, false, RING_BLOCKS).unwrap();
             poll.registry()
                 .register(&mut SourceFd(&rx.as_raw_fd()), Token(i), Interest::READABLE)
                 .unwrap();
@@ -366,8 +376,11 @@ impl Driver {
             for _ in 0..1024 {
                 let blocks = ifc.rx.drain(8, |f| {
                     counters.rx_packets += 1;
-                    if f.truncated || !deliver(conn, now, path, f.data, f.csum_not_ready) {
-                        counters.rx_bad += 1;
+                    match deliver(conn, now, path, f.data, f.csum_not_ready) {
+                        Some(n) if !f.truncated => {
+                            counters.rx_payload_per_path[usize::from(path.0).min(1)] += n as u64;
+                        }
+                        _ => counters.rx_bad += 1,
                     }
                 });
                 if blocks == 0 {
@@ -405,6 +418,9 @@ impl Driver {
             }
             if sent {
                 self.counters.tx_packets += 1;
+                let p = &mut self.counters.tx_per_path[usize::from(path.0).min(1)];
+                p.0 += 1;
+                p.1 += t.payload_len as u64;
             } else {
                 self.counters.tx_errors += 1;
             }
@@ -482,22 +498,22 @@ impl Driver {
     }
 }
 
-/// Parses one received packet and hands it to the connection; false if it was malformed.
-fn deliver(conn: &mut Connection, now: Instant, path: PathId, pkt: &[u8], csum_not_ready: bool) -> bool {
-    let Ok(ipv) = ip::parse(pkt) else { return false };
-    if ipv.proto != PROTO_TCP {
-        return false;
-    }
-    let Some(seg) = pkt.get(ipv.payload.clone()) else {
-        return false;
-    };
-    let Ok(view) = TcpHeaderView::new(seg) else {
-        return false;
-    };
+/// Parses one received packet and hands it to the connection; its payload length, or `None` if
+/// it was malformed.
+fn deliver(
+    conn: &mut Connection,
+    now: Instant,
+    path: PathId,
+    pkt: &[u8],
+    csum_not_ready: bool,
+) -> Option<usize> {
+    let ipv = ip::parse(pkt).ok().filter(|i| i.proto == PROTO_TCP)?;
+    let seg = pkt.get(ipv.payload.clone())?;
+    let view = TcpHeaderView::new(seg).ok()?;
     if !csum_not_ready && !verify_checksum(ipv.src, ipv.dst, seg) {
-        return false;
+        return None;
     }
-    let Ok(hdr) = view.summary() else { return false };
+    let hdr = view.summary().ok()?;
     conn.handle_packet(
         now,
         path,
@@ -506,7 +522,7 @@ fn deliver(conn: &mut Connection, now: Instant, path: PathId, pkt: &[u8], csum_n
         &hdr,
         view.payload(),
     );
-    true
+    Some(view.payload().len())
 }
 
 // ---- the lab ------------------------------------------------------------------------------------
@@ -567,6 +583,20 @@ fn kernel_view(lab: &Lab) -> KernelView {
     }
 }
 
+/// The inet namespace's non-zero MPTCP and retransmission counters (`nstat`), for the log.
+fn kernel_counters(lab: &Lab) -> String {
+    let out = lab.exec(&lab.ns().inet, &["nstat", "-az"]).unwrap();
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (name, v) = (w.next()?, w.next()?);
+            let wanted = name.starts_with("MPTcp") || name == "TcpRetransSegs";
+            (wanted && v != "0").then(|| format!("{}={v}", name.trim_start_matches("MPTcpExt")))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 #[test]
 fn kernel_server_two_subflows_one_backup_byte_exact() {
     require_root!();
@@ -590,6 +620,7 @@ fn kernel_server_two_subflows_one_backup_byte_exact() {
         })
         .unwrap();
     let out = out.unwrap_or_else(|e| panic!("{e}"));
+    println!("kernel counters (inet): {}", kernel_counters(&lab));
     app.check_sink().unwrap();
     let view = view.expect("both subflows were never usable at once");
     println!(
@@ -629,6 +660,16 @@ fn kernel_server_two_subflows_one_backup_byte_exact() {
         "{:?}",
         out.events
     );
+    // Handover: while Wi-Fi works the backup subflow carries (next to) nothing, either way.
+    let c = &out.counters;
+    assert!(
+        c.tx_per_path[1].1 < n / 10 && c.rx_payload_per_path[1] < n / 10,
+        "{c:?}"
+    );
+    assert!(c.rx_payload_per_path[0] >= n, "{c:?}");
+    let stats = lab.server_stats().unwrap();
+    assert_eq!(stats.mptcp_conns.load(Ordering::Relaxed), 1);
+    assert_eq!(stats.fallback_conns.load(Ordering::Relaxed), 0);
     // The kernel's side: one MPTCP socket, two subflows on it, the MP_JOIN one a backup.
     let subs = &view.subflows;
     assert_eq!(subs.len(), 2, "{subs:?}");
@@ -644,14 +685,16 @@ fn kernel_server_two_subflows_one_backup_byte_exact() {
         !primary.backup && primary.peer.starts_with(&Path::Wifi.router_wan_v4().to_string()),
         "{subs:?}"
     );
-    let msk: Vec<&str> = view
-        .ss
-        .lines()
-        .filter(|l| l.starts_with("mptcp") && l.contains("198.19.0.10:80"))
+    // `ss -M`: one MPTCP socket line, its info on the next line ("subflows:N" counts the
+    // additional subflows).
+    let lines: Vec<&str> = view.ss.lines().collect();
+    let msk: Vec<usize> = (0..lines.len())
+        .filter(|&k| lines[k].starts_with("mptcp") && lines[k].contains("198.19.0.10:80"))
         .collect();
     assert_eq!(msk.len(), 1, "{}", view.ss);
+    let info = lines.get(msk[0] + 1).copied().unwrap_or("");
     assert!(
-        msk[0].contains("subflows:1"),
+        info.contains("subflows:1 "),
         "one additional subflow: {}",
         view.ss
     );
@@ -686,6 +729,7 @@ fn kernel_server_transfer_survives_primary_path_loss() {
         })
         .unwrap();
     let out = out.unwrap_or_else(|e| panic!("{e}"));
+    println!("kernel counters (inet): {}", kernel_counters(&lab));
     app.check_sink().unwrap();
     let (at_bytes, at_secs) = killed_at.unwrap();
     println!(
@@ -703,6 +747,10 @@ fn kernel_server_transfer_survives_primary_path_loss() {
         "{:?}",
         out.events
     );
+    // Everything written after the loss, and the whole download, went over wwan0.
+    let c = &out.counters;
+    assert!(c.tx_per_path[1].1 >= n - at_bytes, "{c:?}");
+    assert!(c.rx_payload_per_path[1] >= n, "{c:?}");
     assert!(
         out.events
             .iter()
@@ -740,6 +788,7 @@ fn plain_tcp_server_falls_back_and_completes() {
         })
         .unwrap();
     let out = out.unwrap_or_else(|e| panic!("{e}"));
+    println!("kernel counters (inet): {}", kernel_counters(&lab));
     app.check_sink().unwrap();
     println!(
         "plain TCP server: fallback; {:.0} MB up + {:.0} MB down byte-exact, data in {:.2} s, closed at {:.2} s; {:?}",
@@ -762,4 +811,55 @@ fn plain_tcp_server_falls_back_and_completes() {
         out.events
     );
     assert_eq!(subflows_seen, 1, "no MP_JOIN after fallback");
+    assert_eq!(out.counters.tx_per_path[1].0, 0, "{:?}", out.counters);
+    let stats = lab.server_stats().unwrap();
+    assert_eq!(stats.tcp_conns.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn kernel_server_over_ipv6() {
+    require_root!();
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = lab();
+    // A fifth of the size: the IPv4 cases carry the bulk.
+    let n = (size() / 5).max(1_000_000);
+    let mut app = Exchange::new(n);
+    let mut both_up = false;
+    let out = lab
+        .run_in(&lab.ns().laptop, || {
+            let d = Driver::connect(handover(), Server::Mptcp.addr(true), 61300);
+            d.run(&mut app, |d, _| {
+                both_up |= d.conn.subflows().iter().filter(|s| s.usable).count() == 2;
+            })
+        })
+        .unwrap();
+    let out = out.unwrap_or_else(|e| panic!("{e}"));
+    println!("kernel counters (inet): {}", kernel_counters(&lab));
+    app.check_sink().unwrap();
+    println!(
+        "kernel MPTCP over IPv6: {:.0} MB up + {:.0} MB down byte-exact, data in {:.2} s; {:?}",
+        mb(n),
+        mb(n),
+        out.data_secs,
+        out.counters
+    );
+    assert!(both_up, "{:?}", out.events);
+    assert!(
+        out.events.contains(&Event::Connected { mptcp: true }),
+        "{:?}",
+        out.events
+    );
+    assert!(
+        out.events.iter().any(|e| matches!(
+            e,
+            Event::SubflowUp {
+                path: PathId(1),
+                backup: true,
+                ..
+            }
+        )),
+        "{:?}",
+        out.events
+    );
+    assert_eq!(lab.server_stats().unwrap().mptcp_conns.load(Ordering::Relaxed), 1);
 }

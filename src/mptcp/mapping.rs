@@ -269,7 +269,8 @@ pub enum MappingError {
         /// Unmapped bytes held.
         bytes: usize,
     },
-    /// More pending mappings than [`SubflowReceiver::MAX_MAPPINGS`] (state exhaustion attempt).
+    /// More pending mappings than a receive window of segments can carry (at least
+    /// [`SubflowReceiver::MAX_MAPPINGS`]): a state exhaustion attempt.
     #[error("too many pending DSS mappings")]
     TooManyMappings,
     /// DATA_FIN inconsistent with the data-level stream.
@@ -330,11 +331,15 @@ pub struct SubflowReceiver {
     mappings: VecDeque<Mapping>,
     infinite: Option<Mapping>,
     max_unmapped: usize,
+    max_mappings: usize,
 }
 
 impl SubflowReceiver {
-    /// Pending mappings allowed at once.
+    /// Pending mappings allowed at once, at least (small windows).
     pub const MAX_MAPPINGS: usize = 1024;
+    /// Fewest payload octets a peer's mapping is assumed to cover when sizing the limit on
+    /// pending mappings: the default MSS (RFC 9293 §3.7.1).
+    const MIN_MAPPING_OCTETS: usize = 536;
 
     /// A receiver for a subflow whose first data octet is `first` (relative 1, or later for a
     /// subflow joining after data-level fallback), with DSS checksums on or off as negotiated
@@ -348,6 +353,12 @@ impl SubflowReceiver {
             pending: VecDeque::new(),
             mappings: VecDeque::new(),
             infinite: None,
+            // Every segment of a receive window may arrive out of order with its own mapping
+            // (Linux maps each segment when it does not use TSO), and the TCP level accepts
+            // all of it (RFC 9293 §3.10.7.4: in-window segments are kept): hold their mappings
+            // too. Found against the Linux kernel: a lost segment followed by ~1.5 MB of
+            // in-window data overflowed a fixed cap of 1,024 and reset a healthy subflow.
+            max_mappings: Self::MAX_MAPPINGS.max(max_unmapped / Self::MIN_MAPPING_OCTETS),
             max_unmapped: if checksums {
                 max_unmapped.max(usize::from(u16::MAX))
             } else {
@@ -433,7 +444,7 @@ impl SubflowReceiver {
                 insert_at = i;
             }
         }
-        if self.mappings.len() >= Self::MAX_MAPPINGS {
+        if self.mappings.len() >= self.max_mappings {
             return Err(MappingError::TooManyMappings);
         }
         self.mappings.insert(insert_at, m);
