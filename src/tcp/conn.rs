@@ -131,6 +131,9 @@ pub struct Connection {
     pub(super) probe_pending: bool,
     pub(super) keepalive_sent: u32,
     pub(super) pace_next: Instant,
+    /// Segments that may still leave back to back before the rest is paced (refilled by every
+    /// ACK; see `after_paced_send`).
+    pub(super) burst_budget: u32,
     pub(super) last_data_sent: Instant,
     pub(super) challenge_window: Instant,
     pub(super) challenge_count: u32,
@@ -222,6 +225,7 @@ impl Connection {
             probe_pending: false,
             keepalive_sent: 0,
             pace_next: now,
+            burst_budget: cfg.initial_window.max(1),
             last_data_sent: now,
             challenge_window: now,
             challenge_count: 0,
@@ -690,7 +694,8 @@ impl Connection {
     }
 
     fn pacing_blocked(&mut self, now: Instant) -> bool {
-        if self.cfg.pacing && self.rtt.srtt().is_some() && now < self.pace_next {
+        let paced = self.cfg.pacing || self.burst_budget == 0;
+        if paced && self.rtt.srtt().is_some() && now < self.pace_next {
             self.timers.set(Timer::Pacing, self.pace_next);
             return true;
         }
@@ -698,13 +703,27 @@ impl Connection {
     }
 
     fn after_paced_send(&mut self, now: Instant, bytes: usize) {
-        if let (true, Some(srtt)) = (self.cfg.pacing, self.rtt.srtt()) {
-            // Rate = factor * cwnd / SRTT (factor 2 in slow start, 1.25 after, as Linux does).
-            let factor = if self.win.in_slow_start() { 2.0 } else { 1.25 };
-            let rate = factor * f64::from(self.win.cwnd) / srtt.as_secs_f64().max(1e-6);
-            let gap = Duration::from_secs_f64(bytes as f64 / rate);
-            self.pace_next = self.pace_next.max(now) + gap;
+        let Some(srtt) = self.rtt.srtt() else { return };
+        if !self.cfg.pacing {
+            // RFC 6582 §3.2 step 6 and §6: when the window allows far more than is in flight (the
+            // end of a recovery whose cumulative ACK covers a whole window, a receive window that
+            // reopens) the implementation is encouraged to avoid a burst: "limit the number of
+            // data packets that can be sent in response to a single acknowledgment" ... "Other
+            // possible mechanisms ... include rate-based pacing". Up to IW segments (a burst
+            // RFC 6928 already allows) leave at once per ACK; the rest is paced at the window's
+            // rate, so the window is still used in full within one RTT.
+            if self.burst_budget > 0 {
+                self.burst_budget -= 1;
+                if self.burst_budget > 0 {
+                    return;
+                }
+            }
         }
+        // Rate = factor * cwnd / SRTT (factor 2 in slow start, 1.25 after, as Linux does).
+        let factor = if self.win.in_slow_start() { 2.0 } else { 1.25 };
+        let rate = factor * f64::from(self.win.cwnd) / srtt.as_secs_f64().max(1e-6);
+        let gap = Duration::from_secs_f64(bytes as f64 / rate);
+        self.pace_next = self.pace_next.max(now) + gap;
     }
 
     fn transmit_data<H: OptionHook>(

@@ -287,6 +287,8 @@ impl Connection {
             return false;
         }
         let ack_off = ack_off.max(0) as u64;
+        // An acceptable ACK clocks out a new (bounded) burst, see `after_paced_send`.
+        self.burst_budget = self.cfg.initial_window.max(1);
         let mut sack_new = 0;
         if self.sack_ok {
             // RFC 2018 §4 / RFC 6675 §3: record SACK blocks in the scoreboard.
@@ -351,6 +353,7 @@ impl Connection {
 
     fn on_new_ack(&mut self, now: Instant, hdr: &SegmentHeader, ack_off: u64) {
         let flight_before = self.snd_nxt.max(ack_off) - self.snd_una;
+        let wnd_before = self.snd_wnd;
         // RTT measurement: the timed segment (Karn: never a retransmitted one), or RFC 7323 §4
         // RTTM from TSecr when retransmissions made the timing ambiguous.
         match self.rtt_probe {
@@ -424,8 +427,12 @@ impl Connection {
             }
             Recovery::None => {
                 let cwnd = u64::from(self.win.cwnd);
-                let limited = flight_before + 3 * u64::from(mss) >= cwnd
-                    || (self.win.in_slow_start() && 2 * flight_before >= cwnd);
+                // RFC 9438 §4.6: an implementation that derives ssthresh from cwnd (as `Cubic`
+                // does) "MUST use other measures to prevent cwnd from growing when the volume of
+                // bytes in flight is smaller than cwnd", which "also effectively avoids cwnd from
+                // growing beyond the receive window". cwnd grows only if the flight nearly filled
+                // it and the peer's window did not hold the sender back.
+                let limited = flight_before + 3 * u64::from(mss) >= cwnd && cwnd < wnd_before;
                 let srtt = self.rtt.srtt();
                 self.cc.on_ack(now, &mut self.win, acked32, srtt, limited);
             }
