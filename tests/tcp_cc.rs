@@ -220,11 +220,12 @@ fn cwnd_does_not_grow_past_the_receive_window() {
             max_cwnd <= 1_400_000 + 3 * mss,
             "{cc:?} pacing={pacing}: cwnd reached {max_cwnd}"
         );
-        // The one overflow costs a handful of segments; a multiplicative decrease computed from an
-        // inflated cwnd (no real decrease) or a line-rate burst when the recovery's cumulative ACK
-        // reopens the whole window would lose hundreds.
+        // The one overflow costs about 18 segments. A line-rate burst when the recovery's
+        // cumulative ACK reopens the whole window (no per-ACK burst limit) loses 40 or more; a
+        // multiplicative decrease computed from a cwnd inflated past the receive window (no real
+        // decrease) keeps overflowing the queue.
         assert!(
-            r.a_retransmits <= 60,
+            r.a_retransmits <= 30,
             "{cc:?} pacing={pacing}: {} retransmissions of {} segments",
             r.a_retransmits,
             r.a_segments

@@ -120,6 +120,11 @@ pub struct Connection {
     pub(super) recover: u64,
     pub(super) dupacks: u32,
     pub(super) high_rxt: u64,
+    /// RFC 6937 PRR state of the current fast recovery: bytes delivered to the receiver and bytes
+    /// sent since it began, and the flight size when it began (RecoverFS).
+    pub(super) prr_delivered: u64,
+    pub(super) prr_out: u64,
+    pub(super) recover_fs: u64,
     pub(super) rtx_una: bool,
     pub(super) scoreboard: Scoreboard,
     // --- timers and bookkeeping
@@ -215,6 +220,9 @@ impl Connection {
             recover: 0,
             dupacks: 0,
             high_rxt: 0,
+            prr_delivered: 0,
+            prr_out: 0,
+            recover_fs: 0,
             rtx_una: false,
             scoreboard: Scoreboard::new(),
             timers: Timers::default(),
@@ -767,6 +775,7 @@ impl Connection {
             };
             self.high_rxt = self.high_rxt.max(self.snd_una + t.payload_len as u64);
             self.after_paced_send(now, t.payload_len);
+            self.prr_out += t.payload_len as u64;
             return Some(t);
         }
         let sack_recovery = self.recovery == Recovery::Fast && self.sack_ok;
@@ -799,6 +808,7 @@ impl Connection {
                 self.high_rxt = a + (t.payload_len as u64).max(1);
                 self.rtt_probe = None;
                 self.after_paced_send(now, t.payload_len);
+                self.prr_out += t.payload_len as u64;
                 return Some(t);
             }
         }
@@ -870,6 +880,7 @@ impl Connection {
         self.snd_nxt += consumed;
         self.snd_max = self.snd_max.max(self.snd_nxt);
         self.after_paced_send(now, t.payload_len);
+        self.prr_out += t.payload_len as u64;
         Some(t)
     }
 

@@ -6,18 +6,9 @@
 
 use super::ranges::RangeSet;
 
-/// Floor of the cap on separate out-of-order ranges; segments that would create more are
+/// Cap on the number of separate out-of-order ranges; segments that would create more are
 /// dropped (the peer retransmits them).
 pub const MAX_OOO_RANGES: usize = 64;
-
-/// Buffer bytes per allowed out-of-order range above the floor: the cap is
-/// `max(MAX_OOO_RANGES, cap / OOO_RANGE_SPACING)`, enough for every other segment of a full window
-/// to be missing (a paced sender overflowing a queue loses exactly that pattern) with segments of
-/// 512 bytes or more. With only 64 ranges, a 4 MB window that lost every other 1448-byte segment
-/// had ~1400 holes: every segment past the 64th range was dropped, and the sender, unable to
-/// learn of them by SACK, fell back to a retransmission timeout. The range table costs at most
-/// 16 bytes per KiB of buffer and only while out-of-order data is held.
-pub const OOO_RANGE_SPACING: usize = 1024;
 
 /// What [`Reassembler::insert`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -123,10 +114,7 @@ impl Reassembler {
         let data = &data[(start - off) as usize..(end - off) as usize];
         let rel = (start - self.base) as usize;
         if res.out_of_order {
-            // RFC 9293 §3.10.7.4: segments beyond RCV.NXT within the window "SHOULD be held for
-            // later processing"; RFC 2018 §4 reports them to the sender.
-            let max_ranges = MAX_OOO_RANGES.max(self.cap / OOO_RANGE_SPACING);
-            match self.ooo.insert(start, end, max_ranges) {
+            match self.ooo.insert(start, end, MAX_OOO_RANGES) {
                 None => {
                     res.duplicate = true;
                     return res;

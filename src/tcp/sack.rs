@@ -5,15 +5,9 @@
 
 use super::ranges::RangeSet;
 
-/// Floor of the cap on scoreboard ranges; information beyond the cap is dropped, which only causes
-/// extra retransmissions (RFC 2018 §8: the sender must tolerate reneging anyway).
+/// Cap on scoreboard ranges; information beyond it is dropped, which only causes extra
+/// retransmissions (RFC 2018 §8: the sender must tolerate reneging anyway).
 const MAX_RANGES: usize = 128;
-
-/// Outstanding bytes per allowed scoreboard range above the floor: the cap is
-/// `max(MAX_RANGES, (SND.MAX - SND.UNA) / RANGE_SPACING)`, enough to record every other segment of
-/// the flight as lost with segments of 512 bytes or more (see `reassembly::OOO_RANGE_SPACING`, the
-/// receiver's matching rule). The cap grows only with data actually in flight.
-const RANGE_SPACING: u64 = 1024;
 
 /// SACKed ranges above SND.UNA.
 #[derive(Debug, Clone, Default)]
@@ -54,8 +48,7 @@ impl Scoreboard {
         if l >= r {
             return 0;
         }
-        let cap = MAX_RANGES.max(usize::try_from((max - una) / RANGE_SPACING).unwrap_or(usize::MAX));
-        let n = self.sacked.insert(l, r, cap).unwrap_or(0);
+        let n = self.sacked.insert(l, r, MAX_RANGES).unwrap_or(0);
         self.sacked_bytes += n;
         n
     }
