@@ -136,8 +136,8 @@ pub struct Connection {
     pub(super) probe_pending: bool,
     pub(super) keepalive_sent: u32,
     pub(super) pace_next: Instant,
-    /// Segments that may still leave back to back before the rest is paced (refilled by every
-    /// ACK; see `after_paced_send`).
+    /// Segments that may still leave back to back before the rest is paced (refilled by an ACK
+    /// unless an earlier excess is still being paced out; see `after_paced_send`).
     pub(super) burst_budget: u32,
     pub(super) last_data_sent: Instant,
     pub(super) challenge_window: Instant,
