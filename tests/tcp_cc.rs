@@ -162,3 +162,73 @@ fn window_does_not_grow_when_application_limited() {
     cc.on_ack(Instant::ZERO, &mut w, MSS, None, false);
     assert_eq!(w.cwnd, 10 * MSS);
 }
+
+/// A bottleneck whose queue holds one BDP and a receive window a little larger than BDP + queue:
+/// the sender is receive-window limited and the queue overflows once, by a few segments.
+fn rwnd_limited_transfer(cc: CcAlgorithm, pacing: bool) -> mpbond::sim::transfer::TransferReport {
+    use mpbond::sim::transfer::{TransferSpec, run};
+    use mpbond::sim::{Link, Network};
+    use mpbond::tcp::Config;
+    let a: std::net::SocketAddr = "198.18.0.1:40000".parse().unwrap();
+    let b: std::net::SocketAddr = "198.18.1.1:80".parse().unwrap();
+    let mut net = Network::new(1);
+    // 100 Mbit/s, 50 ms RTT: BDP = 625 kB.
+    net.add_duplex(
+        a.ip(),
+        b.ip(),
+        vec![
+            Link::Rate {
+                bytes_per_sec: 12_500_000,
+                queue_bytes: 625_000,
+            },
+            Link::Delay(Duration::from_millis(25)),
+        ],
+    );
+    let cfg = Config {
+        mss: 8960,
+        congestion: cc,
+        pacing,
+        send_buffer: 1_400_000,
+        recv_buffer: 1_400_000,
+        ..Config::default()
+    };
+    let mut spec = TransferSpec::new(a, b);
+    spec.cfg_a = cfg;
+    spec.cfg_b = cfg;
+    spec.a_to_b = 20_000_000;
+    spec.b_to_a = 0;
+    spec.sample_every = Some(Duration::from_millis(5));
+    let r = run(&mut net, &spec);
+    assert!(r.completed, "{:?}", r.error);
+    r
+}
+
+#[test]
+fn cwnd_does_not_grow_past_the_receive_window() {
+    for (cc, pacing) in [
+        (CcAlgorithm::Cubic, false),
+        (CcAlgorithm::NewReno, false),
+        (CcAlgorithm::Cubic, true),
+    ] {
+        let r = rwnd_limited_transfer(cc, pacing);
+        let mss = 8960 - 12;
+        // RFC 9438 §4.6: cwnd must not grow while the flight is smaller than cwnd, which keeps it
+        // within the receive window (growth stops once it reaches it: at most one ACK's worth,
+        // 2 SMSS, beyond).
+        let max_cwnd = r.samples.iter().map(|s| s.health.cwnd).max().unwrap();
+        assert!(
+            max_cwnd <= 1_400_000 + 3 * mss,
+            "{cc:?} pacing={pacing}: cwnd reached {max_cwnd}"
+        );
+        // The one overflow costs about 18 segments. A line-rate burst when the recovery's
+        // cumulative ACK reopens the whole window (no per-ACK burst limit) loses 40 or more; a
+        // multiplicative decrease computed from a cwnd inflated past the receive window (no real
+        // decrease) keeps overflowing the queue.
+        assert!(
+            r.a_retransmits <= 30,
+            "{cc:?} pacing={pacing}: {} retransmissions of {} segments",
+            r.a_retransmits,
+            r.a_segments
+        );
+    }
+}

@@ -56,6 +56,25 @@ pub struct TransferSpec {
     pub key_seed: u64,
     /// Print every delivered segment to stderr in `[trace_from, trace_until)` (debugging).
     pub trace: Option<(Instant, Instant)>,
+    /// Record A's sender state into [`TransferReport::samples`] at this interval (diagnostics).
+    pub sample_every: Option<Duration>,
+}
+
+/// A's sender state at one instant (see [`TransferSpec::sample_every`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// When.
+    pub at: Instant,
+    /// A's health (cwnd, ssthresh, SRTT, bytes in flight, recovery).
+    pub health: Health,
+    /// The window B advertised to A (scaled), in bytes.
+    pub send_window: u64,
+    /// Bytes B has read so far.
+    pub delivered: u64,
+    /// Data segments A sent so far (retransmissions included).
+    pub segments: u64,
+    /// Retransmitted segments A sent so far.
+    pub retransmits: u64,
 }
 
 impl TransferSpec {
@@ -73,6 +92,7 @@ impl TransferSpec {
             max_steps: 50_000_000,
             key_seed: 1,
             trace: None,
+            sample_every: None,
         }
     }
 }
@@ -108,6 +128,12 @@ pub struct TransferReport {
     pub b_health: Option<Health>,
     /// Loop iterations.
     pub steps: u64,
+    /// Data segments A sent (retransmissions included).
+    pub a_segments: u64,
+    /// Segments A retransmitted.
+    pub a_retransmits: u64,
+    /// A's state over time, if [`TransferSpec::sample_every`] was set.
+    pub samples: Vec<Sample>,
 }
 
 struct Side {
@@ -213,7 +239,11 @@ pub fn run(net: &mut Network, spec: &TransferSpec) -> TransferReport {
         a_health: a.health(),
         b_health: None,
         steps: 0,
+        a_segments: 0,
+        a_retransmits: 0,
+        samples: Vec::new(),
     };
+    let mut next_sample = spec.sample_every.map(|_| now);
     let err = loop {
         rep.steps += 1;
         if rep.steps > spec.max_steps {
@@ -233,6 +263,23 @@ pub fn run(net: &mut Network, spec: &TransferSpec) -> TransferReport {
         while let Some(t) = a.poll_transmit(now, &mut pkt) {
             net.send(now, &pkt[..t.len]);
             rep.packets += 1;
+            if t.payload_len > 0 {
+                rep.a_segments += 1;
+                rep.a_retransmits += u64::from(t.retransmission);
+            }
+        }
+        if let (Some(every), Some(at)) = (spec.sample_every, next_sample)
+            && now >= at
+        {
+            rep.samples.push(Sample {
+                at: now,
+                health: a.health(),
+                send_window: a.send_window(),
+                delivered: sb.received,
+                segments: rep.a_segments,
+                retransmits: rep.a_retransmits,
+            });
+            next_sample = Some(at + every.max(Duration::from_micros(1)));
         }
         if let Some(bc) = b.as_mut() {
             while let Some(t) = bc.poll_transmit(now, &mut pkt) {
@@ -276,6 +323,7 @@ pub fn run(net: &mut Network, spec: &TransferSpec) -> TransferReport {
             a.poll_timeout(),
             b.as_ref().and_then(|c| c.poll_timeout()),
             net.next_delivery(),
+            next_sample,
         ]
         .into_iter()
         .flatten()

@@ -120,6 +120,11 @@ pub struct Connection {
     pub(super) recover: u64,
     pub(super) dupacks: u32,
     pub(super) high_rxt: u64,
+    /// RFC 6937 PRR state of the current fast recovery: bytes delivered to the receiver and bytes
+    /// sent since it began, and the flight size when it began (RecoverFS).
+    pub(super) prr_delivered: u64,
+    pub(super) prr_out: u64,
+    pub(super) recover_fs: u64,
     pub(super) rtx_una: bool,
     pub(super) scoreboard: Scoreboard,
     // --- timers and bookkeeping
@@ -133,6 +138,9 @@ pub struct Connection {
     pub(super) garbage_probe: bool,
     pub(super) keepalive_sent: u32,
     pub(super) pace_next: Instant,
+    /// Segments that may still leave back to back before the rest is paced (refilled by an ACK
+    /// unless an earlier excess is still being paced out; see `after_paced_send`).
+    pub(super) burst_budget: u32,
     pub(super) last_data_sent: Instant,
     pub(super) challenge_window: Instant,
     pub(super) challenge_count: u32,
@@ -214,6 +222,9 @@ impl Connection {
             recover: 0,
             dupacks: 0,
             high_rxt: 0,
+            prr_delivered: 0,
+            prr_out: 0,
+            recover_fs: 0,
             rtx_una: false,
             scoreboard: Scoreboard::new(),
             timers: Timers::default(),
@@ -225,6 +236,7 @@ impl Connection {
             garbage_probe: false,
             keepalive_sent: 0,
             pace_next: now,
+            burst_budget: cfg.initial_window.max(1),
             last_data_sent: now,
             challenge_window: now,
             challenge_count: 0,
@@ -709,7 +721,8 @@ impl Connection {
     }
 
     fn pacing_blocked(&mut self, now: Instant) -> bool {
-        if self.cfg.pacing && self.rtt.srtt().is_some() && now < self.pace_next {
+        let paced = self.cfg.pacing || self.burst_budget == 0;
+        if paced && self.rtt.srtt().is_some() && now < self.pace_next {
             self.timers.set(Timer::Pacing, self.pace_next);
             return true;
         }
@@ -717,13 +730,27 @@ impl Connection {
     }
 
     fn after_paced_send(&mut self, now: Instant, bytes: usize) {
-        if let (true, Some(srtt)) = (self.cfg.pacing, self.rtt.srtt()) {
-            // Rate = factor * cwnd / SRTT (factor 2 in slow start, 1.25 after, as Linux does).
-            let factor = if self.win.in_slow_start() { 2.0 } else { 1.25 };
-            let rate = factor * f64::from(self.win.cwnd) / srtt.as_secs_f64().max(1e-6);
-            let gap = Duration::from_secs_f64(bytes as f64 / rate);
-            self.pace_next = self.pace_next.max(now) + gap;
+        let Some(srtt) = self.rtt.srtt() else { return };
+        if !self.cfg.pacing {
+            // RFC 6582 §3.2 step 6 and §6: when the window allows far more than is in flight (the
+            // end of a recovery whose cumulative ACK covers a whole window, a receive window that
+            // reopens) the implementation is encouraged to avoid a burst: "limit the number of
+            // data packets that can be sent in response to a single acknowledgment" ... "Other
+            // possible mechanisms ... include rate-based pacing". Up to IW segments (a burst
+            // RFC 6928 already allows) leave at once per ACK; the rest is paced at the window's
+            // rate, so the window is still used in full within one RTT.
+            if self.burst_budget > 0 {
+                self.burst_budget -= 1;
+                if self.burst_budget > 0 {
+                    return;
+                }
+            }
         }
+        // Rate = factor * cwnd / SRTT (factor 2 in slow start, 1.25 after, as Linux does).
+        let factor = if self.win.in_slow_start() { 2.0 } else { 1.25 };
+        let rate = factor * f64::from(self.win.cwnd) / srtt.as_secs_f64().max(1e-6);
+        let gap = Duration::from_secs_f64(bytes as f64 / rate);
+        self.pace_next = self.pace_next.max(now) + gap;
     }
 
     fn transmit_data<H: OptionHook>(
@@ -767,6 +794,7 @@ impl Connection {
             };
             self.high_rxt = self.high_rxt.max(self.snd_una + t.payload_len as u64);
             self.after_paced_send(now, t.payload_len);
+            self.prr_out += t.payload_len as u64;
             return Some(t);
         }
         let sack_recovery = self.recovery == Recovery::Fast && self.sack_ok;
@@ -799,6 +827,7 @@ impl Connection {
                 self.high_rxt = a + (t.payload_len as u64).max(1);
                 self.rtt_probe = None;
                 self.after_paced_send(now, t.payload_len);
+                self.prr_out += t.payload_len as u64;
                 return Some(t);
             }
         }
@@ -870,6 +899,7 @@ impl Connection {
         self.snd_nxt += consumed;
         self.snd_max = self.snd_max.max(self.snd_nxt);
         self.after_paced_send(now, t.payload_len);
+        self.prr_out += t.payload_len as u64;
         Some(t)
     }
 

@@ -287,6 +287,13 @@ impl Connection {
             return false;
         }
         let ack_off = ack_off.max(0) as u64;
+        // An acceptable ACK clocks out a new (bounded) burst, see `after_paced_send`, unless the
+        // rest of an earlier burst is still being paced out (ACKs arriving meanwhile would
+        // otherwise release IW segments each, a burst again when they come back to back).
+        if now >= self.pace_next {
+            self.burst_budget = self.cfg.initial_window.max(1);
+        }
+        let (una_before, sacked_before) = (self.snd_una, self.scoreboard.sacked_bytes());
         let mut sack_new = 0;
         if self.sack_ok {
             // RFC 2018 §4 / RFC 6675 §3: record SACK blocks in the scoreboard.
@@ -331,6 +338,12 @@ impl Connection {
             self.timers.stop(Timer::Persist);
             self.persist_backoff = 0;
         }
+        if self.recovery == Recovery::Fast && self.sack_ok {
+            // RFC 6937 §3: DeliveredData = change in SND.UNA + change in SACKed bytes.
+            let delivered = (self.snd_una - una_before) as i64 + self.scoreboard.sacked_bytes() as i64
+                - sacked_before as i64;
+            self.prr_on_ack(delivered.max(0) as u64);
+        }
         let fin_acked = self.fin_queued && self.snd_una > self.data_end();
         match self.state {
             // §3.10.7.4 fifth, FIN-WAIT-1: "if the FIN segment is now acknowledged, then enter
@@ -351,6 +364,7 @@ impl Connection {
 
     fn on_new_ack(&mut self, now: Instant, hdr: &SegmentHeader, ack_off: u64) {
         let flight_before = self.snd_nxt.max(ack_off) - self.snd_una;
+        let wnd_before = self.snd_wnd;
         // RTT measurement: the timed segment (Karn: never a retransmitted one), or RFC 7323 §4
         // RTTM from TSecr when retransmissions made the timing ambiguous.
         match self.rtt_probe {
@@ -424,8 +438,12 @@ impl Connection {
             }
             Recovery::None => {
                 let cwnd = u64::from(self.win.cwnd);
-                let limited = flight_before + 3 * u64::from(mss) >= cwnd
-                    || (self.win.in_slow_start() && 2 * flight_before >= cwnd);
+                // RFC 9438 §4.6: an implementation that derives ssthresh from cwnd (as `Cubic`
+                // does) "MUST use other measures to prevent cwnd from growing when the volume of
+                // bytes in flight is smaller than cwnd", which "also effectively avoids cwnd from
+                // growing beyond the receive window". cwnd grows only if the flight nearly filled
+                // it and the peer's window did not hold the sender back.
+                let limited = flight_before + 3 * u64::from(mss) >= cwnd && cwnd < wnd_before;
                 let srtt = self.rtt.srtt();
                 self.cc.on_ack(now, &mut self.win, acked32, srtt, limited);
             }
@@ -476,8 +494,39 @@ impl Connection {
         }
     }
 
+    /// RFC 6937 §3 Proportional Rate Reduction (the reduction RFC 9438 §4.6 mentions as an
+    /// alternative to an immediate one): during SACK recovery cwnd = pipe + sndcnt, so the sender
+    /// transmits in proportion to what the receiver got (ssthresh / RecoverFS of it while pipe is
+    /// above ssthresh) instead of sending cwnd - pipe at once whenever the scoreboard marks a run
+    /// of holes lost — such a burst of retransmissions overflows the queue that just dropped
+    /// the originals and loses the retransmissions too (then only the RTO repairs them).
+    fn prr_on_ack(&mut self, delivered: u64) {
+        self.prr_delivered += delivered;
+        let pipe = self.pipe();
+        let ssthresh = u64::from(self.win.ssthresh);
+        let mss = u64::from(self.win.mss);
+        let sndcnt = if pipe > ssthresh {
+            // Proportional part: sndcnt = CEIL(prr_delivered * ssthresh / RecoverFS) - prr_out.
+            let fs = self.recover_fs.max(1);
+            (self.prr_delivered * ssthresh)
+                .div_ceil(fs)
+                .saturating_sub(self.prr_out)
+        } else {
+            // Slow-start reduction bound (PRR-SSRB):
+            // limit = MAX(prr_delivered - prr_out, DeliveredData) + MSS.
+            let limit = self.prr_delivered.saturating_sub(self.prr_out).max(delivered) + mss;
+            (ssthresh - pipe).min(limit)
+        };
+        self.win.cwnd = u32::try_from(pipe + sndcnt).unwrap_or(u32::MAX);
+    }
+
     fn enter_fast_recovery(&mut self, now: Instant) {
         let flight = u32::try_from(self.snd_max - self.snd_una).unwrap_or(u32::MAX);
+        // RFC 6937 §3: "At the beginning of recovery": prr_delivered = prr_out = 0,
+        // RecoverFS = snd.nxt - snd.una.
+        self.prr_delivered = 0;
+        self.prr_out = 0;
+        self.recover_fs = self.snd_max - self.snd_una;
         // RFC 6675 §5 step (4.1)/RFC 6582 §3.2 step 2: RecoveryPoint = HighData.
         self.recover = self.snd_max;
         self.cc.on_congestion(now, &mut self.win, flight);

@@ -11,8 +11,10 @@
 //! Implemented: RFC 9293 state machine (simultaneous open/close, half-close, TIME-WAIT), RFC 5961
 //! (RST/SYN/ACK validation, rate-limited challenge ACKs), RFC 6528 ISNs, RFC 7323 (window scale,
 //! timestamps, PAWS), RFC 2018 SACK, RFC 6675 SACK loss recovery, RFC 6582 NewReno, RFC 6298 RTO,
-//! RFC 9438 CUBIC, delayed ACK, zero-window probing, keep-alive, optional pacing, cwnd restart
-//! after idle (RFC 5681 §4.1). Not implemented: urgent data (URG is ignored, RFC 6093 advises
+//! RFC 9438 CUBIC (cwnd never grows past the flight, hence the receive window, §4.6), RFC 6937
+//! proportional rate reduction in SACK recovery, delayed ACK, zero-window probing, keep-alive,
+//! optional pacing, otherwise at most IW segments per ACK with the excess paced (RFC 6582 §6),
+//! cwnd restart after idle (RFC 5681 §4.1). Not implemented: urgent data (URG is ignored, RFC 6093 advises
 //! against its use), data on SYN (TFO), ECN, D-SACK, RFC 6675's rescue retransmission (a MAY).
 //!
 //! Memory: `size_of::<Connection>()` is under 1 KiB and buffers are allocated on demand and freed
