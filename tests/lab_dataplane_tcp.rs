@@ -11,24 +11,12 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::daemon::{Daemon, RunDir, lab_with, mpbond, skip_unless_root, snapshot, status, stderr};
+use common::daemon::{
+    Daemon, RunDir, lab_bytes as size, lab_client_opts as opts, lab_with, mpbond, skip_unless_root, snapshot,
+    status, stderr,
+};
 use netlab::LabOptions;
-use netlab::client::{self, ClientOpts};
-
-/// Transfer size; `MPBOND_LAB_BYTES` overrides (e.g. for a quick run).
-fn size() -> u64 {
-    std::env::var("MPBOND_LAB_BYTES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000_000)
-}
-
-fn opts() -> ClientOpts {
-    ClientOpts {
-        timeout: Duration::from_secs(120),
-        ..ClientOpts::default()
-    }
-}
+use netlab::client;
 
 #[test]
 fn tcp_through_mpbond_is_byte_exact_both_ways_and_errors_match_the_kernel() {

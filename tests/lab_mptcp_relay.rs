@@ -12,7 +12,10 @@
 //! - `mpbond down` leaves the routing as before.
 #![allow(clippy::unwrap_used, reason = "lab test: panics are failures")]
 #![allow(clippy::print_stdout, reason = "the measured numbers and the skip notice")]
-#![allow(clippy::disallowed_methods, reason = "lab test: wall-clock deadlines and timings")]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "lab test: wall-clock deadlines and timings"
+)]
 
 mod common;
 
@@ -21,30 +24,16 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::daemon::{
-    Daemon, RunDir, lab_with, mpbond, skip_unless_root, snapshot, status, stderr, wait_for,
+    Daemon, RunDir, lab_bytes as size, lab_client_opts as opts, lab_with, mpbond, skip_unless_root, snapshot,
+    status, stderr, wait_for,
 };
 use mpbond::daemon::Status;
-use netlab::client::{self, ClientOpts};
+use netlab::client;
 use netlab::{Lab, LabOptions, MptcpOption, Path};
 use sha2::{Digest, Sha256};
 
 const MPTCP_SERVER: &str = "198.19.0.10:80";
 const TCP_SERVER: &str = "198.19.0.11:80";
-
-/// Transfer size; `MPBOND_LAB_BYTES` overrides (e.g. for a quick run).
-fn size() -> u64 {
-    std::env::var("MPBOND_LAB_BYTES")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(100_000_000)
-}
-
-fn opts() -> ClientOpts {
-    ClientOpts {
-        timeout: Duration::from_secs(120),
-        ..ClientOpts::default()
-    }
-}
 
 fn counter(st: &Status, k: &str) -> u64 {
     st.counters.get(k).copied().unwrap_or(0)

@@ -36,6 +36,22 @@ pub fn lab() -> Lab {
 }
 
 /// A new lab built with `opts`, once IPv6 DAD finished on the laptop.
+/// Size of the big lab transfers; `MPBOND_LAB_BYTES` overrides (e.g. for a quick run).
+pub fn lab_bytes() -> u64 {
+    std::env::var("MPBOND_LAB_BYTES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(100_000_000)
+}
+
+/// Client options of the big lab transfers: a 120 s bound.
+pub fn lab_client_opts() -> netlab::client::ClientOpts {
+    netlab::client::ClientOpts {
+        timeout: Duration::from_secs(120),
+        ..Default::default()
+    }
+}
+
 pub fn lab_with(opts: LabOptions) -> Lab {
     let lab = Lab::build(opts).unwrap();
     wait_for("IPv6 DAD on the laptop", Duration::from_secs(20), || {
