@@ -344,7 +344,8 @@ pub fn method_notes() -> Vec<String> {
          Kernel: an MPTCP client, cellular endpoint `subflow backup`. mpbond: the endpoints flushed, \
          `mpbond up` in handover mode (Wi-Fi primary, cellular backup subflow), the laptop's plain \
          TCP client; the note lists the daemon's own failover record per run (cause and the time \
-         from the path's last good moment to the first data moved again).",
+         from the path's last good moment to the first data moved again) and whether the cellular \
+         subflow was established just before the outage (`mpbond status`).",
         "P5: a TCP echo server in inet (198.19.0.12:7, TCP_NODELAY); 64-byte request, 64-byte answer, \
          one after the other on one connection (10 unmeasured first); p50/p99 of each run, median over \
          runs; goal: mpbond p50 − kernel p50. Setup rate: sequential connect (handshake complete) + \

@@ -518,8 +518,15 @@ fn impair(lab: &Lab, o: Outage, on: bool) -> Result<(), String> {
 /// One failover run: a rate-limited download from the MPTCP server (an MPTCP socket when
 /// `mptcp`, else plain TCP, which mpbond turns into MPTCP); `after` the first byte the Wi-Fi
 /// fails; the gap (ms) is the longest time without received bytes from that moment. The Wi-Fi is
-/// restored (and checked to answer) before this returns.
-fn failover_run(lab: &Lab, cfg: &Config, o: Outage, mptcp: bool) -> Result<f64, String> {
+/// restored (and checked to answer) before this returns. `before` runs just before the
+/// impairment (the gap is measured from after it); its value is returned with the gap.
+fn failover_run<T: Default>(
+    lab: &Lab,
+    cfg: &Config,
+    o: Outage,
+    mptcp: bool,
+    before: impl FnOnce() -> T,
+) -> Result<(f64, T), String> {
     let origin = Instant::now();
     let (tx, rx) = std::sync::mpsc::channel();
     let laptop = lab.ns().laptop.clone();
@@ -531,8 +538,10 @@ fn failover_run(lab: &Lab, cfg: &Config, o: Outage, mptcp: bool) -> Result<f64, 
             })
         });
         let mut event = None;
+        let mut seen = T::default();
         if rx.recv_timeout(Duration::from_secs(10)).is_ok() {
             std::thread::sleep(cfg.failover_after);
+            seen = before();
             event = Some(origin.elapsed().as_secs_f64());
             if let Err(e) = impair(lab, o, true) {
                 let _ = impair(lab, o, false);
@@ -541,14 +550,16 @@ fn failover_run(lab: &Lab, cfg: &Config, o: Outage, mptcp: bool) -> Result<f64, 
         }
         (
             h.join(),
-            event.ok_or_else(|| "no first byte within 10 s".to_owned()),
+            event
+                .map(|e| (e, seen))
+                .ok_or_else(|| "no first byte within 10 s".to_owned()),
         )
     });
     let restore = impair(lab, o, false).and_then(|()| wait_wifi(lab));
     let trace = trace
         .map_err(|_| "reader thread panicked".to_owned())?
         .map_err(|e| e.to_string())??;
-    let event = event?;
+    let (event, seen) = event?;
     restore?;
     let gap = measure::longest_gap(event, &trace.recv, (!trace.complete).then_some(trace.end));
     if !trace.complete {
@@ -559,7 +570,7 @@ fn failover_run(lab: &Lab, cfg: &Config, o: Outage, mptcp: bool) -> Result<f64, 
             gap * 1e3
         ));
     }
-    Ok(gap * 1e3)
+    Ok((gap * 1e3, seen))
 }
 
 /// One mpbond P3/P4 run: a fresh daemon (handover mode: Wi-Fi primary, cellular backup
@@ -568,7 +579,22 @@ fn failover_mpbond(lab: &Lab, cfg: &Config, o: Outage) -> Result<(f64, String), 
     flush_endpoints(lab)?;
     with_daemon(lab, cfg, |d| {
         let c0 = counters(d)?;
-        let gap = failover_run(lab, cfg, o, false).map_err(|e| format!("{e}; {}", diagnose(d)))?;
+        // Whether the cellular (backup) subflow was established when the Wi-Fi failed.
+        let backup_ready = || {
+            d.status().map_or("status failed", |st| {
+                if st
+                    .subflows
+                    .iter()
+                    .any(|s| s.interface == "wwan0" && s.state == "Established")
+                {
+                    "backup up"
+                } else {
+                    "backup not up"
+                }
+            })
+        };
+        let (gap, ready) =
+            failover_run(lab, cfg, o, false, backup_ready).map_err(|e| format!("{e}; {}", diagnose(d)))?;
         let st = d.status()?;
         relayed_over_mptcp(&c0, &st.counters, cfg.failover_bytes)?;
         let records: Vec<String> = st
@@ -582,9 +608,9 @@ fn failover_mpbond(lab: &Lab, cfg: &Config, o: Outage) -> Result<(f64, String), 
             })
             .collect();
         let record = if records.is_empty() {
-            "none recorded".to_owned()
+            format!("none recorded, {ready} at the outage")
         } else {
-            records.join(" + ")
+            format!("{}, {ready} at the outage", records.join(" + "))
         };
         Ok((gap, record))
     })?
@@ -616,7 +642,8 @@ pub fn failover(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
                 k.push(
                     set.clone()
                         .and_then(|()| endpoint(lab, true))
-                        .and_then(|()| failover_run(lab, cfg, o, true)),
+                        .and_then(|()| failover_run(lab, cfg, o, true, || ()))
+                        .map(|(gap, ())| gap),
                 );
                 log(&format!(
                     "{o:?} at {rtt} ms RTT, run {}/{}: through mpbond (handover)",
@@ -656,7 +683,7 @@ pub fn failover(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
         set_note(
             &mut mpbond,
             format!(
-                "daemon's failover record per run (cause, first resume ms): [{}]",
+                "daemon's failover records per run (cause, first resume ms; whether the cellular subflow was established when the Wi-Fi failed): [{}]",
                 records.join("; ")
             ),
         );
