@@ -12,6 +12,7 @@ pub struct Daemon {
     bin: PathBuf,
     laptop: String,
     run_dir: PathBuf,
+    log: PathBuf,
     child: Option<Child>,
     pid: u32,
 }
@@ -31,11 +32,32 @@ impl Daemon {
     /// Starts `BIN --run-dir RUN_DIR up --foreground --wifi wlan0 --cellular wwan0 EXTRA…` in
     /// the laptop namespace and waits (≤ 30 s) until `status` answers and the engine uses both
     /// interfaces (`status` answers a little before that; a flow opened in between is refused
-    /// with an ICMP unreachable).
-    pub fn start(lab: &Lab, bin: &Path, run_dir: &Path, extra: &[&str]) -> Result<Daemon, String> {
+    /// with an ICMP unreachable). The daemon's stderr goes to `log` (appended, after a line naming
+    /// the run) or, when `None`, to `RUN_DIR/daemon.log` (replaced).
+    pub fn start(
+        lab: &Lab,
+        bin: &Path,
+        run_dir: &Path,
+        log: Option<&Path>,
+        extra: &[&str],
+    ) -> Result<Daemon, String> {
+        use std::io::Write as _;
         std::fs::create_dir_all(run_dir).map_err(|e| format!("create {}: {e}", run_dir.display()))?;
-        let log =
-            std::fs::File::create(run_dir.join("daemon.log")).map_err(|e| format!("daemon log: {e}"))?;
+        let log_path = log.map_or_else(|| run_dir.join("daemon.log"), Path::to_owned);
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(log.is_some())
+            .truncate(log.is_none())
+            .open(&log_path)
+            .map_err(|e| format!("daemon log {}: {e}", log_path.display()))?;
+        writeln!(
+            log,
+            "=== {} mpbond up {}",
+            crate::machine::now_utc(),
+            extra.join(" ")
+        )
+        .map_err(|e| format!("daemon log {}: {e}", log_path.display()))?;
         let laptop = lab.ns().laptop.clone();
         let child = Command::new("ip")
             .args(["netns", "exec", &laptop])
@@ -55,6 +77,7 @@ impl Daemon {
             bin: bin.to_owned(),
             laptop,
             run_dir: run_dir.to_owned(),
+            log: log_path,
             child: Some(child),
             pid,
         };
@@ -96,7 +119,7 @@ impl Daemon {
 
     /// The last lines of the daemon's log.
     pub fn log_tail(&self) -> String {
-        let s = std::fs::read_to_string(self.run_dir.join("daemon.log")).unwrap_or_default();
+        let s = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = s.lines().collect();
         lines[lines.len().saturating_sub(5)..].join(" / ")
     }

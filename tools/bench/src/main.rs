@@ -39,6 +39,12 @@ struct Args {
     /// The mpbond binary; default: `mpbond` next to this program (`cargo build --release`).
     #[arg(long)]
     mpbond: Option<PathBuf>,
+    /// `-v` flags for every mpbond daemon (1 info, 2 debug, 3 trace).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=3))]
+    daemon_verbose: u8,
+    /// Append every daemon's log to FILE (kept; default: a temporary file per daemon, removed).
+    #[arg(long, value_name = "FILE")]
+    daemon_log: Option<PathBuf>,
     /// The markdown table.
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
@@ -106,6 +112,8 @@ fn main() -> anyhow::Result<()> {
         mpbond: find_mpbond(args.mpbond.clone()),
         run_dir: std::env::temp_dir().join(format!("mpbond-bench-{}", std::process::id())),
         exe: std::env::current_exe().context("locate this program")?,
+        daemon_verbose: args.daemon_verbose,
+        daemon_log: args.daemon_log.clone(),
     };
     if let Err(e) = &cfg.mpbond {
         eprintln!("warning: {e}; the mpbond cells will say so");

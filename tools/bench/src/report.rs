@@ -330,14 +330,22 @@ pub fn method_notes() -> Vec<String> {
         "P1: `GET /bytes/N` and `POST /sink` on the plain TCP server 198.19.0.11:80 from the laptop \
          namespace, every byte verified. Kernel: the laptop's TCP straight over wlan0 (veth, no TUN). \
          mpbond: the same client, routed into mpbond0 and relayed by the daemon over wlan0.",
-        "P2: kernel MPTCP client (IPPROTO_MPTCP) to the MPTCP server 198.19.0.10:80 with \
-         `ip mptcp endpoint add 198.18.2.2 dev wwan0 subflow`; both paths rate-limited (tbf at the \
-         routers) so that aggregation is visible on a CPU-bound veth lab.",
+        "P2: `GET /bytes/N` from the kernel MPTCP server 198.19.0.10:80, both paths rate-limited \
+         (tbf at the routers) so that aggregation is visible on a CPU-bound veth lab. Kernel: an \
+         MPTCP client (IPPROTO_MPTCP) with `ip mptcp endpoint add 198.18.2.2 dev wwan0 subflow`. \
+         mpbond: the endpoints flushed, `mpbond up … --mode aggregate`, the laptop's plain TCP \
+         client (into mpbond0; the daemon's counters must show the bytes relayed over MPTCP). The \
+         notes give the subflows per run and the share of the bytes the laptop received on wwan0.",
         "P3/P4: MPTCP download, both paths rate-limited and delayed (userspace relay, half the RTT \
          each way); cellular endpoint marked `backup`. After the first body byte plus a fixed wait, \
          wlan0 is set down (P3) or the Wi-Fi router drops everything (P4). Gap = the longest interval \
          without received bytes at the receiver, starting at the moment of the impairment. A run whose \
-         transfer does not finish within its bound counts as failed (the note says how far it got).",
+         transfer does not finish within its bound counts as failed (the note says how far it got). \
+         Kernel: an MPTCP client, cellular endpoint `subflow backup`. mpbond: the endpoints flushed, \
+         `mpbond up` in handover mode (Wi-Fi primary, cellular backup subflow), the laptop's plain \
+         TCP client; the note lists the daemon's own failover record per run (cause and the time \
+         from the path's last good moment to the first data moved again) and whether the cellular \
+         subflow was established just before the outage (`mpbond status`).",
         "P5: a TCP echo server in inet (198.19.0.12:7, TCP_NODELAY); 64-byte request, 64-byte answer, \
          one after the other on one connection (10 unmeasured first); p50/p99 of each run, median over \
          runs; goal: mpbond p50 − kernel p50. Setup rate: sequential connect (handshake complete) + \

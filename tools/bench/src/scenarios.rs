@@ -8,6 +8,7 @@ use crate::report::{Cell, Goal, Row};
 use crate::stats::quantile;
 use netlab::client::{self, ClientOpts};
 use netlab::{Lab, Path, Server};
+use std::collections::BTreeMap;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -45,6 +46,10 @@ pub struct Config {
     pub mpbond: Result<PathBuf, String>,
     /// Where daemons keep their run dirs.
     pub run_dir: PathBuf,
+    /// `-v` flags given to every daemon (1 info, 2 debug, 3 trace).
+    pub daemon_verbose: u8,
+    /// Every daemon's log, appended; `None`: each replaces `run_dir/daemon.log`.
+    pub daemon_log: Option<PathBuf>,
     /// This program (P6 runs its server as a child: `--hold-server`).
     pub exe: PathBuf,
 }
@@ -80,7 +85,13 @@ fn with_daemon_args<T>(
     f: impl FnOnce(&Daemon) -> T,
 ) -> Result<T, String> {
     let bin = cfg.mpbond.as_ref().map_err(Clone::clone)?;
-    let d = Daemon::start(lab, bin, &cfg.run_dir, extra)?;
+    let verbose = (cfg.daemon_verbose > 0).then(|| format!("-{}", "v".repeat(cfg.daemon_verbose.into())));
+    let args: Vec<&str> = verbose
+        .as_deref()
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let d = Daemon::start(lab, bin, &cfg.run_dir, cfg.daemon_log.as_deref(), &args)?;
     let out = f(&d);
     d.stop()?;
     Ok(out)
@@ -218,12 +229,16 @@ pub fn goodput(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
     ]
 }
 
-const NO_MPTCP: &str = "the data plane relays each flow over one plain TCP connection; \
-                        MPTCP subflows in the data plane (branch mpeng) are needed";
+/// The laptop's kernel MPTCP endpoints go away: an mpbond run must not inherit the kernel
+/// baseline's setup (the daemon opens its own subflows; the host's socket is plain TCP).
+fn flush_endpoints(lab: &Lab) -> Result<(), String> {
+    lab.exec(&lab.ns().laptop, &["ip", "mptcp", "endpoint", "flush"])
+        .map(|_| ())
+        .map_err(|e| format!("flush the MPTCP endpoints: {e}"))
+}
 
 fn endpoint(lab: &Lab, backup: bool) -> Result<(), String> {
-    let laptop = &lab.ns().laptop;
-    let _ = lab.exec(laptop, &["ip", "mptcp", "endpoint", "flush"]);
+    flush_endpoints(lab)?;
     let addr = Path::Cell.laptop_v4().to_string();
     let mut args = vec![
         "ip",
@@ -238,7 +253,9 @@ fn endpoint(lab: &Lab, backup: bool) -> Result<(), String> {
     if backup {
         args.push("backup");
     }
-    lab.exec(laptop, &args).map(|_| ()).map_err(|e| e.to_string())
+    lab.exec(&lab.ns().laptop, &args)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn set_rates(lab: &Lab, mbit: Option<u64>) -> Result<(), String> {
@@ -249,42 +266,198 @@ fn set_rates(lab: &Lab, mbit: Option<u64>) -> Result<(), String> {
     Ok(())
 }
 
-/// P2: aggregate goodput over both paths; kernel MPTCP client with a second (subflow) endpoint.
+/// `ip -s -j link` statistics (`stats64`) of interface `dev` in namespace `ns`.
+fn link_stats(lab: &Lab, ns: &str, dev: &str) -> Result<serde_json::Value, String> {
+    let out = lab
+        .exec(ns, &["ip", "-s", "-j", "link", "show", "dev", dev])
+        .map_err(|e| e.to_string())?;
+    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| format!("ip -s -j link: {e}"))?;
+    Ok(v[0]["stats64"].clone())
+}
+
+/// Bytes received by the laptop's wlan0 and wwan0.
+fn laptop_rx_bytes(lab: &Lab) -> Result<[u64; 2], String> {
+    let rx = |p: Path| -> Result<u64, String> {
+        link_stats(lab, &lab.ns().laptop, p.laptop_iface())?["rx"]["bytes"]
+            .as_u64()
+            .ok_or_else(|| format!("no byte counters for {}", p.laptop_iface()))
+    };
+    Ok([rx(Path::Wifi)?, rx(Path::Cell)?])
+}
+
+/// `GET /bytes/N` from the MPTCP server in the laptop namespace (an MPTCP socket when `mptcp`,
+/// else plain TCP); returns (Mbit/s, the MPTCP info of the socket, the share of the bytes the
+/// laptop received on wwan0).
+fn split_download(
+    lab: &Lab,
+    bytes: u64,
+    mptcp: bool,
+) -> Result<(f64, Option<netlab::MptcpInfo>, f64), String> {
+    let r0 = laptop_rx_bytes(lab)?;
+    let o = ClientOpts {
+        mptcp,
+        ..opts(Duration::from_secs(120))
+    };
+    let t = lab
+        .run_in(&lab.ns().laptop, || {
+            client::http_get(Server::Mptcp.addr(false), bytes, &o)
+        })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    let r1 = laptop_rx_bytes(lab)?;
+    let (wifi, cell) = (r1[0].saturating_sub(r0[0]), r1[1].saturating_sub(r0[1]));
+    let share = cell as f64 / (wifi + cell).max(1) as f64;
+    Ok((t.mbit_per_s(), t.mptcp, share))
+}
+
+/// The daemon's counters.
+fn counters(d: &Daemon) -> Result<BTreeMap<String, u64>, String> {
+    Ok(d.status()?.counters)
+}
+
+/// How much counter `k` grew from `a` to `b`.
+fn grew(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>, k: &str) -> u64 {
+    let v = |m: &BTreeMap<String, u64>| m.get(k).copied().unwrap_or(0);
+    v(b).saturating_sub(v(a))
+}
+
+/// Checks that a download of `bytes` went through the daemon over MPTCP (its counters grew by
+/// the bytes and by one MPTCP connection, and no fallback happened).
+fn relayed_over_mptcp(
+    a: &BTreeMap<String, u64>,
+    b: &BTreeMap<String, u64>,
+    bytes: u64,
+) -> Result<(), String> {
+    let down = grew(a, b, "tcp_bytes_down");
+    if down < bytes {
+        return Err(format!(
+            "the download did not go through mpbond (tcp_bytes_down grew by {down})"
+        ));
+    }
+    if grew(a, b, "mptcp_connected") == 0 {
+        let fallbacks: Vec<String> = b
+            .keys()
+            .filter(|k| k.starts_with("fallback_") && grew(a, b, k) > 0)
+            .cloned()
+            .collect();
+        return Err(format!(
+            "mpbond relayed the download without MPTCP (fallbacks: {})",
+            fallbacks.join(", ")
+        ));
+    }
+    Ok(())
+}
+
+/// What the daemon says after a failed mpbond run: the counters that tell the story, the
+/// failover records and the last log lines.
+fn diagnose(d: &Daemon) -> String {
+    let keys = [
+        "tcp_flows",
+        "tcp_bytes_down",
+        "mptcp_connected",
+        "subflows_up",
+        "subflows_down",
+        "failovers",
+        "unresponsive_failovers",
+    ];
+    let st = match d.status() {
+        Ok(st) => {
+            let c: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{k} {}", st.counters.get(*k).copied().unwrap_or(0)))
+                .collect();
+            format!(
+                "{}; recent_failovers {}",
+                c.join(", "),
+                serde_json::to_string(&st.recent_failovers).unwrap_or_default()
+            )
+        }
+        Err(e) => e,
+    };
+    format!("daemon: {st}; log: {}", d.log_tail())
+}
+
+/// One mpbond P2 run: a fresh `mpbond up --mode aggregate`, the laptop's plain TCP download from
+/// the MPTCP server; (Mbit/s, subflows the daemon brought up, cellular share of the bytes).
+fn aggregate_mpbond(lab: &Lab, cfg: &Config) -> Result<(f64, u64, f64), String> {
+    flush_endpoints(lab)?;
+    with_daemon_args(lab, cfg, &["--mode", "aggregate"], |d| {
+        let c0 = counters(d)?;
+        let (mbit, _, share) =
+            split_download(lab, cfg.agg_bytes, false).map_err(|e| format!("{e}; {}", diagnose(d)))?;
+        let c1 = counters(d)?;
+        relayed_over_mptcp(&c0, &c1, cfg.agg_bytes)?;
+        Ok((mbit, grew(&c0, &c1, "subflows_up"), share))
+    })?
+}
+
+fn shares(v: &[f64]) -> String {
+    let s: Vec<String> = v.iter().map(|x| format!("{:.0} %", x * 100.0)).collect();
+    format!("[{}]", s.join(", "))
+}
+
+fn set_note(cell: &mut Cell, text: String) {
+    if let Cell::Measured { note, .. } = cell {
+        *note = if note.is_empty() {
+            text
+        } else {
+            format!("{text}; {note}")
+        };
+    }
+}
+
+/// P2: aggregate goodput over both paths. Kernel: MPTCP client with a second (subflow) endpoint.
+/// mpbond: `--mode aggregate`, the laptop's plain TCP client. Same server, same rate limits.
 pub fn aggregate(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
-    let mut k = Samples::new();
-    let mut subflows = Vec::new();
-    let setup = endpoint(lab, false).and_then(|()| set_rates(lab, Some(cfg.agg_rate_mbit)));
+    let (mut k, mut m) = (Samples::new(), Samples::new());
+    let (mut k_subflows, mut k_share) = (Vec::new(), Vec::new());
+    let (mut m_subflows, mut m_share) = (Vec::new(), Vec::new());
+    let rates = set_rates(lab, Some(cfg.agg_rate_mbit));
     for run in 0..cfg.runs {
         log(&format!(
             "P2 run {}/{}: kernel MPTCP, two endpoints",
             run + 1,
             cfg.runs
         ));
-        if let Err(e) = &setup {
-            k.push(Err(e.clone()));
-            continue;
-        }
-        let o = ClientOpts {
-            mptcp: true,
-            ..opts(Duration::from_secs(120))
-        };
-        let r = lab
-            .run_in(&lab.ns().laptop, || {
-                client::http_get(Server::Mptcp.addr(false), cfg.agg_bytes, &o)
-            })
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        k.push(r.map(|t| {
-            subflows.push(t.mptcp.map_or(0, |i| i.extra_subflows));
-            t.mbit_per_s()
+        let r = rates
+            .clone()
+            .and_then(|()| endpoint(lab, false))
+            .and_then(|()| split_download(lab, cfg.agg_bytes, true));
+        k.push(r.map(|(mbit, info, share)| {
+            k_subflows.push(info.map_or(0, |i| i.extra_subflows));
+            k_share.push(share);
+            mbit
+        }));
+        log(&format!(
+            "P2 run {}/{}: through mpbond --mode aggregate",
+            run + 1,
+            cfg.runs
+        ));
+        let r = rates.clone().and_then(|()| aggregate_mpbond(lab, cfg));
+        m.push(r.map(|(mbit, subflows, share)| {
+            m_subflows.push(subflows);
+            m_share.push(share);
+            mbit
         }));
     }
     let _ = set_rates(lab, None);
-    let _ = lab.exec(&lab.ns().laptop, &["ip", "mptcp", "endpoint", "flush"]);
+    let _ = flush_endpoints(lab);
     let mut kernel = Cell::from_results(k);
-    if let Cell::Measured { note, .. } = &mut kernel {
-        *note = format!("extra subflows per run {subflows:?}");
-    }
+    set_note(
+        &mut kernel,
+        format!(
+            "extra subflows per run {k_subflows:?}; share on wwan0 {}",
+            shares(&k_share)
+        ),
+    );
+    let mut mpbond = Cell::from_results(m);
+    set_note(
+        &mut mpbond,
+        format!(
+            "subflows per run {m_subflows:?}; share on wwan0 {}",
+            shares(&m_share)
+        ),
+    );
     vec![row(
         "P2",
         format!(
@@ -293,9 +466,7 @@ pub fn aggregate(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
             cfg.agg_rate_mbit
         ),
         "Mbit/s",
-        Cell::NotYet {
-            reason: NO_MPTCP.into(),
-        },
+        mpbond,
         kernel,
         Goal::RatioAtLeast {
             min: 1.0,
@@ -344,9 +515,18 @@ fn impair(lab: &Lab, o: Outage, on: bool) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
-/// One failover run: a rate-limited MPTCP download; `after` the first byte the Wi-Fi fails; the
-/// gap (ms) is the longest time without received bytes from that moment.
-fn failover_run(lab: &Lab, cfg: &Config, o: Outage) -> Result<f64, String> {
+/// One failover run: a rate-limited download from the MPTCP server (an MPTCP socket when
+/// `mptcp`, else plain TCP, which mpbond turns into MPTCP); `after` the first byte the Wi-Fi
+/// fails; the gap (ms) is the longest time without received bytes from that moment. The Wi-Fi is
+/// restored (and checked to answer) before this returns. `before` runs just before the
+/// impairment (the gap is measured from after it); its value is returned with the gap.
+fn failover_run<T: Default>(
+    lab: &Lab,
+    cfg: &Config,
+    o: Outage,
+    mptcp: bool,
+    before: impl FnOnce() -> T,
+) -> Result<(f64, T), String> {
     let origin = Instant::now();
     let (tx, rx) = std::sync::mpsc::channel();
     let laptop = lab.ns().laptop.clone();
@@ -354,12 +534,14 @@ fn failover_run(lab: &Lab, cfg: &Config, o: Outage) -> Result<f64, String> {
     let (trace, event) = std::thread::scope(|s| {
         let h = s.spawn(|| {
             lab.run_in(&laptop, || {
-                measure::timed_get(Server::Mptcp.addr(false), n, true, timeout, origin, tx)
+                measure::timed_get(Server::Mptcp.addr(false), n, mptcp, timeout, origin, tx)
             })
         });
         let mut event = None;
+        let mut seen = T::default();
         if rx.recv_timeout(Duration::from_secs(10)).is_ok() {
             std::thread::sleep(cfg.failover_after);
+            seen = before();
             event = Some(origin.elapsed().as_secs_f64());
             if let Err(e) = impair(lab, o, true) {
                 let _ = impair(lab, o, false);
@@ -368,14 +550,16 @@ fn failover_run(lab: &Lab, cfg: &Config, o: Outage) -> Result<f64, String> {
         }
         (
             h.join(),
-            event.ok_or_else(|| "no first byte within 10 s".to_owned()),
+            event
+                .map(|e| (e, seen))
+                .ok_or_else(|| "no first byte within 10 s".to_owned()),
         )
     });
     let restore = impair(lab, o, false).and_then(|()| wait_wifi(lab));
     let trace = trace
         .map_err(|_| "reader thread panicked".to_owned())?
         .map_err(|e| e.to_string())??;
-    let event = event?;
+    let (event, seen) = event?;
     restore?;
     let gap = measure::longest_gap(event, &trace.recv, (!trace.complete).then_some(trace.end));
     if !trace.complete {
@@ -386,42 +570,104 @@ fn failover_run(lab: &Lab, cfg: &Config, o: Outage) -> Result<f64, String> {
             gap * 1e3
         ));
     }
-    Ok(gap * 1e3)
+    Ok((gap * 1e3, seen))
 }
 
-/// P3 (link down) and P4 (blackhole): failover gap at each RTT; kernel MPTCP with a backup
-/// endpoint on the cellular path.
+/// One mpbond P3/P4 run: a fresh daemon (handover mode: Wi-Fi primary, cellular backup
+/// subflow), the laptop's plain TCP download; (gap ms, the daemon's own failover record).
+fn failover_mpbond(lab: &Lab, cfg: &Config, o: Outage) -> Result<(f64, String), String> {
+    flush_endpoints(lab)?;
+    with_daemon(lab, cfg, |d| {
+        let c0 = counters(d)?;
+        // Whether the cellular (backup) subflow was established when the Wi-Fi failed.
+        let backup_ready = || {
+            d.status().map_or("status failed", |st| {
+                if st
+                    .subflows
+                    .iter()
+                    .any(|s| s.interface == "wwan0" && s.state == "Established")
+                {
+                    "backup up"
+                } else {
+                    "backup not up"
+                }
+            })
+        };
+        let (gap, ready) =
+            failover_run(lab, cfg, o, false, backup_ready).map_err(|e| format!("{e}; {}", diagnose(d)))?;
+        let st = d.status()?;
+        relayed_over_mptcp(&c0, &st.counters, cfg.failover_bytes)?;
+        let records: Vec<String> = st
+            .recent_failovers
+            .iter()
+            .map(|f| {
+                let ms = f
+                    .first_resume_us
+                    .map_or_else(|| "-".to_owned(), |us| format!("{:.0}", us as f64 / 1e3));
+                format!("{} {ms}", f.cause)
+            })
+            .collect();
+        let record = if records.is_empty() {
+            format!("none recorded, {ready} at the outage")
+        } else {
+            format!("{}, {ready} at the outage", records.join(" + "))
+        };
+        Ok((gap, record))
+    })?
+}
+
+/// P3 (link down) and P4 (blackhole): failover gap at each RTT. Kernel: MPTCP client with a
+/// backup endpoint on the cellular path. mpbond: handover mode, the laptop's plain TCP client.
+/// Same server, rate limits, delays and outage timing; kernel and mpbond alternate run by run.
 pub fn failover(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
     let mut rows = Vec::new();
-    let setup = endpoint(lab, true).and_then(|()| set_rates(lab, Some(cfg.failover_rate_mbit)));
-    let mut results: Vec<(Outage, u64, Samples)> = Vec::new();
+    let rates = set_rates(lab, Some(cfg.failover_rate_mbit));
+    let mut results: Vec<(Outage, u64, Samples, Samples, Vec<String>)> = Vec::new();
     for &rtt in &cfg.rtts_ms {
         let delay = Duration::from_millis(rtt);
-        let set = setup.clone().and_then(|()| {
+        let set = rates.clone().and_then(|()| {
             Path::ALL
                 .iter()
                 .try_for_each(|&p| lab.set_delay(p, delay))
                 .map_err(|e| e.to_string())
         });
         for o in [Outage::LinkDown, Outage::Blackhole] {
-            let mut k = Samples::new();
+            let (mut k, mut m, mut records) = (Samples::new(), Samples::new(), Vec::new());
             for run in 0..cfg.runs {
                 log(&format!(
                     "{o:?} at {rtt} ms RTT, run {}/{}: kernel MPTCP + backup",
                     run + 1,
                     cfg.runs
                 ));
-                k.push(set.clone().and_then(|()| failover_run(lab, cfg, o)));
+                k.push(
+                    set.clone()
+                        .and_then(|()| endpoint(lab, true))
+                        .and_then(|()| failover_run(lab, cfg, o, true, || ()))
+                        .map(|(gap, ())| gap),
+                );
+                log(&format!(
+                    "{o:?} at {rtt} ms RTT, run {}/{}: through mpbond (handover)",
+                    run + 1,
+                    cfg.runs
+                ));
+                let r = set.clone().and_then(|()| failover_mpbond(lab, cfg, o));
+                if let Err(e) = &r {
+                    log(&format!("  mpbond run failed: {e}"));
+                }
+                m.push(r.map(|(gap, record)| {
+                    records.push(record);
+                    gap
+                }));
             }
-            results.push((o, rtt, k));
+            results.push((o, rtt, k, m, records));
         }
     }
     for p in Path::ALL {
         let _ = lab.set_delay(p, Duration::ZERO);
     }
     let _ = set_rates(lab, None);
-    let _ = lab.exec(&lab.ns().laptop, &["ip", "mptcp", "endpoint", "flush"]);
-    for (o, rtt, k) in results {
+    let _ = flush_endpoints(lab);
+    for (o, rtt, k, m, records) in results {
         let (id, what, goal) = match o {
             Outage::LinkDown => (
                 "P3",
@@ -433,6 +679,14 @@ pub fn failover(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
             ),
             Outage::Blackhole => ("P4", "Wi-Fi blackholed, link up", Goal::RatioAtMost { max: 0.5 }),
         };
+        let mut mpbond = Cell::from_results(m);
+        set_note(
+            &mut mpbond,
+            format!(
+                "daemon's failover records per run (cause, first resume ms; whether the cellular subflow was established when the Wi-Fi failed): [{}]",
+                records.join("; ")
+            ),
+        );
         rows.push(row(
             id,
             format!(
@@ -441,9 +695,7 @@ pub fn failover(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
                 cfg.failover_rate_mbit
             ),
             "ms",
-            Cell::NotYet {
-                reason: NO_MPTCP.into(),
-            },
+            mpbond,
             Cell::from_results(k),
             goal,
         ));
@@ -548,11 +800,7 @@ const P6_CONFIG: &str = "[routing]\nsubflow_ports = \"41000-64999\"\n";
 
 /// Packets received + sent by interface `dev` of namespace `ns` (`ip -s -j link`).
 fn iface_packets(lab: &Lab, ns: &str, dev: &str) -> Result<u64, String> {
-    let out = lab
-        .exec(ns, &["ip", "-s", "-j", "link", "show", "dev", dev])
-        .map_err(|e| e.to_string())?;
-    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| format!("ip -s -j link: {e}"))?;
-    let s = &v[0]["stats64"];
+    let s = &link_stats(lab, ns, dev)?;
     match (s["rx"]["packets"].as_u64(), s["tx"]["packets"].as_u64()) {
         (Some(r), Some(t)) => Ok(r + t),
         _ => Err(format!("no packet counters for {dev}")),
