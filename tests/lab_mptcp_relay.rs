@@ -346,8 +346,10 @@ fn wifi_failures_mid_transfer_move_traffic_to_cellular_and_back() {
             assert_eq!(r.bytes, small);
             let st = status(&lab, rd.path());
             let (w, c) = (iface_rx(&st, "wlan0") - w0, iface_rx(&st, "wwan0") - c0);
+            // Mostly on Wi-Fi (a flow opened while Wi-Fi was still marked unresponsive starts on
+            // cellular and moves once its Wi-Fi subflow joined).
             assert!(
-                w > small && c < small / 2,
+                w > small / 2 && c < small / 2,
                 "after {o:?}: wlan0 got {w} B, wwan0 {c} B"
             );
         }

@@ -32,7 +32,7 @@ pub struct FailoverRecord {
     pub flows: u32,
     /// Of those, flows whose data moved again since.
     pub resumed: u32,
-    /// Time from `at` until the first affected flow moved data again (µs).
+    /// Time from `at` until data of an affected flow first arrived over another interface (µs).
     pub first_resume_us: Option<u64>,
     /// Time from `at` until the last of the resumed flows moved data again (µs).
     pub last_resume_us: Option<u64>,
@@ -94,14 +94,19 @@ impl Failovers {
         }
     }
 
-    /// Flow `flow` moved data at `now`.
-    pub fn moved(&mut self, now: Instant, flow: u64) {
+    /// Data for flow `flow` arrived on interface `iface` at `now`: it resumed if that is not
+    /// the interface that failed.
+    pub fn moved(&mut self, now: Instant, flow: u64, iface: IfaceId) {
         if self.waiting.is_empty() {
             return;
         }
-        let Some(id) = self.waiting.remove(&flow) else {
+        let Some(&id) = self.waiting.get(&flow) else {
             return;
         };
+        if self.records.iter().any(|(_, r)| r.id == id && r.from == iface) {
+            return;
+        }
+        self.waiting.remove(&flow);
         if let Some((t, r)) = self.records.iter_mut().find(|(_, r)| r.id == id) {
             let d = now.saturating_duration_since(*t).as_micros() as u64;
             r.resumed += 1;

@@ -1174,6 +1174,9 @@ impl Engine {
         };
         let local = SocketAddr::new(ipv.dst, hdr.dst_port);
         f.handle_upstream_segment(now, iface, (local, remote), &hdr, view.payload());
+        if !view.payload().is_empty() {
+            self.failovers.moved(now, id, iface);
+        }
         self.mark_dirty(id);
     }
 
@@ -1248,9 +1251,6 @@ impl Engine {
                 }
                 self.counters.tcp_bytes_up += s.up;
                 self.counters.tcp_bytes_down += s.down;
-                if s.up + s.down > 0 {
-                    self.failovers.moved(now, id);
-                }
                 for n in notes {
                     self.handle_note(now, id, n);
                 }

@@ -235,6 +235,7 @@ pub fn spawn(config: IfaceConfig, pool: Pool, events: Sender<IfaceEvent>) -> io:
                 shared: thread_shared,
                 socks: None,
                 pending: VecDeque::new(),
+                gone_at: None,
             };
             t.run();
         })?;
@@ -263,6 +264,10 @@ struct Thread {
     socks: Option<Sockets>,
     /// Packets the socket buffer had no room for yet.
     pending: VecDeque<super::pool::PacketBuf>,
+    /// When the interface last went away under an open socket: a link that is down accepts
+    /// the socket and fails it at once, so reopening waits [`REOPEN_INTERVAL`] after that
+    /// (instead of cycling open/close at every netlink event).
+    gone_at: Option<crate::time::Instant>,
 }
 
 impl Thread {
@@ -290,8 +295,9 @@ impl Thread {
             if events.iter().any(|e| e.token() == RX && e.is_error()) {
                 // The interface went away under the socket (ENETDOWN on unregister).
                 self.close("socket error: interface gone");
+                self.gone_at = Some(crate::sys::clock::boottime());
             }
-            if self.socks.is_none() {
+            if self.socks.is_none() && self.may_reopen() {
                 self.open();
             }
             // Commands first: they may ask to stop.
@@ -300,7 +306,7 @@ impl Thread {
                     Cmd::Send(batch) => self.queue(batch),
                     // Open sockets stay as they are: a vanished interface errors them (and closes them)
                     // on its own.
-                    Cmd::Reopen if self.socks.is_none() => self.open(),
+                    Cmd::Reopen if self.socks.is_none() && self.may_reopen() => self.open(),
                     Cmd::Reopen => {}
                     Cmd::Shutdown => {
                         self.close("shutdown");
@@ -311,6 +317,11 @@ impl Thread {
             self.flush();
             more_rx = self.receive();
         }
+    }
+
+    fn may_reopen(&self) -> bool {
+        self.gone_at
+            .is_none_or(|t| crate::sys::clock::boottime() >= t + REOPEN_INTERVAL)
     }
 
     fn open(&mut self) {

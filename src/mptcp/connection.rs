@@ -96,10 +96,15 @@ pub struct Connection {
     app_closed: bool,
     closed_at: Option<Instant>,
     orphan_since: Option<Instant>,
-    scratch: Vec<u8>,
     bytes_sent: Vec<(SubflowId, u64)>,
     /// Counters: forged or invalid input dropped.
     pub dropped: u64,
+}
+
+thread_local! {
+    /// The copy buffer between a subflow and the data-level buffers, one per thread for all
+    /// connections: an idle connection holds none (memory per idle flow, issue 6 P6).
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 65536]);
 }
 
 fn find_opt(opts: &[MptcpOption], f: impl Fn(&MptcpOption) -> bool) -> Option<&MptcpOption> {
@@ -160,7 +165,6 @@ impl Connection {
             app_closed: false,
             closed_at: None,
             orphan_since: None,
-            scratch: vec![0u8; 65536],
             bytes_sent: Vec::new(),
             dropped: 0,
         }
@@ -1324,14 +1328,15 @@ impl Connection {
                 let (Some(rel), Some(rx)) = (s.recv_rel(), s.mp.rx.as_mut()) else {
                     break;
                 };
-                let room = (limit - recv.readable()).min(self.scratch.len());
-                let n = s.tcp.recv(&mut self.scratch[..room]);
-                if n == 0 {
-                    break;
-                }
-                match rx.on_data(rel, &self.scratch[..n], recv) {
-                    Ok(k) => new_data |= k > 0,
-                    Err(e) => {
+                let res = SCRATCH.with_borrow_mut(|sc| {
+                    let room = (limit - recv.readable()).min(sc.len());
+                    let n = s.tcp.recv(&mut sc[..room]);
+                    (n > 0).then(|| rx.on_data(rel, &sc[..n], recv))
+                });
+                match res {
+                    None => break,
+                    Some(Ok(k)) => new_data |= k > 0,
+                    Some(Err(e)) => {
                         self.on_mapping_error(i, e);
                         break;
                     }
@@ -1369,6 +1374,16 @@ impl Connection {
             return false;
         }
         if self.subflows.iter().any(|s| !s.dead && s.path == p.path.id) {
+            return false;
+        }
+        // Only once the peer confirmed our MP_CAPABLE (a DSS arrived, §3.1): until then the
+        // third ACK may still be on its way, and an MP_JOIN that overtakes it names a token the
+        // peer does not know yet, which it MUST answer with a RST (§3.2).
+        if self
+            .subflows
+            .iter()
+            .any(|s| !s.dead && s.mp.mpc_unconfirmed.is_some())
+        {
             return false;
         }
         if self.live_subflows() >= self.cfg.max_subflows {
@@ -1514,14 +1529,20 @@ impl Connection {
             }
             return true;
         }
-        let n = self.send.copy_out(chunk.dsn, &mut self.scratch[..chunk.len]);
-        let bytes = &self.scratch[..n];
-        let mut m = chunk.mapping(rel);
-        if checksums {
-            // RFC 8684 §3.3.1: the checksum covers the pseudo-header and the mapped payload.
-            m.checksum = Some(dss_checksum(m.dsn, m.subflow_seq, m.data_len, bytes));
-        }
-        let sent = s.tcp.send(bytes);
+        let send = &self.send;
+        let (n, sent, m) = SCRATCH.with_borrow_mut(|sc| {
+            if sc.len() < chunk.len {
+                sc.resize(chunk.len, 0);
+            }
+            let n = send.copy_out(chunk.dsn, &mut sc[..chunk.len]);
+            let bytes = &sc[..n];
+            let mut m = chunk.mapping(rel);
+            if checksums {
+                // RFC 8684 §3.3.1: the checksum covers the pseudo-header and the mapped payload.
+                m.checksum = Some(dss_checksum(m.dsn, m.subflow_seq, m.data_len, bytes));
+            }
+            (n, s.tcp.send(bytes), m)
+        });
         debug_assert_eq!(sent, n);
         if let Some(b) = self.bytes_sent.iter_mut().find(|b| b.0 == s.id) {
             b.1 += sent as u64;
