@@ -373,6 +373,10 @@ impl Connection {
         let n = self.recv.as_mut().map_or(0, |r| r.read(buf));
         if n > 0 {
             self.readable_reported = false;
+            // Room again at the data level: take what the subflows hold, so their receive
+            // windows reopen now (a window update goes out with the next transmit) rather than
+            // at the peer's next zero-window probe.
+            self.drain_subflows();
         }
         n
     }
