@@ -37,6 +37,8 @@ pub const MAX_BATCH: usize = 64;
 pub const DIRECT_MAX: usize = 4;
 /// How often a closed interface is tried again.
 pub const REOPEN_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a received batch waits for room in the engine's channel before it is dropped.
+const ENGINE_BUSY_WAIT: Duration = Duration::from_millis(5);
 /// Packets waiting for a full socket buffer to drain before new ones are dropped.
 const MAX_PENDING_TX: usize = 4096;
 
@@ -453,14 +455,18 @@ impl Thread {
             let n = batch.len() as u64;
             let bytes: u64 = batch.iter().map(|p| p.len() as u64).sum();
             let packets = std::mem::replace(batch, Vec::with_capacity(MAX_BATCH));
-            match events.try_send(IfaceEvent::Received { iface, packets }) {
-                Ok(()) => {
-                    stats.rx_packets.fetch_add(n, Ordering::Relaxed);
-                    stats.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
-                }
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                    stats.rx_dropped_busy.fetch_add(n, Ordering::Relaxed);
-                }
+            // A busy engine gets a moment before the batch is dropped (the ring keeps filling
+            // meanwhile: that is the backpressure); a gone engine gets none.
+            let sent = match events.try_send(IfaceEvent::Received { iface, packets }) {
+                Ok(()) => true,
+                Err(TrySendError::Full(ev)) => events.send_timeout(ev, ENGINE_BUSY_WAIT).is_ok(),
+                Err(TrySendError::Disconnected(_)) => false,
+            };
+            if sent {
+                stats.rx_packets.fetch_add(n, Ordering::Relaxed);
+                stats.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
+            } else {
+                stats.rx_dropped_busy.fetch_add(n, Ordering::Relaxed);
             }
         };
         let frames = s.rx.drain(MAX_FRAMES_PER_WAKE, |frame| {
