@@ -159,6 +159,73 @@ fn duplicate_and_stale_mappings_are_harmless() {
 }
 
 #[test]
+fn a_mapping_extended_by_the_data_fin_is_the_same_mapping() {
+    // Linux adds the DATA_FIN to the mapping of its last data once the application closes
+    // (Data-Level Length + 1, §3.3.3), so segments of that mapping sent before and after the
+    // close carry both forms, in either order and on either subflow. Found against the kernel:
+    // both subflows were reset as "changed mapping" after a completed transfer.
+    let payload = b"0123456789";
+    for checksums in [false, true] {
+        for fin_first in [false, true] {
+            let mut recv = DataRecvBuffer::new(DataSeq(80), 1000);
+            let mut sf = SubflowReceiver::new(SubflowSeq(1), checksums, 1000);
+            let mut plain = mapping(80, 1, 10, false);
+            let mut fin = mapping(80, 1, 11, true);
+            if checksums {
+                plain = with_checksum(plain, payload);
+                fin = with_checksum(fin, payload);
+            }
+            let (a, b) = if fin_first { (fin, plain) } else { (plain, fin) };
+            let case = format!("checksums {checksums}, DATA_FIN form first {fin_first}");
+            assert_eq!(sf.on_mapping(a, &mut recv), Ok(MappingOutcome::Added), "{case}");
+            assert_eq!(
+                sf.on_data(SubflowSeq(1), &payload[..4], &mut recv).map(|_| ()),
+                Ok(()),
+                "{case}"
+            );
+            assert_eq!(
+                sf.on_mapping(b, &mut recv),
+                Ok(MappingOutcome::Duplicate),
+                "{case}"
+            );
+            assert_eq!(
+                sf.on_data(SubflowSeq(5), &payload[4..], &mut recv),
+                Ok(if checksums { 10 } else { 6 }),
+                "{case}"
+            );
+            assert_eq!(
+                recv.data_ack(),
+                DataSeq(91),
+                "{case}: data and DATA_FIN acknowledged"
+            );
+            assert!(recv.fin_received(), "{case}");
+            // Either form again, after everything was consumed, is stale and harmless.
+            assert_eq!(
+                sf.on_mapping(plain, &mut recv),
+                Ok(MappingOutcome::Stale),
+                "{case}"
+            );
+            assert_eq!(sf.on_mapping(fin, &mut recv), Ok(MappingOutcome::Stale), "{case}");
+            assert_eq!(read_all(&mut recv), payload, "{case}");
+            assert!(recv.is_finished(), "{case}");
+        }
+    }
+}
+
+#[test]
+fn a_data_fin_on_an_overlapping_mapping_is_not_lost() {
+    // Without checksums, mappings that overlap with the same offsets are consistent; the octets
+    // may all go up under the first one, and the DATA_FIN carried by the second still counts.
+    let mut recv = DataRecvBuffer::new(DataSeq(0), 1000);
+    let mut sf = SubflowReceiver::new(SubflowSeq(1), false, 1000);
+    sf.on_mapping(mapping(0, 1, 10, false), &mut recv).unwrap();
+    sf.on_mapping(mapping(5, 6, 6, true), &mut recv).unwrap();
+    assert_eq!(sf.on_data(SubflowSeq(1), b"0123456789", &mut recv), Ok(10));
+    assert_eq!(recv.data_ack(), DataSeq(11));
+    assert!(recv.fin_received());
+}
+
+#[test]
 fn a_changed_mapping_is_a_protocol_violation() {
     // §3.3.1: "A sender MUST NOT change this mapping after it has been declared".
     let mut recv = DataRecvBuffer::new(DataSeq(0), 1000);

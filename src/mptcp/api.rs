@@ -98,6 +98,9 @@ pub enum SubflowResetCause {
     /// The peer broke the protocol (bad mapping, bad HMAC, ...).
     #[error("peer misbehaved: {0}")]
     PeerMisbehaved(&'static str),
+    /// The peer sent a DSS mapping or DATA_FIN that contradicts the data-level stream.
+    #[error("bad DSS mapping: {0}")]
+    BadMapping(super::mapping::MappingError),
     /// The path interferes with MPTCP (checksum failure, unmapped data) and fallback is
     /// impossible with several subflows.
     #[error("path incompatible: {0}")]

@@ -1109,11 +1109,14 @@ impl Connection {
                 tcprst(RstReason::MiddleboxInterference),
                 SubflowResetCause::PathIncompatible("unmapped data"),
             ),
-            (_, _) => self.reset_subflow(
-                i,
-                tcprst(RstReason::MptcpSpecific),
-                SubflowResetCause::PeerMisbehaved("bad DSS mapping"),
-            ),
+            (e, _) => {
+                tracing::debug!(subflow = i, error = %e, "bad DSS mapping, subflow reset");
+                self.reset_subflow(
+                    i,
+                    tcprst(RstReason::MptcpSpecific),
+                    SubflowResetCause::BadMapping(e),
+                )
+            }
         }
     }
 

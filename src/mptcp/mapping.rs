@@ -93,6 +93,16 @@ impl Mapping {
         (self.data_fin && !self.is_infinite()).then(|| self.dsn.wrapping_add(u64::from(self.subflow_len())))
     }
 
+    /// Maps exactly the same subflow octets to the same DSNs as `other`; the two may differ in
+    /// the DATA_FIN (and so in Data-Level Length and checksum).
+    fn same_octets(&self, other: &Mapping) -> bool {
+        !self.is_infinite()
+            && !other.is_infinite()
+            && self.dsn == other.dsn
+            && self.subflow_seq == other.subflow_seq
+            && self.subflow_len() == other.subflow_len()
+    }
+
     /// Same DSN − subflow-seq offset as `other`: overlapping parts map identically.
     fn same_offset(&self, other: &Mapping) -> bool {
         // Distances, so that both wraps (2^64 and 2^32) are harmless.
@@ -433,6 +443,20 @@ impl SubflowReceiver {
             if *old == m {
                 return Ok(MappingOutcome::Duplicate);
             }
+            if old.same_octets(&m) {
+                // The same mapping with or without the DATA_FIN octet (§3.3.3: the DATA_FIN
+                // "is included in the Data-Level Length but not at the subflow level"). Linux
+                // extends the mapping of its last data by that octet once the application has
+                // closed, so segments of one mapping sent before and after the close differ
+                // only there (found against the kernel under load: both subflows were reset
+                // as "changed mapping" right after the transfer). Keep the form with the
+                // DATA_FIN; with checksums its own checksum then verifies the data and the
+                // DATA_FIN together, as the peer computed it for that Data-Level Length.
+                if m.data_fin && !old.data_fin {
+                    self.mappings[i] = m;
+                }
+                return Ok(MappingOutcome::Duplicate);
+            }
             let o_rel = i64::from(old.subflow_seq.diff(start));
             let o_end = o_rel + i64::from(old.subflow_len());
             let overlap = i64::from(rel) < o_end && o_rel < end_rel;
@@ -487,10 +511,23 @@ impl SubflowReceiver {
     fn process(&mut self, recv: &mut DataRecvBuffer) -> Result<usize, MappingError> {
         let mut handed = 0;
         loop {
+            let start = self.pending_start();
+            // Drop mappings that end at or before the consumed edge.
+            while let Some(front) = self.mappings.front() {
+                let end = i64::from(front.subflow_seq.diff(start)) + i64::from(front.subflow_len());
+                if end > 0 {
+                    break;
+                }
+                // Its octets went up under an overlapping mapping (same offsets); a DATA_FIN
+                // it carries still counts.
+                if let Some(fin) = front.data_fin_dsn() {
+                    recv.insert_data_fin(fin)?;
+                }
+                self.mappings.pop_front();
+            }
             if self.pending.is_empty() {
                 return Ok(handed);
             }
-            let start = self.pending_start();
             if let Some(inf) = self.infinite {
                 // §3.7: the infinite mapping maps the rest of the subflow linearly, starting at
                 // its subflow sequence number; earlier unmapped octets cannot be placed.
@@ -515,14 +552,6 @@ impl SubflowReceiver {
                     self.pending.clear();
                     return Ok(handed);
                 }
-            }
-            // Drop mappings that end at or before the consumed edge.
-            while let Some(front) = self.mappings.front() {
-                let end = i64::from(front.subflow_seq.diff(start)) + i64::from(front.subflow_len());
-                if end > 0 {
-                    break;
-                }
-                self.mappings.pop_front();
             }
             let Some(idx) = self.mappings.iter().position(|m| {
                 let rel = i64::from(start.diff(m.subflow_seq));
