@@ -52,6 +52,8 @@ pub struct TcpFlow {
     pub upstream: Upstream,
     /// Local port of the upstream connection (its key in the engine's port map).
     pub local_port: u16,
+    /// Port-map keys of subflows toward the server's other addresses (ADD_ADDR).
+    pub other_keys: Vec<(u16, SocketAddr)>,
     /// The host's FIN was passed on.
     up_closed: bool,
     /// The destination's FIN was passed on.
@@ -84,6 +86,7 @@ impl TcpFlow {
             syn: Some(syn),
             upstream,
             local_port,
+            other_keys: Vec::new(),
             up_closed: false,
             host_closed: false,
             bytes_up: 0,

@@ -851,9 +851,10 @@ impl Engine {
     /// Forgets a flow (its upstream connection, if still lingering, is dropped with it).
     fn remove_flow(&mut self, id: FlowId) {
         if let Some(mut f) = self.flows.remove(&id) {
-            for p in f.upstream.ports() {
-                if self.by_port.get(&(p, f.dst)) == Some(&id) {
-                    self.by_port.remove(&(p, f.dst));
+            let keys = f.upstream.ports().into_iter().map(|p| (p, f.dst));
+            for k in keys.chain(f.other_keys.iter().copied()) {
+                if self.by_port.get(&k) == Some(&id) {
+                    self.by_port.remove(&k);
                 }
             }
             if let Some(c) = f.upstream.as_mptcp() {
@@ -1339,6 +1340,21 @@ impl Engine {
                     self.by_port.insert((p, dst), id);
                     if let Some(c) = self.flows.get_mut(&id).and_then(|f| f.upstream.as_mptcp()) {
                         c.add_port(p);
+                    }
+                }
+            }
+            Note::PortNeeded { remote } => {
+                // A subflow toward another address of the server (its ADD_ADDR): a port whose
+                // segments from there reach this flow. Bounded like the rejoin ports.
+                if f.other_keys.len() < 8
+                    && let Some(p) = self.alloc_port(remote)
+                {
+                    self.by_port.insert((p, remote), id);
+                    if let Some(f) = self.flows.get_mut(&id) {
+                        f.other_keys.push((p, remote));
+                        if let Some(c) = f.upstream.as_mptcp() {
+                            c.add_remote_port(now, remote, p);
+                        }
                     }
                 }
             }

@@ -41,6 +41,11 @@ pub enum Note {
         /// Its interface.
         iface: IfaceId,
     },
+    /// A subflow toward `remote`, another address of the server, needs a local port.
+    PortNeeded {
+        /// The server's other address.
+        remote: SocketAddr,
+    },
     /// The path over `iface` stopped answering and its subflow was failed over.
     Unresponsive {
         /// The interface.
@@ -390,6 +395,10 @@ fn translate(ev: mptcp::Event, notes: &mut VecDeque<Note>) -> Option<Event> {
                 iface: path.0,
                 silent_for,
             });
+            None
+        }
+        M::PortNeeded { remote } => {
+            notes.push_back(Note::PortNeeded { remote });
             None
         }
         M::SubflowReset { .. } => None,

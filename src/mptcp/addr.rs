@@ -187,3 +187,19 @@ impl RemoteAddrs {
             .collect()
     }
 }
+
+/// A set of address IDs (0–255).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AddrIdSet([u64; 4]);
+
+impl AddrIdSet {
+    /// Adds `id`.
+    pub fn insert(&mut self, id: u8) {
+        self.0[usize::from(id >> 6)] |= 1 << (id & 63);
+    }
+
+    /// Whether `id` is in the set.
+    pub fn contains(&self, id: u8) -> bool {
+        self.0[usize::from(id >> 6)] & (1 << (id & 63)) != 0
+    }
+}

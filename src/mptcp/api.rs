@@ -174,6 +174,13 @@ pub enum Event {
         /// How long it had been silent when that was decided.
         silent_for: Duration,
     },
+    /// A join toward `remote`, an address the peer announced, needs a local port that
+    /// reaches this connection: answer with [`super::Connection::add_remote_port`] (or not: no
+    /// subflow goes there then).
+    PortNeeded {
+        /// The peer's address and port.
+        remote: SocketAddr,
+    },
     /// We reset a subflow.
     SubflowReset {
         /// Its id.

@@ -28,7 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use super::PathId;
-use super::addr::{self, AddAddrOutcome, RemoteAddrs};
+use super::addr::{self, AddAddrOutcome, AddrIdSet, RemoteAddrs};
 pub use super::api::{
     Event, FallbackCause, JoinRefused, LocalPath, MptcpConfig, SubflowInfo, SubflowResetCause,
 };
@@ -43,7 +43,7 @@ use super::subflow::{Handshake, Subflow, SubflowMp};
 use crate::config::{JoinPolicy, Mode};
 use crate::tcp::{self, IsnKey, State, Transmit};
 use crate::time::Instant;
-use crate::wire::mptcp::{AddrSignal, CapablePayload, MpTcpRst, MptcpOption, RstReason};
+use crate::wire::mptcp::{CapablePayload, MpTcpRst, MptcpOption, RstReason};
 use crate::wire::tcp::SegmentHeader;
 
 #[path = "liveness.rs"]
@@ -61,6 +61,33 @@ struct PathState {
     path: LocalPath,
     available: bool,
     next_join: Instant,
+    /// Remote address ID the last join on this path went to.
+    joining: Option<u8>,
+    /// Remote address IDs whose joins from this path never completed: the path manager tries
+    /// the peer's other addresses first (cleared when the path comes back).
+    failed: AddrIdSet,
+}
+
+impl PathState {
+    fn new(path: LocalPath, now: Instant) -> PathState {
+        PathState {
+            path,
+            available: true,
+            next_join: now,
+            joining: None,
+            failed: AddrIdSet::default(),
+        }
+    }
+}
+
+/// One of our own addresses announced to the peer with ADD_ADDR, repeated until echoed.
+#[derive(Debug, Clone, Copy)]
+struct Announcement {
+    addr_id: u8,
+    addr: IpAddr,
+    port: Option<u16>,
+    next: Instant,
+    sent: u8,
 }
 
 /// One MPTCP connection (client or server role). See the module documentation for the call
@@ -84,6 +111,13 @@ pub struct Connection {
     /// Only one subflow ever: infinite-mapping fallback is still possible (§3.7).
     single_subflow: bool,
     remote_addrs: Option<RemoteAddrs>,
+    /// Local ports granted for subflows toward the peer's other addresses
+    /// ([`Connection::add_remote_port`]); each is used by one join.
+    remote_ports: Vec<(SocketAddr, u16)>,
+    /// A port asked for with [`Event::PortNeeded`] and not yet granted.
+    port_request: Option<SocketAddr>,
+    /// Server: our own addresses announced with ADD_ADDR (§3.4.1), by address ID.
+    announced: Vec<Announcement>,
     events: VecDeque<Event>,
     connected: bool,
     terminal: bool,
@@ -153,6 +187,9 @@ impl Connection {
             fallback: false,
             single_subflow: true,
             remote_addrs: None,
+            remote_ports: Vec::new(),
+            port_request: None,
+            announced: Vec::new(),
             events: VecDeque::new(),
             connected: false,
             terminal: false,
@@ -187,14 +224,7 @@ impl Connection {
         mptcp: bool,
     ) -> Connection {
         let mut c = Connection::new_common(Role::Client, cfg, isn_key.clone(), remote, local_key, primary);
-        c.paths = paths
-            .iter()
-            .map(|&path| PathState {
-                path,
-                available: true,
-                next_join: now,
-            })
-            .collect();
+        c.paths = paths.iter().map(|&path| PathState::new(path, now)).collect();
         c.ports = if ports.is_empty() { vec![49152] } else { ports };
         let addr = paths
             .iter()
@@ -465,11 +495,7 @@ impl Connection {
             }
             Some(k) => self.paths[k].path = path,
             None => {
-                self.paths.push(PathState {
-                    path,
-                    available: true,
-                    next_join: now,
-                });
+                self.paths.push(PathState::new(path, now));
                 self.after_io(now);
             }
         }
@@ -492,9 +518,75 @@ impl Connection {
         if let Some(p) = self.paths.iter_mut().find(|p| p.path.id == path) {
             p.available = true;
             p.next_join = now;
+            // Another network: every peer address is worth a try again.
+            p.failed = AddrIdSet::default();
         }
         self.after_io(now);
     }
+
+    /// The peer's addresses we know, by address ID (0: the initial one; others from ADD_ADDR
+    /// or MP_JOIN, §3.2).
+    pub fn peer_addresses(&self) -> Vec<(u8, IpAddr)> {
+        self.remote_addrs
+            .as_ref()
+            .map(|ra| ra.iter().map(|(id, a)| (id, a.addr)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Grants local `port` for one subflow toward `remote`, one of the peer's other addresses
+    /// (the answer to [`Event::PortNeeded`]: the caller makes sure that segments from `remote` to
+    /// `port` reach this connection).
+    pub fn add_remote_port(&mut self, now: Instant, remote: SocketAddr, port: u16) {
+        if self.port_request == Some(remote) {
+            self.port_request = None;
+        }
+        self.remote_ports.push((remote, port));
+        self.after_io(now);
+    }
+
+    /// Server: announces our address `addr` (and `port`, if joins should use another port) under
+    /// `addr_id` (1–255) with ADD_ADDR, repeated until the peer echoes it (RFC 8684 §3.4.1);
+    /// joins that arrive for it are answered with that address ID. False if the connection
+    /// does not use MPTCP or the ID is 0 or taken.
+    pub fn announce_addr(&mut self, now: Instant, addr_id: u8, addr: IpAddr, port: Option<u16>) -> bool {
+        if addr_id == 0 || !self.is_mptcp() || self.announced.iter().any(|a| a.addr_id == addr_id) {
+            return false;
+        }
+        self.announced.push(Announcement {
+            addr_id,
+            addr,
+            port,
+            next: now,
+            sent: 0,
+        });
+        self.after_io(now);
+        true
+    }
+
+    /// Sends due ADD_ADDR announcements on a subflow that carries data.
+    fn send_announcements(&mut self, now: Instant) {
+        let Some(neg) = self.neg else { return };
+        let Some(i) = (0..self.subflows.len()).find(|&i| self.ready(i)) else {
+            return;
+        };
+        for a in &mut self.announced {
+            if a.sent >= Self::ANNOUNCE_TRIES || now < a.next {
+                continue;
+            }
+            // §3.4.1: "If the sender does not receive an echo ... within a configured time, it
+            // SHOULD retransmit the ADD_ADDR".
+            let s = &mut self.subflows[i];
+            s.mp.oneoff
+                .push_back(addr::announce(&neg, a.addr_id, a.addr, a.port));
+            s.tcp.request_ack();
+            a.sent += 1;
+            a.next = now + Self::ANNOUNCE_RTX;
+        }
+    }
+
+    /// ADD_ADDR repetitions until echoed, and their spacing.
+    const ANNOUNCE_TRIES: u8 = 4;
+    const ANNOUNCE_RTX: Duration = Duration::from_secs(1);
 
     /// Changes the backup priority of `path`'s subflows and tells the peer (MP_PRIO, §3.3.8).
     pub fn set_path_backup(&mut self, path: PathId, backup: bool) {
@@ -538,6 +630,11 @@ impl Connection {
         for p in &self.paths {
             if self.wants_join(p) {
                 add(p.next_join);
+            }
+        }
+        if (0..self.subflows.len()).any(|i| self.ready(i)) {
+            for a in self.announced.iter().filter(|a| a.sent < Self::ANNOUNCE_TRIES) {
+                add(a.next);
             }
         }
         t
@@ -594,12 +691,18 @@ impl Connection {
         }
         let opts = parse_opts(syn);
         let join = find_opt(&opts, |o| matches!(o, MptcpOption::MpJoin(_)));
+        // §3.2: our address ID for the address the join came to (0: the initial one).
+        let addr_id = self
+            .announced
+            .iter()
+            .find(|a| a.addr == local.ip())
+            .map_or(0, |a| a.addr_id);
         let (resp, synack) = JoinResponder::on_syn(
             join,
             |t| (t == neg.local_token()).then_some(&neg),
             nonce,
             false,
-            0,
+            addr_id,
         )?;
         let tcp = tcp::Connection::accept(now, local, remote, syn, self.cfg.tcp, &self.isn_key)?;
         let mut mp = SubflowMp::new(Handshake::JoinSynRecv(resp, synack), tcp.iss().0);
@@ -770,6 +873,14 @@ impl Connection {
             return;
         }
         s.dead = true;
+        if !s.up
+            && matches!(s.mp.hs, Handshake::JoinSyn(_) | Handshake::Established)
+            && let Some(p) = self.paths.iter_mut().find(|p| p.path.id == s.path)
+            && let Some(id) = p.joining
+        {
+            // A join that never carried data: try the peer's other addresses from this path.
+            p.failed.insert(id);
+        }
         // After fallback the data stream continues on the remaining subflow alone: nothing is
         // reinjected into it.
         if !self.fallback {
@@ -1012,18 +1123,20 @@ impl Connection {
                     self.subflows[i].mp.peer_backup = *backup;
                 }
                 MptcpOption::AddAddr(a) => {
-                    if a.signal == AddrSignal::Echo {
-                        continue;
-                    }
                     let Some(ra) = self.remote_addrs.as_mut() else {
                         continue;
                     };
                     match ra.on_add_addr(&neg, a) {
-                        Ok(AddAddrOutcome::EchoOfOurs { .. }) => {}
+                        Ok(AddAddrOutcome::EchoOfOurs { addr_id }) => {
+                            // §3.4.1: the echo ends the repetitions of our announcement.
+                            if let Some(x) = self.announced.iter_mut().find(|x| x.addr_id == addr_id) {
+                                x.sent = Self::ANNOUNCE_TRIES;
+                            }
+                        }
                         Ok(_) => {
-                            // §3.4.1: echo a fresh ADD_ADDR. The path manager only opens
-                            // subflows toward the initial address: other addresses may not be
-                            // reachable from our paths.
+                            // §3.4.1: echo a fresh ADD_ADDR. The path manager joins toward it
+                            // from paths of its family when the addresses it tried before do not
+                            // answer (or the peer forbade joins to its first address, flag C).
                             self.subflows[i].mp.oneoff.push_back(addr::echo(a));
                             self.subflows[i].tcp.request_ack();
                         }
@@ -1319,6 +1432,8 @@ impl Connection {
         }
         self.check_liveness(now);
         self.sync_priorities();
+        self.send_announcements(now);
+        self.give_up_joins();
         self.manage_paths(now);
     }
 
@@ -1376,10 +1491,6 @@ impl Connection {
         {
             return false;
         }
-        if self.neg.is_some_and(|n| n.peer_no_subflows_to_source) {
-            // §3.1 flag C: "MUST NOT try to open any additional subflows toward this address".
-            return false;
-        }
         if self.subflows.iter().any(|s| !s.dead && s.path == p.path.id) {
             return false;
         }
@@ -1396,10 +1507,59 @@ impl Connection {
         if self.live_subflows() >= self.cfg.max_subflows {
             return false;
         }
-        match self.cfg.join {
+        let needed = match self.cfg.join {
             JoinPolicy::Immediate => true,
             // Only when no other subflow can carry the data.
             JoinPolicy::OnDemand => !(0..self.subflows.len()).any(|i| self.usable(i)),
+        };
+        needed
+            && self
+                .join_target(p)
+                .is_some_and(|(_, to)| !self.needs_port(to) || self.port_request.is_none())
+    }
+
+    /// Where a join from `p` goes: the peer's addresses of `p`'s family (no subflow toward an
+    /// address we cannot reach), by address ID, so the initial address first, then those it
+    /// announced (§3.4.1). Skipped: addresses whose joins from this path never completed, until
+    /// all have failed; and the initial address and port if the peer set flag C (§3.1: "MUST
+    /// NOT try to open any additional subflows toward this address and port").
+    fn join_target(&self, p: &PathState) -> Option<(u8, SocketAddr)> {
+        let ra = self.remote_addrs.as_ref()?;
+        let no_source = self.neg.is_some_and(|n| n.peer_no_subflows_to_source);
+        let cands = ra
+            .iter()
+            .filter(|(_, a)| a.addr.is_ipv4() == p.path.addr.is_ipv4())
+            .map(|(id, a)| (id, SocketAddr::new(a.addr, a.port.unwrap_or(self.remote.port()))))
+            .filter(|&(_, to)| !(no_source && to == self.remote));
+        let mut first = None;
+        for (id, to) in cands {
+            if !p.failed.contains(id) {
+                return Some((id, to));
+            }
+            first.get_or_insert((id, to));
+        }
+        first
+    }
+
+    /// A join toward `to` needs a port granted for it first (not the initial address).
+    fn needs_port(&self, to: SocketAddr) -> bool {
+        to != self.remote && !self.remote_ports.iter().any(|&(r, _)| r == to)
+    }
+
+    /// A join whose SYN went unanswered `mpc_syn_attempts` times is abandoned (not after the
+    /// full SYN retry budget of two minutes): the path manager tries the peer's next address
+    /// from that path, or the same one again after `join_retry`.
+    fn give_up_joins(&mut self) {
+        for i in 0..self.subflows.len() {
+            let s = &self.subflows[i];
+            if !s.dead
+                && matches!(s.mp.hs, Handshake::JoinSyn(_))
+                && s.tcp.health().consecutive_rtos >= self.cfg.mpc_syn_attempts
+            {
+                self.subflows[i].mp.rst_opt = None;
+                self.subflows[i].tcp.abort();
+                self.kill_subflow(i);
+            }
         }
     }
 
@@ -1435,12 +1595,29 @@ impl Connection {
             if !self.wants_join(&p) || now < p.next_join {
                 continue;
             }
+            let Some((remote_id, to)) = self.join_target(&p) else {
+                continue;
+            };
+            let port = if to == self.remote {
+                self.take_port()
+            } else if let Some(k) = self.remote_ports.iter().position(|&(r, _)| r == to) {
+                self.remote_ports.remove(k).1
+            } else {
+                // Ask the caller for a port that reaches us from that address; the join
+                // waits for it.
+                if self.port_request.is_none() {
+                    self.port_request = Some(to);
+                    self.events.push_back(Event::PortNeeded { remote: to });
+                }
+                continue;
+            };
             self.paths[k].next_join = now + self.cfg.join_retry;
-            self.open_join(now, p.path);
+            self.paths[k].joining = Some(remote_id);
+            self.open_join(now, p.path, SocketAddr::new(p.path.addr, port), to);
         }
     }
 
-    fn open_join(&mut self, now: Instant, path: LocalPath) {
+    fn open_join(&mut self, now: Instant, path: LocalPath, local: SocketAddr, remote: SocketAddr) {
         let Some(neg) = self.neg else { return };
         let Ok(nonce) = super::crypto::os_random_nonce() else {
             return;
@@ -1454,8 +1631,7 @@ impl Connection {
         };
         // In handover mode the backup path joins as a backup subflow (§3.3.8, flag B).
         let backup = path.backup && self.cfg.mode == Mode::Handover;
-        let local = SocketAddr::new(path.addr, self.take_port());
-        let tcp = tcp::Connection::connect(now, local, self.remote, self.cfg.tcp, &self.isn_key);
+        let tcp = tcp::Connection::connect(now, local, remote, self.cfg.tcp, &self.isn_key);
         let mut mp = SubflowMp::new(
             Handshake::JoinSyn(JoinInitiator::new(&neg, nonce, backup, addr_id)),
             tcp.iss().0,

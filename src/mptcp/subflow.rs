@@ -280,17 +280,23 @@ impl OptionHook for SubflowMp {
             put(&dss_option(self.data_ack, Some(&fin)), space, &mut at);
             return at;
         }
-        if let Some(ack) = self.data_ack {
-            let dss = MptcpOption::Dss(Dss {
+        let dss = self.data_ack.map(|ack| {
+            MptcpOption::Dss(Dss {
                 data_ack: Some(DsnField::Long(ack.0)),
                 mapping: None,
                 data_fin: false,
-            });
-            put(&dss, space, &mut at);
-        }
-        if let Some(o) = self.oneoff.front().copied()
-            && o.len() <= space.len() - at
+            })
+        });
+        let dss_len = dss.map_or(0, |d| d.len());
+        let signal = self.oneoff.front().copied().filter(|o| o.len() <= space.len());
+        // A signal too long to share the 40 option octets with the DATA_ACK (an IPv6
+        // ADD_ADDR with its HMAC takes 28) goes alone; the next ACK carries the DATA_ACK.
+        if let Some(d) = dss
+            && signal.is_none_or(|o| dss_len + o.len() <= space.len())
         {
+            put(&d, space, &mut at);
+        }
+        if let Some(o) = signal {
             put(&o, space, &mut at);
             self.oneoff.pop_front();
         }

@@ -40,6 +40,9 @@ pub fn client_paths() -> [LocalPath; 2] {
 }
 /// Server address.
 pub const SERVER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 1, 1));
+/// The server's second address, which it can announce with ADD_ADDR ([`Action::Announce`]);
+/// reached over the same links as [`SERVER`].
+pub const SERVER2: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 1, 2));
 /// A third host forging MP_JOINs.
 pub const ATTACKER: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 18, 3, 1));
 
@@ -64,6 +67,11 @@ pub enum Action {
     ForgeUnknownToken,
     /// A forged MP_JOIN with the right token but a bad HMAC on the third ACK.
     ForgeBadHmac,
+    /// The server announces `addr` (its address ID 1) with ADD_ADDR (RFC 8684 §3.4.1).
+    Announce(IpAddr),
+    /// Path `n` stops (or starts again) reaching [`SERVER`] in both directions, while
+    /// [`SERVER2`] stays reachable over it; nobody is told.
+    ServerUnreachable(u8, bool),
 }
 
 /// What to run.
@@ -118,6 +126,10 @@ pub struct MpReport {
     pub snapshots: Vec<(Instant, [PathStats; 4])>,
     /// Counters at the end.
     pub final_stats: [PathStats; 4],
+    /// The same for the paths to [`SERVER2`].
+    pub final_stats2: [PathStats; 4],
+    /// The server's addresses the client knows at the end, by address ID.
+    pub client_peer_addrs: Vec<(u8, IpAddr)>,
     /// Terminal events of client and server.
     pub terminal: (Option<Event>, Option<Event>),
     /// Results of forged MP_JOIN SYNs.
@@ -184,6 +196,15 @@ pub fn run(spec: &MpSpec) -> MpReport {
         net.add_path(CLIENT_CELL, SERVER, spec.cell.clone()),
         net.add_path(SERVER, CLIENT_CELL, spec.cell.clone()),
     ];
+    let mut up2 = spec.wifi_up_extra.clone();
+    up2.extend(spec.wifi.iter().cloned());
+    let ids2 = [
+        net.add_path(CLIENT_WIFI, SERVER2, up2),
+        net.add_path(SERVER2, CLIENT_WIFI, spec.wifi.clone()),
+        net.add_path(CLIENT_CELL, SERVER2, spec.cell.clone()),
+        net.add_path(SERVER2, CLIENT_CELL, spec.cell.clone()),
+    ];
+    let mut next_remote_port = 41000u16;
     let isn = IsnKey([9; 32]);
     let server_addr = SocketAddr::new(SERVER, 80);
     let paths = client_paths();
@@ -221,17 +242,28 @@ pub fn run(spec: &MpSpec) -> MpReport {
                         _ => false,
                     };
                     let k = usize::from(n) * 2;
-                    net.set_down(ids[k], down);
-                    net.set_down(ids[k + 1], down);
+                    for p in [ids[k], ids[k + 1], ids2[k], ids2[k + 1]] {
+                        net.set_down(p, down);
+                    }
                     match act {
                         Action::Kill(_) => client.path_down(now, PathId(n)),
                         Action::Restore(_) => client.path_up(now, PathId(n)),
                         _ => {}
                     }
                 }
+                Action::ServerUnreachable(n, down) => {
+                    let k = usize::from(n) * 2;
+                    net.set_down(ids[k], down);
+                    net.set_down(ids[k + 1], down);
+                }
+                Action::Announce(addr) => {
+                    if let Some(s) = server.as_mut() {
+                        s.announce_addr(now, 1, addr, None);
+                    }
+                }
                 Action::StripOptions(n) => {
                     let k = usize::from(n) * 2;
-                    for p in [ids[k], ids[k + 1]] {
+                    for p in [ids[k], ids[k + 1], ids2[k], ids2[k + 1]] {
                         if let Some(st) = net.stages_mut(p) {
                             st.insert(
                                 0,
@@ -320,6 +352,10 @@ pub fn run(spec: &MpSpec) -> MpReport {
         }
         while let Some(ev) = client.poll_event() {
             rep.client_events.push(ev);
+            if let Event::PortNeeded { remote } = ev {
+                client.add_remote_port(now, remote, next_remote_port);
+                next_remote_port += 1;
+            }
             if matches!(ev, Event::Closed | Event::Reset | Event::TimedOut) {
                 sc.terminal = Some(ev);
             }
@@ -376,7 +412,7 @@ pub fn run(spec: &MpSpec) -> MpReport {
         while let Some(d) = net.deliver(now) {
             if let Ok(p) = parse_tcp_packet(&d.packet) {
                 let payload = &d.packet[p.payload.clone()];
-                if p.dst.ip() == SERVER {
+                if p.dst.ip() == SERVER || p.dst.ip() == SERVER2 {
                     let path = PathId(u8::from(p.src.ip() == CLIENT_CELL));
                     match server.as_mut() {
                         None => {
@@ -461,6 +497,8 @@ pub fn run(spec: &MpSpec) -> MpReport {
     rep.terminal = (sc.terminal, ss.terminal);
     rep.finished_at = now;
     rep.final_stats = stats(&net, &ids);
+    rep.final_stats2 = stats(&net, &ids2);
+    rep.client_peer_addrs = client.peer_addresses();
     rep.dropped = (client.dropped, server.as_ref().map_or(0, |s| s.dropped));
     rep
 }
