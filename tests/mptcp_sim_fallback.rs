@@ -85,3 +85,70 @@ fn mptcp_disabled_by_the_caller() {
         cause: FallbackCause::Disabled
     }));
 }
+
+fn fallback_causes(events: &[Event]) -> Vec<FallbackCause> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Fallback { cause, .. } => Some(*cause),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_checksum_failure_on_the_only_subflow_is_an_mp_fail_exchange_then_regular_tcp() {
+    // §3.7: a middlebox altered a segment (seen as a DSS checksum failure; the bytes are left
+    // intact so the transfer can be checked) while one subflow carries the connection. The
+    // receiver sends MP_FAIL, the sender answers with MP_FAIL and an infinite mapping, and both
+    // go on as regular TCP: nothing is lost, in either direction.
+    for (seed, c2s, s2c) in [(41, 4 * MB, 4 * MB), (42, 4 * MB, 0), (43, 2 * MB, 4 * MB)] {
+        let mut s = spec(seed, Mode::Handover, c2s, s2c);
+        s.client.join = JoinPolicy::OnDemand;
+        s.client.capable.checksum_required = true;
+        s.server.capable.checksum_required = true;
+        // The 300th checksummed segment from the client (its data, or its DATA_FIN).
+        s.wifi_up_extra = vec![Link::CorruptDssChecksum { nth: 300 }];
+        let r = run_ok(&s);
+        assert!(r.client_events.contains(&Event::Connected { mptcp: true }));
+        if c2s > 0 {
+            assert_eq!(
+                fallback_causes(&r.server_events),
+                vec![FallbackCause::ChecksumFailed],
+                "seed {seed}: the server detects the failure"
+            );
+            assert_eq!(
+                fallback_causes(&r.client_events),
+                vec![FallbackCause::ChecksumFailed],
+                "seed {seed}: the client falls back on the server's MP_FAIL"
+            );
+            assert!(!r.client_mptcp);
+        }
+        assert_eq!((r.client_received, r.server_received), (s2c, c2s));
+    }
+}
+
+#[test]
+fn a_checksum_failure_with_two_subflows_resets_that_subflow_with_mp_fail() {
+    let mut s = spec(44, Mode::Aggregate, 4 * MB, 4 * MB);
+    s.client.capable.checksum_required = true;
+    s.server.capable.checksum_required = true;
+    s.wifi_up_extra = vec![Link::CorruptDssChecksum { nth: 300 }];
+    let r = run_ok(&s);
+    assert!(r.client_mptcp, "MPTCP goes on over the other subflow");
+    assert!(fallback_causes(&r.server_events).is_empty());
+    assert!(
+        r.server_events.iter().any(|e| matches!(
+            e,
+            Event::SubflowReset {
+                cause: mpbond::mptcp::SubflowResetCause::PathIncompatible(_),
+                ..
+            }
+        )),
+        "{:?}",
+        r.server_events
+            .iter()
+            .filter(|e| !matches!(e, Event::Readable | Event::Writable))
+            .collect::<Vec<_>>()
+    );
+}

@@ -322,12 +322,13 @@ impl Counters {
 }
 
 /// Names of the MPTCP fallback causes, in counter order.
-pub const FALLBACK_CAUSES: [&str; 5] = [
+pub const FALLBACK_CAUSES: [&str; 6] = [
     "no_mp_capable_answer",
     "bad_mp_capable",
     "syn_unanswered",
     "options_stripped",
     "hostile_network",
+    "checksum_failed",
 ];
 
 fn fallback_index(c: FallbackCause) -> usize {
@@ -339,6 +340,7 @@ fn fallback_index(c: FallbackCause) -> usize {
         FallbackCause::OptionsStripped => 3,
         // Only hostile networks start connections without MPTCP.
         FallbackCause::Disabled => 4,
+        FallbackCause::ChecksumFailed => 5,
     }
 }
 

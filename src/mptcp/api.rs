@@ -90,6 +90,10 @@ pub enum FallbackCause {
     /// The caller asked for plain TCP (e.g. hostile network).
     #[error("MPTCP disabled for this connection")]
     Disabled,
+    /// A DSS checksum failed on the only subflow (a middlebox altered the payload): MP_FAIL
+    /// and an infinite mapping both ways (§3.7).
+    #[error("DSS checksum failed on the only subflow")]
+    ChecksumFailed,
 }
 
 /// Why we reset a subflow (the connection goes on over the others).

@@ -859,6 +859,19 @@ impl Connection {
         }
     }
 
+    /// §3.7, single subflow: MP_FAIL for `dsn` on the next ACK (the failure report, or the answer
+    /// to the peer's), an infinite mapping on the next data segment, regular TCP from here on.
+    fn fail_to_tcp(&mut self, i: usize, dsn: DataSeq) {
+        if self.fallback {
+            return;
+        }
+        self.enter_fallback(i, FallbackCause::ChecksumFailed);
+        let s = &mut self.subflows[i];
+        s.mp.oneoff.push_front(MptcpOption::MpFail { dsn: dsn.0 });
+        s.mp.infinite_tx = true;
+        s.tcp.request_ack();
+    }
+
     fn reset_subflow(&mut self, i: usize, opt: MptcpOption, cause: SubflowResetCause) {
         let id = self.subflows[i].id;
         self.subflows[i].mp.rst_opt = Some(opt);
@@ -1160,6 +1173,13 @@ impl Connection {
                         }
                     }
                 }
+                MptcpOption::MpFail { dsn } if self.single_subflow => {
+                    // §3.7: the peer's checksum failed on the only subflow; all data in flight
+                    // is contiguous here, so answer with MP_FAIL and an infinite mapping and
+                    // go on as regular TCP.
+                    self.fail_to_tcp(i, DataSeq(*dsn));
+                    return;
+                }
                 MptcpOption::MpFail { .. } => {
                     // §3.7: the peer's checksum failed for data we sent on this subflow: stop
                     // using it; what it carried is reinjected elsewhere.
@@ -1197,6 +1217,11 @@ impl Connection {
                 // A bare DATA_FIN came on a pure ACK: acknowledge it at once.
                 self.subflows[i].tcp.request_ack();
             }
+            Ok(MappingOutcome::Infinite) if !self.fallback => {
+                // §3.7: the peer went back to regular TCP (after an MP_FAIL, or options
+                // stripped in its direction); "the receiver SHOULD stop generating Data ACKs".
+                self.enter_fallback(i, FallbackCause::OptionsStripped);
+            }
             Ok(_) => {}
             Err(e) => self.on_mapping_error(i, e),
         }
@@ -1205,6 +1230,12 @@ impl Connection {
     fn on_mapping_error(&mut self, i: usize, e: MappingError) {
         use super::mapping::Fault;
         match (e, e.fault()) {
+            (MappingError::ChecksumFailed { dsn }, _) if self.single_subflow => {
+                // §3.7: "if a receiver identifies a checksum failure when there is only one
+                // path, it will send back an MP_FAIL option on the subflow-level ACK" and the
+                // data stream continues as regular TCP from the failed mapping on.
+                self.fail_to_tcp(i, dsn);
+            }
             (MappingError::ChecksumFailed { dsn }, _) => {
                 // §3.7: a checksum failure is signalled with MP_FAIL; with other subflows the
                 // subflow is closed with a RST carrying it.

@@ -264,8 +264,11 @@ pub enum MappingError {
     #[error("DSS checksum negotiated but missing")]
     MissingChecksum,
     /// The DSS checksum did not verify: the payload or its length was altered on the path
-    /// (§3.7). Send MP_FAIL carrying `dsn` (the start of the failed mapping); all data from it
-    /// onward was discarded here.
+    /// (§3.7). Send MP_FAIL carrying `dsn` (the start of the failed mapping). Nothing from it
+    /// onward was handed to the data level; the octets stay here, so that on a single subflow an
+    /// infinite mapping can still place them (§3.7: the infinite mapping "acts retroactively",
+    /// from the last octet known intact). With other subflows, drop this receiver with its
+    /// subflow.
     #[error("DSS checksum failed for mapping at {dsn:?}")]
     ChecksumFailed {
         /// DSN to put in MP_FAIL.
@@ -571,10 +574,7 @@ impl SubflowReceiver {
                 }
                 let bytes = &self.pending.make_contiguous()[..remaining];
                 if !verify_dss_checksum(&m, bytes) {
-                    // §3.7: "The receiver ... MUST discard all data following the data sequence
-                    // number specified."
-                    self.pending.clear();
-                    self.mappings.clear();
+                    // §3.7: "Failed data MUST NOT be DATA_ACKed": none of it goes up.
                     return Err(MappingError::ChecksumFailed { dsn: m.dsn });
                 }
                 remaining

@@ -65,8 +65,12 @@ pub(super) struct SubflowMp {
     pub last_rx_map_end: Option<(SubflowSeq, DataSeq)>,
     /// The connection's DATA_ACK and window to advertise, refreshed before each transmit.
     pub data_ack: Option<DataSeq>,
-    /// MPTCP options are no longer written (fallback to regular TCP, §3.7).
+    /// MPTCP options are no longer written (fallback to regular TCP, §3.7), except a pending
+    /// MP_FAIL.
     pub no_options: bool,
+    /// After an MP_FAIL (§3.7): the next data segment carries an infinite mapping (with
+    /// `no_options` already set).
+    pub infinite_tx: bool,
     /// Client, initial subflow, MP_CAPABLE not yet confirmed by a DSS from the peer (§3.1).
     pub mpc_unconfirmed: Option<MptcpOption>,
     /// DSS checksums in use.
@@ -101,6 +105,7 @@ impl SubflowMp {
             last_rx_map_end: None,
             data_ack: None,
             no_options: false,
+            infinite_tx: false,
             mpc_unconfirmed: None,
             checksums: false,
             reinjected: false,
@@ -108,6 +113,14 @@ impl SubflowMp {
             accepted: None,
             live: Default::default(),
         }
+    }
+
+    /// An MP_FAIL waiting in the one-off queue.
+    fn pending_mp_fail(&self) -> Option<MptcpOption> {
+        self.oneoff
+            .front()
+            .copied()
+            .filter(|o| matches!(o, MptcpOption::MpFail { .. }))
     }
 
     fn rel(&self, seq: SeqNum) -> SubflowSeq {
@@ -162,7 +175,17 @@ impl OptionHook for SubflowMp {
                 _ => 0,
             };
         }
-        if self.no_options || matches!(self.hs, Handshake::Plain) {
+        if matches!(self.hs, Handshake::Plain) {
+            return 0;
+        }
+        if self.no_options {
+            if let Some(o) = self.pending_mp_fail() {
+                return o.len();
+            }
+            if self.infinite_tx && plan.has_payload {
+                // DSS with a mapping, no DATA_ACK: 18 octets, 20 with the checksum field.
+                return 18 + if self.checksums { 2 } else { 0 };
+            }
             return 0;
         }
         if let Some(j) = &self.join_ack {
@@ -222,14 +245,44 @@ impl OptionHook for SubflowMp {
             put(&opt, space, &mut at);
             return at;
         }
-        if self.no_options || matches!(self.hs, Handshake::Plain) {
+        if matches!(self.hs, Handshake::Plain) {
             return 0;
+        }
+        let rel = self.rel(seg.seq);
+        if self.no_options {
+            // After fallback only an MP_FAIL and then one infinite mapping still go out (§3.7:
+            // "the receiver of an MP_FAIL MUST also respond with an MP_FAIL in the reverse
+            // direction"), the MP_FAIL first so that the peer learns why.
+            if let Some(o) = self.pending_mp_fail() {
+                put(&o, space, &mut at);
+                self.oneoff.pop_front();
+                return at;
+            }
+            if self.infinite_tx
+                && seg.payload_len > 0
+                && let Some(m) = self.tx_map_at(rel).copied()
+            {
+                // §3.7: after an MP_FAIL on the only subflow, "signal an infinite mapping ... on
+                // the first new packet"; it starts at this segment's first octet (the data
+                // stream and the subflow are contiguous from here on) and carries a zero
+                // checksum field when checksums are in use.
+                let off = rel.diff(m.subflow_seq).max(0) as u64;
+                let inf = Mapping {
+                    dsn: m.dsn.wrapping_add(off),
+                    subflow_seq: rel,
+                    data_len: 0,
+                    data_fin: false,
+                    checksum: self.checksums.then_some(0),
+                };
+                put(&dss_option(None, Some(&inf)), space, &mut at);
+                self.infinite_tx = false;
+            }
+            return at;
         }
         if let Some(j) = self.join_ack {
             put(&j, space, &mut at);
             return at;
         }
-        let rel = self.rel(seg.seq);
         if seg.payload_len > 0 {
             let map = self.tx_map_at(rel).copied();
             if let (Some(mpc), Some(m)) = (self.mpc_unconfirmed, map)

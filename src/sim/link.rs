@@ -63,6 +63,13 @@ pub enum Link {
     },
     /// Drop packets longer than this many bytes (IP packet length).
     Mtu(usize),
+    /// A middlebox that damages the DSS checksum of the `nth` segment (from 1) carrying one, once:
+    /// what the receiver sees when a middlebox altered the payload, with the bytes themselves
+    /// left intact so transfers can still be checked byte for byte.
+    CorruptDssChecksum {
+        /// Which checksummed mapping to damage.
+        nth: u32,
+    },
     /// A middlebox rewriting TCP option `kind`.
     RewriteOption {
         /// Option kind to remove or overwrite.
@@ -93,6 +100,7 @@ pub struct Stage {
     busy_until: Instant,
     last_out: Instant,
     bad: bool,
+    seen: u32,
     /// Counters.
     pub stats: StageStats,
 }
@@ -105,6 +113,7 @@ impl Stage {
             busy_until: Instant::ZERO,
             last_out: Instant::ZERO,
             bad: false,
+            seen: 0,
             stats: StageStats::default(),
         }
     }
@@ -190,6 +199,15 @@ impl Stage {
                     out.push((t, pkt));
                 }
             }
+            Link::CorruptDssChecksum { nth } => {
+                if self.seen < nth && dss_checksum_at(&pkt).is_some() {
+                    self.seen += 1;
+                    if self.seen == nth && corrupt_dss_checksum(&mut pkt) {
+                        self.stats.rewritten += 1;
+                    }
+                }
+                out.push((t, pkt));
+            }
             Link::RewriteOption {
                 kind: k,
                 mode,
@@ -246,6 +264,75 @@ pub fn rewrite_option(pkt: &mut Vec<u8>, k: u8, mode: Rewrite, syn_only: bool) -
     if !changed {
         return false;
     }
+    let new_opts: &[u8] = match mode {
+        Rewrite::Strip => &kept[..kept_len],
+        Rewrite::Nop => &nopped[..opts.len()],
+    };
+    rebuild(pkt, new_opts)
+}
+
+/// Offset, within the TCP options, of the checksum field of a DSS option with a mapping (RFC
+/// 8684 §3.3, Figure 9), if the segment in `pkt` has one.
+fn dss_checksum_at(pkt: &[u8]) -> Option<usize> {
+    let ipsum = ip::parse(pkt).ok()?;
+    if ipsum.proto != ip::PROTO_TCP {
+        return None;
+    }
+    let view = TcpHeaderView::new(pkt.get(ipsum.payload.clone())?).ok()?;
+    let opts = view.options();
+    let mut pos = 0;
+    for o in OptionIter::new(opts) {
+        let len = match o.ok()? {
+            TcpOption::End => return None,
+            TcpOption::Nop => 1,
+            _ => usize::from(opts[pos + 1]),
+        };
+        if opts[pos] == 30 && len >= 4 && opts[pos + 2] >> 4 == 2 {
+            let flags = opts[pos + 3];
+            let ack = if flags & 0x01 == 0 {
+                0
+            } else if flags & 0x02 != 0 {
+                8
+            } else {
+                4
+            };
+            let map = if flags & 0x04 == 0 {
+                0
+            } else if flags & 0x08 != 0 {
+                14
+            } else {
+                10
+            };
+            if map > 0 && len == 4 + ack + map + 2 {
+                return Some(pos + len - 2);
+            }
+        }
+        pos += len;
+    }
+    None
+}
+
+/// Flips the bits of the DSS checksum in `pkt` (the TCP checksum is recomputed).
+fn corrupt_dss_checksum(pkt: &mut Vec<u8>) -> bool {
+    let Some(at) = dss_checksum_at(pkt) else {
+        return false;
+    };
+    let Ok(ipsum) = ip::parse(pkt) else { return false };
+    let Some(Ok(view)) = pkt.get(ipsum.payload.clone()).map(TcpHeaderView::new) else {
+        return false;
+    };
+    let mut opts = view.options().to_vec();
+    opts[at] ^= 0xff;
+    opts[at + 1] ^= 0xff;
+    rebuild(pkt, &opts)
+}
+
+/// Rewrites the TCP segment in `pkt` with `new_opts` as its options (checksums recomputed).
+fn rebuild(pkt: &mut Vec<u8>, new_opts: &[u8]) -> bool {
+    let Ok(ipsum) = ip::parse(pkt) else { return false };
+    let Some(Ok(view)) = pkt.get(ipsum.payload.clone()).map(TcpHeaderView::new) else {
+        return false;
+    };
     let src = SocketAddr::new(ipsum.src, view.src_port());
     let dst = SocketAddr::new(ipsum.dst, view.dst_port());
     let fields = SegmentFields {
@@ -257,10 +344,6 @@ pub fn rewrite_option(pkt: &mut Vec<u8>, k: u8, mode: Rewrite, syn_only: bool) -
         window: view.window(),
     };
     let payload = view.payload().to_vec();
-    let new_opts: &[u8] = match mode {
-        Rewrite::Strip => &kept[..kept_len],
-        Rewrite::Nop => &nopped[..opts.len()],
-    };
     let mut out = vec![0u8; pkt.len() + 64];
     match write_tcp_packet(&mut out, src, dst, &fields, new_opts, &[&payload], 0) {
         Ok(n) => {
