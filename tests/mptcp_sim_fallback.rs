@@ -7,7 +7,7 @@ use common::mpsim::{at, run_ok, spec};
 use mpbond::config::{JoinPolicy, Mode};
 use mpbond::mptcp::{Event, FallbackCause};
 use mpbond::sim::mptcp::Action;
-use mpbond::sim::{Link, Rewrite};
+use mpbond::sim::{DssDamage, Link, Rewrite};
 
 const MB: u64 = 1 << 20;
 
@@ -108,7 +108,10 @@ fn a_checksum_failure_on_the_only_subflow_is_an_mp_fail_exchange_then_regular_tc
         s.client.capable.checksum_required = true;
         s.server.capable.checksum_required = true;
         // The 300th checksummed segment from the client (its data, or its DATA_FIN).
-        s.wifi_up_extra = vec![Link::CorruptDssChecksum { nth: 300 }];
+        s.wifi_up_extra = vec![Link::DamageDss {
+            nth: 300,
+            damage: DssDamage::Checksum,
+        }];
         let r = run_ok(&s);
         assert!(r.client_events.contains(&Event::Connected { mptcp: true }));
         if c2s > 0 {
@@ -133,7 +136,10 @@ fn a_checksum_failure_with_two_subflows_resets_that_subflow_with_mp_fail() {
     let mut s = spec(44, Mode::Aggregate, 4 * MB, 4 * MB);
     s.client.capable.checksum_required = true;
     s.server.capable.checksum_required = true;
-    s.wifi_up_extra = vec![Link::CorruptDssChecksum { nth: 300 }];
+    s.wifi_up_extra = vec![Link::DamageDss {
+        nth: 300,
+        damage: DssDamage::Checksum,
+    }];
     let r = run_ok(&s);
     assert!(r.client_mptcp, "MPTCP goes on over the other subflow");
     assert!(fallback_causes(&r.server_events).is_empty());

@@ -126,6 +126,8 @@ pub struct Connection {
     readable_reported: bool,
     subflows_closing: bool,
     fin_rtx: Option<(Instant, u32)>,
+    /// Data-level retransmission timer: (deadline, DATA_ACK it waits to see move, backoff).
+    data_rto: Option<(Instant, DataSeq, u32)>,
     local_key: Key,
     app_closed: bool,
     closed_at: Option<Instant>,
@@ -198,6 +200,7 @@ impl Connection {
             readable_reported: false,
             subflows_closing: false,
             fin_rtx: None,
+            data_rto: None,
             local_key,
             app_closed: false,
             closed_at: None,
@@ -627,6 +630,9 @@ impl Connection {
         if let Some(x) = self.liveness_deadline() {
             add(x);
         }
+        if let Some((x, _, _)) = self.data_rto {
+            add(x);
+        }
         for p in &self.paths {
             if self.wants_join(p) {
                 add(p.next_join);
@@ -856,6 +862,48 @@ impl Connection {
                 self.subflows[j].tcp.abort();
                 self.kill_subflow(j);
             }
+        }
+    }
+
+    /// The data-level retransmission timer (RFC 8684 §3.3.6: the sender "MUST keep data in its
+    /// send buffer as long as the data has not been acknowledged at the connection level"; data
+    /// the subflows delivered may still be lost above them, e.g. dropped by the peer outside
+    /// its data-level window). When the DATA_ACK has not moved for twice the largest subflow
+    /// RTO (backing off), and no subflow still holds data of its own to retransmit, everything
+    /// not DATA_ACKed is sent again.
+    fn check_data_rto(&mut self, now: Instant) {
+        let live = |s: &&Subflow| !s.dead && !s.mp.no_options;
+        if self.fallback || self.neg.is_none() || self.terminal || self.send.in_flight() == 0 {
+            self.data_rto = None;
+            return;
+        }
+        let una = self.send.snd_una();
+        let base = self
+            .subflows
+            .iter()
+            .filter(live)
+            .map(|s| s.tcp.health().rto)
+            .max()
+            .unwrap_or(self.cfg.tcp.initial_rto)
+            .max(Duration::from_millis(200))
+            * 2;
+        match self.data_rto {
+            Some((at, seen, n)) if seen == una => {
+                if now < at {
+                    return;
+                }
+                let drained = self
+                    .subflows
+                    .iter()
+                    .filter(live)
+                    .all(|s| s.tcp.send_queued() == 0);
+                if drained && (0..self.subflows.len()).any(|i| self.ready(i)) {
+                    let q = self.send.retransmit_unacked();
+                    tracing::debug!(bytes = q, dsn = una.0, "data-level retransmission timeout");
+                }
+                self.data_rto = Some((now + base * (1 << n.min(6)), una, n + 1));
+            }
+            _ => self.data_rto = Some((now + base, una, 1)),
         }
     }
 
@@ -1463,6 +1511,7 @@ impl Connection {
         }
         self.check_liveness(now);
         self.sync_priorities();
+        self.check_data_rto(now);
         self.send_announcements(now);
         self.give_up_joins();
         self.manage_paths(now);

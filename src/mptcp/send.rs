@@ -376,6 +376,18 @@ impl DataSendBuffer {
         queued
     }
 
+    /// The data-level retransmission timeout fired (§3.3.6): every data octet sent and not
+    /// DATA_ACKed is queued to be sent again, on whichever subflow takes it (the DATA_FIN has its
+    /// own timer). Returns the octets queued.
+    pub fn retransmit_unacked(&mut self) -> u64 {
+        let (s, e) = (self.data_una(), self.next_new.min(self.written));
+        if e <= s {
+            return 0;
+        }
+        self.sent.retain(|r| r.end > e);
+        self.add_reinject(s, e)
+    }
+
     /// Adds `[s, e)` to the reinjection set; returns octets newly added.
     fn add_reinject(&mut self, mut s: u64, mut e: u64) -> u64 {
         let before = self.reinject_pending();

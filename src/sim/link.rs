@@ -18,6 +18,16 @@ pub enum Rewrite {
     Nop,
 }
 
+/// What [`Link::DamageDss`] does to a mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DssDamage {
+    /// Flip the checksum field (what the receiver sees when a middlebox altered the payload).
+    Checksum,
+    /// Move the mapping's 64-bit DSN 2^30 ahead: the receiver places the octets far outside its
+    /// window and drops them at the data level, while the subflow acknowledges them.
+    MoveDsn,
+}
+
 /// One impairment.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Link {
@@ -63,12 +73,13 @@ pub enum Link {
     },
     /// Drop packets longer than this many bytes (IP packet length).
     Mtu(usize),
-    /// A middlebox that damages the DSS checksum of the `nth` segment (from 1) carrying one, once:
-    /// what the receiver sees when a middlebox altered the payload, with the bytes themselves
-    /// left intact so transfers can still be checked byte for byte.
-    CorruptDssChecksum {
-        /// Which checksummed mapping to damage.
+    /// A middlebox that damages the DSS mapping of the `nth` segment (from 1) carrying one,
+    /// once. The payload is left intact so transfers can still be checked byte for byte.
+    DamageDss {
+        /// Which mapping to damage.
         nth: u32,
+        /// How.
+        damage: DssDamage,
     },
     /// A middlebox rewriting TCP option `kind`.
     RewriteOption {
@@ -101,6 +112,8 @@ pub struct Stage {
     last_out: Instant,
     bad: bool,
     seen: u32,
+    damaged: Option<u128>,
+    last_dsn: Option<u128>,
     /// Counters.
     pub stats: StageStats,
 }
@@ -114,6 +127,8 @@ impl Stage {
             last_out: Instant::ZERO,
             bad: false,
             seen: 0,
+            damaged: None,
+            last_dsn: None,
             stats: StageStats::default(),
         }
     }
@@ -199,10 +214,19 @@ impl Stage {
                     out.push((t, pkt));
                 }
             }
-            Link::CorruptDssChecksum { nth } => {
-                if self.seen < nth && dss_checksum_at(&pkt).is_some() {
-                    self.seen += 1;
-                    if self.seen == nth && corrupt_dss_checksum(&mut pkt) {
+            Link::DamageDss { nth, damage } => {
+                // Every copy of the chosen mapping (a mapping may span several segments, and
+                // subflow retransmissions repeat it) is damaged alike.
+                if let Some((dsn, _)) = dss_mapping_at(&pkt, damage) {
+                    // Count mappings, not segments: copies of one follow each other.
+                    if self.seen < nth && self.last_dsn != Some(dsn) {
+                        self.seen += 1;
+                        self.last_dsn = Some(dsn);
+                        if self.seen == nth {
+                            self.damaged = Some(dsn);
+                        }
+                    }
+                    if self.damaged == Some(dsn) && damage_dss(&mut pkt, damage) {
                         self.stats.rewritten += 1;
                     }
                 }
@@ -271,9 +295,11 @@ pub fn rewrite_option(pkt: &mut Vec<u8>, k: u8, mode: Rewrite, syn_only: bool) -
     rebuild(pkt, new_opts)
 }
 
-/// Offset, within the TCP options, of the checksum field of a DSS option with a mapping (RFC
-/// 8684 §3.3, Figure 9), if the segment in `pkt` has one.
-fn dss_checksum_at(pkt: &[u8]) -> Option<usize> {
+/// The 64-bit DSN and subflow sequence number of the DSS mapping (RFC 8684 §3.3, Figure 9) in
+/// `pkt`, as one key, and the offset, within
+/// the TCP options, of the field `damage` alters (the checksum, or the DSN); `None` if the
+/// segment has no mapping with an 8-octet DSN or no such field.
+fn dss_mapping_at(pkt: &[u8], damage: DssDamage) -> Option<(u128, usize)> {
     let ipsum = ip::parse(pkt).ok()?;
     if ipsum.proto != ip::PROTO_TCP {
         return None;
@@ -303,8 +329,18 @@ fn dss_checksum_at(pkt: &[u8]) -> Option<usize> {
             } else {
                 10
             };
-            if map > 0 && len == 4 + ack + map + 2 {
-                return Some(pos + len - 2);
+            if map == 14 {
+                let at = pos + 4 + ack;
+                // The mapping's identity: DSN and subflow sequence number (a reinjection of the
+                // same octets is another mapping).
+                let mut b = [0u8; 16];
+                b[4..].copy_from_slice(opts.get(at..at + 12)?);
+                let dsn = u128::from_be_bytes(b);
+                match damage {
+                    DssDamage::Checksum if len == 4 + ack + map + 2 => return Some((dsn, pos + len - 2)),
+                    DssDamage::MoveDsn => return Some((dsn, at)),
+                    _ => {}
+                }
             }
         }
         pos += len;
@@ -312,9 +348,9 @@ fn dss_checksum_at(pkt: &[u8]) -> Option<usize> {
     None
 }
 
-/// Flips the bits of the DSS checksum in `pkt` (the TCP checksum is recomputed).
-fn corrupt_dss_checksum(pkt: &mut Vec<u8>) -> bool {
-    let Some(at) = dss_checksum_at(pkt) else {
+/// Applies `damage` to the DSS mapping in `pkt` (the TCP checksum is recomputed).
+fn damage_dss(pkt: &mut Vec<u8>, damage: DssDamage) -> bool {
+    let Some((_, at)) = dss_mapping_at(pkt, damage) else {
         return false;
     };
     let Ok(ipsum) = ip::parse(pkt) else { return false };
@@ -322,8 +358,18 @@ fn corrupt_dss_checksum(pkt: &mut Vec<u8>) -> bool {
         return false;
     };
     let mut opts = view.options().to_vec();
-    opts[at] ^= 0xff;
-    opts[at + 1] ^= 0xff;
+    match damage {
+        DssDamage::Checksum => {
+            opts[at] ^= 0xff;
+            opts[at + 1] ^= 0xff;
+        }
+        DssDamage::MoveDsn => {
+            let mut dsn = [0u8; 8];
+            dsn.copy_from_slice(&opts[at..at + 8]);
+            let moved = u64::from_be_bytes(dsn).wrapping_add(1 << 30);
+            opts[at..at + 8].copy_from_slice(&moved.to_be_bytes());
+        }
+    }
     rebuild(pkt, &opts)
 }
 

@@ -25,6 +25,6 @@ pub mod net;
 pub mod rng;
 pub mod transfer;
 
-pub use link::{Link, Rewrite, Stage};
+pub use link::{DssDamage, Link, Rewrite, Stage};
 pub use net::{Delivery, Network, PathId, PathStats};
 pub use rng::{Rng, seed_from_env};
