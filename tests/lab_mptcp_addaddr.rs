@@ -12,7 +12,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::daemon::{Daemon, RunDir, lab_client_opts as opts, lab_with, skip_unless_root, status};
@@ -24,18 +23,10 @@ const MPTCP_SERVER: &str = "198.19.0.10:80";
 const ANNOUNCED: &str = "198.19.0.13";
 const ANNOUNCED_PORT: u16 = 8080;
 
+/// Runs `args` in the lab's internet namespace (a failure panics with its stderr).
 fn inet(lab: &Lab, args: &[&str]) {
-    let o = lab
-        .command(&lab.ns().inet, args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    lab.exec(&lab.ns().inet, args)
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
 }
 
 #[test]

@@ -96,6 +96,19 @@ fn fallback_causes(events: &[Event]) -> Vec<FallbackCause> {
         .collect()
 }
 
+/// DSS checksums on both sides, and a middlebox on Wi-Fi that damages the checksum of the
+/// client's 300th mapping (its data, or its DATA_FIN).
+fn checksum_damaged(seed: u64, mode: Mode, c2s: u64, s2c: u64) -> mpbond::sim::mptcp::MpSpec {
+    let mut s = spec(seed, mode, c2s, s2c);
+    s.client.capable.checksum_required = true;
+    s.server.capable.checksum_required = true;
+    s.wifi_up_extra = vec![Link::DamageDss {
+        nth: 300,
+        damage: DssDamage::Checksum,
+    }];
+    s
+}
+
 #[test]
 fn a_checksum_failure_on_the_only_subflow_is_an_mp_fail_exchange_then_regular_tcp() {
     // §3.7: a middlebox altered a segment (seen as a DSS checksum failure; the bytes are left
@@ -103,15 +116,8 @@ fn a_checksum_failure_on_the_only_subflow_is_an_mp_fail_exchange_then_regular_tc
     // receiver sends MP_FAIL, the sender answers with MP_FAIL and an infinite mapping, and both
     // go on as regular TCP: nothing is lost, in either direction.
     for (seed, c2s, s2c) in [(41, 4 * MB, 4 * MB), (42, 4 * MB, 0), (43, 2 * MB, 4 * MB)] {
-        let mut s = spec(seed, Mode::Handover, c2s, s2c);
+        let mut s = checksum_damaged(seed, Mode::Handover, c2s, s2c);
         s.client.join = JoinPolicy::OnDemand;
-        s.client.capable.checksum_required = true;
-        s.server.capable.checksum_required = true;
-        // The 300th checksummed segment from the client (its data, or its DATA_FIN).
-        s.wifi_up_extra = vec![Link::DamageDss {
-            nth: 300,
-            damage: DssDamage::Checksum,
-        }];
         let r = run_ok(&s);
         assert!(r.client_events.contains(&Event::Connected { mptcp: true }));
         if c2s > 0 {
@@ -133,13 +139,7 @@ fn a_checksum_failure_on_the_only_subflow_is_an_mp_fail_exchange_then_regular_tc
 
 #[test]
 fn a_checksum_failure_with_two_subflows_resets_that_subflow_with_mp_fail() {
-    let mut s = spec(44, Mode::Aggregate, 4 * MB, 4 * MB);
-    s.client.capable.checksum_required = true;
-    s.server.capable.checksum_required = true;
-    s.wifi_up_extra = vec![Link::DamageDss {
-        nth: 300,
-        damage: DssDamage::Checksum,
-    }];
+    let s = checksum_damaged(44, Mode::Aggregate, 4 * MB, 4 * MB);
     let r = run_ok(&s);
     assert!(r.client_mptcp, "MPTCP goes on over the other subflow");
     assert!(fallback_causes(&r.server_events).is_empty());
