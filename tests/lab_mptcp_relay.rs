@@ -325,8 +325,10 @@ fn wifi_failures_mid_transfer_move_traffic_to_cellular_and_back() {
             if !matches!(o, Outage::Loss30) {
                 assert!(
                     gap.is_some(),
-                    "{o:?} at {rtt} ms: no failover recorded: {:?}",
-                    st.recent_failovers
+                    "{o:?} at {rtt} ms: no failover recorded: {:?}\ninterfaces: {:?}\n{}",
+                    st.recent_failovers,
+                    st.interfaces,
+                    d.log()
                 );
             }
             // Wi-Fi back: new traffic returns to it.
