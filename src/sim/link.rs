@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::rng::Rng;
 use crate::time::Instant;
+use crate::wire::mptcp::{DsnField, Dss, DssMapping, MptcpOption};
 use crate::wire::tcp::{OptionIter, TcpHeaderView, TcpOption, kind};
 use crate::wire::{SegmentFields, ip, write_tcp_packet};
 
@@ -112,8 +113,8 @@ pub struct Stage {
     last_out: Instant,
     bad: bool,
     seen: u32,
-    damaged: Option<u128>,
-    last_dsn: Option<u128>,
+    damaged: Option<(u64, u32)>,
+    last_key: Option<(u64, u32)>,
     /// Counters.
     pub stats: StageStats,
 }
@@ -128,7 +129,7 @@ impl Stage {
             bad: false,
             seen: 0,
             damaged: None,
-            last_dsn: None,
+            last_key: None,
             stats: StageStats::default(),
         }
     }
@@ -217,16 +218,16 @@ impl Stage {
             Link::DamageDss { nth, damage } => {
                 // Every copy of the chosen mapping (a mapping may span several segments, and
                 // subflow retransmissions repeat it) is damaged alike.
-                if let Some((dsn, _)) = dss_mapping_at(&pkt, damage) {
+                if let Some((key, at, opt)) = dss_mapping_at(&pkt) {
                     // Count mappings, not segments: copies of one follow each other.
-                    if self.seen < nth && self.last_dsn != Some(dsn) {
+                    if self.seen < nth && self.last_key != Some(key) {
                         self.seen += 1;
-                        self.last_dsn = Some(dsn);
+                        self.last_key = Some(key);
                         if self.seen == nth {
-                            self.damaged = Some(dsn);
+                            self.damaged = Some(key);
                         }
                     }
-                    if self.damaged == Some(dsn) && damage_dss(&mut pkt, damage) {
+                    if self.damaged == Some(key) && damage_dss(&mut pkt, at, opt, damage) {
                         self.stats.rewritten += 1;
                     }
                 }
@@ -295,11 +296,10 @@ pub fn rewrite_option(pkt: &mut Vec<u8>, k: u8, mode: Rewrite, syn_only: bool) -
     rebuild(pkt, new_opts)
 }
 
-/// The 64-bit DSN and subflow sequence number of the DSS mapping (RFC 8684 §3.3, Figure 9) in
-/// `pkt`, as one key, and the offset, within
-/// the TCP options, of the field `damage` alters (the checksum, or the DSN); `None` if the
-/// segment has no mapping with an 8-octet DSN or no such field.
-fn dss_mapping_at(pkt: &[u8], damage: DssDamage) -> Option<(u128, usize)> {
+/// The DSS mapping with an 8-octet DSN in `pkt` (RFC 8684 §3.3, Figure 9), if any: its
+/// identity (DSN and subflow sequence number: a reinjection of the same octets is another
+/// mapping), the option's offset in the TCP options, and the parsed option.
+fn dss_mapping_at(pkt: &[u8]) -> Option<((u64, u32), usize, MptcpOption)> {
     let ipsum = ip::parse(pkt).ok()?;
     if ipsum.proto != ip::PROTO_TCP {
         return None;
@@ -311,64 +311,52 @@ fn dss_mapping_at(pkt: &[u8], damage: DssDamage) -> Option<(u128, usize)> {
         let len = match o.ok()? {
             TcpOption::End => return None,
             TcpOption::Nop => 1,
+            TcpOption::Mptcp(raw) => {
+                if let Ok(
+                    opt @ MptcpOption::Dss(Dss {
+                        mapping:
+                            Some(DssMapping {
+                                dsn: DsnField::Long(dsn),
+                                subflow_seq,
+                                ..
+                            }),
+                        ..
+                    }),
+                ) = MptcpOption::parse(raw)
+                {
+                    return Some(((dsn, subflow_seq), pos, opt));
+                }
+                raw.len()
+            }
             _ => usize::from(opts[pos + 1]),
         };
-        if opts[pos] == 30 && len >= 4 && opts[pos + 2] >> 4 == 2 {
-            let flags = opts[pos + 3];
-            let ack = if flags & 0x01 == 0 {
-                0
-            } else if flags & 0x02 != 0 {
-                8
-            } else {
-                4
-            };
-            let map = if flags & 0x04 == 0 {
-                0
-            } else if flags & 0x08 != 0 {
-                14
-            } else {
-                10
-            };
-            if map == 14 {
-                let at = pos + 4 + ack;
-                // The mapping's identity: DSN and subflow sequence number (a reinjection of the
-                // same octets is another mapping).
-                let mut b = [0u8; 16];
-                b[4..].copy_from_slice(opts.get(at..at + 12)?);
-                let dsn = u128::from_be_bytes(b);
-                match damage {
-                    DssDamage::Checksum if len == 4 + ack + map + 2 => return Some((dsn, pos + len - 2)),
-                    DssDamage::MoveDsn => return Some((dsn, at)),
-                    _ => {}
-                }
-            }
-        }
         pos += len;
     }
     None
 }
 
-/// Applies `damage` to the DSS mapping in `pkt` (the TCP checksum is recomputed).
-fn damage_dss(pkt: &mut Vec<u8>, damage: DssDamage) -> bool {
-    let Some((_, at)) = dss_mapping_at(pkt, damage) else {
+/// Applies `damage` to `opt`, the DSS option at offset `at` of the TCP options of `pkt` (the TCP
+/// checksum is recomputed); false if `damage` does not apply to it.
+fn damage_dss(pkt: &mut Vec<u8>, at: usize, opt: MptcpOption, damage: DssDamage) -> bool {
+    let MptcpOption::Dss(mut dss) = opt else {
         return false;
     };
+    let Some(m) = dss.mapping.as_mut() else {
+        return false;
+    };
+    match (damage, m.checksum.as_mut(), &mut m.dsn) {
+        (DssDamage::Checksum, Some(c), _) => *c ^= 0xffff,
+        (DssDamage::MoveDsn, _, DsnField::Long(d)) => *d = d.wrapping_add(1 << 30),
+        _ => return false,
+    }
     let Ok(ipsum) = ip::parse(pkt) else { return false };
     let Some(Ok(view)) = pkt.get(ipsum.payload.clone()).map(TcpHeaderView::new) else {
         return false;
     };
     let mut opts = view.options().to_vec();
-    match damage {
-        DssDamage::Checksum => {
-            opts[at] ^= 0xff;
-            opts[at + 1] ^= 0xff;
-        }
-        DssDamage::MoveDsn => {
-            let mut dsn = [0u8; 8];
-            dsn.copy_from_slice(&opts[at..at + 8]);
-            let moved = u64::from_be_bytes(dsn).wrapping_add(1 << 30);
-            opts[at..at + 8].copy_from_slice(&moved.to_be_bytes());
-        }
+    // Same option, same length: written back in place.
+    if MptcpOption::Dss(dss).write(&mut opts[at..]).is_err() {
+        return false;
     }
     rebuild(pkt, &opts)
 }
