@@ -321,6 +321,10 @@ impl Counters {
     }
 }
 
+/// Local ports one MPTCP flow may hold for rejoined subflows, and again for subflows toward the
+/// server's other addresses: bounded, whatever the paths and the server do.
+const MAX_FLOW_PORTS: usize = 8;
+
 /// Names of the MPTCP fallback causes, in counter order.
 pub const FALLBACK_CAUSES: [&str; 6] = [
     "no_mp_capable_answer",
@@ -1337,7 +1341,7 @@ impl Engine {
                 self.counters.subflows_down += 1;
                 // A path joined again gets a fresh local port: no stale state at the peer
                 // (a subflow it still believes in) collides with the new subflow's 4-tuple.
-                let wants = f.upstream.ports().len() < 8 && !f.upstream.is_closed();
+                let wants = f.upstream.ports().len() < MAX_FLOW_PORTS && !f.upstream.is_closed();
                 if wants && let Some(p) = self.alloc_port(dst) {
                     self.by_port.insert((p, dst), id);
                     if let Some(c) = self.flows.get_mut(&id).and_then(|f| f.upstream.as_mptcp()) {
@@ -1348,7 +1352,7 @@ impl Engine {
             Note::PortNeeded { remote } => {
                 // A subflow toward another address of the server (its ADD_ADDR): a port whose
                 // segments from there reach this flow. Bounded like the rejoin ports.
-                if f.other_keys.len() < 8
+                if f.other_keys.len() < MAX_FLOW_PORTS
                     && let Some(p) = self.alloc_port(remote)
                 {
                     self.by_port.insert((p, remote), id);

@@ -568,14 +568,15 @@ impl Connection {
 
     /// Sends due ADD_ADDR announcements on a subflow that carries data.
     fn send_announcements(&mut self, now: Instant) {
+        let due = |a: &Announcement| a.sent < Self::ANNOUNCE_TRIES && now >= a.next;
+        if !self.announced.iter().any(due) {
+            return;
+        }
         let Some(neg) = self.neg else { return };
         let Some(i) = (0..self.subflows.len()).find(|&i| self.ready(i)) else {
             return;
         };
-        for a in &mut self.announced {
-            if a.sent >= Self::ANNOUNCE_TRIES || now < a.next {
-                continue;
-            }
+        for a in self.announced.iter_mut().filter(|a| due(a)) {
             // §3.4.1: "If the sender does not receive an echo ... within a configured time, it
             // SHOULD retransmit the ADD_ADDR".
             let s = &mut self.subflows[i];
@@ -634,14 +635,15 @@ impl Connection {
             add(x);
         }
         for p in &self.paths {
-            if self.wants_join(p) {
+            if self.join_wanted(p).is_some() {
                 add(p.next_join);
             }
         }
-        if (0..self.subflows.len()).any(|i| self.ready(i)) {
-            for a in self.announced.iter().filter(|a| a.sent < Self::ANNOUNCE_TRIES) {
-                add(a.next);
-            }
+        let pending = self.announced.iter().filter(|a| a.sent < Self::ANNOUNCE_TRIES);
+        if let Some(next) = pending.map(|a| a.next).min()
+            && (0..self.subflows.len()).any(|i| self.ready(i))
+        {
+            add(next);
         }
         t
     }
@@ -878,6 +880,9 @@ impl Connection {
             return;
         }
         let una = self.send.snd_una();
+        if self.data_rto.is_some_and(|(at, seen, _)| seen == una && now < at) {
+            return;
+        }
         let base = self
             .subflows
             .iter()
@@ -888,10 +893,7 @@ impl Connection {
             .max(Duration::from_millis(200))
             * 2;
         match self.data_rto {
-            Some((at, seen, n)) if seen == una => {
-                if now < at {
-                    return;
-                }
+            Some((_, seen, n)) if seen == una => {
                 let drained = self
                     .subflows
                     .iter()
@@ -1562,17 +1564,19 @@ impl Connection {
         }
     }
 
-    fn wants_join(&self, p: &PathState) -> bool {
+    /// Where a join from `p` should go now ([`Self::join_target`]), if the path manager wants
+    /// one there (and, toward another address, a port for it is granted or can be asked for).
+    fn join_wanted(&self, p: &PathState) -> Option<(u8, SocketAddr)> {
         if self.role != Role::Client
             || !self.is_mptcp()
             || !p.available
             || self.terminal
             || self.subflows_closing
         {
-            return false;
+            return None;
         }
         if self.subflows.iter().any(|s| !s.dead && s.path == p.path.id) {
-            return false;
+            return None;
         }
         // Only once the peer confirmed our MP_CAPABLE (a DSS arrived, §3.1): until then the
         // third ACK may still be on its way, and an MP_JOIN that overtakes it names a token the
@@ -1582,20 +1586,21 @@ impl Connection {
             .iter()
             .any(|s| !s.dead && s.mp.mpc_unconfirmed.is_some())
         {
-            return false;
+            return None;
         }
         if self.live_subflows() >= self.cfg.max_subflows {
-            return false;
+            return None;
         }
         let needed = match self.cfg.join {
             JoinPolicy::Immediate => true,
             // Only when no other subflow can carry the data.
             JoinPolicy::OnDemand => !(0..self.subflows.len()).any(|i| self.usable(i)),
         };
-        needed
-            && self
-                .join_target(p)
-                .is_some_and(|(_, to)| !self.needs_port(to) || self.port_request.is_none())
+        if !needed {
+            return None;
+        }
+        self.join_target(p)
+            .filter(|&(_, to)| !self.needs_port(to) || self.port_request.is_none())
     }
 
     /// Where a join from `p` goes: the peer's addresses of `p`'s family (no subflow toward an
@@ -1672,10 +1677,10 @@ impl Connection {
         }
         for k in 0..self.paths.len() {
             let p = self.paths[k];
-            if !self.wants_join(&p) || now < p.next_join {
+            if now < p.next_join {
                 continue;
             }
-            let Some((remote_id, to)) = self.join_target(&p) else {
+            let Some((remote_id, to)) = self.join_wanted(&p) else {
                 continue;
             };
             let port = if to == self.remote {

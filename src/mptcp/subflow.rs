@@ -10,7 +10,7 @@ use super::mapping::{Mapping, SubflowReceiver, dss_option};
 use super::send::SubflowId;
 use super::seq::{DataSeq, SubflowSeq};
 use crate::tcp::{self, InSegment, OptionHook, OutSegment, SegmentPlan, SeqNum};
-use crate::wire::mptcp::{DsnField, Dss, MptcpOption};
+use crate::wire::mptcp::{Dss, MptcpOption};
 use crate::wire::tcp::SegmentHeader;
 
 /// Where the subflow's MPTCP handshake stands.
@@ -115,6 +115,19 @@ impl SubflowMp {
         }
     }
 
+    /// The DSS carrying an infinite mapping from `dsn` / `subflow_seq` (§3.7; with checksums in
+    /// use, its checksum field is zero).
+    fn infinite_dss(&self, dsn: DataSeq, subflow_seq: SubflowSeq) -> MptcpOption {
+        let inf = Mapping {
+            dsn,
+            subflow_seq,
+            data_len: 0,
+            data_fin: false,
+            checksum: self.checksums.then_some(0),
+        };
+        dss_option(None, Some(&inf))
+    }
+
     /// An MP_FAIL waiting in the one-off queue.
     fn pending_mp_fail(&self) -> Option<MptcpOption> {
         self.oneoff
@@ -183,8 +196,7 @@ impl OptionHook for SubflowMp {
                 return o.len();
             }
             if self.infinite_tx && plan.has_payload {
-                // DSS with a mapping, no DATA_ACK: 18 octets, 20 with the checksum field.
-                return 18 + if self.checksums { 2 } else { 0 };
+                return self.infinite_dss(DataSeq(0), SubflowSeq(0)).len();
             }
             return 0;
         }
@@ -267,14 +279,7 @@ impl OptionHook for SubflowMp {
                 // stream and the subflow are contiguous from here on) and carries a zero
                 // checksum field when checksums are in use.
                 let off = rel.diff(m.subflow_seq).max(0) as u64;
-                let inf = Mapping {
-                    dsn: m.dsn.wrapping_add(off),
-                    subflow_seq: rel,
-                    data_len: 0,
-                    data_fin: false,
-                    checksum: self.checksums.then_some(0),
-                };
-                put(&dss_option(None, Some(&inf)), space, &mut at);
+                put(&self.infinite_dss(m.dsn.wrapping_add(off), rel), space, &mut at);
                 self.infinite_tx = false;
             }
             return at;
@@ -333,13 +338,7 @@ impl OptionHook for SubflowMp {
             put(&dss_option(self.data_ack, Some(&fin)), space, &mut at);
             return at;
         }
-        let dss = self.data_ack.map(|ack| {
-            MptcpOption::Dss(Dss {
-                data_ack: Some(DsnField::Long(ack.0)),
-                mapping: None,
-                data_fin: false,
-            })
-        });
+        let dss = self.data_ack.map(|ack| dss_option(Some(ack), None));
         let dss_len = dss.map_or(0, |d| d.len());
         let signal = self.oneoff.front().copied().filter(|o| o.len() <= space.len());
         // A signal too long to share the 40 option octets with the DATA_ACK (an IPv6
