@@ -31,7 +31,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::daemon::{
-    Daemon, RunDir, exec, lab_with, mpbond, skip_unless_root, snapshot, status, stderr, wait_for, wait_usable,
+    Daemon, RunDir, counter, exec, lab_with, mpbond, skip_unless_root, snapshot, status, stderr, wait_for,
+    wait_usable,
 };
 use mpbond::daemon::Status;
 use mpbond::wire::{self, SegmentFields, TcpFlags, icmp, udp};
@@ -43,10 +44,6 @@ const SERVER_TCP6: &str = "[fd19::11]:80";
 
 fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
-}
-
-fn counter(st: &Status, k: &str) -> u64 {
-    st.counters.get(k).copied().unwrap_or(0)
 }
 
 fn opts(secs: u64) -> ClientOpts {

@@ -124,7 +124,7 @@ fn tcp_through_mpbond_is_byte_exact_both_ways_and_errors_match_the_kernel() {
     );
 
     let st = status(&lab, rd.path());
-    let c = |k: &str| st.counters.get(k).copied().unwrap_or(0);
+    let c = |k: &str| common::daemon::counter(&st, k);
     assert!(
         c("tcp_flows") >= 5 && c("tcp_established") >= 4,
         "{:?}",

@@ -14,7 +14,9 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::daemon::{Daemon, RunDir, lab_client_opts as opts, lab_with, skip_unless_root, status};
+use common::daemon::{
+    Daemon, RunDir, counter, iface_rx, lab_client_opts as opts, lab_with, skip_unless_root, status,
+};
 use netlab::client;
 use netlab::{Lab, LabOptions, Path};
 
@@ -119,14 +121,10 @@ fn the_backup_subflow_joins_the_address_the_kernel_server_announces() {
         "a join toward {MPTCP_SERVER} despite flag C: {first_port:?}"
     );
     let st = status(&lab, rd.path());
-    let c = |k: &str| st.counters.get(k).copied().unwrap_or(0);
+    let c = |k: &str| counter(&st, k);
     assert_eq!(c("tcp_refused") + c("tcp_timed_out"), 0, "{:?}", st.counters);
     assert!(c("subflows_up") >= 2, "{:?}", st.counters);
-    let cell_rx = st
-        .interfaces
-        .iter()
-        .find(|i| i.name == "wwan0")
-        .map_or(0, |i| i.rx_bytes);
+    let cell_rx = iface_rx(&st, "wwan0");
     assert!(
         cell_rx > n / 2,
         "most of the download came over cellular: {cell_rx} bytes"

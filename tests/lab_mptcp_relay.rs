@@ -24,20 +24,15 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::daemon::{
-    Daemon, RunDir, lab_bytes as size, lab_client_opts as opts, lab_with, mpbond, skip_unless_root, snapshot,
-    status, stderr, wait_for,
+    Daemon, RunDir, counter, iface_rx, lab_bytes as size, lab_client_opts as opts, lab_with, mpbond,
+    skip_unless_root, snapshot, status, stderr, wait_for,
 };
-use mpbond::daemon::Status;
 use netlab::client;
 use netlab::{Lab, LabOptions, MptcpOption, Path};
 use sha2::{Digest, Sha256};
 
 const MPTCP_SERVER: &str = "198.19.0.10:80";
 const TCP_SERVER: &str = "198.19.0.11:80";
-
-fn counter(st: &Status, k: &str) -> u64 {
-    st.counters.get(k).copied().unwrap_or(0)
-}
 
 /// The first `n` bytes of the servers' pattern.
 fn pattern(n: u64) -> Vec<u8> {
@@ -260,13 +255,6 @@ fn impair(lab: &Lab, o: Outage, on: bool) {
         Outage::Loss30 => lab.set_loss(Path::Wifi, if on { 30.0 } else { 0.0 }),
     }
     .unwrap();
-}
-
-fn iface_rx(st: &Status, name: &str) -> u64 {
-    st.interfaces
-        .iter()
-        .find(|i| i.name == name)
-        .map_or(0, |i| i.rx_bytes)
 }
 
 #[test]

@@ -187,6 +187,19 @@ pub fn status(lab: &Lab, run_dir: &Path) -> Status {
     serde_json::from_slice(&o.stdout).unwrap()
 }
 
+/// A daemon counter from `status` (0 when absent).
+pub fn counter(st: &Status, k: &str) -> u64 {
+    st.counters.get(k).copied().unwrap_or(0)
+}
+
+/// Bytes received on interface `name`, from `status` (0 when absent).
+pub fn iface_rx(st: &Status, name: &str) -> u64 {
+    st.interfaces
+        .iter()
+        .find(|i| i.name == name)
+        .map_or(0, |i| i.rx_bytes)
+}
+
 pub fn exec(lab: &Lab, args: &[&str]) -> String {
     lab.exec(&lab.ns().laptop, args).unwrap()
 }
