@@ -9,8 +9,8 @@
 
 use std::net::SocketAddr;
 
+use super::Dest;
 use super::upstream::Upstream;
-use super::{Dest, IfaceId};
 use crate::tcp::{self, Event, IsnKey};
 use crate::time::Instant;
 use crate::wire::SegmentHeader;
@@ -83,18 +83,6 @@ impl TcpFlow {
         if let Some(h) = &mut self.host {
             h.handle_segment(now, hdr, payload);
         }
-    }
-
-    /// A segment from the destination side.
-    pub fn handle_upstream_segment(
-        &mut self,
-        now: Instant,
-        iface: IfaceId,
-        tuple: (SocketAddr, SocketAddr),
-        hdr: &SegmentHeader,
-        payload: &[u8],
-    ) {
-        self.upstream.handle_segment(now, iface, tuple, hdr, payload);
     }
 
     /// Runs both sides' expired timers.

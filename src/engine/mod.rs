@@ -289,7 +289,8 @@ impl Engine {
             return self.drop(DropReason::NoFlow);
         };
         let local = SocketAddr::new(ipv.dst, hdr.dst_port);
-        f.handle_upstream_segment(now, iface, (local, remote), &hdr, view.payload());
+        f.upstream
+            .handle_segment(now, iface, (local, remote), &hdr, view.payload());
         if !view.payload().is_empty() {
             self.failovers.moved(now, id, iface);
         }

@@ -34,6 +34,47 @@
 //!
 //! Nothing else in the engine names a kind.
 
+/// The calls a kind whose `conn` field offers them (as `tcp::Connection` and
+/// `mptcp::Connection` both do) passes straight on: timers and the data-level calls. Expanded
+/// inside an `impl UpstreamConn for …` block.
+macro_rules! delegate_to_conn {
+    () => {
+        fn remote(&self) -> SocketAddr {
+            self.conn.remote()
+        }
+        fn poll_timeout(&self) -> Option<Instant> {
+            self.conn.poll_timeout()
+        }
+        fn handle_timeout(&mut self, now: Instant) {
+            self.conn.handle_timeout(now)
+        }
+        fn send(&mut self, data: &[u8]) -> usize {
+            self.conn.send(data)
+        }
+        fn send_capacity(&self) -> usize {
+            self.conn.send_capacity()
+        }
+        fn recv(&mut self, out: &mut [u8]) -> usize {
+            self.conn.recv(out)
+        }
+        fn recv_available(&self) -> usize {
+            self.conn.recv_available()
+        }
+        fn recv_finished(&self) -> bool {
+            self.conn.recv_finished()
+        }
+        fn close(&mut self) {
+            self.conn.close()
+        }
+        fn abort(&mut self) {
+            self.conn.abort()
+        }
+        fn is_closed(&self) -> bool {
+            self.conn.is_closed()
+        }
+    };
+}
+
 mod mptcp;
 mod tcp;
 
@@ -181,6 +222,10 @@ pub struct Dial<'a> {
 
 /// Which kind a new upstream connection is, with what only that kind needs.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "built once per new flow and consumed by Upstream::connect at once"
+)]
 pub enum Via {
     /// Plain TCP from [`Dial::local`].
     Tcp,

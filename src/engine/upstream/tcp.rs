@@ -28,11 +28,10 @@ impl TcpUpstream {
 }
 
 impl UpstreamConn for TcpUpstream {
+    delegate_to_conn!();
+
     fn kind(&self) -> &'static str {
         "tcp"
-    }
-    fn remote(&self) -> SocketAddr {
-        self.conn.remote()
     }
     fn local(&self) -> SocketAddr {
         self.conn.local()
@@ -60,36 +59,6 @@ impl UpstreamConn for TcpUpstream {
     }
     fn poll_note(&mut self) -> Option<Note> {
         None
-    }
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.conn.poll_timeout()
-    }
-    fn handle_timeout(&mut self, now: Instant) {
-        self.conn.handle_timeout(now)
-    }
-    fn send(&mut self, data: &[u8]) -> usize {
-        self.conn.send(data)
-    }
-    fn send_capacity(&self) -> usize {
-        self.conn.send_capacity()
-    }
-    fn recv(&mut self, out: &mut [u8]) -> usize {
-        self.conn.recv(out)
-    }
-    fn recv_available(&self) -> usize {
-        self.conn.recv_available()
-    }
-    fn recv_finished(&self) -> bool {
-        self.conn.recv_finished()
-    }
-    fn close(&mut self) {
-        self.conn.close()
-    }
-    fn abort(&mut self) {
-        self.conn.abort()
-    }
-    fn is_closed(&self) -> bool {
-        self.conn.is_closed()
     }
     fn state_name(&self) -> String {
         format!("{:?}", self.conn.state())
