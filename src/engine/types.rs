@@ -163,7 +163,7 @@ pub struct FlowInfo {
     pub source: SocketAddr,
     /// The destination.
     pub destination: SocketAddr,
-    /// The upstream kind (`tcp`; `mptcp` later).
+    /// The upstream kind (`tcp` or `mptcp`; `socket` for datagrams).
     pub upstream: &'static str,
     /// The interface in use.
     pub iface: IfaceId,

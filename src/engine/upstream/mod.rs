@@ -8,7 +8,7 @@
 //!   destination or the path does not speak MPTCP (§3.7).
 //!
 //! Every kind implements [`UpstreamConn`]: the data-level calls (`send`/`recv`/`close`/`abort`),
-//! connection-level events expressed as [`tcp::Event`], `handle_segment` for a segment that
+//! connection-level events expressed as [`Event`], `handle_segment` for a segment that
 //! arrived on an interface, `poll_transmit` saying which interface a packet leaves by, and what
 //! `status` shows. What only a multipath kind has to say (subflows coming and going, fallback
 //! causes, unresponsive paths) is reported as [`Note`]s for the engine's counters and failover
@@ -29,10 +29,13 @@
 //!    variant);
 //! 2. one line in the `kinds!` list (`Convert(convert::ConvertUpstream)`), which adds the
 //!    [`Upstream`] variant and its dispatch;
-//! 3. one [`Via`] variant and its arm in [`Upstream::connect`], where the engine's admission
-//!    (`engine/admission.rs`) says which kind a new flow gets.
+//! 3. one [`Via`] variant and its arm in [`Upstream::connect`];
+//! 4. where the engine admits a new flow (`Engine::admit` in `engine/admission.rs`), the arm
+//!    that picks that `Via` from the settings (today: `cfg.mptcp` set or not).
 //!
-//! Nothing else in the engine names a kind.
+//! Nothing else in the engine names a kind: the relay, the flow table, status and the
+//! interface changes go through [`UpstreamConn`] (a kind that runs an MPTCP connection returns
+//! it from [`UpstreamConn::mptcp`] and so follows interface changes and gets ports).
 
 /// The calls a kind whose `conn` field offers them (as `tcp::Connection` and
 /// `mptcp::Connection` both do) passes straight on: timers and the data-level calls. Expanded
