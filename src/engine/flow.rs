@@ -1,4 +1,4 @@
-//! One relayed TCP flow: the host-side connection (passive, answering the host's SYN on behalf of
+//! One relayed TCP flow (the relay itself; the flow table keeps its ids, ports and timers): the host-side connection (passive, answering the host's SYN on behalf of
 //! the destination) and the [`Upstream`] connection toward the destination, with the relay
 //! between them.
 //!
@@ -9,8 +9,8 @@
 
 use std::net::SocketAddr;
 
+use super::Dest;
 use super::upstream::Upstream;
-use super::{Dest, IfaceId};
 use crate::tcp::{self, Event, IsnKey};
 use crate::time::Instant;
 use crate::wire::SegmentHeader;
@@ -50,10 +50,6 @@ pub struct TcpFlow {
     pub syn: Option<SegmentHeader>,
     /// Toward the destination.
     pub upstream: Upstream,
-    /// Local port of the upstream connection (its key in the engine's port map).
-    pub local_port: u16,
-    /// Port-map keys of subflows toward the server's other addresses (ADD_ADDR).
-    pub other_keys: Vec<(u16, SocketAddr)>,
     /// The host's FIN was passed on.
     up_closed: bool,
     /// The destination's FIN was passed on.
@@ -62,38 +58,21 @@ pub struct TcpFlow {
     pub bytes_up: u64,
     /// Relayed bytes, destination → host.
     pub bytes_down: u64,
-    /// In the engine's dirty queue.
-    pub(super) dirty: bool,
-    /// Serviced since it entered the dirty queue.
-    pub(super) serviced: bool,
-    /// The deadline registered in the engine's timer heap.
-    pub(super) armed: Option<Instant>,
 }
 
 impl TcpFlow {
     /// A flow for the host SYN `syn` from `host_addr` to `dst`, relayed over `upstream`.
-    pub fn new(
-        host_addr: SocketAddr,
-        dst: SocketAddr,
-        syn: SegmentHeader,
-        upstream: Upstream,
-        local_port: u16,
-    ) -> Self {
+    pub fn new(host_addr: SocketAddr, dst: SocketAddr, syn: SegmentHeader, upstream: Upstream) -> Self {
         TcpFlow {
             host_addr,
             dst,
             host: None,
             syn: Some(syn),
             upstream,
-            local_port,
-            other_keys: Vec::new(),
             up_closed: false,
             host_closed: false,
             bytes_up: 0,
             bytes_down: 0,
-            dirty: false,
-            serviced: false,
-            armed: None,
         }
     }
 
@@ -104,18 +83,6 @@ impl TcpFlow {
         if let Some(h) = &mut self.host {
             h.handle_segment(now, hdr, payload);
         }
-    }
-
-    /// A segment from the destination side.
-    pub fn handle_upstream_segment(
-        &mut self,
-        now: Instant,
-        iface: IfaceId,
-        tuple: (SocketAddr, SocketAddr),
-        hdr: &SegmentHeader,
-        payload: &[u8],
-    ) {
-        self.upstream.handle_segment(now, iface, tuple, hdr, payload);
     }
 
     /// Runs both sides' expired timers.

@@ -1,0 +1,80 @@
+//! What upstream connections report besides data ([`Note`]s): counted, and acted on — a network
+//! where MP_CAPABLE SYNs went unanswered is remembered as hostile, a subflow joined again or
+//! toward another address of the server gets a local port, an interface whose paths stopped
+//! answering is avoided by new traffic (and sessions move) until one answers again.
+
+use super::table::FlowId;
+use super::{Engine, FailoverCause, Note};
+use crate::mptcp::FallbackCause;
+use crate::time::Instant;
+
+impl Engine {
+    /// Records what the upstream connection of flow `id` reported.
+    pub(super) fn handle_note(&mut self, now: Instant, id: FlowId, note: Note) {
+        let Some(f) = self.table.get_mut(id) else { return };
+        let dst = f.dst;
+        let closed = f.upstream.is_closed();
+        let initial = f.upstream.mptcp().map(|c| c.initial_path().0);
+        match note {
+            Note::Connected { mptcp } => {
+                if mptcp {
+                    self.counters.mptcp_connected += 1;
+                }
+            }
+            Note::Fallback(cause) => {
+                // Connections started without MPTCP were counted when they started.
+                if cause != FallbackCause::Disabled {
+                    self.counters.fallback(cause);
+                }
+                tracing::debug!(flow = id, %dst, %cause, "MPTCP fallback");
+                if cause == FallbackCause::SynUnanswered
+                    && let Some(i) = initial
+                {
+                    // RFC 8684 §3.7 / iOS: remember the network, start plain there for a while.
+                    self.ifaces.mark_hostile(i, dst.ip(), now);
+                }
+            }
+            Note::SubflowUp { iface, .. } => {
+                self.counters.subflows_up += 1;
+                if self.ifaces.mark_answering(iface) {
+                    tracing::info!(iface, "interface answers again");
+                    self.move_sessions();
+                }
+            }
+            Note::SubflowDown { .. } => {
+                self.counters.subflows_down += 1;
+                // A path joined again gets a fresh local port: no stale state at the peer
+                // (a subflow it still believes in) collides with the new subflow's 4-tuple.
+                if !closed && let Some(p) = self.table.add_rejoin_port(id) {
+                    if let Some(c) = self.table.get_mut(id).and_then(|f| f.upstream.mptcp()) {
+                        c.add_port(p);
+                    }
+                }
+            }
+            Note::PortNeeded { remote } => {
+                // A subflow toward another address of the server (its ADD_ADDR): a port whose
+                // segments from there reach this flow. Bounded like the rejoin ports.
+                if let Some(p) = self.table.add_remote_port(id, remote)
+                    && let Some(c) = self.table.get_mut(id).and_then(|f| f.upstream.mptcp())
+                {
+                    c.add_remote_port(now, remote, p);
+                }
+            }
+            Note::Unresponsive { iface, silent_for } => {
+                self.counters.unresponsive += 1;
+                let since =
+                    Instant::from_micros(now.as_micros().saturating_sub(silent_for.as_micros() as u64));
+                self.failovers
+                    .record(since, iface, FailoverCause::Unresponsive, &[id]);
+                if self.ifaces.mark_unresponsive(iface, now) {
+                    tracing::info!(
+                        iface,
+                        silent_ms = silent_for.as_millis() as u64,
+                        "interface unresponsive"
+                    );
+                    self.move_sessions();
+                }
+            }
+        }
+    }
+}
