@@ -58,6 +58,14 @@ pub struct UpArgs {
     /// Configuration file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// An RFC 8803 Transport Converter (`mpbond server`) that carries flows to servers without
+    /// MPTCP, so they survive the loss of Wi-Fi too (repeatable: tried in order; port 5124 when
+    /// omitted).
+    #[arg(long = "converter", value_name = "ADDR:PORT")]
+    pub converters: Vec<String>,
+    /// The client key for the converters (written by `mpbond server --gen-key FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub converter_key_file: Option<PathBuf>,
     /// Stay attached (for systemd and tests); otherwise return once the TUN and routes are in place.
     #[arg(long)]
     pub foreground: bool,
@@ -105,6 +113,8 @@ pub fn load_config(args: &UpArgs) -> Result<Config, ConfigError> {
         wifi: args.wifi.clone(),
         cellular: args.cellular.clone(),
         mode: args.mode,
+        converters: args.converters.clone(),
+        converter_key_file: args.converter_key_file.clone(),
     };
     Config::resolve(file, &flags, &|role| {
         ifdetect::detect(Path::new("/sys/class/net"), role)
