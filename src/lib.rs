@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod expiring;
 pub mod fuzz;
 pub mod io;
 pub mod mptcp;

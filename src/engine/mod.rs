@@ -37,6 +37,7 @@
 //! | `failover.rs` | the failover records |
 
 mod admission;
+pub mod converters;
 mod counters;
 mod datagram;
 mod failover;
