@@ -679,7 +679,10 @@ join = "on-demand"
         o.converter_key_file = Some("/other".into());
         let c = Config::resolve(parse(text).unwrap(), &o, &none).unwrap();
         let conv = c.converter.unwrap();
-        assert_eq!(conv.addresses, vec!["198.18.9.7:1".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            conv.addresses,
+            vec!["198.18.9.7:1".parse::<SocketAddr>().unwrap()]
+        );
         assert_eq!(conv.key_file, PathBuf::from("/other"));
         // None configured: none used.
         let c = Config::resolve(FileConfig::default(), &flags("a", "b"), &none).unwrap();

@@ -97,6 +97,9 @@ pub struct CheckArgs {
     /// SYN transmissions per probe.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
     pub attempts: u32,
+    /// Also probe this RFC 8803 converter (repeatable; default: `[converter]` of the config file).
+    #[arg(long = "converter", value_name = "ADDR:PORT")]
+    pub converters: Vec<String>,
     /// An MPTCP-capable server, HOST:PORT.
     #[arg(value_name = "HOST:PORT")]
     pub target: String,
@@ -140,6 +143,27 @@ pub fn check_interfaces(args: &CheckArgs) -> Vec<String> {
     .into_iter()
     .flatten()
     .collect()
+}
+
+/// The converters `check` probes: the ones given, else the config file's `[converter]` list.
+pub fn check_converters(args: &CheckArgs) -> Result<Vec<std::net::SocketAddr>, ConfigError> {
+    let names = if args.converters.is_empty() {
+        FileConfig::load(Path::new(config::DEFAULT_CONFIG_PATH), false)?
+            .converter
+            .addresses
+            .unwrap_or_default()
+    } else {
+        args.converters.clone()
+    };
+    let mut out = Vec::new();
+    for n in &names {
+        let addrs = config::parse_converter_addr(n).map_err(|reason| ConfigError::Invalid {
+            key: "converter.addresses",
+            reason,
+        })?;
+        out.extend(addrs);
+    }
+    Ok(out)
 }
 
 /// Whether an error chain is a usage/configuration error (exit 2) rather than a runtime failure.

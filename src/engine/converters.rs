@@ -159,7 +159,9 @@ impl Converters {
         self.list
             .iter()
             .map(|c| {
-                let retry = c.down_until.map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+                let retry = c
+                    .down_until
+                    .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
                 ConverterView {
                     addr: c.addr,
                     up: retry.is_zero(),
@@ -208,9 +210,9 @@ fn spread(ip: IpAddr) -> usize {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
     };
-    let h = bytes
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     h as usize
 }
 
@@ -240,7 +242,10 @@ mod tests {
         ] {
             assert_eq!(c.choose(t, sa(d)), None, "{d}");
         }
-        assert_eq!(c.choose(t, sa("198.19.0.11:80")), Some((0, sa("198.18.3.1:5124"))));
+        assert_eq!(
+            c.choose(t, sa("198.19.0.11:80")),
+            Some((0, sa("198.18.3.1:5124")))
+        );
         c.learn_mptcp(t, sa("198.19.0.11:80"));
         assert_eq!(c.choose(t, sa("198.19.0.11:80")), None);
         // Another port of the same host is another service.
