@@ -1,0 +1,1 @@
+//! The Cookie TLV contents (skeleton).
