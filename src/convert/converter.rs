@@ -138,7 +138,14 @@ impl Converter {
                     Ok(Tlv::Connect(c)) => connect = Some((c, raw.bytes)),
                     _ => return malformed(msg_bytes, max),
                 },
-                kind::COOKIE => cookie = Some(raw.bytes.get(4..).unwrap_or(&[])),
+                kind::COOKIE => {
+                    // Figure 21 names the field after Length "Zero"; we insist, so that every
+                    // byte of an accepted request is either checked or covered by the MAC.
+                    if raw.bytes.get(2..4) != Some(&[0, 0]) {
+                        return malformed(msg_bytes, max);
+                    }
+                    cookie = Some(raw.bytes.get(4..).unwrap_or(&[]));
+                }
                 kind::INFO => {
                     if raw.decode().is_err() {
                         return malformed(msg_bytes, max);

@@ -5,6 +5,7 @@
 //! | file | owns |
 //! |---|---|
 //! | `msg.rs` | the §6 codec: fixed header, TLV framing, every TLV; a checked view for untrusted bytes and builders |
+//! | `tcpopt.rs` | walking the TCP options fields that Connect and Extended TCP Header TLVs carry |
 //! | `key.rs` | [`key::ClientKey`] / [`key::KeyId`], the one-line key file, its permissions |
 //! | `cookie.rs` | our Cookie TLV content (HMAC-SHA256 proof of a client key), the bounded replay cache |
 //! | `converter.rs` | the converter's checks of a request and its replies |
@@ -43,6 +44,7 @@ pub mod converter;
 pub mod cookie;
 pub mod key;
 pub mod msg;
+pub mod tcpopt;
 
 /// The TCP port RFC 8803 tools use.
 pub const DEFAULT_PORT: u16 = 5124;
