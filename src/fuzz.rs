@@ -226,8 +226,8 @@ pub fn engine_input(data: &[u8]) {
 /// The RFC 8803 Convert codec, the converter's request check and the client's reply parse on
 /// arbitrary bytes (`fuzz/fuzz_targets/convert_msg.rs`). With the first byte odd, the input is
 /// used as is; with it even, a valid authenticated request (destination and options taken from
-/// the input) is built and the rest of the input is XORed over it, so mutations reach the checks
-/// behind the MAC. Invariants: nothing panics; a `Connect` consumed at most the input and names a
+/// the input) is built and a few bytes of it are XORed with input bytes, so mutations reach the
+/// checks behind the MAC (and unmutated ones the accepting path). Invariants: nothing panics; a `Connect` consumed at most the input and names a
 /// dialable port; a non-empty refusal reply is an Error message with the cause's code; a message
 /// that parses and rebuilds parses to the same value.
 pub fn convert_msg(data: &[u8]) {
@@ -254,9 +254,15 @@ pub fn convert_msg(data: &[u8]) {
             SocketAddr::from((ip.to_be_bytes(), port)),
             &opts,
         );
-        for (r, x) in req.iter_mut().zip(b.slice(usize::MAX)) {
-            *r ^= x;
+        // Up to 8 sparse mutations (position, XOR mask), then the rest as early data.
+        for _ in 0..b.u8().unwrap_or(0) % 9 {
+            let (Some(pos), Some(x)) = (b.u8(), b.u8()) else {
+                break;
+            };
+            let n = req.len();
+            req[usize::from(pos) % n] ^= x;
         }
+        req.extend_from_slice(b.slice(64));
         input = req;
     }
     let mut conv = Converter::new(vec![key], ConverterConfig::default());

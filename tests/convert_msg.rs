@@ -5,8 +5,8 @@
 use std::net::SocketAddr;
 
 use mpbond::convert::msg::{
-    BuildError, Connect, ErrorCode, ErrorTlv, FixedHeader, MAX_MESSAGE_LEN, Message, MessageView,
-    MsgError, Tlv, options_len, tcp_options,
+    BuildError, Connect, ErrorCode, ErrorTlv, FixedHeader, MAX_MESSAGE_LEN, Message, MessageView, MsgError,
+    Tlv, options_len, tcp_options,
 };
 use proptest::prelude::*;
 
@@ -35,7 +35,12 @@ fn every_tlv_round_trips() {
     round_trip(vec![Tlv::SupportedTcpExtensions(vec![4, 8, 30, 34])]);
     round_trip(vec![Tlv::SupportedTcpExtensions(vec![])]);
     for dst in ["198.18.0.7:443", "[2001:db8::7]:8443", "198.19.255.254:1"] {
-        for options in [vec![], vec![4, 2], vec![4, 2, 8, 2, 30, 2], vec![34, 6, 1, 2, 3, 4]] {
+        for options in [
+            vec![],
+            vec![4, 2],
+            vec![4, 2, 8, 2, 30, 2],
+            vec![34, 6, 1, 2, 3, 4],
+        ] {
             round_trip(vec![Tlv::Connect(Connect {
                 dst: addr(dst),
                 options,
@@ -57,9 +62,7 @@ fn every_tlv_round_trips() {
             echo: vec![1, 2, 0x22, 0x63, 0, 1, 0, 0],
         },
         ErrorTlv::UnsupportedMessage { echo: vec![] },
-        ErrorTlv::MissingCookie {
-            cookie: vec![9; 16],
-        },
+        ErrorTlv::MissingCookie { cookie: vec![9; 16] },
         ErrorTlv::NotAuthorized,
         ErrorTlv::UnsupportedTcpOption { kinds: vec![29] },
         ErrorTlv::UnsupportedTcpOption {
@@ -380,11 +383,7 @@ fn tcp_option_walker() {
 }
 
 fn arb_options() -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(
-        (2u8..=254, prop::collection::vec(any::<u8>(), 0..6)),
-        0..4,
-    )
-    .prop_map(|opts| {
+    prop::collection::vec((2u8..=254, prop::collection::vec(any::<u8>(), 0..6)), 0..4).prop_map(|opts| {
         let mut out = Vec::new();
         for (k, v) in opts {
             out.push(k);
@@ -451,8 +450,7 @@ fn arb_tlv() -> impl Strategy<Value = Tlv> {
         words(80).prop_map(Tlv::Cookie),
         arb_error().prop_map(Tlv::Error),
         (
-            any::<u8>().prop_filter("unknown", |k| *k != 0
-                && ![1, 10, 20, 21, 22, 30].contains(k)),
+            any::<u8>().prop_filter("unknown", |k| *k != 0 && ![1, 10, 20, 21, 22, 30].contains(k)),
             words(20)
         )
             .prop_map(|(kind, mut value)| {

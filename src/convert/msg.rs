@@ -14,8 +14,8 @@
 
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
-pub use super::tcpopt::{TcpOptions, options_len, tcp_options};
 use super::tcpopt::has_eol_or_nop;
+pub use super::tcpopt::{TcpOptions, options_len, tcp_options};
 
 /// The only version this document specifies (§6.1: "This document specifies version 1").
 pub const VERSION: u8 = 1;
