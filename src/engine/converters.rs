@@ -44,6 +44,18 @@ pub enum ConverterFailure {
     Malformed,
 }
 
+impl ConverterFailure {
+    /// Short name, for status.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConverterFailure::Unreachable => "unreachable",
+            ConverterFailure::Reset => "reset",
+            ConverterFailure::Refused(_) => "refused",
+            ConverterFailure::Malformed => "malformed",
+        }
+    }
+}
+
 /// A converter as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ConverterView {
