@@ -55,6 +55,17 @@ const PROBE_SPACING: Duration = Duration::from_millis(50);
 const ACTIVE: Duration = Duration::from_secs(1);
 
 impl Connection {
+    /// Liveness is watched while MPTCP is in use and the connection open.
+    fn liveness_on(&self) -> bool {
+        self.is_mptcp() && !self.is_closed()
+    }
+
+    /// The silence bound of subflow `i` if its liveness is watched (it can carry data, and the
+    /// check is enabled).
+    fn watched(&self, i: usize) -> Option<Duration> {
+        if self.ready(i) { self.stale_bound(i) } else { None }
+    }
+
     /// How long a path may stay silent before it counts as unresponsive.
     fn stale_bound(&self, i: usize) -> Option<Duration> {
         if self.cfg.stale_rtts == 0 {
@@ -85,17 +96,12 @@ impl Connection {
 
     /// The next time [`check_liveness`](Self::check_liveness) has something to decide.
     pub(super) fn liveness_deadline(&self) -> Option<Instant> {
-        if !self.is_mptcp() || self.is_closed() {
+        if !self.liveness_on() {
             return None;
         }
         let mut t: Option<Instant> = None;
         for i in 0..self.subflows.len() {
-            if !self.ready(i) {
-                continue;
-            }
-            let Some(bound) = self.stale_bound(i) else {
-                continue;
-            };
+            let Some(bound) = self.watched(i) else { continue };
             let send_after = self.send_silence(i);
             let s = &self.subflows[i];
             let mut add = |x: Instant| t = Some(t.map_or(x, |y: Instant| y.min(x)));
@@ -139,16 +145,11 @@ impl Connection {
     /// their say: updates the liveness signals of every subflow; a subflow found unresponsive
     /// is failed over (only when another subflow can take its traffic).
     pub(super) fn check_liveness(&mut self, now: Instant) {
-        if !self.is_mptcp() || self.is_closed() {
+        if !self.liveness_on() {
             return;
         }
         for i in 0..self.subflows.len() {
-            if !self.ready(i) {
-                continue;
-            }
-            let Some(bound) = self.stale_bound(i) else {
-                continue;
-            };
+            let Some(bound) = self.watched(i) else { continue };
             let probe_after = self.probe_after(i);
             let send_after = self.send_silence(i);
             let s = &mut self.subflows[i];

@@ -15,20 +15,20 @@ use crate::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Timer {
     /// Stored: the DATA_FIN is retransmitted until DATA_ACKed (RFC 8684 §3.3.3).
-    FinRtx = 0,
+    FinRtx,
     /// Stored: data-level retransmission (§3.3.6), see `check_data_rto`.
-    DataRto = 1,
+    DataRto,
     /// Stored: the connection has had no subflow since `orphan_timeout` before this.
-    Orphan = 2,
+    Orphan,
     /// Derived: the next liveness decision on a subflow (`liveness_deadline`).
-    Liveness = 3,
+    Liveness,
     /// Derived: the next join the path manager opens (`next_join`).
-    Join = 4,
+    Join,
     /// Derived: the next ADD_ADDR repetition (`next_announcement`).
-    Announce = 5,
+    Announce,
 }
 
-const N: usize = 6;
+const N: usize = Timer::Announce as usize + 1;
 
 /// Absolute deadlines, one per [`Timer`].
 #[derive(Debug, Clone, Copy, Default)]
