@@ -219,13 +219,14 @@ impl Connection {
         self.data_rto = rto.map(|(_, seen, backoff)| DataRto { seen, backoff });
     }
 
-    /// [`Timer::FinRtx`] expired: RFC 8684 §3.3.3, the DATA_FIN is retransmitted until
-    /// DATA_ACKed (on a subflow that can carry it, backing off).
+    /// [`Timer::FinRtx`] expired: the DATA_FIN goes again on a subflow that can carry it,
+    /// backing off, unless it was DATA_ACKed meanwhile.
     pub(super) fn on_fin_rtx(&mut self, now: Instant) {
         if self.send.fin_acked() {
             self.timers.set(Timer::FinRtx, None);
             return;
         }
+        // RFC 8684 §3.3.3: the DATA_FIN is retransmitted until DATA_ACKed.
         let fin = self.subflows.iter().find_map(|s| s.mp.bare_fin);
         if let Some(i) = (0..self.subflows.len()).find(|&i| self.ready(i))
             && let Some(fin) = fin

@@ -26,14 +26,15 @@
 //! # Files
 //!
 //! This file owns the connection's state, its creation, the read-only API and the input
-//! dispatch ([`Connection::handle_packet`], and [`after_io`](Connection::after_io): the ordered
-//! bookkeeping after any input). The rest is split by concern: [`handshake`] (the MP_CAPABLE /
-//! MP_JOIN arms), [`options`] (DSS, ADD_ADDR, REMOVE_ADDR, MP_PRIO, MP_FAIL on established
-//! subflows), [`fallback`] (§3.7), [`data`] (moving data between the subflows and the
-//! data-level buffers, data-level retransmission), [`paths`] (the path manager), [`announce`]
-//! (our ADD_ADDR), [`lifecycle`] (the connection's [`Phase`](lifecycle::Phase), subflow deaths,
-//! close), [`output`] (scheduling and `poll_transmit`), [`timer`] (the timer table,
-//! `poll_timeout`, `handle_timeout`) and [`liveness`] (unresponsive paths, backup priorities).
+//! dispatch ([`Connection::handle_packet`], and `after_io`: the ordered bookkeeping after any
+//! input). The rest is split by concern: `handshake.rs` (the MP_CAPABLE / MP_JOIN arms),
+//! `options.rs` (DSS, ADD_ADDR, REMOVE_ADDR, MP_PRIO, MP_FAIL, MP_FASTCLOSE on established
+//! subflows), `fallback.rs` (§3.7), `data.rs` (moving data between the subflows and the
+//! data-level buffers, data-level retransmission), `paths.rs` (the path manager),
+//! `announce.rs` (our ADD_ADDR), `lifecycle.rs` (the connection's `Phase`, subflow deaths,
+//! close), `output.rs` (scheduling and `poll_transmit`), `timer.rs` (the timer table,
+//! `poll_timeout`, `handle_timeout`) and `liveness.rs` (unresponsive paths, backup
+//! priorities).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};

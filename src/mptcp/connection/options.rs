@@ -14,14 +14,14 @@ use crate::wire::mptcp::CapablePayload;
 use crate::wire::tcp::SegmentHeader;
 
 impl Connection {
-    /// A RST with an MP_FASTCLOSE (RFC 8684 §3.5: act on it only with the valid key): the whole
-    /// connection is reset. True if it was.
+    /// A RST with an MP_FASTCLOSE resets the whole connection. True if it did.
     pub(super) fn on_fastclose(&mut self, hdr: &SegmentHeader) -> bool {
         let opts = parse_opts(hdr);
         let Some(neg) = self.neg else { return false };
         let Some(fc) = find_opt(&opts, |o| matches!(o, MptcpOption::MpFastclose { .. })) else {
             return false;
         };
+        // RFC 8684 §3.5: act on an MP_FASTCLOSE only with the valid key.
         if !neg.is_valid_fastclose(fc) {
             self.dropped += 1;
             return false;
