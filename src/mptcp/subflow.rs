@@ -150,16 +150,14 @@ pub(super) struct Plan {
 }
 
 impl Plan {
-    const NOTHING: Plan = Plan {
-        carry: Carry::Nothing,
-        len: 0,
-    };
+    const NOTHING: Plan = Plan::of(Carry::Nothing, 0);
+
+    const fn of(carry: Carry, len: usize) -> Plan {
+        Plan { carry, len }
+    }
 
     fn single(opt: MptcpOption) -> Plan {
-        Plan {
-            carry: Carry::Single { opt, pop: false },
-            len: opt.len(),
-        }
+        Plan::of(Carry::Single { opt, pop: false }, opt.len())
     }
 }
 
@@ -212,10 +210,7 @@ impl SubflowMp {
                     max_mpc_syns,
                 } if mpc_syns < max_mpc_syns => {
                     let opt = init.syn_option();
-                    Plan {
-                        carry: Carry::CapableSyn(opt),
-                        len: opt.len(),
-                    }
+                    Plan::of(Carry::CapableSyn(opt), opt.len())
                 }
                 Handshake::CapableSynRecv { sr, .. } => Plan::single(sr.syn_ack_option()),
                 Handshake::JoinSyn(j) => Plan::single(j.syn_option()),
@@ -231,16 +226,13 @@ impl SubflowMp {
             // "the receiver of an MP_FAIL MUST also respond with an MP_FAIL in the reverse
             // direction"), the MP_FAIL first so that the peer learns why.
             if let Some(opt) = self.pending_mp_fail() {
-                return Plan {
-                    carry: Carry::Single { opt, pop: true },
-                    len: opt.len(),
-                };
+                return Plan::of(Carry::Single { opt, pop: true }, opt.len());
             }
             if self.infinite_tx && payload {
-                return Plan {
-                    carry: Carry::Infinite,
-                    len: self.infinite_dss(DataSeq(0), SubflowSeq(0)).len(),
-                };
+                return Plan::of(
+                    Carry::Infinite,
+                    self.infinite_dss(DataSeq(0), SubflowSeq(0)).len(),
+                );
             }
             return Plan::NOTHING;
         }
@@ -254,25 +246,19 @@ impl SubflowMp {
             if let Some((rel, _)) = at
                 && let Some(opt) = self.capable_with_data(rel)
             {
-                return Plan {
-                    carry: Carry::CapableData(opt),
-                    len: opt.len(),
-                };
+                return Plan::of(Carry::CapableData(opt), opt.len());
             }
             if let Some(&o) = self.oneoff.front().filter(|_| !chunk)
                 && at.is_none_or(|(_, room)| o.len() + DSS_BESIDE_SIGNAL_LEN + csum <= room)
             {
                 // A pending signal (MP_PRIO, ...) rides on this data segment: the DSS leaves
                 // out its DATA_ACK this once to make room (the next segment carries it).
-                return Plan {
-                    carry: Carry::DssWithSignal(o),
-                    len: (DSS_DATA_LEN + csum).max(DSS_BESIDE_SIGNAL_LEN + csum + o.len()),
-                };
+                return Plan::of(
+                    Carry::DssWithSignal(o),
+                    (DSS_DATA_LEN + csum).max(DSS_BESIDE_SIGNAL_LEN + csum + o.len()),
+                );
             }
-            return Plan {
-                carry: Carry::DataDss,
-                len: DSS_DATA_LEN + csum,
-            };
+            return Plan::of(Carry::DataDss, DSS_DATA_LEN + csum);
         }
         if let Handshake::CapableUnconfirmed(mpc) = self.hs
             && at.is_none_or(|(rel, _)| rel == SubflowSeq::FIRST_DATA)
@@ -281,15 +267,12 @@ impl SubflowMp {
             return Plan::single(mpc);
         }
         if let Some(fin) = self.bare_fin {
-            return Plan {
-                carry: Carry::BareFin(fin),
-                len: DSS_DATA_LEN + csum,
-            };
+            return Plan::of(Carry::BareFin(fin), DSS_DATA_LEN + csum);
         }
-        Plan {
-            carry: Carry::AckAndSignal,
-            len: DSS_ACK_LEN + self.oneoff.front().map_or(0, |o| o.len()),
-        }
+        Plan::of(
+            Carry::AckAndSignal,
+            DSS_ACK_LEN + self.oneoff.front().map_or(0, |o| o.len()),
+        )
     }
 
     /// RFC 8684 §3.1: the first data segment carries the MP_CAPABLE with both keys and the
