@@ -1,6 +1,7 @@
 //! The converter's request check (every refusal with its RFC 8803 §6.2.8 reply, incremental and
 //! bounded input, TCP options per §7) and the client against it in memory: request → converter →
 //! Connect with the right destination, consumed length and early data; reply → client parse.
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 use std::net::SocketAddr;
 use std::time::Duration;
