@@ -320,7 +320,11 @@ pub enum Request {
         key: KeyId,
         /// Bytes of the Convert message.
         consumed: usize,
-        /// TCP options the client asked the converter to use toward `dst`.
+        /// TCP options the client asked the converter to use toward `dst` (§6.2.5): 2-byte
+        /// options (kind, 2) of kinds in [`SUPPORTED_TCP_EXTENSIONS`], once each; the options
+        /// the converter must ignore (§7.1-§7.3) are already removed. "For the TCP options that
+        /// are included ... without an optional value, the Transport Converter MUST generate its
+        /// own value": the kernel's defaults do.
         tcp_options: Vec<u8>,
     },
     /// Refused before any dial: write `reply` to the client, then close.
