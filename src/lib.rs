@@ -9,6 +9,7 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod convert;
 pub mod daemon;
 pub mod engine;
 pub mod fuzz;
