@@ -1,6 +1,7 @@
 //! The converter's request check (every refusal with its RFC 8803 §6.2.8 reply, incremental and
 //! bounded input, TCP options per §7) and the client against it in memory: request → converter →
 //! Connect with the right destination, consumed length and early data; reply → client parse.
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -230,9 +231,17 @@ fn framing_refusals_and_their_replies() {
         assert_eq!(reply, [1, 2, 0x22, 0x63, 0x1e, 1, 0, 1]);
     }
     // Malformed: echoes the message (Figure 23).
-    let bad = [1, 3, 0x22, 0x63, 0x0a, 0, 0, 0];
+    let bad = [1, 2, 0x22, 0x63, 0x0a, 0, 0, 0];
     let (cause, reply) = refusal(c.check_request(NOW, &bad));
     assert_eq!(cause, RefusalCause::Malformed);
+    assert_eq!(
+        reply_error(&reply),
+        ErrorTlv::MalformedMessage { echo: bad.to_vec() }
+    );
+    // The echo stops at the declared Total Length: following user data is not echoed.
+    let mut with_data = bad.to_vec();
+    with_data.extend_from_slice(b"secret user data");
+    let (_, reply) = refusal(c.check_request(NOW, &with_data));
     assert_eq!(
         reply_error(&reply),
         ErrorTlv::MalformedMessage { echo: bad.to_vec() }
@@ -266,6 +275,9 @@ fn framing_refusals_and_their_replies() {
     }
     let (cause, _) = refusal(c.check_request(NOW, &[1, 2, 0x22, 0x63, 1, 1, 0, 0]));
     assert_eq!(cause, RefusalCause::Unsupported);
+    // Info with a non-zero Zero field (not covered by the MAC): Malformed.
+    let (cause, _) = refusal(c.check_request(NOW, &signed(&[ct.clone(), vec![1, 1, 0, 1]])));
+    assert_eq!(cause, RefusalCause::Malformed);
     // Info with a Connect is fine.
     assert!(matches!(
         c.check_request(NOW, &signed(&[ct, vec![1, 1, 0, 0]])),

@@ -1,6 +1,7 @@
 //! The cookie proof and the replay cache, through the converter (wrong key, unknown key id, bit
 //! flips anywhere, destination swapped, stale, future, replay, bounded cache, revocation) and
 //! directly (`ReplayCache` invariants, golden MAC recomputed independently).
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 use std::net::SocketAddr;
 use std::time::Duration;

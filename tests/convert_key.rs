@@ -1,5 +1,6 @@
 //! Client keys and key files: text round trip, clear errors, mode 0600 on creation, no overwrite,
 //! group/world-accessible files refused with a `chmod 600` hint, the secret never in Debug.
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! RFC 8803 §6 codec: round trips of every TLV, golden bytes written by hand from the RFC's
 //! figures, every kind of malformed message refused with the right error (never a panic), and
 //! property tests (parse ∘ build = id; arbitrary bytes never panic).
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 use std::net::SocketAddr;
 

@@ -7,6 +7,7 @@
 //! Inputs: mutations (bit flips, byte overwrites, truncations, extensions with a fixed-up Total
 //! Length) of valid requests, connected replies and error replies. Seed and count can be changed
 //! with `MPBOND_FUZZ_SEED` / `MPBOND_FUZZ_ITERS` to replay or extend a run.
+#![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -147,7 +147,8 @@ impl Converter {
                     cookie = Some(raw.bytes.get(4..).unwrap_or(&[]));
                 }
                 kind::INFO => {
-                    if raw.decode().is_err() {
+                    // As for the Cookie TLV's Zero field: checked, since not covered by the MAC.
+                    if raw.decode().is_err() || raw.bytes.get(2..4) != Some(&[0, 0]) {
                         return malformed(msg_bytes, max);
                     }
                 }
@@ -271,10 +272,12 @@ fn not_authorized(cause: RefusalCause) -> Request {
     refused(cause, None, error_reply(cause.error_code(), &[]))
 }
 
-/// The Figure 23 value: a zero byte, then the message from the next 32-bit word, cut to fit.
+/// The Figure 23 value: a zero byte, then the message from the next 32-bit word, cut to its
+/// declared Total Length (what follows is user data, not echoed) and to fit a reply.
 fn echo_value(message: &[u8], max: usize) -> Vec<u8> {
     let room = MAX_MESSAGE_LEN - HEADER_LEN - 4;
-    let n = message.len().min(max).min(room) & !3;
+    let declared = msg::FixedHeader::parse(message).map_or(message.len(), |h| h.message_len());
+    let n = message.len().min(declared).min(max).min(room) & !3;
     let mut v = vec![0u8];
     v.extend_from_slice(&message[..n]);
     v
@@ -317,7 +320,11 @@ pub enum Request {
         key: KeyId,
         /// Bytes of the Convert message.
         consumed: usize,
-        /// TCP options the client asked the converter to use toward `dst`.
+        /// TCP options the client asked the converter to use toward `dst` (§6.2.5): 2-byte
+        /// options (kind, 2) of kinds in [`SUPPORTED_TCP_EXTENSIONS`], once each; the options
+        /// the converter must ignore (§7.1-§7.3) are already removed. "For the TCP options that
+        /// are included ... without an optional value, the Transport Converter MUST generate its
+        /// own value": the kernel's defaults do.
         tcp_options: Vec<u8>,
     },
     /// Refused before any dial: write `reply` to the client, then close.
@@ -338,13 +345,13 @@ pub enum RefusalCause {
     Malformed,
     /// Not version 1.
     UnsupportedVersion,
-    /// No Cookie TLV.
+    /// No Cookie TLV (reply: Not Authorized, see [`RefusalCause::error_code`]).
     MissingCookie,
     /// The cookie names a key not in the keyring.
     UnknownKey,
     /// The cookie's MAC does not verify.
     BadMac,
-    /// The cookie's timestamp is too far from now.
+    /// The cookie's timestamp is too far from now (or below the replay cache's tightened window).
     Stale,
     /// The cookie was seen before.
     Replay,
@@ -354,7 +361,7 @@ pub enum RefusalCause {
     UnsupportedOption,
     /// Egress policy refused the destination (server/).
     Policy,
-    /// A limit was reached (server/).
+    /// A limit was reached (server/; convert/ too when the replay cache is full within a second).
     Limit,
     /// The destination answered with an RST (server/).
     DestRefused,
@@ -408,17 +415,31 @@ impl RefusalCause {
         match self {
             RefusalCause::Malformed => ErrorCode::MalformedMessage,
             RefusalCause::UnsupportedVersion => ErrorCode::UnsupportedVersion,
+            // §6.2.7: an invalid cookie "MUST return an Error TLV set to "Not Authorized"".
+            // §6.2.8 Missing Cookie is for a converter that "computes a cookie for this Client"
+            // and returns it; ours are proofs of a client key that only the client can make, so
+            // an absent cookie is also "a lack of authorization (... authorization failure, or
+            // invalid Cookie TLV)": Not Authorized, which "MUST be sent ... when a request cannot
+            // be successfully processed because the authorization failed".
             RefusalCause::MissingCookie
             | RefusalCause::UnknownKey
             | RefusalCause::BadMac
             | RefusalCause::Stale
-            | RefusalCause::Replay
-            | RefusalCause::Policy => ErrorCode::NotAuthorized,
+            | RefusalCause::Replay => ErrorCode::NotAuthorized,
+            // §6.2.8 Not Authorized: "(e.g., administratively prohibited ...)"; §9.2 refuses
+            // hairpinned connections the same way.
+            RefusalCause::Policy => ErrorCode::NotAuthorized,
             RefusalCause::Unsupported => ErrorCode::UnsupportedMessage,
             RefusalCause::UnsupportedOption => ErrorCode::UnsupportedTcpOption,
+            // §6.2.8 Resource Exceeded: "MUST be sent ... when it does not have sufficient
+            // resources to handle a new connection".
             RefusalCause::Limit => ErrorCode::ResourceExceeded,
+            // §6.2.8 Connection Reset: "the final destination responded with an RST segment".
             RefusalCause::DestRefused => ErrorCode::ConnectionReset,
+            // §4.2 / §6.2.8: an ICMP hard error; "The Value field MUST echo the Code field".
             RefusalCause::DestUnreachable => ErrorCode::DestinationUnreachable,
+            // §6.2.8 Network Failure: "MUST send this error code when it experiences forwarding
+            // issues to proxy a connection" (no answer from the destination in time).
             RefusalCause::DestTimeout => ErrorCode::NetworkFailure,
         }
     }

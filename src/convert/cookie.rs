@@ -148,7 +148,8 @@ pub enum Freshness {
 /// availability, never safety: cookies not newer than the oldest kept entry are refused
 /// ([`Freshness::BelowWindow`] / [`Freshness::Full`]), fresh ones (timestamp = now) keep working
 /// unless more than `capacity` arrive within one second. Memory: at most `capacity` entries in
-/// each of two maps. A clock stepping backwards does not revive removed entries either.
+/// each of two maps (about 100 bytes an entry: 6.5 MB at the default 1 << 16). A clock stepping
+/// backwards does not revive removed entries either.
 #[derive(Debug)]
 pub struct ReplayCache {
     capacity: usize,

@@ -382,7 +382,10 @@ impl RawTlv<'_> {
             }
             // §6.2.7: an opaque cookie after the Zero field.
             kind::COOKIE => Tlv::Cookie(after_unassigned.to_vec()),
-            kind::ERROR => Tlv::Error(ErrorTlv::from_raw(b[2], b.get(3..).unwrap_or(&[]))),
+            kind::ERROR => Tlv::Error(ErrorTlv::from_raw(
+                b.get(2).copied().unwrap_or(0),
+                b.get(3..).unwrap_or(&[]),
+            )),
             other => Tlv::Unknown {
                 kind: other,
                 value: b.get(2..).unwrap_or(&[]).to_vec(),

@@ -111,7 +111,7 @@ pub enum SubflowResetCause {
     PathIncompatible(&'static str),
 }
 
-/// Why [`Connection::accept_join`] refused an MP_JOIN SYN (answer it with a RST).
+/// Why [`Connection::accept_join`](super::Connection::accept_join) refused an MP_JOIN SYN (answer it with a RST).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum JoinRefused {
     /// The MP_JOIN is unusable (missing, wrong form, unknown token), §3.2.
@@ -136,9 +136,9 @@ pub enum Event {
         /// MPTCP in use.
         mptcp: bool,
     },
-    /// New data for [`Connection::recv`].
+    /// New data for [`Connection::recv`](super::Connection::recv).
     Readable,
-    /// Send-buffer space freed after [`Connection::send`] refused bytes.
+    /// Send-buffer space freed after [`Connection::send`](super::Connection::send) refused bytes.
     Writable,
     /// The peer's DATA_FIN (or FIN after fallback) arrived: no more data.
     PeerClosed,

@@ -34,6 +34,17 @@ pub const MAX_OPTION_LEN: usize = 40;
 /// Most address IDs a REMOVE_ADDR can carry inside [`MAX_OPTION_LEN`] (length = 3 + n).
 pub const MAX_REMOVE_ADDR_IDS: usize = MAX_OPTION_LEN - 3;
 
+/// Octets of a DSS option (RFC 8684 §3.3, Figure 9) before its DATA_ACK: kind, length,
+/// subtype and flags.
+pub const DSS_HEADER_LEN: usize = 4;
+/// Octets of a 64-bit DATA_ACK in a DSS (flags A and a).
+pub const DSS_DATA_ACK64_LEN: usize = 8;
+/// Octets of a DSS mapping with a 64-bit DSN (flags M and m): DSN, subflow sequence number and
+/// data-level length, without the checksum.
+pub const DSS_MAPPING64_LEN: usize = 8 + 4 + 2;
+/// Octets of the DSS checksum, present when checksums are in use (§3.3.1).
+pub const DSS_CHECKSUM_LEN: usize = 2;
+
 /// MPTCP option subtypes (RFC 8684 §7.2, Table 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -807,9 +818,9 @@ impl MptcpOption {
 fn dss_len(d: &Dss) -> usize {
     let ack = d.data_ack.map_or(0, DsnField::wire_len);
     let map = d.mapping.map_or(0, |m| {
-        m.dsn.wire_len() + 4 + 2 + if m.checksum.is_some() { 2 } else { 0 }
+        m.dsn.wire_len() + 4 + 2 + if m.checksum.is_some() { DSS_CHECKSUM_LEN } else { 0 }
     });
-    4 + ack + map
+    DSS_HEADER_LEN + ack + map
 }
 
 fn parse_dss(opt: &[u8], bad: OptionError) -> Result<Dss, OptionError> {

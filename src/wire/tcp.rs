@@ -15,6 +15,9 @@ use crate::tcp::SeqNum;
 pub const TCP_HEADER_LEN: usize = 20;
 /// Maximum length of the options area (data offset 15 words).
 pub const MAX_OPTIONS_LEN: usize = 40;
+/// Length of the timestamps option as sent in every segment once negotiated: NOP, NOP and the
+/// 10-octet option (RFC 7323 Appendix A layout).
+pub const TIMESTAMPS_LEN: usize = 12;
 /// Option kinds (IANA "TCP Option Kind Numbers").
 pub mod kind {
     /// End of option list.

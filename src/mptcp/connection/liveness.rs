@@ -1,4 +1,6 @@
-//! Path liveness and backup priorities (the policy half of handover, issue 5 point 5).
+//! Path liveness and backup priorities (the policy half of handover, issue 5 point 5): the
+//! liveness signals of every subflow, the failover of an unresponsive one, REMOVE_ADDR for our
+//! addresses gone (§3.4.2), and MP_PRIO kept in step with the regular paths.
 //!
 //! A subflow whose path stops answering while its link stays up (a blackholed Wi-Fi router,
 //! a captive portal gone silent, heavy loss) is detected well before its retransmission timer
@@ -53,6 +55,17 @@ const PROBE_SPACING: Duration = Duration::from_millis(50);
 const ACTIVE: Duration = Duration::from_secs(1);
 
 impl Connection {
+    /// Liveness is watched while MPTCP is in use and the connection open.
+    fn liveness_on(&self) -> bool {
+        self.is_mptcp() && !self.is_closed()
+    }
+
+    /// The silence bound of subflow `i` if its liveness is watched (it can carry data, and the
+    /// check is enabled).
+    fn watched(&self, i: usize) -> Option<Duration> {
+        if self.ready(i) { self.stale_bound(i) } else { None }
+    }
+
     /// How long a path may stay silent before it counts as unresponsive.
     fn stale_bound(&self, i: usize) -> Option<Duration> {
         if self.cfg.stale_rtts == 0 {
@@ -83,17 +96,12 @@ impl Connection {
 
     /// The next time [`check_liveness`](Self::check_liveness) has something to decide.
     pub(super) fn liveness_deadline(&self) -> Option<Instant> {
-        if !self.is_mptcp() || self.terminal {
+        if !self.liveness_on() {
             return None;
         }
         let mut t: Option<Instant> = None;
         for i in 0..self.subflows.len() {
-            if !self.ready(i) {
-                continue;
-            }
-            let Some(bound) = self.stale_bound(i) else {
-                continue;
-            };
+            let Some(bound) = self.watched(i) else { continue };
             let send_after = self.send_silence(i);
             let s = &self.subflows[i];
             let mut add = |x: Instant| t = Some(t.map_or(x, |y: Instant| y.min(x)));
@@ -133,19 +141,15 @@ impl Connection {
         (self.path_rtt(i) / 2).max(Duration::from_millis(10))
     }
 
-    /// Updates the liveness signals of every subflow; a subflow found unresponsive is failed
-    /// over (only when another subflow can take its traffic).
+    /// Phase 10, once the subflows dead after this input are known and the close phases had
+    /// their say: updates the liveness signals of every subflow; a subflow found unresponsive
+    /// is failed over (only when another subflow can take its traffic).
     pub(super) fn check_liveness(&mut self, now: Instant) {
-        if !self.is_mptcp() || self.terminal {
+        if !self.liveness_on() {
             return;
         }
         for i in 0..self.subflows.len() {
-            if !self.ready(i) {
-                continue;
-            }
-            let Some(bound) = self.stale_bound(i) else {
-                continue;
-            };
+            let Some(bound) = self.watched(i) else { continue };
             let probe_after = self.probe_after(i);
             let send_after = self.send_silence(i);
             let s = &mut self.subflows[i];
@@ -228,15 +232,13 @@ impl Connection {
             silent_ms = (now - since).as_millis() as u64,
             "subflow unresponsive"
         );
-        self.subflows[i].mp.rst_opt = None;
-        self.subflows[i].tcp.abort();
-        self.kill_subflow(i);
+        self.drop_subflow(i);
         self.events.push_back(Event::PathUnresponsive {
             path,
             silent_for: now - since,
         });
         self.signal_removed(addr_id);
-        if let Some(p) = self.paths.iter_mut().find(|p| p.path.id == path) {
+        if let Some(p) = self.pm.path_mut(path) {
             p.next_join = now + self.cfg.join_retry;
         }
         self.sync_priorities();
@@ -254,7 +256,7 @@ impl Connection {
         {
             return;
         }
-        let Some(opt) = super::addr::remove(&[addr_id]) else {
+        let Some(opt) = crate::mptcp::addr::remove(&[addr_id]) else {
             return;
         };
         if let Some(j) = (0..self.subflows.len()).find(|&j| self.ready(j)) {
@@ -264,17 +266,15 @@ impl Connection {
         }
     }
 
-    /// Handover mode: a subflow on a backup path is a backup (§3.3.8) exactly while a regular
-    /// subflow can carry data; changes are announced with MP_PRIO on the subflow concerned.
+    /// Phase 11, after liveness may have failed the last regular subflow over, so that the
+    /// backups take over in the same step. Handover mode: a subflow on a backup path is a
+    /// backup (§3.3.8) exactly while a regular subflow can carry data; changes are announced
+    /// with MP_PRIO on the subflow concerned.
     pub(super) fn sync_priorities(&mut self) {
-        if self.cfg.mode != Mode::Handover || !self.is_mptcp() || self.terminal {
+        if self.cfg.mode != Mode::Handover || !self.is_mptcp() || self.is_closed() {
             return;
         }
-        let backup_path = |c: &Connection, i: usize| {
-            c.paths
-                .iter()
-                .any(|p| p.path.id == c.subflows[i].path && p.path.backup)
-        };
+        let backup_path = |c: &Connection, i: usize| c.pm.is_backup(c.subflows[i].path);
         let regular_alive = (0..self.subflows.len()).any(|i| self.ready(i) && !backup_path(self, i));
         for i in 0..self.subflows.len() {
             if !self.ready(i) || !backup_path(self, i) {

@@ -1,0 +1,144 @@
+//! Output: the scheduler's choice of subflow for each chunk of queued data ([`fill`]), the
+//! chunk's DSS mapping (`push_chunk`), and [`poll_transmit`](Connection::poll_transmit).
+//!
+//! [`fill`]: Connection::fill
+
+use std::time::Duration;
+
+use super::data::SCRATCH;
+use super::{Connection, PathId};
+use crate::mptcp::mapping::dss_checksum;
+use crate::mptcp::scheduler::{self, Candidate};
+use crate::mptcp::seq::SubflowSeq;
+use crate::mptcp::subflow::{Handshake, Segment};
+use crate::tcp::Transmit;
+use crate::time::Instant;
+use crate::wire::tcp::TIMESTAMPS_LEN;
+
+impl Connection {
+    /// Hands queued data to the subflows the scheduler picks, a chunk at a time, while one has
+    /// room.
+    fn fill(&mut self, now: Instant) {
+        if self.is_closed() {
+            return;
+        }
+        for _ in 0..4096 {
+            if !self.send.has_pending() {
+                return;
+            }
+            let cands: Vec<Candidate> = (0..self.subflows.len())
+                .filter(|&i| self.ready(i))
+                .map(|i| {
+                    let s = &self.subflows[i];
+                    let h = s.tcp.health();
+                    let mss = usize::from(s.tcp.eff_mss());
+                    Candidate {
+                        idx: i,
+                        backup: s.mp.backup || s.mp.peer_backup,
+                        srtt: h.srtt,
+                        has_room: s.tcp.send_queued() < h.cwnd as usize + mss && s.tcp.send_capacity() >= mss,
+                        failing: h.consecutive_rtos >= self.cfg.stall_rtos,
+                    }
+                })
+                .collect();
+            let Some(i) = scheduler::pick(self.cfg.mode, &cands) else {
+                return;
+            };
+            if !self.push_chunk(now, i) {
+                return;
+            }
+        }
+    }
+
+    /// Queues the next chunk of data (or the DATA_FIN) on subflow `i` with its mapping, sized so
+    /// that a segment carries it with its options; false if there was nothing to send.
+    fn push_chunk(&mut self, now: Instant, i: usize) -> bool {
+        let s = &mut self.subflows[i];
+        let checksums = s.mp.checksums && !s.mp.no_options;
+        let ts_len = if s.tcp.timestamps_enabled() {
+            TIMESTAMPS_LEN
+        } else {
+            0
+        };
+        let opt_len = ts_len + s.mp.plan(Segment::Chunk).len;
+        let mut max_len = usize::from(s.tcp.eff_mss()).saturating_sub(opt_len).max(64);
+        let rel0 = SubflowSeq::from_absolute(s.tcp.send_seq().0, s.mp.iss);
+        if matches!(s.mp.hs, Handshake::CapableUnconfirmed(_))
+            && rel0 == SubflowSeq::FIRST_DATA
+            && self.app_closed
+        {
+            // The MP_CAPABLE carrying the first data has no DATA_FIN flag (§3.1): keep the
+            // DATA_FIN out of the first chunk.
+            max_len = max_len.min(self.send.buffered().saturating_sub(1)).max(1);
+        }
+        let Some(chunk) = self.send.next_chunk(s.id, max_len) else {
+            return false;
+        };
+        let rel = SubflowSeq::from_absolute(s.tcp.send_seq().0, s.mp.iss);
+        if chunk.len == 0 {
+            // A DATA_FIN alone.
+            if s.mp.no_options {
+                s.tcp.close();
+            } else {
+                let mut m = chunk.mapping(SubflowSeq(0));
+                if checksums {
+                    m.checksum = Some(dss_checksum(m.dsn, m.subflow_seq, m.data_len, &[]));
+                }
+                s.mp.bare_fin = Some(m);
+                s.tcp.request_ack();
+                let at = now + s.tcp.health().rto;
+                self.arm_fin_rtx(at, 0);
+            }
+            return true;
+        }
+        let send = &self.send;
+        let (n, sent, m) = SCRATCH.with_borrow_mut(|sc| {
+            if sc.len() < chunk.len {
+                sc.resize(chunk.len, 0);
+            }
+            let n = send.copy_out(chunk.dsn, &mut sc[..chunk.len]);
+            let bytes = &sc[..n];
+            let mut m = chunk.mapping(rel);
+            if checksums {
+                // RFC 8684 §3.3.1: the checksum covers the pseudo-header and the mapped payload.
+                m.checksum = Some(dss_checksum(m.dsn, m.subflow_seq, m.data_len, bytes));
+            }
+            (n, s.tcp.send(bytes), m)
+        });
+        debug_assert_eq!(sent, n);
+        s.bytes_sent += sent as u64;
+        s.mp.tx_maps.push_back(m);
+        if chunk.data_fin {
+            if s.mp.no_options {
+                s.tcp.close();
+            } else {
+                let at = now + s.tcp.health().rto.max(Duration::from_millis(200)) * 2;
+                self.arm_fin_rtx(at, 0);
+            }
+        }
+        true
+    }
+
+    /// Writes the next packet due into `buf` (at least MSS + 100 bytes); returns the path to
+    /// send it on and what was written.
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(PathId, Transmit)> {
+        self.fill(now);
+        let data_ack = self.recv.as_ref().map(|r| r.data_ack());
+        for k in 0..self.subflows.len() {
+            let s = &mut self.subflows[k];
+            if !s.dead && self.pm.is_down(s.path) {
+                continue;
+            }
+            s.mp.data_ack = data_ack;
+            if let Some(t) = s.tcp.poll_transmit_with(now, buf, &mut s.mp) {
+                if s.mp.live.busy_since.is_none() && s.tcp.health().bytes_in_flight > 0 {
+                    s.mp.live.busy_since = Some(now);
+                }
+                return Some((s.path, t));
+            }
+        }
+        // Drop subflows that are gone for good.
+        self.subflows.retain(|s| !(s.dead && s.tcp.is_closed()));
+        None
+    }
+}
