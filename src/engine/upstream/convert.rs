@@ -30,6 +30,7 @@ use super::mptcp::MptcpUpstream;
 use super::{Dial, Note, SubflowView, UpstreamConn};
 use crate::convert::client::{self, Reply};
 use crate::convert::msg::ErrorCode;
+use crate::convert::tcpopt;
 use crate::engine::IfaceId;
 use crate::engine::converters::ConverterFailure;
 use crate::mptcp::crypto::Key;
@@ -43,6 +44,8 @@ pub const ANSWER_WITHIN: Duration = Duration::from_millis(1000);
 /// Most bytes read while waiting for the reply (a Convert message is at most 1,020 bytes; what
 /// follows it is the destination's, kept for the host).
 const REPLY_READ_MAX: usize = 4096;
+/// The TCP option kind of Multipath TCP (RFC 8684 §3).
+const MPTCP_KIND: u8 = 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -115,13 +118,21 @@ impl ConvertUpstream {
             }
             Reply::Connected {
                 consumed,
-                supports_mptcp,
+                tcp_options,
                 ..
             } => {
+                // Whether the destination speaks MPTCP is in its SYN+ACK options, which the
+                // Extended TCP Header TLV returns (§6.2.6). The Supported TCP Extensions TLV
+                // (`supports_mptcp`) lists what the *converter* converts (§6.2.4; §7.5: a
+                // converter serving MPTCP "MUST advertise" kind 30, ours always does), so it
+                // says nothing about the destination.
+                let dst_mptcp = tcpopt::tcp_options(&tcp_options).any(|(k, _)| k == MPTCP_KIND);
                 self.early = self.reply.split_off(consumed);
                 self.reply = Vec::new();
                 self.phase = Phase::Relaying;
-                self.notes.push_back(Note::ConverterConnected { supports_mptcp });
+                self.notes.push_back(Note::ConverterConnected {
+                    supports_mptcp: dst_mptcp,
+                });
                 self.events.push_back(Event::Connected);
             }
             Reply::Error { code, .. } => {

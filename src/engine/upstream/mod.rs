@@ -135,7 +135,9 @@ pub enum Note {
     /// The converter relayed the flow's request and answered (the destination accepted, or
     /// refused or was silent: either way the converter works).
     ConverterConnected {
-        /// The converter said the destination speaks MPTCP (new flows to it go direct).
+        /// The converter said the destination speaks MPTCP: the destination's SYN+ACK options,
+        /// returned in the Extended TCP Header TLV (RFC 8803 §6.2.6), carried kind 30 (new
+        /// flows to it go direct).
         supports_mptcp: bool,
     },
     /// The converter failed the flow before the destination answered: it is marked down and
