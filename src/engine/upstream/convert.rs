@@ -14,10 +14,11 @@
 //! - Error "Connection Reset" or "Destination Unreachable": [`Event::Reset`] (the host gets a
 //!   reset, as from a refusing destination); "Network Failure" (the destination did not
 //!   answer): [`Event::TimedOut`];
-//! - the converter itself failing — no handshake within [`ANSWER_WITHIN`], a reset or close
-//!   before its reply, a refusal of this laptop (key, limits), a reply that is not a Convert
-//!   message — is a [`Note::ConverterFailed`]: the engine marks the converter down and dials
-//!   the destination directly for the same host SYN, so nothing is lost and nothing hangs.
+//! - the converter itself failing — no handshake within [`ANSWER_WITHIN`], no reply within
+//!   [`REPLY_WITHIN`] of the SYN, a reset or close before its reply, a refusal of this laptop
+//!   (key, limits), a reply that is not a Convert message — is a [`Note::ConverterFailed`]:
+//!   the engine marks the converter down and dials the destination directly for the same host
+//!   SYN, so nothing is lost and nothing hangs.
 //!
 //! §6.2.8: "Upon reception of an Error TLV, a Client MUST reset the associated connection": the
 //! connection to the converter is aborted on every Error and on a malformed reply.
@@ -41,6 +42,12 @@ use crate::wire::SegmentHeader;
 
 /// How long the converter has to answer the MPTCP handshake before the flow goes direct.
 pub const ANSWER_WITHIN: Duration = Duration::from_millis(1000);
+/// How long after its SYN the converter's Convert reply may take: longer than the converter's
+/// own dial timeout (`mpbond server`: 10 s by default, then it replies "Network Failure"), so
+/// a slow destination is the converter's to report; a converter that accepted the connection
+/// but never replies (hung, or another service on its port) must not leave the host's SYN
+/// unanswered for ever.
+pub const REPLY_WITHIN: Duration = Duration::from_secs(15);
 /// Most bytes read while waiting for the reply (a Convert message is at most 1,020 bytes; what
 /// follows it is the destination's, kept for the host).
 const REPLY_READ_MAX: usize = 4096;
@@ -68,6 +75,8 @@ pub struct ConvertUpstream {
     phase: Phase,
     /// The converter must complete the handshake by then.
     answer_by: Option<Instant>,
+    /// Its reply must have arrived by then.
+    reply_by: Instant,
     /// What arrived of the reply (and possibly the destination's first bytes after it).
     reply: Vec<u8>,
     /// The destination's bytes that came with the reply, from `early_at` on.
@@ -96,6 +105,7 @@ impl ConvertUpstream {
             converter: (converter, dial.dst),
             phase: Phase::Handshake,
             answer_by: Some(dial.now + ANSWER_WITHIN),
+            reply_by: dial.now + REPLY_WITHIN,
             reply: Vec::new(),
             early: Vec::new(),
             early_at: 0,
@@ -235,10 +245,15 @@ impl UpstreamConn for ConvertUpstream {
         self.notes.pop_front().or_else(|| self.inner.poll_note())
     }
     fn poll_timeout(&self) -> Option<Instant> {
-        match (self.inner.poll_timeout(), self.answer_by) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let waiting = matches!(self.phase, Phase::Handshake | Phase::Reply);
+        [
+            self.inner.poll_timeout(),
+            self.answer_by,
+            waiting.then_some(self.reply_by),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
     fn handle_timeout(&mut self, now: Instant) {
         if self.inner.poll_timeout().is_some_and(|t| t <= now) {
@@ -248,6 +263,12 @@ impl UpstreamConn for ConvertUpstream {
             self.pump();
             if self.phase == Phase::Handshake {
                 self.converter_failed(ConverterFailure::Unreachable);
+            }
+        }
+        if self.reply_by <= now && matches!(self.phase, Phase::Handshake | Phase::Reply) {
+            self.pump();
+            if self.phase == Phase::Reply {
+                self.converter_failed(ConverterFailure::NoReply);
             }
         }
     }

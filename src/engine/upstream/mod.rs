@@ -88,7 +88,7 @@ use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-pub use self::convert::ConvertUpstream;
+pub use self::convert::{ANSWER_WITHIN, ConvertUpstream, REPLY_WITHIN};
 pub use self::mptcp::MptcpUpstream;
 pub use self::tcp::TcpUpstream;
 use super::IfaceId;
