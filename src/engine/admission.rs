@@ -19,6 +19,9 @@ use crate::time::Instant;
 use crate::wire::SegmentHeader;
 use crate::wire::tcp::{TcpHeaderView, verify_checksum};
 
+/// Most packets taken from an upstream connection that is replaced (see `flush_upstream`).
+const FLUSH_MAX: usize = 16;
+
 /// Why a new upstream connection could not be opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum DialError {
@@ -213,6 +216,7 @@ impl Engine {
         match self.dial(now, dst, None, &syn) {
             Ok((upstream, port, token)) => {
                 tracing::info!(flow = id, %dst, ?why, "converter failed: going direct");
+                self.flush_upstream(now, id);
                 self.table.replace_upstream(id, upstream, port, token);
             }
             Err(_) => {
@@ -225,6 +229,27 @@ impl Engine {
                     }
                 }
             }
+        }
+    }
+
+    /// Aborts the upstream of flow `id`, which is about to be replaced, and queues what it
+    /// still has to send: the reset of the connection to a converter (RFC 8803 §6.2.8: "Upon reception of an
+    /// Error TLV, a Client MUST reset the associated connection"; so too after a malformed
+    /// reply), which would otherwise be dropped with it and leave the converter holding the
+    /// connection until its own timeouts.
+    fn flush_upstream(&mut self, now: Instant, id: FlowId) {
+        let Some(f) = self.table.get_mut(id) else { return };
+        // Aborted already when it reported the failure; not when an ICMP error did.
+        f.upstream.abort();
+        // An aborted connection has one reset per subflow to send, at most.
+        for _ in 0..FLUSH_MAX {
+            let Some((iface, n)) = f.upstream.poll_transmit(now, &mut self.scratch) else {
+                return;
+            };
+            let Some(buf) = self.to_host.push(Dest::Iface(iface), n) else {
+                return self.counters.drop(DropReason::QueueFull);
+            };
+            buf.copy_from_slice(&self.scratch[..n]);
         }
     }
 

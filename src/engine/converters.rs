@@ -11,9 +11,9 @@
 //! - otherwise the flow goes through a converter that is up. With several, a destination is
 //!   spread by a hash of its address over those that are up (the way to scale out: several
 //!   converters, no state shared between them), so it keeps its converter while that one answers;
-//! - a converter that does not answer in time, resets, or refuses this laptop is marked down
-//!   for a while (doubling from [`DOWN_MIN`] to [`DOWN_MAX`]) and the flow goes direct; once the
-//!   time has passed the next flow tries it again.
+//! - a converter that does not answer (or reply) in time, resets, or refuses this laptop is
+//!   marked down for a while (doubling from [`DOWN_MIN`] to [`DOWN_MAX`]) and the flow goes
+//!   direct; once the time has passed the next flow tries it again.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -36,6 +36,8 @@ pub const DOWN_MAX: Duration = Duration::from_secs(300);
 pub enum ConverterFailure {
     /// Its MPTCP handshake was not answered in time.
     Unreachable,
+    /// It completed the handshake but sent no Convert reply in time.
+    NoReply,
     /// It reset the connection before its reply.
     Reset,
     /// It refused this laptop (key, limits, its own failure), by Error TLV code.

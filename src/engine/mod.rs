@@ -62,7 +62,7 @@ pub use sessions::{DatagramKind, Session, SessionId};
 pub use types::{
     CELLULAR, Config, ConverterSettings, DatagramAction, Dest, FlowInfo, IfaceId, IfaceState, Transmit, WIFI,
 };
-pub use upstream::{Note, SubflowView, Upstream, UpstreamConn};
+pub use upstream::{ANSWER_WITHIN, Note, REPLY_WITHIN, SubflowView, Upstream, UpstreamConn};
 
 use crate::mptcp::PathId;
 use crate::time::Instant;

@@ -14,10 +14,11 @@
 //! - Error "Connection Reset" or "Destination Unreachable": [`Event::Reset`] (the host gets a
 //!   reset, as from a refusing destination); "Network Failure" (the destination did not
 //!   answer): [`Event::TimedOut`];
-//! - the converter itself failing — no handshake within [`ANSWER_WITHIN`], a reset or close
-//!   before its reply, a refusal of this laptop (key, limits), a reply that is not a Convert
-//!   message — is a [`Note::ConverterFailed`]: the engine marks the converter down and dials
-//!   the destination directly for the same host SYN, so nothing is lost and nothing hangs.
+//! - the converter itself failing — no handshake within [`ANSWER_WITHIN`], no reply within
+//!   [`REPLY_WITHIN`] of the SYN, a reset or close before its reply, a refusal of this laptop
+//!   (key, limits), a reply that is not a Convert message — is a [`Note::ConverterFailed`]:
+//!   the engine marks the converter down and dials the destination directly for the same host
+//!   SYN, so nothing is lost and nothing hangs.
 //!
 //! §6.2.8: "Upon reception of an Error TLV, a Client MUST reset the associated connection": the
 //! connection to the converter is aborted on every Error and on a malformed reply.
@@ -30,6 +31,7 @@ use super::mptcp::MptcpUpstream;
 use super::{Dial, Note, SubflowView, UpstreamConn};
 use crate::convert::client::{self, Reply};
 use crate::convert::msg::ErrorCode;
+use crate::convert::tcpopt;
 use crate::engine::IfaceId;
 use crate::engine::converters::ConverterFailure;
 use crate::mptcp::crypto::Key;
@@ -40,9 +42,17 @@ use crate::wire::SegmentHeader;
 
 /// How long the converter has to answer the MPTCP handshake before the flow goes direct.
 pub const ANSWER_WITHIN: Duration = Duration::from_millis(1000);
+/// How long after its SYN the converter's Convert reply may take: longer than the converter's
+/// own dial timeout (`mpbond server`: 10 s by default, then it replies "Network Failure"), so
+/// a slow destination is the converter's to report; a converter that accepted the connection
+/// but never replies (hung, or another service on its port) must not leave the host's SYN
+/// unanswered for ever.
+pub const REPLY_WITHIN: Duration = Duration::from_secs(15);
 /// Most bytes read while waiting for the reply (a Convert message is at most 1,020 bytes; what
 /// follows it is the destination's, kept for the host).
 const REPLY_READ_MAX: usize = 4096;
+/// The TCP option kind of Multipath TCP (RFC 8684 §3).
+const MPTCP_KIND: u8 = 30;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -65,6 +75,8 @@ pub struct ConvertUpstream {
     phase: Phase,
     /// The converter must complete the handshake by then.
     answer_by: Option<Instant>,
+    /// Its reply must have arrived by then.
+    reply_by: Instant,
     /// What arrived of the reply (and possibly the destination's first bytes after it).
     reply: Vec<u8>,
     /// The destination's bytes that came with the reply, from `early_at` on.
@@ -93,6 +105,7 @@ impl ConvertUpstream {
             converter: (converter, dial.dst),
             phase: Phase::Handshake,
             answer_by: Some(dial.now + ANSWER_WITHIN),
+            reply_by: dial.now + REPLY_WITHIN,
             reply: Vec::new(),
             early: Vec::new(),
             early_at: 0,
@@ -115,13 +128,21 @@ impl ConvertUpstream {
             }
             Reply::Connected {
                 consumed,
-                supports_mptcp,
+                tcp_options,
                 ..
             } => {
+                // Whether the destination speaks MPTCP is in its SYN+ACK options, which the
+                // Extended TCP Header TLV returns (§6.2.6). The Supported TCP Extensions TLV
+                // (`supports_mptcp`) lists what the *converter* converts (§6.2.4; §7.5: a
+                // converter serving MPTCP "MUST advertise" kind 30, ours always does), so it
+                // says nothing about the destination.
+                let dst_mptcp = tcpopt::tcp_options(&tcp_options).any(|(k, _)| k == MPTCP_KIND);
                 self.early = self.reply.split_off(consumed);
                 self.reply = Vec::new();
                 self.phase = Phase::Relaying;
-                self.notes.push_back(Note::ConverterConnected { supports_mptcp });
+                self.notes.push_back(Note::ConverterConnected {
+                    supports_mptcp: dst_mptcp,
+                });
                 self.events.push_back(Event::Connected);
             }
             Reply::Error { code, .. } => {
@@ -224,10 +245,15 @@ impl UpstreamConn for ConvertUpstream {
         self.notes.pop_front().or_else(|| self.inner.poll_note())
     }
     fn poll_timeout(&self) -> Option<Instant> {
-        match (self.inner.poll_timeout(), self.answer_by) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let waiting = matches!(self.phase, Phase::Handshake | Phase::Reply);
+        [
+            self.inner.poll_timeout(),
+            self.answer_by,
+            waiting.then_some(self.reply_by),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
     fn handle_timeout(&mut self, now: Instant) {
         if self.inner.poll_timeout().is_some_and(|t| t <= now) {
@@ -237,6 +263,12 @@ impl UpstreamConn for ConvertUpstream {
             self.pump();
             if self.phase == Phase::Handshake {
                 self.converter_failed(ConverterFailure::Unreachable);
+            }
+        }
+        if self.reply_by <= now && matches!(self.phase, Phase::Handshake | Phase::Reply) {
+            self.pump();
+            if self.phase == Phase::Reply {
+                self.converter_failed(ConverterFailure::NoReply);
             }
         }
     }

@@ -88,7 +88,7 @@ use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
-pub use self::convert::ConvertUpstream;
+pub use self::convert::{ANSWER_WITHIN, ConvertUpstream, REPLY_WITHIN};
 pub use self::mptcp::MptcpUpstream;
 pub use self::tcp::TcpUpstream;
 use super::IfaceId;
@@ -135,7 +135,9 @@ pub enum Note {
     /// The converter relayed the flow's request and answered (the destination accepted, or
     /// refused or was silent: either way the converter works).
     ConverterConnected {
-        /// The converter said the destination speaks MPTCP (new flows to it go direct).
+        /// The converter said the destination speaks MPTCP: the destination's SYN+ACK options,
+        /// returned in the Extended TCP Header TLV (RFC 8803 §6.2.6), carried kind 30 (new
+        /// flows to it go direct).
         supports_mptcp: bool,
     },
     /// The converter failed the flow before the destination answered: it is marked down and
