@@ -54,6 +54,7 @@ impl ConverterFailure {
             ConverterFailure::Reset => "reset",
             ConverterFailure::Refused(_) => "refused",
             ConverterFailure::Malformed => "malformed",
+            ConverterFailure::NoReply => "no_reply",
         }
     }
 }
