@@ -19,6 +19,15 @@
 //!
 //! Memory: `size_of::<Connection>()` is under 1 KiB and buffers are allocated on demand and freed
 //! when they drain, so an idle established connection holds no heap memory.
+//!
+//! Files, top-down: `conn.rs` the [`Connection`] type (construction, SYN options, application
+//! API, events); `input.rs` segment arrival, ACK processing and the timers; `output.rs`
+//! `poll_transmit` and the segment builder. The connection's state is split in three with their
+//! own invariants: `send.rs` (SND.UNA/NXT/WND, send buffer, RTT timing, probes, pacer),
+//! `recv.rs` (RCV.NXT, advertised window, reassembly, TS.Recent, immediate/delayed ACKs) and
+//! `recovery.rs` (cwnd and its controller, SACK scoreboard, fast/SACK/RTO recovery, PRR). Below
+//! them: [`cc`] (window growth and reduction), [`sack`] (scoreboard), [`reassembly`] and
+//! [`ranges`] (receive buffer), [`send_buf`], [`rtt`], [`timer`], [`seq`], [`isn`].
 
 pub mod cc;
 mod conn;
