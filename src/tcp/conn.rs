@@ -146,7 +146,8 @@ impl Connection {
     }
 
     /// Active open (RFC 9293 §3.10.1): the SYN is written by the next `poll_transmit`. The ISN comes
-    /// from `key` and `now` (RFC 6528).
+    /// from `key` and `now` (RFC 6528). With [`Config::fast_open`] the SYN carries the data
+    /// [`send`](Self::send) queued before that `poll_transmit` (RFC 7413).
     pub fn connect(now: Instant, local: SocketAddr, remote: SocketAddr, cfg: Config, key: &IsnKey) -> Self {
         Connection::new(now, local, remote, cfg, key)
     }

@@ -163,18 +163,19 @@ impl Connection {
         let f = hdr.flags;
         // RFC 9293 §3.10.7.3 first: if SEG.ACK =< ISS or SEG.ACK > SND.NXT, send a reset (unless
         // RST) and drop.
-        let ack_ok = if f.ack() {
+        let ack_off = if f.ack() {
             let a = self.snd.off(hdr.ack);
-            if a <= 0 || a > self.snd.nxt() as i64 {
+            if a <= 0 || a > self.snd.syn_ack_limit() as i64 {
                 if !f.rst() {
                     self.rst_pending = Some(hdr.ack);
                 }
                 return;
             }
-            true
+            Some(a as u64)
         } else {
-            false
+            None
         };
+        let ack_ok = ack_off.is_some();
         // Second: a RST is accepted only if its ACK acknowledges our SYN (RFC 5961 §3.2 notes this
         // is the SYN-SENT rule); otherwise it is dropped.
         if f.rst() {
@@ -195,9 +196,15 @@ impl Connection {
         self.snd.set_wl(0, 0);
         let ins = self.in_segment(hdr, payload.len());
         hook.on_segment(hdr, &ins);
-        if ack_ok {
-            self.snd.on_syn_acked();
-            self.snd.set_wl(0, 1);
+        if let Some(ack_off) = ack_off {
+            // RFC 7413 §4.2.2 "Client: Receiving SYN-ACK": the SYN-ACK may acknowledge all, part
+            // or none of the data our SYN carried; the rest is sent again (as a retransmission)
+            // after the handshake.
+            let data_acked = self.snd.on_syn_ack(ack_off);
+            if data_acked > 0 && self.snd.take_writable() {
+                self.emit_event(EV_WRITABLE);
+            }
+            self.snd.set_wl(0, ack_off);
             if let Some((1, sent)) = self.snd.take_timing() {
                 self.rtt.on_sample(now - sent);
             }

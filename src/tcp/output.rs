@@ -33,10 +33,17 @@ impl Connection {
                         flags |= TcpFlags::ACK;
                     }
                     let rtx = self.snd.syn_was_sent();
-                    let t = self.emit(now, buf, hook, 0, flags, None, rtx)?;
-                    // Time the SYN (Karn: not a retransmitted one).
+                    // RFC 7413 §4.2.2 "Client: Sending SYN" 1b: the first SYN carries the data
+                    // queued so far, up to one MSS (`emit` sizes it); "when the SYN timer fires,
+                    // the client SHOULD retransmit a SYN packet without data".
+                    let queued = self.snd.queued() as u64;
+                    let data = (self.cfg.fast_open && self.state == State::SynSent && !rtx && queued > 0)
+                        .then_some(queued);
+                    let t = self.emit(now, buf, hook, 0, flags, data, rtx)?;
+                    // Time the SYN (Karn: not a retransmitted one); every SYN-ACK acknowledges it.
                     self.snd.set_timing(if rtx { None } else { Some((1, now)) });
-                    self.snd.on_syn_sent();
+                    // Step 2: SND.NXT includes the data.
+                    self.snd.on_syn_sent(1 + t.payload_len as u64);
                     return Some(t);
                 }
                 return None;
@@ -246,8 +253,9 @@ impl Connection {
     }
 
     /// Lays out options, sizes the payload, calls the hook and writes the packet. `data` is the
-    /// largest payload wanted from offset `off`; FIN is added when the payload reaches the end of
-    /// queued data and a FIN is queued (and dropped from `flags` otherwise).
+    /// largest payload wanted from offset `off` (from `off + 1` on a SYN, whose data follows it);
+    /// FIN is added when the payload reaches the end of queued data and a FIN is queued (and
+    /// dropped from `flags` otherwise).
     #[expect(
         clippy::too_many_arguments,
         reason = "internal builder with one call site per kind"
@@ -263,6 +271,8 @@ impl Connection {
         rtx: bool,
     ) -> Option<Transmit> {
         let syn = flags.syn();
+        // Offset of the first payload byte (a SYN occupies `off` itself).
+        let data_off = off + u64::from(syn);
         let mut opts = OptionWriter::new();
         let ts = Timestamps {
             val: self.ts_now(now),
@@ -316,7 +326,7 @@ impl Connection {
             payload_len = (max as usize).min(room);
             if payload_len > 1 {
                 payload_len = hook
-                    .limit_payload(self.snd.seq(off), payload_len)
+                    .limit_payload(self.snd.seq(data_off), payload_len)
                     .clamp(1, payload_len);
             }
         }
@@ -324,7 +334,7 @@ impl Connection {
         if garbage {
             payload_len = 1;
         }
-        let end = off + payload_len as u64;
+        let end = data_off + payload_len as u64;
         let data_end = self.snd.data_end();
         if garbage {
             flags = TcpFlags(flags.0 & !TcpFlags::FIN.0);
@@ -333,7 +343,7 @@ impl Connection {
         } else {
             flags = TcpFlags(flags.0 & !TcpFlags::FIN.0);
         }
-        if payload_len > 0 && !garbage && !flags.fin() && end == data_end {
+        if payload_len > 0 && !garbage && !syn && !flags.fin() && end == data_end {
             flags |= TcpFlags::PSH;
         }
         let rcv_nxt = self.rcv.nxt();
@@ -364,7 +374,7 @@ impl Connection {
         let (a, b) = if garbage {
             (&[0u8][..], &[][..])
         } else if payload_len > 0 {
-            self.snd.payload(off, payload_len)
+            self.snd.payload(data_off, payload_len)
         } else {
             (&[][..], &[][..])
         };

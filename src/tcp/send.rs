@@ -132,18 +132,35 @@ impl SendState {
     pub(super) fn syn_was_sent(&self) -> bool {
         self.max > 0
     }
-    /// The SYN left: it occupies offset 0.
-    pub(super) fn on_syn_sent(&mut self) {
-        self.nxt = 1;
-        self.max = 1;
+    /// The SYN left, carrying data up to `end` (1 without data): the SYN occupies offset 0. A
+    /// retransmitted SYN without data does not take back the data an earlier one carried.
+    pub(super) fn on_syn_sent(&mut self, end: u64) {
+        self.nxt = end;
+        self.max = self.max.max(end);
+    }
+    /// The highest offset a SYN-ACK may acknowledge (RFC 9293 §3.10.7.3: SEG.ACK =< SND.NXT): the
+    /// end of the data a SYN carried, once one did (RFC 7413), though a retransmitted SYN without
+    /// data moved SND.NXT back to 1.
+    pub(super) fn syn_ack_limit(&self) -> u64 {
+        if self.max > 1 { self.max } else { self.nxt }
     }
     /// Sends the SYN (SYN-ACK) again on the next `poll_transmit`.
     pub(super) fn resend_syn(&mut self) {
         self.nxt = 0;
     }
-    /// The peer acknowledged our SYN.
+    /// The peer's SYN-ACK (simultaneous open) acknowledged our SYN.
     pub(super) fn on_syn_acked(&mut self) {
         self.una = 1;
+    }
+    /// The SYN-ACK acknowledged our SYN and the data it carried up to `ack_off` (≥ 1); returns the
+    /// data bytes acknowledged. RFC 7413 §4.2.2: "The client SHOULD retransmit any unacknowledged
+    /// data in the first ACK packet": SND.NXT goes back to SND.UNA.
+    pub(super) fn on_syn_ack(&mut self, ack_off: u64) -> u64 {
+        let acked = self.on_ack(ack_off);
+        if self.nxt > self.una {
+            self.rewind();
+        }
+        acked
     }
 
     // ------------------------------------------------------------------ the peer's window
