@@ -212,7 +212,8 @@ impl Connection {
         // Leave room for the options that every segment carries (RFC 9293 §3.7.1).
         let eff = u32::from(self.eff_mss());
         let mss = eff.saturating_sub(if self.ts_ok { 12 } else { 0 }).max(32);
-        self.recovery.on_handshake(self.sack_ok, mss);
+        self.recovery
+            .on_handshake(self.sack_ok, mss, self.cfg.initial_window);
     }
 
     // ------------------------------------------------------------------ addressing & sequence space

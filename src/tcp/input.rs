@@ -290,7 +290,7 @@ impl Connection {
             return false;
         }
         let ack_off = ack_off.max(0) as u64;
-        self.snd.pacer.on_ack(now);
+        self.snd.pacer.on_ack(now, self.cfg.initial_window);
         let (una_before, sacked_before) = (self.snd.una(), self.recovery.sacked_bytes());
         let mut sack_new = 0;
         if self.sack_ok {

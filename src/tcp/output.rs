@@ -237,7 +237,7 @@ impl Connection {
         if idle && !rtx && self.snd.pacer.idle(now) > self.rtt.rto() {
             // RFC 5681 §4.1: after an idle period longer than the RTO, cwnd SHOULD restart from
             // min(IW, cwnd) (the ACK clock is gone).
-            self.recovery.restart_after_idle();
+            self.recovery.restart_after_idle(self.cfg.initial_window);
         }
         let t = self.emit(now, buf, hook, nxt, TcpFlags::ACK, Some(len), rtx)?;
         let consumed = t.payload_len as u64 + u64::from(t.flags.fin());

@@ -51,8 +51,6 @@ pub(super) struct Recovery {
     sack: bool,
     /// RFC 6675 DupThresh.
     dupthresh: u32,
-    /// Initial window in segments (RFC 6928).
-    iw: u32,
     phase: Phase,
     /// RFC 6582 `recover` / RFC 6675 RecoveryPoint.
     recover: u64,
@@ -80,7 +78,6 @@ impl Recovery {
             },
             sack: false,
             dupthresh: cfg.dupthresh,
-            iw,
             phase: Phase::None,
             recover: 0,
             dupacks: 0,
@@ -91,11 +88,12 @@ impl Recovery {
         }
     }
 
-    /// The handshake fixed SACK use and the sender MSS: the initial window is sized from it.
-    pub(super) fn on_handshake(&mut self, sack: bool, mss: u32) {
+    /// The handshake fixed SACK use and the sender MSS: the initial window (`initial_window`
+    /// segments, RFC 6928) is sized from it.
+    pub(super) fn on_handshake(&mut self, sack: bool, mss: u32, initial_window: u32) {
         self.sack = sack;
         self.win.mss = mss;
-        self.win.cwnd = self.iw * self.win.mss;
+        self.win.cwnd = initial_window.max(1) * self.win.mss;
     }
 
     // ------------------------------------------------------------------ window
@@ -114,9 +112,9 @@ impl Recovery {
         &self.cc
     }
     /// RFC 5681 §4.1: after an idle period longer than the RTO, cwnd SHOULD restart from
-    /// min(IW, cwnd) (the ACK clock is gone).
-    pub(super) fn restart_after_idle(&mut self) {
-        let iw = self.iw * self.win.mss;
+    /// min(IW, cwnd) (the ACK clock is gone). `initial_window` is IW in segments.
+    pub(super) fn restart_after_idle(&mut self, initial_window: u32) {
+        let iw = initial_window.max(1) * self.win.mss;
         self.win.cwnd = self.win.cwnd.min(iw);
     }
 

@@ -377,19 +377,15 @@ pub(super) struct Pacer {
     next: Instant,
     /// Segments that may still leave back to back before the rest is paced.
     burst_budget: u32,
-    /// Initial window in segments: the size of a burst.
-    iw: u32,
     /// When data was last sent (RFC 5681 §4.1 idle detection).
     last_data_sent: Instant,
 }
 
 impl Pacer {
     fn new(now: Instant, initial_window: u32) -> Self {
-        let iw = initial_window.max(1);
         Pacer {
             next: now,
-            burst_budget: iw,
-            iw,
+            burst_budget: initial_window.max(1),
             last_data_sent: now,
         }
     }
@@ -435,10 +431,10 @@ impl Pacer {
 
     /// An acceptable ACK clocks out a new (bounded) burst, unless the rest of an earlier burst is
     /// still being paced out (ACKs arriving meanwhile would otherwise release IW segments each, a
-    /// burst again when they come back to back).
-    pub(super) fn on_ack(&mut self, now: Instant) {
+    /// burst again when they come back to back). `initial_window` (segments) is a burst.
+    pub(super) fn on_ack(&mut self, now: Instant, initial_window: u32) {
         if now >= self.next {
-            self.burst_budget = self.iw;
+            self.burst_budget = initial_window.max(1);
         }
     }
 
