@@ -45,3 +45,8 @@ fn tcp_connection_corpus() {
 fn engine_input_corpus() {
     inputs(3, 3000, mpbond::fuzz::engine_input);
 }
+
+#[test]
+fn convert_msg_corpus() {
+    inputs(4, 400, mpbond::fuzz::convert_msg);
+}
