@@ -641,6 +641,12 @@ impl EventLoop {
                 None => tracing::info!(conn = c.id, peer = %c.peer, "refused: {}", cause.name()),
             }
         }
+        if reply.is_empty() {
+            // Not a Convert message at all (§6: "SHOULD silently ignore"), or Total Length 0
+            // (§6.1: "the connection MUST be reset"): no reply, an RST.
+            self.close(slot, End::Reset, now);
+            return;
+        }
         c.phase = Phase::Refusing {
             reply,
             off: 0,

@@ -209,9 +209,20 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `mpbond server --gen-key FILE`: writes a new key (mode 0600) and returns its id.
+/// `mpbond server --gen-key FILE`: writes a new key (mode 0600) and returns its id. Run as root
+/// in a directory owned by another user (the package's `_mpbond-server`, which owns
+/// `/etc/mpbond/keys`), the file is given to that user, so that the server can read it.
 pub fn gen_key(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::MetadataExt as _;
     let key = ClientKey::write_new(path)?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if sys::proc::is_root()
+        && let Ok(m) = std::fs::metadata(dir)
+        && m.uid() != 0
+    {
+        std::os::unix::fs::chown(path, Some(m.uid()), Some(m.gid()))
+            .with_context(|| format!("cannot give {} to the owner of {}", path.display(), dir.display()))?;
+    }
     Ok(key.id().to_string())
 }
 
