@@ -732,6 +732,7 @@ impl EventLoop {
             Dial,
             Idle,
             Linger,
+            Repump,
         }
         for slot in 0..self.conns.len() {
             let Some(c) = self.conns[slot].as_ref() else { continue };
@@ -744,6 +745,18 @@ impl EventLoop {
                     Due::Idle
                 }
                 Phase::Refusing { deadline, .. } if now >= *deadline => Due::Linger,
+                // Bytes waiting for a writable edge that has not come for a tick: pump again
+                // (a safety net; counted, so that lost wake-ups show in the status).
+                Phase::Relay {
+                    up_half,
+                    down_half,
+                    active,
+                    ..
+                } if (up_half.has_pending() || down_half.has_pending())
+                    && now.saturating_duration_since(*active) >= TICK =>
+                {
+                    Due::Repump
+                }
                 _ => continue,
             };
             match due {
@@ -769,6 +782,10 @@ impl EventLoop {
                     self.close(slot, End::Reset, now);
                 }
                 Due::Linger => self.close(slot, End::Reset, now),
+                Due::Repump => {
+                    self.stats.add("repumps", 1);
+                    self.pump(slot, now);
+                }
             }
         }
     }

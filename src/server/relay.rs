@@ -116,6 +116,11 @@ impl Half {
         }
     }
 
+    /// Whether bytes wait to be written to the destination.
+    pub fn has_pending(&self) -> bool {
+        self.in_pipe > 0 || self.prefix_off < self.prefix.len()
+    }
+
     /// Whether the FIN was carried.
     pub fn finished(&self) -> bool {
         self.dst_shut
