@@ -239,7 +239,10 @@ impl ServerConfig {
         let d = LimitsConfig::default();
         let l = &file.limits;
         let limits = LimitsConfig {
-            max_requesting: at_least_one("limits.max_requesting", l.max_requesting.unwrap_or(d.max_requesting))?,
+            max_requesting: at_least_one(
+                "limits.max_requesting",
+                l.max_requesting.unwrap_or(d.max_requesting),
+            )?,
             max_total: at_least_one("limits.max_total", l.max_total.unwrap_or(d.max_total))?,
             max_per_key: at_least_one("limits.max_per_key", l.max_per_key.unwrap_or(d.max_per_key))?,
             max_pending_per_key: at_least_one(
@@ -272,7 +275,10 @@ impl ServerConfig {
                 own: Default::default(),
             },
             limits,
-            request_timeout: Duration::from_millis(positive("timeouts.request_ms", t.request_ms.unwrap_or(5000))?),
+            request_timeout: Duration::from_millis(positive(
+                "timeouts.request_ms",
+                t.request_ms.unwrap_or(5000),
+            )?),
             dial_timeout: Duration::from_millis(positive("timeouts.dial_ms", t.dial_ms.unwrap_or(10_000))?),
             idle_timeout: Duration::from_secs(positive("timeouts.idle_secs", t.idle_secs.unwrap_or(3600))?),
             converter: ConverterConfig {
@@ -280,7 +286,10 @@ impl ServerConfig {
                     "convert.max_clock_skew_secs",
                     c.max_clock_skew_secs.unwrap_or(dc.max_clock_skew.as_secs()),
                 )?),
-                replay_capacity: at_least_one("convert.replay_capacity", c.replay_capacity.unwrap_or(dc.replay_capacity))?,
+                replay_capacity: at_least_one(
+                    "convert.replay_capacity",
+                    c.replay_capacity.unwrap_or(dc.replay_capacity),
+                )?,
                 max_request_len,
             },
         })
@@ -371,7 +380,8 @@ max_request_len = 512
         let dflt = ServerConfig::resolve(ServerFile::default(), &ServerOverrides::default()).unwrap();
         assert_eq!(dflt.keys, KeySource::Dir(DEFAULT_KEY_DIR.into()));
         assert_eq!(dflt.listen.len(), 2, "IPv4 and IPv6");
-        let e = ServerConfig::resolve(parse("key_files = []").unwrap(), &ServerOverrides::default()).unwrap_err();
+        let e =
+            ServerConfig::resolve(parse("key_files = []").unwrap(), &ServerOverrides::default()).unwrap_err();
         assert!(e.to_string().contains("key_files"), "{e}");
         let f = parse("key_files = [\"/a\"]\n[timeouts]\ndial_ms = 0\n").unwrap();
         let e = ServerConfig::resolve(f, &ServerOverrides::default()).unwrap_err();

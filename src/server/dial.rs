@@ -174,6 +174,9 @@ mod tests {
         }
         assert_eq!(&o[..2], &[2, 4], "MSS first: {o:?}");
         assert_eq!(o.len() % 4, 0, "{o:?}");
-        assert!(o.windows(2).any(|w| w == [8, 10]), "timestamps on loopback: {o:?}");
+        assert!(
+            o.windows(2).any(|w| w == [8, 10]),
+            "timestamps on loopback: {o:?}"
+        );
     }
 }

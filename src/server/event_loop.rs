@@ -14,8 +14,8 @@
 //! The protocol decisions (is this a valid, authenticated Connect; what the replies say) are
 //! `convert::converter`'s; this file only moves bytes and applies policy and limits.
 
-use std::io::{self, Read as _, Write as _};
-use std::net::{Shutdown, SocketAddr};
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -28,14 +28,16 @@ use super::config::ServerConfig;
 use super::dial;
 use super::limits::Limits;
 use super::policy::EgressPolicy;
-use super::relay::{Fault, Half, PipePool, Pumped};
+use super::relay::{Half, PipePool};
 use super::status::{ServerStatus, Stats};
-use crate::convert::converter::{self, Converter, RefusalCause, Request};
+use crate::convert::converter::{self, Converter, RefusalCause};
 use crate::convert::key::{ClientKey, KeyId};
 use crate::convert::msg::ErrorCode;
 use crate::io::WAKE;
 use crate::sys::clock::boottime;
 use crate::time::Instant;
+
+mod phases;
 
 /// Token of listener `i` is `LISTENER_BASE + i`.
 const LISTENER_BASE: usize = 1;
@@ -163,11 +165,16 @@ pub struct EventLoop {
 
 impl std::fmt::Debug for EventLoop {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EventLoop").field("listeners", &self.listeners.len()).finish_non_exhaustive()
+        f.debug_struct("EventLoop")
+            .field("listeners", &self.listeners.len())
+            .finish_non_exhaustive()
     }
 }
 
-#[expect(clippy::disallowed_methods, reason = "cookie timestamps are wall-clock time (RFC 8803 §6.2.7 cookie)")]
+#[expect(
+    clippy::disallowed_methods,
+    reason = "cookie timestamps are wall-clock time (RFC 8803 §6.2.7 cookie)"
+)]
 fn unix_now() -> Duration {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -193,13 +200,16 @@ impl EventLoop {
         shared: Arc<Mutex<ServerStatus>>,
     ) -> io::Result<EventLoop> {
         if listeners.len() > MAX_LISTENERS {
-            return Err(io::Error::other(format!("at most {MAX_LISTENERS} listen addresses")));
+            return Err(io::Error::other(format!(
+                "at most {MAX_LISTENERS} listen addresses"
+            )));
         }
         let mut ls = Vec::new();
         for (i, (l, no_cookie)) in listeners.into_iter().enumerate() {
             let addr = l.local_addr()?;
             let mut l = TcpListener::from_std(l);
-            poll.registry().register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            poll.registry()
+                .register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
             ls.push((l, addr, no_cookie));
         }
         let now = boottime();
@@ -290,7 +300,9 @@ impl EventLoop {
                     self.key_ids = ids;
                     let revoked: Vec<usize> = (0..self.conns.len())
                         .filter(|&s| match self.conns[s].as_ref().map(|c| &c.phase) {
-                            Some(Phase::Dialing { key, .. } | Phase::Relay { key, .. }) => !self.key_ids.contains(key),
+                            Some(Phase::Dialing { key, .. } | Phase::Relay { key, .. }) => {
+                                !self.key_ids.contains(key)
+                            }
                             _ => false,
                         })
                         .collect();
@@ -313,7 +325,12 @@ impl EventLoop {
             match res {
                 Ok((stream, peer)) => self.accepted(stream, peer, now),
                 Err(e) if is_block(&e) => return false,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) => {
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) =>
+                {
                     self.stats.add("accept_out_of_resources", 1);
                     if self.log_limit.allow(now) {
                         tracing::warn!("accept: {e}; pausing accepts for 100 ms");
@@ -346,7 +363,10 @@ impl EventLoop {
             self.conns.len() - 1
         });
         let tok = Token(CONN_BASE + 2 * slot);
-        if let Err(e) = self.registry.register(&mut up, tok, Interest::READABLE | Interest::WRITABLE) {
+        if let Err(e) = self
+            .registry
+            .register(&mut up, tok, Interest::READABLE | Interest::WRITABLE)
+        {
             tracing::warn!("register: {e}");
             self.limits.end_request();
             self.free.push(slot);
@@ -382,343 +402,6 @@ impl EventLoop {
         }
     }
 
-    fn read_request(&mut self, slot: usize, now: Instant) {
-        let max = self.cfg.converter.max_request_len;
-        let Some(c) = self.conns.get_mut(slot).and_then(Option::as_mut) else {
-            return;
-        };
-        let Phase::Request { buf, .. } = &mut c.phase else {
-            return;
-        };
-        let cap = max + EARLY_MAX;
-        let mut eof = false;
-        let mut chunk = [0u8; 4096];
-        while buf.len() < cap {
-            let room = (cap - buf.len()).min(chunk.len());
-            match (&c.up).read(&mut chunk[..room]) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if is_block(&e) => break,
-                Err(_) => {
-                    self.stats.add("request_errors", 1);
-                    self.close(slot, End::Reset, now);
-                    return;
-                }
-            }
-        }
-        if buf.is_empty() {
-            if eof {
-                self.stats.add("request_eof", 1);
-                self.close(slot, End::Close, now);
-            }
-            return;
-        }
-        let verdict = self.converter.check_request(unix_now(), buf);
-        match verdict {
-            Request::Incomplete if buf.len() > max || eof => {
-                // Longer than any valid message, or the client stopped sending: truncated.
-                self.refuse(slot, RefusalCause::Malformed, None, converter::error_reply(ErrorCode::MalformedMessage, &[]), now);
-            }
-            Request::Incomplete => {}
-            Request::Refused { cause, key, reply } => self.refuse(slot, cause, key, reply, now),
-            Request::Connect { dst, key, consumed, .. } => {
-                let early = buf.get(consumed..).unwrap_or_default().to_vec();
-                self.admit(slot, dst, key, early, now);
-            }
-        }
-    }
-
-    fn admit(&mut self, slot: usize, dst: SocketAddr, key: KeyId, early: Vec<u8>, now: Instant) {
-        if let Err(class) = self.policy.check(dst) {
-            *self.stats.policy_denied.entry(class.name()).or_default() += 1;
-            let reply = converter::error_reply(RefusalCause::Policy.error_code(), &[]);
-            self.refuse(slot, RefusalCause::Policy, Some(key), reply, now);
-            return;
-        }
-        // The request phase ends here; the dial counts against the key from now on.
-        self.limits.end_request();
-        if let Err(hit) = self.limits.try_dial(key) {
-            *self.stats.limit_hits.entry(hit.name()).or_default() += 1;
-            let reply = converter::error_reply(ErrorCode::ResourceExceeded, &[]);
-            self.set_refusing(slot, RefusalCause::Limit, Some(key), reply, now);
-            return;
-        }
-        match dial::start(dst) {
-            Ok(mut down) => {
-                let tok = Token(CONN_BASE + 2 * slot + 1);
-                if let Err(e) = self.registry.register(&mut down, tok, Interest::READABLE | Interest::WRITABLE) {
-                    tracing::warn!("register: {e}");
-                    self.limits.dial_done(key);
-                    self.limits.release(key);
-                    self.close(slot, End::Reset, now);
-                    return;
-                }
-                if let Some(c) = self.conns[slot].as_mut() {
-                    tracing::debug!(conn = c.id, peer = %c.peer, %dst, %key, "dialing");
-                    c.phase = Phase::Dialing {
-                        key,
-                        dst,
-                        down,
-                        early,
-                        deadline: now + self.cfg.dial_timeout,
-                    };
-                }
-            }
-            Err(e) => {
-                self.limits.dial_done(key);
-                self.limits.release(key);
-                let f = dial::classify(&e, None);
-                self.dial_failed_log(slot, dst, &e, now);
-                let reply = converter::error_reply(f.cause.error_code(), &f.value());
-                self.set_refusing(slot, f.cause, Some(key), reply, now);
-            }
-        }
-    }
-
-    fn dial_failed_log(&mut self, slot: usize, dst: SocketAddr, e: &io::Error, now: Instant) {
-        if self.log_limit.allow(now)
-            && let Some(c) = self.conns[slot].as_ref()
-        {
-            tracing::info!(conn = c.id, peer = %c.peer, %dst, "dial failed: {e}");
-        }
-    }
-
-    fn check_dial(&mut self, slot: usize, now: Instant) {
-        let Some(Conn {
-            phase: Phase::Dialing { down, .. },
-            ..
-        }) = self.conns[slot].as_ref()
-        else {
-            return;
-        };
-        let err = match down.take_error() {
-            Ok(Some(e)) | Err(e) => Some(e),
-            Ok(None) => match down.peer_addr() {
-                Ok(_) => None,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => Some(e),
-            },
-        };
-        match err {
-            Some(e) => {
-                let f = dial::failure(down, &e);
-                self.dial_failure(slot, f, Some(e), now);
-            }
-            None => self.connected(slot, now),
-        }
-    }
-
-    fn dial_failure(&mut self, slot: usize, f: dial::DialFailure, e: Option<io::Error>, now: Instant) {
-        let Some(c) = self.conns[slot].as_mut() else { return };
-        let Phase::Dialing { key, dst, down, .. } = &mut c.phase else { return };
-        let (key, dst) = (*key, *dst);
-        let _ = self.registry.deregister(down);
-        self.limits.dial_done(key);
-        self.limits.release(key);
-        let e = e.unwrap_or_else(|| io::Error::from(io::ErrorKind::TimedOut));
-        self.dial_failed_log(slot, dst, &e, now);
-        let reply = converter::error_reply(f.cause.error_code(), &f.value());
-        self.set_refusing(slot, f.cause, Some(key), reply, now);
-    }
-
-    fn connected(&mut self, slot: usize, now: Instant) {
-        let Some(c) = self.conns[slot].as_mut() else { return };
-        let old = std::mem::replace(
-            &mut c.phase,
-            Phase::Refusing {
-                reply: Vec::new(),
-                off: 0,
-                shut: false,
-                deadline: now,
-            },
-        );
-        let Phase::Dialing { key, dst, down, early, .. } = old else {
-            c.phase = old;
-            return;
-        };
-        self.limits.dial_done(key);
-        // RFC 8803 §4.2: the converter confirms the connection once the server accepted it; the
-        // first bytes of the bytestream carry the options negotiated with the server (§6.2.6).
-        // The kernel has already sent the SYN/ACK to the client (it answers TFO SYNs at once), so
-        // the Convert reply is the first data instead.
-        let reply = converter::connected_reply(&dial::synack_options(&down));
-        tracing::debug!(conn = c.id, peer = %c.peer, %dst, %key, "connected");
-        c.phase = Phase::Relay {
-            key,
-            down,
-            reply_len: reply.len() as u64,
-            up_half: Half::with_prefix(early),
-            down_half: Half::with_prefix(reply),
-            counted_up: 0,
-            counted_down: 0,
-            active: now,
-        };
-        self.stats.add("connected", 1);
-        self.stats.key(key).connected_total += 1;
-        self.pump(slot, now);
-    }
-
-    fn pump(&mut self, slot: usize, now: Instant) {
-        let Some(c) = self.conns[slot].as_mut() else { return };
-        let Phase::Relay {
-            key,
-            down,
-            up_half,
-            down_half,
-            reply_len,
-            counted_up,
-            counted_down,
-            active,
-        } = &mut c.phase
-        else {
-            return;
-        };
-        let r_up = up_half.pump(&c.up, down, &mut self.pool, RELAY_BUDGET);
-        let r_down = down_half.pump(down, &c.up, &mut self.pool, RELAY_BUDGET);
-        let up_bytes = up_half.bytes;
-        let down_bytes = down_half.bytes.saturating_sub(*reply_len);
-        let (du, dd) = (up_bytes - *counted_up, down_bytes.saturating_sub(*counted_down));
-        *counted_up = up_bytes;
-        *counted_down = down_bytes.max(*counted_down);
-        if du + dd > 0 {
-            *active = now;
-            let k = self.stats.key(*key);
-            k.bytes_up += du;
-            k.bytes_down += dd;
-            self.stats.add("bytes_up", du);
-            self.stats.add("bytes_down", dd);
-        }
-        let finished = up_half.finished() && down_half.finished();
-        let end = match (r_up, r_down) {
-            // The client reset (or its side failed): reset the destination, and the other way round.
-            (Err(Fault::Src(_)), _) | (_, Err(Fault::Dst(_))) => Some(End::ResetDown),
-            (Err(Fault::Dst(_)), _) | (_, Err(Fault::Src(_))) => Some(End::ResetUp),
-            (Err(Fault::Resource(e)), _) | (_, Err(Fault::Resource(e))) => {
-                if self.log_limit.allow(now) {
-                    tracing::warn!("no pipe for a relay: {e}");
-                }
-                self.stats.add("pipe_exhausted", 1);
-                Some(End::Reset)
-            }
-            (Ok(a), Ok(b)) => {
-                if a == Pumped::Budget || b == Pumped::Budget {
-                    self.again.push(slot);
-                }
-                finished.then_some(End::Close)
-            }
-        };
-        if let Some(end) = end {
-            self.stats.add(
-                match end {
-                    End::Close => "closed",
-                    End::ResetDown => "reset_by_client",
-                    _ => "reset_by_destination",
-                },
-                1,
-            );
-            self.close(slot, end, now);
-        }
-    }
-
-    /// Refuses a connection still in its request phase.
-    fn refuse(&mut self, slot: usize, cause: RefusalCause, key: Option<KeyId>, reply: Vec<u8>, now: Instant) {
-        self.limits.end_request();
-        self.set_refusing(slot, cause, key, reply, now);
-    }
-
-    /// Writes `reply`, sends FIN, drains what the client still sends, closes (limits already
-    /// released by the caller). The destination never saw a SYN for a refused request: every
-    /// refusal before the dial happens here, before `dial::start`.
-    fn set_refusing(&mut self, slot: usize, cause: RefusalCause, key: Option<KeyId>, reply: Vec<u8>, now: Instant) {
-        self.stats.refused(cause, key);
-        let Some(c) = self.conns[slot].as_mut() else { return };
-        if self.log_limit.allow(now) {
-            match key {
-                Some(k) => tracing::info!(conn = c.id, peer = %c.peer, key = %k, "refused: {}", cause.name()),
-                None => tracing::info!(conn = c.id, peer = %c.peer, "refused: {}", cause.name()),
-            }
-        }
-        if reply.is_empty() {
-            // Not a Convert message at all (§6: "SHOULD silently ignore"), or Total Length 0
-            // (§6.1: "the connection MUST be reset"): no reply, an RST.
-            self.close(slot, End::Reset, now);
-            return;
-        }
-        c.phase = Phase::Refusing {
-            reply,
-            off: 0,
-            shut: false,
-            deadline: now + REFUSE_LINGER,
-        };
-        self.refusing(slot, now);
-    }
-
-    fn refusing(&mut self, slot: usize, now: Instant) {
-        let Some(c) = self.conns[slot].as_mut() else { return };
-        let Phase::Refusing { reply, off, shut, .. } = &mut c.phase else { return };
-        while *off < reply.len() {
-            match (&c.up).write(&reply[*off..]) {
-                Ok(n) => *off += n,
-                Err(e) if is_block(&e) => return,
-                Err(_) => return self.close(slot, End::Reset, now),
-            }
-        }
-        if !*shut {
-            *shut = true;
-            let _ = c.up.shutdown(Shutdown::Write);
-        }
-        let mut scratch = [0u8; 4096];
-        for _ in 0..16 {
-            match (&c.up).read(&mut scratch) {
-                Ok(0) => return self.close(slot, End::Close, now),
-                Ok(_) => {}
-                Err(e) if is_block(&e) => return,
-                Err(_) => return self.close(slot, End::Reset, now),
-            }
-        }
-        // Still sending after its refusal: a flooder.
-        self.close(slot, End::Reset, now);
-    }
-
-    fn close(&mut self, slot: usize, end: End, _now: Instant) {
-        let Some(mut c) = self.conns.get_mut(slot).and_then(Option::take) else {
-            return;
-        };
-        let reg = &self.registry;
-        let _ = reg.deregister(&mut c.up);
-        match &mut c.phase {
-            Phase::Request { .. } => self.limits.end_request(),
-            Phase::Dialing { key, down, .. } => {
-                let _ = reg.deregister(down);
-                self.limits.dial_done(*key);
-                self.limits.release(*key);
-            }
-            Phase::Relay {
-                key,
-                down,
-                up_half,
-                down_half,
-                ..
-            } => {
-                let _ = reg.deregister(down);
-                up_half.release(&mut self.pool);
-                down_half.release(&mut self.pool);
-                self.limits.release(*key);
-                if matches!(end, End::Reset | End::ResetDown) {
-                    linger0(down);
-                }
-            }
-            Phase::Refusing { .. } => {}
-        }
-        if matches!(end, End::Reset | End::ResetUp) {
-            linger0(&c.up);
-        }
-        self.free.push(slot);
-    }
-
     fn sweep(&mut self, now: Instant) {
         let busy = self.limits.requesting() * 2 > self.cfg.limits.max_requesting;
         let req_timeout = if busy {
@@ -735,13 +418,21 @@ impl EventLoop {
             Repump,
         }
         for slot in 0..self.conns.len() {
-            let Some(c) = self.conns[slot].as_ref() else { continue };
+            let Some(c) = self.conns[slot].as_ref() else {
+                continue;
+            };
             let due = match &c.phase {
                 Phase::Request { buf, since } if now.saturating_duration_since(*since) >= req_timeout => {
-                    if buf.is_empty() { Due::Silent } else { Due::Truncated }
+                    if buf.is_empty() {
+                        Due::Silent
+                    } else {
+                        Due::Truncated
+                    }
                 }
                 Phase::Dialing { deadline, .. } if now >= *deadline => Due::Dial,
-                Phase::Relay { active, .. } if now.saturating_duration_since(*active) >= self.cfg.idle_timeout => {
+                Phase::Relay { active, .. }
+                    if now.saturating_duration_since(*active) >= self.cfg.idle_timeout =>
+                {
                     Due::Idle
                 }
                 Phase::Refusing { deadline, .. } if now >= *deadline => Due::Linger,

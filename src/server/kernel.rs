@@ -41,13 +41,18 @@ pub struct Listener {
 /// Binds a kernel MPTCP listener on `addr` with TCP Fast Open, backlog `backlog`.
 pub fn listen(addr: SocketAddr, backlog: i32) -> io::Result<Listener> {
     let domain = Domain::for_address(addr);
-    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::from(sock::IPPROTO_MPTCP))).map_err(|e| {
-        if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) || e.raw_os_error() == Some(libc::ENOPROTOOPT) {
-            io::Error::new(e.kind(), "the kernel has no MPTCP (sysctl net.mptcp.enabled=1, Linux ≥ 5.6)")
-        } else {
-            e
-        }
-    })?;
+    let socket =
+        Socket::new(domain, Type::STREAM, Some(Protocol::from(sock::IPPROTO_MPTCP))).map_err(|e| {
+            if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) || e.raw_os_error() == Some(libc::ENOPROTOOPT)
+            {
+                io::Error::new(
+                    e.kind(),
+                    "the kernel has no MPTCP (sysctl net.mptcp.enabled=1, Linux ≥ 5.6)",
+                )
+            } else {
+                e
+            }
+        })?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
         // 0.0.0.0 and [::] can then both be listed.
@@ -119,7 +124,9 @@ pub fn ensure_tfo_bits(bits: u32) -> bool {
 pub fn mptcp_limits() -> io::Result<(u32, u32)> {
     let out = Command::new("ip").args(["mptcp", "limits", "show"]).output()?;
     if !out.status.success() {
-        return Err(io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_owned()));
+        return Err(io::Error::other(
+            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        ));
     }
     parse_limits(&String::from_utf8_lossy(&out.stdout))
         .ok_or_else(|| io::Error::other("cannot parse `ip mptcp limits show`"))

@@ -42,7 +42,9 @@ const FDS_PER_CONN: u64 = 6;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     /// No key file found.
-    #[error("no client key: {0} holds no *.key file (create one with `mpbond server --gen-key {0}/NAME.key`)")]
+    #[error(
+        "no client key: {0} holds no *.key file (create one with `mpbond server --gen-key {0}/NAME.key`)"
+    )]
     NoKeys(String),
     /// A key file could not be read.
     #[error(transparent)]
@@ -52,7 +54,9 @@ pub enum ServerError {
 /// Reads every key of `src`. At start any failure is fatal; on reload ([`reload_keys`]) a
 /// failing file is left out (a deleted file is a revoked key).
 pub fn load_keys(src: &KeySource) -> anyhow::Result<Vec<ClientKey>> {
-    let paths = src.paths().with_context(|| format!("cannot list the key files of {src:?}"))?;
+    let paths = src
+        .paths()
+        .with_context(|| format!("cannot list the key files of {src:?}"))?;
     if paths.is_empty() {
         let where_ = match src {
             KeySource::Dir(d) => d.display().to_string(),
@@ -91,9 +95,17 @@ pub fn reload_keys(src: &KeySource) -> Vec<ClientKey> {
 /// The converter's own addresses: every address of every interface of its network namespace,
 /// and the specific listen addresses (clients must not reach the converter's host through it).
 pub fn own_addresses(listen: &[SocketAddr]) -> HashSet<IpAddr> {
-    let mut own: HashSet<IpAddr> = listen.iter().map(SocketAddr::ip).filter(|ip| !ip.is_unspecified()).collect();
+    let mut own: HashSet<IpAddr> = listen
+        .iter()
+        .map(SocketAddr::ip)
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
     match crate::route::netlink::Rtnl::open().and_then(|mut r| r.links()) {
-        Ok(links) => own.extend(links.iter().flat_map(|l| l.addresses.iter().map(ipnet::IpNet::addr))),
+        Ok(links) => own.extend(
+            links
+                .iter()
+                .flat_map(|l| l.addresses.iter().map(ipnet::IpNet::addr)),
+        ),
         Err(e) => tracing::warn!("cannot list the converter's own addresses: {e}"),
     }
     own
@@ -128,7 +140,9 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let bits = if all_no_cookie {
         kernel::TFO_SERVER
     } else {
-        tracing::warn!("this kernel refuses TCP_FASTOPEN_NO_COOKIE on MPTCP listeners: needs net.ipv4.tcp_fastopen bit 0x200");
+        tracing::warn!(
+            "this kernel refuses TCP_FASTOPEN_NO_COOKIE on MPTCP listeners: needs net.ipv4.tcp_fastopen bit 0x200"
+        );
         kernel::TFO_SERVER | kernel::TFO_SERVER_NO_COOKIE
     };
     kernel::ensure_tfo_bits(bits);
@@ -215,7 +229,10 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
 pub fn gen_key(path: &Path) -> anyhow::Result<String> {
     use std::os::unix::fs::MetadataExt as _;
     let key = ClientKey::write_new(path)?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     if sys::proc::is_root()
         && let Ok(m) = std::fs::metadata(dir)
         && m.uid() != 0

@@ -157,7 +157,9 @@ impl EgressPolicy {
         let ip = canonical(dst.ip());
         let allowed = |ip: IpAddr| self.allow.iter().any(|n| n.contains(&ip));
         let explicitly_allowed = allowed(ip) || allowed(dst.ip());
-        if dst.port() == 0 || (DEFAULT_DENIED_PORTS.contains(&dst.port()) && !self.allow_ports.contains(&dst.port())) {
+        if dst.port() == 0
+            || (DEFAULT_DENIED_PORTS.contains(&dst.port()) && !self.allow_ports.contains(&dst.port()))
+        {
             return Err(Denied::Port);
         }
         if explicitly_allowed {
@@ -265,7 +267,11 @@ mod tests {
         assert_eq!(p.check(sa("127.0.0.1:80")), Ok(()));
         assert_eq!(p.check(sa("[::ffff:127.0.0.1]:80")), Ok(()));
         assert_eq!(p.check(sa("10.1.2.3:80")), Ok(()));
-        assert_eq!(p.check(sa("10.2.0.1:80")), Err(Denied::Private), "outside the allowed /16");
+        assert_eq!(
+            p.check(sa("10.2.0.1:80")),
+            Err(Denied::Private),
+            "outside the allowed /16"
+        );
         assert_eq!(p.check(sa("[fd19::11]:80")), Ok(()));
         assert_eq!(p.check(sa("169.254.1.9:80")), Ok(()));
         assert_eq!(p.check(sa("169.254.2.9:80")), Err(Denied::LinkLocal));

@@ -273,7 +273,9 @@ mod tests {
     fn a_reset_source_is_a_source_fault() {
         let (client, up) = pair();
         let (_server, down) = pair();
-        socket2::SockRef::from(&client).set_linger(Some(Duration::ZERO)).unwrap();
+        socket2::SockRef::from(&client)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
         std::io::Write::write_all(&mut &client, b"x").unwrap();
         drop(client);
         std::thread::sleep(Duration::from_millis(50));

@@ -89,7 +89,13 @@ impl Stats {
     pub fn refused(&mut self, cause: RefusalCause, key: Option<KeyId>) {
         *self.refusals.entry(cause.name()).or_default() += 1;
         if let Some(k) = key {
-            *self.keys.entry(k).or_default().refusals.entry(cause.name().to_owned()).or_default() += 1;
+            *self
+                .keys
+                .entry(k)
+                .or_default()
+                .refusals
+                .entry(cause.name().to_owned())
+                .or_default() += 1;
         }
     }
 
@@ -106,7 +112,11 @@ impl Stats {
             refusals: conv(&self.refusals),
             policy_denied: conv(&self.policy_denied),
             limit_hits: conv(&self.limit_hits),
-            keys: self.keys.iter().map(|(k, v)| (k.to_string(), v.clone())).collect(),
+            keys: self
+                .keys
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect(),
             ..ServerStatus::default()
         }
     }
@@ -132,7 +142,11 @@ impl ServerStatus {
             self.pid,
             self.uptime_secs,
             self.keys_loaded,
-            self.listen.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            self.listen
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         let n = &self.now;
         let _ = writeln!(
@@ -151,13 +165,20 @@ impl ServerStatus {
         let others: Vec<String> = self
             .counters
             .iter()
-            .filter(|(k, v)| **v > 0 && !["accepted", "connected", "bytes_up", "bytes_down"].contains(&k.as_str()))
+            .filter(|(k, v)| {
+                **v > 0 && !["accepted", "connected", "bytes_up", "bytes_down"].contains(&k.as_str())
+            })
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         if !others.is_empty() {
             let _ = writeln!(s, "  {}", others.join(", "));
         }
-        let list = |m: &BTreeMap<String, u64>| m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
+        let list = |m: &BTreeMap<String, u64>| {
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         if self.refusals.is_empty() {
             let _ = writeln!(s, "refusals: none");
         } else {
@@ -170,7 +191,11 @@ impl ServerStatus {
             let _ = writeln!(s, "  limits: {}", list(&self.limit_hits));
         }
         if !self.keys.is_empty() {
-            let _ = writeln!(s, "{:<18} {:>6} {:>8} {:>14} {:>14}  refusals", "key", "now", "relayed", "bytes up", "bytes down");
+            let _ = writeln!(
+                s,
+                "{:<18} {:>6} {:>8} {:>14} {:>14}  refusals",
+                "key", "now", "relayed", "bytes up", "bytes down"
+            );
             for (id, k) in &self.keys {
                 let _ = writeln!(
                     s,
@@ -179,7 +204,11 @@ impl ServerStatus {
                     k.connected_total,
                     k.bytes_up,
                     k.bytes_down,
-                    if k.refusals.is_empty() { "-".to_owned() } else { list(&k.refusals) }
+                    if k.refusals.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        list(&k.refusals)
+                    }
                 );
             }
         }

@@ -20,7 +20,11 @@ fn set_int(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int, value: lib
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// `TCP_FASTOPEN` on a listener: accept data in SYNs, with at most `qlen` pending TFO requests
@@ -34,7 +38,12 @@ pub fn set_tcp_fastopen(fd: BorrowedFd<'_>, qlen: u32) -> io::Result<()> {
 /// §7.3; RFC 8803 §4.2 does not mandate the TFO option: the Convert Cookie TLV replaces it); on a
 /// client, send data in the SYN without one.
 pub fn set_tcp_fastopen_no_cookie(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
-    set_int(fd, libc::IPPROTO_TCP, libc::TCP_FASTOPEN_NO_COOKIE, libc::c_int::from(on))
+    set_int(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_FASTOPEN_NO_COOKIE,
+        libc::c_int::from(on),
+    )
 }
 
 /// `TCP_FASTOPEN_CONNECT`: a client's `connect` returns at once and its first write goes in the SYN.
@@ -44,7 +53,12 @@ pub fn set_tcp_fastopen_connect(fd: BorrowedFd<'_>) -> io::Result<()> {
 
 /// `TCP_SYNCNT`: SYN retransmissions before a connect gives up.
 pub fn set_tcp_syncnt(fd: BorrowedFd<'_>, count: u8) -> io::Result<()> {
-    set_int(fd, libc::IPPROTO_TCP, libc::TCP_SYNCNT, libc::c_int::from(count.max(1)))
+    set_int(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_SYNCNT,
+        libc::c_int::from(count.max(1)),
+    )
 }
 
 /// `IP_RECVERR` / `IPV6_RECVERR`: queue ICMP errors on the socket's error queue so that
@@ -100,7 +114,11 @@ pub fn icmp_error(fd: BorrowedFd<'_>) -> Option<IcmpError> {
             // SAFETY: for IP(V6)_RECVERR the data is a `sock_extended_err`; read unaligned.
             let ee: libc::sock_extended_err =
                 unsafe { std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast()) };
-            let icmp = if v6 { libc::SO_EE_ORIGIN_ICMP6 } else { libc::SO_EE_ORIGIN_ICMP };
+            let icmp = if v6 {
+                libc::SO_EE_ORIGIN_ICMP6
+            } else {
+                libc::SO_EE_ORIGIN_ICMP
+            };
             if ee.ee_origin == icmp {
                 return Some(IcmpError {
                     v6,
@@ -242,10 +260,7 @@ pub fn raise_nofile(want: u64) -> io::Result<u64> {
 pub fn drop_to_user(uid: u32, gid: u32) -> io::Result<()> {
     // SAFETY: setgroups with a zero-length list; then setgid/setuid with plain integers.
     unsafe {
-        if libc::setgroups(0, std::ptr::null()) != 0
-            || libc::setgid(gid) != 0
-            || libc::setuid(uid) != 0
-        {
+        if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(gid) != 0 || libc::setuid(uid) != 0 {
             return Err(io::Error::last_os_error());
         }
     }

@@ -31,7 +31,11 @@ pub const INET_CONVERTER_IFACE: &str = "conv";
 
 /// The converter's address in one family.
 pub fn converter_ip(v6: bool) -> IpAddr {
-    if v6 { CONVERTER_V6.into() } else { CONVERTER_V4.into() }
+    if v6 {
+        CONVERTER_V6.into()
+    } else {
+        CONVERTER_V4.into()
+    }
 }
 
 impl Lab {
@@ -62,7 +66,13 @@ impl Lab {
         )?;
         cmd::run_in(
             &inet,
-            &["sysctl", "-q", "-w", "net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"],
+            &[
+                "sysctl",
+                "-q",
+                "-w",
+                "net.ipv4.ip_forward=1",
+                "net.ipv6.conf.all.forwarding=1",
+            ],
         )?;
         cmd::run(&[
             "ip",
@@ -85,14 +95,47 @@ impl Lab {
         ] {
             cmd::run_in(n, &["ethtool", "-K", ifc, "tx", "off"])?;
             cmd::run(&["ip", "-n", n, "addr", "add", &format!("{v4}/24"), "dev", ifc])?;
-            cmd::run(&["ip", "-n", n, "addr", "add", &format!("{v6}/64"), "dev", ifc, "nodad"])?;
+            cmd::run(&[
+                "ip",
+                "-n",
+                n,
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                ifc,
+                "nodad",
+            ])?;
             cmd::run(&["ip", "-n", n, "link", "set", "dev", ifc, "up"])?;
         }
-        cmd::run(&["ip", "-n", &conv, "route", "add", "default", "via", &CONVERTER_GW_V4.to_string()])?;
-        cmd::run(&["ip", "-n", &conv, "-6", "route", "add", "default", "via", &CONVERTER_GW_V6.to_string()])?;
+        cmd::run(&[
+            "ip",
+            "-n",
+            &conv,
+            "route",
+            "add",
+            "default",
+            "via",
+            &CONVERTER_GW_V4.to_string(),
+        ])?;
+        cmd::run(&[
+            "ip",
+            "-n",
+            &conv,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &CONVERTER_GW_V6.to_string(),
+        ])?;
         // Wait (bounded) until the link is active both ways: a ping from the converter to inet.
         let ok = (0..50).any(|_| {
-            cmd::run_in(&conv, &["ping", "-c", "1", "-W", "0.2", "-q", &CONVERTER_GW_V4.to_string()]).is_ok()
+            cmd::run_in(
+                &conv,
+                &["ping", "-c", "1", "-W", "0.2", "-q", &CONVERTER_GW_V4.to_string()],
+            )
+            .is_ok()
         });
         if !ok {
             return Err(LabError::Io {
