@@ -338,18 +338,7 @@ impl Default for RoutingConfig {
 impl FileConfig {
     /// Parses TOML text; `path` is only used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|span| line_column(text, span.start))
-                .unwrap_or((1, 1));
-            ConfigError::Parse {
-                path: path.to_owned(),
-                line,
-                column,
-                message: e.message().replace('\n', " ").trim().to_owned(),
-            }
-        })
+        parse_toml(text, path)
     }
 
     /// Reads and parses the file. A missing file at the default path is an empty config; a missing
@@ -364,6 +353,23 @@ impl FileConfig {
             }),
         }
     }
+}
+
+/// Parses TOML text into `T` (a `deny_unknown_fields` file schema); errors carry the line and
+/// column of the offending key or value. `path` is only used in error messages.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let (line, column) = e
+            .span()
+            .map(|span| line_column(text, span.start))
+            .unwrap_or((1, 1));
+        ConfigError::Parse {
+            path: path.to_owned(),
+            line,
+            column,
+            message: e.message().replace('\n', " ").trim().to_owned(),
+        }
+    })
 }
 
 fn line_column(text: &str, offset: usize) -> (usize, usize) {

@@ -17,6 +17,7 @@ pub mod fuzz;
 pub mod io;
 pub mod mptcp;
 pub mod route;
+pub mod server;
 pub mod sim;
 pub mod sys;
 pub mod tcp;

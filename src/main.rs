@@ -33,7 +33,37 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Down => mpbond::daemon::down(&cli.run_dir),
         Command::Status(args) => mpbond::daemon::status(&cli.run_dir, args.json, args.flows),
         Command::Check(args) => check(&args),
+        Command::Server(args) => server(&args),
     }
+}
+
+fn server(args: &cli::server::ServerArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.gen_key {
+        let id = mpbond::server::gen_key(path)?;
+        #[expect(clippy::print_stdout, reason = "the key id is the command's output")]
+        {
+            println!("{id}");
+        }
+        return Ok(());
+    }
+    if args.prepare {
+        return mpbond::server::prepare_kernel();
+    }
+    let config = cli::server::load(args)?;
+    if args.status {
+        let s = mpbond::server::fetch_status(&config.status_socket)?;
+        let text = if args.json {
+            serde_json::to_string_pretty(&s)?
+        } else {
+            s.render()
+        };
+        #[expect(clippy::print_stdout, reason = "`mpbond server --status` prints its answer")]
+        {
+            println!("{}", text.trim_end());
+        }
+        return Ok(());
+    }
+    mpbond::server::run(config)
 }
 
 fn check(args: &cli::CheckArgs) -> anyhow::Result<()> {

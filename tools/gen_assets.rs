@@ -19,6 +19,12 @@ Configuration; every key optional, command\-line flags override it.
 .TP
 /run/mpbond
 Pid file, control socket and the journal of routing changes that \fBmpbond down\fR replays.
+.TP
+/etc/mpbond/server.toml
+The converter's configuration (\fBmpbond server\fR): listen addresses, key files, egress allow\-list, limits, timeouts.
+.TP
+/etc/mpbond/keys/*.key
+Client keys of \fBmpbond server\fR, one per laptop (\fBmpbond server \-\-gen\-key\fR writes one, mode 0600).
 .SH ENVIRONMENT
 .TP
 MPBOND_RUN_DIR
@@ -28,6 +34,30 @@ MPBOND_LOG
 Log filter (tracing EnvFilter syntax), overrides \fB\-v\fR.
 .SH SEE ALSO
 \fBip\-rule\fR(8), \fBnft\fR(8), \fBip\-mptcp\fR(8)
+"#;
+
+/// The converter's page: what it does, the kernel settings, signals, files.
+const SERVER_SECTIONS: &str = r#".SH DESCRIPTION
+\fBmpbond server\fR is an RFC 8803 Transport Converter. Laptops running \fBmpbond\fR open
+kernel Multipath TCP connections to it whose SYN carries a Convert request (TCP Fast Open,
+without a TFO cookie; a Cookie TLV proves the laptop's key). The converter checks the request,
+applies its egress policy and limits, connects to the destination with plain TCP, answers with
+the destination's options, and relays both ways with \fBsplice\fR(2).
+.PP
+Refusals carry an Error TLV: Not Authorized (32) for a missing or bad cookie, an unknown key, a
+replay, a stale timestamp or a destination the policy denies (loopback, link\-local, RFC 1918,
+100.64.0.0/10, fc00::/7, multicast, broadcast, the converter's own addresses, port 25, unless
+allowed in \fI[egress]\fR); Resource Exceeded (64) at a limit; Connection Reset (96) when the
+destination answers with an RST; Destination Unreachable (97) with the ICMP code; Network
+Failure (65) when the destination does not answer in time. No SYN leaves for a refused request.
+.SH KERNEL
+The server side of TCP Fast Open needs bit 0x2 of \fBnet.ipv4.tcp_fastopen\fR; the MPTCP
+subflow limit (\fBip mptcp limits\fR) must be at least 2 to accept the laptop's second path.
+\fBmpbond server \-\-prepare\fR (as root) sets both; the server checks them at start and logs
+what is missing.
+.SH SIGNALS
+SIGHUP re\-reads the key files: a key whose file is gone is revoked at once and its connections
+are closed. SIGTERM and SIGINT stop the server.
 "#;
 
 fn main() -> std::io::Result<()> {
@@ -46,6 +76,9 @@ fn main() -> std::io::Result<()> {
             .render(&mut buf)?;
         if name == "mpbond" {
             buf.extend_from_slice(EXTRA_SECTIONS.as_bytes());
+        }
+        if name == "mpbond-server" {
+            buf.extend_from_slice(SERVER_SECTIONS.as_bytes());
         }
         std::fs::write(man.join(format!("{name}.8")), buf)
     };

@@ -2,6 +2,7 @@
 //! logic lives here. Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
 
 pub mod ifdetect;
+pub mod server;
 
 use std::path::{Path, PathBuf};
 
@@ -41,6 +42,8 @@ pub enum Command {
     Status(StatusArgs),
     /// Check whether TCP option 30 (MPTCP) passes each path to HOST:PORT.
     Check(CheckArgs),
+    /// Run the RFC 8803 Transport Converter (on a server: kernel MPTCP toward laptops, plain TCP onward).
+    Server(server::ServerArgs),
 }
 
 /// `mpbond up`.

@@ -9,4 +9,5 @@ pub mod netns;
 pub mod packet;
 pub mod proc;
 pub mod rawtx;
+pub mod sock;
 pub mod tun;

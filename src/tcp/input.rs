@@ -1,21 +1,19 @@
 //! Input processing: RFC 9293 §3.10.7 "SEGMENT ARRIVES" with RFC 5961 (challenge ACKs), RFC 7323
-//! (PAWS, TS.Recent), RFC 2018/6675 (SACK scoreboard, loss recovery), RFC 6582 (NewReno), and the
-//! timers (RFC 6298 retransmission, persist, keep-alive, delayed ACK, TIME-WAIT).
+//! (PAWS, TS.Recent), the ACK processing that feeds loss recovery (`recovery.rs`: RFC 2018/6675
+//! SACK, RFC 6582 NewReno, RFC 6937 PRR), data and FIN (`recv.rs`), and the timers (RFC 6298
+//! retransmission, persist, keep-alive, delayed ACK, TIME-WAIT).
 
 use std::time::Duration;
 
 use super::conn::{
     Connection, EV_CLOSED, EV_CONNECTED, EV_PEER_CLOSED, EV_READABLE, EV_RESET, EV_TIMED_OUT, EV_WRITABLE,
-    Recovery,
 };
+use super::recovery::Phase;
 use super::rtt::RttEstimator;
 use super::timer::Timer;
-use super::{NoHook, OptionHook, State};
+use super::{InSegment, NoHook, OptionHook, State};
 use crate::time::Instant;
 use crate::wire::tcp::SegmentHeader;
-
-/// RFC 7323 §5.5: TS.Recent is invalid after 24 days of idleness.
-const PAWS_IDLE: Duration = Duration::from_secs(24 * 24 * 3600);
 
 impl Connection {
     /// [`handle_segment_with`](Self::handle_segment_with) without an option hook.
@@ -38,17 +36,16 @@ impl Connection {
             _ => {}
         }
         let f = hdr.flags;
-        if self.state == State::SynReceived && f.syn() && hdr.seq == self.irs {
-            if f.ack() && !f.rst() && self.snd_off(hdr.ack) == 1 {
+        if self.state == State::SynReceived && f.syn() && hdr.seq == self.rcv.irs() {
+            if f.ack() && !f.rst() && self.snd.off(hdr.ack) == 1 {
                 // Simultaneous open (RFC 9293 §3.5 figure 8): the peer's SYN-ACK completes ours.
-                self.snd_una = 1;
-                self.snd_wnd = u64::from(hdr.window);
-                self.max_snd_wnd = self.max_snd_wnd.max(self.snd_wnd);
+                self.snd.on_syn_acked();
+                self.snd.set_window(u64::from(hdr.window));
                 self.become_established(now);
-                self.ack_now = true;
+                self.rcv.set_ack_now();
             } else if !f.ack() && !f.rst() {
                 // A retransmitted SYN: our SYN-ACK was lost; send it again.
-                self.snd_nxt = 0;
+                self.snd.resend_syn();
             }
             return;
         }
@@ -58,17 +55,16 @@ impl Connection {
                 // RFC 7323 §3.2: a non-RST segment without TSopt SHOULD be silently dropped.
                 None => return,
                 Some(ts) => {
-                    let older = (ts.val.wrapping_sub(self.ts_recent) as i32) < 0;
-                    if older && now - self.ts_recent_at < PAWS_IDLE {
+                    if self.rcv.paws_rejects(ts.val, now) {
                         // RFC 7323 §5.3 R1: "send an acknowledgment in reply ... and drop the segment".
-                        self.ack_now = true;
+                        self.rcv.set_ack_now();
                         return;
                     }
                 }
             }
         }
-        let seg_off = self.rcv_off(hdr.seq);
-        let rcv_nxt = self.rcv_nxt() as i64;
+        let seg_off = self.rcv.off(hdr.seq);
+        let rcv_nxt = self.rcv.nxt() as i64;
         let wnd = self.rcv.window() as i64;
         let seg_len = payload.len() as i64 + i64::from(f.syn()) + i64::from(f.fin());
         // RFC 9293 §3.10.7.4 first: the four acceptability cases.
@@ -84,7 +80,7 @@ impl Connection {
             // (unless the RST bit is set ...)".
             if !f.rst() {
                 if seg_len > 0 {
-                    self.ack_now = true;
+                    self.rcv.set_ack_now();
                 } else {
                     // An out-of-window pure ACK: answer, but rate-limited (as RFC 5961 §7 does for
                     // challenge ACKs) so two confused ends cannot ping-pong ACKs forever.
@@ -125,11 +121,8 @@ impl Connection {
         // SEG.SEQ <= Last.ACK.sent.
         if self.ts_ok
             && let Some(ts) = hdr.options.timestamps
-            && (ts.val.wrapping_sub(self.ts_recent) as i32) >= 0
-            && seg_off <= self.last_ack_sent as i64
         {
-            self.ts_recent = ts.val;
-            self.ts_recent_at = now;
+            self.rcv.update_ts_recent(ts.val, seg_off, now);
         }
         let ins = self.in_segment(hdr, payload.len());
         hook.on_segment(hdr, &ins);
@@ -137,10 +130,9 @@ impl Connection {
         if self.state == State::SynReceived {
             // §3.10.7.4 fifth, SYN-RECEIVED: if SND.UNA < SEG.ACK =< SND.NXT enter ESTABLISHED,
             // else send <SEQ=SEG.ACK><CTL=RST>.
-            let a = self.snd_off(hdr.ack);
-            if a == 1 && self.snd_nxt == 1 {
-                self.snd_wl1 = 0;
-                self.snd_wl2 = 0;
+            let a = self.snd.off(hdr.ack);
+            if a == 1 && self.snd.nxt() == 1 {
+                self.snd.set_wl(0, 0);
                 self.become_established(now);
             } else {
                 self.rst_pending = Some(hdr.ack);
@@ -153,6 +145,14 @@ impl Connection {
         self.process_data_and_fin(now, hdr, payload, seg_off - 1);
     }
 
+    fn in_segment(&self, hdr: &SegmentHeader, payload_len: usize) -> InSegment {
+        InSegment {
+            seq: hdr.seq + u32::from(hdr.flags.syn()),
+            payload_len,
+            state: self.state,
+        }
+    }
+
     fn on_segment_syn_sent<H: OptionHook>(
         &mut self,
         now: Instant,
@@ -163,18 +163,19 @@ impl Connection {
         let f = hdr.flags;
         // RFC 9293 §3.10.7.3 first: if SEG.ACK =< ISS or SEG.ACK > SND.NXT, send a reset (unless
         // RST) and drop.
-        let ack_ok = if f.ack() {
-            let a = self.snd_off(hdr.ack);
-            if a <= 0 || a > self.snd_nxt as i64 {
+        let ack_off = if f.ack() {
+            let a = self.snd.off(hdr.ack);
+            if a <= 0 || a > self.snd.syn_ack_limit() as i64 {
                 if !f.rst() {
                     self.rst_pending = Some(hdr.ack);
                 }
                 return;
             }
-            true
+            Some(a as u64)
         } else {
-            false
+            None
         };
+        let ack_ok = ack_off.is_some();
         // Second: a RST is accepted only if its ACK acknowledges our SYN (RFC 5961 §3.2 notes this
         // is the SYN-SENT rule); otherwise it is dropped.
         if f.rst() {
@@ -188,39 +189,41 @@ impl Connection {
             return;
         }
         // Fourth: the peer's SYN.
-        self.irs = hdr.seq;
-        self.syn_received = true;
+        self.rcv.on_syn(hdr.seq);
         self.on_syn_options(now, hdr);
         // RFC 7323 §2.2: the window field of a SYN is not scaled.
-        self.snd_wnd = u64::from(hdr.window);
-        self.max_snd_wnd = self.snd_wnd;
-        self.snd_wl1 = 0;
-        self.snd_wl2 = 0;
-        self.rcv_adv = self.rcv_nxt() + self.rcv.window() as u64;
+        self.snd.open_window(hdr.window);
+        self.snd.set_wl(0, 0);
         let ins = self.in_segment(hdr, payload.len());
         hook.on_segment(hdr, &ins);
-        if ack_ok {
-            self.snd_una = 1;
-            self.snd_wl2 = 1;
-            if let Some((1, sent)) = self.rtt_probe.take() {
+        if let Some(ack_off) = ack_off {
+            // RFC 7413 §4.2.2 "Client: Receiving SYN-ACK": the SYN-ACK may acknowledge all, part
+            // or none of the data our SYN carried; the rest is sent again (as a retransmission)
+            // after the handshake.
+            let data_acked = self.snd.on_syn_ack(ack_off);
+            if data_acked > 0 && self.snd.take_writable() {
+                self.emit_event(EV_WRITABLE);
+            }
+            self.snd.set_wl(0, ack_off);
+            if let Some((1, sent)) = self.snd.take_timing() {
                 self.rtt.on_sample(now - sent);
             }
             self.timers.stop(Timer::Retransmit);
             self.become_established(now);
-            self.ack_now = true;
+            self.rcv.set_ack_now();
             self.on_alive(now);
             self.process_data_and_fin(now, hdr, payload, 0);
         } else {
             // Simultaneous open: "enter SYN-RECEIVED, form a SYN,ACK segment and send it".
             self.state = State::SynReceived;
-            self.snd_nxt = 0;
+            self.snd.resend_syn();
             self.timers.stop(Timer::Retransmit);
         }
     }
 
     fn become_established(&mut self, now: Instant) {
         // A close() during the handshake queued a FIN: continue in FIN-WAIT-1 (RFC 9293 §3.10.4).
-        self.state = if self.fin_queued {
+        self.state = if self.snd.fin_queued() {
             State::FinWait1
         } else {
             State::Established
@@ -260,91 +263,81 @@ impl Connection {
     }
 
     /// RFC 5961 §7: challenge ACKs are rate-limited.
-    pub(super) fn challenge_ack(&mut self, now: Instant) {
+    fn challenge_ack(&mut self, now: Instant) {
         if now - self.challenge_window >= Duration::from_secs(1) {
             self.challenge_window = now;
             self.challenge_count = 0;
         }
         if self.challenge_count < self.cfg.challenge_ack_limit {
             self.challenge_count += 1;
-            self.ack_now = true;
+            self.rcv.set_ack_now();
         }
     }
 
     /// RFC 9293 §3.10.7.4 fifth (ACK processing). Returns false if the segment must be dropped.
     fn process_ack(&mut self, now: Instant, hdr: &SegmentHeader, payload_len: usize, seg_off: i64) -> bool {
-        let ack_off = self.snd_off(hdr.ack);
-        if ack_off > self.snd_max as i64 {
+        let ack_off = self.snd.off(hdr.ack);
+        if ack_off > self.snd.max_sent() as i64 {
             // "If the ACK acks something not yet sent (SEG.ACK > SND.NXT), then send an ACK, drop
             // the segment, and return."
-            self.ack_now = true;
+            self.rcv.set_ack_now();
             return false;
         }
         // RFC 5961 §5.2: the ACK value MUST be within [SND.UNA - MAX.SND.WND, SND.NXT]; otherwise
         // send an ACK (rate-limited challenge) and drop.
-        if ack_off < self.snd_una as i64 - self.max_snd_wnd as i64 {
+        if ack_off < self.snd.una() as i64 - self.snd.max_wnd() as i64 {
             self.challenge_ack(now);
             return false;
         }
         let ack_off = ack_off.max(0) as u64;
-        // An acceptable ACK clocks out a new (bounded) burst, see `after_paced_send`, unless the
-        // rest of an earlier burst is still being paced out (ACKs arriving meanwhile would
-        // otherwise release IW segments each, a burst again when they come back to back).
-        if now >= self.pace_next {
-            self.burst_budget = self.cfg.initial_window.max(1);
-        }
-        let (una_before, sacked_before) = (self.snd_una, self.scoreboard.sacked_bytes());
+        self.snd.pacer.on_ack(now, self.cfg.initial_window);
+        let (una_before, sacked_before) = (self.snd.una(), self.recovery.sacked_bytes());
         let mut sack_new = 0;
         if self.sack_ok {
             // RFC 2018 §4 / RFC 6675 §3: record SACK blocks in the scoreboard.
             for b in hdr.options.sack_blocks() {
-                let (l, r) = (self.snd_off(b.left), self.snd_off(b.right));
+                let (l, r) = (self.snd.off(b.left), self.snd.off(b.right));
                 if l >= 0 && r > l {
-                    sack_new +=
-                        self.scoreboard
-                            .add(l as u64, r as u64, self.snd_una.max(ack_off), self.snd_max);
+                    let una = self.snd.una().max(ack_off);
+                    sack_new += self
+                        .recovery
+                        .on_sack_block(l as u64, r as u64, una, self.snd.max_sent());
                 }
             }
         }
-        let new_wnd = u64::from(hdr.window) << self.snd_wscale;
-        if ack_off > self.snd_una {
+        let new_wnd = u64::from(hdr.window) << self.snd.wscale();
+        if ack_off > self.snd.una() {
             self.on_new_ack(now, hdr, ack_off);
             // RFC 6675 §5: the scoreboard was updated; if it already shows SND.UNA's segment as
             // lost (IsLost(HighACK + 1)), loss recovery starts without waiting for more ACKs.
-            if sack_new > 0 && self.recovery == Recovery::None && self.snd_max > self.snd_una {
-                self.check_sack_loss(now);
+            if sack_new > 0
+                && self.recovery.phase() == Phase::None
+                && self.snd.has_outstanding()
+                && self
+                    .recovery
+                    .check_sack_loss(now, self.snd.una(), self.snd.max_sent())
+            {
+                self.snd.stop_timing();
             }
-        } else if ack_off == self.snd_una
+        } else if ack_off == self.snd.una()
             && payload_len == 0
             && !hdr.flags.fin()
-            && self.snd_max > self.snd_una
-            && (new_wnd == self.snd_wnd || sack_new > 0)
+            && self.snd.has_outstanding()
+            && (new_wnd == self.snd.wnd() || sack_new > 0)
         {
             // RFC 5681 §2: a duplicate ACK.
-            self.on_dupack(now);
-        }
-        // "If SND.UNA =< SEG.ACK =< SND.NXT, the send window should be updated. If (SND.WL1 <
-        // SEG.SEQ or (SND.WL1 = SEG.SEQ and SND.WL2 =< SEG.ACK)), set SND.WND <- SEG.WND ..."
-        if ack_off >= self.snd_una {
-            let wl1 = self.snd_wl1 as i64;
-            if wl1 < seg_off || (wl1 == seg_off && self.snd_wl2 <= ack_off) {
-                self.snd_wnd = new_wnd;
-                self.max_snd_wnd = self.max_snd_wnd.max(new_wnd);
-                self.snd_wl1 = seg_off.max(0) as u64;
-                self.snd_wl2 = ack_off;
+            if self.recovery.on_dupack(now, self.snd.una(), self.snd.max_sent()) {
+                self.snd.stop_timing();
             }
         }
-        if self.snd_wnd > 0 {
+        self.snd.update_window(seg_off, ack_off, new_wnd);
+        if self.snd.wnd() > 0 {
             self.timers.stop(Timer::Persist);
-            self.persist_backoff = 0;
+            self.snd.reset_persist_backoff();
         }
-        if self.recovery == Recovery::Fast && self.sack_ok {
-            // RFC 6937 §3: DeliveredData = change in SND.UNA + change in SACKed bytes.
-            let delivered = (self.snd_una - una_before) as i64 + self.scoreboard.sacked_bytes() as i64
-                - sacked_before as i64;
-            self.prr_on_ack(delivered.max(0) as u64);
-        }
-        let fin_acked = self.fin_queued && self.snd_una > self.data_end();
+        self.recovery
+            .on_ack_delivered(una_before, self.snd.una(), sacked_before, self.snd.max_sent());
+        let fin_acked = self.snd.fin_acked();
         match self.state {
             // §3.10.7.4 fifth, FIN-WAIT-1: "if the FIN segment is now acknowledged, then enter
             // FIN-WAIT-2 and continue processing".
@@ -362,247 +355,78 @@ impl Connection {
         true
     }
 
+    /// An ACK advancing SND.UNA to `ack_off`: RTT sample, buffer release, window growth or
+    /// recovery progress, the retransmission timer.
     fn on_new_ack(&mut self, now: Instant, hdr: &SegmentHeader, ack_off: u64) {
-        let flight_before = self.snd_nxt.max(ack_off) - self.snd_una;
-        let wnd_before = self.snd_wnd;
+        let flight_before = self.snd.nxt().max(ack_off) - self.snd.una();
+        let wnd_before = self.snd.wnd();
         // RTT measurement: the timed segment (Karn: never a retransmitted one), or RFC 7323 §4
         // RTTM from TSecr when retransmissions made the timing ambiguous.
-        match self.rtt_probe {
-            Some((end, sent)) if ack_off >= end => {
-                self.rtt.on_sample(now - sent);
-                self.rtt_probe = None;
-            }
-            _ => {
-                if self.ts_ok
-                    && (self.recovery != Recovery::None || self.rtt_probe.is_none())
-                    && let Some(ts) = hdr.options.timestamps
-                    && ts.ecr != 0
-                {
-                    let ms = self.ts_now(now).wrapping_sub(ts.ecr);
-                    if ms < 60_000 && self.rtt.srtt().is_none_or(|_| self.recovery != Recovery::None) {
-                        self.rtt.on_sample(Duration::from_millis(u64::from(ms)));
-                    }
-                }
+        if let Some(sent) = self.snd.take_sample(ack_off) {
+            self.rtt.on_sample(now - sent);
+        } else if self.ts_ok
+            && (self.recovery.in_recovery() || !self.snd.timing())
+            && let Some(ts) = hdr.options.timestamps
+            && ts.ecr != 0
+        {
+            let ms = self.ts_now(now).wrapping_sub(ts.ecr);
+            if ms < 60_000 && self.rtt.srtt().is_none_or(|_| self.recovery.in_recovery()) {
+                self.rtt.on_sample(Duration::from_millis(u64::from(ms)));
             }
         }
-        self.snd_una = ack_off;
-        if self.snd_nxt < ack_off {
-            self.snd_nxt = ack_off;
-        }
-        let data_to = ack_off.min(self.data_end());
-        let mut data_acked = 0u64;
-        if data_to > self.sbuf_base {
-            data_acked = data_to - self.sbuf_base;
-            self.sbuf.ack(data_acked as usize);
-            self.sbuf_base = data_to;
-        }
-        self.scoreboard.on_cumulative_ack(ack_off);
-        self.high_rxt = self.high_rxt.max(ack_off);
-        self.dupacks = 0;
+        // RFC 9438 §4.6: an implementation that derives ssthresh from cwnd (as `Cubic` does)
+        // "MUST use other measures to prevent cwnd from growing when the volume of bytes in
+        // flight is smaller than cwnd", which "also effectively avoids cwnd from growing beyond
+        // the receive window". cwnd grows only if the flight nearly filled it and the peer's
+        // window did not hold the sender back.
+        let cwnd = u64::from(self.recovery.cwnd());
+        let limited = flight_before + 3 * u64::from(self.recovery.mss()) >= cwnd && cwnd < wnd_before;
+        let data_acked = self.snd.on_ack(ack_off);
+        self.recovery.on_cumulative_ack(ack_off);
         self.rto_count = 0;
         self.last_progress = now;
         self.rtt.reset_backoff();
-        let mss = self.win.mss;
         // Window arithmetic counts data bytes (SYN and FIN occupy sequence space, not the pipe).
         let acked32 = u32::try_from(data_acked).unwrap_or(u32::MAX);
-        match self.recovery {
-            Recovery::Fast => {
-                if ack_off >= self.recover {
-                    // RFC 6582 §3.2 step 6 (full ACK): cwnd = min(ssthresh, max(FlightSize, SMSS) +
-                    // SMSS); RFC 6675 §5: recovery ends when RecoveryPoint is acknowledged.
-                    let flight = u32::try_from(self.snd_nxt - self.snd_una).unwrap_or(u32::MAX);
-                    self.win.cwnd = if self.sack_ok {
-                        self.win.ssthresh
-                    } else {
-                        self.win.ssthresh.min(flight.max(mss) + mss)
-                    };
-                    self.recovery = Recovery::None;
-                } else if !self.sack_ok {
-                    // RFC 6582 §3.2 step 5 (partial ACK): retransmit the first unacknowledged
-                    // segment, deflate cwnd by the amount acknowledged, add back one SMSS if at
-                    // least one SMSS was acknowledged.
-                    self.rtx_una = true;
-                    self.win.cwnd = self.win.cwnd.saturating_sub(acked32);
-                    if acked32 >= mss {
-                        self.win.cwnd += mss;
-                    }
-                    self.win.cwnd = self.win.cwnd.max(mss);
-                }
-            }
-            Recovery::Rto => {
-                if ack_off >= self.recover {
-                    self.recovery = Recovery::None;
-                }
-                let srtt = self.rtt.srtt();
-                self.cc.on_ack(now, &mut self.win, acked32, srtt, true);
-            }
-            Recovery::None => {
-                let cwnd = u64::from(self.win.cwnd);
-                // RFC 9438 §4.6: an implementation that derives ssthresh from cwnd (as `Cubic`
-                // does) "MUST use other measures to prevent cwnd from growing when the volume of
-                // bytes in flight is smaller than cwnd", which "also effectively avoids cwnd from
-                // growing beyond the receive window". cwnd grows only if the flight nearly filled
-                // it and the peer's window did not hold the sender back.
-                let limited = flight_before + 3 * u64::from(mss) >= cwnd && cwnd < wnd_before;
-                let srtt = self.rtt.srtt();
-                self.cc.on_ack(now, &mut self.win, acked32, srtt, limited);
-            }
-        }
+        let srtt = self.rtt.srtt();
+        self.recovery
+            .on_new_ack(now, ack_off, self.snd.flight(), acked32, srtt, limited);
         // RFC 6298 §5.2: all outstanding data acknowledged: turn off the timer; §5.3: new data
         // acknowledged: restart it.
-        if self.snd_una >= self.snd_max {
-            self.timers.stop(Timer::Retransmit);
-        } else {
+        if self.snd.has_outstanding() {
             self.timers.set(Timer::Retransmit, now + self.rtt.rto());
-        }
-        self.persist_backoff = 0;
-        if self.want_writable && self.sbuf.free() > 0 {
-            self.want_writable = false;
-            self.emit_event(EV_WRITABLE);
-        }
-    }
-
-    fn on_dupack(&mut self, now: Instant) {
-        self.dupacks += 1;
-        match self.recovery {
-            Recovery::Fast => {
-                if !self.sack_ok {
-                    // RFC 6582 §3.2 step 4: each further duplicate ACK inflates cwnd by SMSS.
-                    self.win.cwnd = self.win.cwnd.saturating_add(self.win.mss);
-                }
-            }
-            // RFC 6582 §4.1: no fast retransmit for duplicate ACKs below `recover` after a timeout.
-            Recovery::Rto => {}
-            Recovery::None => {
-                // RFC 6675 §5: DupAcks >= DupThresh, or IsLost(HighACK + 1).
-                let lost = self.sack_ok
-                    && self.scoreboard.lost_boundary(self.cfg.dupthresh, self.win.mss) > self.snd_una;
-                // RFC 6582 §3.2 step 2: only if the cumulative ACK covers more than `recover`.
-                if (self.dupacks >= self.cfg.dupthresh || lost)
-                    && (self.snd_una > self.recover || self.recover == 0)
-                {
-                    self.enter_fast_recovery(now);
-                }
-            }
-        }
-    }
-
-    fn check_sack_loss(&mut self, now: Instant) {
-        let lost = self.scoreboard.lost_boundary(self.cfg.dupthresh, self.win.mss) > self.snd_una;
-        if lost && (self.snd_una > self.recover || self.recover == 0) {
-            self.enter_fast_recovery(now);
-        }
-    }
-
-    /// RFC 6937 §3 Proportional Rate Reduction (the reduction RFC 9438 §4.6 mentions as an
-    /// alternative to an immediate one): during SACK recovery cwnd = pipe + sndcnt, so the sender
-    /// transmits in proportion to what the receiver got (ssthresh / RecoverFS of it while pipe is
-    /// above ssthresh) instead of sending cwnd - pipe at once whenever the scoreboard marks a run
-    /// of holes lost — such a burst of retransmissions overflows the queue that just dropped
-    /// the originals and loses the retransmissions too (then only the RTO repairs them).
-    fn prr_on_ack(&mut self, delivered: u64) {
-        self.prr_delivered += delivered;
-        let pipe = self.pipe();
-        let ssthresh = u64::from(self.win.ssthresh);
-        let mss = u64::from(self.win.mss);
-        let sndcnt = if pipe > ssthresh {
-            // Proportional part: sndcnt = CEIL(prr_delivered * ssthresh / RecoverFS) - prr_out.
-            let fs = self.recover_fs.max(1);
-            (self.prr_delivered * ssthresh)
-                .div_ceil(fs)
-                .saturating_sub(self.prr_out)
         } else {
-            // Slow-start reduction bound (PRR-SSRB):
-            // limit = MAX(prr_delivered - prr_out, DeliveredData) + MSS.
-            let limit = self.prr_delivered.saturating_sub(self.prr_out).max(delivered) + mss;
-            (ssthresh - pipe).min(limit)
-        };
-        self.win.cwnd = u32::try_from(pipe + sndcnt).unwrap_or(u32::MAX);
-    }
-
-    fn enter_fast_recovery(&mut self, now: Instant) {
-        let flight = u32::try_from(self.snd_max - self.snd_una).unwrap_or(u32::MAX);
-        // RFC 6937 §3: "At the beginning of recovery": prr_delivered = prr_out = 0,
-        // RecoverFS = snd.nxt - snd.una.
-        self.prr_delivered = 0;
-        self.prr_out = 0;
-        self.recover_fs = self.snd_max - self.snd_una;
-        // RFC 6675 §5 step (4.1)/RFC 6582 §3.2 step 2: RecoveryPoint = HighData.
-        self.recover = self.snd_max;
-        self.cc.on_congestion(now, &mut self.win, flight);
-        self.recovery = Recovery::Fast;
-        self.high_rxt = self.snd_una;
-        self.rtx_una = true;
-        self.rtt_probe = None;
-        if !self.sack_ok {
-            // RFC 6582 §3.2 step 3: cwnd = ssthresh + 3*SMSS.
-            self.win.cwnd = self.win.ssthresh + 3 * self.win.mss;
+            self.timers.stop(Timer::Retransmit);
+        }
+        self.snd.reset_persist_backoff();
+        if self.snd.take_writable() {
+            self.emit_event(EV_WRITABLE);
         }
     }
 
     fn process_data_and_fin(&mut self, now: Instant, hdr: &SegmentHeader, payload: &[u8], data_off: i64) {
         let receiving = matches!(self.state, State::Established | State::FinWait1 | State::FinWait2);
-        let window_end = self.rcv.read_offset() + self.rcv.cap() as u64;
         let mut fin_in_window = hdr.flags.fin();
         if receiving && !payload.is_empty() {
-            let skip = usize::try_from(-data_off).unwrap_or(0).min(payload.len());
-            let mut data = &payload[skip..];
-            let mut off = data_off.max(0) as u64;
-            if let Some(fin) = self.rcv_fin {
-                // Bytes past a FIN already seen are ignored.
-                let limit = fin.saturating_sub(1).saturating_sub(off) as usize;
-                data = &data[..data.len().min(limit)];
-            }
-            if off + data.len() as u64 > window_end {
-                fin_in_window = false;
-            }
-            if data.is_empty() {
-                off = 0;
-            }
-            let had_ooo = self.rcv.has_out_of_order();
-            let ins = self.rcv.insert(off, data);
-            let seen = u32::try_from(payload.len())
-                .unwrap_or(u32::MAX)
-                .min(u32::from(self.cfg.mss));
-            self.rcv_mss = self.rcv_mss.max(seen);
-            if ins.advanced > 0 {
+            let r = self
+                .rcv
+                .on_data(data_off, payload, self.cfg.mss, self.cfg.delayed_ack.is_zero());
+            fin_in_window &= r.within_buffer;
+            if r.readable {
                 self.emit_event(EV_READABLE);
             }
-            if ins.out_of_order || had_ooo || ins.duplicate || self.cfg.delayed_ack.is_zero() {
-                // RFC 5681 §4.2: an out-of-order segment or one filling a gap SHOULD be acknowledged
-                // at once: one (duplicate) ACK per such segment, even if several arrive before the
-                // next poll_transmit (the sender counts duplicate ACKs).
-                if self.ack_now && (ins.out_of_order || ins.duplicate) {
-                    self.extra_acks = (self.extra_acks + 1).min(3);
-                }
-                self.ack_now = true;
-            } else {
-                self.unacked_rcv = self.unacked_rcv.saturating_add(ins.advanced as u32);
-                // RFC 9293 §3.8.6.3: an ACK SHOULD be generated for at least every second
-                // full-sized segment, and MUST within 0.5 s.
-                if self.unacked_rcv >= 2 * self.rcv_mss {
-                    self.ack_now = true;
-                } else if !self.timers.is_set(Timer::DelayedAck) {
-                    self.timers.set(Timer::DelayedAck, now + self.cfg.delayed_ack);
-                }
+            if r.delay_ack && !self.timers.is_set(Timer::DelayedAck) {
+                self.timers.set(Timer::DelayedAck, now + self.cfg.delayed_ack);
             }
         }
-        if hdr.flags.fin() && fin_in_window && self.rcv_fin.is_none() {
-            let fin_off = (data_off + 1 + payload.len() as i64).max(0) as u64;
-            if fin_off >= self.rcv_nxt() {
-                self.rcv_fin = Some(fin_off);
-            }
+        if fin_in_window {
+            self.rcv
+                .on_fin((data_off + 1 + payload.len() as i64).max(0) as u64);
         }
         // §3.10.7.4 eighth: the FIN is processed once everything before it arrived.
-        if let Some(fin) = self.rcv_fin
-            && !self.fin_received
-            && self.rcv_nxt() == fin
-            && matches!(self.state, State::Established | State::FinWait1 | State::FinWait2)
-        {
-            self.fin_received = true;
-            self.ack_now = true;
+        if receiving && self.rcv.take_fin() {
             self.emit_event(EV_PEER_CLOSED);
-            let fin_acked = self.fin_queued && self.snd_una > self.data_end();
+            let fin_acked = self.snd.fin_acked();
             match self.state {
                 State::Established => self.state = State::CloseWait,
                 // FIN-WAIT-1: "If our FIN has been ACKed ... enter TIME-WAIT ...; otherwise, enter
@@ -627,11 +451,8 @@ impl Connection {
         while let Some(t) = self.timers.pop_expired(now) {
             match t {
                 Timer::Retransmit => self.on_rto(now),
-                Timer::DelayedAck => self.ack_now = true,
-                Timer::Persist => {
-                    self.probe_pending = true;
-                    self.persist_backoff = (self.persist_backoff + 1).min(10);
-                }
+                Timer::DelayedAck => self.rcv.set_ack_now(),
+                Timer::Persist => self.snd.on_persist_timeout(),
                 Timer::Keepalive => self.on_keepalive(now),
                 Timer::TimeWait => {
                     self.enter_closed();
@@ -656,12 +477,12 @@ impl Connection {
                 }
                 // RFC 6298 §5.5 back off and retransmit the SYN (SYN-ACK).
                 self.rtt.back_off();
-                self.rtt_probe = None;
-                self.snd_nxt = 0;
+                self.snd.stop_timing();
+                self.snd.resend_syn();
             }
             State::Closed | State::TimeWait => {}
             _ => {
-                if self.snd_una >= self.snd_max {
+                if !self.snd.has_outstanding() {
                     return;
                 }
                 self.rto_count += 1;
@@ -669,26 +490,12 @@ impl Connection {
                 if self.rto_count > self.cfg.data_retries {
                     return self.timed_out();
                 }
-                let flight = u32::try_from(self.snd_max - self.snd_una).unwrap_or(u32::MAX);
-                if self.recovery != Recovery::Rto {
-                    // RFC 5681 §3.1: ssthresh is reduced on the first timeout only ("held constant"
-                    // on repeated retransmissions of the same segment); cwnd = loss window.
-                    self.cc.on_rto(now, &mut self.win, flight);
-                } else {
-                    self.win.cwnd = self.win.mss;
-                }
-                self.recovery = Recovery::Rto;
-                self.recover = self.snd_max;
-                self.dupacks = 0;
-                self.rtx_una = false;
-                self.high_rxt = self.snd_una;
-                // RFC 2018 §8: after a retransmit timeout the sender SHOULD turn off SACKed bits.
-                self.scoreboard.clear();
+                self.recovery.on_rto(now, self.snd.una(), self.snd.max_sent());
                 // RFC 6298 §5.4: retransmit the earliest segment not yet acknowledged (go-back-N
                 // from SND.UNA under the loss window); §5.5: back off the timer.
-                self.snd_nxt = self.snd_una;
+                self.snd.rewind();
                 self.rtt.back_off();
-                self.rtt_probe = None;
+                self.snd.stop_timing();
             }
         }
     }
@@ -698,7 +505,7 @@ impl Connection {
         if !matches!(self.state, State::Established | State::CloseWait) {
             return;
         }
-        if self.snd_una < self.snd_max {
+        if self.snd.has_outstanding() {
             // Data outstanding: the retransmission timer watches the peer.
             self.timers.set(Timer::Keepalive, now + k.idle);
             return;
@@ -708,7 +515,7 @@ impl Connection {
         }
         // RFC 9293 §3.8.4: a probe with SEG.SEQ = SND.NXT-1 and no data.
         self.keepalive_sent += 1;
-        self.probe_pending = true;
+        self.snd.request_probe(false);
         self.timers.set(Timer::Keepalive, now + k.interval);
     }
 }

@@ -14,20 +14,36 @@
 //! RFC 9438 CUBIC (cwnd never grows past the flight, hence the receive window, §4.6), RFC 6937
 //! proportional rate reduction in SACK recovery, delayed ACK, zero-window probing, keep-alive,
 //! optional pacing, otherwise at most IW segments per ACK with the excess paced (RFC 6582 §6),
-//! cwnd restart after idle (RFC 5681 §4.1). Not implemented: urgent data (URG is ignored, RFC 6093 advises
-//! against its use), data on SYN (TFO), ECN, D-SACK, RFC 6675's rescue retransmission (a MAY).
+//! cwnd restart after idle (RFC 5681 §4.1), optionally data on the SYN of an active open (RFC 7413
+//! client without a cookie, [`Config::fast_open`]). Not implemented: urgent data (URG is ignored,
+//! RFC 6093 advises against its use), accepting data on a received SYN (TFO server), ECN, D-SACK,
+//! RFC 6675's rescue retransmission (a MAY).
 //!
-//! Memory: `size_of::<Connection>()` is under 1 KiB and buffers are allocated on demand and freed
-//! when they drain, so an idle established connection holds no heap memory.
+//! Memory: `size_of::<Connection>()` is about 1 KiB (1,032 bytes on x86-64) and buffers are
+//! allocated on demand and freed when they drain, so an idle established connection holds no heap
+//! memory.
+//!
+//! Files, top-down: `conn.rs` the [`Connection`] type (construction, SYN options, application
+//! API, events); `input.rs` segment arrival, ACK processing and the timers; `output.rs`
+//! `poll_transmit` and the segment builder. The connection's state is split in three with their
+//! own invariants: `send.rs` (SND.UNA/NXT/WND, send buffer, RTT timing, probes, pacer),
+//! `recv.rs` (RCV.NXT, advertised window, reassembly, TS.Recent, immediate/delayed ACKs) and
+//! `recovery.rs` (cwnd and its controller, SACK scoreboard, fast/SACK/RTO recovery, PRR). Below
+//! them: [`cc`] (window growth and reduction), [`sack`] (scoreboard), [`reassembly`] and
+//! [`ranges`] (receive buffer), [`send_buf`], [`rtt`], [`timer`], [`seq`], [`isn`].
 
 pub mod cc;
 mod conn;
 mod input;
 pub mod isn;
+mod output;
 pub mod ranges;
 pub mod reassembly;
+mod recovery;
+mod recv;
 pub mod rtt;
 pub mod sack;
+mod send;
 pub mod send_buf;
 pub mod seq;
 pub mod timer;
@@ -110,6 +126,13 @@ pub struct Config {
     pub challenge_ack_limit: u32,
     /// RFC 6675 DupThresh.
     pub dupthresh: u32,
+    /// TCP Fast Open, client side (RFC 7413 §4.2.2), off by default: the first SYN of
+    /// [`Connection::connect`] carries the data [`Connection::send`] queued before the first
+    /// `poll_transmit`, up to one MSS (the peer's is not known yet: 536 bytes for IPv4, 1220 for
+    /// IPv6, options included). No Fast Open cookie option is sent: this is for a server that takes
+    /// SYN data without one (Linux with `TFO_SERVER_COOKIE_NOT_REQD`, as an RFC 8803 converter
+    /// runs). Data the SYN-ACK does not acknowledge is sent again after the handshake.
+    pub fast_open: bool,
 }
 
 impl Default for Config {
@@ -135,6 +158,7 @@ impl Default for Config {
             pacing: false,
             challenge_ack_limit: 10,
             dupthresh: 3,
+            fast_open: false,
         }
     }
 }

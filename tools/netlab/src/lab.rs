@@ -250,6 +250,14 @@ impl Lab {
         v
     }
 
+    pub(crate) fn push_created(&mut self, ns: String) {
+        self.created.push(ns);
+    }
+
+    pub(crate) fn created_contains(&self, ns: &str) -> bool {
+        self.created.iter().any(|n| n == ns)
+    }
+
     /// The lab's name.
     pub fn name(&self) -> &str {
         &self.state.name

@@ -20,6 +20,7 @@
 pub mod addr;
 pub mod client;
 pub mod cmd;
+pub mod converter;
 pub mod dns;
 mod impair;
 pub mod inject;

@@ -1,0 +1,251 @@
+//! `mpbond server`: the RFC 8803 Transport Converter, thin I/O around the Linux kernel's MPTCP
+//! (STYLE.md point 16). The laptop opens a kernel-terminated MPTCP connection to the converter
+//! with the Convert request in its SYN (TCP Fast Open without cookie); the converter checks it
+//! with `convert::converter`, applies its egress policy and limits, dials the destination with
+//! plain kernel TCP, answers, and splices the two sockets together.
+//!
+//! Threads: the main thread (signals: SIGHUP reloads the client keys, SIGTERM/SIGINT stop), the
+//! event loop ([`event_loop`]), and the status socket's thread (`io::control`, `{"cmd":"status"}`).
+
+pub mod config;
+pub mod dial;
+pub mod event_loop;
+pub mod kernel;
+pub mod limits;
+pub mod policy;
+pub mod relay;
+pub mod status;
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use mio::Poll;
+
+use crate::convert::key::ClientKey;
+use crate::io::Worker;
+use crate::io::control::{self, Request};
+use crate::sys;
+
+pub use config::{KeySource, ServerConfig};
+pub use status::ServerStatus;
+
+/// Listen backlog.
+const BACKLOG: i32 = 4096;
+/// File descriptors one relayed connection may hold: two sockets and two pipes.
+const FDS_PER_CONN: u64 = 6;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// No key file found.
+    #[error(
+        "no client key: {0} holds no *.key file (create one with `mpbond server --gen-key {0}/NAME.key`)"
+    )]
+    NoKeys(String),
+    /// A key file could not be read.
+    #[error(transparent)]
+    Key(#[from] crate::convert::key::KeyError),
+}
+
+/// Reads every key of `src`. At start any failure is fatal; on reload ([`reload_keys`]) a
+/// failing file is left out (a deleted file is a revoked key).
+pub fn load_keys(src: &KeySource) -> anyhow::Result<Vec<ClientKey>> {
+    let paths = src
+        .paths()
+        .with_context(|| format!("cannot list the key files of {src:?}"))?;
+    if paths.is_empty() {
+        let where_ = match src {
+            KeySource::Dir(d) => d.display().to_string(),
+            KeySource::Files(_) => "the key file list".into(),
+        };
+        return Err(ServerError::NoKeys(where_).into());
+    }
+    let mut keys = Vec::new();
+    for p in paths {
+        keys.push(ClientKey::load(&p).map_err(ServerError::Key)?);
+    }
+    Ok(keys)
+}
+
+/// Reads the keys again for SIGHUP: files that fail are logged and left out.
+pub fn reload_keys(src: &KeySource) -> Vec<ClientKey> {
+    let paths = match src.paths() {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("cannot list the key files ({e}); no key is accepted until the next reload");
+            return Vec::new();
+        }
+    };
+    paths
+        .iter()
+        .filter_map(|p| match ClientKey::load(p) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::warn!("{e}; that key is no longer accepted");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The converter's own addresses: every address of every interface of its network namespace,
+/// and the specific listen addresses (clients must not reach the converter's host through it).
+pub fn own_addresses(listen: &[SocketAddr]) -> HashSet<IpAddr> {
+    let mut own: HashSet<IpAddr> = listen
+        .iter()
+        .map(SocketAddr::ip)
+        .filter(|ip| !ip.is_unspecified())
+        .collect();
+    match crate::route::netlink::Rtnl::open().and_then(|mut r| r.links()) {
+        Ok(links) => own.extend(
+            links
+                .iter()
+                .flat_map(|l| l.addresses.iter().map(ipnet::IpNet::addr)),
+        ),
+        Err(e) => tracing::warn!("cannot list the converter's own addresses: {e}"),
+    }
+    own
+}
+
+/// `mpbond server --prepare`: the kernel settings the converter needs (root; the systemd unit's
+/// `ExecStartPre=+`): the TCP Fast Open server bit and the MPTCP subflow limit.
+pub fn prepare_kernel() -> anyhow::Result<()> {
+    let tfo = kernel::ensure_tfo_bits(kernel::TFO_SERVER);
+    let mptcp = kernel::ensure_mptcp_subflows();
+    if !(tfo && mptcp) {
+        anyhow::bail!("the kernel is not fully set up for the converter (see the warnings above)");
+    }
+    Ok(())
+}
+
+/// Runs the converter until SIGTERM/SIGINT.
+pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
+    // Before any thread exists, so every thread inherits the mask.
+    sys::proc::block_termination_signals().context("cannot block signals")?;
+    let keys = load_keys(&cfg.keys)?;
+    tracing::info!("{} client key(s) loaded", keys.len());
+
+    let mut listeners = Vec::new();
+    let mut all_no_cookie = true;
+    for addr in &cfg.listen {
+        let l = kernel::listen(*addr, BACKLOG).with_context(|| format!("cannot listen on {addr}"))?;
+        tracing::info!("listening on {} (kernel MPTCP, TCP Fast Open)", l.addr);
+        all_no_cookie &= l.no_cookie;
+        listeners.push((std::net::TcpListener::from(l.socket), l.no_cookie));
+    }
+    let bits = if all_no_cookie {
+        kernel::TFO_SERVER
+    } else {
+        tracing::warn!(
+            "this kernel refuses TCP_FASTOPEN_NO_COOKIE on MPTCP listeners: needs net.ipv4.tcp_fastopen bit 0x200"
+        );
+        kernel::TFO_SERVER | kernel::TFO_SERVER_NO_COOKIE
+    };
+    kernel::ensure_tfo_bits(bits);
+    kernel::ensure_mptcp_subflows();
+
+    let want = (cfg.limits.max_total as u64 + cfg.limits.max_requesting as u64) * FDS_PER_CONN + 256;
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20);
+    match sys::sock::raise_nofile(want.min(nr_open)) {
+        Ok(n) if n >= want.min(nr_open) => tracing::info!("RLIMIT_NOFILE {n}"),
+        Ok(n) => tracing::warn!(
+            "RLIMIT_NOFILE is {n}, below the {want} that limits.max_total needs: set LimitNOFILE= in the unit"
+        ),
+        Err(e) => tracing::warn!("cannot raise RLIMIT_NOFILE: {e}"),
+    }
+
+    // Nothing below needs a privilege: drop every capability (per thread: before the threads).
+    if sys::caps::effective().unwrap_or(0) != 0 {
+        sys::caps::keep_only(&[]).context("cannot drop privileges")?;
+        tracing::info!("dropped every capability");
+    }
+
+    let shared = Arc::new(Mutex::new(ServerStatus::default()));
+    let (tx, rx) = crossbeam_channel::bounded(4);
+    let poll = Poll::new().context("cannot create the event loop")?;
+    let el = event_loop::EventLoop::new(&poll, listeners, cfg.clone(), keys, rx, shared.clone())
+        .context("cannot set up the event loop")?;
+    let mut workers: Vec<Worker> = Vec::new();
+    let worker = Worker::spawn("mpbond-server", poll, move |poll, stop| el.run(poll, &stop))
+        .context("cannot start the event loop")?;
+    let waker = worker.waker();
+    workers.push(worker);
+    if let Some(dir) = cfg.status_socket.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let snap = shared.clone();
+    let handler: control::Handler = Box::new(move |req| match req {
+        Request::Status => snap
+            .lock()
+            .ok()
+            .and_then(|s| serde_json::to_value(&*s).ok())
+            .unwrap_or_default(),
+        Request::Shutdown => {
+            sys::proc::terminate_self();
+            serde_json::json!({ "ok": true })
+        }
+    });
+    workers.push(
+        control::spawn(&cfg.status_socket, handler)
+            .with_context(|| format!("cannot listen on {}", cfg.status_socket.display()))?,
+    );
+    tracing::info!("mpbond server is up");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    loop {
+        match sys::proc::wait_for_termination(Duration::from_secs(3600)) {
+            Some(libc::SIGHUP) => {
+                let keys = reload_keys(&cfg.keys);
+                if tx.send(event_loop::Control::Keys(keys)).is_ok() {
+                    let _ = waker.wake();
+                }
+            }
+            Some(sig) => {
+                tracing::info!("signal {sig}: shutting down");
+                break;
+            }
+            None => {}
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    for w in &mut workers {
+        w.stop();
+    }
+    let _ = std::fs::remove_file(&cfg.status_socket);
+    Ok(())
+}
+
+/// `mpbond server --gen-key FILE`: writes a new key (mode 0600) and returns its id. Run as root
+/// in a directory owned by another user (the package's `_mpbond-server`, which owns
+/// `/etc/mpbond/keys`), the file is given to that user, so that the server can read it.
+pub fn gen_key(path: &Path) -> anyhow::Result<String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let key = ClientKey::write_new(path)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if sys::proc::is_root()
+        && let Ok(m) = std::fs::metadata(dir)
+        && m.uid() != 0
+    {
+        std::os::unix::fs::chown(path, Some(m.uid()), Some(m.gid()))
+            .with_context(|| format!("cannot give {} to the owner of {}", path.display(), dir.display()))?;
+    }
+    Ok(key.id().to_string())
+}
+
+/// Asks a running server for its status.
+pub fn fetch_status(socket: &Path) -> anyhow::Result<ServerStatus> {
+    let answer = control::request(socket, Request::Status)
+        .with_context(|| format!("no mpbond server answers on {}", socket.display()))?;
+    serde_json::from_value(answer).context("the server sent an unreadable status")
+}

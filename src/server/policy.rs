@@ -1,0 +1,293 @@
+//! The converter's egress policy: which destinations an authenticated client may have the
+//! converter dial. Default deny for every address class that would let a client reach what the
+//! converter reaches but the client should not (the converter's own host and networks, RFC 8803
+//! §9.1 "MUST be as protected as a core IP router"), and for SMTP. The configuration's allow-list
+//! overrides any class. 198.18.0.0/15 (benchmarking, RFC 2544) is an ordinary destination: the
+//! lab's hosts live there.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use ipnet::IpNet;
+
+/// Why the policy refuses a destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Denied {
+    /// 0.0.0.0/8 or `::`.
+    Unspecified,
+    /// 127.0.0.0/8 or `::1`.
+    Loopback,
+    /// 169.254.0.0/16 or fe80::/10.
+    LinkLocal,
+    /// 10/8, 172.16/12, 192.168/16 (RFC 1918).
+    Private,
+    /// 100.64.0.0/10 (RFC 6598 shared address space, carrier-grade NAT).
+    Cgnat,
+    /// fc00::/7 (RFC 4193 unique local).
+    UniqueLocal,
+    /// 224.0.0.0/4 or ff00::/8.
+    Multicast,
+    /// 255.255.255.255.
+    Broadcast,
+    /// 240.0.0.0/4 (reserved, never a unicast destination).
+    Reserved,
+    /// One of the converter's own addresses.
+    OwnAddress,
+    /// A port denied by default (25, SMTP: an open converter would be a spam relay) or port 0.
+    Port,
+    /// In the configuration's deny-list.
+    Configured,
+}
+
+impl Denied {
+    /// Every class, in a fixed order (status output).
+    pub const ALL: &[Denied] = &[
+        Denied::Unspecified,
+        Denied::Loopback,
+        Denied::LinkLocal,
+        Denied::Private,
+        Denied::Cgnat,
+        Denied::UniqueLocal,
+        Denied::Multicast,
+        Denied::Broadcast,
+        Denied::Reserved,
+        Denied::OwnAddress,
+        Denied::Port,
+        Denied::Configured,
+    ];
+
+    /// snake_case name (status keys, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Denied::Unspecified => "unspecified",
+            Denied::Loopback => "loopback",
+            Denied::LinkLocal => "link_local",
+            Denied::Private => "private",
+            Denied::Cgnat => "cgnat",
+            Denied::UniqueLocal => "unique_local",
+            Denied::Multicast => "multicast",
+            Denied::Broadcast => "broadcast",
+            Denied::Reserved => "reserved",
+            Denied::OwnAddress => "own_address",
+            Denied::Port => "port",
+            Denied::Configured => "configured",
+        }
+    }
+}
+
+impl fmt::Display for Denied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Ports denied unless allowed: 25 (SMTP submission from an open relay is abuse).
+pub const DEFAULT_DENIED_PORTS: &[u16] = &[25];
+
+/// The egress policy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EgressPolicy {
+    /// Destination prefixes allowed whatever their class (config `egress.allow`).
+    pub allow: Vec<IpNet>,
+    /// Ports allowed although denied by default (config `egress.allow_ports`).
+    pub allow_ports: Vec<u16>,
+    /// Destination prefixes denied in addition to the default classes (config `egress.deny`).
+    pub deny: Vec<IpNet>,
+    /// The converter's own addresses (refreshed from the kernel while running).
+    pub own: HashSet<IpAddr>,
+}
+
+/// An IPv6 address that embeds an IPv4 one (`::ffff:a.b.c.d` mapped, `::a.b.c.d` compatible)
+/// reaches that IPv4 address: judge it as such, or `::ffff:127.0.0.1` would bypass the policy.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                if s[..6] == [0; 6] && !(s[6] == 0 && s[7] <= 1) {
+                    let ([a, b], [c, d]) = (s[6].to_be_bytes(), s[7].to_be_bytes());
+                    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+                } else {
+                    IpAddr::V6(v6)
+                }
+            }
+        },
+        v4 => v4,
+    }
+}
+
+fn class_v4(a: Ipv4Addr) -> Option<Denied> {
+    let o = a.octets();
+    Some(match o {
+        [0, ..] => Denied::Unspecified,
+        [127, ..] => Denied::Loopback,
+        [169, 254, ..] => Denied::LinkLocal,
+        [10, ..] | [192, 168, ..] => Denied::Private,
+        [172, b, ..] if (16..32).contains(&b) => Denied::Private,
+        [100, b, ..] if (64..128).contains(&b) => Denied::Cgnat,
+        [255, 255, 255, 255] => Denied::Broadcast,
+        [a0, ..] if (224..240).contains(&a0) => Denied::Multicast,
+        [a0, ..] if a0 >= 240 => Denied::Reserved,
+        _ => return None,
+    })
+}
+
+fn class_v6(a: Ipv6Addr) -> Option<Denied> {
+    let s0 = a.segments()[0];
+    Some(if a.is_unspecified() {
+        Denied::Unspecified
+    } else if a.is_loopback() {
+        Denied::Loopback
+    } else if s0 & 0xffc0 == 0xfe80 {
+        Denied::LinkLocal
+    } else if s0 & 0xfe00 == 0xfc00 {
+        Denied::UniqueLocal
+    } else if s0 & 0xff00 == 0xff00 {
+        Denied::Multicast
+    } else {
+        return None;
+    })
+}
+
+impl EgressPolicy {
+    /// Whether the converter may dial `dst`; the class that refuses it otherwise.
+    pub fn check(&self, dst: SocketAddr) -> Result<(), Denied> {
+        let ip = canonical(dst.ip());
+        let allowed = |ip: IpAddr| self.allow.iter().any(|n| n.contains(&ip));
+        let explicitly_allowed = allowed(ip) || allowed(dst.ip());
+        if dst.port() == 0
+            || (DEFAULT_DENIED_PORTS.contains(&dst.port()) && !self.allow_ports.contains(&dst.port()))
+        {
+            return Err(Denied::Port);
+        }
+        if explicitly_allowed {
+            return Ok(());
+        }
+        if self.deny.iter().any(|n| n.contains(&ip) || n.contains(&dst.ip())) {
+            return Err(Denied::Configured);
+        }
+        if self.own.contains(&ip) || self.own.contains(&dst.ip()) {
+            return Err(Denied::OwnAddress);
+        }
+        match ip {
+            IpAddr::V4(a) => class_v4(a),
+            IpAddr::V6(a) => class_v6(a),
+        }
+        .map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn every_default_deny_class() {
+        let mut p = EgressPolicy::default();
+        p.own.insert("198.19.3.2".parse().unwrap());
+        p.own.insert("fd19:3::2".parse().unwrap());
+        for (dst, want) in [
+            ("0.0.0.0:80", Denied::Unspecified),
+            ("0.1.2.3:80", Denied::Unspecified),
+            ("[::]:80", Denied::Unspecified),
+            ("127.0.0.1:80", Denied::Loopback),
+            ("127.255.0.9:443", Denied::Loopback),
+            ("[::1]:80", Denied::Loopback),
+            ("169.254.169.254:80", Denied::LinkLocal),
+            ("[fe80::1]:80", Denied::LinkLocal),
+            ("10.0.0.1:80", Denied::Private),
+            ("172.16.0.1:80", Denied::Private),
+            ("172.31.255.255:80", Denied::Private),
+            ("192.168.1.1:80", Denied::Private),
+            ("100.64.0.1:80", Denied::Cgnat),
+            ("100.127.255.254:80", Denied::Cgnat),
+            ("[fc00::1]:80", Denied::UniqueLocal),
+            ("[fd12:3456::1]:80", Denied::UniqueLocal),
+            ("224.0.0.1:80", Denied::Multicast),
+            ("239.255.255.250:80", Denied::Multicast),
+            ("[ff02::1]:80", Denied::Multicast),
+            ("255.255.255.255:80", Denied::Broadcast),
+            ("240.0.0.1:80", Denied::Reserved),
+            ("198.19.3.2:80", Denied::OwnAddress),
+            ("[fd19:3::2]:80", Denied::OwnAddress),
+            ("93.184.216.34:25", Denied::Port),
+            ("93.184.216.34:0", Denied::Port),
+        ] {
+            assert_eq!(p.check(sa(dst)), Err(want), "{dst}");
+        }
+    }
+
+    #[test]
+    fn ordinary_destinations_pass() {
+        let p = EgressPolicy::default();
+        for dst in [
+            "93.184.216.34:80",
+            "172.15.255.255:443",
+            "172.32.0.1:443",
+            "100.63.255.255:80",
+            "100.128.0.1:80",
+            "198.18.0.1:80",
+            "198.19.0.11:80",
+            "[2001:db8::1]:443",
+        ] {
+            assert_eq!(p.check(sa(dst)), Ok(()), "{dst}");
+        }
+    }
+
+    #[test]
+    fn embedded_ipv4_is_judged_as_ipv4() {
+        let p = EgressPolicy::default();
+        assert_eq!(p.check(sa("[::ffff:127.0.0.1]:80")), Err(Denied::Loopback));
+        assert_eq!(p.check(sa("[::ffff:10.1.2.3]:80")), Err(Denied::Private));
+        assert_eq!(p.check(sa("[::10.1.2.3]:80")), Err(Denied::Private));
+        assert_eq!(p.check(sa("[::ffff:198.19.0.11]:80")), Ok(()));
+    }
+
+    #[test]
+    fn allow_list_overrides_each_class() {
+        let p = EgressPolicy {
+            allow: vec![
+                "127.0.0.0/8".parse().unwrap(),
+                "10.1.0.0/16".parse().unwrap(),
+                "fd19::/16".parse().unwrap(),
+                "169.254.1.0/24".parse().unwrap(),
+                "100.64.0.0/10".parse().unwrap(),
+                "198.19.3.2/32".parse().unwrap(),
+            ],
+            allow_ports: vec![25],
+            own: ["198.19.3.2".parse().unwrap()].into_iter().collect(),
+            ..EgressPolicy::default()
+        };
+        assert_eq!(p.check(sa("127.0.0.1:80")), Ok(()));
+        assert_eq!(p.check(sa("[::ffff:127.0.0.1]:80")), Ok(()));
+        assert_eq!(p.check(sa("10.1.2.3:80")), Ok(()));
+        assert_eq!(
+            p.check(sa("10.2.0.1:80")),
+            Err(Denied::Private),
+            "outside the allowed /16"
+        );
+        assert_eq!(p.check(sa("[fd19::11]:80")), Ok(()));
+        assert_eq!(p.check(sa("169.254.1.9:80")), Ok(()));
+        assert_eq!(p.check(sa("169.254.2.9:80")), Err(Denied::LinkLocal));
+        assert_eq!(p.check(sa("100.100.0.1:80")), Ok(()));
+        assert_eq!(p.check(sa("198.19.3.2:80")), Ok(()));
+        assert_eq!(p.check(sa("93.184.216.34:25")), Ok(()), "port 25 allowed");
+        assert_eq!(p.check(sa("93.184.216.34:0")), Err(Denied::Port), "port 0 never");
+    }
+
+    #[test]
+    fn extra_deny_prefixes() {
+        let p = EgressPolicy {
+            deny: vec!["203.0.113.0/24".parse().unwrap()],
+            ..EgressPolicy::default()
+        };
+        assert_eq!(p.check(sa("203.0.113.7:80")), Err(Denied::Configured));
+        assert_eq!(p.check(sa("203.0.114.7:80")), Ok(()));
+    }
+}
