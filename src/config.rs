@@ -2,7 +2,7 @@
 //! validated into [`Config`]. Unknown keys are rejected with their line and column.
 
 use std::fmt;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs as _};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 
@@ -103,6 +103,9 @@ pub struct FileConfig {
     /// Subflow management.
     #[serde(default)]
     pub subflows: FileSubflows,
+    /// RFC 8803 Transport Converters (`mpbond server`).
+    #[serde(default)]
+    pub converter: FileConverter,
 }
 
 /// `[interfaces]`.
@@ -155,6 +158,16 @@ pub struct FileSubflows {
     pub checksums: Option<bool>,
 }
 
+/// `[converter]`.
+#[derive(Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileConverter {
+    /// Converters, `"HOST:PORT"` (port 5124 when omitted), tried in this order.
+    pub addresses: Option<Vec<String>>,
+    /// The client key file written by `mpbond server --gen-key`.
+    pub key_file: Option<PathBuf>,
+}
+
 /// Flags given on the command line; they override the file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -164,6 +177,10 @@ pub struct Overrides {
     pub cellular: Option<String>,
     /// `--mode`.
     pub mode: Option<Mode>,
+    /// `--converter` (repeatable); replaces the file's list when given.
+    pub converters: Vec<String>,
+    /// `--converter-key-file`.
+    pub converter_key_file: Option<PathBuf>,
 }
 
 /// The validated configuration the daemon runs with.
@@ -183,6 +200,88 @@ pub struct Config {
     pub join: JoinPolicy,
     /// Ask peers for DSS checksums (peers that require them are accepted either way).
     pub checksums: bool,
+    /// RFC 8803 Transport Converters that carry flows to servers without MPTCP.
+    pub converter: Option<ConverterConfig>,
+}
+
+/// The converters a laptop uses (`[converter]`, `--converter`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConverterConfig {
+    /// Their addresses, in order of preference.
+    pub addresses: Vec<SocketAddr>,
+    /// The client key proving this laptop may use them.
+    pub key_file: PathBuf,
+}
+
+/// The TCP port of a Transport Converter when none is given (the port RFC 8803 tools use).
+pub const CONVERTER_PORT: u16 = 5124;
+
+/// Parses a converter address: `IP`, `IP:PORT`, `[IPv6]:PORT`, `HOST` or `HOST:PORT` (a name is
+/// resolved now, once; every address it has is used). The port defaults to [`CONVERTER_PORT`].
+pub fn parse_converter_addr(s: &str) -> Result<Vec<SocketAddr>, String> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(vec![a]);
+    }
+    if let Ok(ip) = s.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, CONVERTER_PORT)]);
+    }
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse::<u16>().map_err(|_| format!("bad port in {s:?}"))?),
+        None => (s, CONVERTER_PORT),
+    };
+    let bad_name = host.is_empty()
+        || !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if bad_name || port == 0 {
+        return Err(format!("{s:?} is not HOST:PORT"));
+    }
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("{host:?} has no address"));
+    }
+    Ok(addrs)
+}
+
+fn resolve_converter(file: FileConverter, flags: &Overrides) -> Result<Option<ConverterConfig>, ConfigError> {
+    let names = if flags.converters.is_empty() {
+        file.addresses.unwrap_or_default()
+    } else {
+        flags.converters.clone()
+    };
+    let key_file = flags.converter_key_file.clone().or(file.key_file);
+    let invalid = |reason: String| ConfigError::Invalid {
+        key: "converter.addresses",
+        reason,
+    };
+    let mut addresses = Vec::new();
+    for n in &names {
+        for a in parse_converter_addr(n).map_err(invalid)? {
+            if a.port() == 0 || a.ip().is_unspecified() || a.ip().is_multicast() {
+                return Err(invalid(format!("{a} cannot be a converter")));
+            }
+            if !addresses.contains(&a) {
+                addresses.push(a);
+            }
+        }
+    }
+    match (addresses.is_empty(), key_file) {
+        (true, None) => Ok(None),
+        (false, Some(key_file)) => Ok(Some(ConverterConfig { addresses, key_file })),
+        (false, None) => Err(ConfigError::Invalid {
+            key: "converter.key_file",
+            reason: "a converter needs its client key: pass --converter-key-file FILE \
+                     (written by `mpbond server --gen-key FILE`)"
+                .into(),
+        }),
+        (true, Some(_)) => Err(invalid(
+            "a converter key file was given but no converter: pass --converter HOST:PORT".into(),
+        )),
+    }
 }
 
 /// TUN device settings.
@@ -438,6 +537,7 @@ impl Config {
             },
             join: file.subflows.join.unwrap_or_default(),
             checksums: file.subflows.checksums.unwrap_or(false),
+            converter: resolve_converter(file.converter, flags)?,
         })
     }
 }
@@ -459,7 +559,7 @@ mod tests {
         Overrides {
             wifi: Some(wifi.into()),
             cellular: Some(cell.into()),
-            mode: None,
+            ..Overrides::default()
         }
     }
 
@@ -508,6 +608,7 @@ join = "on-demand"
             wifi: Some("c".into()),
             cellular: None,
             mode: Some(Mode::Interactive),
+            ..Overrides::default()
         };
         let c = Config::resolve(file, &o, &none).unwrap();
         assert_eq!(
@@ -565,6 +666,56 @@ join = "on-demand"
         };
         let c = Config::resolve(FileConfig::default(), &Overrides::default(), &detect).unwrap();
         assert_eq!((c.wifi.as_str(), c.cellular.as_str()), ("wlp1", "wwan9"));
+    }
+
+    #[test]
+    fn converters_from_file_and_flags() {
+        let text = "[converter]\naddresses = [\"198.18.9.1\", \"[fd00::9]:6000\", \"198.18.9.2:7000\"]\nkey_file = \"/k\"\n";
+        let c = Config::resolve(parse(text).unwrap(), &flags("a", "b"), &none).unwrap();
+        let conv = c.converter.unwrap();
+        let want: Vec<SocketAddr> = ["198.18.9.1:5124", "[fd00::9]:6000", "198.18.9.2:7000"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        assert_eq!(conv.addresses, want);
+        assert_eq!(conv.key_file, PathBuf::from("/k"));
+        // Flags replace the file's list and key.
+        let mut o = flags("a", "b");
+        o.converters = vec!["198.18.9.7:1".into()];
+        o.converter_key_file = Some("/other".into());
+        let c = Config::resolve(parse(text).unwrap(), &o, &none).unwrap();
+        let conv = c.converter.unwrap();
+        assert_eq!(
+            conv.addresses,
+            vec!["198.18.9.7:1".parse::<SocketAddr>().unwrap()]
+        );
+        assert_eq!(conv.key_file, PathBuf::from("/other"));
+        // None configured: none used.
+        let c = Config::resolve(FileConfig::default(), &flags("a", "b"), &none).unwrap();
+        assert_eq!(c.converter, None);
+    }
+
+    #[test]
+    fn bad_converters_are_rejected() {
+        for (conv, key, want) in [
+            ("198.18.9.1", None, "converter.key_file"),
+            ("", Some("/k"), "converter.addresses"),
+            ("198.18.9.1:99999", Some("/k"), "converter.addresses"),
+            ("bad name!", Some("/k"), "converter.addresses"),
+            ("0.0.0.0:5124", Some("/k"), "converter.addresses"),
+            ("224.0.0.1", Some("/k"), "converter.addresses"),
+        ] {
+            let mut o = flags("a", "b");
+            if !conv.is_empty() {
+                o.converters = vec![conv.into()];
+            }
+            o.converter_key_file = key.map(PathBuf::from);
+            let msg = Config::resolve(FileConfig::default(), &o, &none)
+                .expect_err(conv)
+                .to_string();
+            assert!(msg.contains(want), "{conv:?} gave {msg:?}");
+            assert!(!msg.contains('\n'), "{msg:?}");
+        }
     }
 
     #[test]

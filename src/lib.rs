@@ -12,6 +12,7 @@ pub mod config;
 pub mod convert;
 pub mod daemon;
 pub mod engine;
+pub mod expiring;
 pub mod fuzz;
 pub mod io;
 pub mod mptcp;

@@ -74,6 +74,7 @@ fn check(args: &cli::CheckArgs) -> anyhow::Result<()> {
         attempts: args.attempts,
         attempt_timeout: std::time::Duration::from_secs(1),
         max_hops: args.max_hops,
+        converters: cli::check_converters(args)?,
     };
     let result = mpbond::io::check::run(&opts)?;
     #[expect(clippy::print_stdout, reason = "the report is the command's output")]

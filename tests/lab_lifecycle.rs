@@ -27,6 +27,7 @@ fn lab_config() -> Config {
         wifi: Some("wlan0".into()),
         cellular: Some("wwan0".into()),
         mode: None,
+        ..Overrides::default()
     };
     Config::resolve(FileConfig::default(), &flags, &|_| None).unwrap()
 }

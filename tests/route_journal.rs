@@ -78,6 +78,7 @@ fn test_plan() -> plan::Plan {
         wifi: Some("wlan0".into()),
         cellular: Some("wwan0".into()),
         mode: None,
+        ..Overrides::default()
     };
     let config: Config = Config::resolve(file, &flags, &|_: Role| None).unwrap();
     let mut sysctls = BTreeMap::new();

@@ -16,6 +16,7 @@ fn config(toml: &str) -> Config {
         wifi: Some("wlan0".into()),
         cellular: Some("wwan0".into()),
         mode: None,
+        ..Overrides::default()
     };
     Config::resolve(file, &flags, &|_: Role| None).unwrap()
 }

@@ -61,6 +61,14 @@ pub struct UpArgs {
     /// Configuration file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// An RFC 8803 Transport Converter (`mpbond server`) that carries flows to servers without
+    /// MPTCP, so they survive the loss of Wi-Fi too (repeatable: tried in order; port 5124 when
+    /// omitted).
+    #[arg(long = "converter", value_name = "ADDR:PORT")]
+    pub converters: Vec<String>,
+    /// The client key for the converters (written by `mpbond server --gen-key FILE`).
+    #[arg(long, value_name = "FILE")]
+    pub converter_key_file: Option<PathBuf>,
     /// Stay attached (for systemd and tests); otherwise return once the TUN and routes are in place.
     #[arg(long)]
     pub foreground: bool,
@@ -92,6 +100,9 @@ pub struct CheckArgs {
     /// SYN transmissions per probe.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
     pub attempts: u32,
+    /// Also probe this RFC 8803 converter (repeatable; default: `[converter]` of the config file).
+    #[arg(long = "converter", value_name = "ADDR:PORT")]
+    pub converters: Vec<String>,
     /// An MPTCP-capable server, HOST:PORT.
     #[arg(value_name = "HOST:PORT")]
     pub target: String,
@@ -108,6 +119,8 @@ pub fn load_config(args: &UpArgs) -> Result<Config, ConfigError> {
         wifi: args.wifi.clone(),
         cellular: args.cellular.clone(),
         mode: args.mode,
+        converters: args.converters.clone(),
+        converter_key_file: args.converter_key_file.clone(),
     };
     Config::resolve(file, &flags, &|role| {
         ifdetect::detect(Path::new("/sys/class/net"), role)
@@ -133,6 +146,27 @@ pub fn check_interfaces(args: &CheckArgs) -> Vec<String> {
     .into_iter()
     .flatten()
     .collect()
+}
+
+/// The converters `check` probes: the ones given, else the config file's `[converter]` list.
+pub fn check_converters(args: &CheckArgs) -> Result<Vec<std::net::SocketAddr>, ConfigError> {
+    let names = if args.converters.is_empty() {
+        FileConfig::load(Path::new(config::DEFAULT_CONFIG_PATH), false)?
+            .converter
+            .addresses
+            .unwrap_or_default()
+    } else {
+        args.converters.clone()
+    };
+    let mut out = Vec::new();
+    for n in &names {
+        let addrs = config::parse_converter_addr(n).map_err(|reason| ConfigError::Invalid {
+            key: "converter.addresses",
+            reason,
+        })?;
+        out.extend(addrs);
+    }
+    Ok(out)
 }
 
 /// Whether an error chain is a usage/configuration error (exit 2) rather than a runtime failure.

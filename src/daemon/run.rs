@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::status::{FailoverStatus, FlowStatus, InterfaceStatus, Role, Status, SubflowStatus, TunStatus};
+use super::status::{
+    ConverterStatus, FailoverStatus, FlowStatus, InterfaceStatus, Role, Status, SubflowStatus, TunStatus,
+};
 use super::{LifecycleError, RunDir, clean_stale_journal, read_pid};
 use crate::config::Config;
 use crate::io::control::{self, Request};
@@ -76,6 +78,7 @@ impl Shared {
                 source: f.source,
                 destination: f.destination,
                 mptcp: f.upstream == "mptcp",
+                converter: f.converter,
                 bytes_up: f.bytes_up,
                 bytes_down: f.bytes_down,
             })
@@ -85,7 +88,11 @@ impl Shared {
             .flows
             .iter()
             .enumerate()
-            .flat_map(|(n, f)| f.subflows.iter().map(move |sf| (n, f.destination, sf)))
+            .flat_map(|(n, f)| {
+                // The subflows go to the converter when one carries the flow.
+                let peer = f.converter.unwrap_or(f.destination);
+                f.subflows.iter().map(move |sf| (n, peer, sf))
+            })
             .map(|(n, remote, sf)| SubflowStatus {
                 flow: n,
                 interface: name(sf.iface),
@@ -139,6 +146,18 @@ impl Shared {
                 + counters.get("unresponsive_failovers").copied().unwrap_or(0),
             recent_failovers,
             counters,
+            converters: snap
+                .converters
+                .iter()
+                .map(|c| ConverterStatus {
+                    addr: c.addr,
+                    up: c.up,
+                    retry_in_ms: c.retry_in_ms,
+                    flows: c.flows,
+                    failures: c.failures,
+                    last_failure: c.last_failure.map(|f| f.name().to_string()),
+                })
+                .collect(),
         }
     }
 }
@@ -186,6 +205,8 @@ pub fn run(rd: &RunDir, config: &Config) -> anyhow::Result<()> {
 
 fn run_locked(rd: &RunDir, config: &Config) -> anyhow::Result<()> {
     clean_stale_journal(rd)?;
+    // A bad converter key is a usage error found before anything on the laptop changes.
+    let converter = converter_settings(config)?;
     let mut applier = Applier::new().context("cannot open rtnetlink")?;
     let host = applier
         .host_state(config)
@@ -207,7 +228,7 @@ fn run_locked(rd: &RunDir, config: &Config) -> anyhow::Result<()> {
         undo(&mut applier);
         return Err(anyhow::Error::new(e).context("cannot drop privileges"));
     }
-    let mut workers = match start_threads(rd, config, &plan, &host, &mut applier) {
+    let mut workers = match start_threads(rd, config, &plan, &host, &mut applier, converter) {
         Ok(w) => w,
         Err(e) => {
             undo(&mut applier);
@@ -237,12 +258,31 @@ fn run_locked(rd: &RunDir, config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The converters and this laptop's key for them, read from the key file.
+fn converter_settings(config: &Config) -> anyhow::Result<Option<crate::engine::ConverterSettings>> {
+    let Some(c) = &config.converter else {
+        return Ok(None);
+    };
+    let key = crate::convert::key::ClientKey::load(&c.key_file).map_err(|e| {
+        crate::config::ConfigError::Invalid {
+            key: "converter.key_file",
+            reason: e.to_string(),
+        }
+    })?;
+    tracing::info!(converters = ?c.addresses, key = %key.id(), "flows to servers without MPTCP go through a converter");
+    Ok(Some(crate::engine::ConverterSettings {
+        addrs: c.addresses.clone(),
+        key,
+    }))
+}
+
 fn start_threads(
     rd: &RunDir,
     config: &Config,
     plan: &route::Plan,
     host: &route::HostState,
     applier: &mut Applier,
+    converter: Option<crate::engine::ConverterSettings>,
 ) -> anyhow::Result<Vec<Worker>> {
     let tun = applier.take_tun().context("the plan did not create the TUN")?;
     let interfaces: Vec<InterfaceStatus> = [(Role::Wifi, &config.wifi), (Role::Cellular, &config.cellular)]
@@ -327,6 +367,7 @@ fn start_threads(
             },
             ..crate::mptcp::MptcpConfig::default()
         }),
+        converter,
         ..crate::engine::Config::default()
     };
     workers.push(

@@ -82,10 +82,30 @@ pub struct FlowStatus {
     pub destination: SocketAddr,
     /// Whether the peer speaks MPTCP (false: fell back to plain TCP).
     pub mptcp: bool,
+    /// The RFC 8803 converter the flow goes through (the MPTCP peer is then the converter).
+    #[serde(default)]
+    pub converter: Option<SocketAddr>,
     /// Bytes from the host.
     pub bytes_up: u64,
     /// Bytes to the host.
     pub bytes_down: u64,
+}
+
+/// One RFC 8803 converter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConverterStatus {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// New flows may use it now.
+    pub up: bool,
+    /// While down: milliseconds until it is tried again.
+    pub retry_in_ms: u64,
+    /// Flows that went through it.
+    pub flows: u64,
+    /// Times it was marked down.
+    pub failures: u64,
+    /// Why it was marked down last (`unreachable`, `reset`, `refused`, `malformed`).
+    pub last_failure: Option<String>,
 }
 
 /// One MPTCP subflow.
@@ -161,6 +181,9 @@ pub struct Status {
     /// The engine's counters by name (flows by kind, bytes, dropped packets by reason).
     #[serde(default)]
     pub counters: std::collections::BTreeMap<String, u64>,
+    /// The RFC 8803 converters.
+    #[serde(default)]
+    pub converters: Vec<ConverterStatus>,
 }
 
 fn join(addrs: &[IpNet]) -> String {
@@ -225,13 +248,15 @@ impl Status {
             );
         }
         let tcp = self.flows.iter().filter(|f| f.protocol == "tcp");
-        let mptcp = tcp.clone().filter(|f| f.mptcp).count();
+        let converted = tcp.clone().filter(|f| f.converter.is_some()).count();
+        let mptcp = tcp.clone().filter(|f| f.mptcp && f.converter.is_none()).count();
         let _ = writeln!(
             s,
-            "flows {} (tcp mptcp {}, tcp fallback {}, udp {}, icmp {})  subflows {}  failovers {}",
+            "flows {} (tcp mptcp {}, via converter {}, tcp fallback {}, udp {}, icmp {})  subflows {}  failovers {}",
             self.flows.len(),
             mptcp,
-            tcp.count() - mptcp,
+            converted,
+            tcp.count() - mptcp - converted,
             self.flows.iter().filter(|f| f.protocol == "udp").count(),
             self.flows.iter().filter(|f| f.protocol == "icmp").count(),
             self.subflows.len(),
@@ -245,6 +270,22 @@ impl Status {
             .collect();
         if !fallbacks.is_empty() {
             let _ = writeln!(s, "MPTCP fallbacks: {}", fallbacks.join(", "));
+        }
+        for c in &self.converters {
+            let state = if c.up {
+                "up".to_string()
+            } else {
+                format!(
+                    "down ({}, retry in {}s)",
+                    c.last_failure.as_deref().unwrap_or("failed"),
+                    c.retry_in_ms.div_ceil(1000)
+                )
+            };
+            let _ = writeln!(
+                s,
+                "converter {} {state}, {} flows, {} failures",
+                c.addr, c.flows, c.failures
+            );
         }
         for f in &self.recent_failovers {
             let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{:.1} ms", v as f64 / 1e3));
@@ -271,19 +312,19 @@ impl Status {
         }
         if flows {
             for (n, f) in self.flows.iter().enumerate() {
+                let how = match (f.protocol.as_str(), f.mptcp) {
+                    ("tcp", true) => "mptcp",
+                    ("tcp", false) => "tcp",
+                    _ => "",
+                };
+                let via = f
+                    .converter
+                    .map(|c| format!(" via converter {c}"))
+                    .unwrap_or_default();
                 let _ = writeln!(
                     s,
-                    "  #{n} {} {} -> {} {} up {} B down {} B",
-                    f.protocol,
-                    f.source,
-                    f.destination,
-                    match (f.protocol.as_str(), f.mptcp) {
-                        ("tcp", true) => "mptcp",
-                        ("tcp", false) => "tcp",
-                        _ => "",
-                    },
-                    f.bytes_up,
-                    f.bytes_down
+                    "  #{n} {} {} -> {} {how}{via} up {} B down {} B",
+                    f.protocol, f.source, f.destination, f.bytes_up, f.bytes_down
                 );
                 for sf in self.subflows.iter().filter(|sf| sf.flow == n) {
                     let _ = writeln!(
@@ -336,6 +377,7 @@ mod tests {
             failovers: 0,
             recent_failovers: Vec::new(),
             counters: [("dropped_tcp_checksum".to_string(), 2)].into_iter().collect(),
+            converters: Vec::new(),
         }
     }
 
@@ -350,5 +392,49 @@ mod tests {
         assert!(t.contains("198.18.1.2/24"), "{t}");
         assert!(t.contains("rx 3 pkts"), "{t}");
         assert!(t.contains("dropped packets: tcp_checksum 2"), "{t}");
+    }
+
+    #[test]
+    fn flows_through_a_converter_and_converters_are_shown() {
+        let mut s = sample();
+        let conv: SocketAddr = "198.19.3.1:5124".parse().unwrap();
+        let flow = |converter, mptcp| FlowStatus {
+            protocol: "tcp".into(),
+            source: "100.127.77.1:40000".parse().unwrap(),
+            destination: "198.19.0.11:80".parse().unwrap(),
+            mptcp,
+            converter,
+            bytes_up: 1,
+            bytes_down: 2,
+        };
+        s.flows = vec![flow(Some(conv), true), flow(None, true), flow(None, false)];
+        s.converters = vec![
+            ConverterStatus {
+                addr: conv,
+                up: true,
+                retry_in_ms: 0,
+                flows: 5,
+                failures: 0,
+                last_failure: None,
+            },
+            ConverterStatus {
+                addr: "198.19.3.2:5124".parse().unwrap(),
+                up: false,
+                retry_in_ms: 8_500,
+                flows: 1,
+                failures: 1,
+                last_failure: Some("unreachable".into()),
+            },
+        ];
+        let j = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Status>(&j).unwrap(), s);
+        let t = s.render(true);
+        assert!(t.contains("tcp mptcp 1, via converter 1, tcp fallback 1"), "{t}");
+        assert!(t.contains("converter 198.19.3.1:5124 up, 5 flows"), "{t}");
+        assert!(
+            t.contains("converter 198.19.3.2:5124 down (unreachable, retry in 9s)"),
+            "{t}"
+        );
+        assert!(t.contains("mptcp via converter 198.19.3.1:5124 up 1 B"), "{t}");
     }
 }

@@ -5,15 +5,33 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::converters::ConverterFailure;
 use super::counters::tcp_reason;
 use super::flow::TcpFlow;
+use super::table::FlowId;
 use super::upstream::{Dial, Upstream, Via};
 use super::{Dest, DropReason, Engine, mss_for};
+use crate::convert::client;
 use crate::mptcp::FallbackCause;
+use crate::mptcp::crypto::Token;
 use crate::tcp;
 use crate::time::Instant;
 use crate::wire::SegmentHeader;
 use crate::wire::tcp::{TcpHeaderView, verify_checksum};
+
+/// Most packets taken from an upstream connection that is replaced (see `flush_upstream`).
+const FLUSH_MAX: usize = 16;
+
+/// Why a new upstream connection could not be opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum DialError {
+    /// No interface can reach the address.
+    NoInterface,
+    /// The interface has no address of the family.
+    NoAddress,
+    /// No local port or MPTCP token left.
+    Full,
+}
 
 impl Engine {
     /// A TCP segment `seg` from the host (`pkt`: the whole packet, quoted in an ICMP error).
@@ -59,7 +77,8 @@ impl Engine {
         self.admit(now, pkt, src, dst, hdr, payload.len());
     }
 
-    /// A new flow for the host's SYN `syn` from `src` to `dst`.
+    /// A new flow for the host's SYN `syn` from `src` to `dst`: through a converter when the
+    /// destination is not known to speak MPTCP and one is up, else direct.
     fn admit(
         &mut self,
         now: Instant,
@@ -70,62 +89,168 @@ impl Engine {
         len: usize,
     ) {
         self.expire_unresponsive(now);
-        let Some(iface) = self.ifaces.choose(dst.ip()) else {
-            self.drop(DropReason::NoInterface);
-            return self.queue_unreachable(dst.ip(), src.ip(), pkt);
-        };
         if self.table.len() >= self.cfg.max_flows {
             self.drop(DropReason::TableFull);
             return self.queue_rst(src, dst, &syn, len);
         }
-        let Some(port) = self.table.alloc_port(dst) else {
-            self.drop(DropReason::TableFull);
-            return self.queue_rst(src, dst, &syn, len);
+        let converter = self.pick_converter(now, dst);
+        let (upstream, port, token) = match self.dial(now, dst, converter, &syn) {
+            Ok(d) => d,
+            Err(DialError::NoInterface) => {
+                self.drop(DropReason::NoInterface);
+                return self.queue_unreachable(dst.ip(), src.ip(), pkt);
+            }
+            Err(DialError::NoAddress) => return self.drop(DropReason::NoInterface),
+            Err(DialError::Full) => {
+                self.drop(DropReason::TableFull);
+                return self.queue_rst(src, dst, &syn, len);
+            }
         };
-        let Some(local_ip) = self.ifaces.local_addr(iface, dst.ip()) else {
-            return self.drop(DropReason::NoInterface);
-        };
+        let (iface, remote) = (upstream.iface(), upstream.remote());
+        if upstream.converter().is_some() {
+            self.counters.tcp_via_converter += 1;
+        }
+        let id = self
+            .table
+            .insert(TcpFlow::new(src, dst, syn, upstream), port, token);
+        self.counters.tcp_flows += 1;
+        tracing::debug!(flow = id, %src, %dst, %remote, iface, port, "new TCP flow");
+    }
+
+    /// The converter a new flow to `dst` goes through, if any (a converter needs MPTCP, and a
+    /// wall clock for the cookie's timestamp).
+    fn pick_converter(&mut self, now: Instant, dst: SocketAddr) -> Option<(usize, SocketAddr)> {
+        if self.cfg.mptcp.is_none() || self.cfg.converter.is_none() || self.unix_now(now).is_none() {
+            return None;
+        }
+        self.converters.choose(now, dst)
+    }
+
+    /// A new upstream connection for the host's SYN `syn` to `dst`, through `converter` when
+    /// given: the connection, its local port and its MPTCP token.
+    pub(super) fn dial(
+        &mut self,
+        now: Instant,
+        dst: SocketAddr,
+        converter: Option<(usize, SocketAddr)>,
+        syn: &SegmentHeader,
+    ) -> Result<(Upstream, u16, Option<Token>), DialError> {
+        // The subflows' peer: the converter, or the destination itself.
+        let remote = converter.map_or(dst, |c| c.1);
+        let iface = self.ifaces.choose(remote.ip()).ok_or(DialError::NoInterface)?;
+        let port = self.table.alloc_port(remote).ok_or(DialError::Full)?;
+        let local_ip = self
+            .ifaces
+            .local_addr(iface, remote.ip())
+            .ok_or(DialError::NoAddress)?;
         let mut tcp = self.cfg.upstream_tcp;
-        tcp.mss = mss_for(self.cfg.iface_mtu, dst.ip());
+        tcp.mss = mss_for(self.cfg.iface_mtu, remote.ip());
         let (via, token) = match self.cfg.mptcp {
             Some(cfg) => {
-                let Some((key, token)) = self.table.new_key() else {
-                    self.drop(DropReason::TableFull);
-                    return self.queue_rst(src, dst, &syn, len);
-                };
-                let paths = self.ifaces.local_paths(dst.ip(), self.backup_cellular());
-                // A network where MP_CAPABLE SYNs went unanswered starts as plain TCP.
-                let hostile = self.ifaces.is_hostile(iface, dst.ip(), now);
-                if hostile {
-                    self.counters.fallback(FallbackCause::Disabled);
-                }
-                let offer = !hostile;
-                (
-                    Via::Mptcp {
+                let (key, token) = self.table.new_key().ok_or(DialError::Full)?;
+                let paths = self.ifaces.local_paths(remote.ip(), self.backup_cellular());
+                let via = match converter.and_then(|(i, _)| Some((i, self.convert_request(now, dst, syn)?))) {
+                    Some((converter, request)) => Via::Convert {
                         cfg,
                         key,
                         paths,
-                        offer,
+                        converter,
+                        request,
                     },
-                    Some(token),
-                )
+                    None => {
+                        // A network where MP_CAPABLE SYNs went unanswered starts as plain TCP.
+                        let hostile = self.ifaces.is_hostile(iface, dst.ip(), now);
+                        if hostile {
+                            self.counters.fallback(FallbackCause::Disabled);
+                        }
+                        Via::Mptcp {
+                            cfg,
+                            key,
+                            paths,
+                            offer: !hostile,
+                        }
+                    }
+                };
+                (via, Some(token))
             }
             None => (Via::Tcp, None),
         };
         let dial = Dial {
             now,
-            dst,
+            dst: remote,
             iface,
             local: SocketAddr::new(local_ip, port),
             tcp,
             isn_key: &self.cfg.isn_key,
         };
-        let upstream = Upstream::connect(&dial, via);
-        let id = self
-            .table
-            .insert(TcpFlow::new(src, dst, syn, upstream), port, token);
-        self.counters.tcp_flows += 1;
-        tracing::debug!(flow = id, %src, %dst, iface, port, "new TCP flow");
+        Ok((Upstream::connect(&dial, via), port, token))
+    }
+
+    /// The Convert request for a flow to `dst` whose host sent `syn`: the destination, the SYN
+    /// options RFC 8803 §7 lets travel, and a fresh cookie (`None`: no key, clock or nonce).
+    fn convert_request(&self, now: Instant, dst: SocketAddr, syn: &SegmentHeader) -> Option<Vec<u8>> {
+        let key = &self.cfg.converter.as_ref()?.key;
+        let unix_now = self.unix_now(now)?;
+        let mut nonce = [0u8; 16];
+        getrandom::fill(&mut nonce).ok()?;
+        let mut options = Vec::new();
+        if syn.options.sack_permitted {
+            options.extend_from_slice(&[4, 2]);
+        }
+        if syn.options.timestamps.is_some() {
+            options.extend_from_slice(&[8, 10, 0, 0, 0, 0, 0, 0, 0, 0]);
+        }
+        Some(client::connect_request(key, unix_now, nonce, dst, &options))
+    }
+
+    /// Converter `idx` failed flow `id` before the destination answered: mark it down and, if
+    /// the host still waits for its SYN's answer, dial the destination directly instead.
+    pub(super) fn converter_failed(&mut self, now: Instant, id: FlowId, idx: usize, why: ConverterFailure) {
+        self.converters.failed(now, idx, why);
+        self.counters.converter_failed += 1;
+        let Some(f) = self.table.get_mut(id) else { return };
+        let (dst, Some(syn)) = (f.dst, f.syn) else { return };
+        if f.host.is_some() {
+            return;
+        }
+        match self.dial(now, dst, None, &syn) {
+            Ok((upstream, port, token)) => {
+                tracing::info!(flow = id, %dst, ?why, "converter failed: going direct");
+                self.flush_upstream(now, id);
+                self.table.replace_upstream(id, upstream, port, token);
+            }
+            Err(_) => {
+                // Nothing to go direct with: the host's SYN is answered with a reset.
+                if let Some(f) = self.table.get_mut(id) {
+                    f.upstream.abort();
+                    if let Some(syn) = f.syn.take() {
+                        let (src, dst) = (f.host_addr, f.dst);
+                        self.queue_rst(src, dst, &syn, 0);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Aborts the upstream of flow `id`, which is about to be replaced, and queues what it
+    /// still has to send: the reset of the connection to a converter (RFC 8803 §6.2.8: "Upon reception of an
+    /// Error TLV, a Client MUST reset the associated connection"; so too after a malformed
+    /// reply), which would otherwise be dropped with it and leave the converter holding the
+    /// connection until its own timeouts.
+    fn flush_upstream(&mut self, now: Instant, id: FlowId) {
+        let Some(f) = self.table.get_mut(id) else { return };
+        // Aborted already when it reported the failure; not when an ICMP error did.
+        f.upstream.abort();
+        // An aborted connection has one reset per subflow to send, at most.
+        for _ in 0..FLUSH_MAX {
+            let Some((iface, n)) = f.upstream.poll_transmit(now, &mut self.scratch) else {
+                return;
+            };
+            let Some(buf) = self.to_host.push(Dest::Iface(iface), n) else {
+                return self.counters.drop(DropReason::QueueFull);
+            };
+            buf.copy_from_slice(&self.scratch[..n]);
+        }
     }
 
     /// Queues for the host the reset answering its segment `hdr` (with `payload_len` bytes)

@@ -114,6 +114,10 @@ counters! {
     plain {
         /// TCP flows opened (host SYNs accepted for relaying).
         tcp_flows = "tcp_flows",
+        /// Of those, sent through an RFC 8803 converter.
+        tcp_via_converter = "tcp_via_converter",
+        /// Flows a converter failed before the destination answered (they went direct).
+        converter_failed = "converter_failed",
         /// Of those, established end to end.
         tcp_established = "tcp_established",
         /// Refused by the destination (RST to the host).
@@ -216,6 +220,6 @@ mod tests {
         let named = c.named();
         assert!(named.contains(&("fallback_syn_unanswered".to_string(), 1)));
         assert!(named.contains(&("unresponsive_failovers".to_string(), 0)));
-        assert_eq!(named.len(), 18 + FALLBACK_CAUSES.len() + DropReason::ALL.len());
+        assert_eq!(named.len(), 20 + FALLBACK_CAUSES.len() + DropReason::ALL.len());
     }
 }

@@ -29,14 +29,16 @@
 //! | `ifaces.rs` | interface policy: choice, local addresses, hostile networks, unresponsive hold |
 //! | `table.rs` | the flow table: maps, tokens, ports, dirty queue, timer heap |
 //! | `admission.rs` | a host TCP packet: to its flow, or a new flow and its upstream, or a reset |
+//! | `converters.rs` | which RFC 8803 converter a flow uses, which are down, what goes direct |
 //! | `flow.rs` | one flow's relay between its host side and its upstream |
-//! | `upstream/` | the upstream kinds (plain TCP, MPTCP) behind one dispatcher |
+//! | `upstream/` | the upstream kinds (plain TCP, MPTCP, via a converter) behind one dispatcher |
 //! | `notes.rs` | what upstream connections report (counters, hostile networks, ports) |
 //! | `datagram.rs` | the UDP / ICMP echo relay; `sessions.rs` its session table |
 //! | `unreachable.rs` | ICMP errors both ways: to the host, and about our upstream connections |
 //! | `failover.rs` | the failover records |
 
 mod admission;
+pub mod converters;
 mod counters;
 mod datagram;
 mod failover;
@@ -57,8 +59,10 @@ pub use counters::{Counters, DropReason, FALLBACK_CAUSES};
 pub use failover::{FailoverCause, FailoverRecord};
 pub use flow::{Refusal, TcpFlow};
 pub use sessions::{DatagramKind, Session, SessionId};
-pub use types::{CELLULAR, Config, DatagramAction, Dest, FlowInfo, IfaceId, IfaceState, Transmit, WIFI};
-pub use upstream::{Note, SubflowView, Upstream, UpstreamConn};
+pub use types::{
+    CELLULAR, Config, ConverterSettings, DatagramAction, Dest, FlowInfo, IfaceId, IfaceState, Transmit, WIFI,
+};
+pub use upstream::{ANSWER_WITHIN, Note, REPLY_WITHIN, SubflowView, Upstream, UpstreamConn};
 
 use crate::mptcp::PathId;
 use crate::time::Instant;
@@ -83,6 +87,9 @@ pub struct Engine {
     datagrams: Queue<DatagramAction>,
     scratch: Vec<u8>,
     counters: Counters,
+    converters: converters::Converters,
+    /// Wall-clock time (since the UNIX epoch) at an engine instant, for converter cookies.
+    unix_at: Option<(Instant, Duration)>,
 }
 
 /// How often idle datagram sessions are looked for.
@@ -103,8 +110,27 @@ impl Engine {
             datagrams: Queue::new(cfg.queue_cap),
             scratch: vec![0; 256 * 1024],
             counters: Counters::default(),
+            converters: converters::Converters::new(cfg.converter.as_ref().map_or(&[][..], |c| &c.addrs[..])),
+            unix_at: None,
             cfg,
         }
+    }
+
+    /// The wall clock reads `unix` (since the UNIX epoch) at `now`; the engine thread says so
+    /// now and then (converter cookies carry wall-clock timestamps; NTP may step the clock).
+    pub fn set_unix_time(&mut self, now: Instant, unix: Duration) {
+        self.unix_at = Some((now, unix));
+    }
+
+    /// The wall-clock time at `now`, if known.
+    fn unix_now(&self, now: Instant) -> Option<Duration> {
+        let (at, unix) = self.unix_at?;
+        Some(unix + now.saturating_duration_since(at))
+    }
+
+    /// The converters, for status.
+    pub fn converters(&self, now: Instant) -> Vec<converters::ConverterView> {
+        self.converters.views(now)
     }
 
     /// The counters.
@@ -132,6 +158,7 @@ impl Engine {
                 source: f.host_addr,
                 destination: f.dst,
                 upstream: f.upstream.kind(),
+                converter: f.upstream.converter().map(|c| c.1),
                 iface: f.upstream.iface(),
                 local: Some(f.upstream.local()),
                 state: f.upstream.state_name(),
@@ -149,6 +176,7 @@ impl Engine {
             source: s.host,
             destination: s.remote,
             upstream: "socket",
+            converter: None,
             iface: s.iface,
             local: None,
             state: "active".into(),
@@ -209,7 +237,8 @@ impl Engine {
             let Some(f) = self.table.get_mut(id) else {
                 continue;
             };
-            let dst = f.dst.ip();
+            // The subflows' peer (the destination, or its converter) decides the family.
+            let dst = f.upstream.remote().ip();
             let on_iface = f.upstream.subflows().iter().any(|s| s.iface == iface);
             let Some(conn) = f.upstream.mptcp() else {
                 continue;

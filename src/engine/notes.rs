@@ -12,13 +12,32 @@ impl Engine {
     /// Records what the upstream connection of flow `id` reported.
     pub(super) fn handle_note(&mut self, now: Instant, id: FlowId, note: Note) {
         let Some(f) = self.table.get_mut(id) else { return };
-        let dst = f.dst;
+        // The subflows' peer: the destination, or the converter carrying the flow.
+        let (dst, peer) = (f.dst, f.upstream.remote());
         let closed = f.upstream.is_closed();
         let initial = f.upstream.mptcp().map(|c| c.initial_path().0);
+        let converter = f.upstream.converter();
         match note {
             Note::Connected { mptcp } => {
                 if mptcp {
                     self.counters.mptcp_connected += 1;
+                    if converter.is_none() {
+                        // It speaks MPTCP: new flows to it go direct, not through a converter.
+                        self.converters.learn_mptcp(now, dst);
+                    }
+                }
+            }
+            Note::ConverterConnected { supports_mptcp } => {
+                if let Some((idx, _)) = converter {
+                    self.converters.succeeded(idx);
+                }
+                if supports_mptcp {
+                    self.converters.learn_mptcp(now, dst);
+                }
+            }
+            Note::ConverterFailed(why) => {
+                if let Some((idx, _)) = converter {
+                    self.converter_failed(now, id, idx, why);
                 }
             }
             Note::Fallback(cause) => {
@@ -26,12 +45,12 @@ impl Engine {
                 if cause != FallbackCause::Disabled {
                     self.counters.fallback(cause);
                 }
-                tracing::debug!(flow = id, %dst, %cause, "MPTCP fallback");
+                tracing::debug!(flow = id, %peer, %cause, "MPTCP fallback");
                 if cause == FallbackCause::SynUnanswered
                     && let Some(i) = initial
                 {
                     // RFC 8684 §3.7 / iOS: remember the network, start plain there for a while.
-                    self.ifaces.mark_hostile(i, dst.ip(), now);
+                    self.ifaces.mark_hostile(i, peer.ip(), now);
                 }
             }
             Note::SubflowUp { iface, .. } => {

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 
 use super::flow::TcpFlow;
+use super::upstream::Upstream;
 use crate::mptcp::crypto::{Key, Token, TokenTable};
 use crate::tcp::IsnKey;
 use crate::time::Instant;
@@ -136,7 +137,8 @@ impl FlowTable {
         self.next_flow += 1;
         let id = self.next_flow;
         self.by_host.insert((flow.host_addr, flow.dst), id);
-        self.by_port.insert((port, flow.dst), id);
+        // Segments come from the upstream's peer: the destination, or the converter.
+        self.by_port.insert((port, flow.upstream.remote()), id);
         let entry = Entry {
             flow,
             ports: vec![port],
@@ -153,31 +155,52 @@ impl FlowTable {
 
     /// Removes a flow from every map and releases its token and ports.
     pub fn remove(&mut self, id: FlowId) -> Option<TcpFlow> {
-        let e = self.flows.remove(&id)?;
-        let dst = e.flow.dst;
-        for k in e.ports.iter().map(|&p| (p, dst)).chain(e.others.iter().copied()) {
-            if self.by_port.get(&k) == Some(&id) {
-                self.by_port.remove(&k);
-            }
-        }
-        if let Some(t) = e.token {
-            self.tokens.release(t);
-        }
-        let host = (e.flow.host_addr, dst);
+        let mut e = self.flows.remove(&id)?;
+        self.release_upstream(id, &mut e);
+        let host = (e.flow.host_addr, e.flow.dst);
         if self.by_host.get(&host) == Some(&id) {
             self.by_host.remove(&host);
         }
         Some(e.flow)
     }
 
-    /// A fresh local port toward the destination of flow `id`, for a subflow joined again
+    /// Flow `id` goes on over `upstream` (local port `port`, holding `token`) instead: the
+    /// ports and token of the one it replaces are released. The flow is dirty at once.
+    pub fn replace_upstream(&mut self, id: FlowId, upstream: Upstream, port: u16, token: Option<Token>) {
+        let Some(mut e) = self.flows.remove(&id) else {
+            return;
+        };
+        self.release_upstream(id, &mut e);
+        self.by_port.insert((port, upstream.remote()), id);
+        e.flow.upstream = upstream;
+        e.ports = vec![port];
+        e.token = token;
+        self.flows.insert(id, e);
+        self.mark_dirty(id);
+    }
+
+    /// Unmaps the ports of `e`'s upstream and releases its token.
+    fn release_upstream(&mut self, id: FlowId, e: &mut Entry) {
+        let remote = e.flow.upstream.remote();
+        for k in e.ports.iter().map(|&p| (p, remote)).chain(e.others.drain(..)) {
+            if self.by_port.get(&k) == Some(&id) {
+                self.by_port.remove(&k);
+            }
+        }
+        e.ports.clear();
+        if let Some(t) = e.token.take() {
+            self.tokens.release(t);
+        }
+    }
+
+    /// A fresh local port toward the upstream peer of flow `id`, for a subflow joined again
     /// (within [`MAX_FLOW_PORTS`]).
     pub fn add_rejoin_port(&mut self, id: FlowId) -> Option<u16> {
         let e = self.flows.get(&id)?;
         if e.ports.len() >= MAX_FLOW_PORTS {
             return None;
         }
-        let dst = e.flow.dst;
+        let dst = e.flow.upstream.remote();
         let p = self.map_new_port(id, dst)?;
         self.flows.get_mut(&id)?.ports.push(p);
         Some(p)

@@ -127,6 +127,17 @@ pub struct Config {
     /// How long an interface whose paths stopped answering is avoided for new flows, unless
     /// a subflow on it answers again first.
     pub unresponsive_hold: Duration,
+    /// RFC 8803 converters carrying flows to destinations without MPTCP (needs `mptcp`).
+    pub converter: Option<ConverterSettings>,
+}
+
+/// The converters a laptop uses and the key that proves it may.
+#[derive(Debug, Clone)]
+pub struct ConverterSettings {
+    /// Their addresses, in order.
+    pub addrs: Vec<std::net::SocketAddr>,
+    /// This laptop's client key.
+    pub key: crate::convert::key::ClientKey,
 }
 
 impl Default for Config {
@@ -150,6 +161,7 @@ impl Default for Config {
             mptcp: Some(MptcpConfig::default()),
             hostile_ttl: Duration::from_secs(600),
             unresponsive_hold: Duration::from_secs(30),
+            converter: None,
         }
     }
 }
@@ -165,6 +177,8 @@ pub struct FlowInfo {
     pub destination: SocketAddr,
     /// The upstream kind (`tcp` or `mptcp`; `socket` for datagrams).
     pub upstream: &'static str,
+    /// The RFC 8803 converter the flow goes through, if any.
+    pub converter: Option<SocketAddr>,
     /// The interface in use.
     pub iface: IfaceId,
     /// Local address of the upstream (TCP) or zero.

@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::converters::ConverterFailure;
 use super::{Dest, DropReason, Engine};
 use crate::time::Instant;
 use crate::wire::icmp::{self, Unreachable};
@@ -51,7 +52,7 @@ impl Engine {
     /// the same error, so the application sees what it would without mpbond (RFC 1122
     /// §4.2.3.9: a hard error in SYN-SENT aborts the connection; once established, such errors
     /// are left to the retransmission timeout).
-    pub(super) fn icmp_unreachable(&mut self, _now: Instant, quote: &[u8]) {
+    pub(super) fn icmp_unreachable(&mut self, now: Instant, quote: &[u8]) {
         let Some((src, dst)) = icmp::quoted_tcp(quote) else {
             return self.drop(DropReason::BadIcmp);
         };
@@ -61,6 +62,10 @@ impl Engine {
         let Some(f) = self.table.get_mut(id) else { return };
         if f.upstream.remote() != dst || f.upstream.local() != src || f.host.is_some() {
             return;
+        }
+        if let Some((idx, _)) = f.upstream.converter() {
+            // The converter cannot be reached: the flow goes direct, the host sees nothing.
+            return self.converter_failed(now, id, idx, ConverterFailure::Unreachable);
         }
         let Some(syn) = f.syn.take() else { return };
         f.upstream.abort();

@@ -13,7 +13,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::check::report::{self, CheckResult, InterfaceResult};
+use crate::check::report::{self, CheckResult, ConverterCheck, InterfaceResult};
 use crate::check::{ProbeSetup, Prober};
 use crate::mptcp::crypto::{Key, os_random_u64};
 use crate::sys::clock::boottime;
@@ -35,14 +35,37 @@ pub struct CheckOptions {
     pub attempt_timeout: Duration,
     /// Highest TTL of the trace.
     pub max_hops: u8,
+    /// RFC 8803 converters the laptop uses (`[converter]`, `--converter`): each is probed too,
+    /// since flows to servers without MPTCP are protected only if option 30 reaches them.
+    pub converters: Vec<SocketAddr>,
 }
 
-/// Runs the check on every interface at once and gathers the results.
+/// Runs the check on every interface at once (the target, then each converter) and gathers the
+/// results.
 pub fn run(opts: &CheckOptions) -> anyhow::Result<CheckResult> {
     if opts.interfaces.is_empty() {
         bail!("no interface to probe from: pass --interface IFACE");
     }
     let target = resolve(&opts.target)?;
+    let interfaces = probe_all(opts, target)?;
+    let mut converters = Vec::new();
+    for &addr in &opts.converters {
+        converters.push(ConverterCheck {
+            addr,
+            interfaces: probe_all(opts, addr)?,
+        });
+    }
+    let local_firewall = local_firewall_findings();
+    Ok(report::conclude(
+        opts.target.clone(),
+        interfaces,
+        converters,
+        local_firewall,
+    ))
+}
+
+/// Probes `target` from every interface at once.
+fn probe_all(opts: &CheckOptions, target: SocketAddr) -> anyhow::Result<Vec<InterfaceResult>> {
     let ports = reserve_ports(target)?;
     let guard = NftGuard::install(&ports.numbers)?;
 
@@ -93,14 +116,7 @@ pub fn run(opts: &CheckOptions) -> anyhow::Result<CheckResult> {
     }
     drop(guard);
     drop(ports);
-    let local_firewall = local_firewall_findings();
-    let pass = interfaces.iter().all(|i| i.pass) && local_firewall.is_empty();
-    Ok(CheckResult {
-        target: opts.target.clone(),
-        interfaces,
-        local_firewall,
-        pass,
-    })
+    Ok(interfaces)
 }
 
 fn resolve(target: &str) -> anyhow::Result<SocketAddr> {

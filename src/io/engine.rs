@@ -30,6 +30,8 @@ const MAX_BATCHES_PER_WAKE: usize = 64;
 const MAX_OUT_PER_WAKE: usize = 8192;
 /// Longest sleep (the stop flag is looked at this often).
 const MAX_IDLE: Duration = Duration::from_millis(100);
+/// How often the engine is told the wall-clock time (converter cookies; NTP may step it).
+const WALL_CLOCK_EVERY: Duration = Duration::from_secs(10);
 
 /// A request to the engine thread.
 #[derive(Debug)]
@@ -49,6 +51,8 @@ pub struct Snapshot {
     pub ifaces: Vec<IfaceState>,
     /// Recent failovers.
     pub failovers: Vec<engine::FailoverRecord>,
+    /// The RFC 8803 converters.
+    pub converters: Vec<engine::converters::ConverterView>,
     /// The engine clock when the snapshot was taken (µs).
     pub now_us: u64,
 }
@@ -120,12 +124,28 @@ fn now() -> Instant {
     sys::clock::boottime()
 }
 
+/// Wall-clock time since the UNIX epoch.
+fn unix_now() -> Duration {
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "io/ reads the wall clock for the engine"
+    )]
+    let t = std::time::SystemTime::now();
+    t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default()
+}
+
 impl Thread {
     fn run(&mut self, stop: &AtomicBool) {
         self.refresh_ifaces(now());
         let mut more = false;
+        let mut wall_clock_at = now();
+        self.engine.set_unix_time(wall_clock_at, unix_now());
         while !stop.load(Ordering::SeqCst) {
             let t = now();
+            if t.saturating_duration_since(wall_clock_at) >= WALL_CLOCK_EVERY {
+                wall_clock_at = t;
+                self.engine.set_unix_time(t, unix_now());
+            }
             let timeout = if more {
                 Duration::ZERO
             } else {
@@ -263,6 +283,7 @@ impl Thread {
             counters: self.engine.counters().named(),
             flows: self.engine.flows(),
             failovers: self.engine.failovers(),
+            converters: self.engine.converters(now()),
             now_us: crate::sys::clock::boottime().as_micros(),
             ifaces: (0..self.handles.len() as u8)
                 .filter_map(|i| self.engine.iface_state(i))

@@ -6,6 +6,8 @@
 //! - [`mptcp::MptcpUpstream`]: the normal case, an MPTCP connection (RFC 8684) whose subflows run
 //!   over the physical interfaces, which falls back to regular TCP by itself when the
 //!   destination or the path does not speak MPTCP (§3.7).
+//! - [`convert::ConvertUpstream`]: an MPTCP connection to an RFC 8803 Transport Converter that
+//!   relays the flow to a destination without MPTCP.
 //!
 //! Every kind implements [`UpstreamConn`]: the data-level calls (`send`/`recv`/`close`/`abort`),
 //! connection-level events expressed as [`Event`], `handle_segment` for a segment that
@@ -78,6 +80,7 @@ macro_rules! delegate_to_conn {
     };
 }
 
+mod convert;
 mod mptcp;
 mod tcp;
 
@@ -85,6 +88,7 @@ use std::net::SocketAddr;
 use std::ops::{Deref, DerefMut};
 use std::time::Duration;
 
+pub use self::convert::{ANSWER_WITHIN, ConvertUpstream, REPLY_WITHIN};
 pub use self::mptcp::MptcpUpstream;
 pub use self::tcp::TcpUpstream;
 use super::IfaceId;
@@ -128,6 +132,17 @@ pub enum Note {
         /// How long it had been silent.
         silent_for: Duration,
     },
+    /// The converter relayed the flow's request and answered (the destination accepted, or
+    /// refused or was silent: either way the converter works).
+    ConverterConnected {
+        /// The converter said the destination speaks MPTCP: the destination's SYN+ACK options,
+        /// returned in the Extended TCP Header TLV (RFC 8803 §6.2.6), carried kind 30 (new
+        /// flows to it go direct).
+        supports_mptcp: bool,
+    },
+    /// The converter failed the flow before the destination answered: it is marked down and
+    /// the flow goes direct.
+    ConverterFailed(crate::engine::converters::ConverterFailure),
 }
 
 /// A subflow as `status` shows it.
@@ -204,6 +219,11 @@ pub trait UpstreamConn: std::fmt::Debug {
     fn mptcp(&mut self) -> Option<&mut crate::mptcp::Connection> {
         None
     }
+    /// The converter carrying the flow (its index in the engine's list, its address), if one
+    /// does; [`remote`](Self::remote) is then the converter, not the destination.
+    fn converter(&self) -> Option<(usize, SocketAddr)> {
+        None
+    }
 }
 
 /// Where and how a new upstream connection starts, whatever its kind.
@@ -225,10 +245,6 @@ pub struct Dial<'a> {
 
 /// Which kind a new upstream connection is, with what only that kind needs.
 #[derive(Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "built once per new flow and consumed by Upstream::connect at once"
-)]
 pub enum Via {
     /// Plain TCP from [`Dial::local`].
     Tcp,
@@ -242,6 +258,20 @@ pub enum Via {
         paths: Vec<LocalPath>,
         /// Offer MP_CAPABLE (false on a network known to be hostile to MPTCP: plain TCP).
         offer: bool,
+    },
+    /// MPTCP to a converter ([`Dial::dst`] is the converter) carrying the flow to its
+    /// destination.
+    Convert {
+        /// MPTCP settings (their `tcp` field is replaced by [`Dial::tcp`]).
+        cfg: MptcpConfig,
+        /// The connection's local key.
+        key: Key,
+        /// The local paths it may use now.
+        paths: Vec<LocalPath>,
+        /// The converter's index in the engine's list.
+        converter: usize,
+        /// The Convert request, the first bytes of the stream.
+        request: Vec<u8>,
     },
 }
 
@@ -272,6 +302,8 @@ kinds! {
     Tcp(TcpUpstream),
     /// MPTCP (or its regular-TCP fallback).
     Mptcp(MptcpUpstream),
+    /// MPTCP to an RFC 8803 converter that relays to the destination.
+    Convert(ConvertUpstream),
 }
 
 impl Upstream {
@@ -285,6 +317,15 @@ impl Upstream {
                 paths,
                 offer,
             } => Upstream::Mptcp(Box::new(MptcpUpstream::connect(dial, cfg, key, &paths, offer))),
+            Via::Convert {
+                cfg,
+                key,
+                paths,
+                converter,
+                request,
+            } => Upstream::Convert(Box::new(ConvertUpstream::connect(
+                dial, cfg, key, &paths, converter, &request,
+            ))),
         }
     }
 }

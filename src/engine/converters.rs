@@ -1,0 +1,325 @@
+//! The laptop's RFC 8803 Transport Converters (`mpbond server`): which one a new TCP flow goes
+//! through, which are down and until when, and which destinations go direct instead.
+//!
+//! Policy (pure, explicit time):
+//! - a destination on a LAN (private, link-local, unique-local, loopback, shared carrier space)
+//!   never goes through a converter: a converter on the Internet cannot reach it, and it must not
+//!   learn of it;
+//! - a destination known to speak MPTCP (a direct flow to it connected with MPTCP, or a
+//!   converter's reply said so) goes direct for [`MPTCP_CAPABLE_TTL`]: it gets the same failover
+//!   without the converter's extra hop;
+//! - otherwise the flow goes through a converter that is up. With several, a destination is
+//!   spread by a hash of its address over those that are up (the way to scale out: several
+//!   converters, no state shared between them), so it keeps its converter while that one answers;
+//! - a converter that does not answer (or reply) in time, resets, or refuses this laptop is
+//!   marked down for a while (doubling from [`DOWN_MIN`] to [`DOWN_MAX`]) and the flow goes
+//!   direct; once the time has passed the next flow tries it again.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use crate::expiring::ExpiringSet;
+use crate::time::Instant;
+
+/// How long a destination that spoke MPTCP is sent direct.
+pub const MPTCP_CAPABLE_TTL: Duration = Duration::from_secs(3600);
+/// Most destinations remembered as speaking MPTCP.
+pub const MPTCP_CAPABLE_MAX: usize = 4096;
+/// First time a failed converter is left alone.
+pub const DOWN_MIN: Duration = Duration::from_secs(10);
+/// Longest time a failed converter is left alone before it is tried again.
+pub const DOWN_MAX: Duration = Duration::from_secs(300);
+
+/// Why a converter was marked down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConverterFailure {
+    /// Its MPTCP handshake was not answered in time.
+    Unreachable,
+    /// It completed the handshake but sent no Convert reply in time.
+    NoReply,
+    /// It reset the connection before its reply.
+    Reset,
+    /// It refused this laptop (key, limits, its own failure), by Error TLV code.
+    Refused(u8),
+    /// Its reply was not a Convert message.
+    Malformed,
+}
+
+impl ConverterFailure {
+    /// Short name, for status.
+    pub fn name(self) -> &'static str {
+        match self {
+            ConverterFailure::Unreachable => "unreachable",
+            ConverterFailure::Reset => "reset",
+            ConverterFailure::Refused(_) => "refused",
+            ConverterFailure::Malformed => "malformed",
+            ConverterFailure::NoReply => "no_reply",
+        }
+    }
+}
+
+/// A converter as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConverterView {
+    /// Its address.
+    pub addr: SocketAddr,
+    /// New flows may use it now.
+    pub up: bool,
+    /// While down: milliseconds until it is tried again.
+    pub retry_in_ms: u64,
+    /// Flows that went through it.
+    pub flows: u64,
+    /// Times it was marked down.
+    pub failures: u64,
+    /// Why it was marked down last.
+    pub last_failure: Option<ConverterFailure>,
+}
+
+#[derive(Debug, Clone)]
+struct Converter {
+    addr: SocketAddr,
+    down_until: Option<Instant>,
+    backoff: Duration,
+    flows: u64,
+    failures: u64,
+    last_failure: Option<ConverterFailure>,
+}
+
+/// The converters and the destinations that go direct.
+#[derive(Debug, Clone)]
+pub struct Converters {
+    list: Vec<Converter>,
+    speaks_mptcp: ExpiringSet<SocketAddr>,
+}
+
+impl Converters {
+    /// The converters at `addrs` (none: every flow goes direct).
+    pub fn new(addrs: &[SocketAddr]) -> Converters {
+        Converters {
+            list: addrs
+                .iter()
+                .map(|&addr| Converter {
+                    addr,
+                    down_until: None,
+                    backoff: DOWN_MIN,
+                    flows: 0,
+                    failures: 0,
+                    last_failure: None,
+                })
+                .collect(),
+            speaks_mptcp: ExpiringSet::new(MPTCP_CAPABLE_TTL, MPTCP_CAPABLE_MAX),
+        }
+    }
+
+    /// Whether any converter is configured.
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// The converter (index and address) a new flow to `dst` goes through at `now`, or `None`:
+    /// direct.
+    pub fn choose(&mut self, now: Instant, dst: SocketAddr) -> Option<(usize, SocketAddr)> {
+        if self.list.is_empty() || is_local(dst.ip()) || self.speaks_mptcp.contains(&dst, now) {
+            return None;
+        }
+        let up: Vec<usize> = (0..self.list.len())
+            .filter(|&i| self.list[i].down_until.is_none_or(|t| now >= t))
+            .collect();
+        let pick = *up.get(spread(dst.ip()) % up.len().max(1))?;
+        let c = &mut self.list[pick];
+        c.flows += 1;
+        Some((pick, c.addr))
+    }
+
+    /// Converter `idx` failed a flow at `now`: mark it down (its next try waits twice as long).
+    pub fn failed(&mut self, now: Instant, idx: usize, why: ConverterFailure) {
+        if let Some(c) = self.list.get_mut(idx) {
+            // Flows that were already on their way when it failed do not extend the wait.
+            if c.down_until.is_some_and(|t| now < t) {
+                return;
+            }
+            c.down_until = Some(now + c.backoff);
+            c.backoff = (c.backoff * 2).min(DOWN_MAX);
+            c.failures += 1;
+            c.last_failure = Some(why);
+            tracing::warn!(converter = %c.addr, ?why, retry_in = ?c.backoff / 2, "converter marked down");
+        }
+    }
+
+    /// Converter `idx` carried a flow: it is up, its back-off starts over.
+    pub fn succeeded(&mut self, idx: usize) {
+        if let Some(c) = self.list.get_mut(idx) {
+            if c.down_until.take().is_some() {
+                tracing::info!(converter = %c.addr, "converter up again");
+            }
+            c.backoff = DOWN_MIN;
+        }
+    }
+
+    /// `dst` speaks MPTCP: new flows to it go direct for a while.
+    pub fn learn_mptcp(&mut self, now: Instant, dst: SocketAddr) {
+        if !self.list.is_empty() {
+            self.speaks_mptcp.insert(dst, now);
+        }
+    }
+
+    /// The address of converter `idx`.
+    pub fn addr(&self, idx: usize) -> Option<SocketAddr> {
+        self.list.get(idx).map(|c| c.addr)
+    }
+
+    /// Every converter, for status.
+    pub fn views(&self, now: Instant) -> Vec<ConverterView> {
+        self.list
+            .iter()
+            .map(|c| {
+                let retry = c
+                    .down_until
+                    .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+                ConverterView {
+                    addr: c.addr,
+                    up: retry.is_zero(),
+                    retry_in_ms: retry.as_millis() as u64,
+                    flows: c.flows,
+                    failures: c.failures,
+                    last_failure: c.last_failure,
+                }
+            })
+            .collect()
+    }
+}
+
+/// A destination that never goes through a converter: loopback, unspecified, multicast,
+/// broadcast, private (RFC 1918), shared carrier space (RFC 6598), link-local (v4 and v6),
+/// unique-local (RFC 4193), and IPv4-mapped forms of these.
+pub fn is_local(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || a.is_broadcast()
+                || a.is_private()
+                || a.is_link_local()
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(a) => {
+            if let Some(v4) = a.to_ipv4_mapped() {
+                return is_local(IpAddr::V4(v4));
+            }
+            let s0 = a.segments()[0];
+            a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || (s0 & 0xfe00) == 0xfc00
+                || (s0 & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// FNV-1a of the address: spreads destinations over converters, the same way every time.
+fn spread(ip: IpAddr) -> usize {
+    let bytes = match ip {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    };
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    h as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn local_destinations_and_mptcp_servers_go_direct() {
+        let mut c = Converters::new(&[sa("198.18.3.1:5124")]);
+        let t = Instant::from_millis(0);
+        for d in [
+            "10.1.2.3:80",
+            "192.168.1.1:53",
+            "172.16.0.1:22",
+            "127.0.0.1:80",
+            "169.254.1.1:80",
+            "100.64.0.1:80",
+            "[fd00::1]:80",
+            "[fe80::1]:80",
+            "[::ffff:192.168.1.1]:80",
+            "[::1]:80",
+        ] {
+            assert_eq!(c.choose(t, sa(d)), None, "{d}");
+        }
+        assert_eq!(
+            c.choose(t, sa("198.19.0.11:80")),
+            Some((0, sa("198.18.3.1:5124")))
+        );
+        c.learn_mptcp(t, sa("198.19.0.11:80"));
+        assert_eq!(c.choose(t, sa("198.19.0.11:80")), None);
+        // Another port of the same host is another service.
+        assert!(c.choose(t, sa("198.19.0.11:443")).is_some());
+        // The knowledge expires.
+        assert!(c.choose(t + MPTCP_CAPABLE_TTL, sa("198.19.0.11:80")).is_some());
+        assert_eq!(c.views(t)[0].flows, 3);
+    }
+
+    #[test]
+    fn no_converter_means_direct() {
+        let mut c = Converters::new(&[]);
+        assert!(c.is_empty());
+        assert_eq!(c.choose(Instant::ZERO, sa("198.19.0.11:80")), None);
+        c.learn_mptcp(Instant::ZERO, sa("198.19.0.11:80"));
+    }
+
+    #[test]
+    fn a_failed_converter_is_skipped_then_retried_with_backoff() {
+        let a = sa("198.18.3.1:5124");
+        let b = sa("198.18.3.2:5124");
+        let mut c = Converters::new(&[a, b]);
+        let dst = sa("198.19.0.11:80");
+        let t0 = Instant::from_millis(1000);
+        let (first, _) = c.choose(t0, dst).unwrap();
+        c.failed(t0, first, ConverterFailure::Unreachable);
+        // A second failure report from a flow already under way does not extend the wait.
+        c.failed(t0 + Duration::from_secs(1), first, ConverterFailure::Unreachable);
+        let (other, _) = c.choose(t0, dst).unwrap();
+        assert_ne!(other, first);
+        c.failed(t0, other, ConverterFailure::Refused(32));
+        assert_eq!(c.choose(t0, dst), None, "both down: direct");
+        let v = c.views(t0);
+        assert!(v.iter().all(|v| !v.up && v.retry_in_ms == 10_000));
+        assert_eq!(v[other].last_failure, Some(ConverterFailure::Refused(32)));
+        // Tried again after DOWN_MIN; failing again doubles the wait.
+        let t1 = t0 + DOWN_MIN;
+        assert!(c.choose(t1, dst).is_some());
+        c.failed(t1, first, ConverterFailure::Reset);
+        assert_eq!(c.views(t1)[first].retry_in_ms, 20_000);
+        assert_eq!(c.views(t1)[first].failures, 2);
+        // Success resets the back-off.
+        c.succeeded(first);
+        assert!(c.views(t1)[first].up);
+        c.failed(t1, first, ConverterFailure::Malformed);
+        assert_eq!(c.views(t1)[first].retry_in_ms, 10_000);
+    }
+
+    #[test]
+    fn destinations_spread_over_converters_and_stick() {
+        let list: Vec<SocketAddr> = (1..=4).map(|i| sa(&format!("198.18.3.{i}:5124"))).collect();
+        let mut c = Converters::new(&list);
+        let mut used = std::collections::HashSet::new();
+        for i in 0..64u8 {
+            let dst = sa(&format!("198.19.{i}.7:443"));
+            let (idx, _) = c.choose(Instant::ZERO, dst).unwrap();
+            assert_eq!(c.choose(Instant::ZERO, dst).unwrap().0, idx, "sticks");
+            used.insert(idx);
+        }
+        assert_eq!(used.len(), 4, "spread over all four");
+    }
+}

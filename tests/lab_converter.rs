@@ -1,0 +1,280 @@
+//! Root-only, end to end: `mpbond up --converter` on the laptop and `mpbond server` (the RFC 8803
+//! converter) on its own host in the lab. Flows to the lab's plain TCP server (no MPTCP) go
+//! through the converter as MPTCP with a backup subflow, so they survive Wi-Fi going down or
+//! going silent; the server sees the converter's address; a converter that does not answer
+//! sends new flows direct within about a second and `status` shows it down.
+#![allow(clippy::unwrap_used, reason = "lab test: panics are failures")]
+#![allow(clippy::print_stdout, reason = "the measured numbers and the skip notice")]
+#![allow(clippy::disallowed_methods, reason = "lab test: wall-clock deadlines")]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path as FsPath, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::daemon::{BIN, Daemon, RunDir, counter, lab_with, skip_unless_root, status, wait_for, wait_usable};
+use netlab::client::{self, ClientOpts};
+use netlab::converter::CONVERTER_V4;
+use netlab::{Lab, LabOptions, Path};
+
+const PLAIN_SERVER: &str = "198.19.0.11:80";
+
+/// `mpbond server` in the converter's namespace; killed on drop.
+struct Converter {
+    child: Option<Child>,
+    dir: PathBuf,
+}
+
+impl Converter {
+    /// Writes a client key and starts the converter with it; returns it and the key file.
+    fn start(lab: &Lab, conv: &str) -> (Converter, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("mpbond-lab-conv-{}-{}", std::process::id(), lab.name()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = dir.join("laptop.key");
+        let o = Command::new(BIN).args(["server", "--gen-key"]).arg(&key).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let cfg = dir.join("server.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "listen = [\"{CONVERTER_V4}:5124\"]\nkey_files = [\"{}\"]\nstatus_socket = \"{}\"\n",
+                key.display(),
+                dir.join("status.sock").display()
+            ),
+        )
+        .unwrap();
+        let child = lab
+            .command(conv, BIN)
+            .args(["-v", "server", "--config"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut c = Converter {
+            child: Some(child),
+            dir,
+        };
+        let sock = c.dir.join("status.sock");
+        wait_for("the converter's status socket", Duration::from_secs(20), || {
+            if let Some(st) = c.child.as_mut().and_then(|ch| ch.try_wait().unwrap()) {
+                panic!("converter exited early ({st}): {}", c.log());
+            }
+            mpbond::server::fetch_status(&sock).is_ok()
+        });
+        (c, key)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Converter {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn opts() -> ClientOpts {
+    ClientOpts {
+        timeout: Duration::from_secs(60),
+        ..ClientOpts::default()
+    }
+}
+
+fn converter_addr() -> String {
+    format!("{CONVERTER_V4}:5124")
+}
+
+fn start_daemon<'a>(lab: &'a Lab, rd: &FsPath, key: &FsPath) -> Daemon<'a> {
+    let conv = converter_addr();
+    let key = key.to_str().unwrap();
+    let d = Daemon::start(lab, rd, &["--converter", &conv, "--converter-key-file", key]);
+    wait_usable(lab, rd);
+    d
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    LinkDown,
+    Blackhole,
+}
+
+fn impair(lab: &Lab, o: Outage, on: bool) {
+    match o {
+        Outage::LinkDown => lab.set_link(Path::Wifi, !on),
+        Outage::Blackhole => lab.set_blackhole(Path::Wifi, on),
+    }
+    .unwrap();
+}
+
+/// Peers of established connections to the plain server's port 80, seen in `inet`.
+fn plain_server_peers(lab: &Lab) -> String {
+    lab.exec(&lab.ns().inet, &["ss", "-Htn", "state", "established", "( sport = :80 )"])
+        .unwrap()
+}
+
+#[test]
+fn flows_to_a_plain_server_go_through_the_converter_and_survive_wifi_loss() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut lab = lab_with(LabOptions::default());
+    let conv_ns = lab.add_converter().unwrap();
+    let (conv, key) = Converter::start(&lab, &conv_ns);
+    let laptop = lab.ns().laptop.clone();
+    let server: SocketAddr = PLAIN_SERVER.parse().unwrap();
+    // Rate-limited paths keep the transfer going well past the outage.
+    let n: u64 = 15_000_000;
+    for p in Path::ALL {
+        lab.set_rate(p, Some(40_000_000)).unwrap();
+    }
+    let rd = RunDir::new();
+    let d = start_daemon(&lab, rd.path(), &key);
+
+    // Upload and download byte-exact; the destination sees the converter, not the laptop's NAT.
+    let seen = std::thread::scope(|s| {
+        let h = s.spawn(|| lab.run_in(&laptop, || client::http_get(server, n, &opts())).unwrap());
+        std::thread::sleep(Duration::from_millis(800));
+        let peers = plain_server_peers(&lab);
+        let r = h.join().unwrap().unwrap_or_else(|e| panic!("download: {e}\n{}", d.log()));
+        assert_eq!(r.bytes, n);
+        peers
+    });
+    assert!(seen.contains(&CONVERTER_V4.to_string()), "the plain server's peers: {seen}");
+    for wan in [Path::Wifi.router_wan_v4(), Path::Cell.router_wan_v4()] {
+        assert!(!seen.contains(&wan.to_string()), "the laptop reached the server itself: {seen}");
+    }
+    let r = lab
+        .run_in(&laptop, || client::http_post(server, 5_000_000, &opts()))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("upload: {e}\n{}", d.log()));
+    assert_eq!(r.bytes, 5_000_000);
+    let st = status(&lab, rd.path());
+    assert_eq!(counter(&st, "tcp_via_converter"), 2, "{:?}", st.counters);
+    assert_eq!(counter(&st, "converter_failed"), 0, "{:?}\n{}", st.counters, d.log());
+    assert!(st.converters.first().is_some_and(|c| c.up), "{:?}", st.converters);
+
+    // Wi-Fi lost mid-download, down or silent, at 20 and 50 ms RTT: byte-exact, no reset.
+    for rtt in [20u64, 50] {
+        for p in Path::ALL {
+            lab.set_delay(p, Duration::from_millis(rtt)).unwrap();
+        }
+        for o in [Outage::LinkDown, Outage::Blackhole] {
+            let before = status(&lab, rd.path()).recent_failovers.len();
+            let t = Instant::now();
+            let r = std::thread::scope(|s| {
+                let h = s.spawn(|| lab.run_in(&laptop, || client::http_get(server, n, &opts())).unwrap());
+                // The flow is under way through the converter before Wi-Fi goes.
+                let mut via = false;
+                for _ in 0..40 {
+                    let st = status(&lab, rd.path());
+                    if st.flows.iter().any(|f| f.converter.is_some() && f.mptcp && f.bytes_down > 0) {
+                        via = true;
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                std::thread::sleep(Duration::from_millis(700));
+                impair(&lab, o, true);
+                let r = h.join().unwrap();
+                impair(&lab, o, false);
+                assert!(via, "{o:?} at {rtt} ms: no MPTCP flow through the converter\n{}", d.log());
+                r
+            });
+            let r = r.unwrap_or_else(|e| panic!("{o:?} at {rtt} ms: {e}\n{}\n{}", d.log(), conv.log()));
+            assert_eq!(r.bytes, n);
+            let st = status(&lab, rd.path());
+            let gap = st
+                .recent_failovers
+                .iter()
+                .skip(before)
+                .filter_map(|f| f.first_resume_us)
+                .max();
+            println!(
+                "via converter, {o:?} at {rtt} ms RTT: {} MB in {:.1} s, failover gap measured by mpbond: {}",
+                n / 1_000_000,
+                t.elapsed().as_secs_f64(),
+                gap.map_or("none recorded".into(), |g| format!("{:.1} ms", g as f64 / 1e3))
+            );
+            assert!(gap.is_some(), "{o:?} at {rtt} ms: no failover recorded\n{}", d.log());
+            wait_for("Wi-Fi usable again", Duration::from_secs(10), || {
+                status(&lab, rd.path()).interfaces.iter().all(|i| i.usable)
+            });
+        }
+    }
+    let st = status(&lab, rd.path());
+    assert_eq!(
+        counter(&st, "tcp_refused") + counter(&st, "tcp_timed_out") + counter(&st, "converter_failed"),
+        0,
+        "{:?}",
+        st.counters
+    );
+    let text = common::daemon::mpbond(&lab, rd.path(), &["status", "--flows"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("converter 198.19.3.2:5124 up"));
+}
+
+#[test]
+fn a_converter_that_does_not_answer_sends_flows_direct_within_a_second() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut lab = lab_with(LabOptions::default());
+    let conv_ns = lab.add_converter().unwrap();
+    let (mut conv, key) = Converter::start(&lab, &conv_ns);
+    let laptop = lab.ns().laptop.clone();
+    let server: SocketAddr = PLAIN_SERVER.parse().unwrap();
+    let rd = RunDir::new();
+    let d = start_daemon(&lab, rd.path(), &key);
+    // Through the converter first.
+    let r = lab
+        .run_in(&laptop, || client::http_get(server, 1_000_000, &opts()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.bytes, 1_000_000);
+    // The converter host goes silent (its packets dropped), then the server process goes too.
+    lab.exec(&conv_ns, &["nft", "add", "table", "inet", "silence"]).unwrap();
+    lab.exec(
+        &conv_ns,
+        &["nft", "add", "chain", "inet", "silence", "in", "{ type filter hook input priority -50 ; }"],
+    )
+    .unwrap();
+    lab.exec(&conv_ns, &["nft", "add", "rule", "inet", "silence", "in", "tcp dport 5124 drop"]).unwrap();
+    let r = lab
+        .run_in(&laptop, || client::http_get(server, 1_000_000, &opts()))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("direct after a silent converter: {e}\n{}", d.log()));
+    assert_eq!(r.bytes, 1_000_000);
+    println!(
+        "silent converter: 1 MB direct in {:.2} s (the converter is given 1 s)",
+        r.elapsed.as_secs_f64()
+    );
+    assert!(r.elapsed < Duration::from_secs(3), "took {:?}", r.elapsed);
+    let st = status(&lab, rd.path());
+    assert_eq!(counter(&st, "converter_failed"), 1, "{:?}", st.counters);
+    let c = &st.converters[0];
+    assert!(!c.up && c.last_failure.as_deref() == Some("unreachable"), "{c:?}");
+    // While it is down, new flows go direct at once (no second wait).
+    conv.stop();
+    let r = lab
+        .run_in(&laptop, || client::http_get(server, 1_000_000, &opts()))
+        .unwrap()
+        .unwrap();
+    assert!(r.elapsed < Duration::from_millis(900), "took {:?}", r.elapsed);
+    let st = status(&lab, rd.path());
+    assert_eq!(counter(&st, "converter_failed"), 1, "{:?}", st.counters);
+    assert_eq!(counter(&st, "tcp_refused") + counter(&st, "tcp_timed_out"), 0);
+}
