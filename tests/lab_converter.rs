@@ -14,7 +14,9 @@ use std::path::{Path as FsPath, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{BIN, Daemon, RunDir, counter, lab_with, skip_unless_root, status, wait_for, wait_usable};
+use common::daemon::{
+    BIN, Daemon, RunDir, counter, lab_with, skip_unless_root, status, wait_for, wait_usable,
+};
 use netlab::client::{self, ClientOpts};
 use netlab::converter::CONVERTER_V4;
 use netlab::{Lab, LabOptions, Path};
@@ -34,7 +36,11 @@ impl Converter {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let key = dir.join("laptop.key");
-        let o = Command::new(BIN).args(["server", "--gen-key"]).arg(&key).output().unwrap();
+        let o = Command::new(BIN)
+            .args(["server", "--gen-key"])
+            .arg(&key)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let cfg = dir.join("server.toml");
         std::fs::write(
@@ -123,8 +129,11 @@ fn impair(lab: &Lab, o: Outage, on: bool) {
 
 /// Peers of established connections to the plain server's port 80, seen in `inet`.
 fn plain_server_peers(lab: &Lab) -> String {
-    lab.exec(&lab.ns().inet, &["ss", "-Htn", "state", "established", "( sport = :80 )"])
-        .unwrap()
+    lab.exec(
+        &lab.ns().inet,
+        &["ss", "-Htn", "state", "established", "( sport = :80 )"],
+    )
+    .unwrap()
 }
 
 #[test]
@@ -147,16 +156,28 @@ fn flows_to_a_plain_server_go_through_the_converter_and_survive_wifi_loss() {
 
     // Upload and download byte-exact; the destination sees the converter, not the laptop's NAT.
     let seen = std::thread::scope(|s| {
-        let h = s.spawn(|| lab.run_in(&laptop, || client::http_get(server, n, &opts())).unwrap());
+        let h = s.spawn(|| {
+            lab.run_in(&laptop, || client::http_get(server, n, &opts()))
+                .unwrap()
+        });
         std::thread::sleep(Duration::from_millis(800));
         let peers = plain_server_peers(&lab);
-        let r = h.join().unwrap().unwrap_or_else(|e| panic!("download: {e}\n{}", d.log()));
+        let r = h
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("download: {e}\n{}", d.log()));
         assert_eq!(r.bytes, n);
         peers
     });
-    assert!(seen.contains(&CONVERTER_V4.to_string()), "the plain server's peers: {seen}");
+    assert!(
+        seen.contains(&CONVERTER_V4.to_string()),
+        "the plain server's peers: {seen}"
+    );
     for wan in [Path::Wifi.router_wan_v4(), Path::Cell.router_wan_v4()] {
-        assert!(!seen.contains(&wan.to_string()), "the laptop reached the server itself: {seen}");
+        assert!(
+            !seen.contains(&wan.to_string()),
+            "the laptop reached the server itself: {seen}"
+        );
     }
     let r = lab
         .run_in(&laptop, || client::http_post(server, 5_000_000, &opts()))
@@ -165,7 +186,13 @@ fn flows_to_a_plain_server_go_through_the_converter_and_survive_wifi_loss() {
     assert_eq!(r.bytes, 5_000_000);
     let st = status(&lab, rd.path());
     assert_eq!(counter(&st, "tcp_via_converter"), 2, "{:?}", st.counters);
-    assert_eq!(counter(&st, "converter_failed"), 0, "{:?}\n{}", st.counters, d.log());
+    assert_eq!(
+        counter(&st, "converter_failed"),
+        0,
+        "{:?}\n{}",
+        st.counters,
+        d.log()
+    );
     assert!(st.converters.first().is_some_and(|c| c.up), "{:?}", st.converters);
 
     // Wi-Fi lost mid-download, down or silent, at 20 and 50 ms RTT: byte-exact, no reset.
@@ -177,12 +204,19 @@ fn flows_to_a_plain_server_go_through_the_converter_and_survive_wifi_loss() {
             let before = status(&lab, rd.path()).recent_failovers.len();
             let t = Instant::now();
             let r = std::thread::scope(|s| {
-                let h = s.spawn(|| lab.run_in(&laptop, || client::http_get(server, n, &opts())).unwrap());
+                let h = s.spawn(|| {
+                    lab.run_in(&laptop, || client::http_get(server, n, &opts()))
+                        .unwrap()
+                });
                 // The flow is under way through the converter before Wi-Fi goes.
                 let mut via = false;
                 for _ in 0..40 {
                     let st = status(&lab, rd.path());
-                    if st.flows.iter().any(|f| f.converter.is_some() && f.mptcp && f.bytes_down > 0) {
+                    if st
+                        .flows
+                        .iter()
+                        .any(|f| f.converter.is_some() && f.mptcp && f.bytes_down > 0)
+                    {
                         via = true;
                         break;
                     }
@@ -192,7 +226,11 @@ fn flows_to_a_plain_server_go_through_the_converter_and_survive_wifi_loss() {
                 impair(&lab, o, true);
                 let r = h.join().unwrap();
                 impair(&lab, o, false);
-                assert!(via, "{o:?} at {rtt} ms: no MPTCP flow through the converter\n{}", d.log());
+                assert!(
+                    via,
+                    "{o:?} at {rtt} ms: no MPTCP flow through the converter\n{}",
+                    d.log()
+                );
                 r
             });
             let r = r.unwrap_or_else(|e| panic!("{o:?} at {rtt} ms: {e}\n{}\n{}", d.log(), conv.log()));
@@ -210,7 +248,11 @@ fn flows_to_a_plain_server_go_through_the_converter_and_survive_wifi_loss() {
                 t.elapsed().as_secs_f64(),
                 gap.map_or("none recorded".into(), |g| format!("{:.1} ms", g as f64 / 1e3))
             );
-            assert!(gap.is_some(), "{o:?} at {rtt} ms: no failover recorded\n{}", d.log());
+            assert!(
+                gap.is_some(),
+                "{o:?} at {rtt} ms: no failover recorded\n{}",
+                d.log()
+            );
             wait_for("Wi-Fi usable again", Duration::from_secs(10), || {
                 status(&lab, rd.path()).interfaces.iter().all(|i| i.usable)
             });
@@ -246,13 +288,34 @@ fn a_converter_that_does_not_answer_sends_flows_direct_within_a_second() {
         .unwrap();
     assert_eq!(r.bytes, 1_000_000);
     // The converter host goes silent (its packets dropped), then the server process goes too.
-    lab.exec(&conv_ns, &["nft", "add", "table", "inet", "silence"]).unwrap();
+    lab.exec(&conv_ns, &["nft", "add", "table", "inet", "silence"])
+        .unwrap();
     lab.exec(
         &conv_ns,
-        &["nft", "add", "chain", "inet", "silence", "in", "{ type filter hook input priority -50 ; }"],
+        &[
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "silence",
+            "in",
+            "{ type filter hook input priority -50 ; }",
+        ],
     )
     .unwrap();
-    lab.exec(&conv_ns, &["nft", "add", "rule", "inet", "silence", "in", "tcp dport 5124 drop"]).unwrap();
+    lab.exec(
+        &conv_ns,
+        &[
+            "nft",
+            "add",
+            "rule",
+            "inet",
+            "silence",
+            "in",
+            "tcp dport 5124 drop",
+        ],
+    )
+    .unwrap();
     let r = lab
         .run_in(&laptop, || client::http_get(server, 1_000_000, &opts()))
         .unwrap()
