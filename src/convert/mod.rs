@@ -10,6 +10,7 @@
 //! | `cookie.rs` | our Cookie TLV content (HMAC-SHA256 proof of a client key), the bounded replay cache |
 //! | `converter.rs` | the converter's checks of a request and its replies |
 //! | `client.rs` | the laptop's request and the parse of the converter's reply |
+//! | `scope.rs` | the address scopes neither side sends through a converter |
 //!
 //! Call order for one proxied connection:
 //! 1. laptop: [`client::connect_request`] → the first bytes of its SYN to the converter (TFO-style
@@ -44,6 +45,7 @@ pub mod converter;
 pub mod cookie;
 pub mod key;
 pub mod msg;
+pub mod scope;
 pub mod tcpopt;
 
 /// The TCP port RFC 8803 tools use.

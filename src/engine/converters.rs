@@ -190,33 +190,10 @@ impl Converters {
     }
 }
 
-/// A destination that never goes through a converter: loopback, unspecified, multicast,
-/// broadcast, private (RFC 1918), shared carrier space (RFC 6598), link-local (v4 and v6),
-/// unique-local (RFC 4193), and IPv4-mapped forms of these.
+/// A destination that never goes through a converter: one of the special scopes of
+/// [`crate::convert::scope`] (LAN, loopback, multicast, …), IPv4-mapped forms included.
 pub fn is_local(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            a.is_loopback()
-                || a.is_unspecified()
-                || a.is_multicast()
-                || a.is_broadcast()
-                || a.is_private()
-                || a.is_link_local()
-                || (o[0] == 100 && (o[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(a) => {
-            if let Some(v4) = a.to_ipv4_mapped() {
-                return is_local(IpAddr::V4(v4));
-            }
-            let s0 = a.segments()[0];
-            a.is_loopback()
-                || a.is_unspecified()
-                || a.is_multicast()
-                || (s0 & 0xfe00) == 0xfc00
-                || (s0 & 0xffc0) == 0xfe80
-        }
-    }
+    crate::convert::scope::special_scope(ip).is_some()
 }
 
 /// FNV-1a of the address: spreads destinations over converters, the same way every time.

@@ -7,9 +7,11 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
+
+use crate::convert::scope::{Scope, canonical, special_scope};
 
 /// Why the policy refuses a destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,6 +78,22 @@ impl Denied {
     }
 }
 
+impl From<Scope> for Denied {
+    fn from(s: Scope) -> Denied {
+        match s {
+            Scope::Unspecified => Denied::Unspecified,
+            Scope::Loopback => Denied::Loopback,
+            Scope::LinkLocal => Denied::LinkLocal,
+            Scope::Private => Denied::Private,
+            Scope::Cgnat => Denied::Cgnat,
+            Scope::UniqueLocal => Denied::UniqueLocal,
+            Scope::Multicast => Denied::Multicast,
+            Scope::Broadcast => Denied::Broadcast,
+            Scope::Reserved => Denied::Reserved,
+        }
+    }
+}
+
 impl fmt::Display for Denied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
@@ -98,59 +116,6 @@ pub struct EgressPolicy {
     pub own: HashSet<IpAddr>,
 }
 
-/// An IPv6 address that embeds an IPv4 one (`::ffff:a.b.c.d` mapped, `::a.b.c.d` compatible)
-/// reaches that IPv4 address: judge it as such, or `::ffff:127.0.0.1` would bypass the policy.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let s = v6.segments();
-                if s[..6] == [0; 6] && !(s[6] == 0 && s[7] <= 1) {
-                    let ([a, b], [c, d]) = (s[6].to_be_bytes(), s[7].to_be_bytes());
-                    IpAddr::V4(Ipv4Addr::new(a, b, c, d))
-                } else {
-                    IpAddr::V6(v6)
-                }
-            }
-        },
-        v4 => v4,
-    }
-}
-
-fn class_v4(a: Ipv4Addr) -> Option<Denied> {
-    let o = a.octets();
-    Some(match o {
-        [0, ..] => Denied::Unspecified,
-        [127, ..] => Denied::Loopback,
-        [169, 254, ..] => Denied::LinkLocal,
-        [10, ..] | [192, 168, ..] => Denied::Private,
-        [172, b, ..] if (16..32).contains(&b) => Denied::Private,
-        [100, b, ..] if (64..128).contains(&b) => Denied::Cgnat,
-        [255, 255, 255, 255] => Denied::Broadcast,
-        [a0, ..] if (224..240).contains(&a0) => Denied::Multicast,
-        [a0, ..] if a0 >= 240 => Denied::Reserved,
-        _ => return None,
-    })
-}
-
-fn class_v6(a: Ipv6Addr) -> Option<Denied> {
-    let s0 = a.segments()[0];
-    Some(if a.is_unspecified() {
-        Denied::Unspecified
-    } else if a.is_loopback() {
-        Denied::Loopback
-    } else if s0 & 0xffc0 == 0xfe80 {
-        Denied::LinkLocal
-    } else if s0 & 0xfe00 == 0xfc00 {
-        Denied::UniqueLocal
-    } else if s0 & 0xff00 == 0xff00 {
-        Denied::Multicast
-    } else {
-        return None;
-    })
-}
-
 impl EgressPolicy {
     /// Whether the converter may dial `dst`; the class that refuses it otherwise.
     pub fn check(&self, dst: SocketAddr) -> Result<(), Denied> {
@@ -171,11 +136,7 @@ impl EgressPolicy {
         if self.own.contains(&ip) || self.own.contains(&dst.ip()) {
             return Err(Denied::OwnAddress);
         }
-        match ip {
-            IpAddr::V4(a) => class_v4(a),
-            IpAddr::V6(a) => class_v6(a),
-        }
-        .map_or(Ok(()), Err)
+        special_scope(ip).map(Denied::from).map_or(Ok(()), Err)
     }
 }
 
