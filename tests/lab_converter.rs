@@ -11,86 +11,35 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path as FsPath, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::daemon::{
-    BIN, Daemon, RunDir, counter, lab_with, skip_unless_root, status, wait_for, wait_usable,
-};
+use common::converter::{Server, gen_key, server_config};
+
+use common::daemon::{Daemon, RunDir, counter, lab_with, skip_unless_root, status, wait_for, wait_usable};
 use netlab::client::{self, ClientOpts};
 use netlab::converter::CONVERTER_V4;
 use netlab::{Lab, LabOptions, Path};
 
 const PLAIN_SERVER: &str = "198.19.0.11:80";
 
-/// `mpbond server` in the converter's namespace; killed on drop.
-struct Converter {
-    child: Option<Child>,
-    dir: PathBuf,
+/// Writes a client key and starts the converter with it; returns it, the key file and the
+/// directory holding both (removed on drop).
+fn start_converter(lab: &Lab, conv: &str) -> (Server, PathBuf, TempDir) {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("mpbond-lab-conv-{}-{}", std::process::id(), lab.name())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let (key, _) = gen_key(&dir.0);
+    let cfg = server_config(&[converter_addr()], &key, &dir.0, "");
+    (Server::start(lab, conv, &dir.0, &cfg), key, dir)
 }
 
-impl Converter {
-    /// Writes a client key and starts the converter with it; returns it and the key file.
-    fn start(lab: &Lab, conv: &str) -> (Converter, PathBuf) {
-        let dir = std::env::temp_dir().join(format!("mpbond-lab-conv-{}-{}", std::process::id(), lab.name()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let key = dir.join("laptop.key");
-        let o = Command::new(BIN)
-            .args(["server", "--gen-key"])
-            .arg(&key)
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let cfg = dir.join("server.toml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "listen = [\"{CONVERTER_V4}:5124\"]\nkey_files = [\"{}\"]\nstatus_socket = \"{}\"\n",
-                key.display(),
-                dir.join("status.sock").display()
-            ),
-        )
-        .unwrap();
-        let child = lab
-            .command(conv, BIN)
-            .args(["-v", "server", "--config"])
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("server.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let mut c = Converter {
-            child: Some(child),
-            dir,
-        };
-        let sock = c.dir.join("status.sock");
-        wait_for("the converter's status socket", Duration::from_secs(20), || {
-            if let Some(st) = c.child.as_mut().and_then(|ch| ch.try_wait().unwrap()) {
-                panic!("converter exited early ({st}): {}", c.log());
-            }
-            mpbond::server::fetch_status(&sock).is_ok()
-        });
-        (c, key)
-    }
+/// A directory removed on drop.
+struct TempDir(PathBuf);
 
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default()
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Converter {
+impl Drop for TempDir {
     fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -143,7 +92,7 @@ fn flows_to_a_plain_server_go_through_the_converter_and_survive_wifi_loss() {
     }
     let mut lab = lab_with(LabOptions::default());
     let conv_ns = lab.add_converter().unwrap();
-    let (conv, key) = Converter::start(&lab, &conv_ns);
+    let (conv, key, _dir) = start_converter(&lab, &conv_ns);
     let laptop = lab.ns().laptop.clone();
     let server: SocketAddr = PLAIN_SERVER.parse().unwrap();
     // Rate-limited paths keep the transfer going well past the outage.
@@ -276,7 +225,7 @@ fn a_converter_that_does_not_answer_sends_flows_direct_within_a_second() {
     }
     let mut lab = lab_with(LabOptions::default());
     let conv_ns = lab.add_converter().unwrap();
-    let (mut conv, key) = Converter::start(&lab, &conv_ns);
+    let (mut conv, key, _dir) = start_converter(&lab, &conv_ns);
     let laptop = lab.ns().laptop.clone();
     let server: SocketAddr = PLAIN_SERVER.parse().unwrap();
     let rd = RunDir::new();

@@ -24,10 +24,11 @@ mod common;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use common::converter::{Server, gen_key, server_config};
 use common::daemon::{BIN, lab_with, skip_unless_root, wait_for};
 use mpbond::convert::client::{self, Reply};
 use mpbond::convert::key::ClientKey;
@@ -51,67 +52,6 @@ fn nonce() -> [u8; 16] {
 
 fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
-}
-
-/// The converter process; killed on drop.
-struct Server {
-    child: Option<Child>,
-    log: PathBuf,
-    socket: PathBuf,
-}
-
-impl Server {
-    fn start(lab: &Lab, conv: &str, dir: &Path, config: &str) -> Server {
-        let cfg = dir.join("server.toml");
-        std::fs::write(&cfg, config).unwrap();
-        let log = dir.join("server.log");
-        let child = lab
-            .command(conv, BIN)
-            .args(["-v", "server", "--config"])
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut s = Server {
-            child: Some(child),
-            log,
-            socket: dir.join("status.sock"),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(st) = s.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!("server exited early ({st}): {}", s.log());
-            }
-            if mpbond::server::fetch_status(&s.socket).is_ok() {
-                return s;
-            }
-            assert!(Instant::now() < deadline, "server not ready: {}", s.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn status(&self) -> mpbond::server::ServerStatus {
-        mpbond::server::fetch_status(&self.socket).unwrap()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
 }
 
 /// A kernel MPTCP socket from the laptop to the converter whose SYN carries `data` (the Convert
@@ -228,14 +168,7 @@ fn setup(extra_config: &str) -> (Setup, Server) {
     let dir = std::env::temp_dir().join(format!("mpbond-lab-server-{}-{}", std::process::id(), lab.name()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let keyfile = dir.join("laptop.key");
-    let o = Command::new(BIN)
-        .args(["server", "--gen-key"])
-        .arg(&keyfile)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let id = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    let (keyfile, id) = gen_key(&dir);
     let key = ClientKey::load(&keyfile).unwrap();
     assert_eq!(id, key.id().to_string(), "--gen-key prints the key id");
     // Count every SYN the converter sends (its dials) at its own output hook.
@@ -249,12 +182,13 @@ fn setup(extra_config: &str) -> (Setup, Server) {
         ],
     )
     .unwrap();
-    let config = format!(
-        "listen = [\"{CONVERTER_V4}:5124\", \"[{CONVERTER_V6}]:5124\"]\nkey_files = [\"{}\"]\nstatus_socket = \"{}\"\n{extra_config}",
-        keyfile.display(),
-        dir.join("status.sock").display()
+    let listen = [format!("{CONVERTER_V4}:5124"), format!("[{CONVERTER_V6}]:5124")];
+    let server = Server::start(
+        &lab,
+        &conv,
+        &dir,
+        &server_config(&listen, &keyfile, &dir, extra_config),
     );
-    let server = Server::start(&lab, &conv, &dir, &config);
     (Setup { lab, conv, dir, key }, server)
 }
 

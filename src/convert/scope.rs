@@ -91,4 +91,3 @@ fn class_v6(a: Ipv6Addr) -> Option<Scope> {
         return None;
     })
 }
-

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, reason = "test helpers outside #[test] functions")]
 #![allow(dead_code)]
 
+pub mod converter;
 pub mod daemon;
 pub mod lab;
 pub mod mpsim;
