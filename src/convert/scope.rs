@@ -30,6 +30,23 @@ pub enum Scope {
     Reserved,
 }
 
+impl Scope {
+    /// snake_case name (status keys, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Unspecified => "unspecified",
+            Scope::Loopback => "loopback",
+            Scope::LinkLocal => "link_local",
+            Scope::Private => "private",
+            Scope::Cgnat => "cgnat",
+            Scope::UniqueLocal => "unique_local",
+            Scope::Multicast => "multicast",
+            Scope::Broadcast => "broadcast",
+            Scope::Reserved => "reserved",
+        }
+    }
+}
+
 /// The special scope of `ip` (an IPv6 address embedding an IPv4 one judged as that IPv4
 /// address), or `None` for an ordinary unicast address.
 pub fn special_scope(ip: IpAddr) -> Option<Scope> {

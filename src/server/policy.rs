@@ -16,24 +16,8 @@ use crate::convert::scope::{Scope, canonical, special_scope};
 /// Why the policy refuses a destination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Denied {
-    /// 0.0.0.0/8 or `::`.
-    Unspecified,
-    /// 127.0.0.0/8 or `::1`.
-    Loopback,
-    /// 169.254.0.0/16 or fe80::/10.
-    LinkLocal,
-    /// 10/8, 172.16/12, 192.168/16 (RFC 1918).
-    Private,
-    /// 100.64.0.0/10 (RFC 6598 shared address space, carrier-grade NAT).
-    Cgnat,
-    /// fc00::/7 (RFC 4193 unique local).
-    UniqueLocal,
-    /// 224.0.0.0/4 or ff00::/8.
-    Multicast,
-    /// 255.255.255.255.
-    Broadcast,
-    /// 240.0.0.0/4 (reserved, never a unicast destination).
-    Reserved,
+    /// A special-purpose address scope (loopback, private, …), denied by default.
+    Scope(Scope),
     /// One of the converter's own addresses.
     OwnAddress,
     /// A port denied by default (25, SMTP: an open converter would be a spam relay) or port 0.
@@ -43,53 +27,13 @@ pub enum Denied {
 }
 
 impl Denied {
-    /// Every class, in a fixed order (status output).
-    pub const ALL: &[Denied] = &[
-        Denied::Unspecified,
-        Denied::Loopback,
-        Denied::LinkLocal,
-        Denied::Private,
-        Denied::Cgnat,
-        Denied::UniqueLocal,
-        Denied::Multicast,
-        Denied::Broadcast,
-        Denied::Reserved,
-        Denied::OwnAddress,
-        Denied::Port,
-        Denied::Configured,
-    ];
-
     /// snake_case name (status keys, logs).
     pub fn name(self) -> &'static str {
         match self {
-            Denied::Unspecified => "unspecified",
-            Denied::Loopback => "loopback",
-            Denied::LinkLocal => "link_local",
-            Denied::Private => "private",
-            Denied::Cgnat => "cgnat",
-            Denied::UniqueLocal => "unique_local",
-            Denied::Multicast => "multicast",
-            Denied::Broadcast => "broadcast",
-            Denied::Reserved => "reserved",
+            Denied::Scope(s) => s.name(),
             Denied::OwnAddress => "own_address",
             Denied::Port => "port",
             Denied::Configured => "configured",
-        }
-    }
-}
-
-impl From<Scope> for Denied {
-    fn from(s: Scope) -> Denied {
-        match s {
-            Scope::Unspecified => Denied::Unspecified,
-            Scope::Loopback => Denied::Loopback,
-            Scope::LinkLocal => Denied::LinkLocal,
-            Scope::Private => Denied::Private,
-            Scope::Cgnat => Denied::Cgnat,
-            Scope::UniqueLocal => Denied::UniqueLocal,
-            Scope::Multicast => Denied::Multicast,
-            Scope::Broadcast => Denied::Broadcast,
-            Scope::Reserved => Denied::Reserved,
         }
     }
 }
@@ -136,7 +80,7 @@ impl EgressPolicy {
         if self.own.contains(&ip) || self.own.contains(&dst.ip()) {
             return Err(Denied::OwnAddress);
         }
-        special_scope(ip).map(Denied::from).map_or(Ok(()), Err)
+        special_scope(ip).map(Denied::Scope).map_or(Ok(()), Err)
     }
 }
 
@@ -154,27 +98,27 @@ mod tests {
         p.own.insert("198.19.3.2".parse().unwrap());
         p.own.insert("fd19:3::2".parse().unwrap());
         for (dst, want) in [
-            ("0.0.0.0:80", Denied::Unspecified),
-            ("0.1.2.3:80", Denied::Unspecified),
-            ("[::]:80", Denied::Unspecified),
-            ("127.0.0.1:80", Denied::Loopback),
-            ("127.255.0.9:443", Denied::Loopback),
-            ("[::1]:80", Denied::Loopback),
-            ("169.254.169.254:80", Denied::LinkLocal),
-            ("[fe80::1]:80", Denied::LinkLocal),
-            ("10.0.0.1:80", Denied::Private),
-            ("172.16.0.1:80", Denied::Private),
-            ("172.31.255.255:80", Denied::Private),
-            ("192.168.1.1:80", Denied::Private),
-            ("100.64.0.1:80", Denied::Cgnat),
-            ("100.127.255.254:80", Denied::Cgnat),
-            ("[fc00::1]:80", Denied::UniqueLocal),
-            ("[fd12:3456::1]:80", Denied::UniqueLocal),
-            ("224.0.0.1:80", Denied::Multicast),
-            ("239.255.255.250:80", Denied::Multicast),
-            ("[ff02::1]:80", Denied::Multicast),
-            ("255.255.255.255:80", Denied::Broadcast),
-            ("240.0.0.1:80", Denied::Reserved),
+            ("0.0.0.0:80", Denied::Scope(Scope::Unspecified)),
+            ("0.1.2.3:80", Denied::Scope(Scope::Unspecified)),
+            ("[::]:80", Denied::Scope(Scope::Unspecified)),
+            ("127.0.0.1:80", Denied::Scope(Scope::Loopback)),
+            ("127.255.0.9:443", Denied::Scope(Scope::Loopback)),
+            ("[::1]:80", Denied::Scope(Scope::Loopback)),
+            ("169.254.169.254:80", Denied::Scope(Scope::LinkLocal)),
+            ("[fe80::1]:80", Denied::Scope(Scope::LinkLocal)),
+            ("10.0.0.1:80", Denied::Scope(Scope::Private)),
+            ("172.16.0.1:80", Denied::Scope(Scope::Private)),
+            ("172.31.255.255:80", Denied::Scope(Scope::Private)),
+            ("192.168.1.1:80", Denied::Scope(Scope::Private)),
+            ("100.64.0.1:80", Denied::Scope(Scope::Cgnat)),
+            ("100.127.255.254:80", Denied::Scope(Scope::Cgnat)),
+            ("[fc00::1]:80", Denied::Scope(Scope::UniqueLocal)),
+            ("[fd12:3456::1]:80", Denied::Scope(Scope::UniqueLocal)),
+            ("224.0.0.1:80", Denied::Scope(Scope::Multicast)),
+            ("239.255.255.250:80", Denied::Scope(Scope::Multicast)),
+            ("[ff02::1]:80", Denied::Scope(Scope::Multicast)),
+            ("255.255.255.255:80", Denied::Scope(Scope::Broadcast)),
+            ("240.0.0.1:80", Denied::Scope(Scope::Reserved)),
             ("198.19.3.2:80", Denied::OwnAddress),
             ("[fd19:3::2]:80", Denied::OwnAddress),
             ("93.184.216.34:25", Denied::Port),
@@ -204,9 +148,15 @@ mod tests {
     #[test]
     fn embedded_ipv4_is_judged_as_ipv4() {
         let p = EgressPolicy::default();
-        assert_eq!(p.check(sa("[::ffff:127.0.0.1]:80")), Err(Denied::Loopback));
-        assert_eq!(p.check(sa("[::ffff:10.1.2.3]:80")), Err(Denied::Private));
-        assert_eq!(p.check(sa("[::10.1.2.3]:80")), Err(Denied::Private));
+        assert_eq!(
+            p.check(sa("[::ffff:127.0.0.1]:80")),
+            Err(Denied::Scope(Scope::Loopback))
+        );
+        assert_eq!(
+            p.check(sa("[::ffff:10.1.2.3]:80")),
+            Err(Denied::Scope(Scope::Private))
+        );
+        assert_eq!(p.check(sa("[::10.1.2.3]:80")), Err(Denied::Scope(Scope::Private)));
         assert_eq!(p.check(sa("[::ffff:198.19.0.11]:80")), Ok(()));
     }
 
@@ -230,12 +180,15 @@ mod tests {
         assert_eq!(p.check(sa("10.1.2.3:80")), Ok(()));
         assert_eq!(
             p.check(sa("10.2.0.1:80")),
-            Err(Denied::Private),
+            Err(Denied::Scope(Scope::Private)),
             "outside the allowed /16"
         );
         assert_eq!(p.check(sa("[fd19::11]:80")), Ok(()));
         assert_eq!(p.check(sa("169.254.1.9:80")), Ok(()));
-        assert_eq!(p.check(sa("169.254.2.9:80")), Err(Denied::LinkLocal));
+        assert_eq!(
+            p.check(sa("169.254.2.9:80")),
+            Err(Denied::Scope(Scope::LinkLocal))
+        );
         assert_eq!(p.check(sa("100.100.0.1:80")), Ok(()));
         assert_eq!(p.check(sa("198.19.3.2:80")), Ok(()));
         assert_eq!(p.check(sa("93.184.216.34:25")), Ok(()), "port 25 allowed");
