@@ -85,6 +85,19 @@ fn plain_server_peers(lab: &Lab) -> String {
     .unwrap()
 }
 
+/// A `TcpExt` counter of namespace `ns` (`/proc/net/netstat`).
+fn tcp_ext(lab: &Lab, ns: &str, name: &str) -> u64 {
+    let text = lab.exec(ns, &["cat", "/proc/net/netstat"]).unwrap();
+    let mut rows = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (rows.next().unwrap_or(""), rows.next().unwrap_or(""));
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no TcpExt {name} in {ns}"))
+}
+
 #[test]
 fn flows_to_a_plain_server_go_through_the_converter_and_survive_wifi_loss() {
     if skip_unless_root() {
@@ -102,6 +115,7 @@ fn flows_to_a_plain_server_go_through_the_converter_and_survive_wifi_loss() {
     }
     let rd = RunDir::new();
     let d = start_daemon(&lab, rd.path(), &key);
+    let tfo_before = tcp_ext(&lab, &conv_ns, "TCPFastOpenPassive");
 
     // Upload and download byte-exact; the destination sees the converter, not the laptop's NAT.
     let seen = std::thread::scope(|s| {
@@ -138,11 +152,16 @@ fn flows_to_a_plain_server_go_through_the_converter_and_survive_wifi_loss() {
     assert_eq!(
         counter(&st, "converter_failed"),
         0,
-        "{:?}\n{}",
+        "{:?}\n{}\n{}",
         st.counters,
-        d.log()
+        d.log(),
+        conv.log()
     );
     assert!(st.converters.first().is_some_and(|c| c.up), "{:?}", st.converters);
+    // 0-RTT: the converter's kernel took both Convert requests as SYN data (RFC 8803 §4,
+    // RFC 8684 Appendix B).
+    let tfo = tcp_ext(&lab, &conv_ns, "TCPFastOpenPassive") - tfo_before;
+    assert!(tfo >= 2, "Convert requests taken in the SYN: {tfo}");
 
     // Wi-Fi lost mid-download, down or silent, at 20 and 50 ms RTT: byte-exact, no reset.
     for rtt in [20u64, 50] {

@@ -588,6 +588,62 @@ fn rss_kb(pid: u32) -> u64 {
         .unwrap()
 }
 
+/// Linux strands the bytes written to a Fast Open MPTCP socket before its MP_CAPABLE third ACK
+/// arrives (they leave only with a later write), so the converter holds its reply until then.
+/// Here the client's third ACK is dropped (its retransmission, answering the SYN/ACK the
+/// converter repeats after 1 s, passes): the reply must still come, right after it.
+#[test]
+fn the_reply_waits_for_a_late_third_ack() {
+    if skip_unless_root() {
+        return;
+    }
+    let (st, server) = setup("");
+    let (lab, conv, key) = (&st.lab, st.conv.as_str(), &st.key);
+    lab.exec(
+        conv,
+        &[
+            "sh",
+            "-c",
+            "nft add table inet late && nft add chain inet late in '{ type filter hook input priority 0 ; }' \
+             && nft add rule inet late in 'tcp dport 5124 tcp flags & (syn | ack | fin | rst | psh) == ack \
+             meta length < 100 counter drop'",
+        ],
+    )
+    .unwrap();
+    let t = Instant::now();
+    let (reply, waited) = std::thread::scope(|s| {
+        s.spawn(|| {
+            std::thread::sleep(Duration::from_millis(500));
+            let dropped = lab.exec(conv, &["nft", "list", "table", "inet", "late"]).unwrap();
+            lab.exec(conv, &["nft", "delete", "table", "inet", "late"])
+                .unwrap();
+            assert!(
+                !dropped.contains("packets 0 "),
+                "no third ACK was dropped: {dropped}"
+            );
+        });
+        lab.run_in(&lab.ns().laptop, || {
+            let data = client::connect_request(key, unix_now(), nonce(), sa(TCP_SERVER), &[]);
+            let (_s, reply, _) = convert_connect(conv4(), &data);
+            (reply, t.elapsed())
+        })
+        .unwrap()
+    });
+    assert!(
+        matches!(reply, Reply::Connected { .. }),
+        "{reply:?}\n{}",
+        server.log()
+    );
+    println!(
+        "reply after a late third ACK: {:.0} ms",
+        waited.as_secs_f64() * 1e3
+    );
+    assert!(
+        waited >= Duration::from_millis(500),
+        "the third ACK was not late ({waited:?})"
+    );
+}
+
 #[test]
 fn flood_of_silent_and_garbage_connections_stays_bounded() {
     if skip_unless_root() {

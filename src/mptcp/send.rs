@@ -155,6 +155,43 @@ impl DataSendBuffer {
         Ok(n)
     }
 
+    /// The first `n` octets written were delivered outside the data sequence space (TCP Fast
+    /// Open data, RFC 8684 Appendix B.2): they are dropped and the next octet takes the first
+    /// DSN. Only before anything was sent.
+    pub fn forget_front(&mut self, n: usize) {
+        if self.next_new != 0 || self.una != 0 {
+            return;
+        }
+        let n = n.min(self.buf.len());
+        self.buf.drain(..n);
+        self.written -= n as u64;
+    }
+
+    /// The next `len` new octets are already queued on `subflow` (SYN data it must send again,
+    /// RFC 8684 Appendix B.3): they count as sent there, whatever the peer's window (they are in
+    /// flight at the subflow level already), never with the DATA_FIN.
+    pub fn take_queued(&mut self, subflow: SubflowId, len: usize) -> Option<Chunk> {
+        let s = self.next_new;
+        let len = (len as u64)
+            .min(self.written.saturating_sub(s))
+            .min(u64::from(u16::MAX) - 1);
+        if len == 0 {
+            return None;
+        }
+        self.next_new = s + len;
+        self.sent.push_back(SentRange {
+            start: s,
+            end: s + len,
+            subflow,
+        });
+        Some(Chunk {
+            dsn: self.base.wrapping_add(s),
+            len: len as usize,
+            data_fin: false,
+            reinjection: false,
+        })
+    }
+
     /// The application closed its side: queue the DATA_FIN (§3.3.3), which takes the DSN after
     /// the last octet.
     pub fn close(&mut self) {

@@ -35,7 +35,9 @@ use crate::convert::key::{ClientKey, KeyId};
 use crate::convert::msg::ErrorCode;
 use crate::io::WAKE;
 use crate::sys::clock::boottime;
+use crate::sys::sock;
 use crate::time::Instant;
+use std::os::fd::AsFd as _;
 
 mod phases;
 
@@ -106,6 +108,21 @@ struct Conn {
     up: TcpStream,
     peer: SocketAddr,
     phase: Phase,
+    /// The client's MPTCP connection is established (its third ACK came): bytes written to it
+    /// now leave ([`sock::mptcp_established`]).
+    up_ready: bool,
+}
+
+impl Conn {
+    /// Whether the client side may be written to. Until the MP_CAPABLE third ACK arrives,
+    /// Linux would strand what is written to a Fast Open MPTCP socket; the ACK's arrival wakes
+    /// the socket (readable and writable), which drives the connection again.
+    fn up_ready(&mut self) -> bool {
+        if !self.up_ready {
+            self.up_ready = sock::mptcp_established(self.up.as_fd());
+        }
+        self.up_ready
+    }
 }
 
 /// How a connection ends.
@@ -381,6 +398,7 @@ impl EventLoop {
                 buf: Vec::new(),
                 since: now,
             },
+            up_ready: false,
         });
         // With TCP Fast Open the request is already in the receive queue.
         self.read_request(slot, now);

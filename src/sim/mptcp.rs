@@ -85,6 +85,10 @@ pub struct MpSpec {
     pub server: MptcpConfig,
     /// Client starts with MP_CAPABLE.
     pub client_mptcp: bool,
+    /// The first this many bytes client → server go in the SYN
+    /// ([`Connection::send_in_syn`]; the simulated server takes no SYN data, so they are sent
+    /// again after the handshake, RFC 8684 Appendix B.3 Figure 20).
+    pub syn_data: u64,
     /// Bytes client → server.
     pub c2s: u64,
     /// Bytes server → client.
@@ -224,6 +228,11 @@ pub fn run(spec: &MpSpec) -> MpReport {
     let mut rep = MpReport::default();
     let (mut sc, mut ss) = (Side::default(), Side::default());
     let mut buf = vec![0u8; 65536];
+    if spec.syn_data > 0 {
+        let n = spec.syn_data.min(spec.c2s) as usize;
+        fill_pattern(0, 0, &mut buf[..n]);
+        sc.written = client.send_in_syn(&buf[..n]) as u64;
+    }
     let mut pkt = vec![0u8; 66000];
     let mut actions = spec.actions.clone();
     actions.sort_by_key(|a| a.0);

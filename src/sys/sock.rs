@@ -184,6 +184,34 @@ pub fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
     })
 }
 
+/// Whether the kernel MPTCP connection on `fd` is established at the MPTCP level: the peer's key
+/// arrived (the MP_CAPABLE third ACK, `MPTCP_INFO_FLAG_REMOTE_KEY_RECEIVED`). A socket that is
+/// not MPTCP (or fell back to TCP, or a kernel without `MPTCP_INFO`) counts as established.
+///
+/// Why: Linux (seen on 6.18) keeps the bytes written to an MPTCP socket accepted with TCP Fast
+/// Open before the third ACK in its send queue and sends them only on a later write; a Convert
+/// reply written then (the converter dials at once) never leaves. Plain TCP sends it at once.
+pub fn mptcp_established(fd: BorrowedFd<'_>) -> bool {
+    /// `SOL_MPTCP` / `MPTCP_INFO` (include/uapi/linux/mptcp.h).
+    const SOL_MPTCP: libc::c_int = 284;
+    const MPTCP_INFO: libc::c_int = 1;
+    const REMOTE_KEY_RECEIVED: u32 = 1 << 1;
+    // struct mptcp_info: six u8 counters, then `__u32 mptcpi_flags` at offset 8.
+    let mut info = [0u32; 4];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: `info` and `len` are valid for writes of `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            SOL_MPTCP,
+            MPTCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    rc != 0 || len < 12 || info[2] & REMOTE_KEY_RECEIVED != 0
+}
+
 /// A non-blocking, close-on-exec pipe: (read end, write end).
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as RawFd; 2];

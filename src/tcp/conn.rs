@@ -152,6 +152,12 @@ impl Connection {
         Connection::new(now, local, remote, cfg, key)
     }
 
+    /// Turns on [`Config::fast_open`] for this connection alone (before its first
+    /// `poll_transmit`: the SYN then carries what was queued).
+    pub fn enable_fast_open(&mut self) {
+        self.cfg.fast_open = true;
+    }
+
     /// Passive open from a received SYN `syn` sent by `remote` to `local` (RFC 9293 §3.10.7.2,
     /// LISTEN state: the engine answers on behalf of the destination). The SYN-ACK is written by
     /// the next `poll_transmit`. The caller inspects `syn.options` itself (e.g. MP_CAPABLE). Data

@@ -28,6 +28,7 @@ pub fn spec(seed: u64, mode: Mode, c2s: u64, s2c: u64) -> MpSpec {
         client: cfg,
         server: cfg,
         client_mptcp: true,
+        syn_data: 0,
         c2s,
         s2c,
         wifi: vec![

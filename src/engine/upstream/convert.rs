@@ -3,10 +3,14 @@
 //! plain TCP. The flow then has its primary subflow on Wi-Fi and its backup on cellular to the
 //! converter, with every failover behaviour of a direct MPTCP flow.
 //!
-//! The first bytes of the stream are the Convert request ([`client::connect_request`]: the
-//! destination and a cookie proving this laptop's key), queued before the handshake so they
-//! leave with the first data (§4.2: the client "places the destination address and port number
-//! of the Server in the payload of the SYN"). The converter dials the destination and answers
+//! The Convert request ([`client::connect_request`]: the destination and a cookie proving this
+//! laptop's key) rides in the MP_CAPABLE SYN as TCP Fast Open data (§4.2: the client "places
+//! the destination address and port number of the Server in the payload of the SYN"; RFC 8684
+//! Appendix B; `mpbond server` takes SYN data without a TFO cookie), so the converter dials the
+//! destination half a round trip after the host's SYN, with no extra round trip. If the
+//! converter's SYN-ACK does not take it (the SYN with data was lost and retransmitted without
+//! it, or a listener without TFO), it goes again as the stream's first bytes
+//! ([`mptcp::Connection::send_in_syn`]). The converter dials the destination and answers
 //! with a Convert message before any of the destination's data; only then is the host's SYN
 //! answered, so the host sees what it would see directly:
 //!
@@ -87,8 +91,8 @@ pub struct ConvertUpstream {
 }
 
 impl ConvertUpstream {
-    /// Opens the MPTCP connection to the converter (`dial.dst` is the converter's address) and
-    /// queues `request`, the Convert message, as its first bytes.
+    /// Opens the MPTCP connection to the converter (`dial.dst` is the converter's address) with
+    /// `request`, the Convert message, in its SYN.
     pub fn connect(
         dial: &Dial<'_>,
         cfg: MptcpConfig,
@@ -98,7 +102,7 @@ impl ConvertUpstream {
         request: &[u8],
     ) -> Self {
         let mut inner = MptcpUpstream::connect(dial, cfg, key, paths, true);
-        let queued = inner.send(request);
+        let queued = inner.send_in_syn(request);
         debug_assert_eq!(queued, request.len(), "a Convert request fits any send buffer");
         ConvertUpstream {
             inner,

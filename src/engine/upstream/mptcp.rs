@@ -51,6 +51,12 @@ impl MptcpUpstream {
         }
     }
 
+    /// Puts `data` in the SYN (TCP Fast Open, RFC 8684 Appendix B); see
+    /// [`mptcp::Connection::send_in_syn`].
+    pub fn send_in_syn(&mut self, data: &[u8]) -> usize {
+        self.conn.send_in_syn(data)
+    }
+
     /// The path carrying the data now: a usable regular subflow's, else a usable backup's,
     /// else the initial one.
     fn active_path(&self) -> PathId {

@@ -99,6 +99,9 @@ impl Connection {
             return;
         }
         s.dead = true;
+        let id = s.id;
+        self.forget_syn_data_of(id);
+        let s = &mut self.subflows[i];
         if !s.up
             && matches!(
                 s.mp.hs,

@@ -57,6 +57,7 @@ use crate::wire::tcp::SegmentHeader;
 mod announce;
 mod data;
 mod fallback;
+mod fastopen;
 mod handshake;
 mod lifecycle;
 mod liveness;
@@ -122,6 +123,9 @@ pub struct Connection {
     fin_rtx_backoff: u32,
     /// What [`Timer::DataRto`] watches.
     data_rto: Option<DataRto>,
+    /// The initial subflow's SYN carried this many octets ([`send_in_syn`](Self::send_in_syn)),
+    /// not yet accounted for (until its SYN-ACK).
+    syn_data: Option<(SubflowId, usize)>,
     /// Counters: forged or invalid input dropped.
     pub dropped: u64,
 }
@@ -180,6 +184,7 @@ impl Connection {
             timers: Timers::default(),
             fin_rtx_backoff: 0,
             data_rto: None,
+            syn_data: None,
             dropped: 0,
         }
     }
@@ -417,6 +422,7 @@ impl Connection {
         }
         if let Some((h, _ins)) = self.subflows[i].mp.accepted.take() {
             self.on_accepted(now, i, &h, payload.len());
+            self.settle_syn_data(i);
             if !payload.is_empty() {
                 self.note_data_rx(now, i);
             }

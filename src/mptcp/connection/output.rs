@@ -52,16 +52,23 @@ impl Connection {
 
     /// Queues the next chunk of data (or the DATA_FIN) on subflow `i` with its mapping, sized so
     /// that a segment carries it with its options; false if there was nothing to send.
-    fn push_chunk(&mut self, now: Instant, i: usize) -> bool {
-        let s = &mut self.subflows[i];
-        let checksums = s.mp.checksums && !s.mp.no_options;
+    /// The most data octets one new mapping on subflow `i` covers: what one segment carries
+    /// beside the options a data segment has as a rule.
+    pub(super) fn chunk_limit(&self, i: usize) -> usize {
+        let s = &self.subflows[i];
         let ts_len = if s.tcp.timestamps_enabled() {
             TIMESTAMPS_LEN
         } else {
             0
         };
         let opt_len = ts_len + s.mp.plan(Segment::Chunk).len;
-        let mut max_len = usize::from(s.tcp.eff_mss()).saturating_sub(opt_len).max(64);
+        usize::from(s.tcp.eff_mss()).saturating_sub(opt_len).max(64)
+    }
+
+    fn push_chunk(&mut self, now: Instant, i: usize) -> bool {
+        let mut max_len = self.chunk_limit(i);
+        let s = &mut self.subflows[i];
+        let checksums = s.mp.checksums && !s.mp.no_options;
         let rel0 = SubflowSeq::from_absolute(s.tcp.send_seq().0, s.mp.iss);
         if matches!(s.mp.hs, Handshake::CapableUnconfirmed(_))
             && rel0 == SubflowSeq::FIRST_DATA

@@ -231,6 +231,9 @@ impl EventLoop {
         let Some(c) = self.conns[slot].as_mut() else {
             return;
         };
+        if !c.up_ready() {
+            return;
+        }
         let Phase::Relay {
             key,
             down,
@@ -344,6 +347,9 @@ impl EventLoop {
         let Some(c) = self.conns[slot].as_mut() else {
             return;
         };
+        if !c.up_ready() {
+            return;
+        }
         let Phase::Refusing { reply, off, shut, .. } = &mut c.phase else {
             return;
         };
