@@ -17,28 +17,10 @@ use mpbond::convert::converter::{Converter, ConverterConfig, Request, connected_
 use mpbond::convert::key::{ClientKey, KeyId};
 use mpbond::convert::msg::ErrorCode;
 
-/// SplitMix64, as in `tests/mptcp_options_fuzz.rs`.
-struct Rng(u64);
+#[path = "common/fuzz.rs"]
+mod fuzz;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use fuzz::{Rng, env_u64};
 
 const NOW: Duration = Duration::from_secs(1_700_000_000);
 
@@ -57,7 +39,7 @@ fn mutated_messages_keep_the_invariants() {
             2 => connected_reply(&[2, 4, 5, 0xb4, 1, 3, 3, 7]),
             _ => error_reply(
                 ErrorCode::ALL[rng.below(ErrorCode::ALL.len() as u64) as usize],
-                &[rng.next() as u8],
+                &[rng.byte()],
             ),
         };
         let pristine = m.clone();
@@ -65,10 +47,10 @@ fn mutated_messages_keep_the_invariants() {
             let n = m.len() as u64;
             match rng.below(4) {
                 0 => m[rng.below(n) as usize] ^= 1 << rng.below(8),
-                1 => m[rng.below(n) as usize] = rng.next() as u8,
+                1 => m[rng.below(n) as usize] = rng.byte(),
                 2 => m.truncate(rng.below(n) as usize + 1),
                 _ => {
-                    m.extend((0..rng.below(12)).map(|_| rng.next() as u8));
+                    m.extend((0..rng.below(12)).map(|_| rng.byte()));
                     if rng.below(2) == 0 && m.len() > 1 {
                         m[1] = (m.len() / 4) as u8;
                     }

@@ -9,31 +9,10 @@
 
 use mpbond::wire::mptcp::{MAX_OPTION_LEN, MptcpOption, OptionError, Subtype};
 
-/// SplitMix64: small, deterministic, good enough to drive a fuzzer.
-struct Rng(u64);
+#[path = "common/fuzz.rs"]
+mod fuzz;
 
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn byte(&mut self) -> u8 {
-        self.next() as u8
-    }
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+use fuzz::{Rng, env_u64};
 
 /// Valid encodings of every subtype at every defined length (flags randomised).
 fn seeds(rng: &mut Rng) -> Vec<Vec<u8>> {
