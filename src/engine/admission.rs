@@ -206,8 +206,9 @@ impl Engine {
     /// Converter `idx` failed flow `id` before the destination answered: mark it down and, if
     /// the host still waits for its SYN's answer, dial the destination directly instead.
     pub(super) fn converter_failed(&mut self, now: Instant, id: FlowId, idx: usize, why: ConverterFailure) {
-        self.converters.failed(now, idx, why);
         self.counters.converter_failed += 1;
+        let Some(f) = self.table.get_mut(id) else { return };
+        self.converters.failed(now, idx, why, f.dst);
         let Some(f) = self.table.get_mut(id) else { return };
         let (dst, Some(syn)) = (f.dst, f.syn) else { return };
         if f.host.is_some() {

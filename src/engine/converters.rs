@@ -13,11 +13,16 @@
 //!   converters, no state shared between them), so it keeps its converter while that one answers;
 //! - a converter that does not answer (or reply) in time, resets, or refuses this laptop is
 //!   marked down for a while (doubling from [`DOWN_MIN`] to [`DOWN_MAX`]) and the flow goes
-//!   direct; once the time has passed the next flow tries it again.
+//!   direct; once the time has passed the next flow tries it again;
+//! - "Not Authorized" (RFC 8803 §6.2.8: "administratively prohibited, authorization failure, or
+//!   invalid Cookie TLV") from a converter that carried one of our flows in the last
+//!   [`TRUSTED_FOR`] means this destination is prohibited there (its egress policy), not that our
+//!   key is bad: that destination goes direct for [`REFUSED_TTL`] and the converter stays up.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use crate::convert::msg::ErrorCode;
 use crate::expiring::ExpiringSet;
 use crate::time::Instant;
 
@@ -25,6 +30,11 @@ use crate::time::Instant;
 pub const MPTCP_CAPABLE_TTL: Duration = Duration::from_secs(3600);
 /// Most destinations remembered as speaking MPTCP.
 pub const MPTCP_CAPABLE_MAX: usize = 4096;
+/// A converter that carried a flow this recently accepts our key: its "Not Authorized" is about
+/// the destination.
+pub const TRUSTED_FOR: Duration = Duration::from_secs(60);
+/// How long a destination a converter prohibits is sent direct.
+pub const REFUSED_TTL: Duration = Duration::from_secs(600);
 /// First time a failed converter is left alone.
 pub const DOWN_MIN: Duration = Duration::from_secs(10);
 /// Longest time a failed converter is left alone before it is tried again.
@@ -84,6 +94,8 @@ struct Converter {
     flows: u64,
     failures: u64,
     last_failure: Option<ConverterFailure>,
+    /// When it last carried a flow.
+    last_success: Option<Instant>,
 }
 
 /// The converters and the destinations that go direct.
@@ -91,6 +103,8 @@ struct Converter {
 pub struct Converters {
     list: Vec<Converter>,
     speaks_mptcp: ExpiringSet<SocketAddr>,
+    /// Destinations a converter's egress policy prohibits.
+    prohibited: ExpiringSet<SocketAddr>,
 }
 
 impl Converters {
@@ -106,9 +120,11 @@ impl Converters {
                     flows: 0,
                     failures: 0,
                     last_failure: None,
+                    last_success: None,
                 })
                 .collect(),
             speaks_mptcp: ExpiringSet::new(MPTCP_CAPABLE_TTL, MPTCP_CAPABLE_MAX),
+            prohibited: ExpiringSet::new(REFUSED_TTL, MPTCP_CAPABLE_MAX),
         }
     }
 
@@ -120,7 +136,11 @@ impl Converters {
     /// The converter (index and address) a new flow to `dst` goes through at `now`, or `None`:
     /// direct.
     pub fn choose(&mut self, now: Instant, dst: SocketAddr) -> Option<(usize, SocketAddr)> {
-        if self.list.is_empty() || is_local(dst.ip()) || self.speaks_mptcp.contains(&dst, now) {
+        if self.list.is_empty()
+            || is_local(dst.ip())
+            || self.speaks_mptcp.contains(&dst, now)
+            || self.prohibited.contains(&dst, now)
+        {
             return None;
         }
         let up: Vec<usize> = (0..self.list.len())
@@ -132,9 +152,18 @@ impl Converters {
         Some((pick, c.addr))
     }
 
-    /// Converter `idx` failed a flow at `now`: mark it down (its next try waits twice as long).
-    pub fn failed(&mut self, now: Instant, idx: usize, why: ConverterFailure) {
+    /// Converter `idx` failed a flow to `dst` at `now`: mark it down (its next try waits twice
+    /// as long), unless it only prohibits `dst` (see the module documentation).
+    pub fn failed(&mut self, now: Instant, idx: usize, why: ConverterFailure, dst: SocketAddr) {
         if let Some(c) = self.list.get_mut(idx) {
+            let trusted = c
+                .last_success
+                .is_some_and(|t| now.saturating_duration_since(t) < TRUSTED_FOR);
+            if why == ConverterFailure::Refused(ErrorCode::NotAuthorized.code()) && trusted {
+                tracing::info!(converter = %c.addr, %dst, "the converter prohibits this destination: direct");
+                self.prohibited.insert(dst, now);
+                return;
+            }
             // Flows that were already on their way when it failed do not extend the wait.
             if c.down_until.is_some_and(|t| now < t) {
                 return;
@@ -147,9 +176,10 @@ impl Converters {
         }
     }
 
-    /// Converter `idx` carried a flow: it is up, its back-off starts over.
-    pub fn succeeded(&mut self, idx: usize) {
+    /// Converter `idx` carried a flow at `now`: it is up, its back-off starts over.
+    pub fn succeeded(&mut self, now: Instant, idx: usize) {
         if let Some(c) = self.list.get_mut(idx) {
+            c.last_success = Some(now);
             if c.down_until.take().is_some() {
                 tracing::info!(converter = %c.addr, "converter up again");
             }
@@ -263,12 +293,17 @@ mod tests {
         let dst = sa("198.19.0.11:80");
         let t0 = Instant::from_millis(1000);
         let (first, _) = c.choose(t0, dst).unwrap();
-        c.failed(t0, first, ConverterFailure::Unreachable);
+        c.failed(t0, first, ConverterFailure::Unreachable, dst);
         // A second failure report from a flow already under way does not extend the wait.
-        c.failed(t0 + Duration::from_secs(1), first, ConverterFailure::Unreachable);
+        c.failed(
+            t0 + Duration::from_secs(1),
+            first,
+            ConverterFailure::Unreachable,
+            dst,
+        );
         let (other, _) = c.choose(t0, dst).unwrap();
         assert_ne!(other, first);
-        c.failed(t0, other, ConverterFailure::Refused(32));
+        c.failed(t0, other, ConverterFailure::Refused(32), dst);
         assert_eq!(c.choose(t0, dst), None, "both down: direct");
         let v = c.views(t0);
         assert!(v.iter().all(|v| !v.up && v.retry_in_ms == 10_000));
@@ -276,14 +311,40 @@ mod tests {
         // Tried again after DOWN_MIN; failing again doubles the wait.
         let t1 = t0 + DOWN_MIN;
         assert!(c.choose(t1, dst).is_some());
-        c.failed(t1, first, ConverterFailure::Reset);
+        c.failed(t1, first, ConverterFailure::Reset, dst);
         assert_eq!(c.views(t1)[first].retry_in_ms, 20_000);
         assert_eq!(c.views(t1)[first].failures, 2);
         // Success resets the back-off.
-        c.succeeded(first);
+        c.succeeded(t1, first);
         assert!(c.views(t1)[first].up);
-        c.failed(t1, first, ConverterFailure::Malformed);
+        c.failed(t1, first, ConverterFailure::Malformed, dst);
         assert_eq!(c.views(t1)[first].retry_in_ms, 10_000);
+    }
+
+    #[test]
+    fn not_authorized_from_a_converter_that_carries_our_flows_prohibits_only_the_destination() {
+        let a = sa("198.18.3.1:5124");
+        let mut c = Converters::new(&[a]);
+        let (smtp, web) = (sa("198.19.0.11:25"), sa("198.19.0.11:80"));
+        let t0 = Instant::from_millis(1000);
+        let not_authorized = ConverterFailure::Refused(32);
+        // Never carried a flow: a refusal of this laptop (bad key, revoked).
+        c.failed(t0, 0, not_authorized, smtp);
+        assert!(!c.views(t0)[0].up);
+        // Once it carried one, its "Not Authorized" is about the destination.
+        let t1 = t0 + DOWN_MIN;
+        c.succeeded(t1, 0);
+        c.failed(t1, 0, not_authorized, smtp);
+        assert!(c.views(t1)[0].up);
+        assert_eq!(c.choose(t1, smtp), None, "the prohibited destination goes direct");
+        assert!(c.choose(t1, web).is_some(), "the others still go through it");
+        assert!(
+            c.choose(t1 + REFUSED_TTL, smtp).is_some(),
+            "the knowledge expires"
+        );
+        // Not for other failures, and not once the last success is old.
+        c.failed(t1 + TRUSTED_FOR, 0, not_authorized, web);
+        assert!(!c.views(t1 + TRUSTED_FOR)[0].up);
     }
 
     #[test]

@@ -29,7 +29,7 @@ impl Engine {
             }
             Note::ConverterConnected { supports_mptcp } => {
                 if let Some((idx, _)) = converter {
-                    self.converters.succeeded(idx);
+                    self.converters.succeeded(now, idx);
                 }
                 if supports_mptcp {
                     self.converters.learn_mptcp(now, dst);
