@@ -106,7 +106,45 @@ pub struct FileConfig {
     /// RFC 8803 Transport Converters (`mpbond server`).
     #[serde(default)]
     pub converter: FileConverter,
+    /// Who may read the status.
+    #[serde(default)]
+    pub status: FileStatus,
 }
+
+/// Who may read `mpbond status` (the daemon's control socket); stopping it is root's alone.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatusReaders {
+    /// Root only.
+    Root,
+    /// Root and the members of [`StatusConfig::group`].
+    #[default]
+    Group,
+    /// Every local user.
+    Everyone,
+}
+
+/// `[status]`.
+#[derive(Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileStatus {
+    /// `"root"`, `"group"` or `"everyone"`.
+    pub readers: Option<StatusReaders>,
+    /// The group whose members may read the status (`readers = "group"`).
+    pub group: Option<String>,
+}
+
+/// Who may read the status, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusConfig {
+    /// Who.
+    pub readers: StatusReaders,
+    /// The group, for [`StatusReaders::Group`].
+    pub group: String,
+}
+
+/// The group the package creates for users who may read the status.
+pub const STATUS_GROUP: &str = "mpbond";
 
 /// `[interfaces]`.
 #[derive(Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -202,6 +240,8 @@ pub struct Config {
     pub checksums: bool,
     /// RFC 8803 Transport Converters that carry flows to servers without MPTCP.
     pub converter: Option<ConverterConfig>,
+    /// Who may read the status.
+    pub status: StatusConfig,
 }
 
 /// The converters a laptop uses (`[converter]`, `--converter`).
@@ -415,6 +455,27 @@ pub fn validate_ifname(key: &'static str, name: &str) -> Result<(), ConfigError>
     Ok(())
 }
 
+fn resolve_status(file: FileStatus) -> Result<StatusConfig, ConfigError> {
+    let group = file.group.unwrap_or_else(|| STATUS_GROUP.to_owned());
+    // A POSIX portable name (useradd's rule): what getgrnam can be asked for.
+    let portable = !group.is_empty()
+        && group.len() <= 32
+        && !group.starts_with('-')
+        && group
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if !portable {
+        return Err(ConfigError::Invalid {
+            key: "status.group",
+            reason: format!("{group:?} is not a group name"),
+        });
+    }
+    Ok(StatusConfig {
+        readers: file.readers.unwrap_or_default(),
+        group,
+    })
+}
+
 impl Config {
     /// Merges the file and the flags, detects missing interfaces through `detect`, and validates.
     pub fn resolve(
@@ -538,6 +599,7 @@ impl Config {
             join: file.subflows.join.unwrap_or_default(),
             checksums: file.subflows.checksums.unwrap_or(false),
             converter: resolve_converter(file.converter, flags)?,
+            status: resolve_status(file.status)?,
         })
     }
 }
@@ -727,6 +789,18 @@ join = "on-demand"
         )
         .unwrap();
         assert_eq!(c.tun.ipv6, None);
+    }
+
+    #[test]
+    fn status_readers_and_group_are_checked() {
+        let resolve = |text: &str| Config::resolve(parse(text).unwrap(), &flags("wlan0", "wwan0"), &none);
+        let c = resolve("[status]\nreaders = \"everyone\"\n").unwrap();
+        assert_eq!(c.status.readers, StatusReaders::Everyone);
+        assert_eq!(c.status.group, STATUS_GROUP);
+        let e = resolve("[status]\ngroup = \"-rf\"\n").unwrap_err().to_string();
+        assert!(e.contains("status.group"), "{e}");
+        let e = parse("[status]\nreaders = \"all\"\n").unwrap_err().to_string();
+        assert!(e.contains("t.toml:2:"), "{e}");
     }
 
     /// The example shipped in the package documents every key with its default value: it parses

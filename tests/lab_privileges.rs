@@ -45,3 +45,71 @@ fn the_running_daemon_keeps_only_network_capabilities() {
         "down restored everything with reduced privileges"
     );
 }
+
+/// `mpbond` in the laptop namespace as user `nobody` with primary group `gid` and no others.
+fn as_nobody(lab: &netlab::Lab, gid: u32, run_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.ns().laptop, "setpriv", "--reuid=65534"])
+        .arg(format!("--regid={gid}"))
+        .args(["--clear-groups", daemon::BIN, "--run-dir"])
+        .arg(run_dir)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn status_is_for_root_and_the_status_group_and_shutdown_for_root_alone() {
+    if daemon::skip_unless_root() {
+        return;
+    }
+    let readers = mpbond::sys::sock::group_id("nogroup").expect("Debian's nogroup");
+    let other = mpbond::sys::sock::group_id("daemon").expect("Debian's daemon group");
+    let lab = daemon::lab();
+    let run_dir = RunDir::new();
+    let cfg = run_dir.path().join("mpbond.toml");
+    std::fs::write(&cfg, "[status]\nreaders = \"group\"\ngroup = \"nogroup\"\n").unwrap();
+    let mut d = Daemon::start(&lab, run_dir.path(), &["--config", cfg.to_str().unwrap()]);
+    let pid = daemon::status(&lab, run_dir.path()).pid;
+
+    // A member of the group reads the status.
+    let o = as_nobody(&lab, readers, run_dir.path(), &["status", "--json"]);
+    assert!(o.status.success(), "{}", daemon::stderr(&o));
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["pid"], pid);
+    // Anyone else gets a one-line refusal.
+    let o = as_nobody(&lab, other, run_dir.path(), &["status"]);
+    assert!(!o.status.success());
+    let err = daemon::stderr(&o);
+    assert!(
+        err.contains("permission denied") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    // Not even a member may stop it, whatever it sends on the socket.
+    let sock = run_dir.path().join("control.sock");
+    let py = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ns.connect(sys.argv[1])\n\
+              s.sendall(b'{\"cmd\":\"shutdown\"}\\n')\nprint(s.makefile().readline().strip())";
+    let o = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            &format!("--regid={readers}"),
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            py,
+        ])
+        .arg(&sock)
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        answer.contains("permission denied"),
+        "{answer} {}",
+        daemon::stderr(&o)
+    );
+    assert_eq!(daemon::status(&lab, run_dir.path()).pid, pid, "still running");
+    let down = daemon::mpbond(&lab, run_dir.path(), &["down"]);
+    assert!(down.status.success(), "{}", daemon::stderr(&down));
+    assert!(d.wait_exit().success());
+}

@@ -77,6 +77,11 @@ pub enum LifecycleError {
     /// No daemon answers.
     #[error("mpbond is not running (no daemon answers on {0})")]
     NotRunning(PathBuf),
+    /// The daemon does not let this user read its status.
+    #[error(
+        "permission denied on {0}: run as root, or as a member of the group the daemon lets read it ([status] in mpbond.toml; the package creates \"mpbond\")"
+    )]
+    NotAllowed(PathBuf),
     /// The daemon did not exit in time.
     #[error("the daemon (pid {0}) did not exit")]
     Stuck(u32),
@@ -198,8 +203,16 @@ pub fn down(run_dir: &Path) -> anyhow::Result<()> {
 /// Asks the daemon for its status.
 pub fn fetch_status(run_dir: &Path) -> anyhow::Result<Status> {
     let rd = RunDir::new(run_dir);
-    let answer = control::request(&rd.socket(), Request::Status)
-        .map_err(|_| LifecycleError::NotRunning(rd.socket()))?;
+    let answer = control::request(&rd.socket(), Request::Status).map_err(|e| {
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            LifecycleError::NotAllowed(rd.socket())
+        } else {
+            LifecycleError::NotRunning(rd.socket())
+        }
+    })?;
+    if answer.get("error").and_then(|e| e.as_str()) == Some("permission denied") {
+        return Err(LifecycleError::NotAllowed(rd.socket()).into());
+    }
     serde_json::from_value(answer).context("the daemon sent an unreadable status")
 }
 

@@ -259,6 +259,26 @@ fn run_locked(rd: &RunDir, config: &Config) -> anyhow::Result<()> {
 }
 
 /// The converters and this laptop's key for them, read from the key file.
+/// Who may read the status, with the group looked up now; a group that does not exist leaves the
+/// status to root (said in the log).
+fn status_access(s: &crate::config::StatusConfig) -> control::Access {
+    use crate::config::StatusReaders;
+    match s.readers {
+        StatusReaders::Root => control::Access::Owner,
+        StatusReaders::Everyone => control::Access::Everyone,
+        StatusReaders::Group => match sys::sock::group_id(&s.group) {
+            Some(gid) => control::Access::Group(gid),
+            None => {
+                tracing::warn!(
+                    "group {:?} does not exist: `mpbond status` is for root only (create it, or set [status] readers)",
+                    s.group
+                );
+                control::Access::Owner
+            }
+        },
+    }
+}
+
 fn converter_settings(config: &Config) -> anyhow::Result<Option<crate::engine::ConverterSettings>> {
     let Some(c) = &config.converter else {
         return Ok(None);
@@ -393,7 +413,7 @@ fn start_threads(
         }
     });
     workers.push(
-        control::spawn(&rd.socket(), handler)
+        control::spawn(&rd.socket(), status_access(&config.status), handler)
             .with_context(|| format!("cannot listen on {}", rd.socket().display()))?,
     );
     Ok(workers)

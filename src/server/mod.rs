@@ -195,7 +195,7 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         }
     });
     workers.push(
-        control::spawn(&cfg.status_socket, handler)
+        control::spawn(&cfg.status_socket, control::Access::Owner, handler)
             .with_context(|| format!("cannot listen on {}", cfg.status_socket.display()))?,
     );
     tracing::info!("mpbond server is up");

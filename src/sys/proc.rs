@@ -10,8 +10,13 @@ use std::time::Duration;
 
 /// Whether the process runs with effective uid 0.
 pub fn is_root() -> bool {
+    euid() == 0
+}
+
+/// The process's effective user id.
+pub fn euid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
+    unsafe { libc::geteuid() }
 }
 
 /// Tries to take an exclusive `flock` on `file` without blocking. `Ok(false)` when another

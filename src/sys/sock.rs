@@ -1,7 +1,8 @@
 //! Socket options and calls the safe crates do not cover, for `mpbond server` (the RFC 8803
 //! converter): TCP Fast Open on the kernel MPTCP listener, the destination's SYN/ACK options from
 //! `TCP_INFO`, the ICMP error behind a failed dial (`IP_RECVERR` + `MSG_ERRQUEUE`), `splice(2)`
-//! through pipes, and `RLIMIT_NOFILE`.
+//! through pipes, and `RLIMIT_NOFILE`; and for the control sockets, the peer's credentials
+//! (`SO_PEERCRED`, `SO_PEERGROUPS`) and group lookup.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
@@ -210,6 +211,86 @@ pub fn mptcp_established(fd: BorrowedFd<'_>) -> bool {
         )
     };
     rc != 0 || len < 12 || info[2] & REMOTE_KEY_RECEIVED != 0
+}
+
+/// Who is at the other end of a Unix socket: user, primary group and supplementary groups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCred {
+    /// Effective user id.
+    pub uid: u32,
+    /// Effective group id.
+    pub gid: u32,
+    /// Supplementary groups (empty where the kernel cannot tell, before Linux 4.13).
+    pub groups: Vec<u32>,
+}
+
+/// `SO_PEERCRED` and `SO_PEERGROUPS` of a connected Unix socket.
+pub fn peer_cred(fd: BorrowedFd<'_>) -> io::Result<PeerCred> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            std::ptr::from_mut(&mut cred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut groups = vec![0 as libc::gid_t; 64];
+    loop {
+        let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
+        // SAFETY: `groups` is valid for writes of `len` bytes.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &mut len,
+            )
+        };
+        let n = len as usize / std::mem::size_of::<libc::gid_t>();
+        match rc {
+            0 => {
+                groups.truncate(n);
+                break;
+            }
+            // ERANGE: `len` says how much room the list needs.
+            _ if io::Error::last_os_error().raw_os_error() == Some(libc::ERANGE) && n > groups.len() => {
+                groups.resize(n, 0);
+            }
+            _ => {
+                groups.clear();
+                break;
+            }
+        }
+    }
+    Ok(PeerCred {
+        uid: cred.uid,
+        gid: cred.gid,
+        groups,
+    })
+}
+
+/// The id of group `name` (`getgrnam_r`: /etc/group or whatever NSS is configured), if it exists.
+pub fn group_id(name: &str) -> Option<u32> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: plain data; zeroed is a valid value.
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call; `buf` holds the strings `grp` points into.
+    let rc = unsafe { libc::getgrnam_r(cname.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut out) };
+    (rc == 0 && !out.is_null()).then_some(grp.gr_gid)
 }
 
 /// A non-blocking, close-on-exec pipe: (read end, write end).
