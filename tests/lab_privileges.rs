@@ -1,5 +1,6 @@
 //! Root-only: once up, every thread of the daemon holds only CAP_NET_ADMIN and CAP_NET_RAW (even
-//! when started with full root privileges), and `down` still restores everything.
+//! when started with full root privileges), and `down` still restores everything; who may read
+//! the status and who may stop the daemon; `status --watch`.
 #![allow(clippy::unwrap_used, reason = "a lab test: panics are failures")]
 
 mod common;
@@ -109,6 +110,44 @@ fn status_is_for_root_and_the_status_group_and_shutdown_for_root_alone() {
         daemon::stderr(&o)
     );
     assert_eq!(daemon::status(&lab, run_dir.path()).pid, pid, "still running");
+    let down = daemon::mpbond(&lab, run_dir.path(), &["down"]);
+    assert!(down.status.success(), "{}", daemon::stderr(&down));
+    assert!(d.wait_exit().success());
+}
+
+#[test]
+fn status_watch_redraws_every_second_and_ends_on_ctrl_c() {
+    if daemon::skip_unless_root() {
+        return;
+    }
+    let lab = daemon::lab();
+    let run_dir = RunDir::new();
+    let mut d = Daemon::start(&lab, run_dir.path(), &[]);
+    let child = std::process::Command::new("ip")
+        .args(["netns", "exec", &lab.ns().laptop, daemon::BIN, "--run-dir"])
+        .arg(run_dir.path())
+        .args(["status", "--watch"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    // `ip netns exec` execs mpbond: the child's pid is the watcher's.
+    mpbond::sys::proc::signal(child.id(), libc::SIGINT).unwrap();
+    let t = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", daemon::stderr(&out));
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(1500),
+        "Ctrl-C ends it at once"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let frames = text.matches("Ctrl-C to quit").count();
+    assert!((2..=4).contains(&frames), "one frame a second: {frames}\n{text}");
+    assert!(text.contains("wlan0") && text.contains("failovers"), "{text}");
+    // Not a terminal: no escape sequences.
+    assert!(!text.contains('\x1b'), "{text}");
     let down = daemon::mpbond(&lab, run_dir.path(), &["down"]);
     assert!(down.status.success(), "{}", daemon::stderr(&down));
     assert!(d.wait_exit().success());

@@ -83,6 +83,9 @@ pub struct StatusArgs {
     /// Also list every flow with its subflows.
     #[arg(long)]
     pub flows: bool,
+    /// A live view, redrawn every second, until Ctrl-C.
+    #[arg(long, conflicts_with_all = ["json", "flows"])]
+    pub watch: bool,
 }
 
 /// `mpbond check`.

@@ -6,6 +6,7 @@
 mod background;
 mod run;
 pub mod status;
+pub mod watch;
 
 use std::fs::File;
 use std::io;
