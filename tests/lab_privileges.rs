@@ -2,6 +2,7 @@
 //! when started with full root privileges), and `down` still restores everything; who may read
 //! the status and who may stop the daemon; `status --watch`.
 #![allow(clippy::unwrap_used, reason = "a lab test: panics are failures")]
+#![allow(clippy::disallowed_methods, reason = "lab test: wall-clock deadlines")]
 
 mod common;
 
