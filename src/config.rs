@@ -132,6 +132,9 @@ pub struct FileStatus {
     pub readers: Option<StatusReaders>,
     /// The group whose members may read the status (`readers = "group"`).
     pub group: Option<String>,
+    /// Desktop notifications on failovers (`mpbond status --notify`, started in each desktop
+    /// session).
+    pub notify: Option<bool>,
 }
 
 /// Who may read the status, validated.

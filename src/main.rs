@@ -32,6 +32,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Down => mpbond::daemon::down(&cli.run_dir),
         Command::Status(args) if args.watch => mpbond::daemon::watch::watch(&cli.run_dir),
+        Command::Status(args) if args.notify => mpbond::daemon::notify::run(&cli.run_dir, &args.config),
         Command::Status(args) => mpbond::daemon::status(&cli.run_dir, args.json, args.flows),
         Command::Check(args) => check(&args),
         Command::Server(args) => server(&args),

@@ -255,6 +255,29 @@ fn a_converter_that_does_not_answer_sends_flows_direct_within_a_second() {
         .unwrap()
         .unwrap();
     assert_eq!(r.bytes, 1_000_000);
+    // The user's desktop notifier, with a notify-send that writes down what it is given.
+    let bin = rd.path().join("fakebin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let said = rd.path().join("notified.txt");
+    let fake = format!("#!/bin/sh\necho \"$@\" >> {}\n", said.display());
+    std::fs::write(bin.join("notify-send"), fake).unwrap();
+    std::fs::set_permissions(
+        bin.join("notify-send"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let notifier = std::process::Command::new("ip")
+        .args(["netns", "exec", &laptop, common::daemon::BIN, "--run-dir"])
+        .arg(rd.path())
+        .args(["status", "--notify", "--config", "/nonexistent/mpbond.toml"])
+        .env("PATH", path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
     // The converter host goes silent (its packets dropped), then the server process goes too.
     lab.exec(&conv_ns, &["nft", "add", "table", "inet", "silence"])
         .unwrap();
@@ -298,6 +321,15 @@ fn a_converter_that_does_not_answer_sends_flows_direct_within_a_second() {
     assert_eq!(counter(&st, "converter_failed"), 1, "{:?}", st.counters);
     let c = &st.converters[0];
     assert!(!c.up && c.last_failure.as_deref() == Some("unreachable"), "{c:?}");
+    // The desktop hears of it, once.
+    wait_for("the converter-down notification", Duration::from_secs(3), || {
+        std::fs::read_to_string(&said).is_ok_and(|t| t.contains("is down"))
+    });
+    mpbond::sys::proc::signal(notifier.id(), libc::SIGTERM).unwrap();
+    let out = notifier.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let told = std::fs::read_to_string(&said).unwrap();
+    assert_eq!(told.matches("198.19.3.2:5124").count(), 1, "{told}");
     // While it is down, new flows go direct at once (no second wait).
     conv.stop();
     let r = lab

@@ -86,6 +86,13 @@ pub struct StatusArgs {
     /// A live view, redrawn every second, until Ctrl-C.
     #[arg(long, conflicts_with_all = ["json", "flows"])]
     pub watch: bool,
+    /// Stay running and send a desktop notification on each failover and converter change
+    /// (`notify-send`; the package starts it in desktop sessions; `[status] notify` turns it off).
+    #[arg(long, conflicts_with_all = ["json", "flows", "watch"])]
+    pub notify: bool,
+    /// Configuration file (for `--notify`).
+    #[arg(long, value_name = "FILE", default_value = crate::config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
 }
 
 /// `mpbond check`.
