@@ -13,8 +13,8 @@ use super::{
 use crate::convert::converter::{self, RefusalCause, Request};
 use crate::convert::key::KeyId;
 use crate::convert::msg::ErrorCode;
-use crate::server::{dial, kernel};
 use crate::server::relay::{Fault, Half, Pumped};
+use crate::server::{dial, kernel};
 use crate::time::Instant;
 
 impl EventLoop {
