@@ -11,7 +11,9 @@
 //!   closed port → Connection Reset, silent destination → Network Failure after the dial timeout;
 //!   garbage and truncated requests are refused and the server keeps serving; `--status` counts;
 //! - a flood of 2,000 silent or garbage connections keeps the RSS bounded while a valid request
-//!   still succeeds.
+//!   still succeeds;
+//! - the reply waits for the client's handshake when the laptop's path is the slower one (20 ms);
+//! - 10,000 concurrent idle relays (fewer where the hard descriptor limit forbids it, said so).
 #![allow(clippy::unwrap_used, reason = "lab test: panics are failures")]
 #![allow(clippy::print_stdout, reason = "the measured numbers and the skip notice")]
 #![allow(
@@ -96,7 +98,18 @@ fn convert_connect(conv: SocketAddr, data: &[u8]) -> (Socket, Reply, Vec<u8>) {
             }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return (s, Reply::Incomplete, buf),
-            Err(e) => panic!("reading the reply: {e}"),
+            Err(e) => {
+                let ti = mpbond::sys::sock::tcp_info(s.as_fd());
+                let mi = netlab::mptcp_info(&s);
+                panic!(
+                    "reading the reply: {e}; DEBUG sent {n}/{} local {:?} peer {:?} so_error {:?} tcp_info {ti:?} mptcp_info {mi:?} buf {}",
+                    data.len(),
+                    s.local_addr().ok().and_then(|a| a.as_socket()),
+                    s.peer_addr().ok().and_then(|a| a.as_socket()),
+                    s.take_error(),
+                    buf.len()
+                )
+            }
         }
     }
 }
@@ -712,52 +725,79 @@ fn flood_of_silent_and_garbage_connections_stays_bounded() {
     );
 }
 
-/// Known failing: connection 2229 (of 10,000, opened one after another) is accepted and
-/// connected by the converter (status: 2230 relaying, no repump) but its Convert reply does not
-/// reach the laptop within 15 s. Cause not found yet (suspects: a per-namespace limit on the
-/// laptop or converter side, TFO passive sockets under many idle MPTCP connections).
+/// Relayed connections one converter process can hold under a hard `RLIMIT_NOFILE` of `hard`:
+/// two sockets each (idle relays hold no pipe), less what the process has open anyway
+/// (standard streams, listeners, epoll, the waker, the status socket, a pooled pipe: 15 measured).
+fn relays_within(hard: u64) -> usize {
+    usize::try_from(hard.saturating_sub(32) / 2).unwrap_or(usize::MAX)
+}
+
+/// 10,000 idle relayed connections at once through one converter, every reply Connected, all
+/// counted as relaying, bytes relayed on the first and the last. Each relay holds two sockets,
+/// so the converter needs ~20,032 descriptors: where the hard `RLIMIT_NOFILE` is lower and
+/// cannot be raised (no `CAP_SYS_RESOURCE`, e.g. a container capped at 20,000), the test holds
+/// as many as it allows and says so. The destination keeps its side in the kernel (the accept
+/// queue of a listener with a 16,384 backlog), except the first and last, which it accepts to
+/// echo a byte, so that this process needs one descriptor per connection, not two.
 #[test]
-#[ignore = "fails at ~2,230 concurrent connections, under investigation"]
 fn ten_thousand_concurrent_relays() {
     if skip_unless_root() {
         return;
     }
-    const N: usize = 10_000;
+    const GOAL: usize = 10_000;
     let _ = rlimit::increase_nofile_limit(65_536);
+    let hard = rlimit::Resource::NOFILE.get().map_or(0, |(_, h)| h);
+    let n = GOAL.min(relays_within(hard));
+    if n < GOAL {
+        println!(
+            "SHORT OF THE GOAL: the hard RLIMIT_NOFILE here is {hard} and cannot be raised, so one converter \
+             holds at most {n} relays (2 descriptors each); testing {n} instead of {GOAL}"
+        );
+    }
+    assert!(
+        n >= 9_000,
+        "RLIMIT_NOFILE hard limit {hard} is far too low for this test"
+    );
     let (st, server) = setup("");
     let (lab, key) = (&st.lab, &st.key);
-    // A destination of our own in inet that accepts and holds every connection.
-    let listener = lab
-        .run_in(&lab.ns().inet, || {
+    let inet = lab.ns().inet.clone();
+    lab.exec(&inet, &["sysctl", "-q", "-w", "net.core.somaxconn=16384"])
+        .unwrap();
+    let listen = |addr: &str| {
+        lab.run_in(&inet, || {
             let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
             s.set_reuse_address(true).unwrap();
-            s.bind(&SockAddr::from(sa("198.19.0.11:9001"))).unwrap();
-            s.listen(4096).unwrap();
+            s.bind(&SockAddr::from(sa(addr))).unwrap();
+            s.listen(16_384).unwrap();
             TcpListener::from(s)
         })
-        .unwrap();
+        .unwrap()
+    };
+    // The first and the last connection go to `echo`, the others stay in `held`'s accept queue.
+    let (echo, held) = (listen("198.19.0.11:9001"), listen("198.19.0.11:9002"));
     let dest = std::thread::spawn(move || {
-        let mut held = Vec::with_capacity(N);
-        while held.len() < N {
-            let (a, _) = listener.accept().unwrap();
+        let mut two = Vec::new();
+        for _ in 0..2 {
+            let (a, _) = echo.accept().unwrap();
             a.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-            held.push(a);
+            two.push(a);
         }
-        // Echo one byte on the first and the last connection.
-        for i in [0, N - 1] {
+        for a in &mut two {
             let mut b = [0u8; 1];
-            held[i].read_exact(&mut b).unwrap();
-            held[i].write_all(&b).unwrap();
+            a.read_exact(&mut b).unwrap();
+            a.write_all(&b).unwrap();
         }
-        held
+        two
     });
     let rss0 = rss_kb(server.pid());
     let t = Instant::now();
     let clients = lab
         .run_in(&lab.ns().laptop, || {
-            let mut v = Vec::with_capacity(N);
-            for i in 0..N {
-                let data = client::connect_request(key, unix_now(), nonce(), sa("198.19.0.11:9001"), &[]);
+            let mut v = Vec::with_capacity(n);
+            for i in 0..n {
+                let port = if i == 0 || i == n - 1 { 9001 } else { 9002 };
+                let dst = SocketAddr::from(([198, 19, 0, 11], port));
+                let data = client::connect_request(key, unix_now(), nonce(), dst, &[]);
                 let (s, reply, _) = convert_connect(conv4(), &data);
                 assert!(
                     matches!(reply, Reply::Connected { .. }),
@@ -770,24 +810,84 @@ fn ten_thousand_concurrent_relays() {
         .unwrap();
     let open_s = t.elapsed().as_secs_f64();
     let mut s = server.status();
-    wait_for("10,000 relaying", Duration::from_secs(30), || {
+    wait_for("every connection relaying", Duration::from_secs(30), || {
         s = server.status();
-        s.now.relaying == N as u64
+        s.now.relaying == n as u64
     });
     let rss = rss_kb(server.pid());
-    for i in [0, N - 1] {
+    // The destination's kernel holds the other n - 2 connections, established, in its queue.
+    let queued: u64 = lab
+        .exec(&inet, &["ss", "-Hltn", "sport = :9002"])
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .and_then(|q| q.parse().ok())
+        .unwrap();
+    assert_eq!(
+        queued,
+        n as u64 - 2,
+        "the destination holds every other connection"
+    );
+    for i in [0, n - 1] {
         (&clients[i]).write_all(b"z").unwrap();
         let mut b = [0u8; 1];
         (&clients[i]).read_exact(&mut b).unwrap();
-        assert_eq!(&b, b"z", "connection {i} relays with {N} open");
+        assert_eq!(&b, b"z", "connection {i} relays with {n} open");
     }
-    let held = dest.join().unwrap();
+    let two = dest.join().unwrap();
+    wait_for("the two bytes counted both ways", Duration::from_secs(5), || {
+        let s = server.status();
+        s.counter("bytes_up") == 2 && s.counter("bytes_down") == 2
+    });
     println!(
-        "{N} concurrent relayed connections opened in {open_s:.1} s; converter RSS {rss0} kB → {rss} kB \
-         ({:.1} kB per connection); pipes created {}",
-        (rss.saturating_sub(rss0)) as f64 / N as f64,
-        s.counter("pipes_created")
+        "{n} concurrent relayed connections opened in {open_s:.1} s; converter RSS {rss0} kB → {rss} kB \
+         ({:.1} kB per connection); pipes created {}; replies held for the handshake {}",
+        (rss.saturating_sub(rss0)) as f64 / n as f64,
+        s.counter("pipes_created"),
+        s.counter("replies_held")
     );
     drop(clients);
-    drop(held);
+    drop((two, held));
+}
+
+/// The laptop's path is slower than the destination's: the dial completes, and the Convert reply
+/// is ready, while the laptop's MPTCP socket is still a TCP Fast Open child in SYN-RECV (its
+/// final ACK still on the way). The kernel queues data written to it then but does not send it
+/// when the handshake completes; the converter must hold the reply until the subflow is
+/// established. Before that fix every connection here hung without a reply.
+#[test]
+fn reply_waits_for_the_clients_handshake() {
+    if skip_unless_root() {
+        return;
+    }
+    let (st, server) = setup("");
+    let (lab, key) = (&st.lab, &st.key);
+    lab.set_delay(netlab::Path::Wifi, Duration::from_millis(20))
+        .unwrap();
+    let t = Instant::now();
+    lab.run_in(&lab.ns().laptop, || {
+        for i in 0..20 {
+            let data = client::connect_request(key, unix_now(), nonce(), sa(TCP_SERVER), &[]);
+            let (_s, reply, _) = convert_connect(conv4(), &data);
+            assert!(
+                matches!(reply, Reply::Connected { .. }),
+                "connection {i}: {reply:?}"
+            );
+        }
+    })
+    .unwrap();
+    let per = t.elapsed().as_secs_f64() * 1e3 / 20.0;
+    let s = server.status();
+    println!(
+        "20 replies at 20 ms RTT: {per:.1} ms per connection; replies held for the handshake: {}",
+        s.counter("replies_held")
+    );
+    assert!(
+        s.counter("replies_held") > 0,
+        "the delay makes the reply wait for the handshake"
+    );
+    // Kernel MPTCP sends nothing before the final ACK: the reply leaves after one RTT and
+    // arrives after two (the same two a direct connection takes to its first response byte);
+    // the hold's polling adds at most 2 ms.
+    assert!(per < 50.0, "{per:.1} ms per connection at 20 ms RTT");
 }

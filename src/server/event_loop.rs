@@ -65,6 +65,12 @@ const PUBLISH: Duration = Duration::from_millis(200);
 const OWN_REFRESH: Duration = Duration::from_secs(30);
 /// Idle pipes kept for reuse.
 const POOL_FREE: usize = 512;
+/// First wait before looking again whether a held reply's client finished its handshake
+/// ([`super::kernel::client_handshake_done`]); the wait doubles up to [`HOLD_MAX_STEP`]. No
+/// readiness event announces the end of the handshake, so this bounds the delay it adds.
+const HOLD_FIRST_STEP: Duration = Duration::from_millis(1);
+/// Longest wait between two looks at a held reply.
+const HOLD_MAX_STEP: Duration = Duration::from_millis(2);
 
 /// Messages to the loop.
 #[derive(Debug)]
@@ -94,6 +100,9 @@ enum Phase {
         counted_up: u64,
         counted_down: u64,
         active: Instant,
+        /// The Convert reply (and so everything toward the client) waits for the client's
+        /// handshake to complete ([`super::kernel::client_handshake_done`]).
+        held: bool,
     },
     Refusing {
         reply: Vec<u8>,
@@ -101,6 +110,15 @@ enum Phase {
         shut: bool,
         deadline: Instant,
     },
+}
+
+/// A connection whose reply is held, and when to look at it again.
+struct Held {
+    slot: usize,
+    id: u64,
+    since: Instant,
+    next: Instant,
+    step: Duration,
 }
 
 struct Conn {
@@ -163,6 +181,7 @@ pub struct EventLoop {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     again: Vec<usize>,
+    held: Vec<Held>,
     converter: Converter,
     key_ids: Vec<KeyId>,
     policy: EgressPolicy,
@@ -238,6 +257,7 @@ impl EventLoop {
             conns: Vec::new(),
             free: Vec::new(),
             again: Vec::new(),
+            held: Vec::new(),
             key_ids: keys.iter().map(ClientKey::id).collect(),
             converter: Converter::new(keys, cfg.converter.clone()),
             policy,
@@ -266,7 +286,15 @@ impl EventLoop {
         let mut pending_listeners = vec![false; self.listeners.len()];
         while !stop.load(Ordering::SeqCst) {
             let busy = !self.again.is_empty() || pending_listeners.iter().any(|p| *p);
-            let timeout = if busy { Duration::ZERO } else { TICK };
+            let timeout = if busy {
+                Duration::ZERO
+            } else {
+                let now = boottime();
+                self.held
+                    .iter()
+                    .map(|h| h.next.saturating_duration_since(now))
+                    .fold(TICK, Duration::min)
+            };
             if let Err(e) = poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -293,6 +321,9 @@ impl EventLoop {
             }
             for slot in std::mem::take(&mut self.again) {
                 self.drive(slot, false, now);
+            }
+            if !self.held.is_empty() {
+                self.recheck_held(now);
             }
             self.sweep(now);
             if now >= self.next_publish {
@@ -460,6 +491,7 @@ impl EventLoop {
                     up_half,
                     down_half,
                     active,
+                    held: false,
                     ..
                 } if (up_half.has_pending() || down_half.has_pending())
                     && now.saturating_duration_since(*active) >= TICK =>

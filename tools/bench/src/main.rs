@@ -54,6 +54,9 @@ struct Args {
     /// Internal: serve P6's idle flows in namespace NS at ADDR (a child of the runner).
     #[arg(long, num_args = 2, value_names = ["NS", "ADDR"], hide = true)]
     hold_server: Option<Vec<String>>,
+    /// Internal: P9's baseline relay in namespace NS from LISTEN to DEST (a child of the runner).
+    #[arg(long, num_args = 3, value_names = ["NS", "LISTEN", "DEST"], hide = true)]
+    splice_relay: Option<Vec<String>>,
 }
 
 fn find_mpbond(arg: Option<PathBuf>) -> Result<PathBuf, String> {
@@ -78,6 +81,13 @@ fn main() -> anyhow::Result<()> {
     if let Some(v) = &args.hold_server {
         let addr = v[1].parse().context("--hold-server address")?;
         return mpbond_bench::measure::run_hold_child(&v[0], addr).map_err(anyhow::Error::msg);
+    }
+    if let Some(v) = &args.splice_relay {
+        let (l, d) = (
+            v[1].parse().context("--splice-relay LISTEN")?,
+            v[2].parse().context("--splice-relay DEST")?,
+        );
+        return mpbond_bench::splice_relay::run_child(&v[0], l, d).map_err(anyhow::Error::msg);
     }
     if !netlab::is_root() {
         bail!("mpbond-bench needs root (network namespaces, nft, tc, the daemon)");
@@ -125,7 +135,7 @@ fn main() -> anyhow::Result<()> {
         .collect::<Vec<_>>()
         .join(" ");
     eprintln!("building the lab…");
-    let lab = netlab::Lab::build(netlab::LabOptions::default()).context("build the lab")?;
+    let mut lab = netlab::Lab::build(netlab::LabOptions::default()).context("build the lab")?;
     let mut log = |s: &str| eprintln!("[{}] {s}", now_utc());
     let want = |id: &str| args.only.iter().any(|o| o.eq_ignore_ascii_case(id));
     let mut rows = Vec::new();
@@ -143,6 +153,9 @@ fn main() -> anyhow::Result<()> {
     }
     if want("P6") {
         rows.extend(scenarios::flows(&lab, &cfg, &mut log));
+    }
+    if want("P9") {
+        rows.extend(mpbond_bench::convert_scale::rows(&mut lab, &cfg, &mut log));
     }
     drop(lab);
     let _ = std::fs::remove_dir_all(&cfg.run_dir);

@@ -362,6 +362,14 @@ pub fn method_notes() -> Vec<String> {
          (softirq on the way out of the send syscall) — plus, for mpbond, the daemon's utime + stime \
          (its own threads and the kernel work of its TUN/AF_PACKET/raw-socket calls). Softirq work \
          that happens in ksoftirqd or on behalf of other processes is not counted on either side.",
+        "P9: `mpbond server` in the converter namespace (198.19.3.2:5124) beside a plain splice relay \
+         (`--splice-relay`: kernel MPTCP listener on :5125, plain TCP to the destination, splice both \
+         ways); both relay to a discarding server in inet (a child process). N idle connections from \
+         the laptop (kernel MPTCP; for the converter with the Convert request in a TFO SYN) opened one \
+         after another; served = has its socket (converter: a Connected reply), reached the \
+         destination, and counted live by the relay. Memory = relay VmRSS growth ÷ N and \
+         /proc/net/sockstat TCP mem growth ÷ N (a whole-kernel counter). CPU per GB = the relay \
+         process's utime + stime during one upload of 10 × the P1 size, alone.",
     ]
     .iter()
     .map(|s| (*s).to_owned())
