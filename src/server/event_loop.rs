@@ -65,12 +65,6 @@ const PUBLISH: Duration = Duration::from_millis(200);
 const OWN_REFRESH: Duration = Duration::from_secs(30);
 /// Idle pipes kept for reuse.
 const POOL_FREE: usize = 512;
-/// First wait before looking again whether a held reply's client finished its handshake
-/// ([`super::kernel::client_handshake_done`]); the wait doubles up to [`HOLD_MAX_STEP`]. No
-/// readiness event announces the end of the handshake, so this bounds the delay it adds.
-const HOLD_FIRST_STEP: Duration = Duration::from_millis(1);
-/// Longest wait between two looks at a held reply.
-const HOLD_MAX_STEP: Duration = Duration::from_millis(2);
 
 /// Messages to the loop.
 #[derive(Debug)]
@@ -100,8 +94,8 @@ enum Phase {
         counted_up: u64,
         counted_down: u64,
         active: Instant,
-        /// The Convert reply (and so everything toward the client) waits for the client's
-        /// handshake to complete ([`super::kernel::client_handshake_done`]).
+        /// Counted in `replies_held` already: the Convert reply waited for the client's
+        /// MPTCP handshake ([`Conn::up_ready`]).
         held: bool,
     },
     Refusing {
@@ -110,15 +104,6 @@ enum Phase {
         shut: bool,
         deadline: Instant,
     },
-}
-
-/// A connection whose reply is held, and when to look at it again.
-struct Held {
-    slot: usize,
-    id: u64,
-    since: Instant,
-    next: Instant,
-    step: Duration,
 }
 
 struct Conn {
@@ -181,7 +166,6 @@ pub struct EventLoop {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     again: Vec<usize>,
-    held: Vec<Held>,
     converter: Converter,
     key_ids: Vec<KeyId>,
     policy: EgressPolicy,
@@ -257,7 +241,6 @@ impl EventLoop {
             conns: Vec::new(),
             free: Vec::new(),
             again: Vec::new(),
-            held: Vec::new(),
             key_ids: keys.iter().map(ClientKey::id).collect(),
             converter: Converter::new(keys, cfg.converter.clone()),
             policy,
@@ -286,15 +269,7 @@ impl EventLoop {
         let mut pending_listeners = vec![false; self.listeners.len()];
         while !stop.load(Ordering::SeqCst) {
             let busy = !self.again.is_empty() || pending_listeners.iter().any(|p| *p);
-            let timeout = if busy {
-                Duration::ZERO
-            } else {
-                let now = boottime();
-                self.held
-                    .iter()
-                    .map(|h| h.next.saturating_duration_since(now))
-                    .fold(TICK, Duration::min)
-            };
+            let timeout = if busy { Duration::ZERO } else { TICK };
             if let Err(e) = poll.poll(&mut events, Some(timeout))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -321,9 +296,6 @@ impl EventLoop {
             }
             for slot in std::mem::take(&mut self.again) {
                 self.drive(slot, false, now);
-            }
-            if !self.held.is_empty() {
-                self.recheck_held(now);
             }
             self.sweep(now);
             if now >= self.next_publish {
@@ -465,6 +437,7 @@ impl EventLoop {
             Idle,
             Linger,
             Repump,
+            Handshake,
         }
         for slot in 0..self.conns.len() {
             let Some(c) = self.conns[slot].as_ref() else {
@@ -479,6 +452,10 @@ impl EventLoop {
                     }
                 }
                 Phase::Dialing { deadline, .. } if now >= *deadline => Due::Dial,
+                // A client that never completed its MPTCP handshake holds a dialed destination.
+                Phase::Relay {
+                    held: true, active, ..
+                } if !c.up_ready && now.saturating_duration_since(*active) >= req_timeout => Due::Handshake,
                 Phase::Relay { active, .. }
                     if now.saturating_duration_since(*active) >= self.cfg.idle_timeout =>
                 {
@@ -491,7 +468,6 @@ impl EventLoop {
                     up_half,
                     down_half,
                     active,
-                    held: false,
                     ..
                 } if (up_half.has_pending() || down_half.has_pending())
                     && now.saturating_duration_since(*active) >= TICK =>
@@ -523,6 +499,10 @@ impl EventLoop {
                     self.close(slot, End::Reset, now);
                 }
                 Due::Linger => self.close(slot, End::Reset, now),
+                Due::Handshake => {
+                    self.stats.add("handshake_timeouts", 1);
+                    self.close(slot, End::Reset, now);
+                }
                 Due::Repump => {
                     self.stats.add("repumps", 1);
                     self.pump(slot, now);

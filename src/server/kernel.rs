@@ -27,25 +27,6 @@ pub const TFO_QUEUE: u32 = 4096;
 /// Subflows per MPTCP connection the converter accepts (the laptop joins one per extra path).
 pub const WANT_SUBFLOWS: u32 = 2;
 
-/// `TCP_SYN_RECV` of `include/net/tcp_states.h` (the `tcpi_state` of a socket whose final ACK
-/// has not arrived).
-const TCP_SYN_RECV: u8 = 3;
-
-/// Whether the client's MPTCP connection can carry data toward the client yet.
-///
-/// With TCP Fast Open, `accept` hands out the connection as soon as the SYN (with the Convert
-/// request) arrived, while its first subflow is still in SYN-RECV waiting for the client's final
-/// ACK (RFC 7413 §4.2.2: the server may send before the handshake completes). Linux's MPTCP
-/// (measured on 6.18) accepts a `write` then but sends nothing on a subflow that is not
-/// established, and nothing pushes the queued bytes once the final ACK arrives (the MP_CAPABLE
-/// ACK acknowledges no data), so a client that waits for the Convert reply would wait forever.
-/// The converter holds the reply until this returns true. `TCP_INFO` on an MPTCP socket
-/// describes its first subflow; where it fails (older kernels), the answer is yes (the old
-/// behaviour).
-pub fn client_handshake_done(up: &impl AsFd) -> bool {
-    sock::tcp_info(up.as_fd()).map_or(true, |i| i.state != TCP_SYN_RECV)
-}
-
 /// How a listener came up.
 #[derive(Debug)]
 pub struct Listener {

@@ -7,14 +7,14 @@ use std::net::{Shutdown, SocketAddr};
 use mio::{Interest, Token};
 
 use super::{
-    CONN_BASE, Conn, EARLY_MAX, End, EventLoop, HOLD_FIRST_STEP, HOLD_MAX_STEP, Held, Phase, REFUSE_LINGER,
-    RELAY_BUDGET, is_block, linger0, unix_now,
+    CONN_BASE, Conn, EARLY_MAX, End, EventLoop, Phase, REFUSE_LINGER, RELAY_BUDGET, is_block, linger0,
+    unix_now,
 };
 use crate::convert::converter::{self, RefusalCause, Request};
 use crate::convert::key::KeyId;
 use crate::convert::msg::ErrorCode;
+use crate::server::dial;
 use crate::server::relay::{Fault, Half, Pumped};
-use crate::server::{dial, kernel};
 use crate::time::Instant;
 
 impl EventLoop {
@@ -212,19 +212,6 @@ impl EventLoop {
         // the Convert reply is the first data instead.
         let reply = converter::connected_reply(&dial::synack_options(&down));
         tracing::debug!(conn = c.id, peer = %c.peer, %dst, %key, "connected");
-        // The destination answered before the client's final ACK arrived (its path is the
-        // longer one): hold the reply until the client's subflow is established.
-        let held = !kernel::client_handshake_done(&c.up);
-        if held {
-            self.stats.add("replies_held", 1);
-            self.held.push(Held {
-                slot,
-                id: c.id,
-                since: now,
-                next: now + HOLD_FIRST_STEP,
-                step: HOLD_FIRST_STEP,
-            });
-        }
         c.phase = Phase::Relay {
             key,
             down,
@@ -234,7 +221,7 @@ impl EventLoop {
             counted_up: 0,
             counted_down: 0,
             active: now,
-            held,
+            held: false,
         };
         self.stats.add("connected", 1);
         self.stats.key(key).connected_total += 1;
@@ -245,9 +232,10 @@ impl EventLoop {
         let Some(c) = self.conns[slot].as_mut() else {
             return;
         };
-        if !c.up_ready() {
-            return;
-        }
+        // The destination may have answered before the client's final ACK arrived (its path is
+        // the longer one): nothing goes to the client before (see `Conn::up_ready`); the ACK's
+        // arrival wakes the socket and drives this again.
+        let ready = c.up_ready();
         let Phase::Relay {
             key,
             down,
@@ -262,14 +250,15 @@ impl EventLoop {
         else {
             return;
         };
-        if *held && kernel::client_handshake_done(&c.up) {
-            *held = false;
+        if !ready && !*held {
+            *held = true;
+            self.stats.add("replies_held", 1);
         }
         let r_up = up_half.pump(&c.up, down, &mut self.pool, RELAY_BUDGET);
-        let r_down = if *held {
-            Ok(Pumped::Blocked)
-        } else {
+        let r_down = if ready {
             down_half.pump(down, &c.up, &mut self.pool, RELAY_BUDGET)
+        } else {
+            Ok(Pumped::Blocked)
         };
         let up_bytes = up_half.bytes;
         let down_bytes = down_half.bytes.saturating_sub(*reply_len);
@@ -314,41 +303,6 @@ impl EventLoop {
             );
             self.close(slot, end, now);
         }
-    }
-
-    /// Looks again at the connections whose reply is held (their time has come): released ones
-    /// are pumped, ones whose client never completes its handshake within the request timeout
-    /// are reset, the others are looked at again after a longer wait.
-    pub(super) fn recheck_held(&mut self, now: Instant) {
-        let mut keep = Vec::new();
-        for mut h in std::mem::take(&mut self.held) {
-            let still = matches!(
-                self.conns.get(h.slot).and_then(Option::as_ref),
-                Some(Conn { id, phase: Phase::Relay { held: true, .. }, .. }) if *id == h.id
-            );
-            if !still {
-                continue;
-            }
-            if now < h.next {
-                keep.push(h);
-                continue;
-            }
-            if now.saturating_duration_since(h.since) >= self.cfg.request_timeout {
-                self.stats.add("handshake_timeouts", 1);
-                self.close(h.slot, End::Reset, now);
-                continue;
-            }
-            self.pump(h.slot, now);
-            if matches!(
-                self.conns.get(h.slot).and_then(Option::as_ref),
-                Some(Conn { id, phase: Phase::Relay { held: true, .. }, .. }) if *id == h.id
-            ) {
-                h.step = (h.step * 2).min(HOLD_MAX_STEP);
-                h.next = now + h.step;
-                keep.push(h);
-            }
-        }
-        self.held.extend(keep);
     }
 
     /// Refuses a connection still in its request phase.
