@@ -101,7 +101,11 @@ fn tcp_ext(lab: &Lab, ns: &str, name: &str) -> u64 {
 /// The interface of the first subflow of the open MPTCP flow through the converter (its initial
 /// subflow: `status` lists a connection's subflows in order), or `?`.
 fn initial_subflow(st: &mpbond::daemon::Status) -> String {
-    let open = |i: usize| st.subflows.iter().any(|s| s.flow == i && s.state == "Established");
+    let open = |i: usize| {
+        st.subflows
+            .iter()
+            .any(|s| s.flow == i && s.state == "Established")
+    };
     (0..st.flows.len())
         .find(|&i| st.flows[i].converter.is_some() && st.flows[i].mptcp && open(i))
         .and_then(|i| st.subflows.iter().find(|s| s.flow == i))

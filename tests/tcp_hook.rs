@@ -237,7 +237,16 @@ fn a_keepalive_probe_carries_the_hooks_options_as_the_ack_it_replaces() {
     // RFC 9293 §3.8.4: SEG.SEQ = SND.NXT - 1 with one garbage octet.
     assert_eq!(probe.len(), 1);
     // Planned and written as a segment without stream data: the option is there.
-    assert_eq!((hook.planned.as_slice(), hook.written.as_slice()), (&[false][..], &[0][..]));
-    let raw = probe.hdr.options.mptcp.iter().next().expect("the hook's option on the probe");
+    assert_eq!(
+        (hook.planned.as_slice(), hook.written.as_slice()),
+        (&[false][..], &[0][..])
+    );
+    let raw = probe
+        .hdr
+        .options
+        .mptcp
+        .iter()
+        .next()
+        .expect("the hook's option on the probe");
     assert_eq!(raw.len(), 12);
 }

@@ -79,7 +79,13 @@ impl Converter {
     /// Writes a client key with `mpbond server --gen-key` into `dir`, a config listening on
     /// [`converter_addr`], starts `mpbond server --config` in namespace `ns` (its stderr to
     /// `log`) and waits (≤ 20 s) until its status socket answers.
-    pub fn start(bin: &FsPath, ns: &str, dir: &FsPath, log: &FsPath, verbose: u8) -> Result<Converter, String> {
+    pub fn start(
+        bin: &FsPath,
+        ns: &str,
+        dir: &FsPath,
+        log: &FsPath,
+        verbose: u8,
+    ) -> Result<Converter, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
         let key = dir.join("laptop.key");
         let _ = std::fs::remove_file(&key);
@@ -200,10 +206,10 @@ pub fn converter(lab: &mut Lab, cfg: &Config, log: Log) -> Vec<Row> {
         .and_then(|ns| {
             let bin = cfg.mpbond.as_ref().map_err(Clone::clone)?;
             let dir = cfg.run_dir.join("converter");
-            let log_file = cfg.daemon_log.as_ref().map_or_else(
-                || dir.join("server.log"),
-                |l| l.with_extension("converter.log"),
-            );
+            let log_file = cfg
+                .daemon_log
+                .as_ref()
+                .map_or_else(|| dir.join("server.log"), |l| l.with_extension("converter.log"));
             Converter::start(bin, &ns, &dir, &log_file, cfg.daemon_verbose)
         });
     let lab: &Lab = lab;
@@ -235,7 +241,12 @@ fn set_delays(lab: &Lab, rtt: Duration) -> Result<(), String> {
 }
 
 /// Runs `f` with a fresh daemon using the converter.
-fn with_converter<T>(lab: &Lab, cfg: &Config, conv: &Converter, f: impl FnOnce(&Daemon) -> T) -> Result<T, String> {
+fn with_converter<T>(
+    lab: &Lab,
+    cfg: &Config,
+    conv: &Converter,
+    f: impl FnOnce(&Daemon) -> T,
+) -> Result<T, String> {
     flush_endpoints(lab)?;
     let args = conv.daemon_args();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -332,7 +343,17 @@ fn iperf3(lab: &Lab, bytes: u64, download: bool) -> Result<(f64, u64), String> {
     let ip = destination().ip().to_string();
     let (port, t) = (IPERF_PORT.to_string(), iperf3_secs(bytes).to_string());
     let mut c = lab.command(&lab.ns().laptop, "iperf3");
-    c.args(["-c", &ip, "-p", &port, "-t", &t, "-J", "--connect-timeout", "5000"]);
+    c.args([
+        "-c",
+        &ip,
+        "-p",
+        &port,
+        "-t",
+        &t,
+        "-J",
+        "--connect-timeout",
+        "5000",
+    ]);
     if download {
         c.arg("-R");
     }
@@ -398,8 +419,11 @@ fn transfer(lab: &Lab, generator: Generator, bytes: u64, download: bool) -> Resu
     }
 }
 
+/// (download, upload).
+type Both<T> = (T, T);
+
 /// Download then upload; ((down, up) Mbit/s, (down, up) bytes).
-fn transfer_pair(lab: &Lab, generator: Generator, bytes: u64) -> Result<((f64, f64), (u64, u64)), String> {
+fn transfer_pair(lab: &Lab, generator: Generator, bytes: u64) -> Result<(Both<f64>, Both<u64>), String> {
     let down = transfer(lab, generator, bytes, true).map_err(|e| format!("download: {e}"))?;
     let up = transfer(lab, generator, bytes, false).map_err(|e| format!("upload: {e}"))?;
     Ok(((down.0, up.0), (down.1, up.1)))
@@ -433,15 +457,25 @@ fn goodput(lab: &Lab, cfg: &Config, conv: &Converter, log: Log) -> Vec<Row> {
     let (mut kd, mut ku, mut md, mut mu) = (Samples::new(), Samples::new(), Samples::new(), Samples::new());
     let bytes = cfg.bytes;
     for run in 0..cfg.runs {
-        let ready = set.clone().and_then(|()| server.as_ref().map(|_| ()).map_err(Clone::clone));
-        log(&format!("P8 goodput run {}/{}: direct plain TCP", run + 1, cfg.runs));
+        let ready = set
+            .clone()
+            .and_then(|()| server.as_ref().map(|_| ()).map_err(Clone::clone));
+        log(&format!(
+            "P8 goodput run {}/{}: direct plain TCP",
+            run + 1,
+            cfg.runs
+        ));
         let r = ready
             .clone()
             .and_then(|()| flush_endpoints(lab))
             .and_then(|()| transfer_pair(lab, generator, bytes))
             .map(|(mbit, _)| mbit);
         push_pair(&mut kd, &mut ku, r);
-        log(&format!("P8 goodput run {}/{}: via the converter", run + 1, cfg.runs));
+        log(&format!(
+            "P8 goodput run {}/{}: via the converter",
+            run + 1,
+            cfg.runs
+        ));
         let r = ready.and_then(|()| {
             with_converter(lab, cfg, conv, |d| {
                 let c0 = counters(d)?;
@@ -466,10 +500,16 @@ fn goodput(lab: &Lab, cfg: &Config, conv: &Converter, log: Log) -> Vec<Row> {
     };
     let size = match generator {
         Generator::Iperf3 => format!("iperf3 -t {}", iperf3_secs(bytes)),
-        Generator::Http => format!("{} MB, netlab's HTTP client (iperf3 not installed)", bytes / 1_000_000),
+        Generator::Http => format!(
+            "{} MB, netlab's HTTP client (iperf3 not installed)",
+            bytes / 1_000_000
+        ),
     };
     let mut out = Vec::new();
-    for (what, m, k) in [("server → host download", md, kd), ("host → server upload", mu, ku)] {
+    for (what, m, k) in [
+        ("server → host download", md, kd),
+        ("host → server upload", mu, ku),
+    ] {
         let mut kernel = Cell::from_results(k);
         if let Some(med) = kernel.median() {
             set_note(
@@ -545,9 +585,17 @@ fn ttfb(lab: &Lab, cfg: &Config, conv: &Converter, log: Log) -> Vec<Row> {
     let set = set_delays(lab, TTFB_RTT);
     let (mut k, mut m, mut tfo) = (Samples::new(), Samples::new(), Vec::new());
     for run in 0..cfg.runs {
-        log(&format!("P8 time to first byte run {}/{}: direct", run + 1, cfg.runs));
+        log(&format!(
+            "P8 time to first byte run {}/{}: direct",
+            run + 1,
+            cfg.runs
+        ));
         k.push(set.clone().and_then(|()| ttfb_run(lab)));
-        log(&format!("P8 time to first byte run {}/{}: via the converter", run + 1, cfg.runs));
+        log(&format!(
+            "P8 time to first byte run {}/{}: via the converter",
+            run + 1,
+            cfg.runs
+        ));
         let r = set.clone().and_then(|()| {
             with_converter(lab, cfg, conv, |d| {
                 let c0 = counters(d)?;
@@ -718,7 +766,14 @@ fn failover_mpbond(lab: &Lab, cfg: &Config, conv: &Converter, o: Outage) -> Resu
                 format!("{} {ms}", f.cause)
             })
             .collect();
-        Ok((gap, if records.is_empty() { "none".into() } else { records.join(" + ") }))
+        Ok((
+            gap,
+            if records.is_empty() {
+                "none".into()
+            } else {
+                records.join(" + ")
+            },
+        ))
     })?
 }
 
@@ -732,13 +787,15 @@ fn failover(lab: &Lab, cfg: &Config, conv: &Converter, log: Log) -> Vec<Row> {
             .clone()
             .and_then(|()| set_delays(lab, Duration::from_millis(rtt)));
         for o in [Outage::LinkDown, Outage::Blackhole] {
-            let (mut k, mut m, mut records, mut how) = (Samples::new(), Samples::new(), Vec::new(), Vec::new());
+            let (mut k, mut m, mut records, mut how) =
+                (Samples::new(), Samples::new(), Vec::new(), Vec::new());
             for run in 0..cfg.runs {
                 log(&format!(
                     "P8 {o:?} at {rtt} ms RTT, run {}/{}: kernel MPTCP client via the converter",
                     run + 1,
                     cfg.runs
                 ));
+                let tfo0 = conv.tcp_ext(lab, "TCPFastOpenPassive");
                 let r = set
                     .clone()
                     .and_then(|()| key.as_ref().map_err(Clone::clone))
@@ -746,11 +803,16 @@ fn failover(lab: &Lab, cfg: &Config, conv: &Converter, log: Log) -> Vec<Row> {
                 if let Err(e) = &r {
                     log(&format!("  kernel run failed: {e}"));
                 }
+                let tfo = match (tfo0, conv.tcp_ext(lab, "TCPFastOpenPassive")) {
+                    (Ok(a), Ok(b)) if b > a => "SYN data accepted",
+                    (Ok(_), Ok(_)) => "SYN data not accepted",
+                    _ => "TFO count unknown",
+                };
                 k.push(r.map(|(gap, sent)| {
                     how.push(match sent {
-                        Sent::InSyn => "in the SYN",
-                        Sent::AfterHandshake => "after the handshake",
-                        Sent::Nothing => "-",
+                        Sent::InSyn => format!("in the SYN ({tfo})"),
+                        Sent::AfterHandshake => "after the handshake".to_owned(),
+                        Sent::Nothing => "-".to_owned(),
                     });
                     gap
                 }));

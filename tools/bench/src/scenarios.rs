@@ -100,7 +100,14 @@ pub(crate) fn with_daemon_args<T>(
 /// Per-run values of one side: `Err` for a failed run.
 pub(crate) type Samples = Vec<Result<f64, String>>;
 
-pub(crate) fn row(id: &str, metric: impl Into<String>, unit: &str, mpbond: Cell, kernel: Cell, goal: Goal) -> Row {
+pub(crate) fn row(
+    id: &str,
+    metric: impl Into<String>,
+    unit: &str,
+    mpbond: Cell,
+    kernel: Cell,
+    goal: Goal,
+) -> Row {
     Row {
         id: id.into(),
         metric: metric.into(),
