@@ -455,6 +455,7 @@ fn goodput(lab: &Lab, cfg: &Config, conv: &Converter, log: Log) -> Vec<Row> {
     };
     let set = set_rates(lab, Some(GOODPUT_RATE_MBIT)).and_then(|()| set_delays(lab, GOODPUT_RTT));
     let (mut kd, mut ku, mut md, mut mu) = (Samples::new(), Samples::new(), Samples::new(), Samples::new());
+    let mut failovers = Vec::new();
     let bytes = cfg.bytes;
     for run in 0..cfg.runs {
         let ready = set
@@ -481,7 +482,11 @@ fn goodput(lab: &Lab, cfg: &Config, conv: &Converter, log: Log) -> Vec<Row> {
                 let c0 = counters(d)?;
                 let (mbit, (down, up)) =
                     transfer_pair(lab, generator, bytes).map_err(|e| format!("{e}; {}", diagnose(d)))?;
-                through_converter(&c0, &counters(d)?, 2, down, up)?;
+                let c1 = counters(d)?;
+                through_converter(&c0, &c1, 2, down, up)?;
+                // A failover during a transfer on a healthy path (e.g. queueing delay taken for
+                // silence) is worth knowing beside the number.
+                failovers.push(grew(&c0, &c1, "failovers") + grew(&c0, &c1, "unresponsive_failovers"));
                 Ok(mbit)
             })
             .and_then(|r| r)
@@ -510,6 +515,11 @@ fn goodput(lab: &Lab, cfg: &Config, conv: &Converter, log: Log) -> Vec<Row> {
         ("server → host download", md, kd),
         ("host → server upload", mu, ku),
     ] {
+        let mut mpbond = Cell::from_results(m);
+        set_note(
+            &mut mpbond,
+            format!("the daemon's failovers per run (download + upload): {failovers:?}"),
+        );
         let mut kernel = Cell::from_results(k);
         if let Some(med) = kernel.median() {
             set_note(
@@ -528,7 +538,7 @@ fn goodput(lab: &Lab, cfg: &Config, conv: &Converter, log: Log) -> Vec<Row> {
                 GOODPUT_RTT.as_millis()
             ),
             "Mbit/s",
-            Cell::from_results(m),
+            mpbond,
             kernel,
             goal.clone(),
         ));
