@@ -196,3 +196,57 @@ fn hook_sees_syn_synack_and_rst() {
     let rst = drain_with(&mut c, now, &mut hook);
     assert!(rst[0].flags().rst() && !rst[0].hdr.options.mptcp.is_empty());
 }
+
+/// Reserves room only for a segment without payload (as MPTCP does for its DATA_ACK and a
+/// pending signal) and records what it was asked to write.
+#[derive(Default)]
+struct AckSignal {
+    planned: Vec<bool>,
+    written: Vec<usize>,
+}
+
+impl OptionHook for AckSignal {
+    fn reserve(&mut self, plan: &SegmentPlan) -> usize {
+        self.planned.push(plan.has_payload);
+        if plan.has_payload { 0 } else { 12 }
+    }
+    fn write_options(&mut self, seg: &OutSegment, space: &mut [u8]) -> usize {
+        self.written.push(seg.payload_len);
+        if seg.payload_len > 0 || space.len() < 12 {
+            return 0;
+        }
+        space[0] = 30;
+        space[1] = 12;
+        space[2..12].fill(0xbb);
+        12
+    }
+    fn on_segment(&mut self, _header: &SegmentHeader, _seg: &InSegment) {}
+}
+
+#[test]
+fn a_keepalive_probe_carries_the_hooks_options_as_the_ack_it_replaces() {
+    // The MPTCP layer asks for an ACK to carry a signal (REMOVE_ADDR, MP_PRIO) while a liveness
+    // probe is due: the probe goes out instead of the pure ACK, so it must carry the signal.
+    let (mut c, _s) = handshake(Config::default(), Config::default());
+    let mut hook = AckSignal::default();
+    c.request_ack();
+    c.send_probe();
+    let segs = drain_with(&mut c, at(1), &mut hook);
+    assert_eq!(segs.len(), 1, "the probe stands in for the ACK");
+    let probe = &segs[0];
+    // RFC 9293 §3.8.4: SEG.SEQ = SND.NXT - 1 with one garbage octet.
+    assert_eq!(probe.len(), 1);
+    // Planned and written as a segment without stream data: the option is there.
+    assert_eq!(
+        (hook.planned.as_slice(), hook.written.as_slice()),
+        (&[false][..], &[0][..])
+    );
+    let raw = probe
+        .hdr
+        .options
+        .mptcp
+        .iter()
+        .next()
+        .expect("the hook's option on the probe");
+    assert_eq!(raw.len(), 12);
+}

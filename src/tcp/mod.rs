@@ -255,6 +255,7 @@ pub struct OutSegment {
     /// Flags.
     pub flags: TcpFlags,
     /// Payload length: the payload occupies `seq .. seq + payload_len` (plus 1 if SYN is set).
+    /// 0 for a keep-alive probe (its one garbage octet is no stream data).
     pub payload_len: usize,
     /// True if it repeats bytes sent before.
     pub retransmission: bool,

@@ -353,11 +353,17 @@ impl Connection {
         } else {
             SeqNum(0)
         };
+        // The hook sees a probe's garbage octet as no payload, as it was planned (`reserve`
+        // above): the octet is no stream data to map, and the probe is a segment the peer answers
+        // at once, so whatever the hook has to signal (an MPTCP DATA_ACK, REMOVE_ADDR, MP_PRIO)
+        // rides on it as on the pure ACK it stands in for. Without that, a probe sent when an
+        // ACK was requested took the ACK's place with no option at all, and the signal waited
+        // for the next segment: after a failover, the peer's retransmission timer.
         let out = OutSegment {
             seq,
             ack,
             flags,
-            payload_len,
+            payload_len: if garbage { 0 } else { payload_len },
             retransmission: rtx,
         };
         let space = reserve.min(opts.remaining());

@@ -4,9 +4,11 @@
 //!
 //! Rows (issue 6): P1 single-flow goodput, P2 aggregate goodput, P3/P4 failover gap (link down,
 //! blackhole), P5 request/response latency and connection setup rate, P6 memory per idle flow
-//! and CPU per message at several flow counts, P7 CPU seconds per GB, P9 converter scale (10,000
-//! idle relayed connections, memory per connection, CPU per GB beside a plain splice relay).
+//! and CPU per message at several flow counts, P7 CPU seconds per GB, P8 the RFC 8803 converter
+//! (goodput, time to first byte and failover gap through it), P9 converter scale (10,000 idle
+//! relayed connections, memory per connection, CPU per GB beside a plain splice relay).
 
+pub mod convert;
 pub mod convert_scale;
 pub mod daemon;
 pub mod machine;

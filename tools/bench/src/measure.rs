@@ -58,11 +58,28 @@ pub fn timed_get(
     };
     let deadline = Instant::now() + timeout;
     let mut s = connect(addr, &opts).map_err(|e| e.to_string())?;
+    s.write_all(&get_request(addr, n))
+        .map_err(|e| format!("send request: {e}"))?;
+    timed_response(&mut s, n, deadline, origin, first, Vec::new())
+}
+
+/// The request [`timed_get`] sends: `GET /bytes/N` for `addr`, `Connection: close`.
+pub fn get_request(addr: SocketAddr, n: u64) -> Vec<u8> {
+    format!("GET /bytes/{n} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+/// Reads the response to [`get_request`] from `s` as [`timed_get`] does, until `deadline`;
+/// `head` holds bytes of the response already read.
+pub fn timed_response(
+    s: &mut std::net::TcpStream,
+    n: u64,
+    deadline: Instant,
+    origin: Instant,
+    first: std::sync::mpsc::Sender<()>,
+    mut head: Vec<u8>,
+) -> Result<Trace, String> {
     s.set_read_timeout(Some(Duration::from_millis(100)))
         .map_err(|e| e.to_string())?;
-    s.write_all(format!("GET /bytes/{n} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .map_err(|e| format!("send request: {e}"))?;
-    let mut head = Vec::new();
     let mut buf = vec![0u8; 256 * 1024];
     let mut trace = Trace {
         recv: Vec::with_capacity(1 << 16),
@@ -72,6 +89,22 @@ pub fn timed_get(
     };
     let mut in_body = false;
     let mut told = false;
+    let mut note = |trace: &mut Trace, body: usize, t: f64| {
+        if body > 0 {
+            trace.bytes += body as u64;
+            if trace.recv.len() < 4_000_000 {
+                trace.recv.push(t);
+            }
+            if !told {
+                told = true;
+                let _ = first.send(());
+            }
+        }
+    };
+    if !head.is_empty() {
+        let body = head_end(&mut head, &[], &mut in_body)?;
+        note(&mut trace, body, origin.elapsed().as_secs_f64());
+    }
     while Instant::now() < deadline && trace.bytes < n {
         let k = match s.read(&mut buf) {
             Ok(0) => return Err(format!("connection closed after {} of {n} bytes", trace.bytes)),
@@ -90,30 +123,27 @@ pub fn timed_get(
         let body = if in_body {
             k
         } else {
-            head.extend_from_slice(&buf[..k]);
-            match head.windows(4).position(|w| w == b"\r\n\r\n") {
-                Some(p) => {
-                    in_body = true;
-                    head.len() - (p + 4)
-                }
-                None if head.len() > 16 * 1024 => return Err("response head over 16 KiB".into()),
-                None => 0,
-            }
+            head_end(&mut head, &buf[..k], &mut in_body)?
         };
-        if body > 0 {
-            trace.bytes += body as u64;
-            if trace.recv.len() < 4_000_000 {
-                trace.recv.push(t);
-            }
-            if !told {
-                told = true;
-                let _ = first.send(());
-            }
-        }
+        note(&mut trace, body, t);
     }
     trace.complete = trace.bytes >= n;
     trace.end = origin.elapsed().as_secs_f64();
     Ok(trace)
+}
+
+/// Appends `chunk` to the response `head` read so far; once the head is complete (`in_body` is
+/// then set), returns how many of its bytes are body.
+fn head_end(head: &mut Vec<u8>, chunk: &[u8], in_body: &mut bool) -> Result<usize, String> {
+    head.extend_from_slice(chunk);
+    match head.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(p) => {
+            *in_body = true;
+            Ok(head.len() - (p + 4))
+        }
+        None if head.len() > 16 * 1024 => Err("response head over 16 KiB".into()),
+        None => Ok(0),
+    }
 }
 
 /// Round trips (µs) of `count` 64-byte request/response exchanges on one TCP connection to the

@@ -362,6 +362,17 @@ pub fn method_notes() -> Vec<String> {
          (softirq on the way out of the send syscall) — plus, for mpbond, the daemon's utime + stime \
          (its own threads and the kernel work of its TUN/AF_PACKET/raw-socket calls). Softirq work \
          that happens in ksoftirqd or on behalf of other processes is not counted on either side.",
+        "P8: the RFC 8803 converter: `mpbond server` in netlab's converter namespace (198.19.3.2:5124, \
+         one client key); mpbond runs add `--converter 198.19.3.2:5124 --converter-key-file KEY` and \
+         must show every flow relayed through it (`tcp_via_converter`, no `converter_failed`). \
+         Goodput: iperf3 (netlab's HTTP client without it) from the laptop to the plain TCP server \
+         198.19.0.11, both paths limited to 200 Mbit/s with 20 ms RTT so that the direct baseline \
+         (the laptop's TCP without mpbond) is path-limited. Time to first byte: curl \
+         `%{time_starttransfer}` of `GET /bytes/1000` from the plain server, a new connection each \
+         time, 20 ms RTT, median of 20 per run. Failover: P3/P4's outage and gap measurement on a \
+         download from the plain server through the converter; the baseline is the kernel's MPTCP \
+         client (IPPROTO_MPTCP, wwan0 as `subflow backup` endpoint) sending the Convert request and \
+         the GET in its SYN (TCP_FASTOPEN_CONNECT, TCP_FASTOPEN_NO_COOKIE) to the same converter.",
         "P9: `mpbond server` in the converter namespace (198.19.3.2:5124) beside a plain splice relay \
          (`--splice-relay`: kernel MPTCP listener on :5125, plain TCP to the destination, splice both \
          ways); both relay to a discarding server in inet (a child process). N idle connections from \

@@ -61,7 +61,7 @@ fn tcp_server() -> SocketAddr {
     Server::Tcp.addr(false)
 }
 
-fn opts(timeout: Duration) -> ClientOpts {
+pub(crate) fn opts(timeout: Duration) -> ClientOpts {
     ClientOpts {
         timeout,
         ..ClientOpts::default()
@@ -78,7 +78,7 @@ fn with_daemon<T>(lab: &Lab, cfg: &Config, f: impl FnOnce(&Daemon) -> T) -> Resu
 }
 
 /// [`with_daemon`] with extra `mpbond up` arguments.
-fn with_daemon_args<T>(
+pub(crate) fn with_daemon_args<T>(
     lab: &Lab,
     cfg: &Config,
     extra: &[&str],
@@ -98,9 +98,16 @@ fn with_daemon_args<T>(
 }
 
 /// Per-run values of one side: `Err` for a failed run.
-type Samples = Vec<Result<f64, String>>;
+pub(crate) type Samples = Vec<Result<f64, String>>;
 
-fn row(id: &str, metric: impl Into<String>, unit: &str, mpbond: Cell, kernel: Cell, goal: Goal) -> Row {
+pub(crate) fn row(
+    id: &str,
+    metric: impl Into<String>,
+    unit: &str,
+    mpbond: Cell,
+    kernel: Cell,
+    goal: Goal,
+) -> Row {
     Row {
         id: id.into(),
         metric: metric.into(),
@@ -231,13 +238,13 @@ pub fn goodput(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
 
 /// The laptop's kernel MPTCP endpoints go away: an mpbond run must not inherit the kernel
 /// baseline's setup (the daemon opens its own subflows; the host's socket is plain TCP).
-fn flush_endpoints(lab: &Lab) -> Result<(), String> {
+pub(crate) fn flush_endpoints(lab: &Lab) -> Result<(), String> {
     lab.exec(&lab.ns().laptop, &["ip", "mptcp", "endpoint", "flush"])
         .map(|_| ())
         .map_err(|e| format!("flush the MPTCP endpoints: {e}"))
 }
 
-fn endpoint(lab: &Lab, backup: bool) -> Result<(), String> {
+pub(crate) fn endpoint(lab: &Lab, backup: bool) -> Result<(), String> {
     flush_endpoints(lab)?;
     let addr = Path::Cell.laptop_v4().to_string();
     let mut args = vec![
@@ -258,7 +265,7 @@ fn endpoint(lab: &Lab, backup: bool) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn set_rates(lab: &Lab, mbit: Option<u64>) -> Result<(), String> {
+pub(crate) fn set_rates(lab: &Lab, mbit: Option<u64>) -> Result<(), String> {
     for p in Path::ALL {
         lab.set_rate(p, mbit.map(|m| m * 1_000_000))
             .map_err(|e| e.to_string())?;
@@ -311,12 +318,12 @@ fn split_download(
 }
 
 /// The daemon's counters.
-fn counters(d: &Daemon) -> Result<BTreeMap<String, u64>, String> {
+pub(crate) fn counters(d: &Daemon) -> Result<BTreeMap<String, u64>, String> {
     Ok(d.status()?.counters)
 }
 
 /// How much counter `k` grew from `a` to `b`.
-fn grew(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>, k: &str) -> u64 {
+pub(crate) fn grew(a: &BTreeMap<String, u64>, b: &BTreeMap<String, u64>, k: &str) -> u64 {
     let v = |m: &BTreeMap<String, u64>| m.get(k).copied().unwrap_or(0);
     v(b).saturating_sub(v(a))
 }
@@ -350,7 +357,7 @@ fn relayed_over_mptcp(
 
 /// What the daemon says after a failed mpbond run: the counters that tell the story, the
 /// failover records and the last log lines.
-fn diagnose(d: &Daemon) -> String {
+pub(crate) fn diagnose(d: &Daemon) -> String {
     let keys = [
         "tcp_flows",
         "tcp_bytes_down",
@@ -396,7 +403,7 @@ fn shares(v: &[f64]) -> String {
     format!("[{}]", s.join(", "))
 }
 
-fn set_note(cell: &mut Cell, text: String) {
+pub(crate) fn set_note(cell: &mut Cell, text: String) {
     if let Cell::Measured { note, .. } = cell {
         *note = if note.is_empty() {
             text
@@ -527,16 +534,26 @@ fn failover_run<T: Default>(
     mptcp: bool,
     before: impl FnOnce() -> T,
 ) -> Result<(f64, T), String> {
+    let (n, timeout) = (cfg.failover_bytes, cfg.failover_timeout);
+    let get = |origin, tx| measure::timed_get(Server::Mptcp.addr(false), n, mptcp, timeout, origin, tx);
+    failover_run_with(lab, cfg, o, get, before)
+}
+
+/// [`failover_run`] with the download `get(origin, first)` of `cfg.failover_bytes` (run in the
+/// laptop namespace; it signals `first` at the first body byte, timestamps from `origin`).
+pub(crate) fn failover_run_with<T: Default>(
+    lab: &Lab,
+    cfg: &Config,
+    o: Outage,
+    get: impl FnOnce(Instant, std::sync::mpsc::Sender<()>) -> Result<measure::Trace, String> + Send,
+    before: impl FnOnce() -> T,
+) -> Result<(f64, T), String> {
     let origin = Instant::now();
     let (tx, rx) = std::sync::mpsc::channel();
     let laptop = lab.ns().laptop.clone();
     let (n, timeout) = (cfg.failover_bytes, cfg.failover_timeout);
     let (trace, event) = std::thread::scope(|s| {
-        let h = s.spawn(|| {
-            lab.run_in(&laptop, || {
-                measure::timed_get(Server::Mptcp.addr(false), n, mptcp, timeout, origin, tx)
-            })
-        });
+        let h = s.spawn(|| lab.run_in(&laptop, || get(origin, tx)));
         let mut event = None;
         let mut seen = T::default();
         if rx.recv_timeout(Duration::from_secs(10)).is_ok() {
