@@ -148,6 +148,16 @@ impl Converter {
         mpbond::server::fetch_status(&self.socket).map_err(|e| format!("{e:#}"))
     }
 
+    /// `ip netns exec` execs the program: the child's pid is the server's (0 once stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The client key it accepts (to build Convert requests by hand).
+    pub fn client_key(&self) -> Result<mpbond::convert::key::ClientKey, String> {
+        mpbond::convert::key::ClientKey::load(&self.key).map_err(|e| e.to_string())
+    }
+
     /// A counter of its status (0 when absent).
     pub fn counter(&self, name: &str) -> Result<u64, String> {
         Ok(self.status()?.counters.get(name).copied().unwrap_or(0))
@@ -792,16 +802,7 @@ fn failover_mpbond(lab: &Lab, cfg: &Config, conv: &Converter, o: Outage) -> Resu
             .map_err(|e| format!("{e}; {}; converter: {}", diagnose(d), conv.log_tail()))?;
         let st = d.status()?;
         through_converter(&c0, &st.counters, 1, n, 0)?;
-        let records: Vec<String> = st
-            .recent_failovers
-            .iter()
-            .map(|f| {
-                let ms = f
-                    .first_resume_us
-                    .map_or_else(|| "-".to_owned(), |us| format!("{:.0}", us as f64 / 1e3));
-                format!("{} {ms}", f.cause)
-            })
-            .collect();
+        let records = scenarios::failover_records(&st.recent_failovers);
         Ok((
             gap,
             if records.is_empty() {

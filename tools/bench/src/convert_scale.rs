@@ -14,6 +14,7 @@
 //! that side is the same; the converter's client also sends the Convert request in its SYN (TCP
 //! Fast Open) and reads the reply.
 
+use crate::convert::Converter;
 use crate::measure::HoldServer;
 use crate::procfs;
 use crate::report::{Cell, Goal, Row};
@@ -26,7 +27,7 @@ use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{BufRead as _, Read as _, Write as _};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -130,83 +131,6 @@ fn plain_open(to: SocketAddr) -> Result<Socket, String> {
     Ok(s)
 }
 
-/// `mpbond server` in the converter namespace; killed on drop.
-struct Converter {
-    child: Child,
-    socket: PathBuf,
-    key: ClientKey,
-}
-
-impl Converter {
-    fn start(lab: &Lab, conv: &str, bin: &Path, dir: &Path) -> Result<Converter, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
-        let keyfile = dir.join("bench.key");
-        let _ = std::fs::remove_file(&keyfile);
-        let o = Command::new(bin)
-            .args(["server", "--gen-key"])
-            .arg(&keyfile)
-            .output()
-            .map_err(|e| format!("mpbond server --gen-key: {e}"))?;
-        if !o.status.success() {
-            return Err(format!(
-                "--gen-key: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ));
-        }
-        let key = ClientKey::load(&keyfile).map_err(|e| e.to_string())?;
-        let socket = dir.join("status.sock");
-        let cfg = dir.join("server.toml");
-        let text = format!(
-            "listen = [\"{}\"]\nkey_files = [\"{}\"]\nstatus_socket = \"{}\"\n",
-            conv_addr(CONVERT_PORT),
-            keyfile.display(),
-            socket.display()
-        );
-        std::fs::write(&cfg, text).map_err(|e| format!("write {}: {e}", cfg.display()))?;
-        let log = std::fs::File::create(dir.join("server.log")).map_err(|e| format!("server log: {e}"))?;
-        let child = lab
-            .command(conv, bin)
-            .args(["server", "--config"])
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("spawn mpbond server: {e}"))?;
-        let mut c = Converter { child, socket, key };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(st)) = c.child.try_wait() {
-                let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
-                return Err(format!("mpbond server exited ({st}): {}", log.trim()));
-            }
-            if c.status().is_ok() {
-                return Ok(c);
-            }
-            if Instant::now() > deadline {
-                return Err("mpbond server not ready after 20 s".into());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// `ip netns exec` execs the program: the child's pid is the server's.
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn status(&self) -> Result<mpbond::server::ServerStatus, String> {
-        mpbond::server::fetch_status(&self.socket).map_err(|e| format!("{e:#}"))
-    }
-}
-
-impl Drop for Converter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// The baseline relay as a child process (`--splice-relay`); stopped on drop.
 struct Baseline {
     child: Option<(Child, ChildStdin)>,
@@ -273,21 +197,21 @@ impl Drop for Baseline {
 
 /// One relay under test.
 enum Relay {
-    Converter(Converter),
+    Converter(Converter, ClientKey),
     Baseline(Baseline),
 }
 
 impl Relay {
     fn pid(&self) -> u32 {
         match self {
-            Relay::Converter(c) => c.pid(),
+            Relay::Converter(c, _) => c.pid(),
             Relay::Baseline(b) => b.pid(),
         }
     }
 
     fn open(&self) -> Result<Socket, String> {
         match self {
-            Relay::Converter(c) => convert_open(&c.key, conv_addr(CONVERT_PORT), dest()),
+            Relay::Converter(_, key) => convert_open(key, conv_addr(CONVERT_PORT), dest()),
             Relay::Baseline(_) => plain_open(conv_addr(BASELINE_PORT)),
         }
     }
@@ -295,7 +219,7 @@ impl Relay {
     /// Connections the relay holds now.
     fn live(&self) -> Result<u64, String> {
         match self {
-            Relay::Converter(c) => Ok(c.status()?.now.relaying),
+            Relay::Converter(c, _) => Ok(c.status()?.now.relaying),
             Relay::Baseline(b) => Ok(b.live.load(Ordering::Relaxed)),
         }
     }
@@ -530,7 +454,10 @@ pub fn rows(lab: &mut Lab, cfg: &Config, log: Log) -> Vec<Row> {
         ));
         log(&format!("P9 run {}/{}: mpbond server", run + 1, cfg.runs));
         let c = cfg.mpbond.clone().and_then(|bin| {
-            Converter::start(lab, &conv, &bin, &cfg.run_dir.join("p9")).map(Relay::Converter)
+            let dir = cfg.run_dir.join("p9");
+            let c = Converter::start(&bin, &conv, &dir, &dir.join("server.log"), cfg.daemon_verbose)?;
+            let key = c.client_key()?;
+            Ok(Relay::Converter(c, key))
         });
         m.record(one_side(lab, &conv, c, n, bytes, &holder));
     }

@@ -592,6 +592,19 @@ pub(crate) fn failover_run_with<T: Default>(
 
 /// One mpbond P3/P4 run: a fresh daemon (handover mode: Wi-Fi primary, cellular backup
 /// subflow), the laptop's plain TCP download; (gap ms, the daemon's own failover record).
+/// The daemon's failover records as "cause first-resume-ms" (for a row's note).
+pub(crate) fn failover_records(recent: &[mpbond::daemon::status::FailoverStatus]) -> Vec<String> {
+    recent
+        .iter()
+        .map(|f| {
+            let ms = f
+                .first_resume_us
+                .map_or_else(|| "-".to_owned(), |us| format!("{:.0}", us as f64 / 1e3));
+            format!("{} {ms}", f.cause)
+        })
+        .collect()
+}
+
 fn failover_mpbond(lab: &Lab, cfg: &Config, o: Outage) -> Result<(f64, String), String> {
     flush_endpoints(lab)?;
     with_daemon(lab, cfg, |d| {
@@ -614,16 +627,7 @@ fn failover_mpbond(lab: &Lab, cfg: &Config, o: Outage) -> Result<(f64, String), 
             failover_run(lab, cfg, o, false, backup_ready).map_err(|e| format!("{e}; {}", diagnose(d)))?;
         let st = d.status()?;
         relayed_over_mptcp(&c0, &st.counters, cfg.failover_bytes)?;
-        let records: Vec<String> = st
-            .recent_failovers
-            .iter()
-            .map(|f| {
-                let ms = f
-                    .first_resume_us
-                    .map_or_else(|| "-".to_owned(), |us| format!("{:.0}", us as f64 / 1e3));
-                format!("{} {ms}", f.cause)
-            })
-            .collect();
+        let records = failover_records(&st.recent_failovers);
         let record = if records.is_empty() {
             format!("none recorded, {ready} at the outage")
         } else {
