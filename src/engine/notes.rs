@@ -27,13 +27,9 @@ impl Engine {
                     }
                 }
             }
-            Note::ConverterConnected {
-                supports_mptcp,
-                accepted,
-            } => {
+            Note::ConverterConnected { supports_mptcp } => {
                 if let Some((idx, _)) = converter {
                     self.converters.succeeded(now, idx);
-                    self.converters.destination_answered(now, idx, dst, accepted);
                 }
                 if supports_mptcp {
                     self.converters.learn_mptcp(now, dst);
