@@ -381,17 +381,8 @@ fn iperf3(lab: &Lab, bytes: u64, download: bool) -> Result<(f64, u64), String> {
             s
         })
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) => break,
-            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err("iperf3 did not finish within 60 s".into());
-            }
-        }
+    if !crate::child::wait_exit(&mut child, Duration::from_secs(60)) {
+        return Err("iperf3 did not finish within 60 s".into());
     }
     if let Some(r) = reader {
         out = r.join().unwrap_or_default();

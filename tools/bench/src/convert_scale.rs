@@ -24,11 +24,11 @@ use mpbond::convert::key::ClientKey;
 use netlab::Lab;
 use netlab::converter::CONVERTER_V4;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
-use std::io::{BufRead as _, Read as _, Write as _};
+use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, SocketAddrV4};
 use std::os::fd::AsFd;
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -139,24 +139,14 @@ struct Baseline {
 
 impl Baseline {
     fn start(exe: &Path, ns: &str) -> Result<Baseline, String> {
-        let mut child = Command::new(exe)
-            .args([
-                "--splice-relay",
-                ns,
-                &conv_addr(BASELINE_PORT).to_string(),
-                &dest().to_string(),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", exe.display()))?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err("splice relay child without pipes".into());
-        };
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        if !matches!(lines.next(), Some(Ok(l)) if l == "ready") {
+        let (relay, dst) = (conv_addr(BASELINE_PORT).to_string(), dest().to_string());
+        let crate::child::Helper {
+            mut child,
+            stdin,
+            lines,
+            first,
+        } = crate::child::spawn_helper(exe, &["--splice-relay", ns, &relay, &dst], "splice relay")?;
+        if first != "ready" {
             let _ = child.kill();
             let _ = child.wait();
             return Err("the splice relay did not start".into());

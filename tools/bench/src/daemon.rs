@@ -134,18 +134,9 @@ impl Daemon {
             return Ok(());
         };
         let down = mpbond(&self.bin, &self.laptop, &self.run_dir, &["down"]);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let _ = mpbond(&self.bin, &self.laptop, &self.run_dir, &["down"]);
-                    return Err("mpbond did not exit after `down`; killed".into());
-                }
-            }
+        if !crate::child::wait_exit(&mut child, Duration::from_secs(20)) {
+            let _ = mpbond(&self.bin, &self.laptop, &self.run_dir, &["down"]);
+            return Err("mpbond did not exit after `down`; killed".into());
         }
         match down {
             Ok(o) if o.status.success() => Ok(()),

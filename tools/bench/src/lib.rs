@@ -8,6 +8,7 @@
 //! (goodput, time to first byte and failover gap through it), P9 converter scale (10,000 idle
 //! relayed connections, memory per connection, CPU per GB beside a plain splice relay).
 
+pub mod child;
 pub mod convert;
 pub mod convert_scale;
 pub mod daemon;

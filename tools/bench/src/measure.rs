@@ -266,25 +266,9 @@ impl HoldServer {
     /// open-file limit, not this process's: 10,000 client flows here and 10,000 accepted ones
     /// there fit where one process could hold only one side.
     pub fn start_process(exe: &std::path::Path, ns: &str, addr: SocketAddr) -> Result<HoldServer, String> {
-        use std::io::BufRead;
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(exe)
-            .args(["--hold-server", ns, &addr.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("spawn {}: {e}", exe.display()))?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err("hold server child without pipes".into());
-        };
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        let first = lines.next();
-        if !matches!(first, Some(Ok(_))) {
-            let _ = child.wait();
-            return Err("hold server child exited at start".into());
-        }
+        let crate::child::Helper {
+            child, stdin, lines, ..
+        } = crate::child::spawn_helper(exe, &["--hold-server", ns, &addr.to_string()], "hold server")?;
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicU64::new(0));
         let bytes = Arc::new(AtomicU64::new(0));
