@@ -20,6 +20,31 @@ pub enum Role {
     Cellular,
 }
 
+impl Role {
+    /// As `status` prints it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Wifi => "wifi",
+            Role::Cellular => "cellular",
+        }
+    }
+}
+
+/// The flows by kind.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowKinds {
+    /// TCP as MPTCP straight to the destination.
+    pub mptcp: usize,
+    /// TCP through a converter.
+    pub via_converter: usize,
+    /// TCP as plain TCP.
+    pub plain_tcp: usize,
+    /// UDP sessions.
+    pub udp: usize,
+    /// ICMP sessions.
+    pub icmp: usize,
+}
+
 /// One physical interface.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InterfaceStatus {
@@ -198,6 +223,22 @@ fn join(addrs: &[IpNet]) -> String {
 }
 
 impl Status {
+    /// The flows counted by kind.
+    pub fn flow_kinds(&self) -> FlowKinds {
+        let mut k = FlowKinds::default();
+        for f in &self.flows {
+            match (f.protocol.as_str(), f.converter.is_some(), f.mptcp) {
+                ("tcp", true, _) => k.via_converter += 1,
+                ("tcp", false, true) => k.mptcp += 1,
+                ("tcp", false, false) => k.plain_tcp += 1,
+                ("udp", ..) => k.udp += 1,
+                ("icmp", ..) => k.icmp += 1,
+                _ => {}
+            }
+        }
+        k
+    }
+
     /// A human-readable table; with `flows`, every flow and its subflows too.
     pub fn render(&self, flows: bool) -> String {
         let mut s = String::new();
@@ -226,10 +267,7 @@ impl Status {
             "interface", "role", "state", "carrier", "rx bytes", "tx bytes"
         );
         for i in &self.interfaces {
-            let role = match i.role {
-                Role::Wifi => "wifi",
-                Role::Cellular => "cellular",
-            };
+            let role = i.role.name();
             let state = match (i.index, i.up) {
                 (0, _) => "gone",
                 (_, true) => "up",
@@ -247,18 +285,16 @@ impl Status {
                 join(&i.addresses)
             );
         }
-        let tcp = self.flows.iter().filter(|f| f.protocol == "tcp");
-        let converted = tcp.clone().filter(|f| f.converter.is_some()).count();
-        let mptcp = tcp.clone().filter(|f| f.mptcp && f.converter.is_none()).count();
+        let k = self.flow_kinds();
         let _ = writeln!(
             s,
             "flows {} (tcp mptcp {}, via converter {}, tcp fallback {}, udp {}, icmp {})  subflows {}  failovers {}",
             self.flows.len(),
-            mptcp,
-            converted,
-            tcp.count() - mptcp - converted,
-            self.flows.iter().filter(|f| f.protocol == "udp").count(),
-            self.flows.iter().filter(|f| f.protocol == "icmp").count(),
+            k.mptcp,
+            k.via_converter,
+            k.plain_tcp,
+            k.udp,
+            k.icmp,
             self.subflows.len(),
             self.failovers
         );

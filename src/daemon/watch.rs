@@ -8,7 +8,7 @@ use std::io::{IsTerminal as _, Write as _};
 use std::path::Path;
 use std::time::Duration;
 
-use super::status::{Role, Status};
+use super::status::Status;
 use crate::sys;
 use crate::time::Instant;
 
@@ -39,10 +39,7 @@ pub fn render(prev: Option<&Status>, cur: &Status, dt: Duration) -> String {
         "interface", "role", "state", "rtt", "down Mbit/s", "up Mbit/s"
     );
     for i in &cur.interfaces {
-        let role = match i.role {
-            Role::Wifi => "wifi",
-            Role::Cellular => "cellular",
-        };
+        let role = i.role.name();
         let state = match (i.index != 0, i.up && i.carrier, i.usable) {
             (false, _, _) => "gone",
             (true, false, _) => "down",
@@ -76,18 +73,16 @@ pub fn render(prev: Option<&Status>, cur: &Status, dt: Duration) -> String {
         );
     }
     let _ = writeln!(s);
-    let tcp = || cur.flows.iter().filter(|f| f.protocol == "tcp");
-    let via = tcp().filter(|f| f.converter.is_some()).count();
-    let mptcp = tcp().filter(|f| f.mptcp && f.converter.is_none()).count();
+    let k = cur.flow_kinds();
     let _ = writeln!(
         s,
         "flows {:>5}   mptcp {}   via converter {}   plain tcp {}   udp {}   icmp {}",
         cur.flows.len(),
-        mptcp,
-        via,
-        tcp().count() - mptcp - via,
-        cur.flows.iter().filter(|f| f.protocol == "udp").count(),
-        cur.flows.iter().filter(|f| f.protocol == "icmp").count(),
+        k.mptcp,
+        k.via_converter,
+        k.plain_tcp,
+        k.udp,
+        k.icmp,
     );
     for c in &cur.converters {
         let state = if c.up {

@@ -174,13 +174,9 @@ impl Baseline {
 impl Drop for Baseline {
     fn drop(&mut self) {
         if let Some((mut child, stdin)) = self.child.take() {
+            // Closing its stdin stops it; past 5 s it is killed.
             drop(stdin);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            crate::child::wait_exit(&mut child, Duration::from_secs(5));
         }
     }
 }

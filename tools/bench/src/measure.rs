@@ -300,13 +300,9 @@ impl Drop for HoldServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some((mut child, stdin)) = self.child.take() {
+            // Closing its stdin stops it; past 5 s it is killed.
             drop(stdin);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+            crate::child::wait_exit(&mut child, Duration::from_secs(5));
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
