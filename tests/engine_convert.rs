@@ -75,7 +75,7 @@ fn a_flow_goes_through_the_converter_with_a_cellular_backup() {
     // The converter announces MPTCP among the extensions *it* supports (§6.2.4); that says
     // nothing about the destination, so the next flow to it goes through the converter again.
     let h2 = w.connect(DST);
-    w.run(|w| w.established(h2));
+    w.run(|w| w.established(h2) && w.conv.sessions.len() == 2);
     assert_eq!(w.e.counters().tcp_via_converter, 2);
     assert_eq!(w.e.flows()[0].converter, Some(sa(CONVERTER)));
     assert_eq!(requested_dst(&w, 1), Some(sa(DST)));
@@ -143,6 +143,47 @@ fn a_destination_refusing_resets_the_host_and_the_converter_stays_up() {
     w.run(|w| w.e.flow_counts().0 == 0);
     w.run_for(Duration::from_millis(100));
     assert_reset_at_once(&mut w);
+}
+
+#[test]
+fn a_destination_that_accepted_lately_is_answered_before_the_reply() {
+    let mut w = World::new(Mode::Normal { ext: Vec::new() }, laptop_key());
+    let h = w.connect(DST);
+    w.run(|w| w.established(h));
+    assert!(w.host_synack[h].unwrap() >= w.conv.sessions[0].replied_at.unwrap() + delay(WIFI));
+    let up = pattern(50_000, 1);
+    let down = pattern(50_000, 7);
+    w.transfer(h, Far::Conv(0), &up, &down, |_| {});
+    // The same destination again: the host's SYN/ACK goes once the converter's handshake is
+    // done, before the converter even replied; the bytes are exact both ways.
+    let t0 = w.now;
+    let h2 = w.connect(DST);
+    w.run(|w| w.established(h2));
+    let synack = w.host_synack[h2].unwrap();
+    w.run(|w| w.conv.sessions.get(1).is_some_and(|s| s.replied_at.is_some()));
+    let replied = w.conv.sessions[1].replied_at.unwrap();
+    eprintln!(
+        "early: host SYN/ACK after {} ms, the converter replied after {} ms",
+        ms(synack) - ms(t0),
+        ms(replied) - ms(t0)
+    );
+    assert!(synack < replied, "SYN/ACK at {synack}, reply at {replied}");
+    let up = pattern(300_000, 3);
+    let down = pattern(300_000, 5);
+    w.transfer(h2, Far::Conv(1), &up, &down, |_| {});
+    // Refused after all: the answered host is reset (it cannot be refused any more), and the
+    // converter stays up.
+    w.conv.mode = Mode::DstRefuses(ErrorCode::ConnectionReset);
+    let h3 = w.connect(DST);
+    w.run(|w| w.established(h3));
+    w.run(|w| host_reset(w, h3));
+    let v = &w.e.converters(w.now)[0];
+    assert!(v.up && v.failures == 0, "{v:?}");
+    // And the next flow waits for the reply again.
+    w.conv.mode = Mode::Normal { ext: Vec::new() };
+    let h4 = w.connect(DST);
+    w.run(|w| w.established(h4));
+    assert!(w.host_synack[h4].unwrap() >= w.conv.sessions[3].replied_at.unwrap() + delay(WIFI));
 }
 
 /// A flow whose converter failed goes direct: a SYN to `DST` leaves, a plain server answers,

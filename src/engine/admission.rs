@@ -156,6 +156,7 @@ impl Engine {
                         paths,
                         converter,
                         request,
+                        early: self.converters.accepted_recently(now, converter, dst),
                     },
                     None => {
                         // A network where MP_CAPABLE SYNs went unanswered starts as plain TCP.

@@ -17,7 +17,14 @@
 //! - "Not Authorized" (RFC 8803 §6.2.8: "administratively prohibited, authorization failure, or
 //!   invalid Cookie TLV") from a converter that carried one of our flows in the last
 //!   [`TRUSTED_FOR`] means this destination is prohibited there (its egress policy), not that our
-//!   key is bad: that destination goes direct for [`REFUSED_TTL`] and the converter stays up.
+//!   key is bad: that destination goes direct for [`REFUSED_TTL`] and the converter stays up;
+//! - a destination that accepted a connection through a converter in the last [`ACCEPTED_TTL`]
+//!   is expected to accept the next one too: that flow's host SYN is answered as soon as the
+//!   converter's handshake completes, before its reply ("early", saving the round trip Linux's
+//!   MPTCP adds: it sends nothing before the client's third ACK, so the reply cannot come
+//!   sooner). If the destination refuses after all, or the converter fails, the host's
+//!   connection is reset instead of refused; a first contact always waits for the reply, so the
+//!   host sees exactly what it would see directly.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -35,6 +42,8 @@ pub const MPTCP_CAPABLE_MAX: usize = 4096;
 pub const TRUSTED_FOR: Duration = Duration::from_secs(60);
 /// How long a destination a converter prohibits is sent direct.
 pub const REFUSED_TTL: Duration = Duration::from_secs(600);
+/// How long a destination that accepted through a converter gets early answers.
+pub const ACCEPTED_TTL: Duration = Duration::from_secs(600);
 /// First time a failed converter is left alone.
 pub const DOWN_MIN: Duration = Duration::from_secs(10);
 /// Longest time a failed converter is left alone before it is tried again.
@@ -105,6 +114,8 @@ pub struct Converters {
     speaks_mptcp: ExpiringSet<SocketAddr>,
     /// Destinations a converter's egress policy prohibits.
     prohibited: ExpiringSet<SocketAddr>,
+    /// Destinations that accepted through a converter lately, with its index.
+    accepted: ExpiringSet<(usize, SocketAddr)>,
 }
 
 impl Converters {
@@ -125,6 +136,7 @@ impl Converters {
                 .collect(),
             speaks_mptcp: ExpiringSet::new(MPTCP_CAPABLE_TTL, MPTCP_CAPABLE_MAX),
             prohibited: ExpiringSet::new(REFUSED_TTL, MPTCP_CAPABLE_MAX),
+            accepted: ExpiringSet::new(ACCEPTED_TTL, MPTCP_CAPABLE_MAX),
         }
     }
 
@@ -185,6 +197,20 @@ impl Converters {
             }
             c.backoff = DOWN_MIN;
         }
+    }
+
+    /// Converter `idx` reached `dst`, which `accepted` the connection or not.
+    pub fn destination_answered(&mut self, now: Instant, idx: usize, dst: SocketAddr, accepted: bool) {
+        if accepted {
+            self.accepted.insert((idx, dst), now);
+        } else {
+            self.accepted.remove(&(idx, dst));
+        }
+    }
+
+    /// Whether `dst` accepted through converter `idx` lately (its next flow is answered early).
+    pub fn accepted_recently(&self, now: Instant, idx: usize, dst: SocketAddr) -> bool {
+        self.accepted.contains(&(idx, dst), now)
     }
 
     /// `dst` speaks MPTCP: new flows to it go direct for a while.

@@ -27,9 +27,13 @@ impl Engine {
                     }
                 }
             }
-            Note::ConverterConnected { supports_mptcp } => {
+            Note::ConverterConnected {
+                supports_mptcp,
+                accepted,
+            } => {
                 if let Some((idx, _)) = converter {
                     self.converters.succeeded(now, idx);
+                    self.converters.destination_answered(now, idx, dst, accepted);
                 }
                 if supports_mptcp {
                     self.converters.learn_mptcp(now, dst);

@@ -22,7 +22,8 @@ pub fn start(dst: SocketAddr) -> io::Result<TcpStream> {
     let s = Socket::new(Domain::for_address(dst), Type::STREAM, None)?;
     s.set_nonblocking(true)?;
     s.set_cloexec(true)?;
-    s.set_tcp_nodelay(false)?;
+    // No Nagle on a relay (see `accepted` in the event loop).
+    s.set_tcp_nodelay(true)?;
     sock::set_tcp_syncnt(s.as_fd(), SYN_RETRIES)?;
     sock::set_recverr(s.as_fd(), dst.is_ipv6())?;
     match s.connect(&dst.into()) {

@@ -378,6 +378,10 @@ impl EventLoop {
             linger0(&up);
             return;
         }
+        // No Nagle on a relay: both ends already chose how to segment. With it, the destination's
+        // first bytes waited behind the unacknowledged Convert reply for the laptop's next ACK
+        // (P8 time to first byte 62.8 ms against 42.0 ms without).
+        let _ = up.set_nodelay(true);
         let slot = self.free.pop().unwrap_or_else(|| {
             self.conns.push(None);
             self.conns.len() - 1

@@ -24,6 +24,13 @@
 //!   the engine marks the converter down and dials the destination directly for the same host
 //!   SYN, so nothing is lost and nothing hangs.
 //!
+//! With `early` (the destination accepted through this converter a moment ago,
+//! [`crate::engine::converters`]), the host is answered ([`Event::Connected`]) as soon as the
+//! converter's handshake completes, and its bytes follow the request at once; the reply is
+//! still read and checked before any of the destination's bytes reach the host. A refusal or a
+//! converter failure then resets the host's connection ([`Event::Reset`]; the converter is still
+//! marked down on a failure).
+//!
 //! §6.2.8: "Upon reception of an Error TLV, a Client MUST reset the associated connection": the
 //! connection to the converter is aborted on every Error and on a malformed reply.
 
@@ -88,11 +95,13 @@ pub struct ConvertUpstream {
     early_at: usize,
     events: VecDeque<Event>,
     notes: VecDeque<Note>,
+    /// The host is answered before the reply (see the module documentation).
+    answer_early: bool,
 }
 
 impl ConvertUpstream {
     /// Opens the MPTCP connection to the converter (`dial.dst` is the converter's address) with
-    /// `request`, the Convert message, in its SYN.
+    /// `request`, the Convert message, in its SYN; `early`: answer the host before the reply.
     pub fn connect(
         dial: &Dial<'_>,
         cfg: MptcpConfig,
@@ -100,6 +109,7 @@ impl ConvertUpstream {
         paths: &[LocalPath],
         converter: usize,
         request: &[u8],
+        early: bool,
     ) -> Self {
         let mut inner = MptcpUpstream::connect(dial, cfg, key, paths, true);
         let queued = inner.send_in_syn(request);
@@ -115,6 +125,7 @@ impl ConvertUpstream {
             early_at: 0,
             events: VecDeque::new(),
             notes: VecDeque::new(),
+            answer_early: early,
         }
     }
 
@@ -146,8 +157,13 @@ impl ConvertUpstream {
                 self.phase = Phase::Relaying;
                 self.notes.push_back(Note::ConverterConnected {
                     supports_mptcp: dst_mptcp,
+                    accepted: true,
                 });
-                self.events.push_back(Event::Connected);
+                if !self.answer_early {
+                    self.events.push_back(Event::Connected);
+                } else if !self.early_bytes_empty() || self.inner.recv_available() > 0 {
+                    self.events.push_back(Event::Readable);
+                }
             }
             Reply::Error { code, .. } => {
                 let dst_said = match code {
@@ -160,10 +176,13 @@ impl ConvertUpstream {
                         // The converter did its part: the destination refused or was silent.
                         self.notes.push_back(Note::ConverterConnected {
                             supports_mptcp: false,
+                            accepted: false,
                         });
                         self.phase = Phase::Failed;
                         self.inner.abort();
-                        self.events.push_back(ev);
+                        // An answered host can only be reset.
+                        self.events
+                            .push_back(if self.answer_early { Event::Reset } else { ev });
                     }
                     None => self.converter_failed(ConverterFailure::Refused(code.code())),
                 }
@@ -177,10 +196,15 @@ impl ConvertUpstream {
         if self.phase == Phase::Failed {
             return;
         }
+        let answered = self.answer_early && self.phase == Phase::Reply;
         self.phase = Phase::Failed;
         self.answer_by = None;
         self.inner.abort();
         self.notes.push_back(Note::ConverterFailed(why));
+        if answered {
+            // Too late to go direct for this flow: the host's connection is reset.
+            self.events.push_back(Event::Reset);
+        }
     }
 
     /// Takes the inner connection's events, keeping back what belongs to the exchange with the
@@ -192,6 +216,13 @@ impl ConvertUpstream {
                 (Phase::Handshake, Event::Connected) => {
                     self.phase = Phase::Reply;
                     self.answer_by = None;
+                    if self.answer_early {
+                        self.events.push_back(Event::Connected);
+                    }
+                }
+                // Early: room for the host's bytes behind the request.
+                (Phase::Reply, Event::Writable) if self.answer_early => {
+                    self.events.push_back(Event::Writable)
                 }
                 (Phase::Reply, Event::Readable | Event::PeerClosed) => self.read_reply(),
                 (Phase::Handshake | Phase::Reply, Event::Reset) => {
@@ -211,6 +242,15 @@ impl ConvertUpstream {
 
     fn early_left(&self) -> usize {
         self.early.len() - self.early_at
+    }
+
+    fn early_bytes_empty(&self) -> bool {
+        self.early_left() == 0
+    }
+
+    /// The host's bytes may go to the converter: relaying, or answered early.
+    fn may_send(&self) -> bool {
+        self.phase == Phase::Relaying || (self.answer_early && self.phase == Phase::Reply)
     }
 }
 
@@ -277,14 +317,10 @@ impl UpstreamConn for ConvertUpstream {
         }
     }
     fn send(&mut self, data: &[u8]) -> usize {
-        if self.phase == Phase::Relaying {
-            self.inner.send(data)
-        } else {
-            0
-        }
+        if self.may_send() { self.inner.send(data) } else { 0 }
     }
     fn send_capacity(&self) -> usize {
-        if self.phase == Phase::Relaying {
+        if self.may_send() {
             self.inner.send_capacity()
         } else {
             0

@@ -139,6 +139,8 @@ pub enum Note {
         /// returned in the Extended TCP Header TLV (RFC 8803 §6.2.6), carried kind 30 (new
         /// flows to it go direct).
         supports_mptcp: bool,
+        /// The destination accepted the connection.
+        accepted: bool,
     },
     /// The converter failed the flow before the destination answered: it is marked down and
     /// the flow goes direct.
@@ -272,6 +274,10 @@ pub enum Via {
         converter: usize,
         /// The Convert request, the first bytes of the stream.
         request: Vec<u8>,
+        /// Answer the host once the converter's handshake completes, before its reply (the
+        /// destination accepted through this converter a moment ago; see
+        /// [`crate::engine::converters`]).
+        early: bool,
     },
 }
 
@@ -323,8 +329,9 @@ impl Upstream {
                 paths,
                 converter,
                 request,
+                early,
             } => Upstream::Convert(Box::new(ConvertUpstream::connect(
-                dial, cfg, key, &paths, converter, &request,
+                dial, cfg, key, &paths, converter, &request, early,
             ))),
         }
     }

@@ -24,7 +24,8 @@ struct Args {
     /// One short run of everything (CI smoke): 1 run, small transfers, 10 and 1,000 flows.
     #[arg(long)]
     quick: bool,
-    /// Rows to run, comma-separated (P1,P2,…; P7 comes with P1; P8 adds the converter host).
+    /// Rows to run, comma-separated (P1,P2,…; P7 comes with P1; P8 adds the converter host;
+    /// P8.goodput, P8.ttfb, P8.failover run one part of P8).
     #[arg(long, value_delimiter = ',', default_value = "P1,P2,P3,P4,P5,P6")]
     only: Vec<String>,
     /// Bytes per single-flow transfer (P1/P7); default 100 MB (20 MB with --quick).
@@ -154,8 +155,13 @@ fn main() -> anyhow::Result<()> {
     if want("P6") {
         rows.extend(scenarios::flows(&lab, &cfg, &mut log));
     }
-    if want("P8") {
-        rows.extend(mpbond_bench::convert::converter(&mut lab, &cfg, &mut log));
+    let p8 = mpbond_bench::convert::Parts {
+        goodput: want("P8") || want("P8.goodput"),
+        ttfb: want("P8") || want("P8.ttfb"),
+        failover: want("P8") || want("P8.failover"),
+    };
+    if p8.any() {
+        rows.extend(mpbond_bench::convert::converter(&mut lab, &cfg, p8, &mut log));
     }
     if want("P9") {
         rows.extend(mpbond_bench::convert_scale::rows(&mut lab, &cfg, &mut log));
