@@ -22,6 +22,9 @@ pub struct ServerArgs {
     /// The status socket [default: /run/mpbond-server/status.sock].
     #[arg(long, value_name = "PATH")]
     pub status_socket: Option<PathBuf>,
+    /// Event-loop threads, each holding its own connections [default: one per CPU].
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
     /// Write a new client key to FILE (mode 0600), print its id and exit.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["status", "prepare"])]
     pub gen_key: Option<PathBuf>,
@@ -50,6 +53,7 @@ pub fn load(args: &ServerArgs) -> Result<ServerConfig, ConfigError> {
             listen: args.listen.clone(),
             key_files: args.key_files.clone(),
             status_socket: args.status_socket.clone(),
+            workers: args.workers,
         },
     )
 }

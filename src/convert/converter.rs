@@ -84,6 +84,13 @@ impl Converter {
         self.keys = keys.into_iter().map(|k| (k.id(), k)).collect();
     }
 
+    /// The ids of the keys accepted, sorted.
+    pub fn key_ids(&self) -> Vec<KeyId> {
+        let mut v: Vec<KeyId> = self.keys.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Entries in the replay cache (for status).
     pub fn replay_entries(&self) -> usize {
         self.replay.len()

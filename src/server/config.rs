@@ -21,6 +21,9 @@ pub const DEFAULT_KEY_DIR: &str = "/etc/mpbond/keys";
 /// Default status socket.
 pub const DEFAULT_STATUS_SOCKET: &str = "/run/mpbond-server/status.sock";
 
+/// At most this many event-loop threads.
+pub const MAX_WORKERS: usize = 64;
+
 /// The file as written.
 #[derive(Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -34,6 +37,9 @@ pub struct ServerFile {
     pub key_dir: Option<PathBuf>,
     /// The status socket `mpbond server --status` asks.
     pub status_socket: Option<PathBuf>,
+    /// Event-loop threads, each with its own descriptor table and `SO_REUSEPORT` listeners
+    /// (default: one per CPU, at most [`MAX_WORKERS`]).
+    pub workers: Option<usize>,
     /// `[egress]`.
     #[serde(default)]
     pub egress: FileEgress,
@@ -110,6 +116,8 @@ pub struct ServerConfig {
     pub keys: KeySource,
     /// Status socket.
     pub status_socket: PathBuf,
+    /// Event-loop threads.
+    pub workers: usize,
     /// Egress policy (the converter's own addresses are added at run time).
     pub policy: EgressPolicy,
     /// Limits.
@@ -160,6 +168,8 @@ pub struct ServerOverrides {
     pub key_files: Vec<PathBuf>,
     /// `--status-socket`.
     pub status_socket: Option<PathBuf>,
+    /// `--workers`.
+    pub workers: Option<usize>,
 }
 
 impl ServerFile {
@@ -250,6 +260,16 @@ impl ServerConfig {
                 l.max_pending_per_key.unwrap_or(d.max_pending_per_key),
             )?,
         };
+        let workers = match flags.workers.or(file.workers) {
+            Some(n) if !(1..=MAX_WORKERS).contains(&n) => {
+                return Err(ConfigError::Invalid {
+                    key: "workers",
+                    reason: format!("{n} is outside 1-{MAX_WORKERS}"),
+                });
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_WORKERS)),
+        };
         let t = &file.timeouts;
         let dc = ConverterConfig::default();
         let c = &file.convert;
@@ -268,6 +288,7 @@ impl ServerConfig {
                 .clone()
                 .or(file.status_socket)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATUS_SOCKET)),
+            workers,
             policy: EgressPolicy {
                 allow: file.egress.allow,
                 allow_ports: file.egress.allow_ports,
@@ -359,6 +380,7 @@ max_request_len = 512
                 listen: vec!["127.0.0.1:5124".parse().unwrap()],
                 key_files: vec!["/b".into(), "/c".into()],
                 status_socket: Some("/tmp/s.sock".into()),
+                workers: None,
             },
         )
         .unwrap();
@@ -391,5 +413,15 @@ max_request_len = 512
         assert!(e.to_string().contains("limits.max_total"), "{e}");
         let e = parse("[egress]\nallow = [\"10.0.0.0/33\"]\n").unwrap_err();
         assert!(e.to_string().contains("server.toml:2:"), "{e}");
+        assert!((1..=MAX_WORKERS).contains(&dflt.workers), "one loop per CPU");
+        let e =
+            ServerConfig::resolve(parse("workers = 0").unwrap(), &ServerOverrides::default()).unwrap_err();
+        assert!(e.to_string().contains("workers"), "{e}");
+        let flags = ServerOverrides {
+            workers: Some(3),
+            ..ServerOverrides::default()
+        };
+        let c = ServerConfig::resolve(parse("workers = 65").unwrap(), &flags).unwrap();
+        assert_eq!(c.workers, 3, "--workers overrides the file");
     }
 }

@@ -17,7 +17,7 @@
 use std::io::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
@@ -69,8 +69,9 @@ const POOL_FREE: usize = 512;
 /// Messages to the loop.
 #[derive(Debug)]
 pub enum Control {
-    /// A new keyring (SIGHUP): revoked keys stop working at once, their connections are closed.
-    Keys(Vec<ClientKey>),
+    /// A new keyring (SIGHUP), already in the shared [`Converter`]: the ids of the keys now
+    /// valid. The connections of revoked keys are closed.
+    Keys(Vec<KeyId>),
 }
 
 enum Phase {
@@ -166,10 +167,12 @@ pub struct EventLoop {
     conns: Vec<Option<Conn>>,
     free: Vec<usize>,
     again: Vec<usize>,
-    converter: Converter,
+    /// Shared by every event loop: one replay cache and one keyring.
+    converter: Arc<Mutex<Converter>>,
     key_ids: Vec<KeyId>,
     policy: EgressPolicy,
-    limits: Limits<KeyId>,
+    /// Shared by every event loop: the limits hold for the whole converter.
+    limits: Arc<Mutex<Limits<KeyId>>>,
     cfg: ServerConfig,
     pool: PipePool,
     stats: Stats,
@@ -201,6 +204,31 @@ fn unix_now() -> Duration {
         .unwrap_or_default()
 }
 
+/// Locks state shared between the event loops. A loop that panicked holding the lock left it
+/// consistent (every update is one call), so a poisoned lock is taken as it is.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// What the event loops share.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// The Convert protocol state: keys and the replay cache.
+    pub converter: Arc<Mutex<Converter>>,
+    /// The connection limits.
+    pub limits: Arc<Mutex<Limits<KeyId>>>,
+}
+
+impl Shared {
+    /// The shared state of a converter with `keys`.
+    pub fn new(cfg: &ServerConfig, keys: Vec<ClientKey>) -> Shared {
+        Shared {
+            converter: Arc::new(Mutex::new(Converter::new(keys, cfg.converter.clone()))),
+            limits: Arc::new(Mutex::new(Limits::new(cfg.limits))),
+        }
+    }
+}
+
 fn is_block(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted
 }
@@ -210,12 +238,13 @@ fn linger0(s: &TcpStream) {
 }
 
 impl EventLoop {
-    /// Sets up the loop over already-bound listeners.
+    /// Sets up the loop over already-bound listeners; `state` is shared with the other loops,
+    /// `shared` is this loop's published status.
     pub fn new(
         poll: &Poll,
         listeners: Vec<(std::net::TcpListener, bool)>,
         cfg: ServerConfig,
-        keys: Vec<ClientKey>,
+        state: &Shared,
         rx: Receiver<Control>,
         shared: Arc<Mutex<ServerStatus>>,
     ) -> io::Result<EventLoop> {
@@ -241,10 +270,10 @@ impl EventLoop {
             conns: Vec::new(),
             free: Vec::new(),
             again: Vec::new(),
-            key_ids: keys.iter().map(ClientKey::id).collect(),
-            converter: Converter::new(keys, cfg.converter.clone()),
+            key_ids: lock(&state.converter).key_ids(),
+            converter: state.converter.clone(),
             policy,
-            limits: Limits::new(cfg.limits),
+            limits: state.limits.clone(),
             cfg,
             pool: PipePool::new(POOL_FREE),
             stats: Stats::default(),
@@ -313,10 +342,7 @@ impl EventLoop {
     fn control(&mut self, now: Instant) {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
-                Control::Keys(keys) => {
-                    let ids: Vec<KeyId> = keys.iter().map(ClientKey::id).collect();
-                    self.converter.replace_keys(keys);
-                    tracing::info!("client keys reloaded: {} key(s)", ids.len());
+                Control::Keys(ids) => {
                     self.key_ids = ids;
                     let revoked: Vec<usize> = (0..self.conns.len())
                         .filter(|&s| match self.conns[s].as_ref().map(|c| &c.phase) {
@@ -368,7 +394,8 @@ impl EventLoop {
 
     fn accepted(&mut self, mut up: TcpStream, peer: SocketAddr, now: Instant) {
         self.stats.add("accepted", 1);
-        if let Err(hit) = self.limits.try_request() {
+        let admitted = lock(&self.limits).try_request();
+        if let Err(hit) = admitted {
             // Too many unauthenticated connections: answer Resource Exceeded in one write and
             // close, holding no state (RFC 8803 §6.2.8 "MUST be sent ... when it does not have
             // sufficient resources to handle a new connection").
@@ -392,7 +419,7 @@ impl EventLoop {
             .register(&mut up, tok, Interest::READABLE | Interest::WRITABLE)
         {
             tracing::warn!("register: {e}");
-            self.limits.end_request();
+            lock(&self.limits).end_request();
             self.free.push(slot);
             return;
         }
@@ -428,7 +455,7 @@ impl EventLoop {
     }
 
     fn sweep(&mut self, now: Instant) {
-        let busy = self.limits.requesting() * 2 > self.cfg.limits.max_requesting;
+        let busy = lock(&self.limits).requesting() * 2 > self.cfg.limits.max_requesting;
         let req_timeout = if busy {
             self.cfg.request_timeout.min(BUSY_REQUEST_TIMEOUT)
         } else {
@@ -521,6 +548,7 @@ impl EventLoop {
         s.uptime_secs = now.saturating_duration_since(self.started).as_secs();
         s.listen = self.listeners.iter().map(|l| l.1).collect();
         s.keys_loaded = self.key_ids.len() as u64;
+        s.workers = 1;
         for c in self.conns.iter().flatten() {
             match c.phase {
                 Phase::Request { .. } => s.now.requesting += 1,
@@ -531,7 +559,7 @@ impl EventLoop {
         }
         for (id, k) in &mut s.keys {
             if let Some(kid) = self.key_ids.iter().find(|k| k.to_string() == *id) {
-                k.connections = self.limits.of_key(kid).1 as u64;
+                k.connections = lock(&self.limits).of_key(kid).1 as u64;
             }
         }
         s.counters.insert("pipes_created".into(), self.pool.created);

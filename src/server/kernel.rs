@@ -38,8 +38,11 @@ pub struct Listener {
     pub no_cookie: bool,
 }
 
-/// Binds a kernel MPTCP listener on `addr` with TCP Fast Open, backlog `backlog`.
-pub fn listen(addr: SocketAddr, backlog: i32) -> io::Result<Listener> {
+/// Binds a kernel MPTCP listener on `addr` with TCP Fast Open, backlog `backlog`; with
+/// `reuse_port`, one of a `SO_REUSEPORT` group (the kernel spreads new connections over the
+/// group's listeners by their 4-tuple; MP_JOINs find their connection by its token, whichever
+/// listener they reach).
+pub fn listen(addr: SocketAddr, backlog: i32, reuse_port: bool) -> io::Result<Listener> {
     let domain = Domain::for_address(addr);
     let socket =
         Socket::new(domain, Type::STREAM, Some(Protocol::from(sock::IPPROTO_MPTCP))).map_err(|e| {
@@ -54,6 +57,9 @@ pub fn listen(addr: SocketAddr, backlog: i32) -> io::Result<Listener> {
             }
         })?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         // 0.0.0.0 and [::] can then both be listed.
         socket.set_only_v6(true)?;
@@ -202,7 +208,7 @@ mod tests {
     #[test]
     fn an_mptcp_listener_on_loopback() {
         // Skipped where the kernel has no MPTCP (the error says so).
-        match listen("127.0.0.1:0".parse().unwrap(), 16) {
+        match listen("127.0.0.1:0".parse().unwrap(), 16, false) {
             Ok(l) => {
                 assert_eq!(l.addr.ip().to_string(), "127.0.0.1");
                 assert_ne!(l.addr.port(), 0);

@@ -5,7 +5,9 @@
 //! plain kernel TCP, answers, and splices the two sockets together.
 //!
 //! Threads: the main thread (signals: SIGHUP reloads the client keys, SIGTERM/SIGINT stop), the
-//! event loop ([`event_loop`]), and the status socket's thread (`io::control`, `{"cmd":"status"}`).
+//! event loops ([`event_loop`]; `workers` of them, one per CPU by default, each with its own
+//! descriptor table and listeners, sharing the keyring, the replay cache and the limits), and the
+//! status socket's thread (`io::control`, `{"cmd":"status"}`: the loops' statuses summed).
 
 pub mod config;
 pub mod dial;
@@ -122,6 +124,115 @@ pub fn prepare_kernel() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One event loop as the main thread sees it.
+struct Loop {
+    worker: Worker,
+    tx: crossbeam_channel::Sender<event_loop::Control>,
+    status: Arc<Mutex<ServerStatus>>,
+}
+
+/// What an event loop reports once its listeners are bound.
+struct Bound {
+    addrs: Vec<SocketAddr>,
+    no_cookie: bool,
+}
+
+/// Fails if another socket holds one of `addrs` (with `SO_REUSEPORT` the loops' own binds would
+/// succeed beside another converter of the same user and silently share its connections).
+fn check_free(addrs: &[SocketAddr]) -> anyhow::Result<()> {
+    use socket2::{Domain, Socket, Type};
+    for a in addrs.iter().filter(|a| a.port() != 0) {
+        let s = Socket::new(Domain::for_address(*a), Type::STREAM, None)?;
+        s.set_reuse_address(true)?;
+        if a.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.bind(&(*a).into())
+            .with_context(|| format!("cannot listen on {a}"))?;
+    }
+    Ok(())
+}
+
+/// In a loop's own thread: its own descriptor table, its listeners, no capability, its loop.
+fn start_loop(
+    poll: &Poll,
+    addrs: &[SocketAddr],
+    reuse_port: bool,
+    cfg: ServerConfig,
+    state: &event_loop::Shared,
+    rx: crossbeam_channel::Receiver<event_loop::Control>,
+    status: Arc<Mutex<ServerStatus>>,
+) -> anyhow::Result<(event_loop::EventLoop, Bound)> {
+    // RLIMIT_NOFILE bounds each descriptor table: a loop with a table of its own holds that many
+    // descriptors whatever the other loops hold (the way past a hard limit of 20,000 that an
+    // unprivileged container cannot raise: 10,000 relays need 20,000 sockets).
+    sys::proc::unshare_fd_table().context("cannot give the event loop its own descriptor table")?;
+    let mut listeners = Vec::new();
+    let mut bound = Bound {
+        addrs: Vec::new(),
+        no_cookie: true,
+    };
+    for addr in addrs {
+        let l =
+            kernel::listen(*addr, BACKLOG, reuse_port).with_context(|| format!("cannot listen on {addr}"))?;
+        bound.addrs.push(l.addr);
+        bound.no_cookie &= l.no_cookie;
+        listeners.push((std::net::TcpListener::from(l.socket), l.no_cookie));
+    }
+    // Capabilities are per thread: this one needs none once bound.
+    if sys::caps::effective().unwrap_or(0) != 0 {
+        sys::caps::keep_only(&[]).context("cannot drop privileges")?;
+    }
+    let el = event_loop::EventLoop::new(poll, listeners, cfg, state, rx, status)
+        .context("cannot set up the event loop")?;
+    Ok((el, bound))
+}
+
+/// Starts `cfg.workers` event loops, each with its own listeners (one `SO_REUSEPORT` group per
+/// address when there are several) and descriptor table, sharing `state`.
+fn start_loops(cfg: &ServerConfig, state: &event_loop::Shared) -> anyhow::Result<(Vec<Loop>, Bound)> {
+    let reuse_port = cfg.workers > 1;
+    if reuse_port {
+        check_free(&cfg.listen)?;
+    }
+    let mut loops: Vec<Loop> = Vec::new();
+    let mut addrs = cfg.listen.clone();
+    let mut all = Bound {
+        addrs: Vec::new(),
+        no_cookie: true,
+    };
+    for i in 0..cfg.workers {
+        let (tx, rx) = crossbeam_channel::bounded(4);
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let status = Arc::new(Mutex::new(ServerStatus::default()));
+        let poll = Poll::new().context("cannot create the event loop")?;
+        let (c, st, at, snap) = (cfg.clone(), state.clone(), addrs.clone(), status.clone());
+        let worker = Worker::spawn(
+            &format!("mpbond-srv{i}"),
+            poll,
+            move |poll, stop| match start_loop(&poll, &at, reuse_port, c, &st, rx, snap) {
+                Ok((el, bound)) => {
+                    let _ = ready_tx.send(Ok(bound));
+                    el.run(poll, &stop);
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                }
+            },
+        )
+        .context("cannot start the event loop")?;
+        let bound = ready_rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("the event loop stopped while starting"))??;
+        // Port 0 binds once: the other loops join the port the first one got.
+        addrs.clone_from(&bound.addrs);
+        all.no_cookie &= bound.no_cookie;
+        all.addrs = bound.addrs;
+        loops.push(Loop { worker, tx, status });
+    }
+    Ok((loops, all))
+}
+
 /// Runs the converter until SIGTERM/SIGINT.
 pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     // Before any thread exists, so every thread inherits the mask.
@@ -129,15 +240,29 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     let keys = load_keys(&cfg.keys)?;
     tracing::info!("{} client key(s) loaded", keys.len());
 
-    let mut listeners = Vec::new();
-    let mut all_no_cookie = true;
-    for addr in &cfg.listen {
-        let l = kernel::listen(*addr, BACKLOG).with_context(|| format!("cannot listen on {addr}"))?;
-        tracing::info!("listening on {} (kernel MPTCP, TCP Fast Open)", l.addr);
-        all_no_cookie &= l.no_cookie;
-        listeners.push((std::net::TcpListener::from(l.socket), l.no_cookie));
+    let want = (cfg.limits.max_total as u64 + cfg.limits.max_requesting as u64) * FDS_PER_CONN + 256;
+    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1 << 20);
+    // Each event loop's descriptor table needs its share (the kernel spreads connections evenly).
+    let per_loop = want / cfg.workers as u64 + 256;
+    match sys::sock::raise_nofile(want.min(nr_open)) {
+        Ok(n) if n >= per_loop.min(nr_open) => tracing::info!("RLIMIT_NOFILE {n}"),
+        Ok(n) => tracing::warn!(
+            "RLIMIT_NOFILE is {n}, below the {per_loop} per event loop that limits.max_total needs: \
+             set LimitNOFILE= in the unit, or more workers"
+        ),
+        Err(e) => tracing::warn!("cannot raise RLIMIT_NOFILE: {e}"),
     }
-    let bits = if all_no_cookie {
+
+    let state = event_loop::Shared::new(&cfg, keys);
+    let (mut loops, bound) = start_loops(&cfg, &state)?;
+    for a in &bound.addrs {
+        tracing::info!("listening on {a} (kernel MPTCP, TCP Fast Open)");
+    }
+    tracing::info!("{} event loop(s)", loops.len());
+    let bits = if bound.no_cookie {
         kernel::TFO_SERVER
     } else {
         tracing::warn!(
@@ -148,64 +273,47 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     kernel::ensure_tfo_bits(bits);
     kernel::ensure_mptcp_subflows();
 
-    let want = (cfg.limits.max_total as u64 + cfg.limits.max_requesting as u64) * FDS_PER_CONN + 256;
-    let nr_open = std::fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(1 << 20);
-    match sys::sock::raise_nofile(want.min(nr_open)) {
-        Ok(n) if n >= want.min(nr_open) => tracing::info!("RLIMIT_NOFILE {n}"),
-        Ok(n) => tracing::warn!(
-            "RLIMIT_NOFILE is {n}, below the {want} that limits.max_total needs: set LimitNOFILE= in the unit"
-        ),
-        Err(e) => tracing::warn!("cannot raise RLIMIT_NOFILE: {e}"),
-    }
-
-    // Nothing below needs a privilege: drop every capability (per thread: before the threads).
+    // Nothing below needs a privilege: drop every capability (per thread: the event loops
+    // dropped theirs, the status thread starts after).
     if sys::caps::effective().unwrap_or(0) != 0 {
         sys::caps::keep_only(&[]).context("cannot drop privileges")?;
         tracing::info!("dropped every capability");
     }
 
-    let shared = Arc::new(Mutex::new(ServerStatus::default()));
-    let (tx, rx) = crossbeam_channel::bounded(4);
-    let poll = Poll::new().context("cannot create the event loop")?;
-    let el = event_loop::EventLoop::new(&poll, listeners, cfg.clone(), keys, rx, shared.clone())
-        .context("cannot set up the event loop")?;
-    let mut workers: Vec<Worker> = Vec::new();
-    let worker = Worker::spawn("mpbond-server", poll, move |poll, stop| el.run(poll, &stop))
-        .context("cannot start the event loop")?;
-    let waker = worker.waker();
-    workers.push(worker);
     if let Some(dir) = cfg.status_socket.parent()
         && !dir.as_os_str().is_empty()
     {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let snap = shared.clone();
+    let snaps: Vec<Arc<Mutex<ServerStatus>>> = loops.iter().map(|l| l.status.clone()).collect();
     let handler: control::Handler = Box::new(move |req| match req {
-        Request::Status => snap
-            .lock()
-            .ok()
-            .and_then(|s| serde_json::to_value(&*s).ok())
-            .unwrap_or_default(),
+        Request::Status => {
+            let parts: Vec<ServerStatus> = snaps.iter().map(|s| event_loop::lock(s).clone()).collect();
+            serde_json::to_value(ServerStatus::merged(&parts)).unwrap_or_default()
+        }
         Request::Shutdown => {
             sys::proc::terminate_self();
             serde_json::json!({ "ok": true })
         }
     });
-    workers.push(
-        control::spawn(&cfg.status_socket, control::Access::Owner, handler)
-            .with_context(|| format!("cannot listen on {}", cfg.status_socket.display()))?,
-    );
+    let mut status_thread = control::spawn(&cfg.status_socket, control::Access::Owner, handler)
+        .with_context(|| format!("cannot listen on {}", cfg.status_socket.display()))?;
     tracing::info!("mpbond server is up");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     loop {
         match sys::proc::wait_for_termination(Duration::from_secs(3600)) {
             Some(libc::SIGHUP) => {
                 let keys = reload_keys(&cfg.keys);
-                if tx.send(event_loop::Control::Keys(keys)).is_ok() {
-                    let _ = waker.wake();
+                let ids = {
+                    let mut c = event_loop::lock(&state.converter);
+                    c.replace_keys(keys);
+                    c.key_ids()
+                };
+                tracing::info!("client keys reloaded: {} key(s)", ids.len());
+                for l in &loops {
+                    if l.tx.send(event_loop::Control::Keys(ids.clone())).is_ok() {
+                        let _ = l.worker.waker().wake();
+                    }
                 }
             }
             Some(sig) => {
@@ -216,9 +324,10 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         }
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-    for w in &mut workers {
-        w.stop();
+    for l in &mut loops {
+        l.worker.stop();
     }
+    status_thread.stop();
     let _ = std::fs::remove_file(&cfg.status_socket);
     Ok(())
 }

@@ -24,6 +24,15 @@ pub struct Phases {
     pub refusing: u64,
 }
 
+/// One event loop, in the merged status.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoopStatus {
+    /// Connections it accepted since start.
+    pub accepted: u64,
+    /// Connections it relays now.
+    pub relaying: u64,
+}
+
 /// One client key.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyStatus {
@@ -50,6 +59,12 @@ pub struct ServerStatus {
     pub listen: Vec<SocketAddr>,
     /// Client keys loaded.
     pub keys_loaded: u64,
+    /// Event-loop threads summed here (each holds its own connections).
+    #[serde(default)]
+    pub workers: u64,
+    /// Per event loop (how the kernel spread the connections over their listeners).
+    #[serde(default)]
+    pub loops: Vec<LoopStatus>,
     /// Connections now.
     pub now: Phases,
     /// Counters since start (accepted, connected, closed, reset, timeouts, bytes_up, bytes_down, ...).
@@ -122,7 +137,52 @@ impl Stats {
     }
 }
 
+fn add_all(into: &mut BTreeMap<String, u64>, from: &BTreeMap<String, u64>) {
+    for (k, v) in from {
+        *into.entry(k.clone()).or_default() += v;
+    }
+}
+
 impl ServerStatus {
+    /// The whole converter's status from its event loops' own: counts and counters summed;
+    /// what is the same for every loop (pid, keys loaded, a key's connections, which come from
+    /// the shared limits) taken once.
+    pub fn merged(parts: &[ServerStatus]) -> ServerStatus {
+        let mut m = ServerStatus::default();
+        for p in parts {
+            m.pid = p.pid;
+            m.uptime_secs = m.uptime_secs.max(p.uptime_secs);
+            for a in &p.listen {
+                if !m.listen.contains(a) {
+                    m.listen.push(*a);
+                }
+            }
+            m.keys_loaded = m.keys_loaded.max(p.keys_loaded);
+            m.workers += p.workers;
+            m.loops.push(LoopStatus {
+                accepted: p.counter("accepted"),
+                relaying: p.now.relaying,
+            });
+            m.now.requesting += p.now.requesting;
+            m.now.dialing += p.now.dialing;
+            m.now.relaying += p.now.relaying;
+            m.now.refusing += p.now.refusing;
+            add_all(&mut m.counters, &p.counters);
+            add_all(&mut m.refusals, &p.refusals);
+            add_all(&mut m.policy_denied, &p.policy_denied);
+            add_all(&mut m.limit_hits, &p.limit_hits);
+            for (id, k) in &p.keys {
+                let e = m.keys.entry(id.clone()).or_default();
+                e.connections = e.connections.max(k.connections);
+                e.connected_total += k.connected_total;
+                e.bytes_up += k.bytes_up;
+                e.bytes_down += k.bytes_down;
+                add_all(&mut e.refusals, &k.refusals);
+            }
+        }
+        m
+    }
+
     /// A counter (0 when absent).
     pub fn counter(&self, name: &str) -> u64 {
         self.counters.get(name).copied().unwrap_or(0)
@@ -138,9 +198,10 @@ impl ServerStatus {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "mpbond server: pid {}, up {} s, {} client key(s), listening on {}",
+            "mpbond server: pid {}, up {} s, {} event loop(s), {} client key(s), listening on {}",
             self.pid,
             self.uptime_secs,
+            self.workers,
             self.keys_loaded,
             self.listen
                 .iter()
@@ -154,6 +215,14 @@ impl ServerStatus {
             "connections now: {} relaying, {} dialing, {} requesting, {} refusing",
             n.relaying, n.dialing, n.requesting, n.refusing
         );
+        if self.loops.len() > 1 {
+            let per: Vec<String> = self
+                .loops
+                .iter()
+                .map(|l| format!("{}/{}", l.relaying, l.accepted))
+                .collect();
+            let _ = writeln!(s, "per event loop (relaying/accepted): {}", per.join(", "));
+        }
         let _ = writeln!(
             s,
             "since start: {} accepted, {} relayed, {} bytes up (client → destination), {} bytes down",
@@ -241,5 +310,38 @@ mod tests {
         assert!(text.contains("bad_mac 1"), "{text}");
         assert!(text.contains("policy: loopback 1"), "{text}");
         assert!(text.contains("0101010101010101"), "{text}");
+    }
+
+    #[test]
+    fn loops_merge_into_one_status() {
+        let part = |relaying: u64, bytes: u64, conns: u64| {
+            let mut st = Stats::default();
+            st.add("bytes_up", bytes);
+            st.refused(RefusalCause::Replay, Some(KeyId([2; 8])));
+            st.key(KeyId([2; 8])).bytes_up = bytes;
+            let mut s = st.snapshot();
+            s.pid = 7;
+            s.workers = 1;
+            s.keys_loaded = 3;
+            s.listen = vec!["198.19.3.2:5124".parse().unwrap()];
+            s.now.relaying = relaying;
+            s.keys.get_mut("0202020202020202").unwrap().connections = conns;
+            s
+        };
+        let m = ServerStatus::merged(&[part(4, 10, 9), part(5, 20, 9)]);
+        assert_eq!((m.pid, m.workers, m.keys_loaded), (7, 2, 3));
+        assert_eq!(m.listen.len(), 1);
+        assert_eq!(m.now.relaying, 9);
+        assert_eq!(m.loops.iter().map(|l| l.relaying).collect::<Vec<_>>(), [4, 5]);
+        assert!(
+            m.render()
+                .contains("per event loop (relaying/accepted): 4/0, 5/0"),
+            "{}",
+            m.render()
+        );
+        assert_eq!(m.counter("bytes_up"), 30);
+        assert_eq!(m.refusals_of("replay"), 2);
+        let k = &m.keys["0202020202020202"];
+        assert_eq!((k.connections, k.bytes_up, k.refusals["replay"]), (9, 30, 2));
     }
 }

@@ -117,3 +117,16 @@ pub fn chmod(path: &std::path::Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
+
+/// Gives the calling thread a file descriptor table of its own (`unshare(CLONE_FILES)`): a copy
+/// of the process's table as it is now, from then on separate. `RLIMIT_NOFILE` bounds the
+/// descriptor numbers of each table, so a thread with its own table can hold that many
+/// descriptors again. Descriptors opened later by other threads are not visible to it, and its
+/// own are not visible to them.
+pub fn unshare_fd_table() -> io::Result<()> {
+    // SAFETY: unshare with a flag only; it affects the calling thread's own task.
+    if unsafe { libc::unshare(libc::CLONE_FILES) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -7,7 +7,7 @@ use std::net::{Shutdown, SocketAddr};
 use mio::{Interest, Token};
 
 use super::{
-    CONN_BASE, Conn, EARLY_MAX, End, EventLoop, Phase, REFUSE_LINGER, RELAY_BUDGET, is_block, linger0,
+    CONN_BASE, Conn, EARLY_MAX, End, EventLoop, Phase, REFUSE_LINGER, RELAY_BUDGET, is_block, linger0, lock,
     unix_now,
 };
 use crate::convert::converter::{self, RefusalCause, Request};
@@ -52,7 +52,7 @@ impl EventLoop {
             }
             return;
         }
-        let verdict = self.converter.check_request(unix_now(), buf);
+        let verdict = lock(&self.converter).check_request(unix_now(), buf);
         match verdict {
             Request::Incomplete if buf.len() > max || eof => {
                 // Longer than any valid message, or the client stopped sending: truncated.
@@ -83,8 +83,9 @@ impl EventLoop {
             return;
         }
         // The request phase ends here; the dial counts against the key from now on.
-        self.limits.end_request();
-        if let Err(hit) = self.limits.try_dial(key) {
+        lock(&self.limits).end_request();
+        let admitted = lock(&self.limits).try_dial(key);
+        if let Err(hit) = admitted {
             *self.stats.limit_hits.entry(hit.name()).or_default() += 1;
             let reply = converter::error_reply(ErrorCode::ResourceExceeded, &[]);
             self.set_refusing(slot, RefusalCause::Limit, Some(key), reply, now);
@@ -98,8 +99,8 @@ impl EventLoop {
                         .register(&mut down, tok, Interest::READABLE | Interest::WRITABLE)
                 {
                     tracing::warn!("register: {e}");
-                    self.limits.dial_done(key);
-                    self.limits.release(key);
+                    lock(&self.limits).dial_done(key);
+                    lock(&self.limits).release(key);
                     self.close(slot, End::Reset, now);
                     return;
                 }
@@ -115,8 +116,8 @@ impl EventLoop {
                 }
             }
             Err(e) => {
-                self.limits.dial_done(key);
-                self.limits.release(key);
+                lock(&self.limits).dial_done(key);
+                lock(&self.limits).release(key);
                 let f = dial::classify(&e, None);
                 self.dial_failed_log(slot, dst, &e, now);
                 let reply = converter::error_reply(f.cause.error_code(), &f.value());
@@ -173,8 +174,8 @@ impl EventLoop {
         };
         let (key, dst) = (*key, *dst);
         let _ = self.registry.deregister(down);
-        self.limits.dial_done(key);
-        self.limits.release(key);
+        lock(&self.limits).dial_done(key);
+        lock(&self.limits).release(key);
         let e = e.unwrap_or_else(|| io::Error::from(io::ErrorKind::TimedOut));
         self.dial_failed_log(slot, dst, &e, now);
         let reply = converter::error_reply(f.cause.error_code(), &f.value());
@@ -205,7 +206,7 @@ impl EventLoop {
             c.phase = old;
             return;
         };
-        self.limits.dial_done(key);
+        lock(&self.limits).dial_done(key);
         // RFC 8803 §4.2: the converter confirms the connection once the server accepted it; the
         // first bytes of the bytestream carry the options negotiated with the server (§6.2.6).
         // The kernel has already sent the SYN/ACK to the client (it answers TFO SYNs at once), so
@@ -314,7 +315,7 @@ impl EventLoop {
         reply: Vec<u8>,
         now: Instant,
     ) {
-        self.limits.end_request();
+        lock(&self.limits).end_request();
         self.set_refusing(slot, cause, key, reply, now);
     }
 
@@ -395,11 +396,11 @@ impl EventLoop {
         let reg = &self.registry;
         let _ = reg.deregister(&mut c.up);
         match &mut c.phase {
-            Phase::Request { .. } => self.limits.end_request(),
+            Phase::Request { .. } => lock(&self.limits).end_request(),
             Phase::Dialing { key, down, .. } => {
                 let _ = reg.deregister(down);
-                self.limits.dial_done(*key);
-                self.limits.release(*key);
+                lock(&self.limits).dial_done(*key);
+                lock(&self.limits).release(*key);
             }
             Phase::Relay {
                 key,
@@ -411,7 +412,7 @@ impl EventLoop {
                 let _ = reg.deregister(down);
                 up_half.release(&mut self.pool);
                 down_half.release(&mut self.pool);
-                self.limits.release(*key);
+                lock(&self.limits).release(*key);
                 if matches!(end, End::Reset | End::ResetDown) {
                     linger0(down);
                 }
