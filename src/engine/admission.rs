@@ -139,6 +139,7 @@ impl Engine {
         let remote = converter.map_or(dst, |c| c.1);
         let iface = self.ifaces.choose(remote.ip()).ok_or(DialError::NoInterface)?;
         let port = self.table.alloc_port(remote).ok_or(DialError::Full)?;
+        self.counters.ports_reused = self.table.reused_ports();
         let local_ip = self
             .ifaces
             .local_addr(iface, remote.ip())

@@ -120,6 +120,9 @@ counters! {
         converter_failed = "converter_failed",
         /// Of those, established end to end.
         tcp_established = "tcp_established",
+        /// Local ports taken over from flows whose upstream was gone (their host side still in
+        /// TIME-WAIT).
+        ports_reused = "ports_reused",
         /// Refused by the destination (RST to the host).
         tcp_refused = "tcp_refused",
         /// The destination never answered (RST to the host).

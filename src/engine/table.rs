@@ -54,6 +54,7 @@ pub(super) struct FlowTable {
     ports: RangeInclusive<u16>,
     next_flow: FlowId,
     next_port: u16,
+    reused_ports: u64,
     dirty: VecDeque<FlowId>,
     timers: BinaryHeap<Reverse<(Instant, FlowId)>>,
 }
@@ -76,6 +77,7 @@ impl FlowTable {
             ports,
             next_flow: 0,
             next_port,
+            reused_ports: 0,
             dirty: VecDeque::new(),
             timers: BinaryHeap::new(),
         }
@@ -117,18 +119,33 @@ impl FlowTable {
         self.tokens.generate().ok()
     }
 
-    /// A local port not in use toward `dst`.
+    /// A local port not in use toward `dst`. A port whose flow lingers only for its host side
+    /// (the host's TIME-WAIT, while the upstream connection is gone: nothing of it can still
+    /// arrive or be sent) is free: the new flow takes its mapping over, and the old flow's
+    /// removal leaves the new mapping alone ([`release_upstream`](Self::release_upstream)).
+    /// Without that, every `Connection: close` HTTP exchange held a port for the host's
+    /// TIME-WAIT, and the range capped new connections per destination at range ÷ TIME-WAIT.
     pub fn alloc_port(&mut self, dst: SocketAddr) -> Option<u16> {
         let (lo, hi) = (*self.ports.start(), *self.ports.end());
         let n = u32::from(hi.checked_sub(lo)?) + 1;
         for _ in 0..n {
             let p = self.next_port;
             self.next_port = if p >= hi { lo } else { p + 1 };
-            if !self.by_port.contains_key(&(p, dst)) {
-                return Some(p);
+            match self.by_port.get(&(p, dst)) {
+                None => return Some(p),
+                Some(id) if self.flows.get(id).is_none_or(|e| e.flow.upstream.is_closed()) => {
+                    self.reused_ports += 1;
+                    return Some(p);
+                }
+                Some(_) => {}
             }
         }
         None
+    }
+
+    /// Ports taken over from flows whose upstream was gone ([`alloc_port`](Self::alloc_port)).
+    pub fn reused_ports(&self) -> u64 {
+        self.reused_ports
     }
 
     /// Adds `flow`, its upstream on local port `port` (from [`alloc_port`](Self::alloc_port))

@@ -9,6 +9,7 @@
 //! relayed connections, memory per connection, CPU per GB beside a plain splice relay).
 
 pub mod child;
+pub mod churn;
 pub mod convert;
 pub mod convert_scale;
 pub mod daemon;

@@ -25,7 +25,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Rows to run, comma-separated (P1,P2,…; P7 comes with P1; P8 adds the converter host;
-    /// P8.goodput, P8.ttfb, P8.failover run one part of P8).
+    /// P8.goodput, P8.ttfb, P8.failover run one part of P8; P10 needs wrk and nginx-light).
     #[arg(long, value_delimiter = ',', default_value = "P1,P2,P3,P4,P5,P6")]
     only: Vec<String>,
     /// Bytes per single-flow transfer (P1/P7); default 100 MB (20 MB with --quick).
@@ -115,6 +115,7 @@ fn main() -> anyhow::Result<()> {
         rtts_ms: args.rtts.clone(),
         requests: if q { 300 } else { 2000 },
         connects: if q { 200 } else { 1000 },
+        churn_secs: Duration::from_secs(if q { 10 } else { 60 }),
         flows: args
             .flows
             .clone()
@@ -162,6 +163,9 @@ fn main() -> anyhow::Result<()> {
     };
     if p8.any() {
         rows.extend(mpbond_bench::convert::converter(&mut lab, &cfg, p8, &mut log));
+    }
+    if want("P10") {
+        rows.extend(mpbond_bench::churn::rows(&lab, &cfg, &mut log));
     }
     if want("P9") {
         rows.extend(mpbond_bench::convert_scale::rows(&mut lab, &cfg, &mut log));

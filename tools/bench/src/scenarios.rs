@@ -38,6 +38,8 @@ pub struct Config {
     pub requests: usize,
     /// Most connections per P5 setup-rate run (also bounded to 2 s).
     pub connects: usize,
+    /// Length of each P10 run.
+    pub churn_secs: Duration,
     /// Flow counts for P6.
     pub flows: Vec<usize>,
     /// Messages per P6 CPU measurement.
@@ -73,7 +75,7 @@ fn self_cpu() -> f64 {
 }
 
 /// Runs `f` with a freshly started daemon; `Err` when it cannot start.
-fn with_daemon<T>(lab: &Lab, cfg: &Config, f: impl FnOnce(&Daemon) -> T) -> Result<T, String> {
+pub(crate) fn with_daemon<T>(lab: &Lab, cfg: &Config, f: impl FnOnce(&Daemon) -> T) -> Result<T, String> {
     with_daemon_args(lab, cfg, &[], f)
 }
 
