@@ -680,3 +680,65 @@ fn a_new_host_syn_on_a_lingering_four_tuple_starts_a_new_flow() {
         "a new upstream SYN"
     );
 }
+
+#[test]
+fn a_port_held_only_by_the_hosts_time_wait_is_reused_for_the_next_flow() {
+    let mut w = World::new(HOST.parse().unwrap(), SERVER.parse().unwrap());
+    // One local port: each flow to the server needs the one before it gone upstream.
+    w.e = Engine::new(Config {
+        tun_mtu: 9000,
+        ports: 61000..=61000,
+        ..Config::default()
+    });
+    for (i, addr) in [
+        (WIFI, ("198.18.1.2", "fd18:1::2")),
+        (CELLULAR, ("198.18.2.2", "fd18:2::2")),
+    ] {
+        w.e.handle_iface_state(
+            Instant::ZERO,
+            i,
+            IfaceState {
+                usable: true,
+                v4: Some(addr.0.parse().unwrap()),
+                v6: Some(addr.1.parse().unwrap()),
+            },
+        );
+    }
+    w.run(|w| w.host.state() == tcp::State::Established);
+    w.run(|w| {
+        w.server
+            .as_ref()
+            .is_some_and(|s| s.state() == tcp::State::Established)
+    });
+    let syn_from = |w: &mut World, host: &str| {
+        let mut c = Connection::connect(
+            w.now,
+            host.parse().unwrap(),
+            SERVER.parse().unwrap(),
+            tcp::Config::default(),
+            &IsnKey([4; 32]),
+        );
+        let t = c.poll_transmit(w.now, &mut w.buf).unwrap();
+        let syn = w.buf[..t.len].to_vec();
+        w.e.handle_tun_packet(w.now, &syn);
+        let out = w.e.poll_transmit(w.now, &mut w.buf).unwrap();
+        wire::parse_tcp_packet(&w.buf[..out.len]).unwrap().header
+    };
+    // The first flow still holds the port upstream: a second host SYN is answered at once
+    // with a reset (a full table never drops silently).
+    let h = syn_from(&mut w, "100.127.77.1:40001");
+    assert!(h.flags.rst(), "the host is reset: {h:?}");
+    assert_eq!(w.e.counters().dropped(DropReason::TableFull), 1);
+    // The server closes first: the upstream is gone, the engine's host side lingers in
+    // TIME-WAIT and keeps the flow, but not its port.
+    w.server.as_mut().unwrap().close();
+    w.run(|w| w.host.recv_finished());
+    w.host.close();
+    w.run(|w| w.host.is_closed());
+    assert_eq!(w.e.flow_counts().0, 1, "lingering in TIME-WAIT");
+    let h = syn_from(&mut w, "100.127.77.1:40002");
+    assert!(h.flags.syn() && !h.flags.ack(), "a new upstream SYN: {h:?}");
+    assert_eq!(h.src_port, 61000, "on the reused port");
+    assert_eq!(w.e.counters().ports_reused, 1);
+    assert_eq!(w.e.flow_counts().0, 2);
+}
