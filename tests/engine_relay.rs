@@ -660,13 +660,29 @@ fn a_new_host_syn_on_a_lingering_four_tuple_starts_a_new_flow() {
     w.host.close();
     w.run(|w| w.host.is_closed());
     assert_eq!(w.e.flow_counts().0, 1, "lingering in TIME-WAIT");
-    // The host reuses the 4-tuple at once.
+    // An old duplicate of the first SYN (its timestamp from the start, not newer than the
+    // host's last one) does not reopen the 4-tuple: the lingering connection takes it.
+    let mut old = Connection::connect(
+        Instant::ZERO,
+        HOST.parse().unwrap(),
+        SERVER.parse().unwrap(),
+        tcp::Config::default(),
+        &IsnKey([1; 32]),
+    );
+    let t = old.poll_transmit(Instant::ZERO, &mut w.buf).unwrap();
+    let syn = w.buf[..t.len].to_vec();
+    w.e.handle_tun_packet(w.now, &syn);
+    assert_eq!(w.e.counters().tcp_flows, 1, "an old duplicate SYN opens nothing");
+    while w.e.poll_transmit(w.now, &mut w.buf).is_some() {}
+    // The host reuses the 4-tuple a moment later: its clock-driven ISN and timestamp (same
+    // host key, RFC 6528 / RFC 7323 §7.1) are newer (RFC 6191).
+    w.now = w.now + Duration::from_millis(2);
     let mut again = Connection::connect(
         w.now,
         HOST.parse().unwrap(),
         SERVER.parse().unwrap(),
         tcp::Config::default(),
-        &IsnKey([3; 32]),
+        &IsnKey([1; 32]),
     );
     let t = again.poll_transmit(w.now, &mut w.buf).unwrap();
     let syn = w.buf[..t.len].to_vec();

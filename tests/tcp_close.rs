@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use mpbond::tcp::{Config, Event, State};
-use mpbond::wire::tcp::TcpFlags;
+use mpbond::wire::tcp::{TcpFlags, Timestamps};
 
 fn cfg() -> Config {
     Config {
@@ -158,4 +158,46 @@ fn fin_out_of_order_is_held_until_the_data_before_it_arrives() {
     assert_eq!(s.state(), State::CloseWait);
     assert_eq!(read_all(&mut s).len(), 3000);
     assert!(s.recv_finished());
+}
+
+#[test]
+fn a_new_syn_reopens_a_time_wait_four_tuple_only_if_it_is_newer() {
+    // RFC 6191 §2.
+    let (mut c, mut s) = handshake(cfg(), cfg());
+    c.close();
+    pump(&mut c, &mut s, at(1));
+    s.close();
+    let fin = drain(&mut s, at(2));
+    deliver(&mut c, at(2), &fin);
+    assert_eq!(c.state(), State::TimeWait);
+    assert!(c.timestamps_enabled(), "the handshake negotiated timestamps");
+    let ts = fin[0]
+        .hdr
+        .options
+        .timestamps
+        .expect("the FIN carries a timestamp");
+    let mut syn = fin[0].hdr;
+    syn.flags = TcpFlags::SYN;
+    syn.ack = Default::default();
+    // With timestamps: the TSval decides, whatever the sequence number.
+    syn.seq = fin[0].hdr.seq + 1_000_000;
+    syn.options.timestamps = Some(Timestamps { val: ts.val, ecr: 0 });
+    assert!(
+        !c.accepts_new_syn(&syn),
+        "TSval not newer than TS.Recent: an old duplicate"
+    );
+    syn.options.timestamps = Some(Timestamps {
+        val: ts.val.wrapping_add(1),
+        ecr: 0,
+    });
+    assert!(c.accepts_new_syn(&syn), "newer TSval");
+    // Without timestamps: the sequence number must be past RCV.NXT.
+    syn.options.timestamps = None;
+    syn.seq = fin[0].hdr.seq;
+    assert!(!c.accepts_new_syn(&syn), "sequence number at or before RCV.NXT");
+    syn.seq = fin[0].hdr.seq + 10;
+    assert!(c.accepts_new_syn(&syn), "sequence number past RCV.NXT");
+    // A connection that is not lingering is never reopened by a SYN.
+    assert_eq!(s.state(), State::LastAck);
+    assert!(!s.accepts_new_syn(&syn));
 }

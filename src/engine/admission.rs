@@ -59,12 +59,11 @@ impl Engine {
                 return;
             };
             // RFC 9293 §3.10.7.4 (TIME-WAIT) / RFC 6191: the host may reuse the 4-tuple while our
-            // host side lingers in TIME-WAIT; its new SYN starts a new flow.
-            let lingering = flow
-                .host
-                .as_ref()
-                .is_some_and(|h| matches!(h.state(), tcp::State::TimeWait | tcp::State::Closed));
-            if !(new_syn && lingering) {
+            // host side lingers in TIME-WAIT; its new SYN starts a new flow if it is not an old
+            // duplicate (newer timestamp, or sequence number past RCV.NXT). Any other SYN goes
+            // to the lingering connection, which answers it as TIME-WAIT does.
+            let reopen = new_syn && flow.host.as_ref().is_some_and(|h| h.accepts_new_syn(&hdr));
+            if !reopen {
                 flow.handle_host_segment(now, &hdr, payload);
                 return self.table.mark_dirty(id);
             }

@@ -256,6 +256,22 @@ impl Connection {
     pub fn timestamps_enabled(&self) -> bool {
         self.ts_ok
     }
+
+    /// Whether the peer's new SYN `syn` may open a new connection on this one's 4-tuple while
+    /// this one lingers in TIME-WAIT (closed: always). RFC 6191 §2: with timestamps on both,
+    /// the SYN is accepted when its TSval is greater than TS.Recent (an old duplicate cannot
+    /// carry a newer timestamp); otherwise when its sequence number is greater than RCV.NXT
+    /// (RFC 9293 §3.6.1, the host's clock-driven ISNs, RFC 6528, grow).
+    pub fn accepts_new_syn(&self, syn: &crate::wire::tcp::SegmentHeader) -> bool {
+        match self.state {
+            State::Closed => true,
+            State::TimeWait => match syn.options.timestamps {
+                Some(ts) if self.ts_ok => (ts.val.wrapping_sub(self.rcv.ts_recent()) as i32) > 0,
+                _ => syn.seq > self.rcv_nxt_seq(),
+            },
+            _ => false,
+        }
+    }
     /// (send shift, receive shift) if window scaling was negotiated.
     pub fn window_scale(&self) -> Option<(u8, u8)> {
         self.ws_ok.then_some((self.snd.wscale(), self.rcv.wscale()))
