@@ -121,6 +121,21 @@ impl World {
         moved
     }
 
+    /// A new host connection from `host` to the server (its ISN and timestamps from host key
+    /// `key` at `at`) hands its SYN to the engine at the world's time.
+    fn host_syn(&mut self, at: Instant, host: &str, key: u8) {
+        let mut c = Connection::connect(
+            at,
+            host.parse().unwrap(),
+            SERVER.parse().unwrap(),
+            tcp::Config::default(),
+            &IsnKey([key; 32]),
+        );
+        let t = c.poll_transmit(at, &mut self.buf).unwrap();
+        let syn = self.buf[..t.len].to_vec();
+        self.e.handle_tun_packet(self.now, &syn);
+    }
+
     /// Runs until quiet, then advances time to the next timer (bounded).
     fn run(&mut self, mut until: impl FnMut(&mut World) -> bool) {
         for _ in 0..200_000 {
@@ -662,31 +677,13 @@ fn a_new_host_syn_on_a_lingering_four_tuple_starts_a_new_flow() {
     assert_eq!(w.e.flow_counts().0, 1, "lingering in TIME-WAIT");
     // An old duplicate of the first SYN (its timestamp from the start, not newer than the
     // host's last one) does not reopen the 4-tuple: the lingering connection takes it.
-    let mut old = Connection::connect(
-        Instant::ZERO,
-        HOST.parse().unwrap(),
-        SERVER.parse().unwrap(),
-        tcp::Config::default(),
-        &IsnKey([1; 32]),
-    );
-    let t = old.poll_transmit(Instant::ZERO, &mut w.buf).unwrap();
-    let syn = w.buf[..t.len].to_vec();
-    w.e.handle_tun_packet(w.now, &syn);
+    w.host_syn(Instant::ZERO, HOST, 1);
     assert_eq!(w.e.counters().tcp_flows, 1, "an old duplicate SYN opens nothing");
     while w.e.poll_transmit(w.now, &mut w.buf).is_some() {}
     // The host reuses the 4-tuple a moment later: its clock-driven ISN and timestamp (same
     // host key, RFC 6528 / RFC 7323 §7.1) are newer (RFC 6191).
     w.now = w.now + Duration::from_millis(2);
-    let mut again = Connection::connect(
-        w.now,
-        HOST.parse().unwrap(),
-        SERVER.parse().unwrap(),
-        tcp::Config::default(),
-        &IsnKey([1; 32]),
-    );
-    let t = again.poll_transmit(w.now, &mut w.buf).unwrap();
-    let syn = w.buf[..t.len].to_vec();
-    w.e.handle_tun_packet(w.now, &syn);
+    w.host_syn(w.now, HOST, 1);
     assert_eq!(w.e.counters().tcp_flows, 2);
     let out = w.e.poll_transmit(w.now, &mut w.buf).unwrap();
     assert_eq!(out.dest, Dest::Iface(WIFI));
@@ -727,16 +724,7 @@ fn a_port_held_only_by_the_hosts_time_wait_is_reused_for_the_next_flow() {
             .is_some_and(|s| s.state() == tcp::State::Established)
     });
     let syn_from = |w: &mut World, host: &str| {
-        let mut c = Connection::connect(
-            w.now,
-            host.parse().unwrap(),
-            SERVER.parse().unwrap(),
-            tcp::Config::default(),
-            &IsnKey([4; 32]),
-        );
-        let t = c.poll_transmit(w.now, &mut w.buf).unwrap();
-        let syn = w.buf[..t.len].to_vec();
-        w.e.handle_tun_packet(w.now, &syn);
+        w.host_syn(w.now, host, 4);
         let out = w.e.poll_transmit(w.now, &mut w.buf).unwrap();
         wire::parse_tcp_packet(&w.buf[..out.len]).unwrap().header
     };

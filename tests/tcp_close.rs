@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use mpbond::tcp::{Config, Event, State};
+use mpbond::tcp::{Config, Connection, Event, State};
 use mpbond::wire::tcp::{TcpFlags, Timestamps};
 
 fn cfg() -> Config {
@@ -48,14 +48,21 @@ fn active_and_passive_close_walk_every_state() {
     assert!(c.is_closed() && s.is_closed());
 }
 
-#[test]
-fn fin_retransmitted_in_time_wait_is_acked_and_restarts_timer() {
+/// `c` closes first, then `s`: `c` in TIME-WAIT (its last ACK not yet sent), `s` in LAST-ACK,
+/// and the FIN that `s` sent.
+fn client_in_time_wait() -> (Connection, Connection, Vec<Seg>) {
     let (mut c, mut s) = handshake(cfg(), cfg());
     c.close();
     pump(&mut c, &mut s, at(1));
     s.close();
     let fin = drain(&mut s, at(2));
     deliver(&mut c, at(2), &fin);
+    (c, s, fin)
+}
+
+#[test]
+fn fin_retransmitted_in_time_wait_is_acked_and_restarts_timer() {
+    let (mut c, _s, fin) = client_in_time_wait();
     let _lost_ack = drain(&mut c, at(2));
     assert_eq!(c.state(), State::TimeWait);
     deliver(&mut c, at(300), &fin);
@@ -163,12 +170,7 @@ fn fin_out_of_order_is_held_until_the_data_before_it_arrives() {
 #[test]
 fn a_new_syn_reopens_a_time_wait_four_tuple_only_if_it_is_newer() {
     // RFC 6191 §2.
-    let (mut c, mut s) = handshake(cfg(), cfg());
-    c.close();
-    pump(&mut c, &mut s, at(1));
-    s.close();
-    let fin = drain(&mut s, at(2));
-    deliver(&mut c, at(2), &fin);
+    let (c, s, fin) = client_in_time_wait();
     assert_eq!(c.state(), State::TimeWait);
     assert!(c.timestamps_enabled(), "the handshake negotiated timestamps");
     let ts = fin[0]
