@@ -682,7 +682,7 @@ fn a_new_host_syn_on_a_lingering_four_tuple_starts_a_new_flow() {
     while w.e.poll_transmit(w.now, &mut w.buf).is_some() {}
     // The host reuses the 4-tuple a moment later: its clock-driven ISN and timestamp (same
     // host key, RFC 6528 / RFC 7323 §7.1) are newer (RFC 6191).
-    w.now = w.now + Duration::from_millis(2);
+    w.now += Duration::from_millis(2);
     w.host_syn(w.now, HOST, 1);
     assert_eq!(w.e.counters().tcp_flows, 2);
     let out = w.e.poll_transmit(w.now, &mut w.buf).unwrap();
