@@ -109,6 +109,9 @@ pub struct FileConfig {
     /// Who may read the status.
     #[serde(default)]
     pub status: FileStatus,
+    /// Data budgets per interface role.
+    #[serde(default)]
+    pub budget: crate::budget::FileBudgets,
 }
 
 /// Who may read `mpbond status` (the daemon's control socket); stopping it is root's alone.
@@ -245,6 +248,31 @@ pub struct Config {
     pub converter: Option<ConverterConfig>,
     /// Who may read the status.
     pub status: StatusConfig,
+    /// Data budgets.
+    pub budget: BudgetConfig,
+}
+
+/// `[budget]` resolved: limits by interface role, and where the counts are kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BudgetConfig {
+    /// Wi-Fi's limits, if any.
+    #[serde(skip)]
+    pub wifi: Option<crate::budget::Limits>,
+    /// Cellular's limits, if any.
+    #[serde(skip)]
+    pub cellular: Option<crate::budget::Limits>,
+    /// The state file.
+    pub state_file: PathBuf,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        BudgetConfig {
+            wifi: None,
+            cellular: None,
+            state_file: PathBuf::from(crate::budget::DEFAULT_STATE_FILE),
+        }
+    }
 }
 
 /// The converters a laptop uses (`[converter]`, `--converter`).
@@ -603,6 +631,24 @@ impl Config {
             checksums: file.subflows.checksums.unwrap_or(false),
             converter: resolve_converter(file.converter, flags)?,
             status: resolve_status(file.status)?,
+            budget: BudgetConfig {
+                wifi: file
+                    .budget
+                    .wifi
+                    .as_ref()
+                    .map(|b| crate::budget::Limits::resolve(b, "budget.wifi"))
+                    .transpose()?,
+                cellular: file
+                    .budget
+                    .cellular
+                    .as_ref()
+                    .map(|b| crate::budget::Limits::resolve(b, "budget.cellular"))
+                    .transpose()?,
+                state_file: file
+                    .budget
+                    .state_file
+                    .unwrap_or_else(|| PathBuf::from(crate::budget::DEFAULT_STATE_FILE)),
+            },
         })
     }
 }
@@ -825,6 +871,23 @@ join = "on-demand"
         let c = Config::resolve(file, &Overrides::default(), &none).unwrap();
         let d = Config::resolve(FileConfig::default(), &flags("wlan0", "wwan0"), &none).unwrap();
         assert_eq!(c, d);
+    }
+
+    #[test]
+    fn budgets_resolve_per_role() {
+        let f = parse("[budget.cellular]\ndaily_mb = 5\nat_limit = \"warn\"\n").unwrap();
+        let c = Config::resolve(f, &flags("wlan0", "wwan0"), &none).unwrap();
+        let l = c.budget.cellular.unwrap();
+        assert_eq!((l.daily, l.monthly), (Some(5_000_000), None));
+        assert_eq!(l.at_limit, crate::budget::AtLimit::Warn);
+        assert_eq!(c.budget.wifi, None);
+        let f = parse("[budget.wifi]\nsoft_percent = 120\n").unwrap();
+        let e = Config::resolve(f, &flags("wlan0", "wwan0"), &none).unwrap_err();
+        assert!(e.to_string().contains("budget.wifi"), "{e}");
+        assert!(
+            parse("[budget.cellular]\ndaily = 5\n").is_err(),
+            "unknown keys are errors"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! events and an explicit `now`, and never touches sockets, threads or the clock. `io` holds the
 //! threads, `sys` the only `unsafe`, `route` the routing plan and its applier. See `STYLE.md`.
 
+pub mod budget;
 pub mod check;
 pub mod cli;
 pub mod config;

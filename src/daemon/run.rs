@@ -36,6 +36,7 @@ struct Shared {
     tun_counters: Arc<TunCounters>,
     interfaces: Arc<Mutex<Vec<InterfaceStatus>>>,
     engine: crossbeam_channel::Sender<EngineRequest>,
+    budget: super::budget::Shown,
 }
 
 impl Shared {
@@ -158,6 +159,7 @@ impl Shared {
                     last_failure: c.last_failure.map(|f| f.name().to_string()),
                 })
                 .collect(),
+            budget: self.budget.lock().map(|g| g.clone()).unwrap_or_default(),
         }
     }
 }
@@ -319,6 +321,7 @@ fn start_threads(
                 rx_bytes: 0,
                 tx_bytes: 0,
                 usable: false,
+                budget_blocked: false,
             }
         })
         .collect();
@@ -330,6 +333,7 @@ fn start_threads(
         tun_counters: Arc::new(TunCounters::default()),
         interfaces: Arc::new(Mutex::new(interfaces)),
         engine: req_tx,
+        budget: Default::default(),
     });
     let mut workers = Vec::new();
     let pool = Pool::new(8192, 512);
@@ -359,6 +363,15 @@ fn start_threads(
             },
         );
     }
+    workers.push(
+        super::budget::spawn(
+            config,
+            shared.interfaces.clone(),
+            changed_tx.clone(),
+            shared.budget.clone(),
+        )
+        .context("budget thread")?,
+    );
     let _ = changed_tx.try_send(());
     let ifaces = [&config.wifi, &config.cellular]
         .into_iter()

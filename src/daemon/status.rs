@@ -67,6 +67,9 @@ pub struct InterfaceStatus {
     /// The engine uses it for new flows (up, carrier, its I/O thread open).
     #[serde(default)]
     pub usable: bool,
+    /// Its data budget is used up (`at_limit = "block"`): mpbond does not use it.
+    #[serde(default)]
+    pub budget_blocked: bool,
 }
 
 /// The TUN device.
@@ -209,6 +212,9 @@ pub struct Status {
     /// The RFC 8803 converters.
     #[serde(default)]
     pub converters: Vec<ConverterStatus>,
+    /// The data budget of each interface.
+    #[serde(default)]
+    pub budget: Vec<crate::budget::BudgetStatus>,
 }
 
 fn join(addrs: &[IpNet]) -> String {
@@ -306,6 +312,9 @@ impl Status {
             .collect();
         if !fallbacks.is_empty() {
             let _ = writeln!(s, "MPTCP fallbacks: {}", fallbacks.join(", "));
+        }
+        for b in &self.budget {
+            let _ = writeln!(s, "data {}", b.line());
         }
         for c in &self.converters {
             let state = if c.up {
@@ -407,6 +416,7 @@ mod tests {
                 rx_bytes: 1,
                 tx_bytes: 2,
                 usable: true,
+                budget_blocked: false,
             }],
             flows: Vec::new(),
             subflows: Vec::new(),
@@ -414,6 +424,7 @@ mod tests {
             recent_failovers: Vec::new(),
             counters: [("dropped_tcp_checksum".to_string(), 2)].into_iter().collect(),
             converters: Vec::new(),
+            budget: Vec::new(),
         }
     }
 

@@ -293,7 +293,8 @@ impl Thread {
                 _ => None,
             });
             let state = IfaceState {
-                usable: link_ok && self.open[i],
+                // An interface whose data budget is used up is not used (daemon::budget).
+                usable: link_ok && self.open[i] && !st.budget_blocked,
                 v4,
                 v6,
             };

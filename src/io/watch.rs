@@ -271,6 +271,7 @@ mod tests {
             rx_bytes: 0,
             tx_bytes: 0,
             usable: false,
+            budget_blocked: false,
         }]
     }
 

@@ -1,0 +1,396 @@
+//! The data budget of each physical interface (a phone tether or a prepaid modem has a cap):
+//! bytes today and in the current monthly period, from the interface's own kernel counters
+//! (every byte the carrier bills, mpbond's or not), kept across restarts; and what the limits
+//! in `[budget.<role>]` make of them.
+//!
+//! - Past the *soft* share of a limit (`soft_percent`, default 80 %), `status` says so. (Using
+//!   the interface then only as a last resort, joins on demand, is still to come.)
+//! - Past the limit itself, with `at_limit = "block"` (the default), mpbond does not use the
+//!   interface at all until the day or the period renews; with `"warn"` it only says so.
+//!
+//! Pure logic: the caller samples the counters with the local date ([`Usage::observe`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ConfigError;
+
+/// A local calendar date.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Date {
+    /// Year.
+    pub y: i32,
+    /// Month, 1–12.
+    pub m: u32,
+    /// Day of the month, 1–31.
+    pub d: u32,
+}
+
+impl fmt::Display for Date {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.y, self.m, self.d)
+    }
+}
+
+impl Date {
+    /// The first day of the monthly period holding `self`, for periods that start on day
+    /// `starts` (1–28) of each month.
+    pub fn period_start(self, starts: u32) -> Date {
+        if self.d >= starts {
+            Date { d: starts, ..self }
+        } else if self.m == 1 {
+            Date {
+                y: self.y - 1,
+                m: 12,
+                d: starts,
+            }
+        } else {
+            Date {
+                m: self.m - 1,
+                d: starts,
+                ..self
+            }
+        }
+    }
+}
+
+/// `[budget.<role>]` as written.
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileBudget {
+    /// Megabytes (10^6 bytes) a day, local time.
+    pub daily_mb: Option<u64>,
+    /// Megabytes per monthly period.
+    pub monthly_mb: Option<u64>,
+    /// The day of the month the period renews (1–28, default 1).
+    pub month_starts: Option<u32>,
+    /// Share of a limit past which `status` warns (1–100, default 80).
+    pub soft_percent: Option<u32>,
+    /// What happens at a limit: `"block"` (default) or `"warn"`.
+    pub at_limit: Option<AtLimit>,
+}
+
+/// `[budget]`: one table per interface role.
+#[derive(Debug, Default, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileBudgets {
+    /// The Wi-Fi interface.
+    pub wifi: Option<FileBudget>,
+    /// The cellular interface.
+    pub cellular: Option<FileBudget>,
+    /// Where the counts are kept (default `/var/lib/mpbond/budget.json`).
+    pub state_file: Option<std::path::PathBuf>,
+}
+
+/// What a limit does.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AtLimit {
+    /// The interface is not used until the day or the period renews.
+    #[default]
+    Block,
+    /// Only reported.
+    Warn,
+}
+
+/// The default state file.
+pub const DEFAULT_STATE_FILE: &str = "/var/lib/mpbond/budget.json";
+
+/// One interface's limits, resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes a day.
+    pub daily: Option<u64>,
+    /// Bytes a period.
+    pub monthly: Option<u64>,
+    /// Day the period renews.
+    pub month_starts: u32,
+    /// Soft share, percent.
+    pub soft_percent: u32,
+    /// At the limit.
+    pub at_limit: AtLimit,
+}
+
+impl Limits {
+    /// Resolves `[budget.<role>]`; `key` names it in errors.
+    pub fn resolve(f: &FileBudget, key: &'static str) -> Result<Limits, ConfigError> {
+        let month_starts = f.month_starts.unwrap_or(1);
+        if !(1..=28).contains(&month_starts) {
+            return Err(ConfigError::Invalid {
+                key,
+                reason: format!("month_starts {month_starts} is outside 1-28"),
+            });
+        }
+        let soft_percent = f.soft_percent.unwrap_or(80);
+        if !(1..=100).contains(&soft_percent) {
+            return Err(ConfigError::Invalid {
+                key,
+                reason: format!("soft_percent {soft_percent} is outside 1-100"),
+            });
+        }
+        if f.daily_mb == Some(0) || f.monthly_mb == Some(0) {
+            return Err(ConfigError::Invalid {
+                key,
+                reason: "a limit of 0 MB: leave it out for no limit".into(),
+            });
+        }
+        Ok(Limits {
+            daily: f.daily_mb.map(|m| m.saturating_mul(1_000_000)),
+            monthly: f.monthly_mb.map(|m| m.saturating_mul(1_000_000)),
+            month_starts,
+            soft_percent,
+            at_limit: f.at_limit.unwrap_or_default(),
+        })
+    }
+}
+
+/// Where an interface stands against its limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Level {
+    /// Within every soft share.
+    #[default]
+    Normal,
+    /// Past a soft share.
+    Soft,
+    /// At or past a limit.
+    Hard,
+}
+
+/// One interface's counts (the state file holds one per interface name).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// The day counted in `today`.
+    pub day: Option<Date>,
+    /// Bytes (received + sent) that day.
+    pub today: u64,
+    /// First day of the period counted in `period`.
+    pub period_start: Option<Date>,
+    /// Bytes this period.
+    pub period: u64,
+    /// Bytes per day (`YYYY-MM-DD`), the last [`HISTORY_DAYS`] days.
+    #[serde(default)]
+    pub history: BTreeMap<String, u64>,
+    /// The counters (rx, tx) last seen (not kept across restarts: bytes while mpbond was not
+    /// running are not counted).
+    #[serde(skip)]
+    pub last: Option<(u64, u64)>,
+}
+
+/// Days of history kept.
+pub const HISTORY_DAYS: usize = 62;
+
+impl Usage {
+    /// Counts the growth of the interface's counters `rx`, `tx` on `today`. A counter that went
+    /// down was reset (the interface was created again): its new value is all new.
+    pub fn observe(&mut self, today: Date, month_starts: u32, rx: u64, tx: u64) {
+        let delta = match self.last {
+            None => 0,
+            Some((lr, lt)) => {
+                let d = |now: u64, before: u64| if now >= before { now - before } else { now };
+                d(rx, lr).saturating_add(d(tx, lt))
+            }
+        };
+        self.last = Some((rx, tx));
+        self.roll(today, month_starts);
+        self.today = self.today.saturating_add(delta);
+        self.period = self.period.saturating_add(delta);
+        *self.history.entry(today.to_string()).or_default() += delta;
+        while self.history.len() > HISTORY_DAYS {
+            self.history.pop_first();
+        }
+    }
+
+    /// Starts a new day or period when `today` is past the counted ones.
+    pub fn roll(&mut self, today: Date, month_starts: u32) {
+        if self.day != Some(today) {
+            self.day = Some(today);
+            self.today = 0;
+        }
+        let start = today.period_start(month_starts);
+        if self.period_start != Some(start) {
+            self.period_start = Some(start);
+            self.period = 0;
+        }
+    }
+
+    /// Where these counts stand against `lim`.
+    pub fn level(&self, lim: &Limits) -> Level {
+        let of = |used: u64, limit: Option<u64>| match limit {
+            Some(l) if used >= l => Level::Hard,
+            Some(l) if u128::from(used) * 100 >= u128::from(l) * u128::from(lim.soft_percent) => Level::Soft,
+            _ => Level::Normal,
+        };
+        of(self.today, lim.daily).max(of(self.period, lim.monthly))
+    }
+}
+
+/// What the daemon shows of one interface's budget.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetStatus {
+    /// Interface name.
+    pub name: String,
+    /// Bytes today.
+    pub today: u64,
+    /// Bytes this period.
+    pub period: u64,
+    /// First day of the period.
+    pub period_start: Option<Date>,
+    /// Daily limit, bytes.
+    pub daily_limit: Option<u64>,
+    /// Period limit, bytes.
+    pub monthly_limit: Option<u64>,
+    /// Where it stands.
+    pub level: Level,
+    /// Whether mpbond stopped using it (hard limit, `at_limit = "block"`).
+    pub blocked: bool,
+}
+
+impl BudgetStatus {
+    /// The status of `usage` against `lim`.
+    pub fn of(name: &str, usage: &Usage, lim: &Limits) -> BudgetStatus {
+        let level = usage.level(lim);
+        BudgetStatus {
+            name: name.to_owned(),
+            today: usage.today,
+            period: usage.period,
+            period_start: usage.period_start,
+            daily_limit: lim.daily,
+            monthly_limit: lim.monthly,
+            level,
+            blocked: level == Level::Hard && lim.at_limit == AtLimit::Block,
+        }
+    }
+
+    /// One line for `status`.
+    pub fn line(&self) -> String {
+        let mb = |b: u64| format!("{:.1} MB", b as f64 / 1e6);
+        let of = |used: u64, lim: Option<u64>| match lim {
+            Some(l) => format!("{} of {}", mb(used), mb(l)),
+            None => mb(used),
+        };
+        format!(
+            "{}: today {}, this period {}{}{}",
+            self.name,
+            of(self.today, self.daily_limit),
+            of(self.period, self.monthly_limit),
+            self.period_start
+                .map(|d| format!(" (since {d})"))
+                .unwrap_or_default(),
+            match (self.level, self.blocked) {
+                (_, true) => " — limit reached, not used",
+                (Level::Hard, false) => " — limit reached",
+                (Level::Soft, _) => " — near the limit",
+                (Level::Normal, _) => "",
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(y: i32, m: u32, d: u32) -> Date {
+        Date { y, m, d }
+    }
+
+    fn limits(daily: Option<u64>, monthly: Option<u64>) -> Limits {
+        Limits::resolve(
+            &FileBudget {
+                daily_mb: daily,
+                monthly_mb: monthly,
+                month_starts: Some(15),
+                ..FileBudget::default()
+            },
+            "budget.cellular",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn periods_start_on_the_configured_day() {
+        assert_eq!(day(2026, 12, 20).period_start(15), day(2026, 12, 15));
+        assert_eq!(day(2026, 12, 14).period_start(15), day(2026, 11, 15));
+        assert_eq!(day(2027, 1, 3).period_start(15), day(2026, 12, 15));
+        assert_eq!(day(2027, 1, 1).period_start(1), day(2027, 1, 1));
+    }
+
+    #[test]
+    fn counts_growth_across_days_periods_and_counter_resets() {
+        let mut u = Usage::default();
+        u.observe(day(2026, 12, 13), 15, 1_000, 2_000);
+        assert_eq!((u.today, u.period), (0, 0), "the first sample is the baseline");
+        u.observe(day(2026, 12, 13), 15, 1_500, 2_500);
+        assert_eq!((u.today, u.period), (1_000, 1_000));
+        // A new day; the period goes on.
+        u.observe(day(2026, 12, 14), 15, 2_000, 2_500);
+        assert_eq!((u.today, u.period), (500, 1_500));
+        // The period renews on the 15th.
+        u.observe(day(2026, 12, 15), 15, 2_100, 2_500);
+        assert_eq!((u.today, u.period), (100, 100));
+        // The interface came back: its counters restarted from 0.
+        u.observe(day(2026, 12, 15), 15, 300, 200);
+        assert_eq!((u.today, u.period), (600, 600));
+        assert_eq!(u.history["2026-12-13"], 1_000);
+        assert_eq!(u.history["2026-12-15"], 600);
+        // Kept across a restart: counts yes, counter readings no.
+        let back: Usage = serde_json::from_str(&serde_json::to_string(&u).unwrap()).unwrap();
+        assert_eq!((back.today, back.period, back.last), (600, 600, None));
+    }
+
+    #[test]
+    fn levels_follow_the_soft_share_and_the_limits() {
+        let lim = limits(Some(100), Some(1_000));
+        let mut u = Usage {
+            today: 79_999_999,
+            period: 10,
+            ..Usage::default()
+        };
+        assert_eq!(u.level(&lim), Level::Normal);
+        u.today = 80_000_000;
+        assert_eq!(u.level(&lim), Level::Soft);
+        u.today = 100_000_000;
+        assert_eq!(u.level(&lim), Level::Hard);
+        let st = BudgetStatus::of("wwan0", &u, &lim);
+        assert!(st.blocked);
+        assert!(st.line().contains("100.0 MB of 100.0 MB"), "{}", st.line());
+        // The period limit counts too.
+        u.today = 0;
+        u.period = 1_000_000_000;
+        assert_eq!(u.level(&lim), Level::Hard);
+        assert_eq!(Usage::default().level(&limits(None, None)), Level::Normal);
+    }
+
+    #[test]
+    fn bad_limits_are_named() {
+        for (f, want) in [
+            (
+                FileBudget {
+                    month_starts: Some(31),
+                    ..FileBudget::default()
+                },
+                "month_starts",
+            ),
+            (
+                FileBudget {
+                    soft_percent: Some(0),
+                    ..FileBudget::default()
+                },
+                "soft_percent",
+            ),
+            (
+                FileBudget {
+                    daily_mb: Some(0),
+                    ..FileBudget::default()
+                },
+                "0 MB",
+            ),
+        ] {
+            let e = Limits::resolve(&f, "budget.cellular").unwrap_err();
+            assert!(e.to_string().contains(want), "{e}");
+        }
+    }
+}

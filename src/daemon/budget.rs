@@ -1,0 +1,210 @@
+//! The budget thread: every [`SAMPLE`] it reads the physical interfaces' byte counters (over
+//! netlink), counts them into each interface's [`Usage`] by local date, keeps the counts in the
+//! state file (every [`SAVE`], and when it stops; written to a temporary file and renamed, so a
+//! crash leaves the old counts or the new ones), and blocks an interface past a limit with
+//! `at_limit = "block"` (its [`InterfaceStatus::budget_blocked`]; the engine then treats it as
+//! unusable).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crossbeam_channel::Sender;
+use mio::{Events, Poll};
+
+use super::status::InterfaceStatus;
+use crate::budget::{BudgetStatus, Limits, Usage};
+use crate::config::Config;
+use crate::io::Worker;
+use crate::sys;
+
+/// How often the counters are read.
+pub const SAMPLE: Duration = Duration::from_secs(2);
+/// How often the counts are written to the state file.
+pub const SAVE: Duration = Duration::from_secs(60);
+
+/// What the thread shares with the status handler.
+pub type Shown = Arc<Mutex<Vec<BudgetStatus>>>;
+
+/// The counts by interface name, as the state file holds them.
+fn load(path: &Path) -> BTreeMap<String, Usage> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+            tracing::warn!("{}: unreadable ({e}); counting from zero", path.display());
+            BTreeMap::new()
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => {
+            tracing::warn!("cannot read {}: {e}; counting from zero", path.display());
+            BTreeMap::new()
+        }
+    }
+}
+
+fn save(path: &Path, counts: &BTreeMap<String, Usage>) {
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(counts).map_err(std::io::Error::other)?,
+        )?;
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        tracing::warn!("cannot keep the data budget in {}: {e}", path.display());
+    }
+}
+
+struct Iface {
+    name: String,
+    limits: Option<Limits>,
+}
+
+struct Thread {
+    ifaces: Vec<Iface>,
+    counts: BTreeMap<String, Usage>,
+    state_file: PathBuf,
+    interfaces: Arc<Mutex<Vec<InterfaceStatus>>>,
+    shown: Shown,
+    changed: Sender<()>,
+}
+
+impl Thread {
+    fn sample(&mut self) {
+        let bytes = match crate::route::netlink::Rtnl::open().and_then(|mut r| r.link_bytes()) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!("budget: cannot read the link counters: {e}");
+                return;
+            }
+        };
+        let today = sys::clock::local_date();
+        let mut shown = Vec::new();
+        let mut blocked_changed = false;
+        for i in &self.ifaces {
+            let u = self.counts.entry(i.name.clone()).or_default();
+            let starts = i.limits.map_or(1, |l| l.month_starts);
+            match bytes.iter().find(|(n, _, _)| *n == i.name) {
+                Some((_, rx, tx)) => u.observe(today, starts, *rx, *tx),
+                // Gone: its counters restart when it is back.
+                None => {
+                    u.last = None;
+                    u.roll(today, starts);
+                }
+            }
+            let st = match &i.limits {
+                Some(l) => BudgetStatus::of(&i.name, u, l),
+                None => BudgetStatus {
+                    name: i.name.clone(),
+                    today: u.today,
+                    period: u.period,
+                    period_start: u.period_start,
+                    ..BudgetStatus::default()
+                },
+            };
+            if let Ok(mut g) = self.interfaces.lock()
+                && let Some(s) = g.iter_mut().find(|s| s.name == i.name)
+                && s.budget_blocked != st.blocked
+            {
+                s.budget_blocked = st.blocked;
+                blocked_changed = true;
+                if st.blocked {
+                    tracing::warn!("{}: data budget used up; not used until it renews", i.name);
+                } else {
+                    tracing::info!("{}: data budget renewed; used again", i.name);
+                }
+            }
+            shown.push(st);
+        }
+        if let Ok(mut g) = self.shown.lock() {
+            *g = shown;
+        }
+        if blocked_changed {
+            // The engine reads the interfaces again.
+            let _ = self.changed.try_send(());
+        }
+    }
+}
+
+/// Starts the thread for `config`'s interfaces; what it shows goes to `shown`.
+pub fn spawn(
+    config: &Config,
+    interfaces: Arc<Mutex<Vec<InterfaceStatus>>>,
+    changed: Sender<()>,
+    shown: Shown,
+) -> std::io::Result<Worker> {
+    let b = &config.budget;
+    let mut t = Thread {
+        ifaces: vec![
+            Iface {
+                name: config.wifi.clone(),
+                limits: b.wifi,
+            },
+            Iface {
+                name: config.cellular.clone(),
+                limits: b.cellular,
+            },
+        ],
+        counts: load(&b.state_file),
+        state_file: b.state_file.clone(),
+        interfaces,
+        shown: shown.clone(),
+        changed,
+    };
+    let worker = Worker::spawn(
+        "mpbond-budget",
+        Poll::new()?,
+        move |mut poll, stop: Arc<AtomicBool>| {
+            let mut events = Events::with_capacity(4);
+            let mut since_save = Duration::ZERO;
+            t.sample();
+            while !stop.load(Ordering::SeqCst) {
+                if poll.poll(&mut events, Some(SAMPLE)).is_err() {
+                    std::thread::sleep(SAMPLE);
+                }
+                // Woken through WAKE: stopping.
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                t.sample();
+                since_save += SAMPLE;
+                if since_save >= SAVE {
+                    since_save = Duration::ZERO;
+                    save(&t.state_file, &t.counts);
+                }
+            }
+            t.sample();
+            save(&t.state_file, &t.counts);
+        },
+    )?;
+    Ok(worker)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_survive_a_save_and_a_load() {
+        let dir = std::env::temp_dir().join(format!("mpbond-budget-{}", std::process::id()));
+        let path = dir.join("budget.json");
+        let mut counts = BTreeMap::new();
+        let mut u = Usage::default();
+        let d = crate::budget::Date { y: 2026, m: 12, d: 2 };
+        u.observe(d, 1, 0, 0);
+        u.observe(d, 1, 700, 300);
+        counts.insert("wwan0".to_owned(), u);
+        save(&path, &counts);
+        let back = load(&path);
+        assert_eq!(back["wwan0"].today, 1_000);
+        std::fs::write(&path, "{ not json").unwrap();
+        assert!(load(&path).is_empty(), "a corrupt file counts from zero");
+        assert!(load(&dir.join("missing.json")).is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
