@@ -4,6 +4,7 @@
 //! socket `control.sock` (0600) and the journal `journal.jsonl` of every change made.
 
 mod background;
+mod dns;
 pub mod notify;
 mod run;
 pub mod status;
