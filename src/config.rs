@@ -534,7 +534,10 @@ fn resolve_dns(file: FileDns, flags: &Overrides, ifaces: &[&str]) -> Result<DnsC
                 reason: format!("{name:?} is not one of the interfaces ({})", ifaces.join(", ")),
             });
         }
-        if let Some(a) = list.iter().find(|a| a.is_loopback() || a.is_unspecified() || a.is_multicast()) {
+        if let Some(a) = list
+            .iter()
+            .find(|a| a.is_loopback() || a.is_unspecified() || a.is_multicast())
+        {
             return Err(ConfigError::Invalid {
                 key: "dns.servers",
                 reason: format!("{a} cannot be reached over {name}"),

@@ -67,7 +67,12 @@ fn t(ms: u64) -> Instant {
 
 /// Drains the output: (sends as (path, resolver, payload), answers as (client, payload)).
 #[allow(clippy::type_complexity)]
-fn drain(f: &mut Forwarder) -> (Vec<(u8, IpAddr, Vec<u8>, mpbond::dns::AttemptId)>, Vec<(ClientId, Vec<u8>)>) {
+fn drain(
+    f: &mut Forwarder,
+) -> (
+    Vec<(u8, IpAddr, Vec<u8>, mpbond::dns::AttemptId)>,
+    Vec<(ClientId, Vec<u8>)>,
+) {
     let (mut sends, mut answers) = (Vec::new(), Vec::new());
     while let Some(o) = f.poll_output() {
         match o {
@@ -215,7 +220,10 @@ fn a_query_nobody_answers_gets_servfail_at_the_end_of_its_lifetime() {
         sends += s.len();
         answers.extend(a);
     }
-    assert_eq!(sends, 2, "the first send, one retry on the other path, then waiting");
+    assert_eq!(
+        sends, 2,
+        "the first send, one retry on the other path, then waiting"
+    );
     assert_eq!(answers.len(), 1);
     let h = Header::parse(&answers[0].1).unwrap();
     assert_eq!((h.id, h.rcode()), (0x77, msg::RCODE_SERVFAIL));

@@ -81,13 +81,19 @@ fn own_addresses(config: &Config) -> Vec<IpAddr> {
 /// Learns the resolvers, binds the sockets and (journalled) makes mpbond the system's resolver.
 /// `None` when DNS is off or its sockets cannot be bound (the daemon goes on without it). An
 /// error from changing the system's resolver rolls back everything in the journal.
-pub fn prepare(rd: &RunDir, config: &Config, host: &HostState, applier: &mut Applier) -> anyhow::Result<Option<Prepared>> {
+pub fn prepare(
+    rd: &RunDir,
+    config: &Config,
+    host: &HostState,
+    applier: &mut Applier,
+) -> anyhow::Result<Option<Prepared>> {
     if !config.dns.enable {
         return Ok(None);
     }
     let paths = [config.wifi.as_str(), config.cellular.as_str()];
     let own = own_addresses(config);
-    let (learnt, before) = system::learn(&config.dns, &paths).context("cannot read the system's resolvers")?;
+    let (learnt, before) =
+        system::learn(&config.dns, &paths).context("cannot read the system's resolvers")?;
     let resolvers = system::assign(&learnt, &paths, &host.links, &config.dns.servers, &own);
     // The IPv6 address may be missing (IPv6 off on this host): answer where we can.
     let listen: Vec<IpAddr> = own
@@ -98,7 +104,9 @@ pub fn prepare(rd: &RunDir, config: &Config, host: &HostState, applier: &mut App
     let listeners = match Listeners::bind(&listen, DNS_PORT) {
         Ok(l) => l,
         Err(e) => {
-            tracing::warn!("DNS: cannot listen on port {DNS_PORT} of {listen:?} ({e}); name lookups stay as they are");
+            tracing::warn!(
+                "DNS: cannot listen on port {DNS_PORT} of {listen:?} ({e}); name lookups stay as they are"
+            );
             return Ok(None);
         }
     };

@@ -369,20 +369,25 @@ impl Status {
                 .iter()
                 .map(|p| {
                     let r: Vec<String> = p.resolvers.iter().map(ToString::to_string).collect();
-                    let r = if r.is_empty() { "-".to_string() } else { r.join(" ") };
+                    let r = if r.is_empty() {
+                        "-".to_string()
+                    } else {
+                        r.join(" ")
+                    };
                     format!("{} [{r}] {}", p.interface, p.answered)
                 })
                 .collect();
             let _ = writeln!(
                 s,
-                "dns on {} ({}): {} queries, answered {}, {} failovers, {} servfail, {} bad",
+                "dns on {} ({}): {} queries, answered {}, {} failovers, {} servfail, {} bad queries, {} unmatched replies",
                 listen.join(", "),
                 d.backend,
                 d.queries,
                 paths.join(" / "),
                 d.failovers,
                 d.servfail,
-                d.bad_queries + d.unmatched_replies
+                d.bad_queries,
+                d.unmatched_replies
             );
         }
         for f in &self.recent_failovers {

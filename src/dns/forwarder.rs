@@ -309,7 +309,13 @@ impl Forwarder {
 
     /// A message from `client`. Returns false when it was dropped (too short to answer, or not
     /// a query: counted in `bad_queries`); every other query gets an answer or SERVFAIL.
-    pub fn handle_query(&mut self, now: Instant, client: ClientId, transport: Transport, query: &[u8]) -> bool {
+    pub fn handle_query(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        transport: Transport,
+        query: &[u8],
+    ) -> bool {
         let Ok(h) = Header::parse(query) else {
             self.counters.bad_queries += 1;
             return false;
@@ -356,7 +362,11 @@ impl Forwarder {
         );
         self.next_attempt(now, id);
         // While a better path is suspect but up, probe it with this query too.
-        let first = self.pending.get(&id).and_then(|p| p.attempts.first()).map(|a| a.path);
+        let first = self
+            .pending
+            .get(&id)
+            .and_then(|p| p.attempts.first())
+            .map(|a| a.path);
         if let Some(first) = first {
             let probe = (0..self.paths.len()).find(|&i| {
                 let p = &self.paths[i];
@@ -414,7 +424,11 @@ impl Forwarder {
 
     /// Also sends query `id` to `path`'s first resolver, without waiting on it.
     fn probe(&mut self, now: Instant, id: u16, path: IfaceId) {
-        let Some(&resolver) = self.paths.get(usize::from(path)).and_then(|p| p.resolvers.first()) else {
+        let Some(&resolver) = self
+            .paths
+            .get(usize::from(path))
+            .and_then(|p| p.resolvers.first())
+        else {
             return;
         };
         let Some(p) = self.pending.get_mut(&id) else {
@@ -443,7 +457,10 @@ impl Forwarder {
             && p.suspect_since.is_none()
         {
             p.suspect_since = Some(now);
-            tracing::info!(path, "DNS: a resolver on this path did not answer; trying the next path");
+            tracing::info!(
+                path,
+                "DNS: a resolver on this path did not answer; trying the next path"
+            );
         }
     }
 

@@ -6,4 +6,6 @@ pub mod forwarder;
 pub mod msg;
 pub mod system;
 
-pub use forwarder::{AttemptId, ClientId, DnsCounters, Forwarder, ForwarderConfig, Output, PathSignal, Transport};
+pub use forwarder::{
+    AttemptId, ClientId, DnsCounters, Forwarder, ForwarderConfig, Output, PathSignal, Transport,
+};

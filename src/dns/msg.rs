@@ -203,7 +203,10 @@ mod tests {
     fn reads_header_and_question() {
         let q = query("Lab.Test");
         let h = Header::parse(&q).unwrap();
-        assert_eq!((h.id, h.qdcount, h.is_response(), h.opcode()), (0x1234, 1, false, 0));
+        assert_eq!(
+            (h.id, h.qdcount, h.is_response(), h.opcode()),
+            (0x1234, 1, false, 0)
+        );
         let (question, end) = parse_question(&q).unwrap();
         assert_eq!(question.name, b"\x03lab\x04test\x00");
         assert_eq!((question.qtype, question.qclass, end), (1, 1, q.len()));
@@ -249,7 +252,10 @@ mod tests {
         let a = servfail(&q, Some(end)).unwrap();
         let h = Header::parse(&a).unwrap();
         assert!(h.is_response());
-        assert_eq!((h.id, h.rcode(), h.opcode(), h.qdcount), (0x1234, RCODE_SERVFAIL, 0, 1));
+        assert_eq!(
+            (h.id, h.rcode(), h.opcode(), h.qdcount),
+            (0x1234, RCODE_SERVFAIL, 0, 1)
+        );
         assert_eq!(h.flags & FLAG_RD, FLAG_RD);
         assert_eq!(&a[HEADER_LEN..], &q[HEADER_LEN..]);
         let bare = servfail(&q[..HEADER_LEN + 3], None).unwrap();

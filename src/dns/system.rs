@@ -93,7 +93,10 @@ pub fn parse_resolvectl_dns(text: &str) -> Vec<(String, Vec<Nameserver>)> {
                 let close = head.rfind(')')?;
                 head.get(open + 1..close)?.to_string()
             };
-            Some((name, servers.split_whitespace().filter_map(parse_server).collect()))
+            Some((
+                name,
+                servers.split_whitespace().filter_map(parse_server).collect(),
+            ))
         })
         .collect()
 }
@@ -304,7 +307,10 @@ mod tests {
     fn renders_our_servers_and_keeps_search_and_options() {
         let old = "nameserver 192.168.1.1\nsearch lan example.org\noptions edns0 trust-ad\n";
         let new = render_resolv_conf(old, &[ip("100.100.0.1"), ip("fd7a::1")]);
-        assert!(new.contains("nameserver 100.100.0.1\nnameserver fd7a::1\n"), "{new}");
+        assert!(
+            new.contains("nameserver 100.100.0.1\nnameserver fd7a::1\n"),
+            "{new}"
+        );
         assert!(new.contains("search lan example.org\n"));
         assert!(new.contains("options edns0 trust-ad\n"));
         assert!(!new.contains("192.168.1.1"));
@@ -394,7 +400,9 @@ mod tests {
         );
         assert_eq!(
             ops[0].inverse(),
-            Some(Op::ResolvedRevert { dev: "mpbond0".into() })
+            Some(Op::ResolvedRevert {
+                dev: "mpbond0".into()
+            })
         );
         assert_eq!(
             backend(

@@ -17,7 +17,9 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{WAKE, Worker};
-use crate::dns::{AttemptId, ClientId, DnsCounters, Forwarder, ForwarderConfig, Output, PathSignal, Transport};
+use crate::dns::{
+    AttemptId, ClientId, DnsCounters, Forwarder, ForwarderConfig, Output, PathSignal, Transport,
+};
 use crate::engine::IfaceId;
 use crate::sys;
 use crate::time::Instant;
@@ -411,13 +413,16 @@ impl Thread {
 
     fn read_upstream(&mut self, t: Instant, path: IfaceId, v6: bool, buf: &mut [u8]) {
         for _ in 0..MAX_PER_WAKE {
-            let Some(s) = self.upstream.get(&(path, v6)) else { return };
+            let Some(s) = self.upstream.get(&(path, v6)) else {
+                return;
+            };
             match s.recv_from(buf) {
                 Ok((n, from)) => {
                     if from.port() == DNS_PORT {
                         self.fwd.handle_reply(t, path, from.ip(), &buf[..n]);
                     } else {
-                        self.fwd.handle_reply(t, path, IpAddr::V4(Ipv4Addr::UNSPECIFIED), &buf[..n]);
+                        self.fwd
+                            .handle_reply(t, path, IpAddr::V4(Ipv4Addr::UNSPECIFIED), &buf[..n]);
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -454,9 +459,7 @@ impl Thread {
             s.bind(&any.into())?;
             let mut s = UdpSocket::from_std(s.into());
             let token = Token(FIRST_UPSTREAM + 2 * usize::from(path) + usize::from(v6));
-            self.poll
-                .registry()
-                .register(&mut s, token, Interest::READABLE)?;
+            self.poll.registry().register(&mut s, token, Interest::READABLE)?;
             self.upstream.insert((path, v6), s);
         }
         self.upstream
@@ -491,7 +494,14 @@ impl Thread {
         r.map(drop)
     }
 
-    fn open_tcp(&mut self, t: Instant, path: IfaceId, resolver: IpAddr, attempt: AttemptId, payload: &[u8]) -> io::Result<()> {
+    fn open_tcp(
+        &mut self,
+        t: Instant,
+        path: IfaceId,
+        resolver: IpAddr,
+        attempt: AttemptId,
+        payload: &[u8],
+    ) -> io::Result<()> {
         let to = self.resolver_addr(path, resolver);
         let s = self.path_socket(path, Domain::for_address(to), Type::STREAM, Protocol::TCP)?;
         match s.connect(&to.into()) {

@@ -211,7 +211,11 @@ impl Applier {
                     source,
                 }),
             },
-            Op::ResolvedLink { dev, servers, domains } => super::resolved::set_link(dev, servers, domains),
+            Op::ResolvedLink {
+                dev,
+                servers,
+                domains,
+            } => super::resolved::set_link(dev, servers, domains),
             Op::ResolvedRevert { dev } => super::resolved::revert(dev),
             Op::ResolvedDefaultRoute { dev, value, .. } => super::resolved::set_default_route(dev, *value),
         }

@@ -100,9 +100,12 @@ pub fn restore(path: &Path, ours: &str, old: &FileBefore) -> io::Result<bool> {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
             _ => Ok(true),
         },
-        FileBefore::Content { bytes, mode, uid, gid } => {
-            write_file(path, bytes, *mode, Some((*uid, *gid))).map(|()| true)
-        }
+        FileBefore::Content {
+            bytes,
+            mode,
+            uid,
+            gid,
+        } => write_file(path, bytes, *mode, Some((*uid, *gid))).map(|()| true),
         FileBefore::Symlink { target } => {
             let tmp = tmp_path(path)?;
             let _ = fs::remove_file(&tmp);

@@ -427,7 +427,11 @@ impl fmt::Display for Op {
                 content.len()
             ),
             Op::RestoreFile { path, old, .. } => write!(f, "restore {} ({old})", path.display()),
-            Op::ResolvedLink { dev, servers, domains } => {
+            Op::ResolvedLink {
+                dev,
+                servers,
+                domains,
+            } => {
                 let servers: Vec<String> = servers.iter().map(ToString::to_string).collect();
                 write!(
                     f,
