@@ -2,6 +2,8 @@
 //! failover after a path's timeout or a failed send, probes of a suspect path, answer matching,
 //! SERVFAIL.
 
+#![allow(clippy::unwrap_used, reason = "tests panic on a broken expectation")]
+
 use std::net::IpAddr;
 use std::time::Duration;
 

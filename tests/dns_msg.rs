@@ -1,6 +1,8 @@
 //! Fuzz-style property tests of the DNS message codec: no input makes it panic, and what it
 //! reads back from a query it built is what went in.
 
+#![allow(clippy::unwrap_used, reason = "tests panic on a broken expectation")]
+
 use mpbond::dns::msg::{self, Header};
 use proptest::prelude::*;
 
