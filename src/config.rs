@@ -914,6 +914,52 @@ join = "on-demand"
         assert!(e.contains("t.toml:2:"), "{e}");
     }
 
+    #[test]
+    fn dns_section_is_checked() {
+        let resolve = |text: &str, f: &Overrides| Config::resolve(parse(text).unwrap(), f, &none);
+        let f = flags("wlan0", "wwan0");
+        let c = resolve("", &f).unwrap();
+        assert!(c.dns.enable);
+        assert_eq!(
+            (c.dns.backend, c.dns.resolv_conf_explicit),
+            (DnsBackend::Auto, false)
+        );
+        assert_eq!(c.dns.resolv_conf, Path::new(RESOLV_CONF));
+        let c = resolve(
+            "[dns]\nresolv_conf = \"/tmp/r\"\n[dns.servers]\nwwan0 = [\"10.0.0.1\"]\n",
+            &f,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.dns.backend, c.dns.resolv_conf_explicit),
+            (DnsBackend::ResolvConf, true)
+        );
+        assert_eq!(
+            c.dns.servers["wwan0"],
+            vec!["10.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+        let e = resolve("[dns.servers]\neth9 = [\"10.0.0.1\"]\n", &f)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dns.servers") && e.contains("eth9"), "{e}");
+        let e = resolve("[dns.servers]\nwlan0 = [\"127.0.0.1\"]\n", &f)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dns.servers"), "{e}");
+        let e = resolve("[dns]\nbackend = \"resolved\"\nresolv_conf = \"/x\"\n", &f)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dns.resolv_conf"), "{e}");
+        let no = Overrides {
+            no_dns: true,
+            resolv_conf: Some("/tmp/x".into()),
+            ..flags("wlan0", "wwan0")
+        };
+        let c = resolve("", &no).unwrap();
+        assert!(!c.dns.enable);
+        assert_eq!(c.dns.resolv_conf, Path::new("/tmp/x"));
+    }
+
     /// The example shipped in the package documents every key with its default value: it parses
     /// as shipped (all commented) and, uncommented, gives exactly the defaults.
     #[test]
