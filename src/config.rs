@@ -1,6 +1,7 @@
 //! Configuration: the file `/etc/mpbond/mpbond.toml` (every key optional), overridden by CLI flags,
 //! validated into [`Config`]. Unknown keys are rejected with their line and column.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs as _};
 use std::ops::RangeInclusive;
@@ -112,6 +113,67 @@ pub struct FileConfig {
     /// Data budgets per interface role.
     #[serde(default)]
     pub budget: crate::budget::FileBudgets,
+    /// mpbond's DNS forwarder.
+    #[serde(default)]
+    pub dns: FileDns,
+}
+
+/// How mpbond becomes the system's resolver.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DnsBackend {
+    /// systemd-resolved when it runs (and no `resolv_conf` is given), else resolv.conf.
+    #[default]
+    Auto,
+    /// Per-link DNS on the TUN with the `~.` routing domain (`resolvectl`).
+    Resolved,
+    /// Replace the resolv.conf file.
+    ResolvConf,
+}
+
+/// `[dns]`.
+#[derive(Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileDns {
+    /// Answer DNS on the TUN addresses and become the system's resolver (default true).
+    pub enable: Option<bool>,
+    /// `"auto"`, `"resolved"` or `"resolv-conf"`.
+    pub backend: Option<DnsBackend>,
+    /// The resolv.conf to take over (default `/etc/resolv.conf`; giving it selects that backend).
+    pub resolv_conf: Option<PathBuf>,
+    /// Resolvers per interface name, replacing what was learnt for it.
+    #[serde(default)]
+    pub servers: BTreeMap<String, Vec<IpAddr>>,
+}
+
+/// The DNS forwarder's settings, validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsConfig {
+    /// On.
+    pub enable: bool,
+    /// How mpbond becomes the system's resolver.
+    pub backend: DnsBackend,
+    /// The resolv.conf (resolv.conf backend).
+    pub resolv_conf: PathBuf,
+    /// `resolv_conf` was given (so `auto` does not pick resolved).
+    pub resolv_conf_explicit: bool,
+    /// Resolvers per interface, replacing what was learnt.
+    pub servers: BTreeMap<String, Vec<IpAddr>>,
+}
+
+/// The resolv.conf mpbond takes over by default.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        DnsConfig {
+            enable: true,
+            backend: DnsBackend::Auto,
+            resolv_conf: PathBuf::from(RESOLV_CONF),
+            resolv_conf_explicit: false,
+            servers: BTreeMap::new(),
+        }
+    }
 }
 
 /// Who may read `mpbond status` (the daemon's control socket); stopping it is root's alone.
@@ -215,6 +277,12 @@ pub struct FileConverter {
 /// Flags given on the command line; they override the file.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
+    /// `--resolv-conf`: the resolv.conf to take over.
+    pub resolv_conf: Option<PathBuf>,
+    /// `--no-dns`: no DNS forwarder.
+    pub no_dns: bool,
+    /// `--budget-file`: where the data budget's counts are kept.
+    pub budget_file: Option<PathBuf>,
     /// `--wifi`.
     pub wifi: Option<String>,
     /// `--cellular`.
@@ -250,6 +318,8 @@ pub struct Config {
     pub status: StatusConfig,
     /// Data budgets.
     pub budget: BudgetConfig,
+    /// mpbond's DNS forwarder.
+    pub dns: DnsConfig,
 }
 
 /// `[budget]` resolved: limits by interface role, and where the counts are kept.
@@ -486,6 +556,44 @@ pub fn validate_ifname(key: &'static str, name: &str) -> Result<(), ConfigError>
     Ok(())
 }
 
+fn resolve_dns(file: FileDns, flags: &Overrides, ifaces: &[&str]) -> Result<DnsConfig, ConfigError> {
+    for (name, list) in &file.servers {
+        if !ifaces.contains(&name.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "dns.servers",
+                reason: format!("{name:?} is not one of the interfaces ({})", ifaces.join(", ")),
+            });
+        }
+        if let Some(a) = list
+            .iter()
+            .find(|a| a.is_loopback() || a.is_unspecified() || a.is_multicast())
+        {
+            return Err(ConfigError::Invalid {
+                key: "dns.servers",
+                reason: format!("{a} cannot be reached over {name}"),
+            });
+        }
+    }
+    let explicit = flags.resolv_conf.clone().or(file.resolv_conf);
+    let backend = match (&explicit, file.backend) {
+        (Some(_), Some(DnsBackend::Resolved)) => {
+            return Err(ConfigError::Invalid {
+                key: "dns.resolv_conf",
+                reason: "a resolv.conf path is for the resolv-conf backend, not resolved".into(),
+            });
+        }
+        (Some(_), _) => DnsBackend::ResolvConf,
+        (None, b) => b.unwrap_or_default(),
+    };
+    Ok(DnsConfig {
+        enable: !flags.no_dns && file.enable.unwrap_or(true),
+        backend,
+        resolv_conf_explicit: explicit.is_some(),
+        resolv_conf: explicit.unwrap_or_else(|| PathBuf::from(RESOLV_CONF)),
+        servers: file.servers,
+    })
+}
+
 fn resolve_status(file: FileStatus) -> Result<StatusConfig, ConfigError> {
     let group = file.group.unwrap_or_else(|| STATUS_GROUP.to_owned());
     // A POSIX portable name (useradd's rule): what getgrnam can be asked for.
@@ -611,6 +719,7 @@ impl Config {
             None => defaults_routing.subflow_ports,
         };
 
+        let dns = resolve_dns(file.dns, flags, &[&wifi, &cellular])?;
         Ok(Config {
             mode: flags.mode.or(file.mode).unwrap_or_default(),
             wifi,
@@ -644,11 +753,13 @@ impl Config {
                     .as_ref()
                     .map(|b| crate::budget::Limits::resolve(b, "budget.cellular"))
                     .transpose()?,
-                state_file: file
-                    .budget
-                    .state_file
+                state_file: flags
+                    .budget_file
+                    .clone()
+                    .or(file.budget.state_file)
                     .unwrap_or_else(|| PathBuf::from(crate::budget::DEFAULT_STATE_FILE)),
             },
+            dns,
         })
     }
 }
@@ -850,6 +961,52 @@ join = "on-demand"
         assert!(e.contains("status.group"), "{e}");
         let e = parse("[status]\nreaders = \"all\"\n").unwrap_err().to_string();
         assert!(e.contains("t.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn dns_section_is_checked() {
+        let resolve = |text: &str, f: &Overrides| Config::resolve(parse(text).unwrap(), f, &none);
+        let f = flags("wlan0", "wwan0");
+        let c = resolve("", &f).unwrap();
+        assert!(c.dns.enable);
+        assert_eq!(
+            (c.dns.backend, c.dns.resolv_conf_explicit),
+            (DnsBackend::Auto, false)
+        );
+        assert_eq!(c.dns.resolv_conf, Path::new(RESOLV_CONF));
+        let c = resolve(
+            "[dns]\nresolv_conf = \"/tmp/r\"\n[dns.servers]\nwwan0 = [\"10.0.0.1\"]\n",
+            &f,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.dns.backend, c.dns.resolv_conf_explicit),
+            (DnsBackend::ResolvConf, true)
+        );
+        assert_eq!(
+            c.dns.servers["wwan0"],
+            vec!["10.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+        let e = resolve("[dns.servers]\neth9 = [\"10.0.0.1\"]\n", &f)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dns.servers") && e.contains("eth9"), "{e}");
+        let e = resolve("[dns.servers]\nwlan0 = [\"127.0.0.1\"]\n", &f)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dns.servers"), "{e}");
+        let e = resolve("[dns]\nbackend = \"resolved\"\nresolv_conf = \"/x\"\n", &f)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("dns.resolv_conf"), "{e}");
+        let no = Overrides {
+            no_dns: true,
+            resolv_conf: Some("/tmp/x".into()),
+            ..flags("wlan0", "wwan0")
+        };
+        let c = resolve("", &no).unwrap();
+        assert!(!c.dns.enable);
+        assert_eq!(c.dns.resolv_conf, Path::new("/tmp/x"));
     }
 
     /// The example shipped in the package documents every key with its default value: it parses

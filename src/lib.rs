@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod daemon;
+pub mod dns;
 pub mod engine;
 pub mod expiring;
 pub mod fuzz;

@@ -37,7 +37,11 @@ fn key(op: &Op) -> Option<(String, bool)> {
         Op::DelRoute(r) => (format!("route {r:?}"), false),
         Op::AddRule(r) => (format!("rule {r:?}"), true),
         Op::DelRule(r) => (format!("rule {r:?}"), false),
-        Op::Sysctl { .. } | Op::SetMtu { .. } => return None,
+        Op::ReplaceFile { path, .. } => (format!("file {}", path.display()), true),
+        Op::RestoreFile { path, .. } => (format!("file {}", path.display()), false),
+        Op::ResolvedLink { dev, .. } => (format!("resolved {dev}"), true),
+        Op::ResolvedRevert { dev } => (format!("resolved {dev}"), false),
+        Op::Sysctl { .. } | Op::SetMtu { .. } | Op::ResolvedDefaultRoute { .. } => return None,
     })
 }
 

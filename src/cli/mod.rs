@@ -69,6 +69,16 @@ pub struct UpArgs {
     /// The client key for the converters (written by `mpbond server --gen-key FILE`).
     #[arg(long, value_name = "FILE")]
     pub converter_key_file: Option<PathBuf>,
+    /// The resolv.conf mpbond takes over while up (default /etc/resolv.conf, or systemd-resolved
+    /// where it runs); giving it selects the resolv.conf backend.
+    #[arg(long, value_name = "FILE")]
+    pub resolv_conf: Option<PathBuf>,
+    /// Do not answer DNS nor change the system's resolver.
+    #[arg(long)]
+    pub no_dns: bool,
+    /// Where the data budget's counts are kept (default /var/lib/mpbond/budget.json).
+    #[arg(long, value_name = "FILE")]
+    pub budget_file: Option<PathBuf>,
     /// Stay attached (for systemd and tests); otherwise return once the TUN and routes are in place.
     #[arg(long)]
     pub foreground: bool,
@@ -131,6 +141,9 @@ pub fn load_config(args: &UpArgs) -> Result<Config, ConfigError> {
         mode: args.mode,
         converters: args.converters.clone(),
         converter_key_file: args.converter_key_file.clone(),
+        resolv_conf: args.resolv_conf.clone(),
+        no_dns: args.no_dns,
+        budget_file: args.budget_file.clone(),
     };
     Config::resolve(file, &flags, &|role| {
         ifdetect::detect(Path::new("/sys/class/net"), role)

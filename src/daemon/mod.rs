@@ -5,6 +5,7 @@
 
 mod background;
 mod budget;
+mod dns;
 pub mod notify;
 mod run;
 pub mod status;

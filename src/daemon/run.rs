@@ -37,6 +37,7 @@ struct Shared {
     interfaces: Arc<Mutex<Vec<InterfaceStatus>>>,
     engine: crossbeam_channel::Sender<EngineRequest>,
     budget: super::budget::Shown,
+    dns: Option<super::dns::View>,
 }
 
 impl Shared {
@@ -160,6 +161,7 @@ impl Shared {
                 })
                 .collect(),
             budget: self.budget.lock().map(|g| g.clone()).unwrap_or_default(),
+            dns: self.dns.as_ref().map(super::dns::View::status),
         }
     }
 }
@@ -224,13 +226,21 @@ fn run_locked(rd: &RunDir, config: &Config) -> anyhow::Result<()> {
             tracing::error!("undo incomplete (run `mpbond down` again): {e}");
         }
     };
+    // Port 53 is bound before the privileges go.
+    let dns = match super::dns::prepare(rd, config, &host, &mut applier) {
+        Ok(d) => d,
+        Err(e) => {
+            undo(&mut applier);
+            return Err(e);
+        }
+    };
     // From here on the daemon needs only the network capabilities (per thread: before any worker
     // starts, so they all inherit the reduced set).
     if let Err(e) = sys::caps::keep_only(&[sys::caps::CAP_NET_ADMIN, sys::caps::CAP_NET_RAW]) {
         undo(&mut applier);
         return Err(anyhow::Error::new(e).context("cannot drop privileges"));
     }
-    let mut workers = match start_threads(rd, config, &plan, &host, &mut applier, converter) {
+    let mut workers = match start_threads(rd, config, &plan, &host, &mut applier, converter, dns) {
         Ok(w) => w,
         Err(e) => {
             undo(&mut applier);
@@ -305,6 +315,7 @@ fn start_threads(
     host: &route::HostState,
     applier: &mut Applier,
     converter: Option<crate::engine::ConverterSettings>,
+    dns: Option<super::dns::Prepared>,
 ) -> anyhow::Result<Vec<Worker>> {
     let tun = applier.take_tun().context("the plan did not create the TUN")?;
     let interfaces: Vec<InterfaceStatus> = [(Role::Wifi, &config.wifi), (Role::Cellular, &config.cellular)]
@@ -334,8 +345,27 @@ fn start_threads(
         interfaces: Arc::new(Mutex::new(interfaces)),
         engine: req_tx,
         budget: Default::default(),
+        dns: dns.as_ref().map(|d| d.view.clone()),
     });
     let mut workers = Vec::new();
+    let mut dns_health = None;
+    if let Some(d) = dns {
+        let (health_tx, health_rx) = crossbeam_channel::bounded(16);
+        let mut seed = [0u8; 8];
+        getrandom::fill(&mut seed).context("no randomness for the DNS query IDs")?;
+        let w = threads::dns::spawn(threads::dns::DnsSetup {
+            paths: d.view.paths.clone(),
+            resolvers: d.resolvers,
+            fwmark: config.routing.fwmark,
+            listeners: d.listeners,
+            health: health_rx,
+            counters: d.view.counters.clone(),
+            seed: u64::from_le_bytes(seed),
+        })
+        .context("DNS thread")?;
+        dns_health = Some((health_tx, w.waker()));
+        workers.push(w);
+    }
     let pool = Pool::new(8192, 512);
     let (tun_tx, tun_rx) = crossbeam_channel::bounded(1024);
     let (tun_worker, to_tun) =
@@ -413,6 +443,7 @@ fn start_threads(
             to_tun,
             pool,
             requests: req_rx,
+            dns_health,
         })
         .context("engine thread")?,
     );

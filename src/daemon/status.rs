@@ -215,6 +215,45 @@ pub struct Status {
     /// The data budget of each interface.
     #[serde(default)]
     pub budget: Vec<crate::budget::BudgetStatus>,
+    /// mpbond's DNS forwarder (absent when off).
+    #[serde(default)]
+    pub dns: Option<DnsStatus>,
+}
+
+/// One path of the DNS forwarder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsPathStatus {
+    /// Interface.
+    pub interface: String,
+    /// Its resolvers, best first.
+    pub resolvers: Vec<std::net::IpAddr>,
+    /// Answers relayed from them.
+    pub answered: u64,
+}
+
+/// mpbond's DNS forwarder.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsStatus {
+    /// The addresses it answers on (port 53, UDP and TCP).
+    pub listen: Vec<std::net::IpAddr>,
+    /// How it is the system's resolver (`resolved` or `resolv-conf`).
+    pub backend: String,
+    /// Per path.
+    pub paths: Vec<DnsPathStatus>,
+    /// Queries from clients.
+    pub queries: u64,
+    /// Queries retried on another path.
+    pub failovers: u64,
+    /// SERVFAIL answers mpbond made.
+    pub servfail: u64,
+    /// Client messages dropped (too short, not a query).
+    pub bad_queries: u64,
+    /// Queries forwarded untouched (other opcodes, unreadable question).
+    pub unparsed_forwarded: u64,
+    /// Upstream messages that answered no open query.
+    pub unmatched_replies: u64,
+    /// Upstream sends that failed.
+    pub send_failures: u64,
 }
 
 fn join(addrs: &[IpNet]) -> String {
@@ -332,6 +371,34 @@ impl Status {
                 c.addr, c.flows, c.failures
             );
         }
+        if let Some(d) = &self.dns {
+            let listen: Vec<String> = d.listen.iter().map(ToString::to_string).collect();
+            let paths: Vec<String> = d
+                .paths
+                .iter()
+                .map(|p| {
+                    let r: Vec<String> = p.resolvers.iter().map(ToString::to_string).collect();
+                    let r = if r.is_empty() {
+                        "-".to_string()
+                    } else {
+                        r.join(" ")
+                    };
+                    format!("{} [{r}] {}", p.interface, p.answered)
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "dns on {} ({}): {} queries, answered {}, {} failovers, {} servfail, {} bad queries, {} unmatched replies",
+                listen.join(", "),
+                d.backend,
+                d.queries,
+                paths.join(" / "),
+                d.failovers,
+                d.servfail,
+                d.bad_queries,
+                d.unmatched_replies
+            );
+        }
         for f in &self.recent_failovers {
             let ms = |v: Option<u64>| v.map_or("-".to_string(), |v| format!("{:.1} ms", v as f64 / 1e3));
             let _ = writeln!(
@@ -425,6 +492,7 @@ mod tests {
             counters: [("dropped_tcp_checksum".to_string(), 2)].into_iter().collect(),
             converters: Vec::new(),
             budget: Vec::new(),
+            dns: None,
         }
     }
 

@@ -151,3 +151,12 @@ impl Ifaces {
         changed
     }
 }
+
+impl Ifaces {
+    /// Whether `iface` is held as unresponsive (read-only, for the DNS forwarder).
+    pub fn is_unresponsive(&self, iface: IfaceId) -> bool {
+        self.unresponsive
+            .get(usize::from(iface))
+            .is_some_and(Option::is_some)
+    }
+}

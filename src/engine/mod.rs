@@ -36,6 +36,7 @@
 //! | `datagram.rs` | the UDP / ICMP echo relay; `sessions.rs` its session table |
 //! | `unreachable.rs` | ICMP errors both ways: to the host, and about our upstream connections |
 //! | `failover.rs` | the failover records |
+//! | `health.rs` | the read-only view of path health the DNS forwarder fails over on |
 
 mod admission;
 pub mod converters;
@@ -43,6 +44,7 @@ mod counters;
 mod datagram;
 mod failover;
 mod flow;
+mod health;
 mod ifaces;
 mod notes;
 mod queue;

@@ -81,6 +81,8 @@ pub struct Setup {
     pub pool: Pool,
     /// Control requests.
     pub requests: Receiver<EngineRequest>,
+    /// Where the paths' health goes when it changes (the DNS thread, woken after a send).
+    pub dns_health: Option<(Sender<Vec<crate::dns::PathSignal>>, Arc<mio::Waker>)>,
 }
 
 /// Starts the interface threads, the datagram thread and the engine thread.
@@ -107,6 +109,7 @@ pub fn spawn(setup: Setup) -> io::Result<Worker> {
             if_rx,
             dg_rx,
             scratch: vec![0; 65536],
+            health: Vec::new(),
         };
         t.run(&stop);
         t.dgram.stop();
@@ -123,6 +126,8 @@ struct Thread {
     if_rx: Receiver<IfaceEvent>,
     dg_rx: Receiver<Vec<DgramEvent>>,
     scratch: Vec<u8>,
+    /// The path health last sent to the DNS thread.
+    health: Vec<crate::dns::PathSignal>,
 }
 
 fn now() -> Instant {
@@ -211,6 +216,19 @@ impl Thread {
             let t = now();
             self.engine.handle_timeout(t);
             more = self.flush(t);
+            self.publish_health();
+        }
+    }
+
+    /// Tells the DNS thread when a path's health changed.
+    fn publish_health(&mut self) {
+        let Some((tx, waker)) = &self.setup.dns_health else {
+            return;
+        };
+        let h = self.engine.path_health(self.handles.len() as u8);
+        if h != self.health && tx.try_send(h.clone()).is_ok() {
+            let _ = waker.wake();
+            self.health = h;
         }
     }
 

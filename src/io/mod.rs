@@ -6,6 +6,7 @@
 pub mod check;
 pub mod control;
 pub mod dgram;
+pub mod dns;
 pub mod engine;
 pub mod iface;
 pub mod pool;

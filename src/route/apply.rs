@@ -47,6 +47,18 @@ pub enum ApplyError {
         #[source]
         source: io::Error,
     },
+    /// A file (resolv.conf) could not be replaced or restored.
+    #[error("cannot write {path}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// `resolvectl` failed or could not be run.
+    #[error("{0}")]
+    Resolved(String),
     /// The journal could not be written: the op was not attempted.
     #[error("cannot write the journal")]
     Journal(#[source] io::Error),
@@ -179,6 +191,33 @@ impl Applier {
             Op::DelRoute(r) => removal(op, self.rtnl.del_route(r)),
             Op::AddRule(r) => nl(op, self.rtnl.add_rule(r)),
             Op::DelRule(r) => removal(op, self.rtnl.del_rule(r)),
+            Op::ReplaceFile { path, content, .. } => {
+                super::files::replace(path, content).map_err(|source| ApplyError::File {
+                    path: path.clone(),
+                    source,
+                })
+            }
+            Op::RestoreFile { path, ours, old } => match super::files::restore(path, ours, old) {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    tracing::warn!(
+                        "{} was rewritten by someone else while mpbond was up; left as it is",
+                        path.display()
+                    );
+                    Ok(())
+                }
+                Err(source) => Err(ApplyError::File {
+                    path: path.clone(),
+                    source,
+                }),
+            },
+            Op::ResolvedLink {
+                dev,
+                servers,
+                domains,
+            } => super::resolved::set_link(dev, servers, domains),
+            Op::ResolvedRevert { dev } => super::resolved::revert(dev),
+            Op::ResolvedDefaultRoute { dev, value, .. } => super::resolved::set_default_route(dev, *value),
         }
     }
 }

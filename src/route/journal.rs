@@ -64,6 +64,16 @@ impl Journal {
         })
     }
 
+    /// Opens the existing journal at `path` to append more ops (those applied after the
+    /// threads started: the system resolver).
+    pub fn reopen(path: &Path) -> io::Result<Journal> {
+        let file = OpenOptions::new().append(true).open(path)?;
+        Ok(Journal {
+            file,
+            path: path.to_owned(),
+        })
+    }
+
     /// Appends `op` and flushes it to disk.
     pub fn append(&mut self, op: &Op) -> io::Result<()> {
         let mut line = serde_json::to_string(op).map_err(io::Error::other)?;

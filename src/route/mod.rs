@@ -2,9 +2,11 @@
 //! (rtnetlink, nft, sysctl) and a [`journal`] for rollback and crash cleanup.
 
 pub mod apply;
+pub mod files;
 pub mod journal;
 pub mod netlink;
 pub mod plan;
+pub mod resolved;
 
 pub use apply::{Applier, ApplyError, Execute, apply_all};
 pub use journal::Journal;

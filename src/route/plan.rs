@@ -30,6 +30,7 @@
 use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
 use std::net::IpAddr;
+use std::path::PathBuf;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -201,6 +202,84 @@ pub enum Op {
     AddRule(Rule),
     /// Remove a policy routing rule if present.
     DelRule(Rule),
+    /// Replace a file (the resolv.conf mpbond takes over) with `content`; `old` is what was
+    /// there, put back byte for byte by the inverse.
+    ReplaceFile {
+        /// The file.
+        path: PathBuf,
+        /// What mpbond writes.
+        content: String,
+        /// What was there.
+        old: FileBefore,
+    },
+    /// Put a file back as it was, if it still holds what mpbond wrote (a file rewritten since
+    /// by someone else is left alone).
+    RestoreFile {
+        /// The file.
+        path: PathBuf,
+        /// What mpbond wrote.
+        ours: String,
+        /// What to put back.
+        old: FileBefore,
+    },
+    /// systemd-resolved: per-link DNS servers and domains of `dev` (`resolvectl dns`/`domain`,
+    /// and `default-route yes`).
+    ResolvedLink {
+        /// The TUN.
+        dev: String,
+        /// Its DNS servers (mpbond's own addresses).
+        servers: Vec<IpAddr>,
+        /// Its domains (`~.`: every lookup).
+        domains: Vec<String>,
+    },
+    /// systemd-resolved: forget what was set on `dev` (`resolvectl revert`).
+    ResolvedRevert {
+        /// The link.
+        dev: String,
+    },
+    /// systemd-resolved: whether `dev` is a DNS default route (`resolvectl default-route`).
+    ResolvedDefaultRoute {
+        /// The link.
+        dev: String,
+        /// The new setting.
+        value: bool,
+        /// The setting before.
+        old: bool,
+    },
+}
+
+/// A file as it was before mpbond replaced it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum FileBefore {
+    /// There was none.
+    Missing,
+    /// A regular file.
+    Content {
+        /// Its bytes.
+        bytes: Vec<u8>,
+        /// Permission bits.
+        mode: u32,
+        /// Owner.
+        uid: u32,
+        /// Group.
+        gid: u32,
+    },
+    /// A symbolic link (as NetworkManager and systemd-resolved set it up).
+    Symlink {
+        /// Its target, as written in the link.
+        target: PathBuf,
+    },
+}
+
+impl fmt::Display for FileBefore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FileBefore::Missing => f.write_str("missing"),
+            FileBefore::Content { bytes, mode, .. } => write!(f, "{} bytes, mode {mode:o}", bytes.len()),
+            FileBefore::Symlink { target } => write!(f, "symlink to {}", target.display()),
+        }
+    }
 }
 
 impl Op {
@@ -228,6 +307,18 @@ impl Op {
             Op::DelRoute(_) => return None,
             Op::AddRule(r) => Op::DelRule(r.clone()),
             Op::DelRule(_) => return None,
+            Op::ReplaceFile { path, content, old } => Op::RestoreFile {
+                path: path.clone(),
+                ours: content.clone(),
+                old: old.clone(),
+            },
+            Op::RestoreFile { .. } | Op::ResolvedRevert { .. } => return None,
+            Op::ResolvedLink { dev, .. } => Op::ResolvedRevert { dev: dev.clone() },
+            Op::ResolvedDefaultRoute { dev, value, old } => Op::ResolvedDefaultRoute {
+                dev: dev.clone(),
+                value: *old,
+                old: *value,
+            },
         })
     }
 
@@ -291,6 +382,10 @@ impl fmt::Display for Route {
     }
 }
 
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
 fn ip_flag(net: &IpNet) -> &'static str {
     match net {
         IpNet::V4(_) => "-4",
@@ -325,6 +420,33 @@ impl fmt::Display for Op {
             Op::DelRoute(r) => write!(f, "ip {} route del {r}", ip_flag(&r.dst)),
             Op::AddRule(r) => write!(f, "ip {} rule add {r}", r.family.flag()),
             Op::DelRule(r) => write!(f, "ip {} rule del {r}", r.family.flag()),
+            Op::ReplaceFile { path, content, old } => write!(
+                f,
+                "write {} ({} bytes)  # was {old}",
+                path.display(),
+                content.len()
+            ),
+            Op::RestoreFile { path, old, .. } => write!(f, "restore {} ({old})", path.display()),
+            Op::ResolvedLink {
+                dev,
+                servers,
+                domains,
+            } => {
+                let servers: Vec<String> = servers.iter().map(ToString::to_string).collect();
+                write!(
+                    f,
+                    "resolvectl dns {dev} {}; resolvectl domain {dev} {}; resolvectl default-route {dev} yes",
+                    servers.join(" "),
+                    domains.join(" ")
+                )
+            }
+            Op::ResolvedRevert { dev } => write!(f, "resolvectl revert {dev}"),
+            Op::ResolvedDefaultRoute { dev, value, old } => write!(
+                f,
+                "resolvectl default-route {dev} {}  # was {}",
+                yes_no(*value),
+                yes_no(*old)
+            ),
         }
     }
 }

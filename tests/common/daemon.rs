@@ -88,15 +88,24 @@ impl Drop for RunDir {
     }
 }
 
-/// Runs `mpbond --run-dir DIR ARGS…` in the laptop namespace and waits for it.
+/// The resolv.conf a lab daemon takes over: one in its run dir, never the machine's own
+/// (the laptop namespace shares the host's file system).
+pub fn resolv_conf(run_dir: &Path) -> PathBuf {
+    run_dir.join("resolv.conf")
+}
+
+/// Runs `mpbond --run-dir DIR ARGS…` in the laptop namespace and waits for it (`up` gets
+/// `--resolv-conf` and `--budget-file` in the run dir).
 pub fn mpbond(lab: &Lab, run_dir: &Path, args: &[&str]) -> Output {
-    Command::new("ip")
-        .args(["netns", "exec", &lab.ns().laptop, BIN, "--run-dir"])
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.ns().laptop, BIN, "--run-dir"])
         .arg(run_dir)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+        .args(args);
+    if args.contains(&"up") {
+        cmd.arg("--resolv-conf").arg(resolv_conf(run_dir));
+        cmd.arg("--budget-file").arg(run_dir.join("budget.json"));
+    }
+    cmd.stdin(Stdio::null()).output().unwrap()
 }
 
 pub fn stderr(o: &Output) -> String {
@@ -118,6 +127,10 @@ impl<'a> Daemon<'a> {
             .args(["netns", "exec", &lab.ns().laptop, BIN, "-v", "--run-dir"])
             .arg(run_dir)
             .args(["up", "--foreground", "--wifi", "wlan0", "--cellular", "wwan0"])
+            .arg("--resolv-conf")
+            .arg(resolv_conf(run_dir))
+            .arg("--budget-file")
+            .arg(run_dir.join("budget.json"))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

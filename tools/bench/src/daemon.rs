@@ -65,6 +65,12 @@ impl Daemon {
             .arg("--run-dir")
             .arg(run_dir)
             .args(["up", "--foreground", "--wifi", "wlan0", "--cellular", "wwan0"])
+            // The laptop namespace shares the machine's files: never its /etc/resolv.conf.
+            .arg("--resolv-conf")
+            .arg(run_dir.join("resolv.conf"))
+            // Nor its data budget's counts.
+            .arg("--budget-file")
+            .arg(run_dir.join("budget.json"))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
