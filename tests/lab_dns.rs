@@ -232,8 +232,8 @@ fn lookups_ride_the_failover_and_down_restores_resolv_conf() {
     );
     // The link loss is known from netlink before the lookup (no retry needed); the blackhole is
     // found by the timeout, a failover.
-    assert!(dns.failovers >= 1, "{dns:?}");
-    assert_eq!(dns.servfail, 0, "{dns:?}");
+    assert!(dns.counters.failovers >= 1, "{dns:?}");
+    assert_eq!(dns.counters.servfail, 0, "{dns:?}");
     assert!(dns.paths.iter().all(|p| p.answered > 0), "{dns:?}");
     assert_eq!(dns.paths[0].resolvers, vec![ip(WIFI_DNS)]);
     assert_eq!(dns.paths[1].resolvers, vec![ip(CELL_DNS)]);

@@ -58,13 +58,11 @@ impl View {
                     answered: c.answered.get(i).copied().unwrap_or(0),
                 })
                 .collect(),
-            queries: c.queries,
-            failovers: c.failovers,
-            servfail: c.servfail,
-            bad_queries: c.bad_queries,
-            unparsed_forwarded: c.unparsed_forwarded,
-            unmatched_replies: c.unmatched_replies,
-            send_failures: c.send_failures,
+            counters: crate::dns::forwarder::DnsCounters {
+                // Shown per path.
+                answered: Vec::new(),
+                ..c
+            },
         }
     }
 }

@@ -240,20 +240,9 @@ pub struct DnsStatus {
     pub backend: String,
     /// Per path.
     pub paths: Vec<DnsPathStatus>,
-    /// Queries from clients.
-    pub queries: u64,
-    /// Queries retried on another path.
-    pub failovers: u64,
-    /// SERVFAIL answers mpbond made.
-    pub servfail: u64,
-    /// Client messages dropped (too short, not a query).
-    pub bad_queries: u64,
-    /// Queries forwarded untouched (other opcodes, unreadable question).
-    pub unparsed_forwarded: u64,
-    /// Upstream messages that answered no open query.
-    pub unmatched_replies: u64,
-    /// Upstream sends that failed.
-    pub send_failures: u64,
+    /// The forwarder's counters (queries, failovers, SERVFAILs, ...; answers are per path).
+    #[serde(flatten)]
+    pub counters: crate::dns::forwarder::DnsCounters,
 }
 
 fn join(addrs: &[IpNet]) -> String {
@@ -391,12 +380,12 @@ impl Status {
                 "dns on {} ({}): {} queries, answered {}, {} failovers, {} servfail, {} bad queries, {} unmatched replies",
                 listen.join(", "),
                 d.backend,
-                d.queries,
+                d.counters.queries,
                 paths.join(" / "),
-                d.failovers,
-                d.servfail,
-                d.bad_queries,
-                d.unmatched_replies
+                d.counters.failovers,
+                d.counters.servfail,
+                d.counters.bad_queries,
+                d.counters.unmatched_replies
             );
         }
         for f in &self.recent_failovers {

@@ -128,7 +128,8 @@ impl Default for ForwarderConfig {
 pub struct DnsCounters {
     /// Queries from clients.
     pub queries: u64,
-    /// Answers relayed, per path (index = interface id).
+    /// Answers relayed, per path (index = interface id; `status` shows them per path).
+    #[serde(skip)]
     pub answered: Vec<u64>,
     /// Queries retried on another path (timeout or send failure).
     pub failovers: u64,
