@@ -140,6 +140,23 @@ pub struct MpReport {
     pub forged: Vec<Result<(), JoinRefused>>,
     /// Packets the client / server dropped as matching nothing.
     pub dropped: (u64, u64),
+    /// The longest time the data stood still toward the client / toward the server, between
+    /// its first and its last byte, and when that stall ended.
+    pub stalls: (Stall, Stall),
+    /// Every stall longer than [`STALL_LOGGED`] toward the client / toward the server, in order.
+    pub stall_log: (Vec<Stall>, Vec<Stall>),
+}
+
+/// Stalls at least this long are listed in [`MpReport::stall_log`].
+pub const STALL_LOGGED: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The longest time one direction's data stood still (no new byte read by the application).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stall {
+    /// How long.
+    pub gap: std::time::Duration,
+    /// When the data moved again.
+    pub ended: Instant,
 }
 
 #[derive(Default)]
@@ -148,10 +165,21 @@ struct Side {
     received: u64,
     closed: bool,
     terminal: Option<Event>,
+    /// When the last new byte arrived.
+    progress: Option<Instant>,
+    stall: Stall,
+    log: Vec<Stall>,
 }
 
 impl Side {
-    fn pump(&mut self, c: &mut Connection, dir: u8, total: u64, buf: &mut [u8]) -> Result<(), String> {
+    fn pump(
+        &mut self,
+        now: Instant,
+        c: &mut Connection,
+        dir: u8,
+        total: u64,
+        buf: &mut [u8],
+    ) -> Result<(), String> {
         while self.written < total {
             let n = ((total - self.written) as usize).min(buf.len());
             fill_pattern(dir, self.written, &mut buf[..n]);
@@ -171,6 +199,19 @@ impl Side {
             if n == 0 {
                 return Ok(());
             }
+            if let Some(t) = self.progress {
+                let st = Stall {
+                    gap: now - t,
+                    ended: now,
+                };
+                if st.gap > self.stall.gap {
+                    self.stall = st;
+                }
+                if st.gap >= STALL_LOGGED {
+                    self.log.push(st);
+                }
+            }
+            self.progress = Some(now);
             fill_pattern(1 - dir, self.received, &mut expect[..n]);
             if buf[..n] != expect[..n] {
                 return Err(format!(
@@ -187,6 +228,10 @@ impl Side {
 fn stats(net: &Network, ids: &[super::net::PathId; 4]) -> [PathStats; 4] {
     ids.map(|p| net.stats(p).unwrap_or_default())
 }
+
+/// Steps of the loop at one virtual time after which the run counts as stuck (a deadline that
+/// is due and stays due).
+const SAME_TIME_LIMIT: u32 = 100_000;
 
 /// Runs one transfer.
 pub fn run(spec: &MpSpec) -> MpReport {
@@ -238,6 +283,7 @@ pub fn run(spec: &MpSpec) -> MpReport {
     actions.sort_by_key(|a| a.0);
     let mut next_action = 0;
     let mut forge_iss = 0u32;
+    let mut same_time = 0u32;
     let err = loop {
         while next_action < actions.len() && actions[next_action].0 <= now {
             let act = actions[next_action].1;
@@ -314,11 +360,11 @@ pub fn run(spec: &MpSpec) -> MpReport {
                 }
             }
         }
-        if let Err(e) = sc.pump(&mut client, 0, spec.c2s, &mut buf) {
+        if let Err(e) = sc.pump(now, &mut client, 0, spec.c2s, &mut buf) {
             break Some(format!("client: {e}"));
         }
         if let Some(s) = server.as_mut()
-            && let Err(e) = ss.pump(s, 1, spec.s2c, &mut buf)
+            && let Err(e) = ss.pump(now, s, 1, spec.s2c, &mut buf)
         {
             break Some(format!("server: {e}"));
         }
@@ -411,6 +457,20 @@ pub fn run(spec: &MpSpec) -> MpReport {
         let Some(next) = next else {
             break Some("stuck: nothing scheduled".into());
         };
+        if next <= now {
+            same_time += 1;
+            if same_time > SAME_TIME_LIMIT {
+                break Some(format!(
+                    "livelock at {now:?}: client timeout {:?} ({}), server timeout {:?}, next delivery {:?}",
+                    client.poll_timeout(),
+                    client.describe_deadlines(),
+                    server.as_ref().and_then(|s| s.poll_timeout()),
+                    net.next_delivery()
+                ));
+            }
+        } else {
+            same_time = 0;
+        }
         now = now.max(next);
         if now > spec.time_limit {
             break Some(format!(
@@ -500,6 +560,8 @@ pub fn run(spec: &MpSpec) -> MpReport {
     };
     rep.completed = err.is_none();
     rep.error = err;
+    rep.stalls = (sc.stall, ss.stall);
+    rep.stall_log = (std::mem::take(&mut sc.log), std::mem::take(&mut ss.log));
     rep.client_received = sc.received;
     rep.server_received = ss.received;
     rep.client_mptcp = client.is_mptcp();

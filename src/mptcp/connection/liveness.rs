@@ -149,6 +149,14 @@ impl Connection {
             return;
         }
         for i in 0..self.subflows.len() {
+            // A subflow whose data stopped longer than ACTIVE ago is idle: its receiving
+            // signal is disarmed here, whatever else holds, so that no deadline of it stays
+            // in the past (a backup made regular again by `sync_priorities` after this phase
+            // would otherwise bring back a receiving deadline the check no longer acts on).
+            let live = &mut self.subflows[i].mp.live;
+            if live.last_data_rx.is_some_and(|rx| now >= rx + ACTIVE) {
+                live.last_data_rx = None;
+            }
             let Some(bound) = self.watched(i) else { continue };
             let probe_after = self.probe_after(i);
             let send_after = self.send_silence(i);

@@ -74,6 +74,30 @@ impl Connection {
         subflows.into_iter().chain(self.deadlines().next()).min()
     }
 
+    /// What [`poll_timeout`](Self::poll_timeout) is made of, for diagnostics (the simulator
+    /// names it when a deadline stays due).
+    pub fn describe_deadlines(&self) -> String {
+        let subflows: Vec<_> = self
+            .subflows
+            .iter()
+            .map(|s| {
+                (
+                    s.path.0,
+                    s.dead,
+                    s.tcp.poll_timeout(),
+                    s.mp.live,
+                    s.mp.backup,
+                    s.tcp.health().last_recv,
+                    s.tcp.health().bytes_in_flight,
+                )
+            })
+            .collect();
+        format!(
+            "{:?}, subflows (path, dead, timeout) {subflows:?}",
+            self.deadlines()
+        )
+    }
+
     /// Runs the timers due at `now`: the subflows' own, the DATA_FIN retransmission; the others
     /// are acted on by the phases of `after_io`, which check them against `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
