@@ -11,7 +11,7 @@ use super::net::{Network, PathStats};
 use super::rng::Rng;
 use super::transfer::fill_pattern;
 use crate::mptcp::crypto::{Key, Nonce};
-use crate::mptcp::{Connection, Event, JoinRefused, LocalPath, MptcpConfig, PathId};
+use crate::mptcp::{Connection, Event, JoinRefused, LocalPath, MptcpConfig, PathId, SubflowInfo};
 use crate::tcp::IsnKey;
 use crate::time::Instant;
 use crate::wire::mptcp::{MpJoin, MptcpOption};
@@ -59,6 +59,9 @@ pub enum Action {
     StripOptions(u8),
     /// Record the per-path counters (for "traffic moved back" checks).
     Snapshot,
+    /// Record the subflows of both sides as the policy layer sees them
+    /// ([`MpReport::inspections`]).
+    Inspect,
     /// The client aborts the connection (MP_FASTCLOSE, RFC 8684 §3.5).
     Abort,
     /// The client changes path `n`'s backup priority (MP_PRIO to the peer, RFC 8684 §3.3.8).
@@ -120,6 +123,10 @@ pub struct MpReport {
     pub client_events: Vec<Event>,
     /// Server events.
     pub server_events: Vec<Event>,
+    /// When each of [`client_events`](Self::client_events) was polled.
+    pub client_event_at: Vec<Instant>,
+    /// When each of [`server_events`](Self::server_events) was polled.
+    pub server_event_at: Vec<Instant>,
     /// MPTCP in use at the end on the client.
     pub client_mptcp: bool,
     /// Virtual time at the end.
@@ -130,6 +137,8 @@ pub struct MpReport {
     pub snapshots: Vec<(Instant, [PathStats; 4])>,
     /// Counters at the end.
     pub final_stats: [PathStats; 4],
+    /// The client's and the server's subflows at each [`Action::Inspect`].
+    pub inspections: Vec<(Instant, Vec<SubflowInfo>, Vec<SubflowInfo>)>,
     /// The same for the paths to [`SERVER2`].
     pub final_stats2: [PathStats; 4],
     /// The server's addresses the client knows at the end, by address ID.
@@ -332,6 +341,11 @@ pub fn run(spec: &MpSpec) -> MpReport {
                     }
                 }
                 Action::Snapshot => rep.snapshots.push((now, stats(&net, &ids))),
+                Action::Inspect => rep.inspections.push((
+                    now,
+                    client.subflows(),
+                    server.as_ref().map(|s| s.subflows()).unwrap_or_default(),
+                )),
                 Action::SetBackup(n, b) => client.set_path_backup(PathId(n), b),
                 Action::Abort => client.abort(),
                 Action::ForgeUnknownToken | Action::ForgeBadHmac => {
@@ -407,6 +421,7 @@ pub fn run(spec: &MpSpec) -> MpReport {
         }
         while let Some(ev) = client.poll_event() {
             rep.client_events.push(ev);
+            rep.client_event_at.push(now);
             if let Event::PortNeeded { remote } = ev {
                 client.add_remote_port(now, remote, next_remote_port);
                 next_remote_port += 1;
@@ -418,6 +433,7 @@ pub fn run(spec: &MpSpec) -> MpReport {
         if let Some(s) = server.as_mut() {
             while let Some(ev) = s.poll_event() {
                 rep.server_events.push(ev);
+                rep.server_event_at.push(now);
                 if matches!(ev, Event::Closed | Event::Reset | Event::TimedOut) {
                     ss.terminal = Some(ev);
                 }

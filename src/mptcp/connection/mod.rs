@@ -55,6 +55,7 @@ use crate::wire::mptcp::{MpTcpRst, MptcpOption, RstReason};
 use crate::wire::tcp::SegmentHeader;
 
 mod announce;
+mod damping;
 mod data;
 mod fallback;
 mod fastopen;
@@ -447,6 +448,7 @@ impl Connection {
         self.check_orphan(now); // 9
         // Policy: paths and timers on what is left.
         self.check_liveness(now); // 10
+        self.damp(now); // 10b
         self.sync_priorities(); // 11
         self.check_data_rto(now); // 12
         self.send_announcements(now); // 13

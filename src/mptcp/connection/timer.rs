@@ -3,7 +3,7 @@
 //! the subflows' own timers.
 //!
 //! Three timers are armed and disarmed where their cause happens and stored in the
-//! connection's table. The other three follow from state that changes in many places (a
+//! connection's table. The other four follow from state that changes in many places (a
 //! subflow's liveness signals, whether a join is wanted, whether a subflow can carry an
 //! announcement), so their deadlines are filled into a copy of the table when it is asked for,
 //! exactly as the phases of `after_io` that act on them will see it.
@@ -26,9 +26,11 @@ pub(super) enum Timer {
     Join,
     /// Derived: the next ADD_ADDR repetition (`next_announcement`).
     Announce,
+    /// Derived: the next flap hold to pass (`hold_deadline`).
+    Hold,
 }
 
-const N: usize = Timer::Announce as usize + 1;
+const N: usize = Timer::Hold as usize + 1;
 
 /// Absolute deadlines, one per [`Timer`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -65,6 +67,7 @@ impl Connection {
         t.set(Timer::Liveness, self.liveness_deadline());
         t.set(Timer::Join, self.next_join());
         t.set(Timer::Announce, self.next_announcement());
+        t.set(Timer::Hold, self.hold_deadline());
         t
     }
 
