@@ -44,6 +44,10 @@ pub(in crate::mptcp) struct Liveness {
     /// inflates SRTT during a bulk download (the probe and its answer cross the idle
     /// directions).
     pub(in crate::mptcp) probe_rtt: Option<Duration>,
+    /// Smoothed round trip of answered probes, queueing delay included (RFC 6298 §2 weights).
+    pub(in crate::mptcp) probe_srtt: Option<Duration>,
+    /// Its variation.
+    pub(in crate::mptcp) probe_rttvar: Duration,
     /// Flap hold-down of the subflow ([`super::damping`]).
     pub(in crate::mptcp) hold: super::damping::Hold,
 }
@@ -72,7 +76,11 @@ impl Connection {
         if self.ready(i) { self.stale_bound(i) } else { None }
     }
 
-    /// How long a path may stay silent before it counts as unresponsive.
+    /// How long a path may stay silent before it counts as unresponsive: `stale_rtts` RTTs
+    /// without queueing delay, but never less than the round trips measured with it (SRTT +
+    /// 4 RTTVAR, as RFC 6298 §2 bounds an RTO, of the subflow's own samples and of its probes'
+    /// answers): on a loaded path the answer to a probe waits behind the data in the router's
+    /// queue (a healthy 200 Mbit/s path with a 50 ms queue was once failed over after 64 ms).
     fn stale_bound(&self, i: usize) -> Option<Duration> {
         if self.cfg.stale_rtts == 0 {
             return None;
@@ -80,7 +88,22 @@ impl Connection {
         let rtt = self.path_rtt(i);
         // Some slack for jitter on short paths.
         let slack = rtt + Duration::from_millis(20);
-        Some((rtt * self.cfg.stale_rtts).max(slack).max(self.cfg.stale_floor))
+        let h = self.subflows[i].tcp.health();
+        let live = &self.subflows[i].mp.live;
+        let loaded = [
+            h.srtt.map(|s| s + 4 * h.rttvar),
+            live.probe_srtt.map(|s| s + 4 * live.probe_rttvar),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or_default();
+        Some(
+            (rtt * self.cfg.stale_rtts)
+                .max(slack)
+                .max(loaded)
+                .max(self.cfg.stale_floor),
+        )
     }
 
     /// The best estimate of subflow `i`'s round trip without queueing delay. A subflow without
@@ -199,6 +222,18 @@ impl Connection {
                     live.probe = None;
                     let rtt = h.last_recv - at;
                     live.probe_rtt = Some(live.probe_rtt.map_or(rtt, |r| r.min(rtt)));
+                    // RFC 6298 §2.2 / §2.3 (alpha 1/8, beta 1/4).
+                    match live.probe_srtt {
+                        None => {
+                            live.probe_srtt = Some(rtt);
+                            live.probe_rttvar = rtt / 2;
+                        }
+                        Some(s) => {
+                            let err = if s > rtt { s - rtt } else { rtt - s };
+                            live.probe_rttvar = (live.probe_rttvar * 3 + err) / 4;
+                            live.probe_srtt = Some((s * 7 + rtt) / 8);
+                        }
+                    }
                 }
                 Some(at) => {
                     if now >= at + bound {
