@@ -126,9 +126,15 @@ fn flapping_wifi_with_data_both_ways() {
     }
 }
 
-/// When the client's Wi-Fi subflows came up (and as a backup or not), and when the client
-/// reported Wi-Fi unresponsive.
-fn wifi_events(r: &MpReport) -> (Vec<(Instant, bool)>, Vec<(Instant, Duration)>) {
+/// What the client reported about Wi-Fi.
+struct WifiEvents {
+    /// When a Wi-Fi subflow came up, and whether as a backup.
+    ups: Vec<(Instant, bool)>,
+    /// When Wi-Fi was found unresponsive, after how long a silence.
+    unresponsive: Vec<(Instant, Duration)>,
+}
+
+fn wifi_events(r: &MpReport) -> WifiEvents {
     let mut ups = Vec::new();
     let mut unresponsive = Vec::new();
     for (e, &t) in r.client_events.iter().zip(&r.client_event_at) {
@@ -138,7 +144,7 @@ fn wifi_events(r: &MpReport) -> (Vec<(Instant, bool)>, Vec<(Instant, Duration)>)
             _ => {}
         }
     }
-    (ups, unresponsive)
+    WifiEvents { ups, unresponsive }
 }
 
 #[test]
@@ -156,7 +162,7 @@ fn the_blackhole_after_a_rejoin_is_found_as_fast_as_the_first() {
         (at(3_961), Action::NetDown(0, false)),
     ];
     let r = run_ok(&s);
-    let (ups, unresponsive) = wifi_events(&r);
+    let WifiEvents { ups, unresponsive } = wifi_events(&r);
     println!(
         "Wi-Fi up {ups:?}, unresponsive {unresponsive:?}, stalls {:?}",
         r.stall_log.0
@@ -186,7 +192,7 @@ fn a_returning_wifi_is_held_as_backup_longer_after_each_flap() {
     s.actions
         .extend((0..400).map(|k| (at(1_000 + 25 * k), Action::Inspect)));
     let r = run_ok(&s);
-    let (ups, _) = wifi_events(&r);
+    let ups = wifi_events(&r).ups;
     let rejoins: Vec<Instant> = ups
         .iter()
         .skip(1)

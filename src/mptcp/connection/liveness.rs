@@ -229,7 +229,7 @@ impl Connection {
                             live.probe_rttvar = rtt / 2;
                         }
                         Some(s) => {
-                            let err = if s > rtt { s - rtt } else { rtt - s };
+                            let err = s.abs_diff(rtt);
                             live.probe_rttvar = (live.probe_rttvar * 3 + err) / 4;
                             live.probe_srtt = Some((s * 7 + rtt) / 8);
                         }

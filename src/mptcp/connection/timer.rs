@@ -5,7 +5,7 @@
 //! Three timers are armed and disarmed where their cause happens and stored in the
 //! connection's table. The other four follow from state that changes in many places (a
 //! subflow's liveness signals, whether a join is wanted, whether a subflow can carry an
-//! announcement), so their deadlines are filled into a copy of the table when it is asked for,
+//! announcement, a flap hold), so their deadlines are filled into a copy of the table when it is asked for,
 //! exactly as the phases of `after_io` that act on them will see it.
 
 use super::Connection;
