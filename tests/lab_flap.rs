@@ -48,7 +48,12 @@ fn flapping_wifi_under_concurrent_downloads() {
     let t0 = Instant::now();
     let results = std::thread::scope(|s| {
         let downloads: Vec<_> = (0..FLOWS)
-            .map(|_| s.spawn(|| lab.run_in(&laptop, || client::http_get(server, n, &opts())).unwrap()))
+            .map(|_| {
+                s.spawn(|| {
+                    lab.run_in(&laptop, || client::http_get(server, n, &opts()))
+                        .unwrap()
+                })
+            })
             .collect();
         // The flapper: at most 8 rounds of 1 s each, stopping early once the downloads ended;
         // every impairment it sets it lifts again before it returns.
