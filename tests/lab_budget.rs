@@ -45,7 +45,12 @@ fn cellular_bytes_are_counted_and_the_daily_limit_blocks_the_interface() {
             .any(|i| i.name == "wlan0" && !i.usable)
     });
     let k0 = kernel_bytes(&lab, "wwan0");
-    let c0 = status(&lab, rd.path()).budget.iter().find(|b| b.name == "wwan0").unwrap().today;
+    let c0 = status(&lab, rd.path())
+        .budget
+        .iter()
+        .find(|b| b.name == "wwan0")
+        .unwrap()
+        .today;
     // 3 MB over cellular: counted, within the limit.
     let got = lab
         .run_in(&laptop, || client::http_get(server, 3_000_000, &opts()))
@@ -55,7 +60,11 @@ fn cellular_bytes_are_counted_and_the_daily_limit_blocks_the_interface() {
     // The budget thread samples every 2 s.
     std::thread::sleep(Duration::from_secs(3));
     let k1 = kernel_bytes(&lab, "wwan0");
-    let b = status(&lab, rd.path()).budget.into_iter().find(|b| b.name == "wwan0").unwrap();
+    let b = status(&lab, rd.path())
+        .budget
+        .into_iter()
+        .find(|b| b.name == "wwan0")
+        .unwrap();
     let (counted, kernel) = (b.today - c0, k1 - k0);
     println!("cellular: budget counted {counted} B, kernel counters grew {kernel} B");
     assert!(
@@ -68,15 +77,25 @@ fn cellular_bytes_are_counted_and_the_daily_limit_blocks_the_interface() {
     wait_for("cellular blocked by its budget", Duration::from_secs(10), || {
         let st = status(&lab, rd.path());
         st.budget.iter().any(|b| b.name == "wwan0" && b.blocked)
-            && st.interfaces.iter().any(|i| i.name == "wwan0" && i.budget_blocked && !i.usable)
+            && st
+                .interfaces
+                .iter()
+                .any(|i| i.name == "wwan0" && i.budget_blocked && !i.usable)
     });
     let text = common::daemon::mpbond(&lab, rd.path(), &["status"]);
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
     assert!(text.contains("limit reached, not used"), "{text}");
     // No interface left: a new connection is not carried.
-    let r = lab.run_in(&laptop, || client::http_get(server, 1_000, &opts())).unwrap();
+    let r = lab
+        .run_in(&laptop, || client::http_get(server, 1_000, &opts()))
+        .unwrap();
     assert!(r.is_err(), "no path once the budget is used up: {r:?}");
-    let today = status(&lab, rd.path()).budget.into_iter().find(|b| b.name == "wwan0").unwrap().today;
+    let today = status(&lab, rd.path())
+        .budget
+        .into_iter()
+        .find(|b| b.name == "wwan0")
+        .unwrap()
+        .today;
     // Kept across a restart (the daemon writes its counts when it stops).
     let o = common::daemon::mpbond(&lab, rd.path(), &["down"]);
     assert!(o.status.success(), "down: {}", common::daemon::stderr(&o));
@@ -86,7 +105,11 @@ fn cellular_bytes_are_counted_and_the_daily_limit_blocks_the_interface() {
     wait_for("the budget read again", Duration::from_secs(10), || {
         !status(&lab, rd.path()).budget.is_empty()
     });
-    let again = status(&lab, rd.path()).budget.into_iter().find(|b| b.name == "wwan0").unwrap();
+    let again = status(&lab, rd.path())
+        .budget
+        .into_iter()
+        .find(|b| b.name == "wwan0")
+        .unwrap();
     assert!(again.today >= today, "kept: {} then {}", today, again.today);
     assert!(again.blocked, "still blocked after the restart");
     drop(d2);

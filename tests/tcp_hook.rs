@@ -224,29 +224,45 @@ impl OptionHook for AckSignal {
 }
 
 #[test]
-fn a_keepalive_probe_carries_the_hooks_options_as_the_ack_it_replaces() {
+fn a_signal_due_with_a_keepalive_probe_goes_on_the_pure_ack_not_on_the_probe() {
     // The MPTCP layer asks for an ACK to carry a signal (REMOVE_ADDR, MP_PRIO) while a liveness
-    // probe is due: the probe goes out instead of the pure ACK, so it must carry the signal.
-    let (mut c, _s) = handshake(Config::default(), Config::default());
+    // probe is due. The probe (SEG.SEQ = SND.UNA - 1) is out of the peer's window on purpose,
+    // so the peer answers it and drops it unprocessed (RFC 9293 §3.10.7.4): a signal on it
+    // would be lost. The pure ACK goes first with the signal, then the probe.
+    let (mut c, mut s) = handshake(Config::default(), Config::default());
     let mut hook = AckSignal::default();
     c.request_ack();
     c.send_probe();
     let segs = drain_with(&mut c, at(1), &mut hook);
-    assert_eq!(segs.len(), 1, "the probe stands in for the ACK");
-    let probe = &segs[0];
-    // RFC 9293 §3.8.4: SEG.SEQ = SND.NXT - 1 with one garbage octet.
-    assert_eq!(probe.len(), 1);
-    // Planned and written as a segment without stream data: the option is there.
-    assert_eq!(
-        (hook.planned.as_slice(), hook.written.as_slice()),
-        (&[false][..], &[0][..])
-    );
-    let raw = probe
+    assert_eq!(segs.len(), 2, "the pure ACK, then the probe");
+    let (ack, probe) = (&segs[0], &segs[1]);
+    assert_eq!(ack.len(), 0);
+    let raw = ack
         .hdr
         .options
         .mptcp
         .iter()
         .next()
-        .expect("the hook's option on the probe");
+        .expect("the hook's option on the ACK");
     assert_eq!(raw.len(), 12);
+    // RFC 9293 §3.8.4: SEG.SEQ = SND.NXT - 1 with one garbage octet.
+    assert_eq!(probe.len(), 1);
+    assert_eq!(probe.hdr.seq.0, ack.hdr.seq.0.wrapping_sub(1));
+    // Both planned and written as segments without stream data.
+    assert_eq!(
+        (hook.planned.as_slice(), hook.written.as_slice()),
+        (&[false, false][..], &[0, 0][..])
+    );
+    // The peer: the ACK's options reach its hook, the probe's would not.
+    let mut peer = FakeMptcp::default();
+    s.handle_segment_with(at(2), &ack.hdr, &ack.payload, &mut peer);
+    assert_eq!(peer.seen.len(), 1);
+    s.handle_segment_with(at(2), &probe.hdr, &probe.payload, &mut peer);
+    assert_eq!(
+        peer.seen.len(),
+        1,
+        "a probe is dropped before its options are looked at"
+    );
+    // ... and answered at once.
+    assert!(!drain(&mut s, at(2)).is_empty());
 }

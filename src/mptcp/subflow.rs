@@ -375,6 +375,17 @@ impl OptionHook for SubflowMp {
 
     fn write_options(&mut self, seg: &OutSegment, space: &mut [u8]) -> usize {
         let mut at = 0;
+        if seg.probe {
+            // The peer drops a probe without looking at its options (RFC 9293 §3.10.7.4): a
+            // one-off signal (REMOVE_ADDR, MP_PRIO, §3.4.2 / §3.3.8) put here would be lost;
+            // it waits for the next acceptable segment. The DATA_ACK is harmless.
+            if let Some(d) = self.data_ack.map(|ack| dss_option(Some(ack), None))
+                && d.len() <= space.len()
+            {
+                put(&d, space, &mut at);
+            }
+            return at;
+        }
         let rel = self.rel(seg.seq);
         let map = self.tx_map_at(rel).copied();
         match self.plan(Segment::Write(seg, space.len())).carry {

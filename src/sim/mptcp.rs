@@ -11,7 +11,7 @@ use super::net::{Network, PathStats};
 use super::rng::Rng;
 use super::transfer::fill_pattern;
 use crate::mptcp::crypto::{Key, Nonce};
-use crate::mptcp::{Connection, Event, JoinRefused, LocalPath, MptcpConfig, PathId};
+use crate::mptcp::{Connection, Event, JoinRefused, LocalPath, MptcpConfig, PathId, SubflowInfo};
 use crate::tcp::IsnKey;
 use crate::time::Instant;
 use crate::wire::mptcp::{MpJoin, MptcpOption};
@@ -59,6 +59,9 @@ pub enum Action {
     StripOptions(u8),
     /// Record the per-path counters (for "traffic moved back" checks).
     Snapshot,
+    /// Record the subflows of both sides as the policy layer sees them
+    /// ([`MpReport::inspections`]).
+    Inspect,
     /// The client aborts the connection (MP_FASTCLOSE, RFC 8684 §3.5).
     Abort,
     /// The client changes path `n`'s backup priority (MP_PRIO to the peer, RFC 8684 §3.3.8).
@@ -103,6 +106,10 @@ pub struct MpSpec {
     pub actions: Vec<(Instant, Action)>,
     /// Give up at this virtual time.
     pub time_limit: Instant,
+    /// Concurrent connections, each with these settings and sizes (1 to [`MAX_FLOWS`]); the
+    /// actions apply to all of them (but [`Action::Abort`], the forgeries and
+    /// [`Action::Inspect`]: the first only).
+    pub flows: usize,
 }
 
 /// What happened.
@@ -120,6 +127,10 @@ pub struct MpReport {
     pub client_events: Vec<Event>,
     /// Server events.
     pub server_events: Vec<Event>,
+    /// When each of [`client_events`](Self::client_events) was polled.
+    pub client_event_at: Vec<Instant>,
+    /// When each of [`server_events`](Self::server_events) was polled.
+    pub server_event_at: Vec<Instant>,
     /// MPTCP in use at the end on the client.
     pub client_mptcp: bool,
     /// Virtual time at the end.
@@ -130,6 +141,8 @@ pub struct MpReport {
     pub snapshots: Vec<(Instant, [PathStats; 4])>,
     /// Counters at the end.
     pub final_stats: [PathStats; 4],
+    /// The client's and the server's subflows at each [`Action::Inspect`].
+    pub inspections: Vec<(Instant, Vec<SubflowInfo>, Vec<SubflowInfo>)>,
     /// The same for the paths to [`SERVER2`].
     pub final_stats2: [PathStats; 4],
     /// The server's addresses the client knows at the end, by address ID.
@@ -140,6 +153,38 @@ pub struct MpReport {
     pub forged: Vec<Result<(), JoinRefused>>,
     /// Packets the client / server dropped as matching nothing.
     pub dropped: (u64, u64),
+    /// The longest time the data stood still toward the client / toward the server, between
+    /// its first and its last byte, and when that stall ended.
+    pub stalls: (Stall, Stall),
+    /// Every stall longer than [`STALL_LOGGED`] toward the client / toward the server, in order.
+    pub stall_log: (Vec<Stall>, Vec<Stall>),
+    /// Per connection ([`MpSpec::flows`]); the fields above are the first one's.
+    pub flows: Vec<FlowReport>,
+}
+
+/// What one of the concurrent connections delivered.
+#[derive(Debug, Clone, Default)]
+pub struct FlowReport {
+    /// Bytes received by the client.
+    pub client_received: u64,
+    /// Bytes received by the server.
+    pub server_received: u64,
+    /// As [`MpReport::stalls`].
+    pub stalls: (Stall, Stall),
+    /// As [`MpReport::stall_log`].
+    pub stall_log: (Vec<Stall>, Vec<Stall>),
+}
+
+/// Stalls at least this long are listed in [`MpReport::stall_log`].
+pub const STALL_LOGGED: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The longest time one direction's data stood still (no new byte read by the application).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stall {
+    /// How long.
+    pub gap: std::time::Duration,
+    /// When the data moved again.
+    pub ended: Instant,
 }
 
 #[derive(Default)]
@@ -148,10 +193,21 @@ struct Side {
     received: u64,
     closed: bool,
     terminal: Option<Event>,
+    /// When the last new byte arrived.
+    progress: Option<Instant>,
+    stall: Stall,
+    log: Vec<Stall>,
 }
 
 impl Side {
-    fn pump(&mut self, c: &mut Connection, dir: u8, total: u64, buf: &mut [u8]) -> Result<(), String> {
+    fn pump(
+        &mut self,
+        now: Instant,
+        c: &mut Connection,
+        dir: u8,
+        total: u64,
+        buf: &mut [u8],
+    ) -> Result<(), String> {
         while self.written < total {
             let n = ((total - self.written) as usize).min(buf.len());
             fill_pattern(dir, self.written, &mut buf[..n]);
@@ -171,6 +227,19 @@ impl Side {
             if n == 0 {
                 return Ok(());
             }
+            if let Some(t) = self.progress {
+                let st = Stall {
+                    gap: now - t,
+                    ended: now,
+                };
+                if st.gap > self.stall.gap {
+                    self.stall = st;
+                }
+                if st.gap >= STALL_LOGGED {
+                    self.log.push(st);
+                }
+            }
+            self.progress = Some(now);
             fill_pattern(1 - dir, self.received, &mut expect[..n]);
             if buf[..n] != expect[..n] {
                 return Err(format!(
@@ -188,7 +257,33 @@ fn stats(net: &Network, ids: &[super::net::PathId; 4]) -> [PathStats; 4] {
     ids.map(|p| net.stats(p).unwrap_or_default())
 }
 
-/// Runs one transfer.
+/// Steps of the loop at one virtual time after which the run counts as stuck (a deadline that
+/// is due and stays due).
+const SAME_TIME_LIMIT: u32 = 100_000;
+
+/// One connection of a run: the client, the server once its SYN arrived, both byte streams.
+struct Flow {
+    client: Connection,
+    server: Option<Connection>,
+    sc: Side,
+    ss: Side,
+    /// The next local port granted for a join toward [`SERVER2`].
+    next_remote_port: u16,
+}
+
+/// Local ports of flow `k` (initial and rejoin ports, then ports granted for joins toward
+/// [`SERVER2`]): a block of [`PORTS_PER_FLOW`] from 40000, so a segment's client port names
+/// its flow.
+const PORTS_PER_FLOW: u16 = 200;
+/// Most concurrent flows.
+pub const MAX_FLOWS: usize = 64;
+
+fn flow_of_port(port: u16) -> Option<usize> {
+    port.checked_sub(40000).map(|p| usize::from(p / PORTS_PER_FLOW))
+}
+
+/// Runs one transfer (or [`MpSpec::flows`] concurrent ones, each with the same settings and
+/// sizes, sharing the network).
 pub fn run(spec: &MpSpec) -> MpReport {
     let mut rng = Rng::new(spec.seed ^ 0x5eed);
     let mut net = Network::new(spec.seed);
@@ -208,37 +303,49 @@ pub fn run(spec: &MpSpec) -> MpReport {
         net.add_path(CLIENT_CELL, SERVER2, spec.cell.clone()),
         net.add_path(SERVER2, CLIENT_CELL, spec.cell.clone()),
     ];
-    let mut next_remote_port = 41000u16;
     let isn = IsnKey([9; 32]);
     let server_addr = SocketAddr::new(SERVER, 80);
     let paths = client_paths();
     let mut now = Instant::ZERO;
-    let mut client = Connection::connect(
-        now,
-        spec.client,
-        &paths,
-        PathId(0),
-        server_addr,
-        (40000..40008).collect(),
-        Key(rng.next_u64()),
-        &isn,
-        spec.client_mptcp,
-    );
-    let mut server: Option<Connection> = None;
-    let mut rep = MpReport::default();
-    let (mut sc, mut ss) = (Side::default(), Side::default());
     let mut buf = vec![0u8; 65536];
+    let mut flows: Vec<Flow> = (0..spec.flows.clamp(1, MAX_FLOWS) as u16)
+        .map(|k| {
+            let base = 40000 + k * PORTS_PER_FLOW;
+            let client = Connection::connect(
+                now,
+                spec.client,
+                &paths,
+                PathId(0),
+                server_addr,
+                (base..base + 8).collect(),
+                Key(rng.next_u64()),
+                &isn,
+                spec.client_mptcp,
+            );
+            Flow {
+                client,
+                server: None,
+                sc: Side::default(),
+                ss: Side::default(),
+                next_remote_port: base + PORTS_PER_FLOW / 2,
+            }
+        })
+        .collect();
+    let mut rep = MpReport::default();
     if spec.syn_data > 0 {
         let n = spec.syn_data.min(spec.c2s) as usize;
         fill_pattern(0, 0, &mut buf[..n]);
-        sc.written = client.send_in_syn(&buf[..n]) as u64;
+        for f in &mut flows {
+            f.sc.written = f.client.send_in_syn(&buf[..n]) as u64;
+        }
     }
     let mut pkt = vec![0u8; 66000];
     let mut actions = spec.actions.clone();
     actions.sort_by_key(|a| a.0);
     let mut next_action = 0;
     let mut forge_iss = 0u32;
-    let err = loop {
+    let mut same_time = 0u32;
+    let err = 'run: loop {
         while next_action < actions.len() && actions[next_action].0 <= now {
             let act = actions[next_action].1;
             next_action += 1;
@@ -254,10 +361,12 @@ pub fn run(spec: &MpSpec) -> MpReport {
                     for p in [ids[k], ids[k + 1], ids2[k], ids2[k + 1]] {
                         net.set_down(p, down);
                     }
-                    match act {
-                        Action::Kill(_) => client.path_down(now, PathId(n)),
-                        Action::Restore(_) => client.path_up(now, PathId(n)),
-                        _ => {}
+                    for f in &mut flows {
+                        match act {
+                            Action::Kill(_) => f.client.path_down(now, PathId(n)),
+                            Action::Restore(_) => f.client.path_up(now, PathId(n)),
+                            _ => {}
+                        }
                     }
                 }
                 Action::ServerUnreachable(n, down) => {
@@ -266,7 +375,7 @@ pub fn run(spec: &MpSpec) -> MpReport {
                     net.set_down(ids[k + 1], down);
                 }
                 Action::Announce(addr) => {
-                    if let Some(s) = server.as_mut() {
+                    for s in flows.iter_mut().filter_map(|f| f.server.as_mut()) {
                         s.announce_addr(now, 1, addr, None);
                     }
                 }
@@ -286,10 +395,21 @@ pub fn run(spec: &MpSpec) -> MpReport {
                     }
                 }
                 Action::Snapshot => rep.snapshots.push((now, stats(&net, &ids))),
-                Action::SetBackup(n, b) => client.set_path_backup(PathId(n), b),
-                Action::Abort => client.abort(),
+                Action::Inspect => rep.inspections.push((
+                    now,
+                    flows[0].client.subflows(),
+                    flows[0].server.as_ref().map(|s| s.subflows()).unwrap_or_default(),
+                )),
+                Action::SetBackup(n, b) => {
+                    for f in &mut flows {
+                        f.client.set_path_backup(PathId(n), b);
+                    }
+                }
+                Action::Abort => flows[0].client.abort(),
                 Action::ForgeUnknownToken | Action::ForgeBadHmac => {
-                    let Some(s) = server.as_mut() else { continue };
+                    let Some(s) = flows[0].server.as_mut() else {
+                        continue;
+                    };
                     let token = match act {
                         Action::ForgeBadHmac => s.token().map_or(0, |t| t.0),
                         _ => s.token().map_or(1, |t| t.0.wrapping_add(1)),
@@ -314,116 +434,159 @@ pub fn run(spec: &MpSpec) -> MpReport {
                 }
             }
         }
-        if let Err(e) = sc.pump(&mut client, 0, spec.c2s, &mut buf) {
-            break Some(format!("client: {e}"));
-        }
-        if let Some(s) = server.as_mut()
-            && let Err(e) = ss.pump(s, 1, spec.s2c, &mut buf)
-        {
-            break Some(format!("server: {e}"));
-        }
-        for _ in 0..100_000 {
-            let Some((_, t)) = client.poll_transmit(now, &mut pkt) else {
-                break;
-            };
-            net.send(now, &pkt[..t.len]);
-        }
-        if let Some(s) = server.as_mut() {
+        for (k, f) in flows.iter_mut().enumerate() {
+            if let Err(e) = f.sc.pump(now, &mut f.client, 0, spec.c2s, &mut buf) {
+                break 'run Some(format!("flow {k}: client: {e}"));
+            }
+            if let Some(s) = f.server.as_mut()
+                && let Err(e) = f.ss.pump(now, s, 1, spec.s2c, &mut buf)
+            {
+                break 'run Some(format!("flow {k}: server: {e}"));
+            }
             for _ in 0..100_000 {
-                let Some((_, t)) = s.poll_transmit(now, &mut pkt) else {
+                let Some((_, t)) = f.client.poll_transmit(now, &mut pkt) else {
                     break;
                 };
-                if let Ok(p) = parse_tcp_packet(&pkt[..t.len])
-                    && p.dst.ip() == ATTACKER
-                {
-                    // The forger answers a SYN/ACK with a third ACK carrying a made-up HMAC.
-                    if p.header.flags.syn() && p.header.flags.ack() {
-                        let ack = MptcpOption::MpJoin(MpJoin::Ack { hmac: [0x42; 20] });
-                        let h = forged(
-                            &ack,
-                            forge_iss.wrapping_add(1),
-                            p.header.seq.0.wrapping_add(1),
-                            TcpFlags::ACK,
-                        );
-                        s.handle_packet(
-                            now,
-                            PathId(2),
-                            server_addr,
-                            SocketAddr::new(ATTACKER, 666),
-                            &h,
-                            &[],
-                        );
-                    }
-                    continue;
-                }
                 net.send(now, &pkt[..t.len]);
             }
-        }
-        while let Some(ev) = client.poll_event() {
-            rep.client_events.push(ev);
-            if let Event::PortNeeded { remote } = ev {
-                client.add_remote_port(now, remote, next_remote_port);
-                next_remote_port += 1;
+            if let Some(s) = f.server.as_mut() {
+                for _ in 0..100_000 {
+                    let Some((_, t)) = s.poll_transmit(now, &mut pkt) else {
+                        break;
+                    };
+                    if let Ok(p) = parse_tcp_packet(&pkt[..t.len])
+                        && p.dst.ip() == ATTACKER
+                    {
+                        // The forger answers a SYN/ACK with a third ACK carrying a made-up HMAC.
+                        if p.header.flags.syn() && p.header.flags.ack() {
+                            let ack = MptcpOption::MpJoin(MpJoin::Ack { hmac: [0x42; 20] });
+                            let h = forged(
+                                &ack,
+                                forge_iss.wrapping_add(1),
+                                p.header.seq.0.wrapping_add(1),
+                                TcpFlags::ACK,
+                            );
+                            s.handle_packet(
+                                now,
+                                PathId(2),
+                                server_addr,
+                                SocketAddr::new(ATTACKER, 666),
+                                &h,
+                                &[],
+                            );
+                        }
+                        continue;
+                    }
+                    net.send(now, &pkt[..t.len]);
+                }
             }
-            if matches!(ev, Event::Closed | Event::Reset | Event::TimedOut) {
-                sc.terminal = Some(ev);
-            }
-        }
-        if let Some(s) = server.as_mut() {
-            while let Some(ev) = s.poll_event() {
-                rep.server_events.push(ev);
+            while let Some(ev) = f.client.poll_event() {
+                if k == 0 {
+                    rep.client_events.push(ev);
+                    rep.client_event_at.push(now);
+                }
+                if let Event::PortNeeded { remote } = ev {
+                    f.client.add_remote_port(now, remote, f.next_remote_port);
+                    f.next_remote_port += 1;
+                }
                 if matches!(ev, Event::Closed | Event::Reset | Event::TimedOut) {
-                    ss.terminal = Some(ev);
+                    f.sc.terminal = Some(ev);
+                }
+            }
+            if let Some(s) = f.server.as_mut() {
+                while let Some(ev) = s.poll_event() {
+                    if k == 0 {
+                        rep.server_events.push(ev);
+                        rep.server_event_at.push(now);
+                    }
+                    if matches!(ev, Event::Closed | Event::Reset | Event::TimedOut) {
+                        f.ss.terminal = Some(ev);
+                    }
                 }
             }
         }
-        let data_done = sc.received == spec.s2c
-            && ss.received == spec.c2s
-            && client.recv_finished()
-            && server.as_ref().is_some_and(|s| s.recv_finished());
-        if data_done && sc.terminal.is_some() && ss.terminal.is_some() {
+        let mut all_done = true;
+        let mut all_data = true;
+        for (k, f) in flows.iter().enumerate() {
+            let data = f.sc.received == spec.s2c && f.ss.received == spec.c2s;
+            let data_done =
+                data && f.client.recv_finished() && f.server.as_ref().is_some_and(|s| s.recv_finished());
             // Every byte and both DATA_FINs arrived; one side may still time out waiting for
             // the last DATA_ACK on a dead path (as TCP's LAST-ACK does).
+            all_done &= data_done && f.sc.terminal.is_some() && f.ss.terminal.is_some();
+            all_data &= data;
+            if !data_done
+                && (matches!(f.sc.terminal, Some(Event::Reset | Event::TimedOut))
+                    || matches!(f.ss.terminal, Some(Event::Reset | Event::TimedOut)))
+            {
+                break 'run Some(format!(
+                    "flow {k}: connection failed: client {:?} server {:?}",
+                    f.sc.terminal, f.ss.terminal
+                ));
+            }
+        }
+        if all_done {
             break None;
         }
-        if !data_done
-            && (matches!(sc.terminal, Some(Event::Reset | Event::TimedOut))
-                || matches!(ss.terminal, Some(Event::Reset | Event::TimedOut)))
-        {
-            break Some(format!(
-                "connection failed: client {:?} server {:?}",
-                sc.terminal, ss.terminal
-            ));
-        }
-        if rep.data_done_at.is_none() && sc.received == spec.s2c && ss.received == spec.c2s {
+        if rep.data_done_at.is_none() && all_data {
             rep.data_done_at = Some(now);
         }
 
-        let next = [
-            client.poll_timeout(),
-            server.as_ref().and_then(|s| s.poll_timeout()),
-            net.next_delivery(),
-            actions.get(next_action).map(|a| a.0),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
+        let next = flows
+            .iter()
+            .flat_map(|f| {
+                [
+                    f.client.poll_timeout(),
+                    f.server.as_ref().and_then(|s| s.poll_timeout()),
+                ]
+            })
+            .chain([net.next_delivery(), actions.get(next_action).map(|a| a.0)])
+            .flatten()
+            .min();
         let Some(next) = next else {
             break Some("stuck: nothing scheduled".into());
         };
+        if next <= now {
+            same_time += 1;
+            if same_time > SAME_TIME_LIMIT {
+                let f = &flows[0];
+                break Some(format!(
+                    "livelock at {now:?}: flow 0 client timeout {:?} ({}), server timeout {:?}, next delivery {:?}",
+                    f.client.poll_timeout(),
+                    f.client.describe_deadlines(),
+                    f.server.as_ref().and_then(|s| s.poll_timeout()),
+                    net.next_delivery()
+                ));
+            }
+        } else {
+            same_time = 0;
+        }
         now = now.max(next);
         if now > spec.time_limit {
+            let (c, s): (u64, u64) = flows
+                .iter()
+                .map(|f| (f.sc.received, f.ss.received))
+                .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+            let n = flows.len() as u64;
             break Some(format!(
-                "virtual time limit: client got {}/{} server got {}/{}",
-                sc.received, spec.s2c, ss.received, spec.c2s
+                "virtual time limit: clients got {c}/{} servers got {s}/{}",
+                spec.s2c * n,
+                spec.c2s * n
             ));
         }
         while let Some(d) = net.deliver(now) {
             if let Ok(p) = parse_tcp_packet(&d.packet) {
                 let payload = &d.packet[p.payload.clone()];
-                if p.dst.ip() == SERVER || p.dst.ip() == SERVER2 {
+                let to_server = p.dst.ip() == SERVER || p.dst.ip() == SERVER2;
+                let client_port = if to_server { p.src.port() } else { p.dst.port() };
+                let Some(f) = flow_of_port(client_port).and_then(|k| flows.get_mut(k)) else {
+                    rst_reply(&mut net, now, &p, payload.len());
+                    net.recycle(d.packet);
+                    continue;
+                };
+                if to_server {
                     let path = PathId(u8::from(p.src.ip() == CLIENT_CELL));
-                    match server.as_mut() {
+                    match f.server.as_mut() {
                         None => {
                             if let Ok(s) = Connection::accept(
                                 now,
@@ -435,7 +598,7 @@ pub fn run(spec: &MpSpec) -> MpReport {
                                 Key(rng.next_u64()),
                                 &isn,
                             ) {
-                                server = Some(s);
+                                f.server = Some(s);
                             }
                         }
                         Some(s) => {
@@ -460,7 +623,7 @@ pub fn run(spec: &MpSpec) -> MpReport {
                                     &isn,
                                 ) {
                                     *s = c;
-                                    ss = Side::default();
+                                    f.ss = Side::default();
                                 }
                             } else if is_new && p.header.flags.syn() && !p.header.flags.ack() {
                                 let r = s.accept_join(
@@ -484,8 +647,9 @@ pub fn run(spec: &MpSpec) -> MpReport {
                     }
                 } else {
                     let path = PathId(u8::from(p.dst.ip() == CLIENT_CELL));
-                    if client.subflow_tuples().any(|t| t == (p.dst, p.src)) {
-                        client.handle_packet(now, path, p.dst, p.src, &p.header, payload);
+                    if f.client.subflow_tuples().any(|t| t == (p.dst, p.src)) {
+                        f.client
+                            .handle_packet(now, path, p.dst, p.src, &p.header, payload);
                     } else {
                         rst_reply(&mut net, now, &p, payload.len());
                     }
@@ -493,22 +657,36 @@ pub fn run(spec: &MpSpec) -> MpReport {
             }
             net.recycle(d.packet);
         }
-        client.handle_timeout(now);
-        if let Some(s) = server.as_mut() {
-            s.handle_timeout(now);
+        for f in &mut flows {
+            f.client.handle_timeout(now);
+            if let Some(s) = f.server.as_mut() {
+                s.handle_timeout(now);
+            }
         }
     };
     rep.completed = err.is_none();
     rep.error = err;
-    rep.client_received = sc.received;
-    rep.server_received = ss.received;
-    rep.client_mptcp = client.is_mptcp();
-    rep.terminal = (sc.terminal, ss.terminal);
+    rep.flows = flows
+        .iter_mut()
+        .map(|f| FlowReport {
+            client_received: f.sc.received,
+            server_received: f.ss.received,
+            stalls: (f.sc.stall, f.ss.stall),
+            stall_log: (std::mem::take(&mut f.sc.log), std::mem::take(&mut f.ss.log)),
+        })
+        .collect();
+    let f = &flows[0];
+    rep.stalls = rep.flows[0].stalls;
+    rep.stall_log = rep.flows[0].stall_log.clone();
+    rep.client_received = f.sc.received;
+    rep.server_received = f.ss.received;
+    rep.client_mptcp = f.client.is_mptcp();
+    rep.terminal = (f.sc.terminal, f.ss.terminal);
     rep.finished_at = now;
     rep.final_stats = stats(&net, &ids);
     rep.final_stats2 = stats(&net, &ids2);
-    rep.client_peer_addrs = client.peer_addresses();
-    rep.dropped = (client.dropped, server.as_ref().map_or(0, |s| s.dropped));
+    rep.client_peer_addrs = f.client.peer_addresses();
+    rep.dropped = (f.client.dropped, f.server.as_ref().map_or(0, |s| s.dropped));
     rep
 }
 

@@ -259,6 +259,12 @@ pub struct OutSegment {
     pub payload_len: usize,
     /// True if it repeats bytes sent before.
     pub retransmission: bool,
+    /// A keep-alive or zero-window probe (SEG.SEQ = SND.UNA - 1): out of the peer's window on
+    /// purpose, so the peer answers it with an ACK and drops it unprocessed (RFC 9293
+    /// §3.10.7.4: "If an incoming segment is not acceptable, an acknowledgment should be sent
+    /// in reply ... After sending the acknowledgment, drop the unacceptable segment"); no
+    /// option the peer must act on can ride on it.
+    pub probe: bool,
 }
 
 /// An accepted incoming segment, given to [`OptionHook::on_segment`] before its payload is queued.

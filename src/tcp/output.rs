@@ -53,6 +53,12 @@ impl Connection {
         if let Some(t) = self.transmit_data(now, buf, hook) {
             return Some(t);
         }
+        if self.rcv.ack_now() {
+            // A pure ACK carries the highest sequence number sent (SND.NXT may have been pulled back
+            // by an RTO), so the peer finds it in its window (as Linux's tcp_acceptable_seq).
+            let off = self.snd.max_sent().max(self.snd.nxt());
+            return self.emit(now, buf, hook, off, TcpFlags::ACK, None, false);
+        }
         if self.snd.take_probe() {
             // RFC 9293 §3.8.6.1 zero-window probe / §3.8.4 keep-alive: a segment the peer must
             // answer with an ACK carrying its window; SEG.SEQ = SND.UNA - 1 with no data.
@@ -60,12 +66,6 @@ impl Connection {
             let t = self.emit(now, buf, hook, off, TcpFlags::ACK, None, true);
             self.snd.probe_sent();
             return t;
-        }
-        if self.rcv.ack_now() {
-            // A pure ACK carries the highest sequence number sent (SND.NXT may have been pulled back
-            // by an RTO), so the peer finds it in its window (as Linux's tcp_acceptable_seq).
-            let off = self.snd.max_sent().max(self.snd.nxt());
-            return self.emit(now, buf, hook, off, TcpFlags::ACK, None, false);
         }
         None
     }
@@ -93,6 +93,7 @@ impl Connection {
                 flags: f.flags,
                 payload_len: 0,
                 retransmission: false,
+                probe: false,
             };
             let n = hook.write_options(&out, &mut opts.spare()[..space]);
             opts.advance(n.min(space));
@@ -330,7 +331,9 @@ impl Connection {
                     .clamp(1, payload_len);
             }
         }
-        let garbage = self.snd.garbage_probe() && data.is_none() && !syn;
+        // A probe is the one segment below SND.UNA (a pure ACK sent while a probe waits is none).
+        let probe = !syn && off < self.snd.una();
+        let garbage = probe && self.snd.garbage_probe() && data.is_none();
         if garbage {
             payload_len = 1;
         }
@@ -354,17 +357,17 @@ impl Connection {
             SeqNum(0)
         };
         // The hook sees a probe's garbage octet as no payload, as it was planned (`reserve`
-        // above): the octet is no stream data to map, and the probe is a segment the peer answers
-        // at once, so whatever the hook has to signal (an MPTCP DATA_ACK, REMOVE_ADDR, MP_PRIO)
-        // rides on it as on the pure ACK it stands in for. Without that, a probe sent when an
-        // ACK was requested took the ACK's place with no option at all, and the signal waited
-        // for the next segment: after a failover, the peer's retransmission timer.
+        // above): the octet is no stream data to map. The peer drops a probe unprocessed
+        // (it is out of its window on purpose), so a signal the hook has to send (REMOVE_ADDR,
+        // MP_PRIO) must not ride on it (`OutSegment::probe`): it goes on the pure ACK sent
+        // before the probe when both are due (`poll_transmit`).
         let out = OutSegment {
             seq,
             ack,
             flags,
             payload_len: if garbage { 0 } else { payload_len },
             retransmission: rtx,
+            probe,
         };
         let space = reserve.min(opts.remaining());
         if space > 0 {

@@ -48,6 +48,7 @@ pub fn spec(seed: u64, mode: Mode, c2s: u64, s2c: u64) -> MpSpec {
         wifi_up_extra: Vec::new(),
         actions: Vec::new(),
         time_limit: at(600_000),
+        flows: 1,
     }
 }
 
@@ -81,6 +82,15 @@ pub fn run_ok(s: &MpSpec) -> mpbond::sim::mptcp::MpReport {
     );
     assert_eq!(r.client_received, s.s2c);
     assert_eq!(r.server_received, s.c2s);
+    assert_eq!(r.flows.len(), s.flows.max(1), "seed {}", s.seed);
+    for (k, f) in r.flows.iter().enumerate() {
+        assert_eq!(
+            (f.client_received, f.server_received),
+            (s.s2c, s.c2s),
+            "seed {} flow {k}",
+            s.seed
+        );
+    }
     r
 }
 

@@ -44,6 +44,12 @@ pub(in crate::mptcp) struct Liveness {
     /// inflates SRTT during a bulk download (the probe and its answer cross the idle
     /// directions).
     pub(in crate::mptcp) probe_rtt: Option<Duration>,
+    /// Smoothed round trip of answered probes, queueing delay included (RFC 6298 §2 weights).
+    pub(in crate::mptcp) probe_srtt: Option<Duration>,
+    /// Its variation.
+    pub(in crate::mptcp) probe_rttvar: Duration,
+    /// Flap hold-down of the subflow ([`super::damping`]).
+    pub(in crate::mptcp) hold: super::damping::Hold,
 }
 
 /// Least time between two probes on one subflow (bounds the probe traffic of bursty flows;
@@ -53,6 +59,10 @@ const PROBE_SPACING: Duration = Duration::from_millis(50);
 /// A subflow is probed only this long after its last data: a flow silent for longer is idle,
 /// not failing (and an idle path costs nothing when it fails).
 const ACTIVE: Duration = Duration::from_secs(1);
+
+/// Least time between two probes of a subflow held after a flap ([`super::damping`]): it
+/// must keep answering to be made primary again.
+const HOLD_PROBE_EVERY: Duration = Duration::from_millis(100);
 
 impl Connection {
     /// Liveness is watched while MPTCP is in use and the connection open.
@@ -66,7 +76,11 @@ impl Connection {
         if self.ready(i) { self.stale_bound(i) } else { None }
     }
 
-    /// How long a path may stay silent before it counts as unresponsive.
+    /// How long a path may stay silent before it counts as unresponsive: `stale_rtts` RTTs
+    /// without queueing delay. (A floor at SRTT + 4 RTTVAR, against a queue-delayed healthy
+    /// path taken for a dead one, was tried: it slowed the detection of a blackhole through a
+    /// converter at 50 ms RTT from ~115 to ~400 ms, and the false failover it was for has not
+    /// been reproduced in the simulator; the RTTVAR of the probes is kept for it.)
     fn stale_bound(&self, i: usize) -> Option<Duration> {
         if self.cfg.stale_rtts == 0 {
             return None;
@@ -77,13 +91,23 @@ impl Connection {
         Some((rtt * self.cfg.stale_rtts).max(slack).max(self.cfg.stale_floor))
     }
 
-    /// The best estimate of subflow `i`'s round trip without queueing delay.
+    /// The best estimate of subflow `i`'s round trip without queueing delay. A subflow without
+    /// an RTT sample of its own (joined again after a flap, its SYN retransmitted, only
+    /// receiving) takes what its path measured before ([`super::damping`]); only a path never
+    /// measured falls back to the RTO.
     fn path_rtt(&self, i: usize) -> Duration {
         let s = &self.subflows[i];
         let h = s.tcp.health();
-        let srtt = h.srtt.unwrap_or(h.rto);
+        let mem = self.rtt_memory(i);
+        let srtt = h.srtt.or(mem.map(|m| m.srtt)).unwrap_or(h.rto);
+        let probe_rtt = s.mp.live.probe_rtt.or(mem.and_then(|m| m.probe_rtt));
         // A probe "answered" by an unrelated segment underestimates: trust it down to half SRTT.
-        s.mp.live.probe_rtt.map_or(srtt, |p| p.clamp(srtt / 2, srtt))
+        probe_rtt.map_or(srtt, |p| p.clamp(srtt / 2, srtt))
+    }
+
+    /// A held subflow is probed once it was silent this long.
+    fn hold_probe_after(&self, i: usize) -> Option<Duration> {
+        self.held(i).then(|| self.path_rtt(i).max(HOLD_PROBE_EVERY))
     }
 
     /// Records payload arrival on subflow `i` (liveness input).
@@ -103,6 +127,7 @@ impl Connection {
         for i in 0..self.subflows.len() {
             let Some(bound) = self.watched(i) else { continue };
             let send_after = self.send_silence(i);
+            let hold_after = self.hold_probe_after(i);
             let s = &self.subflows[i];
             let mut add = |x: Instant| t = Some(t.map_or(x, |y: Instant| y.min(x)));
             match s.mp.live.probe {
@@ -111,6 +136,9 @@ impl Connection {
                     let spaced = |x: Instant| s.mp.live.last_probe.map_or(x, |p| x.max(p + PROBE_SPACING));
                     if let Some(busy) = s.mp.live.busy_since {
                         add(spaced(busy.max(s.tcp.health().last_recv) + send_after));
+                    }
+                    if let Some(after) = hold_after {
+                        add(spaced(s.tcp.health().last_recv + after));
                     }
                     if !s.mp.backup
                         && let Some(rx) = s.mp.live.last_data_rx
@@ -148,10 +176,20 @@ impl Connection {
         if !self.liveness_on() {
             return;
         }
+        self.remember_rtts();
         for i in 0..self.subflows.len() {
+            // A subflow whose data stopped longer than ACTIVE ago is idle: its receiving
+            // signal is disarmed here, whatever else holds, so that no deadline of it stays
+            // in the past (a backup made regular again by `sync_priorities` after this phase
+            // would otherwise bring back a receiving deadline the check no longer acts on).
+            let live = &mut self.subflows[i].mp.live;
+            if live.last_data_rx.is_some_and(|rx| now >= rx + ACTIVE) {
+                live.last_data_rx = None;
+            }
             let Some(bound) = self.watched(i) else { continue };
             let probe_after = self.probe_after(i);
             let send_after = self.send_silence(i);
+            let hold_after = self.hold_probe_after(i);
             let s = &mut self.subflows[i];
             let h = s.tcp.health();
             let live = &mut s.mp.live;
@@ -169,6 +207,18 @@ impl Connection {
                     live.probe = None;
                     let rtt = h.last_recv - at;
                     live.probe_rtt = Some(live.probe_rtt.map_or(rtt, |r| r.min(rtt)));
+                    // RFC 6298 §2.2 / §2.3 (alpha 1/8, beta 1/4).
+                    match live.probe_srtt {
+                        None => {
+                            live.probe_srtt = Some(rtt);
+                            live.probe_rttvar = rtt / 2;
+                        }
+                        Some(s) => {
+                            let err = s.abs_diff(rtt);
+                            live.probe_rttvar = (live.probe_rttvar * 3 + err) / 4;
+                            live.probe_srtt = Some((s * 7 + rtt) / 8);
+                        }
+                    }
                 }
                 Some(at) => {
                     if now >= at + bound {
@@ -189,7 +239,11 @@ impl Connection {
                         && live
                             .last_data_rx
                             .is_some_and(|rx| now >= rx.max(h.last_recv) + probe_after && now < rx + ACTIVE);
-                    if (sending || receiving) && live.last_probe.is_none_or(|p| now >= p + PROBE_SPACING) {
+                    // Held after a flap: it must keep answering to be made primary again.
+                    let held = hold_after.is_some_and(|after| now >= h.last_recv + after);
+                    if (sending || receiving || held)
+                        && live.last_probe.is_none_or(|p| now >= p + PROBE_SPACING)
+                    {
                         live.probe = Some(now);
                         live.last_probe = Some(now);
                         s.tcp.send_probe();
@@ -232,6 +286,9 @@ impl Connection {
             silent_ms = (now - since).as_millis() as u64,
             "subflow unresponsive"
         );
+        if self.subflows[i].up {
+            self.note_path_loss(now, path);
+        }
         self.drop_subflow(i);
         self.events.push_back(Event::PathUnresponsive {
             path,
@@ -266,26 +323,35 @@ impl Connection {
         }
     }
 
-    /// Phase 11, after liveness may have failed the last regular subflow over, so that the
-    /// backups take over in the same step. Handover mode: a subflow on a backup path is a
-    /// backup (§3.3.8) exactly while a regular subflow can carry data; changes are announced
-    /// with MP_PRIO on the subflow concerned.
+    /// Phase 11, after liveness may have failed the last regular subflow over and `damp` has
+    /// started or ended holds, so that the backups take over in the same step. Handover mode:
+    /// a subflow on a backup path is a backup (§3.3.8) exactly while a regular subflow that
+    /// is not held can carry data, and a subflow on a regular path exactly while it is held;
+    /// changes are announced with MP_PRIO on the subflow concerned.
     pub(super) fn sync_priorities(&mut self) {
         if self.cfg.mode != Mode::Handover || !self.is_mptcp() || self.is_closed() {
             return;
         }
         let backup_path = |c: &Connection, i: usize| c.pm.is_backup(c.subflows[i].path);
-        let regular_alive = (0..self.subflows.len()).any(|i| self.ready(i) && !backup_path(self, i));
+        // A regular path held after a flap does not count as one until its hold passed.
+        let regular_alive =
+            (0..self.subflows.len()).any(|i| self.ready(i) && !backup_path(self, i) && !self.held(i));
         for i in 0..self.subflows.len() {
-            if !self.ready(i) || !backup_path(self, i) {
+            if !self.ready(i) {
                 continue;
             }
+            // Backup paths: backups while a regular path is primary. Regular paths: backups
+            // only while held ([`super::damping`]).
+            let want = if backup_path(self, i) {
+                regular_alive
+            } else {
+                self.held(i)
+            };
             let s = &mut self.subflows[i];
-            if s.mp.backup != regular_alive {
-                s.mp.backup = regular_alive;
-                s.mp.oneoff.push_back(MptcpOption::MpPrio {
-                    backup: regular_alive,
-                });
+            if s.mp.backup != want {
+                s.mp.backup = want;
+                // RFC 8684 §3.3.8: MP_PRIO changes the priority of the subflow it is sent on.
+                s.mp.oneoff.push_back(MptcpOption::MpPrio { backup: want });
                 s.tcp.request_ack();
             }
         }

@@ -33,8 +33,9 @@
 //! data-level buffers, data-level retransmission), `paths.rs` (the path manager),
 //! `announce.rs` (our ADD_ADDR), `lifecycle.rs` (the connection's `Phase`, subflow deaths,
 //! close), `output.rs` (scheduling and `poll_transmit`), `timer.rs` (the timer table,
-//! `poll_timeout`, `handle_timeout`) and `liveness.rs` (unresponsive paths, backup
-//! priorities).
+//! `poll_timeout`, `handle_timeout`), `liveness.rs` (unresponsive paths, backup
+//! priorities) and `damping.rs` (what a path remembers across a flap: its RTTs, its flap
+//! count and the hold-down of a path that came back).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -55,6 +56,7 @@ use crate::wire::mptcp::{MpTcpRst, MptcpOption, RstReason};
 use crate::wire::tcp::SegmentHeader;
 
 mod announce;
+mod damping;
 mod data;
 mod fallback;
 mod fastopen;
@@ -447,6 +449,7 @@ impl Connection {
         self.check_orphan(now); // 9
         // Policy: paths and timers on what is left.
         self.check_liveness(now); // 10
+        self.damp(now); // 10b
         self.sync_priorities(); // 11
         self.check_data_rto(now); // 12
         self.send_announcements(now); // 13

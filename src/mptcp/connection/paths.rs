@@ -5,6 +5,7 @@
 
 use std::net::SocketAddr;
 
+use super::damping::{Damping, Hold, RttMemory};
 use super::{Connection, Event, LocalPath, MptcpOption, Phase, Role};
 use crate::config::{JoinPolicy, Mode};
 use crate::mptcp::PathId;
@@ -26,6 +27,14 @@ pub(super) struct PathState {
     /// Remote address IDs whose joins from this path never completed: the path manager tries
     /// the peer's other addresses first (cleared when the path comes back).
     pub failed: AddrIdSet,
+    /// What the path's subflows measured, kept across their loss ([`damping`]).
+    ///
+    /// [`damping`]: super::damping
+    pub rtt: Option<RttMemory>,
+    /// The path's recent losses ([`damping`]).
+    ///
+    /// [`damping`]: super::damping
+    pub damping: Damping,
 }
 
 impl PathState {
@@ -36,6 +45,8 @@ impl PathState {
             next_join: now,
             joining: None,
             failed: AddrIdSet::default(),
+            rtt: None,
+            damping: Damping::default(),
         }
     }
 }
@@ -87,6 +98,10 @@ impl PathManager {
         p
     }
 
+    pub fn path(&self, id: PathId) -> Option<&PathState> {
+        self.paths.iter().find(|p| p.path.id == id)
+    }
+
     pub fn path_mut(&mut self, id: PathId) -> Option<&mut PathState> {
         self.paths.iter_mut().find(|p| p.path.id == id)
     }
@@ -129,6 +144,11 @@ impl Connection {
             p.available = false;
         }
         let mut removed = Vec::new();
+        if (0..self.subflows.len())
+            .any(|i| self.subflows[i].path == path && self.subflows[i].up && !self.subflows[i].dead)
+        {
+            self.note_path_loss(now, path);
+        }
         for i in 0..self.subflows.len() {
             if self.subflows[i].path == path && !self.subflows[i].dead {
                 self.drop_subflow(i);
@@ -150,7 +170,8 @@ impl Connection {
         match self.pm.paths.iter().position(|p| p.path.id == path.id) {
             Some(k) if self.pm.paths[k].path.addr != path.addr => {
                 self.path_down(now, path.id);
-                self.pm.paths[k].path = path;
+                // Another network: nothing measured on the old one applies.
+                self.pm.paths[k] = PathState::new(path, now);
                 self.path_up(now, path.id);
             }
             Some(k) => self.pm.paths[k].path = path,
@@ -369,14 +390,17 @@ impl Connection {
         } else {
             path.id.0.wrapping_add(1)
         };
-        // In handover mode the backup path joins as a backup subflow (§3.3.8, flag B).
-        let backup = path.backup && self.cfg.mode == Mode::Handover;
+        // In handover mode the backup path joins as a backup subflow (§3.3.8, flag B), and so
+        // does a regular path that flapped, until its hold passed ([`super::damping`]).
+        let hold = self.hold_for_join(now, path.id);
+        let backup = (path.backup && self.cfg.mode == Mode::Handover) || hold != Hold::No;
         let tcp = tcp::Connection::connect(now, local, remote, self.cfg.tcp, &self.isn_key);
         let mut mp = SubflowMp::new(
             Handshake::JoinSyn(JoinInitiator::new(&neg, nonce, backup, addr_id)),
             tcp.iss().0,
         );
         mp.backup = backup;
+        mp.live.hold = hold;
         mp.local_addr_id = addr_id;
         self.push_subflow(path.id, tcp, mp);
     }

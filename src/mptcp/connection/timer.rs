@@ -3,9 +3,9 @@
 //! the subflows' own timers.
 //!
 //! Three timers are armed and disarmed where their cause happens and stored in the
-//! connection's table. The other three follow from state that changes in many places (a
+//! connection's table. The other four follow from state that changes in many places (a
 //! subflow's liveness signals, whether a join is wanted, whether a subflow can carry an
-//! announcement), so their deadlines are filled into a copy of the table when it is asked for,
+//! announcement, a flap hold), so their deadlines are filled into a copy of the table when it is asked for,
 //! exactly as the phases of `after_io` that act on them will see it.
 
 use super::Connection;
@@ -26,9 +26,11 @@ pub(super) enum Timer {
     Join,
     /// Derived: the next ADD_ADDR repetition (`next_announcement`).
     Announce,
+    /// Derived: the next flap hold to pass (`hold_deadline`).
+    Hold,
 }
 
-const N: usize = Timer::Announce as usize + 1;
+const N: usize = Timer::Hold as usize + 1;
 
 /// Absolute deadlines, one per [`Timer`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -65,6 +67,7 @@ impl Connection {
         t.set(Timer::Liveness, self.liveness_deadline());
         t.set(Timer::Join, self.next_join());
         t.set(Timer::Announce, self.next_announcement());
+        t.set(Timer::Hold, self.hold_deadline());
         t
     }
 
@@ -72,6 +75,30 @@ impl Connection {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let subflows = self.subflows.iter().filter_map(|s| s.tcp.poll_timeout()).min();
         subflows.into_iter().chain(self.deadlines().next()).min()
+    }
+
+    /// What [`poll_timeout`](Self::poll_timeout) is made of, for diagnostics (the simulator
+    /// names it when a deadline stays due).
+    pub fn describe_deadlines(&self) -> String {
+        let subflows: Vec<_> = self
+            .subflows
+            .iter()
+            .map(|s| {
+                (
+                    s.path.0,
+                    s.dead,
+                    s.tcp.poll_timeout(),
+                    s.mp.live,
+                    s.mp.backup,
+                    s.tcp.health().last_recv,
+                    s.tcp.health().bytes_in_flight,
+                )
+            })
+            .collect();
+        format!(
+            "{:?}, subflows (path, dead, timeout) {subflows:?}",
+            self.deadlines()
+        )
     }
 
     /// Runs the timers due at `now`: the subflows' own, the DATA_FIN retransmission; the others

@@ -91,6 +91,8 @@ pub struct TransferReport {
     pub elapsed: Duration,
     /// The client socket's `MPTCP_INFO` at the end (`None`: plain TCP or fallback).
     pub mptcp: Option<MptcpInfo>,
+    /// Longest time between two reads that brought body bytes (downloads; zero for uploads).
+    pub longest_stall: Duration,
 }
 
 impl TransferReport {
@@ -241,12 +243,16 @@ fn get_on(
     };
     check(&first, &mut got)?;
     let mut buf = vec![0u8; 256 * 1024];
+    let mut last = Instant::now();
+    let mut longest_stall = Duration::ZERO;
     while got < n {
         dl.arm(&s)?;
         let k = s.read(&mut buf).map_err(map_timeout(dl, "read body"))?;
         if k == 0 {
             return Err(ClientError::Short { got, expected: n });
         }
+        longest_stall = longest_stall.max(last.elapsed());
+        last = Instant::now();
         check(&buf[..k], &mut got)?;
     }
     let mptcp = crate::sys::mptcp_info(&s).ok().flatten().filter(|i| !i.fallback);
@@ -254,6 +260,7 @@ fn get_on(
         bytes: n,
         elapsed: t0.elapsed(),
         mptcp,
+        longest_stall,
     })
 }
 
@@ -321,6 +328,7 @@ fn post_on(
         bytes: n,
         elapsed: t0.elapsed(),
         mptcp,
+        longest_stall: Duration::ZERO,
     })
 }
 
