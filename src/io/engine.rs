@@ -30,11 +30,6 @@ const MAX_BATCHES_PER_WAKE: usize = 64;
 const MAX_OUT_PER_WAKE: usize = 8192;
 /// Longest sleep (the stop flag is looked at this often).
 const MAX_IDLE: Duration = Duration::from_millis(100);
-/// After a wake-up that brought input, how long the thread looks for more before it sleeps:
-/// the next packet of an exchange (the host's answer, the server's next segment) usually comes
-/// within tens of microseconds, and finding it without sleeping saves the futex wait and the
-/// sender's wake-up (two context switches). Bounded per wake-up, and never when idle.
-const SPIN: Duration = Duration::from_micros(50);
 /// How often the engine is told the wall-clock time (converter cookies; NTP may step it).
 const WALL_CLOCK_EVERY: Duration = Duration::from_secs(10);
 
@@ -148,7 +143,6 @@ impl Thread {
     fn run(&mut self, stop: &AtomicBool) {
         self.refresh_ifaces(now());
         let mut more = false;
-        let mut active = false;
         let mut wall_clock_at = now();
         self.engine.set_unix_time(wall_clock_at, unix_now());
         while !stop.load(Ordering::SeqCst) {
@@ -156,9 +150,6 @@ impl Thread {
             if t.saturating_duration_since(wall_clock_at) >= WALL_CLOCK_EVERY {
                 wall_clock_at = t;
                 self.engine.set_unix_time(t, unix_now());
-            }
-            if active && !more {
-                self.spin_for_input(t);
             }
             let timeout = if more {
                 Duration::ZERO
@@ -193,7 +184,6 @@ impl Thread {
                 },
                 default(timeout) => {}
             }
-            active = false;
             for _ in 0..MAX_BATCHES_PER_WAKE {
                 let mut any = false;
                 if let Ok(b) = self.setup.from_tun.try_recv() {
@@ -211,7 +201,6 @@ impl Thread {
                 if !any {
                     break;
                 }
-                active = true;
             }
             let t = now();
             self.engine.handle_timeout(t);
@@ -229,18 +218,6 @@ impl Thread {
         if h != self.health && tx.try_send(h.clone()).is_ok() {
             let _ = waker.wake();
             self.health = h;
-        }
-    }
-
-    /// Waits up to [`SPIN`] from `t` for packets, without sleeping (see [`SPIN`]).
-    fn spin_for_input(&mut self, t: Instant) {
-        // Not past the engine's next timer either.
-        let until = self.engine.poll_timeout().map_or(t + SPIN, |d| d.min(t + SPIN));
-        while self.setup.from_tun.is_empty() && self.if_rx.is_empty() && self.dg_rx.is_empty() {
-            if now() >= until {
-                return;
-            }
-            std::hint::spin_loop();
         }
     }
 

@@ -87,12 +87,18 @@ impl Daemon {
             child: Some(child),
             pid,
         };
+        let comm: String = bin
+            .file_name()
+            .map(|n| n.to_string_lossy().chars().take(15).collect())
+            .unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(Ok(Some(st))) = d.child.as_mut().map(Child::try_wait) {
                 return Err(format!("mpbond exited at start ({st}): {}", d.log_tail()));
             }
-            let ready = crate::procfs::comm(pid).as_deref() == Some("mpbond")
+            // `ip netns exec` has exec'd the daemon once its comm is the binary's name (the
+            // kernel keeps 15 bytes of it).
+            let ready = crate::procfs::comm(pid).as_deref() == Some(comm.as_str())
                 && d.status()
                     .is_ok_and(|s| !s.interfaces.is_empty() && s.interfaces.iter().all(|i| i.usable));
             if ready {
