@@ -170,6 +170,33 @@ struct Attempt {
     superseded: bool,
 }
 
+impl Pending {
+    /// Records a new attempt of query `id` (its number is its index) and returns what sends it.
+    fn attempt(
+        &mut self,
+        now: Instant,
+        id: u16,
+        path: IfaceId,
+        resolver: IpAddr,
+        superseded: bool,
+    ) -> Output {
+        let n = self.attempts.len() as u8;
+        self.attempts.push(Attempt {
+            path,
+            resolver,
+            sent: now,
+            superseded,
+        });
+        Output::Send {
+            path,
+            resolver,
+            transport: self.transport,
+            attempt: AttemptId { id, n },
+            payload: self.query.clone(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Pending {
     client: ClientId,
@@ -401,26 +428,12 @@ impl Forwarder {
         if !p.attempts.is_empty() {
             self.counters.failovers += 1;
         }
-        let n = p.attempts.len() as u8;
-        p.attempts.push(Attempt {
-            path,
-            resolver,
-            sent: now,
-            superseded: false,
-        });
-        let payload = p.query.clone();
-        let transport = p.transport;
+        let send = p.attempt(now, id, path, resolver, false);
         let t = self.timeout(path);
         if let Some(p) = self.pending.get_mut(&id) {
             p.next_try = (now + t).min(p.started + self.cfg.lifetime);
         }
-        self.out.push_back(Output::Send {
-            path,
-            resolver,
-            transport,
-            attempt: AttemptId { id, n },
-            payload,
-        });
+        self.out.push_back(send);
     }
 
     /// Also sends query `id` to `path`'s first resolver, without waiting on it.
@@ -436,21 +449,9 @@ impl Forwarder {
             return;
         };
         p.plan.retain(|&(pp, r)| (pp, r) != (path, resolver));
-        let n = p.attempts.len() as u8;
         // A probe is never waited on: it is born superseded.
-        p.attempts.push(Attempt {
-            path,
-            resolver,
-            sent: now,
-            superseded: true,
-        });
-        self.out.push_back(Output::Send {
-            path,
-            resolver,
-            transport: p.transport,
-            attempt: AttemptId { id, n },
-            payload: p.query.clone(),
-        });
+        let send = p.attempt(now, id, path, resolver, true);
+        self.out.push_back(send);
     }
 
     fn mark_suspect(&mut self, now: Instant, path: IfaceId) {
