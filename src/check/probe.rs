@@ -710,9 +710,14 @@ impl Prober {
                     });
                 }
             }
+            // A DATA_ACK behind the TCP-level ACK: the data reached the subflow but not yet the
+            // connection-level receive queue (Linux acks at the subflow level first when the
+            // application holds its socket). Not a fallback: wait, and the retransmission this
+            // phase's timer sends draws a fresh DATA_ACK.
+            Some(_) => {}
             // A TCP-level ACK of our data without a DATA_ACK: the server fell back to TCP, because
             // our options (or its own) were removed on the way (RFC 8684 §3.7).
-            _ => {
+            None => {
                 self.close_connection();
                 self.finish(Verdict::Pass {
                     dss: DssResult::StrippedAfterHandshake,

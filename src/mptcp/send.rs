@@ -256,7 +256,11 @@ impl DataSendBuffer {
         let max_len = max_len.min(usize::from(u16::MAX) - 1) as u64;
         if let Some((&s, &e)) = self.reinject.first_key_value() {
             self.reinject.remove(&s);
-            let data_end = e.min(self.written);
+            // RFC 8684 §3.3.5: "a sender is allowed to send data segments with data-level
+            // sequence numbers between (DATA_ACK, DATA_ACK + receive_window)", for a reinjection as
+            // for new data (the receiver would drop what lies beyond, and the range go round
+            // again).
+            let data_end = e.min(self.sendable_end());
             let len = data_end.saturating_sub(s).min(max_len);
             let fin = s + len == self.written && e > self.written;
             if len == 0 && !fin {
@@ -364,7 +368,10 @@ impl DataSendBuffer {
                 snd_nxt: self.snd_nxt(),
             });
         }
-        self.peer_window_end = Some(off + u64::from(window));
+        // RFC 8684 §3.3.5: the sender "should only update its local receive window values when
+        // the largest sequence number allowed (i.e., DATA_ACK + receive window) increases".
+        let end = off + u64::from(window);
+        self.peer_window_end = Some(self.peer_window_end.map_or(end, |w| w.max(end)));
         let was_fin_acked = self.fin_acked();
         let freed = (off.min(self.written) - self.data_una()) as usize;
         self.buf.drain(..freed);
