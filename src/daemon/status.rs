@@ -70,6 +70,10 @@ pub struct InterfaceStatus {
     /// Its data budget is used up (`at_limit = "block"`): mpbond does not use it.
     #[serde(default)]
     pub budget_blocked: bool,
+    /// Its data budget is past the soft share (`soft_percent`), or at the limit with
+    /// `at_limit = "warn"`: mpbond uses it only when nothing else works.
+    #[serde(default)]
+    pub budget_soft: bool,
 }
 
 /// The TUN device.
@@ -473,6 +477,7 @@ mod tests {
                 tx_bytes: 2,
                 usable: true,
                 budget_blocked: false,
+                budget_soft: false,
             }],
             flows: Vec::new(),
             subflows: Vec::new(),

@@ -74,12 +74,17 @@ impl Ifaces {
     /// The interface new traffic to `dst` uses: Wi-Fi when usable with an address of the
     /// family and answering, else cellular (else a Wi-Fi that stopped answering, rather than
     /// nothing).
+    /// An interface past its budget's soft share ([`IfaceState::last_resort`]) comes after
+    /// every other that works, answering or not.
     pub fn choose(&self, dst: IpAddr) -> Option<IfaceId> {
         let ok = |i: IfaceId| self.states[usize::from(i)].usable && self.local_addr(i, dst).is_some();
-        [WIFI, CELLULAR]
-            .into_iter()
-            .find(|&i| ok(i) && self.unresponsive[usize::from(i)].is_none())
-            .or_else(|| [WIFI, CELLULAR].into_iter().find(|&i| ok(i)))
+        let answering = |i: IfaceId| self.unresponsive[usize::from(i)].is_none();
+        let spare = |i: IfaceId| !self.states[usize::from(i)].last_resort;
+        let first = |want: &dyn Fn(IfaceId) -> bool| [WIFI, CELLULAR].into_iter().find(|&i| ok(i) && want(i));
+        first(&|i| answering(i) && spare(i))
+            .or_else(|| first(&spare))
+            .or_else(|| first(&answering))
+            .or_else(|| first(&|_| true))
     }
 
     /// The local path over `iface` for a connection to `dst` (cellular is the backup path in
@@ -89,6 +94,7 @@ impl Ifaces {
             id: PathId(iface),
             addr: self.local_addr(iface, dst)?,
             backup: iface == CELLULAR && backup_cellular,
+            last_resort: self.states[usize::from(iface)].last_resort,
         })
     }
 
