@@ -410,7 +410,7 @@ impl Connection {
             };
             self.pm.paths[k].next_join = now + self.cfg.join_retry;
             self.pm.paths[k].joining = Some(remote_id);
-            let _ = self.open_join(now, p.path, SocketAddr::new(p.path.addr, port), to);
+            let _ = self.open_join(now, p.path, (SocketAddr::new(p.path.addr, port), to), None);
         }
     }
 
@@ -431,28 +431,32 @@ impl Connection {
         }
     }
 
-    /// Opens a join from `local` on `path` toward `remote`; its id, unless no nonce could be
-    /// drawn.
+    /// The address ID of our address on `path`: 0 for the initial subflow's address (§3.2:
+    /// "implicit and have the value zero"), path id + 1 for the others.
+    pub(super) fn local_addr_id(&self, path: crate::mptcp::PathId) -> u8 {
+        if path == self.pm.initial {
+            0
+        } else {
+            path.0.wrapping_add(1)
+        }
+    }
+
+    /// Opens a join from `local` on `path` toward `remote`, with the backup priority the path
+    /// gives it or `backup`; its id, unless no nonce could be drawn.
     pub(super) fn open_join(
         &mut self,
         now: Instant,
         path: LocalPath,
-        local: SocketAddr,
-        remote: SocketAddr,
+        (local, remote): (SocketAddr, SocketAddr),
+        backup: Option<bool>,
     ) -> Option<crate::mptcp::send::SubflowId> {
         let neg = self.neg?;
         let nonce = crate::mptcp::crypto::os_random_nonce().ok()?;
-        // Address ID 0 is the initial subflow's address (§3.2: "implicit and have the value
-        // zero"); other local addresses get their path id + 1.
-        let addr_id = if path.id == self.pm.initial {
-            0
-        } else {
-            path.id.0.wrapping_add(1)
-        };
+        let addr_id = self.local_addr_id(path.id);
         // In handover mode the backup path joins as a backup subflow (§3.3.8, flag B), and so
         // does a regular path that flapped, until its hold passed ([`super::damping`]).
         let hold = self.hold_for_join(now, path.id);
-        let backup = (path.backup && self.cfg.mode == Mode::Handover) || hold != Hold::No;
+        let backup = backup.unwrap_or((path.backup && self.cfg.mode == Mode::Handover) || hold != Hold::No);
         let tcp = tcp::Connection::connect(now, local, remote, self.cfg.tcp, &self.isn_key);
         let mut mp = SubflowMp::new(
             Handshake::JoinSyn(JoinInitiator::new(&neg, nonce, backup, addr_id)),

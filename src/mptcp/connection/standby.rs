@@ -101,12 +101,27 @@ impl Connection {
                         // The fresh join carries data first: the mapping was lost. Signals
                         // waiting on the old subflow (REMOVE_ADDR of the failed path, ADD_ADDR
                         // echoes) go on the new one; MP_PRIO is per subflow and stays.
-                        let pending: Vec<MptcpOption> = self.subflows[i]
+                        let mut pending: Vec<MptcpOption> = self.subflows[i]
                             .mp
                             .oneoff
                             .drain(..)
                             .filter(|o| !matches!(o, MptcpOption::MpPrio { .. }))
                             .collect();
+                        // What went out on the stale subflow during the race was lost at the
+                        // NAT, the REMOVE_ADDR of the failed path too (without it the peer
+                        // keeps sending on that path until its RTO): §3.4.2 again, for every
+                        // address of ours left without a subflow ("If an Address ID is not
+                        // known, the receiver will silently ignore it").
+                        let path = self.subflows[j].path;
+                        let gone: Vec<u8> = self
+                            .pm
+                            .paths()
+                            .iter()
+                            .map(|p| p.path.id)
+                            .filter(|&id| id != path && !self.subflows.iter().any(|s| !s.dead && s.path == id))
+                            .map(|id| self.local_addr_id(id))
+                            .collect();
+                        pending.extend(crate::mptcp::addr::remove(&gone));
                         if !pending.is_empty() {
                             self.subflows[j].mp.oneoff.extend(pending);
                             self.subflows[j].tcp.request_ack();
@@ -238,7 +253,11 @@ impl Connection {
                 }
             },
         };
-        let fresh = self.open_join(now, p.path, SocketAddr::new(p.path.addr, port), to);
+        // The fresh join takes the stale subflow's priority (§3.3.8, flag B of its MP_JOIN):
+        // regular when it is taking over, so that the peer sends on it rather than on the
+        // stale one (whose MP_PRIO the NAT dropped) as soon as it is up.
+        let backup = self.subflows[i].mp.backup;
+        let fresh = self.open_join(now, p.path, (SocketAddr::new(p.path.addr, port), to), Some(backup));
         if let Some(r) = self.pm.paths_mut()[k].race.as_mut() {
             r.fresh = fresh;
         }
