@@ -130,7 +130,8 @@ fn subflows_on(lab: &netlab::Lab, rd: &RunDir, iface: &str) -> usize {
 fn request(s: &mut std::net::TcpStream) {
     use std::io::{Read, Write};
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /bytes/64 HTTP/1.1\r\nHost: lab\r\n\r\n").unwrap();
+    s.write_all(b"GET /bytes/64 HTTP/1.1\r\nHost: lab\r\n\r\n")
+        .unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     // Headers (under 200 bytes) and 64 bytes of body.
@@ -180,7 +181,9 @@ fn past_the_soft_limit_cellular_is_joined_only_when_wifi_is_lost() {
     assert_eq!(got.bytes, 300_000);
     wait_for("cellular past its soft share", Duration::from_secs(10), || {
         let st = status(&lab, rd.path());
-        st.interfaces.iter().any(|i| i.name == "wwan0" && i.budget_soft && i.usable)
+        st.interfaces
+            .iter()
+            .any(|i| i.name == "wwan0" && i.budget_soft && i.usable)
             && st
                 .budget
                 .iter()
@@ -201,7 +204,11 @@ fn past_the_soft_limit_cellular_is_joined_only_when_wifi_is_lost() {
     request(&mut s);
     std::thread::sleep(Duration::from_millis(500));
     let st = status(&lab, rd.path());
-    assert!(st.subflows.iter().any(|s| s.interface == "wlan0"), "{:?}", st.subflows);
+    assert!(
+        st.subflows.iter().any(|s| s.interface == "wlan0"),
+        "{:?}",
+        st.subflows
+    );
     assert_eq!(subflows_on(&lab, &rd, "wwan0"), 0, "{:?}", st.subflows);
     // ... until Wi-Fi is lost: then it joins cellular and carries on.
     lab.set_link(Path::Wifi, false).unwrap();

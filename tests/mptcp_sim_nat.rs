@@ -62,7 +62,7 @@ fn after_a_long_idle_the_first_message_after_wifi_goes_down_arrives_within_three
 
 #[test]
 fn after_a_long_idle_the_first_message_after_wifi_is_blackholed_arrives_within_detection_plus_three_cellular_rtts()
-{
+ {
     let seed = seed_from_env(12);
     let r = run_ok(&idle_then_loss(seed, Action::NetDown(0, true)));
     let (took, detected) = first_message(&r);
@@ -85,7 +85,10 @@ fn without_the_check_the_nat_swallows_the_stale_backup() {
         let r = mpbond::sim::mptcp::run(&s);
         let took = r.released.and_then(|(w, g)| g.map(|g| g - w));
         println!("{loss:?} after 30 s idle, check off: next message took {took:?}");
-        assert!(took.is_none_or(|t| t > Duration::from_secs(1)), "{loss:?}: {took:?}");
+        assert!(
+            took.is_none_or(|t| t > Duration::from_secs(1)),
+            "{loss:?}: {took:?}"
+        );
     }
 }
 
@@ -123,7 +126,22 @@ fn a_last_resort_cellular_path_has_no_subflow_while_wifi_works_and_one_at_wifi_l
     let r = run_ok(&s);
     let on_cell = |k: usize| r.inspections[k].1.iter().filter(|s| s.path == PathId(1)).count();
     assert_eq!(r.inspections.len(), 3, "the transfer outlasted the inspections");
-    assert_eq!(on_cell(0), 0, "a cellular subflow while Wi-Fi works: {:?}", r.inspections[0].1);
-    assert_eq!(on_cell(1), 1, "no cellular subflow after the Wi-Fi loss: {:?}", r.inspections[1].1);
-    assert_eq!(on_cell(2), 0, "cellular kept after Wi-Fi came back: {:?}", r.inspections[2].1);
+    assert_eq!(
+        on_cell(0),
+        0,
+        "a cellular subflow while Wi-Fi works: {:?}",
+        r.inspections[0].1
+    );
+    assert_eq!(
+        on_cell(1),
+        1,
+        "no cellular subflow after the Wi-Fi loss: {:?}",
+        r.inspections[1].1
+    );
+    assert_eq!(
+        on_cell(2),
+        0,
+        "cellular kept after Wi-Fi came back: {:?}",
+        r.inspections[2].1
+    );
 }

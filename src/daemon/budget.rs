@@ -127,7 +127,10 @@ impl Thread {
                     s.budget_soft = soft;
                     blocked_changed = true;
                     if soft {
-                        tracing::warn!("{}: data budget near its limit; used only when nothing else works", i.name);
+                        tracing::warn!(
+                            "{}: data budget near its limit; used only when nothing else works",
+                            i.name
+                        );
                     }
                 }
             }

@@ -166,3 +166,46 @@ impl Ifaces {
             .is_some_and(Option::is_some)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(v4: [u8; 4], last_resort: bool) -> IfaceState {
+        IfaceState {
+            usable: true,
+            v4: Some(v4.into()),
+            v6: None,
+            last_resort,
+        }
+    }
+
+    #[test]
+    fn a_last_resort_interface_is_chosen_only_when_nothing_else_works() {
+        let dst = IpAddr::from([198, 19, 0, 10]);
+        let mut f = Ifaces::new(Duration::from_secs(60), Duration::from_secs(30));
+        f.set_state(WIFI, up([198, 18, 1, 2], true));
+        f.set_state(CELLULAR, up([198, 18, 2, 2], false));
+        assert_eq!(
+            f.choose(dst),
+            Some(CELLULAR),
+            "Wi-Fi past its budget's soft share"
+        );
+        // Even an unresponsive interface comes before a last-resort one...
+        f.mark_unresponsive(CELLULAR, Instant::ZERO);
+        assert_eq!(f.choose(dst), Some(CELLULAR));
+        // ... but an unusable one does not.
+        f.set_state(
+            CELLULAR,
+            IfaceState {
+                usable: false,
+                ..up([198, 18, 2, 2], false)
+            },
+        );
+        assert_eq!(f.choose(dst), Some(WIFI));
+        let p = f.path(WIFI, dst, true).unwrap();
+        assert!(p.last_resort && !p.backup);
+        f.set_state(WIFI, up([198, 18, 1, 2], false));
+        assert!(!f.path(WIFI, dst, true).unwrap().last_resort);
+    }
+}

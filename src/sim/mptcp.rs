@@ -30,13 +30,13 @@ pub fn client_paths() -> [LocalPath; 2] {
             id: PathId(0),
             addr: CLIENT_WIFI,
             backup: false,
-last_resort: false,
+            last_resort: false,
         },
         LocalPath {
             id: PathId(1),
             addr: CLIENT_CELL,
             backup: true,
-last_resort: false,
+            last_resort: false,
         },
     ]
 }

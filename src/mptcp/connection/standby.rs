@@ -82,7 +82,9 @@ impl Connection {
     fn settle_races(&mut self, now: Instant) -> bool {
         let mut changed = false;
         for k in 0..self.pm.paths_mut().len() {
-            let Some(r) = self.pm.paths_mut()[k].race else { continue };
+            let Some(r) = self.pm.paths_mut()[k].race else {
+                continue;
+            };
             let fresh = r.fresh.and_then(|id| self.index_of(id));
             let outcome = match self.index_of(r.old) {
                 // The stale subflow went (path down, reset, unresponsive): the fresh join
@@ -118,7 +120,9 @@ impl Connection {
                             .paths()
                             .iter()
                             .map(|p| p.path.id)
-                            .filter(|&id| id != path && !self.subflows.iter().any(|s| !s.dead && s.path == id))
+                            .filter(|&id| {
+                                id != path && !self.subflows.iter().any(|s| !s.dead && s.path == id)
+                            })
                             .map(|id| self.local_addr_id(id))
                             .collect();
                         pending.extend(crate::mptcp::addr::remove(&gone));
@@ -179,7 +183,9 @@ impl Connection {
             return None;
         }
         let idle_at = self.subflows[i].tcp.health().last_recv + self.cfg.nat_idle;
-        let at = p.last_race.map_or(idle_at, |t| idle_at.max(t + self.cfg.join_retry));
+        let at = p
+            .last_race
+            .map_or(idle_at, |t| idle_at.max(t + self.cfg.join_retry));
         Some((i, at))
     }
 
@@ -257,7 +263,12 @@ impl Connection {
         // regular when it is taking over, so that the peer sends on it rather than on the
         // stale one (whose MP_PRIO the NAT dropped) as soon as it is up.
         let backup = self.subflows[i].mp.backup;
-        let fresh = self.open_join(now, p.path, (SocketAddr::new(p.path.addr, port), to), Some(backup));
+        let fresh = self.open_join(
+            now,
+            p.path,
+            (SocketAddr::new(p.path.addr, port), to),
+            Some(backup),
+        );
         if let Some(r) = self.pm.paths_mut()[k].race.as_mut() {
             r.fresh = fresh;
         }
@@ -296,7 +307,10 @@ impl Connection {
         {
             return None;
         }
-        let last = s.mp.live.last_probe.map_or(s.tcp.health().last_recv, |p| p.max(s.tcp.health().last_recv));
+        let last =
+            s.mp.live
+                .last_probe
+                .map_or(s.tcp.health().last_recv, |p| p.max(s.tcp.health().last_recv));
         Some(last + ka)
     }
 
@@ -318,7 +332,9 @@ impl Connection {
         }
         let paths = self.pm.paths();
         let races = (0..paths.len()).filter_map(|k| match paths[k].race {
-            Some(Race { fresh: None, since, .. }) => Some(since + self.cfg.join_retry),
+            Some(Race {
+                fresh: None, since, ..
+            }) => Some(since + self.cfg.join_retry),
             Some(_) => None,
             None => self.race_due(k, paths).map(|(_, at)| at),
         });
@@ -326,4 +342,3 @@ impl Connection {
         races.chain(keepalives).min()
     }
 }
-

@@ -136,10 +136,18 @@ impl Lab {
     /// answers nothing with a RST). Its masquerade stays as it is. Lasts as long as the lab.
     pub fn set_strict_nat(&self, path: Path, idle: Duration) -> Result<(), LabError> {
         let router = self.ns().router(path);
-        let timeout = format!("net.netfilter.nf_conntrack_tcp_timeout_established={}", idle.as_secs().max(1));
+        let timeout = format!(
+            "net.netfilter.nf_conntrack_tcp_timeout_established={}",
+            idle.as_secs().max(1)
+        );
         cmd::run_in(
             router,
-            &["sysctl", "-qw", "net.netfilter.nf_conntrack_tcp_loose=0", timeout.as_str()],
+            &[
+                "sysctl",
+                "-qw",
+                "net.netfilter.nf_conntrack_tcp_loose=0",
+                timeout.as_str(),
+            ],
         )?;
         self.nft(
             path,
