@@ -100,7 +100,7 @@ impl Connection {
     /// an RTT sample of its own (joined again after a flap, its SYN retransmitted, only
     /// receiving) takes what its path measured before ([`super::damping`]); only a path never
     /// measured falls back to the RTO.
-    fn path_rtt(&self, i: usize) -> Duration {
+    pub(super) fn path_rtt(&self, i: usize) -> Duration {
         let s = &self.subflows[i];
         let h = s.tcp.health();
         let mem = self.rtt_memory(i);

@@ -152,24 +152,27 @@ impl Connection {
         changed
     }
 
-    /// Subflow `i` is about to carry data: it was just made regular, data is in flight on it,
-    /// or a regular subflow on another path is being probed (suspected).
-    fn standby_needed(&self, i: usize) -> bool {
+    /// From when subflow `i` is about to carry data, if it is: it was just made regular or
+    /// data is in flight on it (at once), or a regular subflow on another path is suspected
+    /// (its liveness probe unanswered for an RTT: before the failover; a probe answered in
+    /// time, as during a bulk transfer's pauses, is no suspicion).
+    fn needed_from(&self, i: usize) -> Option<Instant> {
         let s = &self.subflows[i];
-        s.mp.live.verify
-            || (!s.mp.backup && s.tcp.health().bytes_in_flight > 0)
-            || (0..self.subflows.len()).any(|j| {
-                self.subflows[j].path != s.path
-                    && !self.pm.is_backup(self.subflows[j].path)
-                    && self.ready(j)
-                    && self.subflows[j].mp.live.probe.is_some()
+        if s.mp.live.verify || (!s.mp.backup && s.tcp.health().bytes_in_flight > 0) {
+            return Some(Instant::ZERO);
+        }
+        (0..self.subflows.len())
+            .filter(|&j| {
+                self.subflows[j].path != s.path && !self.pm.is_backup(self.subflows[j].path) && self.ready(j)
             })
+            .filter_map(|j| self.subflows[j].mp.live.probe.map(|at| at + self.path_rtt(j)))
+            .min()
     }
 
-    /// The subflow of path `k` to race and when, if one is needed: a ready subflow on a backup
-    /// path, needed, once it has been idle `nat_idle` and `join_retry` after the last race.
-    fn race_due(&self, k: usize, paths: &[super::paths::PathState]) -> Option<(usize, Instant)> {
-        let p = &paths[k];
+    /// The subflow of path `p` to race and when, if one is needed: a ready subflow on a backup
+    /// path, once it is needed, has been idle `nat_idle`, and `join_retry` passed since the
+    /// last race.
+    fn race_due(&self, p: &super::paths::PathState) -> Option<(usize, Instant)> {
         if self.cfg.nat_idle.is_zero()
             || p.race.is_some()
             || !p.available
@@ -179,26 +182,24 @@ impl Connection {
             return None;
         }
         let i = (0..self.subflows.len()).find(|&i| self.subflows[i].path == p.path.id && self.ready(i))?;
-        if !self.standby_needed(i) {
-            return None;
-        }
+        let needed = self.needed_from(i)?;
         let idle_at = self.subflows[i].tcp.health().last_recv + self.cfg.nat_idle;
         let at = p
             .last_race
             .map_or(idle_at, |t| idle_at.max(t + self.cfg.join_retry));
-        Some((i, at))
+        Some((i, at.max(needed)))
     }
 
     fn start_races(&mut self, now: Instant) {
-        let paths: Vec<_> = self.pm.paths_mut().to_vec();
-        for (k, p) in paths.iter().enumerate() {
+        for k in 0..self.pm.paths().len() {
+            let p = self.pm.paths()[k];
             if let Some(r) = p.race {
                 if r.fresh.is_none() {
                     self.open_fresh(now, k);
                 }
                 continue;
             }
-            let Some((i, at)) = self.race_due(k, &paths) else {
+            let Some((i, at)) = self.race_due(&p) else {
                 // Not stale (or not needed): nothing to check for this takeover.
                 if let Some(i) = (0..self.subflows.len()).find(|&i| self.subflows[i].path == p.path.id) {
                     self.subflows[i].mp.live.verify = false;
@@ -336,7 +337,7 @@ impl Connection {
                 fresh: None, since, ..
             }) => Some(since + self.cfg.join_retry),
             Some(_) => None,
-            None => self.race_due(k, paths).map(|(_, at)| at),
+            None => self.race_due(&paths[k]).map(|(_, at)| at),
         });
         let keepalives = (0..self.subflows.len()).filter_map(|i| self.keepalive_due(i));
         races.chain(keepalives).min()
