@@ -126,26 +126,9 @@ fn subflows_on(lab: &netlab::Lab, rd: &RunDir, iface: &str) -> usize {
         .count()
 }
 
-/// One small request and its reply on a keep-alive connection.
-fn request(s: &mut std::net::TcpStream) {
-    use std::io::{Read, Write};
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(b"GET /bytes/64 HTTP/1.1\r\nHost: lab\r\n\r\n")
-        .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    // Headers (under 200 bytes) and 64 bytes of body.
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") || got.len() < 100 {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "connection closed");
-        got.extend_from_slice(&buf[..n]);
-    }
-    let end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    while got.len() < end + 4 + 64 {
-        let n = s.read(&mut buf).unwrap();
-        assert!(n > 0, "connection closed");
-        got.extend_from_slice(&buf[..n]);
-    }
+/// One small request and its reply on a keep-alive connection to `server`.
+fn request(s: &mut std::net::TcpStream, server: SocketAddr) {
+    client::http_get_again(s, server, 64, Duration::from_secs(10)).unwrap();
 }
 
 #[test]
@@ -167,7 +150,7 @@ fn past_the_soft_limit_cellular_is_joined_only_when_wifi_is_lost() {
     let mut s = lab
         .run_in(&laptop, || client::connect(mptcp_server, &opts()).unwrap())
         .unwrap();
-    request(&mut s);
+    request(&mut s, mptcp_server);
     wait_for("a standing cellular subflow", Duration::from_secs(5), || {
         subflows_on(&lab, &rd, "wwan0") > 0
     });
@@ -201,7 +184,7 @@ fn past_the_soft_limit_cellular_is_joined_only_when_wifi_is_lost() {
     let mut s = lab
         .run_in(&laptop, || client::connect(mptcp_server, &opts()).unwrap())
         .unwrap();
-    request(&mut s);
+    request(&mut s, mptcp_server);
     std::thread::sleep(Duration::from_millis(500));
     let st = status(&lab, rd.path());
     assert!(
@@ -213,7 +196,7 @@ fn past_the_soft_limit_cellular_is_joined_only_when_wifi_is_lost() {
     // ... until Wi-Fi is lost: then it joins cellular and carries on.
     lab.set_link(Path::Wifi, false).unwrap();
     let t = std::time::Instant::now();
-    lab.run_in(&laptop, || request(&mut s)).unwrap();
+    lab.run_in(&laptop, || request(&mut s, mptcp_server)).unwrap();
     println!(
         "soft limit: the next request after the Wi-Fi loss answered in {:?} (on-demand cellular join)",
         t.elapsed()

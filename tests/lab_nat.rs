@@ -11,16 +11,11 @@
 //! the same setting (`cargo test --test lab_nat -- --ignored`).
 #![allow(clippy::unwrap_used, reason = "lab test: panics are failures")]
 #![allow(clippy::print_stdout, reason = "the measured numbers and the skip notice")]
-#![allow(
-    clippy::disallowed_methods,
-    reason = "lab test: wall-clock deadlines and timings"
-)]
 
 mod common;
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::daemon::{Daemon, RunDir, lab_with, skip_unless_root, status, wait_for, wait_usable};
 use netlab::client::{self, ClientOpts};
@@ -45,31 +40,10 @@ enum Loss {
 /// One request and its 64-byte reply on `s`; the time it took, or `None` if no reply came
 /// within [`REPLY_WAIT`].
 fn exchange(s: &mut TcpStream) -> Option<Duration> {
-    s.set_read_timeout(Some(REPLY_WAIT)).unwrap();
-    let t = Instant::now();
-    s.write_all(b"GET /bytes/64 HTTP/1.1\r\nHost: lab\r\n\r\n").ok()?;
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap();
-            if got.len() >= end + 4 + len {
-                return Some(t.elapsed());
-            }
-        }
-        if t.elapsed() > REPLY_WAIT {
-            return None;
-        }
-        match s.read(&mut buf) {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-        }
-    }
+    let server: SocketAddr = MPTCP_SERVER.parse().unwrap();
+    client::http_get_again(s, server, 64, REPLY_WAIT)
+        .ok()
+        .map(|r| r.elapsed)
 }
 
 fn set_loss(lab: &Lab, loss: Loss, lost: bool) {
@@ -168,23 +142,7 @@ fn kernel_client_after_an_idle_longer_than_the_nat_timeout() {
         (true, Loss::Blackhole),
     ] {
         let lab = nat_lab(strict);
-        let laptop = lab.ns().laptop.clone();
-        let cell = Path::Cell.laptop_v4().to_string();
-        lab.exec(
-            &laptop,
-            &[
-                "ip",
-                "mptcp",
-                "endpoint",
-                "add",
-                cell.as_str(),
-                "dev",
-                "wwan0",
-                "subflow",
-                "backup",
-            ],
-        )
-        .unwrap();
+        lab.add_kernel_endpoint(Path::Cell, true).unwrap();
         let opts = ClientOpts {
             mptcp: true,
             timeout: Duration::from_secs(10),

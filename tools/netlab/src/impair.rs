@@ -279,6 +279,27 @@ impl Lab {
         Ok(())
     }
 
+    /// Gives the laptop's kernel MPTCP client an endpoint on `path`'s interface (IPv4): its
+    /// connections open a subflow there (`backup`: with the backup flag, RFC 8684 §3.3.8).
+    pub fn add_kernel_endpoint(&self, path: Path, backup: bool) -> Result<(), LabError> {
+        let addr = path.laptop_v4().to_string();
+        let mut args = vec![
+            "ip",
+            "mptcp",
+            "endpoint",
+            "add",
+            addr.as_str(),
+            "dev",
+            path.laptop_iface(),
+            "subflow",
+        ];
+        if backup {
+            args.push("backup");
+        }
+        cmd::run_in(&self.ns().laptop, &args)?;
+        Ok(())
+    }
+
     /// The kernel's view of MPTCP connections in `ns`: `ss -MtinH` output.
     pub fn ss_mptcp(&self, ns: &str) -> Result<String, LabError> {
         Ok(cmd::run_in(ns, &["ss", "-MtinH"])?)
