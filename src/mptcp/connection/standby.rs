@@ -126,8 +126,13 @@ impl Connection {
                             .map(|id| self.local_addr_id(id))
                             .collect();
                         pending.extend(crate::mptcp::addr::remove(&gone));
+                        // Ahead of what the fresh subflow queued itself (its MP_PRIO): the
+                        // REMOVE_ADDR rides the first segment, the reinjected data.
                         if !pending.is_empty() {
-                            self.subflows[j].mp.oneoff.extend(pending);
+                            let q = &mut self.subflows[j].mp.oneoff;
+                            for o in pending.into_iter().rev() {
+                                q.push_front(o);
+                            }
                             self.subflows[j].tcp.request_ack();
                         }
                         // §3.6 "Unspecified error ... implies that the subflow is no longer
@@ -260,16 +265,14 @@ impl Connection {
                 }
             },
         };
-        // The fresh join takes the stale subflow's priority (§3.3.8, flag B of its MP_JOIN):
-        // regular when it is taking over, so that the peer sends on it rather than on the
-        // stale one (whose MP_PRIO the NAT dropped) as soon as it is up.
-        let backup = self.subflows[i].mp.backup;
-        let fresh = self.open_join(
-            now,
-            p.path,
-            (SocketAddr::new(p.path.addr, port), to),
-            Some(backup),
-        );
+        // The fresh join is regular (§3.3.8: flag B clear on its MP_JOIN) whatever the stale
+        // subflow's priority: it is opened because the path is about to carry data, and the
+        // peer must send on it, not on the stale one (whose MP_PRIO the NAT may have dropped),
+        // as soon as it is up; an MP_PRIO to make it regular would compete with the
+        // REMOVE_ADDR for the option space of its first segment (seen in the lab: the kernel
+        // then answered on the stale backup, after 200 ms RTOs). If the regular path turns
+        // out alive, `sync_priorities` makes it a backup again.
+        let fresh = self.open_join(now, p.path, (SocketAddr::new(p.path.addr, port), to), Some(false));
         if let Some(r) = self.pm.paths_mut()[k].race.as_mut() {
             r.fresh = fresh;
         }
