@@ -114,8 +114,10 @@ fn after_an_idle_longer_than_the_nat_timeout_the_next_message_gets_through_at_on
     drop(d);
     for (loss, took, _) in measured {
         // A message and its reply: 3 cellular RTTs for the message (a fresh join and the
-        // reinjection), one more for the reply; plus the detection of a blackhole, which
-        // mpbond makes in a few Wi-Fi RTTs (bounded here by 10 of them).
+        // reinjection; a capture showed it at the server 2.5 RTTs after the loss), one more
+        // for the reply (the lab server writes its headers and its body apart: the body waits
+        // for the ACK of the headers, Nagle); plus the detection of a blackhole, which mpbond
+        // makes in a few Wi-Fi RTTs (bounded here by 10 of them).
         let bound = match loss {
             Loss::Down => CELL_RTT * 4,
             Loss::Blackhole => CELL_RTT * 4 + WIFI_RTT * 10,
