@@ -145,3 +145,34 @@ fn a_last_resort_cellular_path_has_no_subflow_while_wifi_works_and_one_at_wifi_l
         r.inspections[2].1
     );
 }
+
+#[test]
+fn a_long_download_on_wifi_does_not_keep_racing_the_idle_backup() {
+    // 40 s of download at 1 MB/s over Wi-Fi while the cellular backup sits idle behind the
+    // NAT: the liveness probes of the download's pauses are answered in time, so they are no
+    // suspicion, and the backup is not probed and raced every `nat_idle`.
+    let seed = seed_from_env(16);
+    let mut s = spec(seed, Mode::Handover, 0, 40_000_000);
+    s.wifi = vec![
+        mpbond::sim::Link::Delay(Duration::from_millis(10)),
+        mpbond::sim::Link::Rate {
+            bytes_per_sec: 1_000_000,
+            queue_bytes: 64_000,
+        },
+    ];
+    s.cell_nat = Some(Duration::from_secs(20));
+    s.time_limit = at(120_000);
+    let r = run_ok(&s);
+    let cell_ups = r
+        .client_events
+        .iter()
+        .filter(|e| matches!(e, Event::SubflowUp { path: PathId(1), .. }))
+        .count();
+    let done = r.data_done_at.unwrap();
+    println!("40 MB at 1 MB/s over Wi-Fi, done at {done:?}: {cell_ups} cellular subflow(s) up");
+    assert!(
+        done > at(35_000),
+        "the download outlasted several nat_idle periods: {done:?}"
+    );
+    assert_eq!(cell_ups, 1, "the backup was raced: {:?}", r.client_events);
+}
