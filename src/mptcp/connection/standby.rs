@@ -12,7 +12,10 @@
 //! address, so they share its address ID (§3.2: the ID "must map uniquely to a source IP
 //! address"). The RST of a subflow whose mapping the NAT forgot may not get through; the
 //! peer's half then sees no more data (the new subflow is regular, the old one still a
-//! backup to it) and goes when the connection does.
+//! backup to it) and goes when the connection does. It still counts against the peer's
+//! subflow limit until then (Linux: `ip mptcp limits`, `subflows` 2 by default and for
+//! `mpbond server`): a connection raced twice on the same path may find its second fresh join
+//! refused there.
 //!
 //! A keep-alive on standing backups (`backup_keepalive`, off by default) keeps the mapping
 //! at the price of two small packets per interval on the backup path.
