@@ -3,10 +3,13 @@
 //! (every byte the carrier bills, mpbond's or not), kept across restarts; and what the limits
 //! in `[budget.<role>]` make of them.
 //!
-//! - Past the *soft* share of a limit (`soft_percent`, default 80 %), `status` says so. (Using
-//!   the interface then only as a last resort, joins on demand, is still to come.)
+//! - Past the *soft* share of a limit (`soft_percent`, default 80 %), `status` says so and the
+//!   interface is used only when nothing else works: no new flow starts on it while another
+//!   interface works, no standing backup subflow or keep-alive stays on it, and a connection
+//!   joins it on demand at a failover (`engine::IfaceState::last_resort`).
 //! - Past the limit itself, with `at_limit = "block"` (the default), mpbond does not use the
-//!   interface at all until the day or the period renews; with `"warn"` it only says so.
+//!   interface at all until the day or the period renews; with `"warn"` it says so and keeps
+//!   using it as a last resort, as past the soft share.
 //!
 //! Pure logic: the caller samples the counters with the local date ([`Usage::observe`]).
 
@@ -282,7 +285,7 @@ impl BudgetStatus {
             match (self.level, self.blocked) {
                 (_, true) => " — limit reached, not used",
                 (Level::Hard, false) => " — limit reached",
-                (Level::Soft, _) => " — near the limit",
+                (Level::Soft, _) => " — near the limit: used only when nothing else works",
                 (Level::Normal, _) => "",
             }
         )

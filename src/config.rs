@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs as _};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -262,6 +263,11 @@ pub struct FileSubflows {
     pub join: Option<JoinPolicy>,
     /// Ask peers for DSS checksums (RFC 8684 §3.3.1 flag A).
     pub checksums: Option<bool>,
+    /// A backup subflow silent this long may have lost its NAT mapping: when it is needed it
+    /// is probed and raced against a fresh join (`"15s"` by default; `"off"`).
+    pub nat_idle: Option<String>,
+    /// Keep-alive interval of standing backup subflows (`"off"` by default).
+    pub backup_keepalive: Option<String>,
 }
 
 /// `[converter]`.
@@ -312,6 +318,12 @@ pub struct Config {
     pub join: JoinPolicy,
     /// Ask peers for DSS checksums (peers that require them are accepted either way).
     pub checksums: bool,
+    /// A backup subflow idle this long is probed and raced against a fresh join when it is
+    /// needed ([`crate::mptcp::MptcpConfig::nat_idle`]); zero: off.
+    pub nat_idle: Duration,
+    /// Keep-alive interval of standing backups
+    /// ([`crate::mptcp::MptcpConfig::backup_keepalive`]); zero: off.
+    pub backup_keepalive: Duration,
     /// RFC 8803 Transport Converters that carry flows to servers without MPTCP.
     pub converter: Option<ConverterConfig>,
     /// Who may read the status.
@@ -738,6 +750,20 @@ impl Config {
             },
             join: file.subflows.join.unwrap_or_default(),
             checksums: file.subflows.checksums.unwrap_or(false),
+            nat_idle: match file.subflows.nat_idle.as_deref() {
+                Some(s) => parse_duration(s).map_err(|reason| ConfigError::Invalid {
+                    key: "subflows.nat_idle",
+                    reason,
+                })?,
+                None => crate::mptcp::DEFAULT_NAT_IDLE,
+            },
+            backup_keepalive: match file.subflows.backup_keepalive.as_deref() {
+                Some(s) => parse_duration(s).map_err(|reason| ConfigError::Invalid {
+                    key: "subflows.backup_keepalive",
+                    reason,
+                })?,
+                None => Duration::ZERO,
+            },
             converter: resolve_converter(file.converter, flags)?,
             status: resolve_status(file.status)?,
             budget: BudgetConfig {
@@ -762,6 +788,27 @@ impl Config {
             dns,
         })
     }
+}
+
+/// A duration as written in the config: `"25s"`, `"500ms"`, `"2m"`, or `"off"` / `"0"` (zero).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if t == "off" || t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like \"25s\", \"500ms\" or \"off\""))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1000),
+        "m" | "min" => n.checked_mul(60_000),
+        _ => None,
+    };
+    ms.map(Duration::from_millis)
+        .ok_or_else(|| format!("{s:?} is not a duration like \"25s\", \"500ms\" or \"off\""))
 }
 
 #[cfg(test)]
@@ -821,6 +868,24 @@ join = "on-demand"
         assert_eq!(c.tun.ipv6, Some("fd00::1".parse().unwrap()));
         assert_eq!(c.routing.subflow_ports, 40000..=40999);
         assert_eq!(c.join, JoinPolicy::OnDemand);
+        assert_eq!(c.nat_idle, crate::mptcp::DEFAULT_NAT_IDLE);
+        assert_eq!(c.backup_keepalive, Duration::ZERO);
+    }
+
+    #[test]
+    fn standby_durations_parse_and_bad_ones_are_one_line_errors() {
+        let text = "[subflows]\nnat_idle = \"3s\"\nbackup_keepalive = \"500ms\"\n";
+        let c = Config::resolve(parse(text).unwrap(), &flags("a", "b"), &none).unwrap();
+        assert_eq!(c.nat_idle, Duration::from_secs(3));
+        assert_eq!(c.backup_keepalive, Duration::from_millis(500));
+        let off = "[subflows]\nnat_idle = \"off\"\n";
+        let c = Config::resolve(parse(off).unwrap(), &flags("a", "b"), &none).unwrap();
+        assert_eq!(c.nat_idle, Duration::ZERO);
+        for bad in ["3 parsecs", "s", "-1s", "99999999999999999999m"] {
+            let text = format!("[subflows]\nnat_idle = \"{bad}\"\n");
+            let e = Config::resolve(parse(&text).unwrap(), &flags("a", "b"), &none).unwrap_err();
+            assert!(e.to_string().contains("subflows.nat_idle"), "{bad}: {e}");
+        }
     }
 
     #[test]

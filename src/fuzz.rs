@@ -190,6 +190,7 @@ pub fn engine_input(data: &[u8]) {
         usable: true,
         v4: Some(v4.into()),
         v6: Some(std::net::Ipv6Addr::new(0xfd18, v6, 0, 0, 0, 0, 0, 2)),
+        last_resort: false,
     };
     e.handle_iface_state(now, WIFI, up([198, 18, 1, 2], 1));
     e.handle_iface_state(now, CELLULAR, up([198, 18, 2, 2], 2));

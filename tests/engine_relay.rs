@@ -28,6 +28,7 @@ fn engine() -> Engine {
             usable: true,
             v4: Some("198.18.1.2".parse().unwrap()),
             v6: Some("fd18:1::2".parse().unwrap()),
+            last_resort: false,
         },
     );
     e.handle_iface_state(
@@ -37,6 +38,7 @@ fn engine() -> Engine {
             usable: true,
             v4: Some("198.18.2.2".parse().unwrap()),
             v6: Some("fd18:2::2".parse().unwrap()),
+            last_resort: false,
         },
     );
     e
@@ -714,6 +716,7 @@ fn a_port_held_only_by_the_hosts_time_wait_is_reused_for_the_next_flow() {
                 usable: true,
                 v4: Some(addr.0.parse().unwrap()),
                 v6: Some(addr.1.parse().unwrap()),
+                last_resort: false,
             },
         );
     }

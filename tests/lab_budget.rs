@@ -4,6 +4,7 @@
 //! connection gets no path). The counts survive a restart of the daemon.
 #![allow(clippy::unwrap_used, reason = "lab test: panics are failures")]
 #![allow(clippy::print_stdout, reason = "the measured lines and the skip notice")]
+#![allow(clippy::disallowed_methods, reason = "lab test: a wall-clock timing")]
 
 mod common;
 
@@ -113,5 +114,95 @@ fn cellular_bytes_are_counted_and_the_daily_limit_blocks_the_interface() {
     assert!(again.today >= today, "kept: {} then {}", today, again.today);
     assert!(again.blocked, "still blocked after the restart");
     drop(d2);
+    lab.set_link(Path::Wifi, true).unwrap();
+}
+
+/// Subflows of the daemon on `iface`.
+fn subflows_on(lab: &netlab::Lab, rd: &RunDir, iface: &str) -> usize {
+    status(lab, rd.path())
+        .subflows
+        .iter()
+        .filter(|s| s.interface == iface)
+        .count()
+}
+
+/// One small request and its reply on a keep-alive connection to `server`.
+fn request(s: &mut std::net::TcpStream, server: SocketAddr) {
+    client::http_get_again(s, server, 64, Duration::from_secs(10)).unwrap();
+}
+
+#[test]
+fn past_the_soft_limit_cellular_is_joined_only_when_wifi_is_lost() {
+    if skip_unless_root() {
+        return;
+    }
+    let lab = lab_with(LabOptions::default());
+    let laptop = lab.ns().laptop.clone();
+    let mptcp_server: SocketAddr = "198.19.0.10:80".parse().unwrap();
+    let rd = RunDir::new();
+    let cfg = rd.path().join("mpbond.toml");
+    // Soft share at 1 % of 8 MB: 80 KB.
+    std::fs::write(&cfg, "[budget.cellular]\ndaily_mb = 8\nsoft_percent = 1\n").unwrap();
+    let args = ["--config", cfg.to_str().unwrap()];
+    let d = Daemon::start(&lab, rd.path(), &args);
+    common::daemon::wait_usable(&lab, rd.path());
+    // Below the soft share: a connection keeps a standing cellular backup.
+    let mut s = lab
+        .run_in(&laptop, || client::connect(mptcp_server, &opts()).unwrap())
+        .unwrap();
+    request(&mut s, mptcp_server);
+    wait_for("a standing cellular subflow", Duration::from_secs(5), || {
+        subflows_on(&lab, &rd, "wwan0") > 0
+    });
+    drop(s);
+    // 300 KB over cellular (Wi-Fi down) passes the soft share.
+    lab.set_link(Path::Wifi, false).unwrap();
+    let got = lab
+        .run_in(&laptop, || client::http_get(mptcp_server, 300_000, &opts()))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("download over cellular: {e}\n{}", d.log()));
+    assert_eq!(got.bytes, 300_000);
+    wait_for("cellular past its soft share", Duration::from_secs(10), || {
+        let st = status(&lab, rd.path());
+        st.interfaces
+            .iter()
+            .any(|i| i.name == "wwan0" && i.budget_soft && i.usable)
+            && st
+                .budget
+                .iter()
+                .any(|b| b.name == "wwan0" && b.level == mpbond::budget::Level::Soft)
+    });
+    let text = common::daemon::mpbond(&lab, rd.path(), &["status"]);
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(text.contains("used only when nothing else works"), "{text}");
+    lab.set_link(Path::Wifi, true).unwrap();
+    common::daemon::wait_usable(&lab, rd.path());
+    wait_for("the old subflows gone", Duration::from_secs(10), || {
+        subflows_on(&lab, &rd, "wwan0") == 0
+    });
+    // Past it: a new connection starts on Wi-Fi and keeps no cellular subflow...
+    let mut s = lab
+        .run_in(&laptop, || client::connect(mptcp_server, &opts()).unwrap())
+        .unwrap();
+    request(&mut s, mptcp_server);
+    std::thread::sleep(Duration::from_millis(500));
+    let st = status(&lab, rd.path());
+    assert!(
+        st.subflows.iter().any(|s| s.interface == "wlan0"),
+        "{:?}",
+        st.subflows
+    );
+    assert_eq!(subflows_on(&lab, &rd, "wwan0"), 0, "{:?}", st.subflows);
+    // ... until Wi-Fi is lost: then it joins cellular and carries on.
+    lab.set_link(Path::Wifi, false).unwrap();
+    let t = std::time::Instant::now();
+    lab.run_in(&laptop, || request(&mut s, mptcp_server)).unwrap();
+    println!(
+        "soft limit: the next request after the Wi-Fi loss answered in {:?} (on-demand cellular join)",
+        t.elapsed()
+    );
+    assert!(subflows_on(&lab, &rd, "wwan0") > 0);
+    drop(s);
+    drop(d);
     lab.set_link(Path::Wifi, true).unwrap();
 }

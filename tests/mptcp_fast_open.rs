@@ -41,6 +41,7 @@ fn client() -> Connection {
         id: PathId(0),
         addr: sa(CLIENT).ip(),
         backup: false,
+        last_resort: false,
     }];
     Connection::connect(
         Instant::ZERO,

@@ -315,11 +315,13 @@ impl Driver {
                 id: PathId(0),
                 addr: Path::Wifi.laptop_addr(v6),
                 backup: false,
+                last_resort: false,
             },
             LocalPath {
                 id: PathId(1),
                 addr: Path::Cell.laptop_addr(v6),
                 backup: true,
+                last_resort: false,
             },
         ];
         let poll = Poll::new().unwrap();

@@ -25,6 +25,7 @@ fn client(mpc_tries: u32) -> Connection {
         id: PathId(0),
         addr: "198.18.0.1".parse().unwrap(),
         backup: false,
+        last_resort: false,
     }];
     Connection::connect(
         Instant::ZERO,
@@ -122,6 +123,7 @@ fn mptcp_disabled_sends_no_option_30() {
         id: PathId(0),
         addr: "198.18.0.1".parse().unwrap(),
         backup: false,
+        last_resort: false,
     }];
     let mut c = Connection::connect(
         Instant::ZERO,

@@ -3,7 +3,8 @@
 //! state file (every [`SAVE`], and when it stops; written to a temporary file and renamed, so a
 //! crash leaves the old counts or the new ones), and blocks an interface past a limit with
 //! `at_limit = "block"` (its [`InterfaceStatus::budget_blocked`]; the engine then treats it as
-//! unusable).
+//! unusable). Past the soft share it sets [`InterfaceStatus::budget_soft`]: the engine uses the
+//! interface only when nothing else works.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use crossbeam_channel::Sender;
 use mio::{Events, Poll};
 
 use super::status::InterfaceStatus;
-use crate::budget::{BudgetStatus, Limits, Usage};
+use crate::budget::{BudgetStatus, Level, Limits, Usage};
 use crate::config::Config;
 use crate::io::Worker;
 use crate::sys;
@@ -107,16 +108,30 @@ impl Thread {
                     ..BudgetStatus::default()
                 },
             };
+            // Past the soft share (or at a limit that only warns): used only when nothing
+            // else works.
+            let soft = !st.blocked && st.level != Level::Normal;
             if let Ok(mut g) = self.interfaces.lock()
                 && let Some(s) = g.iter_mut().find(|s| s.name == i.name)
-                && s.budget_blocked != st.blocked
             {
-                s.budget_blocked = st.blocked;
-                blocked_changed = true;
-                if st.blocked {
-                    tracing::warn!("{}: data budget used up; not used until it renews", i.name);
-                } else {
-                    tracing::info!("{}: data budget renewed; used again", i.name);
+                if s.budget_blocked != st.blocked {
+                    s.budget_blocked = st.blocked;
+                    blocked_changed = true;
+                    if st.blocked {
+                        tracing::warn!("{}: data budget used up; not used until it renews", i.name);
+                    } else {
+                        tracing::info!("{}: data budget renewed; used again", i.name);
+                    }
+                }
+                if s.budget_soft != soft {
+                    s.budget_soft = soft;
+                    blocked_changed = true;
+                    if soft {
+                        tracing::warn!(
+                            "{}: data budget near its limit; used only when nothing else works",
+                            i.name
+                        );
+                    }
                 }
             }
             shown.push(st);

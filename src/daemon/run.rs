@@ -333,6 +333,7 @@ fn start_threads(
                 tx_bytes: 0,
                 usable: false,
                 budget_blocked: false,
+                budget_soft: false,
             }
         })
         .collect();
@@ -424,6 +425,8 @@ fn start_threads(
         mptcp: Some(crate::mptcp::MptcpConfig {
             mode: config.mode,
             join: config.join,
+            nat_idle: config.nat_idle,
+            backup_keepalive: config.backup_keepalive,
             capable: crate::mptcp::handshake::CapableConfig {
                 checksum_required: config.checksums,
                 ..Default::default()

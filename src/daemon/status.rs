@@ -70,6 +70,10 @@ pub struct InterfaceStatus {
     /// Its data budget is used up (`at_limit = "block"`): mpbond does not use it.
     #[serde(default)]
     pub budget_blocked: bool,
+    /// Its data budget is past the soft share (`soft_percent`), or at the limit with
+    /// `at_limit = "warn"`: mpbond uses it only when nothing else works.
+    #[serde(default)]
+    pub budget_soft: bool,
 }
 
 /// The TUN device.
@@ -307,9 +311,14 @@ impl Status {
                 (_, true) => "up",
                 (_, false) => "down",
             };
+            let budget = match (i.budget_blocked, i.budget_soft) {
+                (true, _) => "  (budget used up: not used)",
+                (false, true) => "  (budget near its limit: last resort)",
+                (false, false) => "",
+            };
             let _ = writeln!(
                 s,
-                "{:<10} {:<9} {:<5} {:<8} {:>12} {:>12}  {}",
+                "{:<10} {:<9} {:<5} {:<8} {:>12} {:>12}  {}{budget}",
                 i.name,
                 role,
                 state,
@@ -473,6 +482,7 @@ mod tests {
                 tx_bytes: 2,
                 usable: true,
                 budget_blocked: false,
+                budget_soft: true,
             }],
             flows: Vec::new(),
             subflows: Vec::new(),
@@ -493,7 +503,10 @@ mod tests {
         let t = s.render(true);
         assert!(t.contains("pid 42"), "{t}");
         assert!(t.contains("wlan0      wifi      up"), "{t}");
-        assert!(t.contains("198.18.1.2/24"), "{t}");
+        assert!(
+            t.contains("198.18.1.2/24  (budget near its limit: last resort)"),
+            "{t}"
+        );
         assert!(t.contains("rx 3 pkts"), "{t}");
         assert!(t.contains("dropped packets: tcp_checksum 2"), "{t}");
     }

@@ -74,12 +74,17 @@ impl Ifaces {
     /// The interface new traffic to `dst` uses: Wi-Fi when usable with an address of the
     /// family and answering, else cellular (else a Wi-Fi that stopped answering, rather than
     /// nothing).
+    /// An interface past its budget's soft share ([`IfaceState::last_resort`]) comes after
+    /// every other that works, answering or not.
     pub fn choose(&self, dst: IpAddr) -> Option<IfaceId> {
         let ok = |i: IfaceId| self.states[usize::from(i)].usable && self.local_addr(i, dst).is_some();
-        [WIFI, CELLULAR]
-            .into_iter()
-            .find(|&i| ok(i) && self.unresponsive[usize::from(i)].is_none())
-            .or_else(|| [WIFI, CELLULAR].into_iter().find(|&i| ok(i)))
+        let answering = |i: IfaceId| self.unresponsive[usize::from(i)].is_none();
+        let spare = |i: IfaceId| !self.states[usize::from(i)].last_resort;
+        let first = |want: &dyn Fn(IfaceId) -> bool| [WIFI, CELLULAR].into_iter().find(|&i| ok(i) && want(i));
+        first(&|i| answering(i) && spare(i))
+            .or_else(|| first(&spare))
+            .or_else(|| first(&answering))
+            .or_else(|| first(&|_| true))
     }
 
     /// The local path over `iface` for a connection to `dst` (cellular is the backup path in
@@ -89,6 +94,7 @@ impl Ifaces {
             id: PathId(iface),
             addr: self.local_addr(iface, dst)?,
             backup: iface == CELLULAR && backup_cellular,
+            last_resort: self.states[usize::from(iface)].last_resort,
         })
     }
 
@@ -158,5 +164,48 @@ impl Ifaces {
         self.unresponsive
             .get(usize::from(iface))
             .is_some_and(Option::is_some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up(v4: [u8; 4], last_resort: bool) -> IfaceState {
+        IfaceState {
+            usable: true,
+            v4: Some(v4.into()),
+            v6: None,
+            last_resort,
+        }
+    }
+
+    #[test]
+    fn a_last_resort_interface_is_chosen_only_when_nothing_else_works() {
+        let dst = IpAddr::from([198, 19, 0, 10]);
+        let mut f = Ifaces::new(Duration::from_secs(60), Duration::from_secs(30));
+        f.set_state(WIFI, up([198, 18, 1, 2], true));
+        f.set_state(CELLULAR, up([198, 18, 2, 2], false));
+        assert_eq!(
+            f.choose(dst),
+            Some(CELLULAR),
+            "Wi-Fi past its budget's soft share"
+        );
+        // Even an unresponsive interface comes before a last-resort one...
+        f.mark_unresponsive(CELLULAR, Instant::ZERO);
+        assert_eq!(f.choose(dst), Some(CELLULAR));
+        // ... but an unusable one does not.
+        f.set_state(
+            CELLULAR,
+            IfaceState {
+                usable: false,
+                ..up([198, 18, 2, 2], false)
+            },
+        );
+        assert_eq!(f.choose(dst), Some(WIFI));
+        let p = f.path(WIFI, dst, true).unwrap();
+        assert!(p.last_resort && !p.backup);
+        f.set_state(WIFI, up([198, 18, 1, 2], false));
+        assert!(!f.path(WIFI, dst, true).unwrap().last_resort);
     }
 }

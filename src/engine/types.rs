@@ -78,6 +78,10 @@ pub struct IfaceState {
     pub v4: Option<Ipv4Addr>,
     /// Its IPv6 address (global or ULA).
     pub v6: Option<Ipv6Addr>,
+    /// Used only when nothing else works: its data budget is past the soft share (issue 16).
+    /// New flows do not start on it while another interface works, and MPTCP connections
+    /// keep no standing subflow on it ([`crate::mptcp::LocalPath::last_resort`]).
+    pub last_resort: bool,
 }
 
 impl IfaceState {

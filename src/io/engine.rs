@@ -292,6 +292,8 @@ impl Thread {
                 usable: link_ok && self.open[i] && !st.budget_blocked,
                 v4,
                 v6,
+                // Past its budget's soft share: only when nothing else works (issue 16).
+                last_resort: st.budget_soft,
             };
             self.engine.handle_iface_state(t, i as engine::IfaceId, state);
         }

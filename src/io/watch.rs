@@ -272,6 +272,7 @@ mod tests {
             tx_bytes: 0,
             usable: false,
             budget_blocked: false,
+            budget_soft: false,
         }]
     }
 

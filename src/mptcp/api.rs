@@ -55,7 +55,24 @@ pub struct MptcpConfig {
     pub max_subflows: usize,
     /// A connection without any usable subflow for this long times out.
     pub orphan_timeout: Duration,
+    /// A subflow on a backup path that has heard nothing from the peer for this long may have
+    /// lost its NAT mapping (carrier NATs forget idle TCP mappings, some after 20-30 s, and
+    /// drop what they no longer know): when it is needed (its regular path failed or is
+    /// suspected), it is probed and, in parallel, a fresh MP_JOIN is opened on the same path
+    /// (a new local port: a new mapping); whichever answers first carries on
+    /// (`connection/standby.rs`). Zero disables this (the backup is trusted as it is).
+    pub nat_idle: Duration,
+    /// Keep-alive of standing backup subflows: a probe (RFC 9293 §3.8.4 form) after this long
+    /// without a segment from the peer, which keeps a NAT mapping alive at the price of two
+    /// small packets per interval on the backup path; zero (the default) sends none (the
+    /// fresh join of [`nat_idle`](Self::nat_idle) covers a forgotten mapping within a few
+    /// RTTs). Never on a [`LocalPath::last_resort`] path.
+    pub backup_keepalive: Duration,
 }
+
+/// Default [`MptcpConfig::nat_idle`]: below the 20 s after which the strictest carrier NATs
+/// seen forget an idle TCP mapping (a false suspicion costs one probe and one join).
+pub const DEFAULT_NAT_IDLE: Duration = Duration::from_secs(15);
 
 impl Default for MptcpConfig {
     fn default() -> Self {
@@ -76,6 +93,8 @@ impl Default for MptcpConfig {
             flap_half_life: Duration::from_secs(15),
             max_subflows: 8,
             orphan_timeout: Duration::from_secs(60),
+            nat_idle: DEFAULT_NAT_IDLE,
+            backup_keepalive: Duration::ZERO,
         }
     }
 }
@@ -89,6 +108,10 @@ pub struct LocalPath {
     pub addr: IpAddr,
     /// Subflows on it are backups (RFC 8684 §3.3.8 flag B), e.g. cellular in handover mode.
     pub backup: bool,
+    /// Used only when nothing else works (its data budget is past its soft share): no
+    /// standing subflow and no keep-alive on it while a subflow on another path can carry
+    /// the data; a join from it only when none can (an on-demand join at failover).
+    pub last_resort: bool,
 }
 
 /// Why the connection (or a subflow) runs as regular TCP (peer or path incompatible, §3.7).

@@ -30,11 +30,13 @@ pub fn client_paths() -> [LocalPath; 2] {
             id: PathId(0),
             addr: CLIENT_WIFI,
             backup: false,
+            last_resort: false,
         },
         LocalPath {
             id: PathId(1),
             addr: CLIENT_CELL,
             backup: true,
+            last_resort: false,
         },
     ]
 }
@@ -75,6 +77,8 @@ pub enum Action {
     /// Path `n` stops (or starts again) reaching [`SERVER`] in both directions, while
     /// [`SERVER2`] stays reachable over it; nobody is told.
     ServerUnreachable(u8, bool),
+    /// The clients may write the rest of their bytes ([`MpSpec::c2s_first`]).
+    Release,
 }
 
 /// What to run.
@@ -110,6 +114,15 @@ pub struct MpSpec {
     /// actions apply to all of them (but [`Action::Abort`], the forgeries and
     /// [`Action::Inspect`]: the first only).
     pub flows: usize,
+    /// A NAT on the cellular paths that forgets a mapping after this long idle and drops
+    /// packets it does not know ([`Network::add_nat`]).
+    pub cell_nat: Option<std::time::Duration>,
+    /// The clients write only this many bytes until [`Action::Release`] (an interactive flow
+    /// that sits idle, then sends its next message).
+    pub c2s_first: Option<u64>,
+    /// The cellular path is a last resort ([`LocalPath::last_resort`]: its budget past the
+    /// soft share).
+    pub cell_last_resort: bool,
 }
 
 /// What happened.
@@ -160,6 +173,9 @@ pub struct MpReport {
     pub stall_log: (Vec<Stall>, Vec<Stall>),
     /// Per connection ([`MpSpec::flows`]); the fields above are the first one's.
     pub flows: Vec<FlowReport>,
+    /// When [`Action::Release`] ran, and when the server of flow 0 first read a byte written
+    /// after it.
+    pub released: Option<(Instant, Option<Instant>)>,
 }
 
 /// What one of the concurrent connections delivered.
@@ -205,10 +221,11 @@ impl Side {
         now: Instant,
         c: &mut Connection,
         dir: u8,
-        total: u64,
+        (total, limit): (u64, u64),
         buf: &mut [u8],
     ) -> Result<(), String> {
-        while self.written < total {
+        while self.written < total.min(limit) {
+            let total = total.min(limit);
             let n = ((total - self.written) as usize).min(buf.len());
             fill_pattern(dir, self.written, &mut buf[..n]);
             let k = c.send(&buf[..n]);
@@ -303,9 +320,14 @@ pub fn run(spec: &MpSpec) -> MpReport {
         net.add_path(CLIENT_CELL, SERVER2, spec.cell.clone()),
         net.add_path(SERVER2, CLIENT_CELL, spec.cell.clone()),
     ];
+    if let Some(idle) = spec.cell_nat {
+        net.add_nat(&[ids[2], ids2[2]], &[ids[3], ids2[3]], idle);
+    }
+    let mut c2s_limit = spec.c2s_first.unwrap_or(u64::MAX);
     let isn = IsnKey([9; 32]);
     let server_addr = SocketAddr::new(SERVER, 80);
-    let paths = client_paths();
+    let mut paths = client_paths();
+    paths[1].last_resort = spec.cell_last_resort;
     let mut now = Instant::ZERO;
     let mut buf = vec![0u8; 65536];
     let mut flows: Vec<Flow> = (0..spec.flows.clamp(1, MAX_FLOWS) as u16)
@@ -406,6 +428,10 @@ pub fn run(spec: &MpSpec) -> MpReport {
                     }
                 }
                 Action::Abort => flows[0].client.abort(),
+                Action::Release => {
+                    c2s_limit = u64::MAX;
+                    rep.released = Some((now, None));
+                }
                 Action::ForgeUnknownToken | Action::ForgeBadHmac => {
                     let Some(s) = flows[0].server.as_mut() else {
                         continue;
@@ -435,13 +461,20 @@ pub fn run(spec: &MpSpec) -> MpReport {
             }
         }
         for (k, f) in flows.iter_mut().enumerate() {
-            if let Err(e) = f.sc.pump(now, &mut f.client, 0, spec.c2s, &mut buf) {
+            if let Err(e) = f.sc.pump(now, &mut f.client, 0, (spec.c2s, c2s_limit), &mut buf) {
                 break 'run Some(format!("flow {k}: client: {e}"));
             }
             if let Some(s) = f.server.as_mut()
-                && let Err(e) = f.ss.pump(now, s, 1, spec.s2c, &mut buf)
+                && let Err(e) = f.ss.pump(now, s, 1, (spec.s2c, u64::MAX), &mut buf)
             {
                 break 'run Some(format!("flow {k}: server: {e}"));
+            }
+            if k == 0
+                && spec.c2s_first.is_some_and(|first| f.ss.received > first)
+                && let Some((_, got)) = rep.released.as_mut()
+                && got.is_none()
+            {
+                *got = Some(now);
             }
             for _ in 0..100_000 {
                 let Some((_, t)) = f.client.poll_transmit(now, &mut pkt) else {

@@ -4,8 +4,9 @@
 //! hosts (one per address pair), are possible.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::net::IpAddr;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use super::link::{Link, Stage};
 use super::rng::Rng;
@@ -29,6 +30,43 @@ pub struct PathStats {
     pub delivered_bytes: u64,
     /// Packets dropped while the path was administratively down.
     pub dropped_down: u64,
+    /// Packets a [`Network::add_nat`] NAT dropped (no mapping, or one it forgot).
+    pub dropped_nat: u64,
+}
+
+/// A NAT that forgets idle mappings and drops what it does not know, as strict carrier NATs
+/// do (Linux conntrack with `nf_conntrack_tcp_loose = 0` and a short established timeout,
+/// invalid packets dropped). Only its memory is modelled, not the address rewriting: a TCP
+/// 4-tuple is mapped by a SYN leaving through it, kept alive by any packet of the tuple either
+/// way, and forgotten after `idle` without one; any other packet of an unknown tuple is
+/// dropped (both ways). It sits next to the client: packets leaving are checked when sent,
+/// packets coming back when delivered.
+#[derive(Debug)]
+struct Nat {
+    out: Vec<usize>,
+    back: Vec<usize>,
+    idle: Duration,
+    /// (client, server) → when a packet of it last passed.
+    seen: HashMap<(SocketAddr, SocketAddr), Instant>,
+}
+
+impl Nat {
+    /// Whether a packet from `src` to `dst` passes at `now` (`leaving`: client → server).
+    fn pass(&mut self, now: Instant, pkt: &[u8], leaving: bool) -> bool {
+        let Ok(p) = crate::wire::parse_tcp_packet(pkt) else {
+            return true;
+        };
+        let key = if leaving { (p.src, p.dst) } else { (p.dst, p.src) };
+        let known = self.seen.get(&key).is_some_and(|&t| now < t + self.idle);
+        let opens = leaving && p.header.flags.syn() && !p.header.flags.ack();
+        if known || opens {
+            self.seen.insert(key, now);
+            true
+        } else {
+            self.seen.remove(&key);
+            false
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -69,6 +107,7 @@ pub struct Network {
     pool: Vec<Vec<u8>>,
     scratch_a: Vec<(Instant, Vec<u8>)>,
     scratch_b: Vec<(Instant, Vec<u8>)>,
+    nats: Vec<Nat>,
     /// Packets that matched no path or were not IP.
     pub unroutable: u64,
 }
@@ -84,6 +123,7 @@ impl Network {
             pool: Vec::new(),
             scratch_a: Vec::new(),
             scratch_b: Vec::new(),
+            nats: Vec::new(),
             unroutable: 0,
         }
     }
@@ -105,6 +145,31 @@ impl Network {
         let ab = self.add_path(a, b, links.clone());
         let ba = self.add_path(b, a, links);
         (ab, ba)
+    }
+
+    /// Puts a NAT ([`Nat`] above) on the paths `out` (client → server) and `back` (server →
+    /// client) that forgets a mapping after `idle` without a packet.
+    pub fn add_nat(&mut self, out: &[PathId], back: &[PathId], idle: Duration) {
+        self.nats.push(Nat {
+            out: out.iter().map(|p| p.0).collect(),
+            back: back.iter().map(|p| p.0).collect(),
+            idle,
+            seen: HashMap::new(),
+        });
+    }
+
+    /// Whether the NATs on path `pi` let `pkt` through at `now`: when it is sent on a path
+    /// leaving the client (`sent`), or delivered on one coming back.
+    fn nat_pass(&mut self, now: Instant, pi: usize, pkt: &[u8], sent: bool) -> bool {
+        self.nats.iter_mut().all(|n| {
+            if sent && n.out.contains(&pi) {
+                n.pass(now, pkt, true)
+            } else if !sent && n.back.contains(&pi) {
+                n.pass(now, pkt, false)
+            } else {
+                true
+            }
+        })
     }
 
     /// Takes a path down (everything entering is dropped) or back up.
@@ -162,6 +227,12 @@ impl Network {
             self.recycle(buf);
             return true;
         }
+        if !self.nat_pass(now, pi, packet, true) {
+            self.paths[pi].stats.dropped_nat += 1;
+            self.recycle(buf);
+            return true;
+        }
+        let path = &mut self.paths[pi];
         let mut cur = std::mem::take(&mut self.scratch_a);
         let mut next = std::mem::take(&mut self.scratch_b);
         cur.push((now, buf));
@@ -197,10 +268,17 @@ impl Network {
 
     /// The next packet due at or before `now`.
     pub fn deliver(&mut self, now: Instant) -> Option<Delivery> {
-        if self.queue.peek().is_none_or(|r| r.0.at > now) {
-            return None;
-        }
-        let Reverse(f) = self.queue.pop()?;
+        let f = loop {
+            if self.queue.peek().is_none_or(|r| r.0.at > now) {
+                return None;
+            }
+            let Reverse(f) = self.queue.pop()?;
+            if self.nat_pass(f.at, f.path, &f.pkt, false) {
+                break f;
+            }
+            self.paths[f.path].stats.dropped_nat += 1;
+            self.recycle(f.pkt);
+        };
         let p = &mut self.paths[f.path];
         p.stats.delivered += 1;
         p.stats.delivered_bytes += f.pkt.len() as u64;

@@ -163,6 +163,7 @@ pub fn engine() -> Engine {
             usable: true,
             v4: Some(a.parse().unwrap()),
             v6: None,
+            last_resort: false,
         };
         e.handle_iface_state(Instant::ZERO, i, st);
     }

@@ -49,6 +49,9 @@ pub fn spec(seed: u64, mode: Mode, c2s: u64, s2c: u64) -> MpSpec {
         actions: Vec::new(),
         time_limit: at(600_000),
         flows: 1,
+        cell_nat: None,
+        c2s_first: None,
+        cell_last_resort: false,
     }
 }
 

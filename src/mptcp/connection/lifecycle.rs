@@ -103,6 +103,7 @@ impl Connection {
         self.forget_syn_data_of(id);
         let s = &mut self.subflows[i];
         if !s.up
+            && !s.mp.live.retired
             && matches!(
                 s.mp.hs,
                 Handshake::JoinSyn(_)

@@ -46,6 +46,15 @@ pub(in crate::mptcp) struct Liveness {
     pub(in crate::mptcp) probe_rtt: Option<Duration>,
     /// Flap hold-down of the subflow ([`super::damping`]).
     pub(in crate::mptcp) hold: super::damping::Hold,
+    /// Fell silent with nowhere to move its traffic: a path kept only as a last resort may
+    /// be joined now ([`super::standby`]). Cleared when the peer is heard again.
+    pub(in crate::mptcp) suspect: bool,
+    /// A backup subflow just made regular (its regular path failed): checked once for a lost
+    /// NAT mapping ([`super::standby`]).
+    pub(in crate::mptcp) verify: bool,
+    /// Closed by the standby policy (a lost race, a last-resort path not needed): its join
+    /// target does not count as failed.
+    pub(in crate::mptcp) retired: bool,
 }
 
 /// Least time between two probes on one subflow (bounds the probe traffic of bursty flows;
@@ -91,7 +100,7 @@ impl Connection {
     /// an RTT sample of its own (joined again after a flap, its SYN retransmitted, only
     /// receiving) takes what its path measured before ([`super::damping`]); only a path never
     /// measured falls back to the RTO.
-    fn path_rtt(&self, i: usize) -> Duration {
+    pub(super) fn path_rtt(&self, i: usize) -> Duration {
         let s = &self.subflows[i];
         let h = s.tcp.health();
         let mem = self.rtt_memory(i);
@@ -111,6 +120,7 @@ impl Connection {
         if let Some(s) = self.subflows.get_mut(i) {
             s.mp.live.last_data_rx = Some(now);
             s.mp.live.probe = None;
+            s.mp.live.suspect = false;
         }
     }
 
@@ -201,6 +211,7 @@ impl Connection {
                     // Answered (data arriving clears the probe instead, so this is the ACK
                     // answering it): the path is alive, the sender just paused.
                     live.probe = None;
+                    live.suspect = false;
                     let rtt = h.last_recv - at;
                     live.probe_rtt = Some(live.probe_rtt.map_or(rtt, |r| r.min(rtt)));
                 }
@@ -252,6 +263,7 @@ impl Connection {
                 // subflow counts as active).
                 let live = &mut self.subflows[i].mp.live;
                 live.probe = None;
+                live.suspect = true;
                 if live.busy_since.is_some() {
                     live.busy_since = Some(now);
                 }
@@ -326,7 +338,8 @@ impl Connection {
             }
             // Backup paths: backups while a regular path is primary. Regular paths: backups
             // only while held ([`super::damping`]).
-            let want = if backup_path(self, i) {
+            let on_backup_path = backup_path(self, i);
+            let want = if on_backup_path {
                 regular_alive
             } else {
                 self.held(i)
@@ -334,6 +347,8 @@ impl Connection {
             let s = &mut self.subflows[i];
             if s.mp.backup != want {
                 s.mp.backup = want;
+                // A backup taking over: is it really there ([`super::standby`])?
+                s.mp.live.verify |= on_backup_path && !want;
                 // RFC 8684 §3.3.8: MP_PRIO changes the priority of the subflow it is sent on.
                 s.mp.oneoff.push_back(MptcpOption::MpPrio { backup: want });
                 s.tcp.request_ack();

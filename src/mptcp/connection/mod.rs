@@ -34,8 +34,10 @@
 //! `announce.rs` (our ADD_ADDR), `lifecycle.rs` (the connection's `Phase`, subflow deaths,
 //! close), `output.rs` (scheduling and `poll_transmit`), `timer.rs` (the timer table,
 //! `poll_timeout`, `handle_timeout`), `liveness.rs` (unresponsive paths, backup
-//! priorities) and `damping.rs` (what a path remembers across a flap: its RTTs, its flap
-//! count and the hold-down of a path that came back).
+//! priorities), `damping.rs` (what a path remembers across a flap: its RTTs, its flap
+//! count and the hold-down of a path that came back) and `standby.rs` (backups that are
+//! really there: a backup idle past a NAT's memory raced against a fresh join, keep-alives,
+//! last-resort paths).
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
@@ -66,6 +68,7 @@ mod liveness;
 mod options;
 mod output;
 mod paths;
+mod standby;
 mod timer;
 
 use announce::Announcements;
@@ -454,6 +457,7 @@ impl Connection {
         self.check_data_rto(now); // 12
         self.send_announcements(now); // 13
         self.give_up_joins(); // 14
+        self.check_standby(now); // 14b
         self.manage_paths(now); // 15
     }
 }

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 
 use super::damping::{Damping, Hold, RttMemory};
+use super::standby::Race;
 use super::{Connection, Event, LocalPath, MptcpOption, Phase, Role};
 use crate::config::{JoinPolicy, Mode};
 use crate::mptcp::PathId;
@@ -35,6 +36,12 @@ pub(super) struct PathState {
     ///
     /// [`damping`]: super::damping
     pub damping: Damping,
+    /// A stale backup on this path raced against a fresh join ([`standby`]).
+    ///
+    /// [`standby`]: super::standby
+    pub race: Option<Race>,
+    /// When the last race on this path started.
+    pub last_race: Option<Instant>,
 }
 
 impl PathState {
@@ -47,6 +54,8 @@ impl PathState {
             failed: AddrIdSet::default(),
             rtt: None,
             damping: Damping::default(),
+            race: None,
+            last_race: None,
         }
     }
 }
@@ -124,6 +133,42 @@ impl PathManager {
     /// `id` is a backup path.
     pub fn is_backup(&self, id: PathId) -> bool {
         self.paths.iter().any(|p| p.path.id == id && p.path.backup)
+    }
+
+    /// `id` is used only when nothing else works ([`LocalPath::last_resort`]).
+    pub fn is_last_resort(&self, id: PathId) -> bool {
+        self.paths.iter().any(|p| p.path.id == id && p.path.last_resort)
+    }
+
+    /// The local paths (for [`super::standby`]).
+    pub fn paths(&self) -> &[PathState] {
+        &self.paths
+    }
+
+    /// The local paths, to change (for [`super::standby`]).
+    pub fn paths_mut(&mut self) -> &mut [PathState] {
+        &mut self.paths
+    }
+
+    /// A port granted with [`Connection::add_remote_port`] for a subflow toward `to`, taken.
+    pub fn take_remote_port(&mut self, to: SocketAddr) -> Option<u16> {
+        let k = self.remote_ports.iter().position(|&(r, _)| r == to)?;
+        Some(self.remote_ports.remove(k).1)
+    }
+
+    /// The local ports of the connection, in turn order.
+    pub fn ports(&self) -> &[u16] {
+        &self.ports
+    }
+
+    /// Asks the caller for a port toward `to` ([`Event::PortNeeded`]), unless a request is
+    /// pending already: the event to report.
+    pub fn request_port(&mut self, to: SocketAddr) -> Option<Event> {
+        if self.port_request.is_some() {
+            return None;
+        }
+        self.port_request = Some(to);
+        Some(Event::PortNeeded { remote: to })
     }
 
     /// The join from `id` never completed: its target address counts as failed from there.
@@ -256,10 +301,18 @@ impl Connection {
         if self.live_subflows() >= self.cfg.max_subflows {
             return None;
         }
-        let needed = match self.cfg.join {
-            JoinPolicy::Immediate => true,
-            // Only when no other subflow can carry the data.
-            JoinPolicy::OnDemand => !(0..self.subflows.len()).any(|i| self.usable(i)),
+        let needed = if p.path.last_resort {
+            // Only when no subflow on another path can carry the data (one that fell silent
+            // with nowhere to move to cannot): an on-demand join at failover.
+            !(0..self.subflows.len()).any(|i| {
+                self.usable(i) && self.subflows[i].path != p.path.id && !self.subflows[i].mp.live.suspect
+            })
+        } else {
+            match self.cfg.join {
+                JoinPolicy::Immediate => true,
+                // Only when no other subflow can carry the data.
+                JoinPolicy::OnDemand => !(0..self.subflows.len()).any(|i| self.usable(i)),
+            }
         };
         if !needed {
             return None;
@@ -357,7 +410,7 @@ impl Connection {
             };
             self.pm.paths[k].next_join = now + self.cfg.join_retry;
             self.pm.paths[k].joining = Some(remote_id);
-            self.open_join(now, p.path, SocketAddr::new(p.path.addr, port), to);
+            let _ = self.open_join(now, p.path, (SocketAddr::new(p.path.addr, port), to), None);
         }
     }
 
@@ -378,22 +431,32 @@ impl Connection {
         }
     }
 
-    fn open_join(&mut self, now: Instant, path: LocalPath, local: SocketAddr, remote: SocketAddr) {
-        let Some(neg) = self.neg else { return };
-        let Ok(nonce) = crate::mptcp::crypto::os_random_nonce() else {
-            return;
-        };
-        // Address ID 0 is the initial subflow's address (§3.2: "implicit and have the value
-        // zero"); other local addresses get their path id + 1.
-        let addr_id = if path.id == self.pm.initial {
+    /// The address ID of our address on `path`: 0 for the initial subflow's address (§3.2:
+    /// "implicit and have the value zero"), path id + 1 for the others.
+    pub(super) fn local_addr_id(&self, path: crate::mptcp::PathId) -> u8 {
+        if path == self.pm.initial {
             0
         } else {
-            path.id.0.wrapping_add(1)
-        };
+            path.0.wrapping_add(1)
+        }
+    }
+
+    /// Opens a join from `local` on `path` toward `remote`, with the backup priority the path
+    /// gives it or `backup`; its id, unless no nonce could be drawn.
+    pub(super) fn open_join(
+        &mut self,
+        now: Instant,
+        path: LocalPath,
+        (local, remote): (SocketAddr, SocketAddr),
+        backup: Option<bool>,
+    ) -> Option<crate::mptcp::send::SubflowId> {
+        let neg = self.neg?;
+        let nonce = crate::mptcp::crypto::os_random_nonce().ok()?;
+        let addr_id = self.local_addr_id(path.id);
         // In handover mode the backup path joins as a backup subflow (§3.3.8, flag B), and so
         // does a regular path that flapped, until its hold passed ([`super::damping`]).
         let hold = self.hold_for_join(now, path.id);
-        let backup = (path.backup && self.cfg.mode == Mode::Handover) || hold != Hold::No;
+        let backup = backup.unwrap_or((path.backup && self.cfg.mode == Mode::Handover) || hold != Hold::No);
         let tcp = tcp::Connection::connect(now, local, remote, self.cfg.tcp, &self.isn_key);
         let mut mp = SubflowMp::new(
             Handshake::JoinSyn(JoinInitiator::new(&neg, nonce, backup, addr_id)),
@@ -403,5 +466,6 @@ impl Connection {
         mp.live.hold = hold;
         mp.local_addr_id = addr_id;
         self.push_subflow(path.id, tcp, mp);
+        self.subflows.last().map(|s| s.id)
     }
 }

@@ -28,9 +28,12 @@ pub(super) enum Timer {
     Announce,
     /// Derived: the next flap hold to pass (`hold_deadline`).
     Hold,
+    /// Derived: the next keep-alive of a backup, or check of a backup idle long enough to
+    /// have lost its NAT mapping (`standby_deadline`).
+    Standby,
 }
 
-const N: usize = Timer::Hold as usize + 1;
+const N: usize = Timer::Standby as usize + 1;
 
 /// Absolute deadlines, one per [`Timer`].
 #[derive(Debug, Clone, Copy, Default)]
@@ -68,6 +71,7 @@ impl Connection {
         t.set(Timer::Join, self.next_join());
         t.set(Timer::Announce, self.next_announcement());
         t.set(Timer::Hold, self.hold_deadline());
+        t.set(Timer::Standby, self.standby_deadline());
         t
     }
 

@@ -248,22 +248,7 @@ pub(crate) fn flush_endpoints(lab: &Lab) -> Result<(), String> {
 
 pub(crate) fn endpoint(lab: &Lab, backup: bool) -> Result<(), String> {
     flush_endpoints(lab)?;
-    let addr = Path::Cell.laptop_v4().to_string();
-    let mut args = vec![
-        "ip",
-        "mptcp",
-        "endpoint",
-        "add",
-        addr.as_str(),
-        "dev",
-        "wwan0",
-        "subflow",
-    ];
-    if backup {
-        args.push("backup");
-    }
-    lab.exec(&lab.ns().laptop, &args)
-        .map(|_| ())
+    lab.add_kernel_endpoint(Path::Cell, backup)
         .map_err(|e| e.to_string())
 }
 

@@ -195,8 +195,8 @@ fn read_head(s: &mut TcpStream, dl: &Deadline) -> Result<(u16, Option<u64>, Vec<
 pub fn http_get(addr: SocketAddr, n: u64, opts: &ClientOpts) -> Result<TransferReport, ClientError> {
     let t0 = Instant::now();
     let dl = Deadline::new(opts.timeout);
-    let s = connect(addr, opts)?;
-    get_on(s, addr, n, &dl, t0)
+    let mut s = connect(addr, opts)?;
+    get_on(&mut s, (addr, n), true, &dl, t0)
 }
 
 /// [`http_get`] on a connection opened beforehand (e.g. with [`connect`], to hold many open at
@@ -207,21 +207,36 @@ pub fn http_get_on(
     n: u64,
     timeout: Duration,
 ) -> Result<TransferReport, ClientError> {
-    get_on(s, addr, n, &Deadline::new(timeout), Instant::now())
+    let mut s = s;
+    get_on(&mut s, (addr, n), true, &Deadline::new(timeout), Instant::now())
 }
 
-fn get_on(
-    mut s: TcpStream,
+/// One `GET /bytes/N` on a keep-alive connection that stays open for the next (an interactive
+/// exchange: a request and its reply), within `timeout` from now; `elapsed` is the time from
+/// the request to the last byte of the reply.
+pub fn http_get_again(
+    s: &mut TcpStream,
     addr: SocketAddr,
     n: u64,
+    timeout: Duration,
+) -> Result<TransferReport, ClientError> {
+    get_on(s, (addr, n), false, &Deadline::new(timeout), Instant::now())
+}
+
+/// The GET on `s`; `close`: the last request of the connection (`Connection: close`).
+fn get_on(
+    s: &mut TcpStream,
+    (addr, n): (SocketAddr, u64),
+    close: bool,
     dl: &Deadline,
     t0: Instant,
 ) -> Result<TransferReport, ClientError> {
-    dl.arm(&s)?;
-    let req = format!("GET /bytes/{n} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    dl.arm(s)?;
+    let conn = if close { "Connection: close\r\n" } else { "" };
+    let req = format!("GET /bytes/{n} HTTP/1.1\r\nHost: {addr}\r\n{conn}\r\n");
     s.write_all(req.as_bytes())
         .map_err(map_timeout(dl, "send request"))?;
-    let (status, len, first) = read_head(&mut s, dl)?;
+    let (status, len, first) = read_head(s, dl)?;
     if status != 200 || len != Some(n) {
         return Err(ClientError::BadResponse(format!(
             "status {status}, content-length {len:?}, wanted 200 and {n}"
@@ -246,7 +261,7 @@ fn get_on(
     let mut last = Instant::now();
     let mut longest_stall = Duration::ZERO;
     while got < n {
-        dl.arm(&s)?;
+        dl.arm(s)?;
         let k = s.read(&mut buf).map_err(map_timeout(dl, "read body"))?;
         if k == 0 {
             return Err(ClientError::Short { got, expected: n });
@@ -255,7 +270,7 @@ fn get_on(
         last = Instant::now();
         check(&buf[..k], &mut got)?;
     }
-    let mptcp = crate::sys::mptcp_info(&s).ok().flatten().filter(|i| !i.fallback);
+    let mptcp = crate::sys::mptcp_info(s).ok().flatten().filter(|i| !i.fallback);
     Ok(TransferReport {
         bytes: n,
         elapsed: t0.elapsed(),

@@ -129,6 +129,48 @@ impl Lab {
         self.set_chain(path, "blackhole", on.then_some("counter drop"))
     }
 
+    /// Makes the path's router a strict carrier NAT: it forgets an idle established TCP
+    /// mapping after `idle` (the netns's `nf_conntrack_tcp_timeout_established`), picks no
+    /// connection up mid-stream (`nf_conntrack_tcp_loose = 0`) and drops what it cannot match
+    /// (`ct state invalid drop`, both forwarded and addressed to the router, so the router
+    /// answers nothing with a RST). Its masquerade stays as it is. Lasts as long as the lab.
+    pub fn set_strict_nat(&self, path: Path, idle: Duration) -> Result<(), LabError> {
+        let router = self.ns().router(path);
+        let timeout = format!(
+            "net.netfilter.nf_conntrack_tcp_timeout_established={}",
+            idle.as_secs().max(1)
+        );
+        cmd::run_in(
+            router,
+            &[
+                "sysctl",
+                "-qw",
+                "net.netfilter.nf_conntrack_tcp_loose=0",
+                timeout.as_str(),
+            ],
+        )?;
+        self.nft(
+            path,
+            "table inet netlab_nat {
+    chain forward {
+        type filter hook forward priority filter - 1; policy accept;
+        ct state invalid counter drop
+    }
+    chain input {
+        type filter hook input priority filter - 1; policy accept;
+        ct state invalid counter drop
+    }
+}
+",
+        )
+    }
+
+    /// Packets the strict NAT of [`set_strict_nat`](Self::set_strict_nat) dropped so far.
+    pub fn strict_nat_drops(&self, path: Path) -> Result<u64, LabError> {
+        Ok(self.table_chain_packets(path, "netlab_nat", "forward")?
+            + self.table_chain_packets(path, "netlab_nat", "input")?)
+    }
+
     /// Sets the path's middlebox behaviour toward MPTCP option 30.
     pub fn set_mptcp_option(&self, path: Path, mode: MptcpOption) -> Result<(), LabError> {
         let rule = match mode {
@@ -155,9 +197,13 @@ impl Lab {
     }
 
     fn chain_packets(&self, path: Path, chain: &str) -> Result<u64, LabError> {
+        self.table_chain_packets(path, "netlab", chain)
+    }
+
+    fn table_chain_packets(&self, path: Path, table: &str, chain: &str) -> Result<u64, LabError> {
         let out = cmd::run_in(
             self.ns().router(path),
-            &["nft", "-j", "list", "chain", "inet", "netlab", chain],
+            &["nft", "-j", "list", "chain", "inet", table, chain],
         )?;
         let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| LabError::Io {
             context: format!("parse nft json of chain {chain}"),
@@ -230,6 +276,27 @@ impl Lab {
         if up {
             add_laptop_routes(laptop, path)?;
         }
+        Ok(())
+    }
+
+    /// Gives the laptop's kernel MPTCP client an endpoint on `path`'s interface (IPv4): its
+    /// connections open a subflow there (`backup`: with the backup flag, RFC 8684 §3.3.8).
+    pub fn add_kernel_endpoint(&self, path: Path, backup: bool) -> Result<(), LabError> {
+        let addr = path.laptop_v4().to_string();
+        let mut args = vec![
+            "ip",
+            "mptcp",
+            "endpoint",
+            "add",
+            addr.as_str(),
+            "dev",
+            path.laptop_iface(),
+            "subflow",
+        ];
+        if backup {
+            args.push("backup");
+        }
+        cmd::run_in(&self.ns().laptop, &args)?;
         Ok(())
     }
 

@@ -116,21 +116,7 @@ fn stripping_after_the_handshake_keeps_the_syn_options() {
 fn kernel_mptcp_client_joins_a_backup_subflow_over_wwan0() {
     let Some(lab) = common::lab() else { return };
     let laptop = lab.ns().laptop.clone();
-    lab.exec(
-        &laptop,
-        &[
-            "ip",
-            "mptcp",
-            "endpoint",
-            "add",
-            &Path::Cell.laptop_v4().to_string(),
-            "dev",
-            "wwan0",
-            "subflow",
-            "backup",
-        ],
-    )
-    .unwrap();
+    lab.add_kernel_endpoint(Path::Cell, true).unwrap();
     // Primary subflow over wlan0 (the default route), the join over wwan0.
     let opts = ClientOpts {
         mptcp: true,
