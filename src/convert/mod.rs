@@ -43,8 +43,10 @@
 pub mod client;
 pub mod converter;
 pub mod cookie;
+pub mod dgram;
 pub mod key;
 pub mod msg;
+pub mod relay;
 pub mod scope;
 pub mod tcpopt;
 
