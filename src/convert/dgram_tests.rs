@@ -276,7 +276,7 @@ fn client_health_path_silent_converter_silent_and_refused() {
             Health::Fine
         };
         assert_eq!(c.health(t), want, "at {:?}", t.saturating_duration_since(heard));
-        t = t + ms(20);
+        t += ms(20);
     }
     // Moved: the new path gets its own time.
     c.path_moved(t);

@@ -236,7 +236,7 @@ impl UdpRelay {
                 return false;
             };
             match l.recv_from(buf) {
-                Ok((n, from)) => self.from_laptop(i, from, &buf[..n], now),
+                Ok((n, from)) => self.laptop_datagram(i, from, &buf[..n], now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -248,7 +248,7 @@ impl UdpRelay {
         true
     }
 
-    fn from_laptop(&mut self, i: usize, from: SocketAddr, bytes: &[u8], now: Instant) {
+    fn laptop_datagram(&mut self, i: usize, from: SocketAddr, bytes: &[u8], now: Instant) {
         self.stats.add("udp_datagrams_in", 1);
         let unix = unix_secs();
         let mut key = None;
