@@ -410,12 +410,15 @@ impl ReplayWindow {
     }
 }
 
-/// The laptop asks for an ack when it heard nothing from the converter for this long.
-pub const ACK_AFTER: Duration = Duration::from_millis(200);
+/// The laptop asks for an ack when it heard nothing from the converter for this long (five
+/// packets of a 50 pkt/s stream).
+pub const ACK_AFTER: Duration = Duration::from_millis(100);
 /// At most one ack request per this interval.
 pub const ACK_EVERY: Duration = Duration::from_millis(100);
-/// A path on which acks were asked for this long without an answer is silent.
-pub const SILENT_AFTER: Duration = Duration::from_millis(600);
+/// A path on which acks were asked for this long without an answer is silent (at least; four
+/// times the ack round trip measured on the path when that is longer, so that a slow path is
+/// not taken for a dead one).
+pub const SILENT_MIN: Duration = Duration::from_millis(300);
 /// A session never answered for this long (and asked at least twice): the converter is not there.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -487,6 +490,8 @@ pub struct ClientSession {
     asked_since: Option<Instant>,
     last_ask: Option<Instant>,
     asks: u32,
+    /// Smoothed time from the first unanswered ack request to the answer, on this path.
+    srtt: Option<Duration>,
 }
 
 impl ClientSession {
@@ -501,7 +506,13 @@ impl ClientSession {
             asked_since: None,
             last_ask: None,
             asks: 0,
+            srtt: None,
         }
+    }
+
+    /// How long ack requests may go unanswered before the path is silent.
+    pub fn silent_after(&self) -> Duration {
+        self.srtt.map_or(SILENT_MIN, |r| (4 * r).max(SILENT_MIN))
     }
 
     /// Its id.
@@ -577,6 +588,13 @@ impl ClientSession {
         self.recv.check(h.seq)?;
         let payload = u.verify(key)?;
         self.recv.accept(h.seq)?;
+        if h.kind == Kind::Ack
+            && let Some(t) = self.asked_since
+        {
+            // From the first request not answered: an over-estimate, on the safe side.
+            let sample = now.saturating_duration_since(t);
+            self.srtt = Some(self.srtt.map_or(sample, |r| (r * 7 + sample) / 8));
+        }
         self.state = ClientState::Open { last_heard: now };
         self.asked_since = None;
         self.asks = 0;
@@ -597,7 +615,7 @@ impl ClientSession {
                 }
             }
             ClientState::Open { .. } => match self.asked_since {
-                Some(t) if self.asks >= 2 && now.saturating_duration_since(t) >= SILENT_AFTER => {
+                Some(t) if self.asks >= 2 && now.saturating_duration_since(t) >= self.silent_after() => {
                     Health::PathSilent
                 }
                 _ => Health::Fine,
@@ -610,6 +628,7 @@ impl ClientSession {
         self.asked_since = None;
         self.last_ask = None;
         self.asks = 0;
+        self.srtt = None;
         if let ClientState::Opening { since } = &mut self.state {
             *since = now;
         }

@@ -260,7 +260,7 @@ fn client_health_path_silent_converter_silent_and_refused() {
         };
         assert_eq!(c.health(t), want, "at {} ms", 20 * i);
     }
-    // Answered, then silent on this path: PathSilent SILENT_AFTER after the first ask.
+    // Answered, then silent on this path: PathSilent SILENT_MIN after the first ask.
     let mut c = ClientSession::new(id, sa("198.19.0.11:7"), t0);
     c.seal_up(t0, 5, &k, b"x", &mut buf).unwrap();
     c.open_down(t0 + ms(20), &k, &down(&k, id, Kind::Ack, 1, b""))
@@ -268,9 +268,9 @@ fn client_health_path_silent_converter_silent_and_refused() {
     let heard = t0 + ms(20);
     let first_ask = heard + ACK_AFTER;
     let mut t = heard;
-    while t < first_ask + SILENT_AFTER + ms(100) {
+    while t < first_ask + SILENT_MIN + ms(100) {
         c.seal_up(t, 5, &k, b"x", &mut buf).unwrap();
-        let want = if t >= first_ask + SILENT_AFTER {
+        let want = if t >= first_ask + SILENT_MIN {
             Health::PathSilent
         } else {
             Health::Fine
@@ -278,6 +278,12 @@ fn client_health_path_silent_converter_silent_and_refused() {
         assert_eq!(c.health(t), want, "at {:?}", t.saturating_duration_since(heard));
         t += ms(20);
     }
+    // A slow path is given longer: 4 × the ack round trip measured.
+    let mut slow = ClientSession::new(id, sa("198.19.0.11:7"), t0);
+    slow.seal_up(t0, 5, &k, b"x", &mut buf).unwrap();
+    slow.open_down(t0 + ms(150), &k, &down(&k, id, Kind::Ack, 1, b""))
+        .unwrap();
+    assert_eq!(slow.silent_after(), ms(600));
     // Moved: the new path gets its own time.
     c.path_moved(t);
     assert_eq!(c.health(t + ms(100)), Health::Fine);
