@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use common::converter::{Server, gen_key, server_config};
 use common::daemon::{Daemon, RunDir, counter, lab_with, skip_unless_root, status, wait_for, wait_usable};
+use netlab::client::{self, UdpStreamReport};
 use netlab::converter::CONVERTER_V4;
 use netlab::{Lab, LabOptions, Path};
 
@@ -120,68 +121,18 @@ fn longest_gap(times: &[Instant]) -> Duration {
         .unwrap_or_default()
 }
 
-/// What the laptop's side of a stream saw.
-struct StreamReport {
-    sent: u32,
-    echoed: u32,
-    longest_gap: Duration,
-}
-
 /// Sends `size`-byte datagrams every `interval` for `dur` from the laptop to `dst` and times the
 /// echoes.
-fn stream(lab: &Lab, dst: &str, size: usize, interval: Duration, dur: Duration) -> StreamReport {
+fn stream(lab: &Lab, dst: &str, size: usize, interval: Duration, dur: Duration) -> UdpStreamReport {
     let laptop = lab.ns().laptop.clone();
     let dst: SocketAddr = dst.parse().unwrap();
-    let sock = lab
-        .run_in(&laptop, || {
-            let s = UdpSocket::bind("0.0.0.0:0")?;
-            s.connect(dst)?;
-            Ok::<_, std::io::Error>(s)
-        })
+    lab.run_in(&laptop, || client::udp_stream(dst, size, interval, dur))
         .unwrap()
-        .unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
-    let rx = sock.try_clone().unwrap();
-    let done = Arc::new(AtomicBool::new(false));
-    let d = done.clone();
-    let receiver = std::thread::spawn(move || {
-        let mut times = Vec::new();
-        let mut buf = [0u8; 2048];
-        let end = Instant::now() + Duration::from_secs(120);
-        while !d.load(Ordering::SeqCst) && Instant::now() < end {
-            if rx.recv(&mut buf).is_ok() {
-                times.push(Instant::now());
-            }
-        }
-        times
-    });
-    let start = Instant::now();
-    let mut sent = 0u32;
-    let mut pkt = vec![0u8; size];
-    while start.elapsed() < dur {
-        // RTP-like: version 2, payload type 0 (PCMU), sequence number, timestamp.
-        pkt[0] = 0x80;
-        pkt[2..4].copy_from_slice(&(sent as u16).to_be_bytes());
-        pkt[4..8].copy_from_slice(&(sent * 160).to_be_bytes());
-        let _ = sock.send(&pkt);
-        sent += 1;
-        let next = start + interval * sent;
-        if let Some(wait) = next.checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
-        }
-    }
-    std::thread::sleep(Duration::from_millis(300));
-    done.store(true, Ordering::SeqCst);
-    let times = receiver.join().unwrap();
-    StreamReport {
-        sent,
-        echoed: times.len() as u32,
-        longest_gap: longest_gap(&times),
-    }
+        .unwrap()
 }
 
 /// One run: both streams for 5 s, Wi-Fi lost (`o`) from 1.5 s to 4 s.
-fn run(lab: &Lab, o: Outage, rtp: &EchoServer, echo: &EchoServer) -> (StreamReport, StreamReport) {
+fn run(lab: &Lab, o: Outage, rtp: &EchoServer, echo: &EchoServer) -> (UdpStreamReport, UdpStreamReport) {
     rtp.reset();
     echo.reset();
     std::thread::scope(|s| {
@@ -235,7 +186,14 @@ fn start_daemon<'a>(lab: &'a Lab, rd: &FsPath, key: Option<&FsPath>) -> Daemon<'
     d
 }
 
-fn report(how: &str, o: Outage, r: &StreamReport, e: &StreamReport, rtp: &EchoServer, echo: &EchoServer) {
+fn report(
+    how: &str,
+    o: Outage,
+    r: &UdpStreamReport,
+    e: &UdpStreamReport,
+    rtp: &EchoServer,
+    echo: &EchoServer,
+) {
     println!(
         "{how}, Wi-Fi {o:?} 2.5 s: RTP 50 pkt/s longest gap {:.0} ms round trip, {:.0} ms at the server, \
          {}/{} echoed, {} source(s) at the server; echo 10/s longest gap {:.0} ms, {}/{} echoed, {} source(s)",
