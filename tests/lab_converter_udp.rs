@@ -13,12 +13,12 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::{Path as FsPath, PathBuf};
+use std::path::Path as FsPath;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::converter::{Server, gen_key, server_config};
+use common::converter::{Outage, converter_addr, impair, start_converter};
 use common::daemon::{Daemon, RunDir, counter, lab_with, skip_unless_root, status, wait_for, wait_usable};
 use netlab::client::{self, UdpStreamReport};
 use netlab::converter::CONVERTER_V4;
@@ -28,29 +28,6 @@ use netlab::{Lab, LabOptions, Path};
 /// lab's UDP echo host).
 const RTP_DST: &str = "198.19.0.12:5004";
 const ECHO_DST: &str = "198.19.0.12:5005";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outage {
-    LinkDown,
-    Blackhole,
-}
-
-fn impair(lab: &Lab, o: Outage, on: bool) {
-    match o {
-        Outage::LinkDown => lab.set_link(Path::Wifi, !on),
-        Outage::Blackhole => lab.set_blackhole(Path::Wifi, on),
-    }
-    .unwrap();
-}
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// An echo server in `inet`: answers every datagram to its source, records the sources and
 /// the arrival times.
@@ -162,21 +139,8 @@ fn run(lab: &Lab, o: Outage, rtp: &EchoServer, echo: &EchoServer) -> (UdpStreamR
     })
 }
 
-fn start_converter(lab: &Lab, conv: &str) -> (Server, PathBuf, TempDir) {
-    let dir = TempDir(std::env::temp_dir().join(format!(
-        "mpbond-lab-convudp-{}-{}",
-        std::process::id(),
-        lab.name()
-    )));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let (key, _) = gen_key(&dir.0);
-    let cfg = server_config(&[format!("{CONVERTER_V4}:5124")], &key, &dir.0, "");
-    (Server::start(lab, conv, &dir.0, &cfg), key, dir)
-}
-
 fn start_daemon<'a>(lab: &'a Lab, rd: &FsPath, key: Option<&FsPath>) -> Daemon<'a> {
-    let conv = format!("{CONVERTER_V4}:5124");
+    let conv = converter_addr();
     let args: Vec<&str> = match key {
         Some(k) => vec!["--converter", &conv, "--converter-key-file", k.to_str().unwrap()],
         None => Vec::new(),
@@ -216,7 +180,7 @@ fn udp_through_the_converter_keeps_its_source_across_wifi_loss() {
     }
     let mut lab = lab_with(LabOptions::default());
     let conv_ns = lab.add_converter().unwrap();
-    let (conv, key, _dir) = start_converter(&lab, &conv_ns);
+    let (conv, key, _dir) = start_converter(&lab, &conv_ns, "convudp");
     let rtp = EchoServer::start(&lab, RTP_DST);
     let echo = EchoServer::start(&lab, ECHO_DST);
     let rd = RunDir::new();

@@ -319,22 +319,13 @@ impl RelayTable {
         payload: &[u8],
         out: &mut [u8],
     ) -> Option<(usize, SocketAddr)> {
-        let s = self.sessions.get_mut(skey)?;
-        let h = Header {
-            kind: Kind::Down,
-            flags: 0,
-            key: skey.0,
-            session: skey.1,
-            seq: s.next_down,
-            timestamp: unix_secs,
-            addr: Some(s.dst),
-        };
-        let n = dgram::seal(key, &h, payload, out).ok()?;
-        s.next_down += 1;
-        s.last = now;
-        s.down.0 += 1;
-        s.down.1 += payload.len() as u64;
-        Some((n, s.peer))
+        let sent = self.seal_to_peer(Kind::Down, unix_secs, key, skey, payload, out)?;
+        if let Some(s) = self.sessions.get_mut(skey) {
+            s.last = now;
+            s.down.0 += 1;
+            s.down.1 += payload.len() as u64;
+        }
+        Some(sent)
     }
 
     /// An ack for session `skey` into `out`: its length and where it goes.
@@ -345,17 +336,30 @@ impl RelayTable {
         skey: &SessionKey,
         out: &mut [u8],
     ) -> Option<(usize, SocketAddr)> {
+        self.seal_to_peer(Kind::Ack, unix_secs, key, skey, &[], out)
+    }
+
+    /// A datagram of `kind` for session `skey`, numbered in its down direction.
+    fn seal_to_peer(
+        &mut self,
+        kind: Kind,
+        unix_secs: u64,
+        key: &ClientKey,
+        skey: &SessionKey,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Option<(usize, SocketAddr)> {
         let s = self.sessions.get_mut(skey)?;
         let h = Header {
-            kind: Kind::Ack,
+            kind,
             flags: 0,
             key: skey.0,
             session: skey.1,
             seq: s.next_down,
             timestamp: unix_secs,
-            addr: None,
+            addr: (kind == Kind::Down).then_some(s.dst),
         };
-        let n = dgram::seal(key, &h, &[], out).ok()?;
+        let n = dgram::seal(key, &h, payload, out).ok()?;
         s.next_down += 1;
         Some((n, s.peer))
     }

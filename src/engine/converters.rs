@@ -152,32 +152,31 @@ impl Converters {
     /// The converter (index and address) a new flow to `dst` goes through at `now`, or `None`:
     /// direct.
     pub fn choose(&mut self, now: Instant, dst: SocketAddr) -> Option<(usize, SocketAddr)> {
-        if self.list.is_empty()
-            || is_local(dst.ip())
-            || self.speaks_mptcp.contains(&dst, now)
-            || self.prohibited.contains(&dst, now)
-        {
+        if self.speaks_mptcp.contains(&dst, now) {
             return None;
         }
-        let up: Vec<usize> = (0..self.list.len())
-            .filter(|&i| self.list[i].down_until.is_none_or(|t| now >= t))
-            .collect();
-        let pick = *up.get(spread(dst.ip()) % up.len().max(1))?;
+        let pick = self.pick(now, dst)?;
         let c = &mut self.list[pick];
         c.flows += 1;
         Some((pick, c.addr))
     }
 
-    /// The converter (index and address) a new UDP session to `dst` goes through at `now`, or
-    /// `None`: direct. As [`Converters::choose`], but whether `dst` speaks MPTCP is no matter.
-    pub fn choose_datagram(&mut self, now: Instant, dst: SocketAddr) -> Option<(usize, SocketAddr)> {
+    /// The converter `dst` is spread to among those up at `now`, unless `dst` goes direct
+    /// (local, or prohibited there).
+    fn pick(&self, now: Instant, dst: SocketAddr) -> Option<usize> {
         if self.list.is_empty() || is_local(dst.ip()) || self.prohibited.contains(&dst, now) {
             return None;
         }
         let up: Vec<usize> = (0..self.list.len())
             .filter(|&i| self.list[i].down_until.is_none_or(|t| now >= t))
             .collect();
-        let pick = *up.get(spread(dst.ip()) % up.len().max(1))?;
+        up.get(spread(dst.ip()) % up.len().max(1)).copied()
+    }
+
+    /// The converter (index and address) a new UDP session to `dst` goes through at `now`, or
+    /// `None`: direct. As [`Converters::choose`], but whether `dst` speaks MPTCP is no matter.
+    pub fn choose_datagram(&mut self, now: Instant, dst: SocketAddr) -> Option<(usize, SocketAddr)> {
+        let pick = self.pick(now, dst)?;
         let c = &mut self.list[pick];
         c.sessions += 1;
         Some((pick, c.addr))

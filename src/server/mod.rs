@@ -36,6 +36,30 @@ use crate::sys;
 pub use config::{KeySource, ServerConfig};
 pub use status::ServerStatus;
 
+/// A periodic chore of a server thread (publishing its status, reading its own addresses again):
+/// due at most once per period.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Every {
+    period: Duration,
+    next: crate::time::Instant,
+}
+
+impl Every {
+    /// First due at `first`, then every `period`.
+    pub(crate) fn new(period: Duration, first: crate::time::Instant) -> Every {
+        Every { period, next: first }
+    }
+
+    /// Whether it is due at `now` (the next time is then a period later).
+    pub(crate) fn due(&mut self, now: crate::time::Instant) -> bool {
+        let due = now >= self.next;
+        if due {
+            self.next = now + self.period;
+        }
+        due
+    }
+}
+
 /// Listen backlog.
 const BACKLOG: i32 = 4096;
 /// File descriptors one relayed connection may hold: two sockets and two pipes.

@@ -85,9 +85,9 @@ pub struct UdpRelay {
     rx: Receiver<Control>,
     shared: Arc<Mutex<ServerStatus>>,
     started: Instant,
-    next_publish: Instant,
-    next_expire: Instant,
-    next_own: Instant,
+    publish_every: super::Every,
+    expire_every: super::Every,
+    own_every: super::Every,
     out: Vec<u8>,
 }
 
@@ -156,9 +156,9 @@ impl UdpRelay {
             rx,
             shared,
             started: now,
-            next_publish: now,
-            next_expire: now + EXPIRE_EVERY,
-            next_own: now + OWN_REFRESH,
+            publish_every: super::Every::new(PUBLISH, now),
+            expire_every: super::Every::new(EXPIRE_EVERY, now + EXPIRE_EVERY),
+            own_every: super::Every::new(OWN_REFRESH, now + OWN_REFRESH),
             out: vec![0; MAX_DGRAM + MAX_OVERHEAD],
         })
     }
@@ -196,16 +196,13 @@ impl UdpRelay {
                     again.push(t);
                 }
             }
-            if now >= self.next_expire {
-                self.next_expire = now + EXPIRE_EVERY;
+            if self.expire_every.due(now) {
                 self.expire(now);
             }
-            if now >= self.next_publish {
-                self.next_publish = now + PUBLISH;
+            if self.publish_every.due(now) {
                 self.publish(now);
             }
-            if now >= self.next_own {
-                self.next_own = now + OWN_REFRESH;
+            if self.own_every.due(now) {
                 let addrs: Vec<SocketAddr> = self.listeners.iter().map(|l| l.1).collect();
                 self.policy.own = super::own_addresses(&addrs);
             }
