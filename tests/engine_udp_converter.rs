@@ -85,6 +85,9 @@ struct Sim {
     refused_port: Option<u16>,
     /// The converter is not there.
     converter_dead: bool,
+    /// The destination answers (else it only listens: a one-way stream, or a VoIP peer whose
+    /// silence suppression stopped its stream).
+    echo: bool,
     buf: Vec<u8>,
 }
 
@@ -136,6 +139,7 @@ impl Sim {
             drops: BTreeMap::new(),
             refused_port: None,
             converter_dead: false,
+            echo: true,
             buf: vec![0; 70_000],
         }
     }
@@ -276,7 +280,9 @@ impl Sim {
             let (n, to) = self.table.seal_ack(unix, &key(), &sk, &mut out).unwrap();
             self.send_to_laptop(to, out[..n].to_vec());
         }
-        self.echo(sk, &payload);
+        if self.echo {
+            self.echo(sk, &payload);
+        }
     }
 
     fn echo(&mut self, sk: SessionKey, payload: &[u8]) {
@@ -571,4 +577,18 @@ fn a_refused_destination_goes_direct_and_stays_direct() {
     );
     // A refusal is no amplifier: it is smaller than what it answers.
     let _ = (Kind::Refused, RelayId(0));
+}
+
+#[test]
+fn a_quiet_destination_on_a_slow_path_is_no_dead_path() {
+    let mut s = Sim::new(seed_from_env(6));
+    // 200 ms round trip on Wi-Fi, the destination silent: only the converter's acks answer.
+    s.paths[0].delay = ms(100);
+    s.echo = false;
+    let dst = sa("198.19.0.11:5004");
+    s.stream(dst, 0, Duration::from_secs(5), None);
+    assert_eq!(s.e.counters().unresponsive, 0);
+    let (_, rs) = s.table.iter().next().unwrap();
+    assert_eq!((rs.moves, rs.peer.ip()), (0, s.paths[0].addr));
+    assert!(s.host_rx.is_empty());
 }

@@ -28,6 +28,8 @@ use netlab::{Lab, LabOptions, Path};
 /// lab's UDP echo host).
 const RTP_DST: &str = "198.19.0.12:5004";
 const ECHO_DST: &str = "198.19.0.12:5005";
+/// Round trip of each path.
+const RTT: Duration = Duration::from_millis(20);
 
 /// An echo server in `inet`: answers every datagram to its source, records the sources and
 /// the arrival times.
@@ -159,7 +161,7 @@ fn report(
     echo: &EchoServer,
 ) {
     println!(
-        "{how}, Wi-Fi {o:?} 2.5 s: RTP 50 pkt/s longest gap {:.0} ms round trip, {:.0} ms at the server, \
+        "{how}, 20 ms RTT, Wi-Fi {o:?} 2.5 s: RTP 50 pkt/s longest gap {:.0} ms round trip, {:.0} ms at the server, \
          {}/{} echoed, {} source(s) at the server; echo 10/s longest gap {:.0} ms, {}/{} echoed, {} source(s)",
         r.longest_gap.as_secs_f64() * 1e3,
         rtp.longest_gap().as_secs_f64() * 1e3,
@@ -183,6 +185,10 @@ fn udp_through_the_converter_keeps_its_source_across_wifi_loss() {
     let (conv, key, _dir) = start_converter(&lab, &conv_ns, "convudp");
     let rtp = EchoServer::start(&lab, RTP_DST);
     let echo = EchoServer::start(&lab, ECHO_DST);
+    // 20 ms round trip on each path (as `lab_converter`'s first TCP runs).
+    for p in Path::ALL {
+        lab.set_delay(p, RTT).unwrap();
+    }
     let rd = RunDir::new();
     let d = start_daemon(&lab, rd.path(), Some(&key));
     for o in [Outage::LinkDown, Outage::Blackhole] {
@@ -293,6 +299,9 @@ fn without_a_converter_udp_changes_source_at_each_move() {
     let lab = lab_with(LabOptions::default());
     let rtp = EchoServer::start(&lab, RTP_DST);
     let echo = EchoServer::start(&lab, ECHO_DST);
+    for p in Path::ALL {
+        lab.set_delay(p, RTT).unwrap();
+    }
     let rd = RunDir::new();
     let d = start_daemon(&lab, rd.path(), None);
     let (r, e) = run(&lab, Outage::LinkDown, &rtp, &echo);

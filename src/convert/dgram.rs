@@ -410,15 +410,20 @@ impl ReplayWindow {
     }
 }
 
-/// The laptop asks for an ack when it heard nothing from the converter for this long (five
+/// The laptop asks for an ack when it heard nothing from the converter for this long (three
 /// packets of a 50 pkt/s stream).
-pub const ACK_AFTER: Duration = Duration::from_millis(100);
+pub const ACK_AFTER: Duration = Duration::from_millis(60);
 /// At most one ack request per this interval.
-pub const ACK_EVERY: Duration = Duration::from_millis(100);
-/// A path on which acks were asked for this long without an answer is silent (at least; four
-/// times the ack round trip measured on the path when that is longer, so that a slow path is
-/// not taken for a dead one).
-pub const SILENT_MIN: Duration = Duration::from_millis(300);
+pub const ACK_EVERY: Duration = Duration::from_millis(50);
+/// A path on which acks were asked for this long without an answer is silent (at least; three
+/// times the ack round trip measured on the path when that is longer, so that a slow path is not
+/// taken for a dead one). As aggressive as the MPTCP subflows' own liveness (2 RTTs, at least
+/// RTT + 20 ms), whose verdict (the interface held unresponsive) it shares.
+pub const SILENT_MIN: Duration = Duration::from_millis(150);
+/// The same on a path whose ack round trip is not measured yet (the first ack request of a
+/// session measures it; after a move the new path has none until its first ack): slow enough
+/// for any real path's round trip.
+pub const SILENT_UNMEASURED: Duration = Duration::from_secs(1);
 /// A session never answered for this long (and asked at least twice): the converter is not there.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -512,7 +517,7 @@ impl ClientSession {
 
     /// How long ack requests may go unanswered before the path is silent.
     pub fn silent_after(&self) -> Duration {
-        self.srtt.map_or(SILENT_MIN, |r| (4 * r).max(SILENT_MIN))
+        self.srtt.map_or(SILENT_UNMEASURED, |r| (3 * r).max(SILENT_MIN))
     }
 
     /// Its id.

@@ -278,15 +278,32 @@ fn client_health_path_silent_converter_silent_and_refused() {
         assert_eq!(c.health(t), want, "at {:?}", t.saturating_duration_since(heard));
         t += ms(20);
     }
-    // A slow path is given longer: 4 × the ack round trip measured.
+    // A slow path is given longer: 3 × the ack round trip measured.
     let mut slow = ClientSession::new(id, sa("198.19.0.11:7"), t0);
     slow.seal_up(t0, 5, &k, b"x", &mut buf).unwrap();
     slow.open_down(t0 + ms(150), &k, &down(&k, id, Kind::Ack, 1, b""))
         .unwrap();
-    assert_eq!(slow.silent_after(), ms(600));
-    // Moved: the new path gets its own time.
+    assert_eq!(slow.silent_after(), ms(450));
+    // Moved: the new path gets its own time, and until an ack measured it the long bound.
     c.path_moved(t);
-    assert_eq!(c.health(t + ms(100)), Health::Fine);
+    assert_eq!(c.silent_after(), SILENT_UNMEASURED);
+    let moved = t;
+    while t < moved + ACK_AFTER + SILENT_UNMEASURED + ms(100) {
+        c.seal_up(t, 5, &k, b"x", &mut buf).unwrap();
+        // The first datagram on the new path asks at once (nothing heard lately).
+        let want = if t >= moved + SILENT_UNMEASURED {
+            Health::PathSilent
+        } else {
+            Health::Fine
+        };
+        assert_eq!(
+            c.health(t),
+            want,
+            "after the move, at {:?}",
+            t.saturating_duration_since(moved)
+        );
+        t += ms(20);
+    }
     // A refusal names a number we sent.
     let sent = c.next_seq - 1;
     assert_eq!(
