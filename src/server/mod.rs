@@ -6,8 +6,9 @@
 //!
 //! Threads: the main thread (signals: SIGHUP reloads the client keys, SIGTERM/SIGINT stop), the
 //! event loops ([`event_loop`]; `workers` of them, one per CPU by default, each with its own
-//! descriptor table and listeners, sharing the keyring, the replay cache and the limits), and the
-//! status socket's thread (`io::control`, `{"cmd":"status"}`: the loops' statuses summed).
+//! descriptor table and listeners, sharing the keyring, the replay cache and the limits), the
+//! datagram relay ([`udp`]: one thread, UDP on the listen addresses, sharing the keyring and the
+//! limits), and the status socket's thread (`io::control`, `{"cmd":"status"}`: the loops' statuses summed).
 
 pub mod config;
 pub mod dial;
