@@ -592,3 +592,25 @@ fn a_quiet_destination_on_a_slow_path_is_no_dead_path() {
     assert_eq!((rs.moves, rs.peer.ip()), (0, s.paths[0].addr));
     assert!(s.host_rx.is_empty());
 }
+
+#[test]
+fn a_converter_gone_mid_session_sends_it_direct_after_both_paths_went_silent() {
+    let mut s = Sim::new(seed_from_env(7));
+    let dst = sa("198.19.0.11:5004");
+    let gone_at = Instant::from_millis(2000);
+    s.stream(
+        dst,
+        0,
+        Duration::from_secs(5),
+        Some((gone_at, &|s: &mut Sim| s.converter_dead = true)),
+    );
+    assert_eq!(s.session_via(), None, "direct in the end");
+    assert_eq!(s.e.counters().relay_fallbacks, 1);
+    assert_eq!(
+        s.e.counters().unresponsive,
+        1,
+        "one path held silent, then the converter"
+    );
+    assert!(!s.e.converters(s.now)[0].up);
+    assert!(s.seen_by_dst[&dst].iter().any(|v| v.starts_with("direct")));
+}

@@ -15,7 +15,8 @@
 //!   down for new sessions);
 //! - a session the converter answered before that is silent on its path despite ack requests
 //!   ([`Health::PathSilent`]) marks that interface unresponsive: every session (and new TCP
-//!   subflow choice) moves to the other one.
+//!   subflow choice) moves to the other one; silent there too (before any answer), the
+//!   converter is taken for gone and the session goes direct.
 
 use std::net::SocketAddr;
 
@@ -35,6 +36,9 @@ pub struct Via {
     pub addr: SocketAddr,
     /// The relay session.
     pub client: ClientSession,
+    /// Paths found silent since the converter last answered: a second one means the converter
+    /// (or the way to it), not a path, is gone.
+    pub silent_paths: u8,
 }
 
 /// What the datagram from a converter means for the engine.
@@ -66,6 +70,7 @@ impl Engine {
             idx,
             addr,
             client: ClientSession::new(RelayId(u64::from_be_bytes(b)), remote, now),
+            silent_paths: 0,
         })
     }
 
@@ -75,14 +80,22 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(id) else {
             return false;
         };
-        let Some(via) = &s.via else { return false };
+        let Some(via) = &mut s.via else {
+            return false;
+        };
         match via.client.health(now) {
             Health::Fine => false,
             Health::ConverterSilent => {
                 self.relay_fallback(now, id, ConverterFailure::Unreachable);
                 true
             }
+            Health::PathSilent if via.silent_paths >= 1 => {
+                // Silent on the path it moved to as well: the converter is not there.
+                self.relay_fallback(now, id, ConverterFailure::Unreachable);
+                true
+            }
             Health::PathSilent => {
+                via.silent_paths += 1;
                 let iface = s.iface;
                 self.counters.unresponsive += 1;
                 if self.ifaces.mark_unresponsive(iface, now) {
@@ -140,6 +153,7 @@ impl Engine {
         let idx = via.idx;
         match via.client.open_down(now, &key, bytes) {
             Ok(Down::Data { from, payload }) if from == remote => {
+                via.silent_paths = 0;
                 self.converters.succeeded(now, idx);
                 Relayed::Data(payload)
             }
@@ -148,6 +162,7 @@ impl Engine {
                 Relayed::Nothing
             }
             Ok(Down::Ack) => {
+                via.silent_paths = 0;
                 self.converters.succeeded(now, idx);
                 Relayed::Nothing
             }
