@@ -289,6 +289,40 @@ fn udp_through_the_converter_keeps_its_source_across_wifi_loss() {
     assert_eq!(drops(), (1000, 1000));
     let cs = conv.status();
     assert_eq!(cs.counter("udp_sessions_opened"), 4, "{:?}", cs.counters);
+
+    // The converter gone (its port answers "unreachable"): a new session goes direct.
+    let mut conv = conv;
+    conv.stop();
+    rtp.reset();
+    let r = stream(
+        &lab,
+        RTP_DST,
+        172,
+        Duration::from_millis(20),
+        Duration::from_secs(2),
+    );
+    let st = status(&lab, rd.path());
+    assert!(
+        counter(&st, "relay_fallbacks") >= 1,
+        "{:?}\n{}",
+        st.counters,
+        d.log()
+    );
+    assert!(r.echoed + 5 >= r.sent, "{} of {} echoed direct", r.echoed, r.sent);
+    // Direct: the laptop's own NAT address (cellular's while Wi-Fi is still held unresponsive
+    // after the blackhole).
+    let wans = [Path::Wifi.router_wan_v4(), Path::Cell.router_wan_v4()];
+    assert!(
+        !rtp.sources().is_empty() && rtp.sources().iter().all(|s| wans.iter().any(|w| s.ip() == *w)),
+        "{:?}",
+        rtp.sources()
+    );
+    println!(
+        "converter gone: {}/{} echoed direct, longest gap {:.0} ms",
+        r.echoed,
+        r.sent,
+        r.longest_gap.as_secs_f64() * 1e3
+    );
 }
 
 #[test]
