@@ -50,3 +50,8 @@ fn engine_input_corpus() {
 fn convert_msg_corpus() {
     inputs(4, 400, mpbond::fuzz::convert_msg);
 }
+
+#[test]
+fn relay_dgram_corpus() {
+    inputs(5, 300, mpbond::fuzz::relay_dgram);
+}

@@ -10,10 +10,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path as FsPath, PathBuf};
+use std::path::Path as FsPath;
 use std::time::{Duration, Instant};
 
-use common::converter::{Server, gen_key, server_config};
+use common::converter::{Outage, converter_addr, impair, start_converter};
 
 use common::daemon::{Daemon, RunDir, counter, lab_with, skip_unless_root, status, wait_for, wait_usable};
 use netlab::client::{self, ClientOpts};
@@ -22,36 +22,11 @@ use netlab::{Lab, LabOptions, Path};
 
 const PLAIN_SERVER: &str = "198.19.0.11:80";
 
-/// Writes a client key and starts the converter with it; returns it, the key file and the
-/// directory holding both (removed on drop).
-fn start_converter(lab: &Lab, conv: &str) -> (Server, PathBuf, TempDir) {
-    let dir =
-        TempDir(std::env::temp_dir().join(format!("mpbond-lab-conv-{}-{}", std::process::id(), lab.name())));
-    let _ = std::fs::remove_dir_all(&dir.0);
-    std::fs::create_dir_all(&dir.0).unwrap();
-    let (key, _) = gen_key(&dir.0);
-    let cfg = server_config(&[converter_addr()], &key, &dir.0, "");
-    (Server::start(lab, conv, &dir.0, &cfg), key, dir)
-}
-
-/// A directory removed on drop.
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn opts() -> ClientOpts {
     ClientOpts {
         timeout: Duration::from_secs(60),
         ..ClientOpts::default()
     }
-}
-
-fn converter_addr() -> String {
-    format!("{CONVERTER_V4}:5124")
 }
 
 fn start_daemon<'a>(lab: &'a Lab, rd: &FsPath, key: &FsPath) -> Daemon<'a> {
@@ -60,20 +35,6 @@ fn start_daemon<'a>(lab: &'a Lab, rd: &FsPath, key: &FsPath) -> Daemon<'a> {
     let d = Daemon::start(lab, rd, &["--converter", &conv, "--converter-key-file", key]);
     wait_usable(lab, rd);
     d
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Outage {
-    LinkDown,
-    Blackhole,
-}
-
-fn impair(lab: &Lab, o: Outage, on: bool) {
-    match o {
-        Outage::LinkDown => lab.set_link(Path::Wifi, !on),
-        Outage::Blackhole => lab.set_blackhole(Path::Wifi, on),
-    }
-    .unwrap();
 }
 
 /// Peers of established connections to the plain server's port 80, seen in `inet`.
@@ -119,7 +80,7 @@ fn flows_to_a_plain_server_go_through_the_converter_and_survive_wifi_loss() {
     }
     let mut lab = lab_with(LabOptions::default());
     let conv_ns = lab.add_converter().unwrap();
-    let (conv, key, _dir) = start_converter(&lab, &conv_ns);
+    let (conv, key, _dir) = start_converter(&lab, &conv_ns, "conv");
     let laptop = lab.ns().laptop.clone();
     let server: SocketAddr = PLAIN_SERVER.parse().unwrap();
     // Rate-limited paths keep the transfer going well past the outage.
@@ -274,7 +235,7 @@ fn a_converter_that_does_not_answer_sends_flows_direct_within_a_second() {
     }
     let mut lab = lab_with(LabOptions::default());
     let conv_ns = lab.add_converter().unwrap();
-    let (mut conv, key, _dir) = start_converter(&lab, &conv_ns);
+    let (mut conv, key, _dir) = start_converter(&lab, &conv_ns, "conv");
     let laptop = lab.ns().laptop.clone();
     let server: SocketAddr = PLAIN_SERVER.parse().unwrap();
     let rd = RunDir::new();

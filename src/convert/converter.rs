@@ -91,6 +91,11 @@ impl Converter {
         v
     }
 
+    /// The key with id `id`, if accepted now (the datagram relay's MAC key).
+    pub fn key(&self, id: &KeyId) -> Option<ClientKey> {
+        self.keys.get(id).cloned()
+    }
+
     /// Entries in the replay cache (for status).
     pub fn replay_entries(&self) -> usize {
         self.replay.len()

@@ -11,6 +11,8 @@
 //! | `converter.rs` | the converter's checks of a request and its replies |
 //! | `client.rs` | the laptop's request and the parse of the converter's reply |
 //! | `scope.rs` | the address scopes neither side sends through a converter |
+//! | `dgram.rs` | the datagram relay (UDP through the converter): codec, MAC, anti-replay window, the laptop's session |
+//! | `relay.rs` | the converter's table of relayed UDP sessions, tombstones, roaming |
 //!
 //! Call order for one proxied connection:
 //! 1. laptop: [`client::connect_request`] → the first bytes of its SYN to the converter (TFO-style
@@ -43,8 +45,10 @@
 pub mod client;
 pub mod converter;
 pub mod cookie;
+pub mod dgram;
 pub mod key;
 pub mod msg;
+pub mod relay;
 pub mod scope;
 pub mod tcpopt;
 

@@ -156,6 +156,7 @@ impl Shared {
                     up: c.up,
                     retry_in_ms: c.retry_in_ms,
                     flows: c.flows,
+                    sessions: c.sessions,
                     failures: c.failures,
                     last_failure: c.last_failure.map(|f| f.name().to_string()),
                 })

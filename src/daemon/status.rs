@@ -41,6 +41,8 @@ pub struct FlowKinds {
     pub plain_tcp: usize,
     /// UDP sessions.
     pub udp: usize,
+    /// Of them, through a converter's datagram relay.
+    pub udp_via_converter: usize,
     /// ICMP sessions.
     pub icmp: usize,
 }
@@ -134,6 +136,9 @@ pub struct ConverterStatus {
     pub retry_in_ms: u64,
     /// Flows that went through it.
     pub flows: u64,
+    /// UDP sessions that went through it.
+    #[serde(default)]
+    pub sessions: u64,
     /// Times it was marked down.
     pub failures: u64,
     /// Why it was marked down last (`unreachable`, `reset`, `refused`, `malformed`).
@@ -269,7 +274,10 @@ impl Status {
                 ("tcp", true, _) => k.via_converter += 1,
                 ("tcp", false, true) => k.mptcp += 1,
                 ("tcp", false, false) => k.plain_tcp += 1,
-                ("udp", ..) => k.udp += 1,
+                ("udp", via, _) => {
+                    k.udp += 1;
+                    k.udp_via_converter += usize::from(via);
+                }
                 ("icmp", ..) => k.icmp += 1,
                 _ => {}
             }
@@ -331,12 +339,13 @@ impl Status {
         let k = self.flow_kinds();
         let _ = writeln!(
             s,
-            "flows {} (tcp mptcp {}, via converter {}, tcp fallback {}, udp {}, icmp {})  subflows {}  failovers {}",
+            "flows {} (tcp mptcp {}, via converter {}, tcp fallback {}, udp {} ({} via converter), icmp {})  subflows {}  failovers {}",
             self.flows.len(),
             k.mptcp,
             k.via_converter,
             k.plain_tcp,
             k.udp,
+            k.udp_via_converter,
             k.icmp,
             self.subflows.len(),
             self.failovers
@@ -365,8 +374,8 @@ impl Status {
             };
             let _ = writeln!(
                 s,
-                "converter {} {state}, {} flows, {} failures",
-                c.addr, c.flows, c.failures
+                "converter {} {state}, {} flows, {} udp sessions, {} failures",
+                c.addr, c.flows, c.sessions, c.failures
             );
         }
         if let Some(d) = &self.dns {
@@ -531,6 +540,7 @@ mod tests {
                 up: true,
                 retry_in_ms: 0,
                 flows: 5,
+                sessions: 0,
                 failures: 0,
                 last_failure: None,
             },
@@ -539,6 +549,7 @@ mod tests {
                 up: false,
                 retry_in_ms: 8_500,
                 flows: 1,
+                sessions: 0,
                 failures: 1,
                 last_failure: Some("unreachable".into()),
             },

@@ -89,6 +89,8 @@ pub struct ConverterView {
     pub retry_in_ms: u64,
     /// Flows that went through it.
     pub flows: u64,
+    /// UDP sessions that went through it.
+    pub sessions: u64,
     /// Times it was marked down.
     pub failures: u64,
     /// Why it was marked down last.
@@ -101,6 +103,7 @@ struct Converter {
     down_until: Option<Instant>,
     backoff: Duration,
     flows: u64,
+    sessions: u64,
     failures: u64,
     last_failure: Option<ConverterFailure>,
     /// When it last carried a flow.
@@ -129,6 +132,7 @@ impl Converters {
                     down_until: None,
                     backoff: DOWN_MIN,
                     flows: 0,
+                    sessions: 0,
                     failures: 0,
                     last_failure: None,
                     last_success: None,
@@ -148,20 +152,39 @@ impl Converters {
     /// The converter (index and address) a new flow to `dst` goes through at `now`, or `None`:
     /// direct.
     pub fn choose(&mut self, now: Instant, dst: SocketAddr) -> Option<(usize, SocketAddr)> {
-        if self.list.is_empty()
-            || is_local(dst.ip())
-            || self.speaks_mptcp.contains(&dst, now)
-            || self.prohibited.contains(&dst, now)
-        {
+        if self.speaks_mptcp.contains(&dst, now) {
+            return None;
+        }
+        let pick = self.pick(now, dst)?;
+        let c = &mut self.list[pick];
+        c.flows += 1;
+        Some((pick, c.addr))
+    }
+
+    /// The converter `dst` is spread to among those up at `now`, unless `dst` goes direct
+    /// (local, or prohibited there).
+    fn pick(&self, now: Instant, dst: SocketAddr) -> Option<usize> {
+        if self.list.is_empty() || is_local(dst.ip()) || self.prohibited.contains(&dst, now) {
             return None;
         }
         let up: Vec<usize> = (0..self.list.len())
             .filter(|&i| self.list[i].down_until.is_none_or(|t| now >= t))
             .collect();
-        let pick = *up.get(spread(dst.ip()) % up.len().max(1))?;
+        up.get(spread(dst.ip()) % up.len().max(1)).copied()
+    }
+
+    /// The converter (index and address) a new UDP session to `dst` goes through at `now`, or
+    /// `None`: direct. As [`Converters::choose`], but whether `dst` speaks MPTCP is no matter.
+    pub fn choose_datagram(&mut self, now: Instant, dst: SocketAddr) -> Option<(usize, SocketAddr)> {
+        let pick = self.pick(now, dst)?;
         let c = &mut self.list[pick];
-        c.flows += 1;
+        c.sessions += 1;
         Some((pick, c.addr))
+    }
+
+    /// A converter refused to relay to `dst` (its policy or limits): direct for a while.
+    pub fn prohibit(&mut self, now: Instant, dst: SocketAddr) {
+        self.prohibited.insert(dst, now);
     }
 
     /// Converter `idx` failed a flow to `dst` at `now`: mark it down (its next try waits twice
@@ -238,6 +261,7 @@ impl Converters {
                     up: retry.is_zero(),
                     retry_in_ms: retry.as_millis() as u64,
                     flows: c.flows,
+                    sessions: c.sessions,
                     failures: c.failures,
                     last_failure: c.last_failure,
                 }

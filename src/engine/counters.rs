@@ -62,6 +62,9 @@ drop_reasons! {
     QueueFull = "queue_full",
     /// No usable interface for the destination's family.
     NoInterface = "no_interface",
+    /// A datagram from a converter's relay that is not valid for its session (MAC, replay,
+    /// another session's, another source).
+    BadRelayDatagram = "bad_relay_datagram",
 }
 
 /// Declares [`Counters`] from the lists of plain counters (field = status name) and of fallback
@@ -133,6 +136,10 @@ counters! {
         icmp_sessions = "icmp_sessions",
         /// Session moves between interfaces.
         session_moves = "session_moves",
+        /// UDP sessions opened through a converter's datagram relay.
+        udp_via_converter = "udp_via_converter",
+        /// UDP sessions that left their converter for direct (silent, refused, unreachable).
+        relay_fallbacks = "relay_fallbacks",
         /// TCP payload bytes host → destinations.
         tcp_bytes_up = "tcp_bytes_up",
         /// TCP payload bytes destinations → host.
@@ -223,6 +230,6 @@ mod tests {
         let named = c.named();
         assert!(named.contains(&("fallback_syn_unanswered".to_string(), 1)));
         assert!(named.contains(&("unresponsive_failovers".to_string(), 0)));
-        assert_eq!(named.len(), 21 + FALLBACK_CAUSES.len() + DropReason::ALL.len());
+        assert_eq!(named.len(), 23 + FALLBACK_CAUSES.len() + DropReason::ALL.len());
     }
 }

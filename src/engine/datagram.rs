@@ -7,7 +7,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use super::converters::ConverterFailure;
+use super::relayed::Relayed;
 use super::{DatagramAction, DatagramKind, Dest, DropReason, Engine, IfaceId, SWEEP_INTERVAL, SessionId};
+use crate::convert::dgram::MAX_OVERHEAD;
 use crate::time::Instant;
 use crate::wire::icmp::{self, IcmpError};
 use crate::wire::ip;
@@ -57,62 +60,125 @@ impl Engine {
         original: &[u8],
     ) {
         self.expire_unresponsive(now);
-        let Some(best) = self.ifaces.choose(remote.ip()) else {
-            self.drop(DropReason::NoInterface);
-            if !original.is_empty() {
-                self.queue_unreachable(remote.ip(), host.ip(), original);
+        let found = self.sessions.find(kind, host, remote).map(|s| {
+            s.last = now;
+            s.id
+        });
+        let id = match found {
+            Some(id) => {
+                // A relayed session whose converter never answered goes direct first.
+                self.relay_health(now, id);
+                id
             }
-            return;
-        };
-        let full = self.sessions.len() >= self.cfg.max_sessions;
-        let (id, iface, wire_ident) = match self.sessions.find(kind, host, remote) {
-            Some(s) => {
-                s.last = now;
-                (s.id, s.iface, s.wire_ident)
-            }
-            None if full => return self.drop(DropReason::TableFull),
             None => {
+                if self.sessions.len() >= self.cfg.max_sessions {
+                    return self.drop(DropReason::TableFull);
+                }
+                let Some(best) = self.ifaces.choose(remote.ip()) else {
+                    return self.no_interface(remote, host, original);
+                };
                 match kind {
                     DatagramKind::Udp => self.counters.udp_sessions += 1,
                     DatagramKind::IcmpEcho => self.counters.icmp_sessions += 1,
                 }
-                let s = self.sessions.insert(kind, host, remote, best, now, idle);
-                (s.id, best, s.wire_ident)
+                let id = self.sessions.insert(kind, host, remote, best, now, idle).id;
+                if kind == DatagramKind::Udp
+                    && let Some(via) = self.relay_choose(now, id, remote)
+                    && let Some(s) = self.sessions.get_mut(id)
+                {
+                    s.via = Some(via);
+                }
+                id
             }
         };
-        if iface != best {
+        let Some(s) = self.sessions.get_mut(id) else {
+            return self.drop(DropReason::NoSession);
+        };
+        // Through a converter, the socket talks to the converter: its address picks the path.
+        let target = s.via.as_ref().map_or(remote, |v| v.addr);
+        let (cur, wire_ident) = (s.iface, s.wire_ident);
+        let Some(best) = self.ifaces.choose(target.ip()) else {
+            return self.no_interface(remote, host, original);
+        };
+        if cur != best {
             self.sessions.set_iface(id, best);
             self.counters.session_moves += 1;
         }
-        if let Some(s) = self.sessions.get_mut(id) {
-            s.up.0 += 1;
-            s.up.1 += payload.len() as u64;
+        let Some(s) = self.sessions.get_mut(id) else {
+            return self.drop(DropReason::NoSession);
+        };
+        if cur != best
+            && let Some(v) = &mut s.via
+        {
+            v.client.path_moved(now);
         }
+        s.up.0 += 1;
+        s.up.1 += payload.len() as u64;
         self.counters.dgram_bytes_up += payload.len() as u64;
+        let relayed = s.via.is_some();
+        let len = if relayed {
+            payload.len() + MAX_OVERHEAD
+        } else {
+            payload.len()
+        };
         let action = DatagramAction::Send {
             session: id,
             kind,
             iface: best,
-            dst: remote,
-            len: payload.len(),
+            dst: target,
+            len,
         };
-        match self.datagrams.push(action, payload.len()) {
-            Some(b) => {
-                b.copy_from_slice(payload);
-                if kind == DatagramKind::IcmpEcho {
-                    // Our identifier on the wire.
-                    icmp::set_echo_ident(b, wire_ident);
-                }
+        if relayed {
+            let key = self.cfg.converter.as_ref().map(|c| c.key.clone());
+            let unix = self.unix_now(now).map_or(0, |d| d.as_secs());
+            let via = self.sessions.get_mut(id).and_then(|s| s.via.as_mut());
+            let (Some(key), Some(via)) = (key, via) else {
+                return self.drop(DropReason::NoSession);
+            };
+            let Some(b) = self.datagrams.push(action, len) else {
+                return self.drop(DropReason::QueueFull);
+            };
+            match via.client.seal_up(now, unix, &key, payload, b) {
+                Ok(n) => self.datagrams.truncate_last(n),
+                Err(_) => self.datagrams.discard_last(),
             }
-            None => self.drop(DropReason::QueueFull),
+        } else {
+            match self.datagrams.push(action, payload.len()) {
+                Some(b) => {
+                    b.copy_from_slice(payload);
+                    if kind == DatagramKind::IcmpEcho {
+                        // Our identifier on the wire.
+                        icmp::set_echo_ident(b, wire_ident);
+                    }
+                }
+                None => self.drop(DropReason::QueueFull),
+            }
         }
         if self.next_sweep.is_none() {
             self.next_sweep = Some(now + SWEEP_INTERVAL);
         }
     }
 
+    /// No interface can carry a datagram to `remote`: dropped, and the host gets an error
+    /// quoting `original` (empty: none).
+    fn no_interface(&mut self, remote: SocketAddr, host: SocketAddr, original: &[u8]) {
+        self.drop(DropReason::NoInterface);
+        if !original.is_empty() {
+            self.queue_unreachable(remote.ip(), host.ip(), original);
+        }
+    }
+
     /// A UDP payload the socket of `session` received: to the host.
     pub(super) fn datagram_down(&mut self, now: Instant, session: SessionId, payload: &[u8]) {
+        let relayed = self.sessions.get_mut(session).is_some_and(|s| s.via.is_some());
+        let payload = if relayed {
+            match self.relay_down(now, session, payload) {
+                Relayed::Data(p) => p,
+                Relayed::Nothing => return,
+            }
+        } else {
+            payload
+        };
         let Some(s) = self.sessions.get_mut(session) else {
             return self.drop(DropReason::NoSession);
         };
@@ -132,10 +198,14 @@ impl Engine {
     }
 
     /// The destination of UDP `session` refused it: the host gets "port unreachable".
-    pub(super) fn datagram_refused(&mut self, session: SessionId) {
+    pub(super) fn datagram_refused(&mut self, now: Instant, session: SessionId) {
         let Some(s) = self.sessions.get_mut(session) else {
             return self.drop(DropReason::NoSession);
         };
+        if s.via.is_some() {
+            // The converter's port is closed: it is not there.
+            return self.relay_fallback(now, session, ConverterFailure::Unreachable);
+        }
         let (host, remote) = (s.host, s.remote);
         self.queue_port_unreachable(host, remote);
     }
@@ -185,35 +255,40 @@ impl Engine {
     /// Forgets interfaces held as unresponsive once the hold passed; sessions follow.
     pub(super) fn expire_unresponsive(&mut self, now: Instant) {
         if self.ifaces.expire_unresponsive(now) {
-            self.move_sessions();
+            self.move_sessions(now);
         }
     }
 
     /// Moves UDP/ICMP sessions to the interface now preferred.
-    pub(super) fn move_sessions(&mut self) {
+    pub(super) fn move_sessions(&mut self, now: Instant) {
         for id in self.sessions.ids() {
             let Some(s) = self.sessions.get_mut(id) else {
                 continue;
             };
-            let (cur, remote, kind) = (s.iface, s.remote, s.kind);
-            let Some(best) = self.ifaces.choose(remote.ip()) else {
+            // A relayed session's socket talks to its converter.
+            let dst = s.via.as_ref().map_or(s.remote, |v| v.addr);
+            let (cur, kind) = (s.iface, s.kind);
+            let Some(best) = self.ifaces.choose(dst.ip()) else {
                 continue;
             };
             if best != cur {
+                if let Some(v) = &mut s.via {
+                    v.client.path_moved(now);
+                }
                 self.sessions.set_iface(id, best);
                 self.counters.session_moves += 1;
                 self.push_action(DatagramAction::Move {
                     session: id,
                     kind,
                     iface: best,
-                    dst: remote,
+                    dst,
                 });
             }
         }
     }
 
     /// Queues an action without payload for the socket thread.
-    fn push_action(&mut self, action: DatagramAction) {
+    pub(super) fn push_action(&mut self, action: DatagramAction) {
         if self.datagrams.push(action, 0).is_none() {
             self.drop(DropReason::QueueFull);
         }

@@ -34,6 +34,7 @@
 //! | `upstream/` | the upstream kinds (plain TCP, MPTCP, via a converter) behind one dispatcher |
 //! | `notes.rs` | what upstream connections report (counters, hostile networks, ports) |
 //! | `datagram.rs` | the UDP / ICMP echo relay; `sessions.rs` its session table |
+//! | `relayed.rs` | UDP sessions through a converter's datagram relay |
 //! | `unreachable.rs` | ICMP errors both ways: to the host, and about our upstream connections |
 //! | `failover.rs` | the failover records |
 //! | `health.rs` | the read-only view of path health the DNS forwarder fails over on |
@@ -48,6 +49,7 @@ mod health;
 mod ifaces;
 mod notes;
 mod queue;
+mod relayed;
 mod sessions;
 mod table;
 mod types;
@@ -60,6 +62,7 @@ use std::time::Duration;
 pub use counters::{Counters, DropReason, FALLBACK_CAUSES};
 pub use failover::{FailoverCause, FailoverRecord};
 pub use flow::{Refusal, TcpFlow};
+pub use relayed::Via;
 pub use sessions::{DatagramKind, Session, SessionId};
 pub use types::{
     CELLULAR, Config, ConverterSettings, DatagramAction, Dest, FlowInfo, IfaceId, IfaceState, Transmit, WIFI,
@@ -177,8 +180,8 @@ impl Engine {
             },
             source: s.host,
             destination: s.remote,
-            upstream: "socket",
-            converter: None,
+            upstream: if s.via.is_some() { "converter" } else { "socket" },
+            converter: s.via.as_ref().map(|v| v.addr),
             iface: s.iface,
             local: None,
             state: "active".into(),
@@ -265,7 +268,7 @@ impl Engine {
             self.failovers
                 .record(now, iface, FailoverCause::Unavailable, &affected);
         }
-        self.move_sessions();
+        self.move_sessions(now);
     }
 
     /// A packet the host wrote into the TUN.
@@ -336,8 +339,8 @@ impl Engine {
     /// The destination of UDP `session` answered "port unreachable" (the session's connected
     /// socket reported `ECONNREFUSED`): the host gets the same ICMP error, quoting a datagram of
     /// its flow, so its socket reports "connection refused" as without mpbond.
-    pub fn handle_datagram_refused(&mut self, _now: Instant, session: SessionId) {
-        self.datagram_refused(session);
+    pub fn handle_datagram_refused(&mut self, now: Instant, session: SessionId) {
+        self.datagram_refused(now, session);
     }
 
     /// An ICMP/ICMPv6 message the raw socket of `iface` received from `from` (the message

@@ -61,7 +61,7 @@ impl Engine {
                 self.counters.subflows_up += 1;
                 if self.ifaces.mark_answering(iface) {
                     tracing::info!(iface, "interface answers again");
-                    self.move_sessions();
+                    self.move_sessions(now);
                 }
             }
             Note::SubflowDown { .. } => {
@@ -95,7 +95,7 @@ impl Engine {
                         silent_ms = silent_for.as_millis() as u64,
                         "interface unresponsive"
                     );
-                    self.move_sessions();
+                    self.move_sessions(now);
                 }
             }
         }

@@ -46,6 +46,8 @@ pub struct Session {
     pub up: (u64, u64),
     /// Datagrams and bytes destination → host.
     pub down: (u64, u64),
+    /// The converter it goes through (its socket then talks to the converter), or direct.
+    pub via: Option<super::relayed::Via>,
 }
 
 /// The session table (O(1) by 5-tuple, by id, and for echo replies by (source, identifier)).
@@ -108,6 +110,7 @@ impl Sessions {
             wire_ident,
             up: (0, 0),
             down: (0, 0),
+            via: None,
         })
     }
     /// Moves a session to another interface.

@@ -93,6 +93,8 @@ pub struct FileTimeouts {
     pub dial_ms: Option<u64>,
     /// A relayed connection with no byte either way for this long is closed (s, default 3600).
     pub idle_secs: Option<u64>,
+    /// A relayed UDP session with no datagram either way for this long ends (s, default 120).
+    pub udp_idle_secs: Option<u64>,
 }
 
 /// `[convert]`: the protocol checks.
@@ -128,6 +130,8 @@ pub struct ServerConfig {
     pub dial_timeout: Duration,
     /// Idle time before a relayed connection is closed.
     pub idle_timeout: Duration,
+    /// Idle time before a relayed UDP session ends.
+    pub udp_idle_timeout: Duration,
     /// The protocol checks.
     pub converter: ConverterConfig,
 }
@@ -302,6 +306,10 @@ impl ServerConfig {
             )?),
             dial_timeout: Duration::from_millis(positive("timeouts.dial_ms", t.dial_ms.unwrap_or(10_000))?),
             idle_timeout: Duration::from_secs(positive("timeouts.idle_secs", t.idle_secs.unwrap_or(3600))?),
+            udp_idle_timeout: Duration::from_secs(positive(
+                "timeouts.udp_idle_secs",
+                t.udp_idle_secs.unwrap_or(120),
+            )?),
             converter: ConverterConfig {
                 max_clock_skew: Duration::from_secs(positive(
                     "convert.max_clock_skew_secs",

@@ -180,8 +180,8 @@ pub struct EventLoop {
     shared: Arc<Mutex<ServerStatus>>,
     started: Instant,
     next_id: u64,
-    next_publish: Instant,
-    next_own: Instant,
+    publish_every: super::Every,
+    own_every: super::Every,
     accept_paused_until: Option<Instant>,
     log_limit: RateLimit,
 }
@@ -281,8 +281,8 @@ impl EventLoop {
             shared,
             started: now,
             next_id: 0,
-            next_publish: now,
-            next_own: now + OWN_REFRESH,
+            publish_every: super::Every::new(PUBLISH, now),
+            own_every: super::Every::new(OWN_REFRESH, now + OWN_REFRESH),
             accept_paused_until: None,
             log_limit: RateLimit {
                 window: now,
@@ -327,12 +327,10 @@ impl EventLoop {
                 self.drive(slot, false, now);
             }
             self.sweep(now);
-            if now >= self.next_publish {
-                self.next_publish = now + PUBLISH;
+            if self.publish_every.due(now) {
                 self.publish(now);
             }
-            if now >= self.next_own {
-                self.next_own = now + OWN_REFRESH;
+            if self.own_every.due(now) {
                 let addrs: Vec<SocketAddr> = self.listeners.iter().map(|l| l.1).collect();
                 self.policy.own = super::own_addresses(&addrs);
             }

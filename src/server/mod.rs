@@ -6,8 +6,9 @@
 //!
 //! Threads: the main thread (signals: SIGHUP reloads the client keys, SIGTERM/SIGINT stop), the
 //! event loops ([`event_loop`]; `workers` of them, one per CPU by default, each with its own
-//! descriptor table and listeners, sharing the keyring, the replay cache and the limits), and the
-//! status socket's thread (`io::control`, `{"cmd":"status"}`: the loops' statuses summed).
+//! descriptor table and listeners, sharing the keyring, the replay cache and the limits), the
+//! datagram relay ([`udp`]: one thread, UDP on the listen addresses, sharing the keyring and the
+//! limits), and the status socket's thread (`io::control`, `{"cmd":"status"}`: the loops' statuses summed).
 
 pub mod config;
 pub mod dial;
@@ -17,6 +18,7 @@ pub mod limits;
 pub mod policy;
 pub mod relay;
 pub mod status;
+pub mod udp;
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -34,6 +36,30 @@ use crate::sys;
 
 pub use config::{KeySource, ServerConfig};
 pub use status::ServerStatus;
+
+/// A periodic chore of a server thread (publishing its status, reading its own addresses again):
+/// due at most once per period.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Every {
+    period: Duration,
+    next: crate::time::Instant,
+}
+
+impl Every {
+    /// First due at `first`, then every `period`.
+    pub(crate) fn new(period: Duration, first: crate::time::Instant) -> Every {
+        Every { period, next: first }
+    }
+
+    /// Whether it is due at `now` (the next time is then a period later).
+    pub(crate) fn due(&mut self, now: crate::time::Instant) -> bool {
+        let due = now >= self.next;
+        if due {
+            self.next = now + self.period;
+        }
+        due
+    }
+}
 
 /// Listen backlog.
 const BACKLOG: i32 = 4096;
@@ -233,6 +259,27 @@ fn start_loops(cfg: &ServerConfig, state: &event_loop::Shared) -> anyhow::Result
     Ok((loops, all))
 }
 
+/// Binds the datagram relay's UDP listeners on the TCP listeners' addresses and starts its
+/// thread ([`udp`]).
+fn start_udp_relay(
+    cfg: &ServerConfig,
+    state: &event_loop::Shared,
+    addrs: &[SocketAddr],
+) -> anyhow::Result<Loop> {
+    let socks = udp::bind(addrs).context("cannot bind the UDP relay beside the TCP listeners")?;
+    for a in addrs {
+        tracing::info!("UDP relay on {a}");
+    }
+    let (tx, rx) = crossbeam_channel::bounded(4);
+    let status = Arc::new(Mutex::new(ServerStatus::default()));
+    let poll = Poll::new().context("cannot create the UDP relay's poll")?;
+    let relay = udp::UdpRelay::new(&poll, socks, cfg, state, rx, status.clone())
+        .context("cannot set up the UDP relay")?;
+    let worker = Worker::spawn("mpbond-srv-udp", poll, move |poll, stop| relay.run(poll, &stop))
+        .context("cannot start the UDP relay")?;
+    Ok(Loop { worker, tx, status })
+}
+
 /// Runs the converter until SIGTERM/SIGINT.
 pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     // Before any thread exists, so every thread inherits the mask.
@@ -262,6 +309,7 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
         tracing::info!("listening on {a} (kernel MPTCP, TCP Fast Open)");
     }
     tracing::info!("{} event loop(s)", loops.len());
+    let mut relay = start_udp_relay(&cfg, &state, &bound.addrs)?;
     let bits = if bound.no_cookie {
         kernel::TFO_SERVER
     } else {
@@ -285,7 +333,8 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let snaps: Vec<Arc<Mutex<ServerStatus>>> = loops.iter().map(|l| l.status.clone()).collect();
+    let mut snaps: Vec<Arc<Mutex<ServerStatus>>> = loops.iter().map(|l| l.status.clone()).collect();
+    snaps.push(relay.status.clone());
     let handler: control::Handler = Box::new(move |req| match req {
         Request::Status => {
             let parts: Vec<ServerStatus> = snaps.iter().map(|s| event_loop::lock(s).clone()).collect();
@@ -310,7 +359,7 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
                     c.key_ids()
                 };
                 tracing::info!("client keys reloaded: {} key(s)", ids.len());
-                for l in &loops {
+                for l in loops.iter().chain(std::iter::once(&relay)) {
                     if l.tx.send(event_loop::Control::Keys(ids.clone())).is_ok() {
                         let _ = l.worker.waker().wake();
                     }
@@ -327,6 +376,7 @@ pub fn run(cfg: ServerConfig) -> anyhow::Result<()> {
     for l in &mut loops {
         l.worker.stop();
     }
+    relay.worker.stop();
     status_thread.stop();
     let _ = std::fs::remove_file(&cfg.status_socket);
     Ok(())

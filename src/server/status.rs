@@ -22,6 +22,9 @@ pub struct Phases {
     pub relaying: u64,
     /// Refused, writing the Error TLV and closing.
     pub refusing: u64,
+    /// UDP sessions relayed (the datagram relay).
+    #[serde(default)]
+    pub udp_sessions: u64,
 }
 
 /// One event loop, in the merged status.
@@ -159,10 +162,14 @@ impl ServerStatus {
             }
             m.keys_loaded = m.keys_loaded.max(p.keys_loaded);
             m.workers += p.workers;
-            m.loops.push(LoopStatus {
-                accepted: p.counter("accepted"),
-                relaying: p.now.relaying,
-            });
+            // The datagram relay's part is no event loop (workers 0).
+            if p.workers > 0 {
+                m.loops.push(LoopStatus {
+                    accepted: p.counter("accepted"),
+                    relaying: p.now.relaying,
+                });
+            }
+            m.now.udp_sessions += p.now.udp_sessions;
             m.now.requesting += p.now.requesting;
             m.now.dialing += p.now.dialing;
             m.now.relaying += p.now.relaying;
@@ -235,12 +242,48 @@ impl ServerStatus {
             .counters
             .iter()
             .filter(|(k, v)| {
-                **v > 0 && !["accepted", "connected", "bytes_up", "bytes_down"].contains(&k.as_str())
+                **v > 0
+                    && !k.starts_with("udp_")
+                    && !["accepted", "connected", "bytes_up", "bytes_down"].contains(&k.as_str())
             })
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         if !others.is_empty() {
             let _ = writeln!(s, "  {}", others.join(", "));
+        }
+        let _ = writeln!(
+            s,
+            "udp: {} sessions now, {} opened, {} expired, {} datagrams up ({} bytes), {} down ({} bytes), {} path moves",
+            n.udp_sessions,
+            self.counter("udp_sessions_opened"),
+            self.counter("udp_sessions_expired"),
+            self.counter("udp_datagrams_up"),
+            self.counter("udp_bytes_up"),
+            self.counter("udp_datagrams_down"),
+            self.counter("udp_bytes_down"),
+            self.counter("udp_path_moves"),
+        );
+        let udp_other: Vec<String> = self
+            .counters
+            .iter()
+            .filter(|(k, v)| {
+                **v > 0
+                    && k.starts_with("udp_")
+                    && ![
+                        "udp_sessions_opened",
+                        "udp_sessions_expired",
+                        "udp_datagrams_up",
+                        "udp_bytes_up",
+                        "udp_datagrams_down",
+                        "udp_bytes_down",
+                        "udp_path_moves",
+                    ]
+                    .contains(&k.as_str())
+            })
+            .map(|(k, v)| format!("{} {v}", &k[4..]))
+            .collect();
+        if !udp_other.is_empty() {
+            let _ = writeln!(s, "  {}", udp_other.join(", "));
         }
         let list = |m: &BTreeMap<String, u64>| {
             m.iter()

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use netlab::Lab;
+use netlab::converter::CONVERTER_V4;
+use netlab::{Lab, Path as LabPath};
 
 use super::daemon::BIN;
 
@@ -103,4 +104,48 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The converter's address in the lab (`IP:5124`).
+pub fn converter_addr() -> String {
+    format!("{CONVERTER_V4}:5124")
+}
+
+/// A directory removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes a client key and starts the converter with it in namespace `conv`; returns it, the key
+/// file and the directory holding both (removed on drop; `tag` names it).
+pub fn start_converter(lab: &Lab, conv: &str, tag: &str) -> (Server, PathBuf, TempDir) {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("mpbond-lab-{tag}-{}-{}", std::process::id(), lab.name())));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let (key, _) = gen_key(&dir.0);
+    let cfg = server_config(&[converter_addr()], &key, &dir.0, "");
+    (Server::start(lab, conv, &dir.0, &cfg), key, dir)
+}
+
+/// How the Wi-Fi path is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outage {
+    /// wlan0 goes down.
+    LinkDown,
+    /// The Wi-Fi router drops everything.
+    Blackhole,
+}
+
+/// Starts (`on`) or ends the outage `o` of the Wi-Fi path.
+pub fn impair(lab: &Lab, o: Outage, on: bool) {
+    match o {
+        Outage::LinkDown => lab.set_link(LabPath::Wifi, !on),
+        Outage::Blackhole => lab.set_blackhole(LabPath::Wifi, on),
+    }
+    .unwrap();
 }

@@ -48,14 +48,14 @@ pub const TTFB_REQUESTS: usize = 20;
 /// Body size of the time-to-first-byte GET.
 const TTFB_BYTES: u64 = 1000;
 /// iperf3's port on the plain TCP server's address.
-const IPERF_PORT: u16 = 5201;
+pub(crate) const IPERF_PORT: u16 = 5201;
 /// The host's SYN options as the converter is told of them (Linux's: MSS, SACK-Permitted,
 /// Timestamps, Window Scale); the kernel client's Convert request carries what the daemon's
 /// would for such a host SYN.
 const HOST_SYN_OPTIONS: &[u8] = &[2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7];
 
 /// The plain TCP server (no MPTCP), the destination of every P8 flow.
-fn destination() -> SocketAddr {
+pub(crate) fn destination() -> SocketAddr {
     Server::Tcp.addr(false)
 }
 
@@ -229,18 +229,7 @@ impl Parts {
 /// P8: adds the converter namespace, starts `mpbond server` there and measures the P8 rows
 /// that `parts` selects.
 pub fn converter(lab: &mut Lab, cfg: &Config, parts: Parts, log: Log) -> Vec<Row> {
-    let conv = lab
-        .add_converter()
-        .map_err(|e| format!("add the converter namespace: {e}"))
-        .and_then(|ns| {
-            let bin = cfg.mpbond.as_ref().map_err(Clone::clone)?;
-            let dir = cfg.run_dir.join("converter");
-            let log_file = cfg
-                .daemon_log
-                .as_ref()
-                .map_or_else(|| dir.join("server.log"), |l| l.with_extension("converter.log"));
-            Converter::start(bin, &ns, &dir, &log_file, cfg.daemon_verbose)
-        });
+    let conv = start_converter(lab, cfg);
     let lab: &Lab = lab;
     let conv = match conv {
         Ok(c) => c,
@@ -268,8 +257,23 @@ pub fn converter(lab: &mut Lab, cfg: &Config, parts: Parts, log: Log) -> Vec<Row
     rows
 }
 
+/// Adds the converter namespace (if not there yet) and starts `mpbond server` in it.
+pub(crate) fn start_converter(lab: &mut Lab, cfg: &Config) -> Result<Converter, String> {
+    lab.add_converter()
+        .map_err(|e| format!("add the converter namespace: {e}"))
+        .and_then(|ns| {
+            let bin = cfg.mpbond.as_ref().map_err(Clone::clone)?;
+            let dir = cfg.run_dir.join("converter");
+            let log_file = cfg
+                .daemon_log
+                .as_ref()
+                .map_or_else(|| dir.join("server.log"), |l| l.with_extension("converter.log"));
+            Converter::start(bin, &ns, &dir, &log_file, cfg.daemon_verbose)
+        })
+}
+
 /// Sets the delay of both paths.
-fn set_delays(lab: &Lab, rtt: Duration) -> Result<(), String> {
+pub(crate) fn set_delays(lab: &Lab, rtt: Duration) -> Result<(), String> {
     Path::ALL
         .iter()
         .try_for_each(|&p| lab.set_delay(p, rtt))
@@ -277,7 +281,7 @@ fn set_delays(lab: &Lab, rtt: Duration) -> Result<(), String> {
 }
 
 /// Runs `f` with a fresh daemon using the converter.
-fn with_converter<T>(
+pub(crate) fn with_converter<T>(
     lab: &Lab,
     cfg: &Config,
     conv: &Converter,
@@ -319,7 +323,7 @@ enum Generator {
     Http,
 }
 
-fn have_iperf3() -> bool {
+pub(crate) fn have_iperf3() -> bool {
     Command::new("iperf3")
         .arg("--version")
         .stdout(Stdio::null())
@@ -329,10 +333,10 @@ fn have_iperf3() -> bool {
 }
 
 /// `iperf3 -s` on the plain server's address in `inet`; killed on drop.
-struct IperfServer(Child);
+pub(crate) struct IperfServer(Child);
 
 impl IperfServer {
-    fn start(lab: &Lab) -> Result<IperfServer, String> {
+    pub(crate) fn start(lab: &Lab) -> Result<IperfServer, String> {
         let ip = destination().ip().to_string();
         let port = IPERF_PORT.to_string();
         let child = lab

@@ -501,7 +501,7 @@ pub enum Outage {
     Blackhole,
 }
 
-fn impair(lab: &Lab, o: Outage, on: bool) -> Result<(), String> {
+pub(crate) fn impair(lab: &Lab, o: Outage, on: bool) -> Result<(), String> {
     match o {
         Outage::LinkDown => lab.set_link(Path::Wifi, !on),
         Outage::Blackhole => lab.set_blackhole(Path::Wifi, on),

@@ -436,6 +436,76 @@ pub fn udp_echo(
     })
 }
 
+/// Result of a paced UDP stream ([`udp_stream`]).
+#[derive(Debug, Clone)]
+pub struct UdpStreamReport {
+    /// Datagrams sent.
+    pub sent: u32,
+    /// Datagrams that came back.
+    pub echoed: u32,
+    /// The longest time between two datagrams that came back (the stall an outage caused).
+    pub longest_gap: Duration,
+}
+
+/// An RTP-like stream to the echo server `addr`: a `size`-byte datagram (RTP version 2 header,
+/// sequence number, timestamp at 8 kHz) every `interval` for `dur`, the echoes timed; then
+/// 300 ms more for the last ones.
+pub fn udp_stream(
+    addr: SocketAddr,
+    size: usize,
+    interval: Duration,
+    dur: Duration,
+) -> Result<UdpStreamReport, ClientError> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None).map_err(io_err("udp socket"))?;
+    s.connect(&SockAddr::from(addr))
+        .map_err(io_err(format!("udp connect {addr}")))?;
+    let s: UdpSocket = s.into();
+    let interval = interval.max(Duration::from_millis(1));
+    let start = Instant::now();
+    let end = start + dur;
+    let mut pkt = vec![0u8; size.max(12)];
+    let mut buf = vec![0u8; 65_536];
+    let (mut sent, mut echoed) = (0u32, 0u32);
+    let mut last: Option<Instant> = None;
+    let mut longest = Duration::ZERO;
+    loop {
+        let now = Instant::now();
+        if now >= end + Duration::from_millis(300) {
+            break;
+        }
+        let due = start + interval * sent;
+        if now >= due && now < end {
+            pkt[0] = 0x80;
+            pkt[2..4].copy_from_slice(&(sent as u16).to_be_bytes());
+            pkt[4..8].copy_from_slice(&sent.wrapping_mul(160).to_be_bytes());
+            // A send error counts as a lost datagram.
+            let _ = s.send(&pkt);
+            sent += 1;
+            continue;
+        }
+        let until = if now < end {
+            due.max(now)
+        } else {
+            end + Duration::from_millis(300)
+        };
+        let wait = until.saturating_duration_since(now).max(Duration::from_millis(1));
+        s.set_read_timeout(Some(wait)).map_err(io_err("set timeout"))?;
+        if s.recv(&mut buf).is_ok() {
+            let t = Instant::now();
+            if let Some(l) = last {
+                longest = longest.max(t - l);
+            }
+            last = Some(t);
+            echoed += 1;
+        }
+    }
+    Ok(UdpStreamReport {
+        sent,
+        echoed,
+        longest_gap: longest,
+    })
+}
+
 /// Resolves `name` (type AAAA with `v6`, else A) with the DNS server at `server`: up to `tries`
 /// queries, each waiting `wait` for its answer (a resolver's retry loop). The socket is bound to
 /// `device` when given.

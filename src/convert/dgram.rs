@@ -1,0 +1,645 @@
+//! The datagram relay between the laptop and the converter, sans-IO: the codec of one relay
+//! datagram, its MAC under the client's key, the anti-replay window, and the laptop's state of
+//! one relayed session ([`ClientSession`]). The converter's table of sessions is `relay.rs`.
+//!
+//! UDP (and later ICMP echo) of the laptop's hosts is carried as UDP datagrams to the converter's
+//! port (the TCP listener's port), never inside a TCP byte stream, so a datagram never waits
+//! behind a lost one. One datagram:
+//!
+//! ```text
+//! 0      magic 0xd7
+//! 1      kind: 1 data up (laptop → converter), 2 data down, 3 ack (down), 4 refused (down)
+//! 2      flags: bit 0 ACK_REQUESTED (up: answer with an ack)
+//! 3      family of the inner address: 4, 6 (or 0: none, ack and refused)
+//! 4..12  key id (the client key's public id, as in the Cookie TLV, `cookie.rs`)
+//! 12..20 session id (chosen by the laptop, random)
+//! 20..28 sequence number (per session and direction, from 1; refused: the refused datagram's)
+//! 28..36 timestamp (unix seconds of the sender)
+//! ...    inner address (4 or 16 bytes) and port (2): up the destination, down the source
+//! ...    payload (the host's UDP payload; refused: one reason byte)
+//! last16 HMAC-SHA256(secret, LABEL ‖ every byte before the MAC), truncated to 16 bytes
+//! ```
+//!
+//! Security (the converter's Cookie TLV model, `convert/mod.rs`, applied per datagram):
+//! - every datagram is authenticated under the client key; the direction is in the MAC'd kind,
+//!   so a datagram cannot be reflected back to its sender as the other direction;
+//! - replay-proof within a session by a sliding window (RFC 4303 §3.4.3, bitmap as RFC 6479):
+//!   a sequence number accepted once, or older than the window, is refused;
+//! - the first datagram of a session proves the key (MAC) and is fresh (timestamp within the
+//!   allowed clock skew) before the converter creates any state or sends anything anywhere; an
+//!   ended session leaves a tombstone (its last sequence number) for as long as its datagrams'
+//!   timestamps are fresh, so a captured datagram cannot reopen it (`relay.rs`);
+//! - the return path moves to the address of the newest authenticated datagram (as WireGuard's
+//!   roaming): a replayed or forged datagram from elsewhere moves nothing;
+//! - not covered: confidentiality (payloads are clear text, as the host's UDP is without us).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use super::key::{ClientKey, KeyId};
+use crate::time::Instant;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// First byte of every relay datagram.
+pub const MAGIC: u8 = 0xd7;
+/// Bytes of the truncated MAC.
+pub const MAC_LEN: usize = 16;
+/// Bytes before the inner address.
+pub const FIXED_LEN: usize = 36;
+/// The largest overhead a relay datagram adds to a payload (IPv6 inner address).
+pub const MAX_OVERHEAD: usize = FIXED_LEN + 18 + MAC_LEN;
+/// Domain separation of this MAC from the cookie's (the same secret).
+const LABEL: &[u8; 24] = b"mpbond-relay-datagram-v1";
+/// Ask-for-ack flag.
+pub const ACK_REQUESTED: u8 = 1;
+
+/// What a relay datagram is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A host's datagram, laptop → converter → destination.
+    Up,
+    /// A destination's datagram, converter → laptop.
+    Down,
+    /// The converter's answer to [`ACK_REQUESTED`]: the path and the session are alive.
+    Ack,
+    /// The converter will not relay this session (the reason byte is the payload).
+    Refused,
+}
+
+impl Kind {
+    fn code(self) -> u8 {
+        match self {
+            Kind::Up => 1,
+            Kind::Down => 2,
+            Kind::Ack => 3,
+            Kind::Refused => 4,
+        }
+    }
+    fn from_code(c: u8) -> Option<Kind> {
+        Some(match c {
+            1 => Kind::Up,
+            2 => Kind::Down,
+            3 => Kind::Ack,
+            4 => Kind::Refused,
+            _ => return None,
+        })
+    }
+}
+
+/// A relay session's id (the laptop picks it at random).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RelayId(pub u64);
+
+/// Why the converter refuses a session (the payload byte of a [`Kind::Refused`] datagram).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefuseReason {
+    /// Its egress policy prohibits the destination.
+    Policy,
+    /// A limit (per key, in all).
+    Limit,
+    /// It could not open a socket toward the destination.
+    Failure,
+}
+
+impl RefuseReason {
+    /// The payload byte.
+    pub fn code(self) -> u8 {
+        match self {
+            RefuseReason::Policy => 1,
+            RefuseReason::Limit => 2,
+            RefuseReason::Failure => 3,
+        }
+    }
+    fn from_code(c: u8) -> RefuseReason {
+        match c {
+            1 => RefuseReason::Policy,
+            2 => RefuseReason::Limit,
+            _ => RefuseReason::Failure,
+        }
+    }
+    /// snake_case name (status, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            RefuseReason::Policy => "policy",
+            RefuseReason::Limit => "limit",
+            RefuseReason::Failure => "failure",
+        }
+    }
+}
+
+/// The header of a relay datagram (everything but the payload and the MAC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// What it is.
+    pub kind: Kind,
+    /// Flags ([`ACK_REQUESTED`]).
+    pub flags: u8,
+    /// The client key.
+    pub key: KeyId,
+    /// The session.
+    pub session: RelayId,
+    /// Sequence number.
+    pub seq: u64,
+    /// The sender's unix time, seconds.
+    pub timestamp: u64,
+    /// Up: the destination; down: the source. None for ack and refused.
+    pub addr: Option<SocketAddr>,
+}
+
+/// Why bytes are not a relay datagram we accept. Every variant is a counted drop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DgramError {
+    /// Shorter than its header and MAC.
+    #[error("datagram too short")]
+    Short,
+    /// Does not start with [`MAGIC`].
+    #[error("not a relay datagram")]
+    NotRelay,
+    /// Unknown kind or address family, or an address where none belongs.
+    #[error("malformed relay datagram")]
+    Malformed,
+    /// The MAC does not verify (wrong key, altered bytes).
+    #[error("relay datagram MAC does not verify")]
+    BadMac,
+    /// The output buffer is too small.
+    #[error("buffer too small for the relay datagram")]
+    NoRoom,
+}
+
+fn addr_len(a: Option<SocketAddr>) -> usize {
+    match a {
+        None => 0,
+        Some(SocketAddr::V4(_)) => 6,
+        Some(SocketAddr::V6(_)) => 18,
+    }
+}
+
+fn mac(key: &ClientKey, bytes: &[u8]) -> HmacSha256 {
+    // Zero-padded to the block as in `cookie.rs` (the same HMAC, RFC 2104 §2).
+    let mut block = [0u8; 64];
+    block[..32].copy_from_slice(key.secret());
+    let mut m = HmacSha256::new(&block.into());
+    m.update(LABEL);
+    m.update(bytes);
+    m
+}
+
+/// Writes the datagram `h` ‖ `payload` ‖ MAC under `key` into `out`; its length.
+pub fn seal(key: &ClientKey, h: &Header, payload: &[u8], out: &mut [u8]) -> Result<usize, DgramError> {
+    let alen = addr_len(h.addr);
+    let total = FIXED_LEN + alen + payload.len() + MAC_LEN;
+    let out = out.get_mut(..total).ok_or(DgramError::NoRoom)?;
+    out[0] = MAGIC;
+    out[1] = h.kind.code();
+    out[2] = h.flags;
+    out[3] = match h.addr {
+        None => 0,
+        Some(SocketAddr::V4(_)) => 4,
+        Some(SocketAddr::V6(_)) => 6,
+    };
+    out[4..12].copy_from_slice(&h.key.0);
+    out[12..20].copy_from_slice(&h.session.0.to_be_bytes());
+    out[20..28].copy_from_slice(&h.seq.to_be_bytes());
+    out[28..36].copy_from_slice(&h.timestamp.to_be_bytes());
+    let mut at = FIXED_LEN;
+    if let Some(a) = h.addr {
+        match a.ip() {
+            IpAddr::V4(v4) => out[at..at + 4].copy_from_slice(&v4.octets()),
+            IpAddr::V6(v6) => out[at..at + 16].copy_from_slice(&v6.octets()),
+        }
+        at += alen - 2;
+        out[at..at + 2].copy_from_slice(&a.port().to_be_bytes());
+        at += 2;
+    }
+    out[at..at + payload.len()].copy_from_slice(payload);
+    at += payload.len();
+    let tag = mac(key, &out[..at]).finalize().into_bytes();
+    out[at..].copy_from_slice(&tag[..MAC_LEN]);
+    Ok(total)
+}
+
+/// A relay datagram read but not yet authenticated: the header (to find the key and the
+/// session, and to check the replay window first, RFC 4303 §3.4.3) and where the payload is.
+#[derive(Debug, Clone, Copy)]
+pub struct Unverified<'a> {
+    /// The header as received.
+    pub header: Header,
+    bytes: &'a [u8],
+    payload_at: usize,
+}
+
+impl<'a> Unverified<'a> {
+    /// Checks the MAC with `key` (constant time); the payload once it verified.
+    pub fn verify(&self, key: &ClientKey) -> Result<&'a [u8], DgramError> {
+        let end = self.bytes.len() - MAC_LEN;
+        if key.id() != self.header.key {
+            return Err(DgramError::BadMac);
+        }
+        mac(key, &self.bytes[..end])
+            .verify_truncated_left(&self.bytes[end..])
+            .map_err(|_| DgramError::BadMac)?;
+        Ok(&self.bytes[self.payload_at..end])
+    }
+}
+
+/// Parses the framing of `bytes` (no MAC check yet). Never panics.
+pub fn parse(bytes: &[u8]) -> Result<Unverified<'_>, DgramError> {
+    if bytes.first() != Some(&MAGIC) {
+        return Err(DgramError::NotRelay);
+    }
+    if bytes.len() < FIXED_LEN + MAC_LEN {
+        return Err(DgramError::Short);
+    }
+    let kind = Kind::from_code(bytes[1]).ok_or(DgramError::Malformed)?;
+    let u64_at = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[i..i + 8]);
+        u64::from_be_bytes(b)
+    };
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&bytes[4..12]);
+    let alen = match bytes[3] {
+        0 => 0,
+        4 => 6,
+        6 => 18,
+        _ => return Err(DgramError::Malformed),
+    };
+    if bytes.len() < FIXED_LEN + alen + MAC_LEN {
+        return Err(DgramError::Short);
+    }
+    let a = &bytes[FIXED_LEN..FIXED_LEN + alen];
+    let addr = match alen {
+        6 => Some(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])),
+            u16::from_be_bytes([a[4], a[5]]),
+        )),
+        18 => {
+            let mut o = [0u8; 16];
+            o.copy_from_slice(&a[..16]);
+            Some(SocketAddr::new(
+                IpAddr::V6(Ipv6Addr::from(o)),
+                u16::from_be_bytes([a[16], a[17]]),
+            ))
+        }
+        _ => None,
+    };
+    // Data carries an address; ack and refused do not.
+    if matches!(kind, Kind::Up | Kind::Down) != addr.is_some() {
+        return Err(DgramError::Malformed);
+    }
+    Ok(Unverified {
+        header: Header {
+            kind,
+            flags: bytes[2],
+            key: KeyId(key),
+            session: RelayId(u64_at(12)),
+            seq: u64_at(20),
+            timestamp: u64_at(28),
+            addr,
+        },
+        bytes,
+        payload_at: FIXED_LEN + alen,
+    })
+}
+
+/// Bits of the anti-replay window (RFC 4303 §3.4.3: "a minimum window size of 32 packets MUST
+/// be supported"; we keep 1024, room for reordering between two paths at a failover).
+pub const WINDOW: u64 = 1024;
+
+/// A sequence number the window refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Replay {
+    /// Zero is never sent.
+    #[error("sequence number zero")]
+    Zero,
+    /// Older than the window (RFC 4303 §3.4.3: "packets that fall to the left of the window
+    /// MUST be rejected").
+    #[error("sequence number left of the window")]
+    TooOld,
+    /// Received before (RFC 4303 §3.4.3: "duplicates are rejected").
+    #[error("sequence number seen before")]
+    Duplicate,
+}
+
+/// The sliding anti-replay window of one direction of one session: the highest sequence number
+/// accepted and a bitmap of the [`WINDOW`] numbers up to it (RFC 6479's bitmap, indexed by the
+/// number modulo the window). Call [`ReplayWindow::check`] before the MAC check, and
+/// [`ReplayWindow::accept`] only after the MAC verified (RFC 4303 §3.4.3: "the receive window
+/// is updated only if the integrity verification succeeds").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplayWindow {
+    top: u64,
+    bits: [u64; (WINDOW / 64) as usize],
+}
+
+impl Default for ReplayWindow {
+    fn default() -> Self {
+        ReplayWindow::new()
+    }
+}
+
+impl ReplayWindow {
+    /// Nothing accepted yet.
+    pub fn new() -> ReplayWindow {
+        ReplayWindow {
+            top: 0,
+            bits: [0; (WINDOW / 64) as usize],
+        }
+    }
+
+    /// A window whose numbers up to `floor` count as seen (a session reopened after its
+    /// tombstone: nothing at or below its last number may come again).
+    pub fn starting_after(floor: u64) -> ReplayWindow {
+        let mut w = ReplayWindow::new();
+        w.top = floor;
+        w.bits = [u64::MAX; (WINDOW / 64) as usize];
+        w
+    }
+
+    /// The highest number accepted (0: none).
+    pub fn top(&self) -> u64 {
+        self.top
+    }
+
+    fn bit(seq: u64) -> (usize, u64) {
+        let i = seq % WINDOW;
+        ((i / 64) as usize, 1u64 << (i % 64))
+    }
+
+    /// Whether `seq` would be accepted.
+    pub fn check(&self, seq: u64) -> Result<(), Replay> {
+        if seq == 0 {
+            return Err(Replay::Zero);
+        }
+        if seq > self.top {
+            return Ok(());
+        }
+        if self.top - seq >= WINDOW {
+            return Err(Replay::TooOld);
+        }
+        let (w, b) = Self::bit(seq);
+        if self.bits[w] & b != 0 {
+            return Err(Replay::Duplicate);
+        }
+        Ok(())
+    }
+
+    /// Accepts `seq` (after the MAC verified); true if it is the newest so far.
+    pub fn accept(&mut self, seq: u64) -> Result<bool, Replay> {
+        self.check(seq)?;
+        let newest = seq > self.top;
+        if newest {
+            if seq - self.top >= WINDOW {
+                self.bits = [0; (WINDOW / 64) as usize];
+            } else {
+                // Clear the bits of the numbers the window slides over (at most WINDOW - 1).
+                for s in self.top + 1..seq {
+                    let (w, b) = Self::bit(s);
+                    self.bits[w] &= !b;
+                }
+            }
+            self.top = seq;
+        }
+        let (w, b) = Self::bit(seq);
+        self.bits[w] |= b;
+        Ok(newest)
+    }
+}
+
+/// The laptop asks for an ack when it heard nothing from the converter for this long (three
+/// packets of a 50 pkt/s stream).
+pub const ACK_AFTER: Duration = Duration::from_millis(60);
+/// At most one ack request per this interval.
+pub const ACK_EVERY: Duration = Duration::from_millis(50);
+/// A path on which acks were asked for this long without an answer is silent (at least; three
+/// times the ack round trip measured on the path when that is longer, so that a slow path is not
+/// taken for a dead one). As aggressive as the MPTCP subflows' own liveness (2 RTTs, at least
+/// RTT + 20 ms), whose verdict (the interface held unresponsive) it shares.
+pub const SILENT_MIN: Duration = Duration::from_millis(150);
+/// The same on a path whose ack round trip is not measured yet (the first ack request of a
+/// session measures it; after a move the new path has none until its first ack): slow enough
+/// for any real path's round trip.
+pub const SILENT_UNMEASURED: Duration = Duration::from_secs(1);
+/// A session never answered for this long (and asked at least twice): the converter is not there.
+pub const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the laptop concludes about a relayed session's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    /// Answers come (or it is too early to tell).
+    Fine,
+    /// The converter never answered: relay this session direct instead.
+    ConverterSilent,
+    /// The converter answered before but no longer does on this path: move the path.
+    PathSilent,
+}
+
+/// The laptop's state of a session before the converter answered, and after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientState {
+    /// Nothing heard yet: every datagram asks for an ack (rate-limited).
+    Opening { since: Instant },
+    /// Heard from the converter at `last_heard`.
+    Open { last_heard: Instant },
+}
+
+/// What a verified datagram from the converter says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Down<'a> {
+    /// A destination's datagram for the host: from `from`.
+    Data {
+        /// Its source.
+        from: SocketAddr,
+        /// The UDP payload.
+        payload: &'a [u8],
+    },
+    /// The path and the session are alive.
+    Ack,
+    /// The converter will not relay this session.
+    Refused(RefuseReason),
+}
+
+/// Why a datagram from the converter was dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DownError {
+    /// Not a valid relay datagram.
+    #[error(transparent)]
+    Dgram(#[from] DgramError),
+    /// A replay or a number left of the window.
+    #[error(transparent)]
+    Replay(#[from] Replay),
+    /// Another session's, an up datagram, or a refusal of a number never sent.
+    #[error("relay datagram not for this session")]
+    NotOurs,
+}
+
+/// One host UDP session relayed through a converter, the laptop's side: sealing what the host
+/// sends, opening what comes back, and whether the current path still answers.
+///
+/// Call order: [`ClientSession::seal_up`] for each host datagram (then send it to the converter
+/// on the session's path); [`ClientSession::open_down`] for each datagram from the converter;
+/// [`ClientSession::health`] before each send; [`ClientSession::path_moved`] after the path
+/// changed.
+#[derive(Debug, Clone)]
+pub struct ClientSession {
+    id: RelayId,
+    dst: SocketAddr,
+    next_seq: u64,
+    recv: ReplayWindow,
+    state: ClientState,
+    /// When an unanswered ack request was first sent on this path.
+    asked_since: Option<Instant>,
+    last_ask: Option<Instant>,
+    asks: u32,
+    /// Smoothed time from the first unanswered ack request to the answer, on this path.
+    srtt: Option<Duration>,
+}
+
+impl ClientSession {
+    /// A new session `id` toward `dst`, started at `now`.
+    pub fn new(id: RelayId, dst: SocketAddr, now: Instant) -> ClientSession {
+        ClientSession {
+            id,
+            dst,
+            next_seq: 1,
+            recv: ReplayWindow::new(),
+            state: ClientState::Opening { since: now },
+            asked_since: None,
+            last_ask: None,
+            asks: 0,
+            srtt: None,
+        }
+    }
+
+    /// How long ack requests may go unanswered before the path is silent.
+    pub fn silent_after(&self) -> Duration {
+        self.srtt.map_or(SILENT_UNMEASURED, |r| (3 * r).max(SILENT_MIN))
+    }
+
+    /// Its id.
+    pub fn id(&self) -> RelayId {
+        self.id
+    }
+
+    /// Whether the converter answered at least once.
+    pub fn is_open(&self) -> bool {
+        matches!(self.state, ClientState::Open { .. })
+    }
+
+    /// Seals the host's `payload` into `out` (sequence number, timestamp `unix_secs`, the MAC);
+    /// its length.
+    pub fn seal_up(
+        &mut self,
+        now: Instant,
+        unix_secs: u64,
+        key: &ClientKey,
+        payload: &[u8],
+        out: &mut [u8],
+    ) -> Result<usize, DgramError> {
+        let silent = match self.state {
+            ClientState::Opening { .. } => true,
+            ClientState::Open { last_heard } => now.saturating_duration_since(last_heard) >= ACK_AFTER,
+        };
+        let ask = silent
+            && self
+                .last_ask
+                .is_none_or(|t| now.saturating_duration_since(t) >= ACK_EVERY);
+        let h = Header {
+            kind: Kind::Up,
+            flags: if ask { ACK_REQUESTED } else { 0 },
+            key: key.id(),
+            session: self.id,
+            seq: self.next_seq,
+            timestamp: unix_secs,
+            addr: Some(self.dst),
+        };
+        let n = seal(key, &h, payload, out)?;
+        self.next_seq += 1;
+        if ask {
+            self.last_ask = Some(now);
+            self.asked_since.get_or_insert(now);
+            self.asks = self.asks.saturating_add(1);
+        }
+        Ok(n)
+    }
+
+    /// Opens a datagram from the converter.
+    pub fn open_down<'a>(
+        &mut self,
+        now: Instant,
+        key: &ClientKey,
+        bytes: &'a [u8],
+    ) -> Result<Down<'a>, DownError> {
+        let u = parse(bytes)?;
+        let h = u.header;
+        if h.session != self.id || h.key != key.id() || h.kind == Kind::Up {
+            return Err(DownError::NotOurs);
+        }
+        if h.kind == Kind::Refused {
+            // Not in the window (the converter keeps no state for a refused session): it names
+            // the refused number instead, which must be one we sent.
+            let payload = u.verify(key)?;
+            if h.seq == 0 || h.seq >= self.next_seq {
+                return Err(DownError::NotOurs);
+            }
+            return Ok(Down::Refused(RefuseReason::from_code(
+                payload.first().copied().unwrap_or(0),
+            )));
+        }
+        self.recv.check(h.seq)?;
+        let payload = u.verify(key)?;
+        self.recv.accept(h.seq)?;
+        if h.kind == Kind::Ack
+            && let Some(t) = self.asked_since
+        {
+            // From the first request not answered: an over-estimate, on the safe side.
+            let sample = now.saturating_duration_since(t);
+            self.srtt = Some(self.srtt.map_or(sample, |r| (r * 7 + sample) / 8));
+        }
+        self.state = ClientState::Open { last_heard: now };
+        self.asked_since = None;
+        self.asks = 0;
+        Ok(match (h.kind, h.addr) {
+            (Kind::Down, Some(from)) => Down::Data { from, payload },
+            _ => Down::Ack,
+        })
+    }
+
+    /// Whether the session's path answers at `now`.
+    pub fn health(&self, now: Instant) -> Health {
+        match self.state {
+            ClientState::Opening { since } => {
+                if self.asks >= 2 && now.saturating_duration_since(since) >= OPEN_TIMEOUT {
+                    Health::ConverterSilent
+                } else {
+                    Health::Fine
+                }
+            }
+            ClientState::Open { .. } => match self.asked_since {
+                Some(t) if self.asks >= 2 && now.saturating_duration_since(t) >= self.silent_after() => {
+                    Health::PathSilent
+                }
+                _ => Health::Fine,
+            },
+        }
+    }
+
+    /// The session now leaves on another path: its silence so far was the old path's.
+    pub fn path_moved(&mut self, now: Instant) {
+        self.asked_since = None;
+        self.last_ask = None;
+        self.asks = 0;
+        self.srtt = None;
+        if let ClientState::Opening { since } = &mut self.state {
+            *since = now;
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "dgram_tests.rs"]
+mod tests;

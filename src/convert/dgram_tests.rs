@@ -1,0 +1,318 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn key(b: u8) -> ClientKey {
+    ClientKey::from_parts(KeyId([b; 8]), [b.wrapping_add(1); 32])
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn hdr(kind: Kind, addr: Option<SocketAddr>) -> Header {
+    Header {
+        kind,
+        flags: ACK_REQUESTED,
+        key: key(1).id(),
+        session: RelayId(0x0102_0304_0506_0708),
+        seq: 42,
+        timestamp: 1_700_000_000,
+        addr,
+    }
+}
+
+#[test]
+fn round_trip_v4_v6_and_no_address() {
+    let k = key(1);
+    for (kind, addr) in [
+        (Kind::Up, Some(sa("198.19.0.11:7"))),
+        (Kind::Down, Some(sa("[2001:db8::11]:5004"))),
+        (Kind::Ack, None),
+        (Kind::Refused, None),
+    ] {
+        let h = hdr(kind, addr);
+        let mut out = [0u8; 256];
+        let n = seal(&k, &h, b"payload", &mut out).unwrap();
+        assert_eq!(n, FIXED_LEN + addr_len(addr) + 7 + MAC_LEN);
+        let u = parse(&out[..n]).unwrap();
+        assert_eq!(u.header, h);
+        assert_eq!(u.verify(&k).unwrap(), b"payload");
+        assert_eq!(u.verify(&key(2)), Err(DgramError::BadMac), "another key");
+    }
+}
+
+#[test]
+fn every_flipped_bit_fails_the_mac_or_the_framing() {
+    let k = key(1);
+    let mut out = [0u8; 128];
+    let n = seal(&k, &hdr(Kind::Up, Some(sa("198.19.0.11:7"))), b"abc", &mut out).unwrap();
+    for byte in 0..n {
+        for bit in 0..8 {
+            let mut b = out[..n].to_vec();
+            b[byte] ^= 1 << bit;
+            let ok = parse(&b).and_then(|u| u.verify(&k).map(|_| ()));
+            assert!(ok.is_err(), "byte {byte} bit {bit}");
+        }
+    }
+}
+
+#[test]
+fn framing_errors() {
+    assert_eq!(parse(&[]).unwrap_err(), DgramError::NotRelay);
+    assert_eq!(parse(&[1; 80]).unwrap_err(), DgramError::NotRelay);
+    assert_eq!(parse(&[MAGIC; 10]).unwrap_err(), DgramError::Short);
+    let k = key(1);
+    let mut out = [0u8; 128];
+    let n = seal(&k, &hdr(Kind::Up, Some(sa("[2001:db8::1]:7"))), b"", &mut out).unwrap();
+    assert_eq!(
+        parse(&out[..n - 1]).unwrap_err(),
+        DgramError::Short,
+        "cut into the address"
+    );
+    let mut b = out[..n].to_vec();
+    b[3] = 5;
+    assert_eq!(parse(&b).unwrap_err(), DgramError::Malformed, "family 5");
+    b[3] = 6;
+    b[1] = 9;
+    assert_eq!(parse(&b).unwrap_err(), DgramError::Malformed, "kind 9");
+    // Data without an address, ack with one.
+    let n = seal(&k, &hdr(Kind::Up, None), b"", &mut out).unwrap();
+    assert_eq!(parse(&out[..n]).unwrap_err(), DgramError::Malformed);
+    let n = seal(&k, &hdr(Kind::Ack, Some(sa("198.19.0.1:1"))), b"", &mut out).unwrap();
+    assert_eq!(parse(&out[..n]).unwrap_err(), DgramError::Malformed);
+    assert_eq!(
+        seal(
+            &k,
+            &hdr(Kind::Up, Some(sa("198.19.0.1:1"))),
+            &[0; 100],
+            &mut [0; 60]
+        ),
+        Err(DgramError::NoRoom)
+    );
+}
+
+#[test]
+fn window_in_order_reordered_duplicates_and_left_edge() {
+    let mut w = ReplayWindow::new();
+    assert_eq!(w.check(0), Err(Replay::Zero));
+    assert_eq!(w.accept(1), Ok(true));
+    assert_eq!(w.accept(1), Err(Replay::Duplicate));
+    assert_eq!(w.accept(5), Ok(true));
+    assert_eq!(w.accept(3), Ok(false), "reordered, inside the window");
+    assert_eq!(w.accept(3), Err(Replay::Duplicate));
+    assert_eq!(w.accept(4), Ok(false));
+    assert_eq!(w.accept(5 + WINDOW - 1), Ok(true));
+    assert_eq!(w.check(5), Err(Replay::Duplicate), "still inside: seen");
+    assert_eq!(w.check(6), Ok(()), "still inside, never seen");
+    assert_eq!(w.check(2), Err(Replay::TooOld));
+    assert_eq!(w.accept(5 + WINDOW), Ok(true));
+    assert_eq!(w.check(5), Err(Replay::TooOld));
+    // A jump beyond the window clears it.
+    assert_eq!(w.accept(10 * WINDOW), Ok(true));
+    assert_eq!(w.check(10 * WINDOW - 1), Ok(()));
+    assert_eq!(w.check(9 * WINDOW), Err(Replay::TooOld));
+    let s = ReplayWindow::starting_after(100);
+    assert_eq!(s.check(100), Err(Replay::Duplicate));
+    assert_eq!(s.check(99), Err(Replay::Duplicate));
+    assert_eq!(s.check(101), Ok(()));
+}
+
+proptest! {
+    /// Against a model (the set of numbers accepted, the highest one): a number is accepted iff
+    /// it is non-zero, never accepted before, and within WINDOW of the highest.
+    #[test]
+    fn window_matches_a_set_model(seqs in proptest::collection::vec(0u64..3000, 1..400)) {
+        let mut w = ReplayWindow::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut top = 0u64;
+        for s in seqs {
+            let model_ok = s != 0 && !seen.contains(&s) && (s > top || top - s < WINDOW);
+            let got = w.accept(s);
+            prop_assert_eq!(got.is_ok(), model_ok, "seq {} top {}", s, top);
+            if model_ok {
+                prop_assert_eq!(got.unwrap(), s > top);
+                seen.insert(s);
+                top = top.max(s);
+            }
+        }
+    }
+
+    /// Parsing arbitrary bytes never panics, and whatever parses and verifies under a key was
+    /// sealed with it (no forgery from noise).
+    #[test]
+    fn parse_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        if let Ok(u) = parse(&bytes) {
+            prop_assert!(u.verify(&key(1)).is_err());
+        }
+    }
+
+    #[test]
+    fn seal_parse_round_trip(seq in 1u64.., ts in any::<u64>(), port in any::<u16>(),
+                             v6 in any::<bool>(), payload in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let addr = if v6 { SocketAddr::new(IpAddr::V6(Ipv6Addr::from(seq as u128)), port) }
+                   else { SocketAddr::new(IpAddr::V4(Ipv4Addr::from(seq as u32)), port) };
+        let h = Header { seq, timestamp: ts, addr: Some(addr), ..hdr(Kind::Down, None) };
+        let mut out = vec![0u8; 400];
+        let n = seal(&key(3), &Header { key: key(3).id(), ..h }, &payload, &mut out).unwrap();
+        let u = parse(&out[..n]).unwrap();
+        prop_assert_eq!(u.header.addr, Some(addr));
+        prop_assert_eq!(u.verify(&key(3)).unwrap(), &payload[..]);
+    }
+}
+
+fn down(k: &ClientKey, id: RelayId, kind: Kind, seq: u64, payload: &[u8]) -> Vec<u8> {
+    let addr = (kind == Kind::Down).then(|| sa("198.19.0.11:7"));
+    let h = Header {
+        kind,
+        flags: 0,
+        key: k.id(),
+        session: id,
+        seq,
+        timestamp: 0,
+        addr,
+    };
+    let mut out = vec![0u8; 256];
+    let n = seal(k, &h, payload, &mut out).unwrap();
+    out.truncate(n);
+    out
+}
+
+#[test]
+fn client_opens_on_the_first_answer_and_asks_for_acks_only_when_silent() {
+    let k = key(1);
+    let id = RelayId(9);
+    let t0 = Instant::from_millis(1000);
+    let mut c = ClientSession::new(id, sa("198.19.0.11:7"), t0);
+    let mut buf = [0u8; 256];
+    let n = c.seal_up(t0, 5, &k, b"hi", &mut buf).unwrap();
+    let u = parse(&buf[..n]).unwrap();
+    assert_eq!(
+        (u.header.seq, u.header.flags),
+        (1, ACK_REQUESTED),
+        "opening: asks"
+    );
+    let n = c
+        .seal_up(t0 + Duration::from_millis(10), 5, &k, b"hi", &mut buf)
+        .unwrap();
+    assert_eq!(parse(&buf[..n]).unwrap().header.flags, 0, "rate-limited");
+    assert!(!c.is_open());
+    let t1 = t0 + Duration::from_millis(30);
+    assert_eq!(
+        c.open_down(t1, &k, &down(&k, id, Kind::Ack, 1, b"")),
+        Ok(Down::Ack)
+    );
+    assert!(c.is_open());
+    assert_eq!(
+        c.open_down(t1, &k, &down(&k, id, Kind::Ack, 1, b"")),
+        Err(DownError::Replay(Replay::Duplicate))
+    );
+    assert_eq!(
+        c.open_down(t1, &k, &down(&k, id, Kind::Down, 2, b"echo")),
+        Ok(Down::Data {
+            from: sa("198.19.0.11:7"),
+            payload: b"echo"
+        })
+    );
+    assert_eq!(
+        c.open_down(t1, &k, &down(&k, RelayId(8), Kind::Down, 3, b"x")),
+        Err(DownError::NotOurs)
+    );
+    assert_eq!(
+        c.open_down(t1, &k, &down(&key(2), id, Kind::Down, 3, b"x")),
+        Err(DownError::NotOurs),
+        "another key's"
+    );
+    let mut forged = down(&k, id, Kind::Down, 3, b"x");
+    forged[40] ^= 1;
+    assert_eq!(
+        c.open_down(t1, &k, &forged),
+        Err(DownError::Dgram(DgramError::BadMac))
+    );
+    let n = c
+        .seal_up(t1 + Duration::from_millis(50), 5, &k, b"x", &mut buf)
+        .unwrap();
+    assert_eq!(parse(&buf[..n]).unwrap().header.flags, 0, "heard lately: no ask");
+    let n = c.seal_up(t1 + ACK_AFTER, 5, &k, b"x", &mut buf).unwrap();
+    assert_eq!(
+        parse(&buf[..n]).unwrap().header.flags,
+        ACK_REQUESTED,
+        "silent: asks"
+    );
+}
+
+#[test]
+fn client_health_path_silent_converter_silent_and_refused() {
+    let k = key(1);
+    let id = RelayId(9);
+    let t0 = Instant::from_millis(1000);
+    let ms = Duration::from_millis;
+    let mut buf = [0u8; 256];
+    // Never answered: after OPEN_TIMEOUT and two asks, the converter is silent.
+    let mut c = ClientSession::new(id, sa("198.19.0.11:7"), t0);
+    for i in 0..=100 {
+        let t = t0 + ms(20 * i);
+        c.seal_up(t, 5, &k, b"x", &mut buf).unwrap();
+        let want = if ms(20 * i) >= OPEN_TIMEOUT {
+            Health::ConverterSilent
+        } else {
+            Health::Fine
+        };
+        assert_eq!(c.health(t), want, "at {} ms", 20 * i);
+    }
+    // Answered, then silent on this path: PathSilent SILENT_MIN after the first ask.
+    let mut c = ClientSession::new(id, sa("198.19.0.11:7"), t0);
+    c.seal_up(t0, 5, &k, b"x", &mut buf).unwrap();
+    c.open_down(t0 + ms(20), &k, &down(&k, id, Kind::Ack, 1, b""))
+        .unwrap();
+    let heard = t0 + ms(20);
+    let first_ask = heard + ACK_AFTER;
+    let mut t = heard;
+    while t < first_ask + SILENT_MIN + ms(100) {
+        c.seal_up(t, 5, &k, b"x", &mut buf).unwrap();
+        let want = if t >= first_ask + SILENT_MIN {
+            Health::PathSilent
+        } else {
+            Health::Fine
+        };
+        assert_eq!(c.health(t), want, "at {:?}", t.saturating_duration_since(heard));
+        t += ms(20);
+    }
+    // A slow path is given longer: 3 × the ack round trip measured.
+    let mut slow = ClientSession::new(id, sa("198.19.0.11:7"), t0);
+    slow.seal_up(t0, 5, &k, b"x", &mut buf).unwrap();
+    slow.open_down(t0 + ms(150), &k, &down(&k, id, Kind::Ack, 1, b""))
+        .unwrap();
+    assert_eq!(slow.silent_after(), ms(450));
+    // Moved: the new path gets its own time, and until an ack measured it the long bound.
+    c.path_moved(t);
+    assert_eq!(c.silent_after(), SILENT_UNMEASURED);
+    let moved = t;
+    while t < moved + ACK_AFTER + SILENT_UNMEASURED + ms(100) {
+        c.seal_up(t, 5, &k, b"x", &mut buf).unwrap();
+        // The first datagram on the new path asks at once (nothing heard lately).
+        let want = if t >= moved + SILENT_UNMEASURED {
+            Health::PathSilent
+        } else {
+            Health::Fine
+        };
+        assert_eq!(
+            c.health(t),
+            want,
+            "after the move, at {:?}",
+            t.saturating_duration_since(moved)
+        );
+        t += ms(20);
+    }
+    // A refusal names a number we sent.
+    let sent = c.next_seq - 1;
+    assert_eq!(
+        c.open_down(t, &k, &down(&k, id, Kind::Refused, sent, &[1])),
+        Ok(Down::Refused(RefuseReason::Policy))
+    );
+    assert_eq!(
+        c.open_down(t, &k, &down(&k, id, Kind::Refused, sent + 1, &[1])),
+        Err(DownError::NotOurs),
+        "never sent"
+    );
+}

@@ -1,0 +1,616 @@
+//! UDP through the converter's datagram relay, in a deterministic simulator: the engine (the
+//! laptop) and `convert::relay::RelayTable` (the converter) with an echoing destination behind
+//! it, two paths (Wi-Fi, cellular) with delay, loss and duplication, the laptop's per-session
+//! sockets modelled (a move opens a new source port), an attacker replaying and forging
+//! datagrams from elsewhere. Seeds replay with `MPBOND_SIM_SEED`.
+#![allow(clippy::unwrap_used, reason = "tests")]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use mpbond::convert::dgram::{self, Kind, RelayId};
+use mpbond::convert::key::{ClientKey, KeyId};
+use mpbond::convert::relay::{RelayConfig, RelayTable, SessionKey, Up};
+use mpbond::engine::{
+    CELLULAR, Config, ConverterSettings, DatagramAction, Dest, DropReason, Engine, IfaceState, SessionId,
+    WIFI,
+};
+use mpbond::sim::rng::{Rng, seed_from_env};
+use mpbond::time::Instant;
+use mpbond::wire::{ip, udp};
+
+const HOST: &str = "100.127.77.1:40000";
+const HOST6: &str = "[fd99::1]:40000";
+const CONV: &str = "198.18.3.1:5124";
+const UNIX: u64 = 1_800_000_000;
+const ATTACKER: &str = "203.0.113.66:4444";
+
+fn key() -> ClientKey {
+    ClientKey::from_parts(KeyId([7; 8]), [9; 32])
+}
+
+fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// One path of the laptop's: one-way delay, loss, duplication; blackholed or not.
+struct Path {
+    addr: IpAddr,
+    addr6: IpAddr,
+    delay: Duration,
+    loss: f64,
+    dup: f64,
+    blackhole: bool,
+}
+
+/// A datagram in flight.
+struct InFlight {
+    at: Instant,
+    /// To the converter (else to the laptop).
+    up: bool,
+    from: SocketAddr,
+    to: SocketAddr,
+    bytes: Vec<u8>,
+}
+
+/// Something done to the world once, at a time.
+type Event<'a> = (Instant, &'a dyn Fn(&mut Sim));
+
+/// Laptop, paths, converter, destination.
+struct Sim {
+    e: Engine,
+    now: Instant,
+    rng: Rng,
+    paths: [Path; 2],
+    /// The engine's sessions' sockets: (iface, local address, connected peer).
+    socks: HashMap<SessionId, (u8, SocketAddr, SocketAddr)>,
+    next_port: u16,
+    table: RelayTable,
+    flight: Vec<InFlight>,
+    /// Destinations' view: the source addresses each saw (the converter's socket for the
+    /// session: a session key; a direct datagram: the laptop's address).
+    seen_by_dst: BTreeMap<SocketAddr, HashSet<String>>,
+    /// Datagrams the host received back: (time, payload).
+    host_rx: Vec<(Instant, Vec<u8>)>,
+    /// Up datagrams the converter received (for the attacker to replay).
+    captured: Vec<Vec<u8>>,
+    /// Converter counters by name.
+    drops: BTreeMap<&'static str, u64>,
+    /// The converter refuses destinations on this port (its policy).
+    refused_port: Option<u16>,
+    /// The converter is not there.
+    converter_dead: bool,
+    /// The destination answers (else it only listens: a one-way stream, or a VoIP peer whose
+    /// silence suppression stopped its stream).
+    echo: bool,
+    buf: Vec<u8>,
+}
+
+impl Sim {
+    fn new(seed: u64) -> Sim {
+        let mut e = Engine::new(Config {
+            tun_mtu: 9000,
+            converter: Some(ConverterSettings {
+                addrs: vec![sa(CONV)],
+                key: key(),
+            }),
+            ..Config::default()
+        });
+        e.set_unix_time(Instant::ZERO, Duration::from_secs(UNIX));
+        for (i, a) in [(WIFI, "198.18.1.2"), (CELLULAR, "198.18.2.2")] {
+            e.handle_iface_state(
+                Instant::ZERO,
+                i,
+                IfaceState {
+                    usable: true,
+                    v4: Some(a.parse().unwrap()),
+                    v6: Some(format!("fd18:{}::2", i + 1).parse().unwrap()),
+                },
+            );
+        }
+        let path = |a: &str, a6: &str, d| Path {
+            addr: a.parse().unwrap(),
+            addr6: a6.parse().unwrap(),
+            delay: ms(d),
+            loss: 0.0,
+            dup: 0.0,
+            blackhole: false,
+        };
+        Sim {
+            e,
+            now: Instant::ZERO,
+            rng: Rng::new(seed),
+            paths: [
+                path("198.18.1.2", "fd18:1::2", 10),
+                path("198.18.2.2", "fd18:2::2", 30),
+            ],
+            socks: HashMap::new(),
+            next_port: 50_000,
+            table: RelayTable::new(RelayConfig::default()),
+            flight: Vec::new(),
+            seen_by_dst: BTreeMap::new(),
+            host_rx: Vec::new(),
+            captured: Vec::new(),
+            drops: BTreeMap::new(),
+            refused_port: None,
+            converter_dead: false,
+            echo: true,
+            buf: vec![0; 70_000],
+        }
+    }
+
+    fn unix(&self) -> u64 {
+        UNIX + self.now.as_millis() / 1000
+    }
+
+    /// The host sends `payload` from HOST to `dst`.
+    fn host_send(&mut self, dst: SocketAddr, payload: &[u8]) {
+        let host = if dst.is_ipv4() { sa(HOST) } else { sa(HOST6) };
+        let n = udp::write_packet(&mut self.buf, host, dst, payload).unwrap();
+        let pkt = self.buf[..n].to_vec();
+        self.e.handle_tun_packet(self.now, &pkt);
+        self.pump();
+    }
+
+    fn send_on_path(&mut self, iface: u8, up: bool, from: SocketAddr, to: SocketAddr, bytes: Vec<u8>) {
+        let p = &self.paths[usize::from(iface)];
+        if p.blackhole || self.rng.chance(p.loss) {
+            return;
+        }
+        let copies = if self.rng.chance(p.dup) { 2 } else { 1 };
+        let at = self.now + p.delay;
+        for _ in 0..copies {
+            self.flight.push(InFlight {
+                at,
+                up,
+                from,
+                to,
+                bytes: bytes.clone(),
+            });
+        }
+    }
+
+    /// Moves everything the engine has to give (packets to the host, socket actions).
+    fn pump(&mut self) {
+        while let Some(t) = self.e.poll_transmit(self.now, &mut self.buf) {
+            if t.dest == Dest::Tun {
+                let p = ip::parse(&self.buf[..t.len]).unwrap();
+                if p.proto == 17 {
+                    let seg = &self.buf[p.payload.clone()];
+                    self.host_rx.push((self.now, seg[8..].to_vec()));
+                }
+            }
+        }
+        while let Some(a) = self.e.poll_datagram(&mut self.buf) {
+            match a {
+                DatagramAction::Send {
+                    session,
+                    iface,
+                    dst,
+                    len,
+                    ..
+                } => {
+                    let fresh = self.socks.get(&session).is_none_or(|s| s.0 != iface);
+                    if fresh {
+                        self.open(session, iface, dst);
+                    }
+                    let (i, local, peer) = self.socks[&session];
+                    let bytes = self.buf[..len].to_vec();
+                    if peer == sa(CONV) {
+                        self.send_on_path(i, true, local, peer, bytes);
+                    } else {
+                        // Direct: the destination sees the laptop's own address.
+                        self.seen_by_dst
+                            .entry(peer)
+                            .or_default()
+                            .insert(format!("direct {local}"));
+                    }
+                }
+                DatagramAction::Move {
+                    session, iface, dst, ..
+                } => {
+                    if self.socks.contains_key(&session) {
+                        self.open(session, iface, dst);
+                    }
+                }
+                DatagramAction::Close { session } => {
+                    self.socks.remove(&session);
+                }
+            }
+        }
+    }
+
+    fn open(&mut self, session: SessionId, iface: u8, dst: SocketAddr) {
+        self.next_port += 1;
+        let p = &self.paths[usize::from(iface)];
+        let ip = if dst.is_ipv4() { p.addr } else { p.addr6 };
+        self.socks
+            .insert(session, (iface, SocketAddr::new(ip, self.next_port), dst));
+    }
+
+    fn count(&mut self, what: &'static str) {
+        *self.drops.entry(what).or_default() += 1;
+    }
+
+    /// The converter receives `bytes` from `from`; the destination echoes at once.
+    fn converter_rx(&mut self, from: SocketAddr, bytes: &[u8]) {
+        if self.converter_dead {
+            return;
+        }
+        let (now, unix) = (self.now, self.unix());
+        let verdict = self
+            .table
+            .handle_up(now, unix, from, bytes, |id| (*id == key().id()).then(key));
+        let (sk, payload, ack) = match verdict {
+            Err(e) => return self.count(e.name()),
+            Ok(Up::Relay {
+                key, payload, ack, ..
+            }) => (key, payload.to_vec(), ack),
+            Ok(Up::Open { opening, payload }) => {
+                if Some(opening.dst.port()) == self.refused_port {
+                    let mut out = [0u8; 128];
+                    let n = RelayTable::seal_refused(
+                        unix,
+                        &key(),
+                        &opening,
+                        dgram::RefuseReason::Policy,
+                        &mut out,
+                    )
+                    .unwrap();
+                    self.send_to_laptop(from, out[..n].to_vec());
+                    return self.count("refused");
+                }
+                self.table.insert(now, &opening, payload.len());
+                (opening.key, payload.to_vec(), opening.ack)
+            }
+        };
+        self.captured.push(bytes.to_vec());
+        let dst = self.table.get(&sk).unwrap().dst;
+        self.seen_by_dst
+            .entry(dst)
+            .or_default()
+            .insert(format!("converter session {:x}", sk.1.0));
+        if ack {
+            let mut out = [0u8; 128];
+            let (n, to) = self.table.seal_ack(unix, &key(), &sk, &mut out).unwrap();
+            self.send_to_laptop(to, out[..n].to_vec());
+        }
+        if self.echo {
+            self.echo(sk, &payload);
+        }
+    }
+
+    fn echo(&mut self, sk: SessionKey, payload: &[u8]) {
+        let mut out = vec![0u8; payload.len() + 100];
+        let (now, unix) = (self.now, self.unix());
+        let (n, to) = self
+            .table
+            .seal_down(now, unix, &key(), &sk, payload, &mut out)
+            .unwrap();
+        out.truncate(n);
+        self.send_to_laptop(to, out);
+    }
+
+    fn send_to_laptop(&mut self, to: SocketAddr, bytes: Vec<u8>) {
+        // The path whose address it is (the attacker's address is no path: lost).
+        let Some(i) = (0..2u8).find(|&i| {
+            let p = &self.paths[usize::from(i)];
+            to.ip() == p.addr || to.ip() == p.addr6
+        }) else {
+            return;
+        };
+        self.send_on_path(i, false, sa(CONV), to, bytes);
+    }
+
+    /// Runs until `until`, delivering what is due and the engine's timers.
+    fn run_until(&mut self, until: Instant) {
+        loop {
+            let next_flight = self.flight.iter().map(|f| f.at).min();
+            let next_timer = self.e.poll_timeout();
+            let next = [next_flight, next_timer].into_iter().flatten().min();
+            let Some(t) = next.filter(|&t| t <= until) else {
+                self.now = until;
+                return;
+            };
+            self.now = self.now.max(t);
+            if next_timer.is_some_and(|x| x <= self.now) {
+                self.e.handle_timeout(self.now);
+            }
+            let due: Vec<InFlight> = {
+                let (due, rest) = std::mem::take(&mut self.flight)
+                    .into_iter()
+                    .partition(|f| f.at <= self.now);
+                self.flight = rest;
+                due
+            };
+            for f in due {
+                if f.up {
+                    self.converter_rx(f.from, &f.bytes);
+                } else if let Some((&s, _)) = self.socks.iter().find(|(_, v)| v.1 == f.to && v.2 == f.from) {
+                    // Delivered to the socket it was sent to (a closed one: lost).
+                    self.e.handle_datagram(self.now, s, &f.bytes);
+                }
+            }
+            self.pump();
+        }
+    }
+
+    /// An RTP-like stream: one datagram every 20 ms for `dur`, numbered from `first`; the
+    /// optional `event` runs once at `event_at`.
+    fn stream(&mut self, dst: SocketAddr, first: u32, dur: Duration, event: Option<Event<'_>>) {
+        let end = self.now + dur;
+        let mut n = first;
+        let mut pending = event;
+        while self.now < end {
+            if let Some((at, f)) = pending
+                && self.now >= at
+            {
+                f(self);
+                pending = None;
+            }
+            self.host_send(dst, &n.to_be_bytes());
+            n += 1;
+            let next = self.now + ms(20);
+            self.run_until(next);
+        }
+    }
+
+    /// The longest time between two echoes the host received.
+    fn longest_gap(&self) -> Duration {
+        self.host_rx
+            .windows(2)
+            .map(|w| w[1].0.saturating_duration_since(w[0].0))
+            .max()
+            .unwrap_or_default()
+    }
+
+    fn session_via(&self) -> Option<SocketAddr> {
+        self.e
+            .flows()
+            .iter()
+            .find(|f| f.protocol == "udp")
+            .and_then(|f| f.converter)
+    }
+}
+
+fn echoed_numbers(s: &Sim) -> Vec<u32> {
+    s.host_rx
+        .iter()
+        .filter(|(_, p)| p.len() == 4)
+        .map(|(_, p)| u32::from_be_bytes([p[0], p[1], p[2], p[3]]))
+        .collect()
+}
+
+#[test]
+fn stream_keeps_one_converter_session_across_wifi_blackhole_and_duplicates_never_reach_the_host() {
+    let seed = seed_from_env(0x5eed_d6a4);
+    let mut s = Sim::new(seed);
+    for p in &mut s.paths {
+        p.loss = 0.02;
+        p.dup = 0.05;
+    }
+    let dst = sa("198.19.0.11:5004");
+    let blackhole_at = Instant::from_millis(3000);
+    s.stream(
+        dst,
+        0,
+        Duration::from_secs(8),
+        Some((blackhole_at, &|s: &mut Sim| s.paths[0].blackhole = true)),
+    );
+    assert_eq!(s.session_via(), Some(sa(CONV)), "seed {seed:#x}");
+    // The destination saw one source: the converter's session, whatever the path.
+    assert_eq!(
+        s.seen_by_dst[&dst].len(),
+        1,
+        "seed {seed:#x}: {:?}",
+        s.seen_by_dst
+    );
+    assert_eq!(s.table.len(), 1);
+    let (_, rs) = s.table.iter().next().unwrap();
+    assert_eq!(rs.moves, 1, "seed {seed:#x}: moved once, to cellular");
+    assert_eq!(rs.peer.ip(), s.paths[1].addr);
+    // Every echo reached the host at most once (duplicates on the paths were caught by the
+    // windows on both sides).
+    let nums = echoed_numbers(&s);
+    let unique: HashSet<u32> = nums.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        nums.len(),
+        "seed {seed:#x}: a duplicate reached the host"
+    );
+    assert!(
+        s.drops.get("replay").copied().unwrap_or(0) > 0,
+        "seed {seed:#x}: no duplicate was caught at the converter"
+    );
+    // The stall: blackhole until the silence is noticed (ack requests unanswered) plus the
+    // cellular round trip. Simulated time, deterministic for the seed.
+    let gap = s.longest_gap();
+    let bound = dgram::ACK_AFTER + dgram::SILENT_MIN + ms(200);
+    assert!(gap <= bound, "seed {seed:#x}: gap {gap:?} > {bound:?}");
+    assert!(s.e.counters().unresponsive >= 1);
+    assert!(nums.len() > 300, "seed {seed:#x}: {} echoes", nums.len());
+}
+
+#[test]
+fn wifi_link_down_moves_the_session_at_once() {
+    let mut s = Sim::new(seed_from_env(1));
+    let dst = sa("[2001:db8::11]:5004");
+    let down_at = Instant::from_millis(2000);
+    s.stream(
+        dst,
+        0,
+        Duration::from_secs(4),
+        Some((down_at, &|s: &mut Sim| {
+            s.paths[0].blackhole = true;
+            let now = s.now;
+            s.e.handle_iface_state(
+                now,
+                WIFI,
+                IfaceState {
+                    usable: false,
+                    v4: None,
+                    v6: None,
+                },
+            );
+        })),
+    );
+    assert_eq!(
+        s.session_via(),
+        Some(sa(CONV)),
+        "IPv6 destinations go via the converter too"
+    );
+    assert_eq!(s.seen_by_dst[&dst].len(), 1, "{:?}", s.seen_by_dst);
+    let (_, rs) = s.table.iter().next().unwrap();
+    assert_eq!((rs.moves, rs.peer.ip()), (1, s.paths[1].addr));
+    // Only what was in flight on Wi-Fi is lost: the gap is about one cellular round trip.
+    let gap = s.longest_gap();
+    assert!(gap <= ms(100), "gap {gap:?}");
+}
+
+#[test]
+fn replayed_and_forged_datagrams_from_elsewhere_move_nothing() {
+    let mut s = Sim::new(seed_from_env(2));
+    let dst = sa("198.19.0.11:5004");
+    s.stream(dst, 0, Duration::from_secs(1), None);
+    let before = s
+        .table
+        .iter()
+        .next()
+        .map(|(_, r)| (r.peer, r.moves, r.up.0))
+        .unwrap();
+    let captured = s.captured.clone();
+    for (i, c) in captured.iter().enumerate() {
+        s.converter_rx(sa(ATTACKER), c);
+        // A fresh sequence number (passes the window check) without the key: the MAC fails.
+        let mut forged = c.clone();
+        forged[20..28].copy_from_slice(&(1_000_000 + i as u64).to_be_bytes());
+        s.converter_rx(sa(ATTACKER), &forged);
+    }
+    // A forged first datagram of a new session under our key id: no state.
+    let mut garbage = captured[0].clone();
+    garbage[12] ^= 0xff;
+    s.converter_rx(sa(ATTACKER), &garbage);
+    let after = s
+        .table
+        .iter()
+        .next()
+        .map(|(_, r)| (r.peer, r.moves, r.up.0))
+        .unwrap();
+    assert_eq!(before, after);
+    assert_eq!(s.table.len(), 1);
+    assert_eq!(s.drops["replay"], captured.len() as u64);
+    assert_eq!(s.drops["bad_mac"], captured.len() as u64 + 1);
+    // The forgeries advanced no window: the stream goes on, on the same path.
+    let echoes = s.host_rx.len();
+    s.stream(dst, 1000, ms(200), None);
+    assert!(s.host_rx.len() >= echoes + 9);
+    assert_eq!(s.table.iter().next().unwrap().1.peer, before.0);
+    // And the laptop refuses what the converter sent, replayed.
+    let dropped = s.e.counters().dropped(DropReason::BadRelayDatagram);
+    let sock = *s.socks.keys().next().unwrap();
+    let mut out = vec![0u8; 200];
+    let sk = *s.table.iter().next().unwrap().0;
+    let (n, _) = s
+        .table
+        .seal_down(s.now, s.unix(), &key(), &sk, b"x", &mut out)
+        .unwrap();
+    let now = s.now;
+    s.e.handle_datagram(now, sock, &out[..n]);
+    s.e.handle_datagram(now, sock, &out[..n]);
+    assert_eq!(s.e.counters().dropped(DropReason::BadRelayDatagram), dropped + 1);
+}
+
+#[test]
+fn lan_destinations_never_go_to_the_converter() {
+    let mut s = Sim::new(seed_from_env(3));
+    for d in [
+        "192.168.1.20:5004",
+        "10.0.0.5:53",
+        "[fd00::5]:5004",
+        "[fe80::1]:5004",
+    ] {
+        s.host_send(sa(d), b"lan");
+    }
+    assert!(s.e.flows().iter().all(|f| f.converter.is_none()));
+    assert!(s.table.is_empty());
+    assert_eq!(s.e.counters().udp_via_converter, 0);
+}
+
+#[test]
+fn a_silent_converter_sends_the_session_direct() {
+    let mut s = Sim::new(seed_from_env(4));
+    s.converter_dead = true;
+    let dst = sa("198.19.0.11:5004");
+    s.stream(dst, 0, dgram::OPEN_TIMEOUT + ms(200), None);
+    assert_eq!(s.session_via(), None, "went direct");
+    assert_eq!(s.e.counters().relay_fallbacks, 1);
+    assert!(s.seen_by_dst[&dst].iter().all(|v| v.starts_with("direct")));
+    assert!(!s.e.converters(s.now)[0].up, "marked down for new sessions");
+    // A new session goes direct at once.
+    s.host_send(sa("198.19.0.12:5004"), b"x");
+    assert_eq!(s.e.counters().udp_via_converter, 1);
+}
+
+#[test]
+fn a_refused_destination_goes_direct_and_stays_direct() {
+    let mut s = Sim::new(seed_from_env(5));
+    s.refused_port = Some(5004);
+    let dst = sa("198.19.0.11:5004");
+    s.stream(dst, 0, ms(200), None);
+    assert_eq!(s.session_via(), None);
+    assert_eq!(
+        s.drops["refused"], 1,
+        "the first datagram is refused, then direct"
+    );
+    assert!(s.seen_by_dst[&dst].iter().all(|v| v.starts_with("direct")));
+    assert!(s.e.converters(s.now)[0].up, "the converter stays up for others");
+    s.host_send(sa("198.19.0.11:5005"), b"other port");
+    assert!(
+        s.e.flows()
+            .iter()
+            .any(|f| f.destination.port() == 5005 && f.converter.is_some())
+    );
+    // A refusal is no amplifier: it is smaller than what it answers.
+    let _ = (Kind::Refused, RelayId(0));
+}
+
+#[test]
+fn a_quiet_destination_on_a_slow_path_is_no_dead_path() {
+    let mut s = Sim::new(seed_from_env(6));
+    // 200 ms round trip on Wi-Fi, the destination silent: only the converter's acks answer.
+    s.paths[0].delay = ms(100);
+    s.echo = false;
+    let dst = sa("198.19.0.11:5004");
+    s.stream(dst, 0, Duration::from_secs(5), None);
+    assert_eq!(s.e.counters().unresponsive, 0);
+    let (_, rs) = s.table.iter().next().unwrap();
+    assert_eq!((rs.moves, rs.peer.ip()), (0, s.paths[0].addr));
+    assert!(s.host_rx.is_empty());
+}
+
+#[test]
+fn a_converter_gone_mid_session_sends_it_direct_after_both_paths_went_silent() {
+    let mut s = Sim::new(seed_from_env(7));
+    let dst = sa("198.19.0.11:5004");
+    let gone_at = Instant::from_millis(2000);
+    s.stream(
+        dst,
+        0,
+        Duration::from_secs(5),
+        Some((gone_at, &|s: &mut Sim| s.converter_dead = true)),
+    );
+    assert_eq!(s.session_via(), None, "direct in the end");
+    assert_eq!(s.e.counters().relay_fallbacks, 1);
+    assert_eq!(
+        s.e.counters().unresponsive,
+        1,
+        "one path held silent, then the converter"
+    );
+    assert!(!s.e.converters(s.now)[0].up);
+    assert!(s.seen_by_dst[&dst].iter().any(|v| v.starts_with("direct")));
+}
