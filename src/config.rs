@@ -262,6 +262,8 @@ pub struct FileSubflows {
     pub join: Option<JoinPolicy>,
     /// Ask peers for DSS checksums (RFC 8684 §3.3.1 flag A).
     pub checksums: Option<bool>,
+    /// Send subflow data as super-segments the kernel cuts (GSO).
+    pub super_segments: Option<bool>,
 }
 
 /// `[converter]`.
@@ -312,6 +314,9 @@ pub struct Config {
     pub join: JoinPolicy,
     /// Ask peers for DSS checksums (peers that require them are accepted either way).
     pub checksums: bool,
+    /// Subflow data goes to the interfaces as super-segments of up to 64 KB that the kernel (or
+    /// the NIC) cuts into segments (GSO/TSO). Default on.
+    pub super_segments: bool,
     /// RFC 8803 Transport Converters that carry flows to servers without MPTCP.
     pub converter: Option<ConverterConfig>,
     /// Who may read the status.
@@ -738,6 +743,7 @@ impl Config {
             },
             join: file.subflows.join.unwrap_or_default(),
             checksums: file.subflows.checksums.unwrap_or(false),
+            super_segments: file.subflows.super_segments.unwrap_or(true),
             converter: resolve_converter(file.converter, flags)?,
             status: resolve_status(file.status)?,
             budget: BudgetConfig {

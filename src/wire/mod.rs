@@ -2,6 +2,7 @@
 //! caller's buffer (STYLE.md point 3). Nothing here allocates or panics on any input.
 
 pub mod checksum;
+pub mod gso;
 pub mod icmp;
 pub mod ip;
 pub mod mptcp;
