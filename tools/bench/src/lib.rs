@@ -13,6 +13,7 @@ pub mod churn;
 pub mod convert;
 pub mod convert_scale;
 pub mod daemon;
+pub mod iperf;
 pub mod machine;
 pub mod measure;
 pub mod procfs;
