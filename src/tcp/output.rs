@@ -6,7 +6,7 @@ use super::timer::Timer;
 use super::{Connection, NoHook, OptionHook, OutSegment, SegmentPlan, SeqNum, State, Transmit};
 use crate::time::Instant;
 use crate::wire::tcp::{MAX_OPTIONS_LEN, OptionWriter, SegmentFields, TcpFlags, Timestamps};
-use crate::wire::write_tcp_packet;
+use crate::wire::{write_tcp_packet, write_tcp_packet_with};
 
 impl Connection {
     /// [`poll_transmit_with`](Self::poll_transmit_with) without an option hook.
@@ -404,7 +404,10 @@ impl Connection {
             window,
             ..Default::default()
         };
-        let len = write_tcp_packet(
+        let seg_payload = if payload_len > seg_room { seg_room } else { 0 };
+        // A super-segment's checksums are computed where it is cut (the kernel or the NIC,
+        // or `wire::gso`): only the pseudo-header sum here.
+        let len = write_tcp_packet_with(
             buf,
             self.local,
             self.remote,
@@ -412,9 +415,9 @@ impl Connection {
             opts.bytes(),
             &[a, b],
             self.ip_ident,
+            seg_payload > 0,
         )
         .ok()?;
-        let seg_payload = if payload_len > seg_room { seg_room } else { 0 };
         // Each segment cut from a super-segment takes the next IPv4 identification.
         let segments = crate::wire::gso::segment_count(payload_len, seg_room);
         self.ip_ident = self.ip_ident.wrapping_add(segments as u16);

@@ -94,8 +94,9 @@ pub fn segment_count(payload_len: usize, seg_payload: usize) -> usize {
 }
 
 /// Cuts `packet` into segments of at most `seg_payload` payload bytes, each written whole into
-/// `out` and handed to `f` in order; returns how many. A packet whose payload fits one segment is
-/// handed over as it is (copied).
+/// `out` and handed to `f` in order; returns how many. Every checksum is computed anew (the
+/// super-segment's TCP checksum may be partial or anything). A packet whose payload fits one
+/// segment is handed over as it is (copied) with its TCP checksum computed.
 pub fn segment(
     packet: &[u8],
     seg_payload: usize,
@@ -109,10 +110,13 @@ pub fn segment(
     let hl = l.header_len();
     if l.payload_len <= seg_payload {
         let whole = &packet[..hl + l.payload_len];
-        out.get_mut(..whole.len())
-            .ok_or(GsoError::BufferTooSmall)?
-            .copy_from_slice(whole);
-        f(&out[..whole.len()]);
+        let p = out.get_mut(..whole.len()).ok_or(GsoError::BufferTooSmall)?;
+        p.copy_from_slice(whole);
+        let t = l.ip_len;
+        p[t + 16..t + 18].fill(0);
+        let c = tcp_checksum(p, &l, l.tcp_len + l.payload_len);
+        p[t + 16..t + 18].copy_from_slice(&c.to_be_bytes());
+        f(p);
         return Ok(1);
     }
     if out.len() < hl + seg_payload.min(l.payload_len) {
@@ -217,10 +221,18 @@ mod tests {
     fn check_split(src: &str, dst: &str) {
         let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let flags = TcpFlags::ACK | TcpFlags::PSH | TcpFlags::FIN | TcpFlags::CWR;
-        let p = packet(src, dst, flags, &payload);
+        let full = packet(src, dst, flags, &payload);
+        let mut partial = full.clone();
+        set_partial_checksum(&mut partial).unwrap();
+        for p in [full, partial] {
+            check_split_of(&p, &payload);
+        }
+    }
+
+    fn check_split_of(p: &[u8], payload: &[u8]) {
         let mut out = vec![0u8; 2000];
         let mut got = Vec::new();
-        let n = segment(&p, 1400, &mut out, |s| got.push(s.to_vec())).unwrap();
+        let n = segment(p, 1400, &mut out, |s| got.push(s.to_vec())).unwrap();
         assert_eq!(n, 8);
         assert_eq!(got.len(), 8);
         let mut joined = Vec::new();
