@@ -268,6 +268,8 @@ pub struct FileSubflows {
     pub nat_idle: Option<String>,
     /// Keep-alive interval of standing backup subflows (`"off"` by default).
     pub backup_keepalive: Option<String>,
+    /// Send subflow data as super-segments the kernel cuts (GSO).
+    pub super_segments: Option<bool>,
 }
 
 /// `[converter]`.
@@ -324,6 +326,9 @@ pub struct Config {
     /// Keep-alive interval of standing backups
     /// ([`crate::mptcp::MptcpConfig::backup_keepalive`]); zero: off.
     pub backup_keepalive: Duration,
+    /// Subflow data goes to the interfaces as super-segments of up to 64 KB that the kernel (or
+    /// the NIC) cuts into segments (GSO/TSO). Default on.
+    pub super_segments: bool,
     /// RFC 8803 Transport Converters that carry flows to servers without MPTCP.
     pub converter: Option<ConverterConfig>,
     /// Who may read the status.
@@ -764,6 +769,7 @@ impl Config {
                 })?,
                 None => Duration::ZERO,
             },
+            super_segments: file.subflows.super_segments.unwrap_or(true),
             converter: resolve_converter(file.converter, flags)?,
             status: resolve_status(file.status)?,
             budget: BudgetConfig {

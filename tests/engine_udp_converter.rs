@@ -110,6 +110,7 @@ impl Sim {
                     usable: true,
                     v4: Some(a.parse().unwrap()),
                     v6: Some(format!("fd18:{}::2", i + 1).parse().unwrap()),
+                    ..Default::default()
                 },
             );
         }
@@ -455,6 +456,7 @@ fn wifi_link_down_moves_the_session_at_once() {
                     usable: false,
                     v4: None,
                     v6: None,
+                    ..Default::default()
                 },
             );
         })),

@@ -84,6 +84,11 @@ fn seeded_two_path_transfers() {
             // (link state, probes) can tell a receive-only client; here nobody does.
             s.client.join = JoinPolicy::Immediate;
         }
+        if rng.chance(0.4) {
+            // Super-segments, cut by the simulated sender's GSO (issue 15).
+            s.client.tcp.super_segments = 65_535;
+            s.server.tcp.super_segments = 65_535;
+        }
         let r = run(&s);
         assert!(
             r.completed,

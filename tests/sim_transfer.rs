@@ -139,6 +139,12 @@ fn make_case(base: u64, index: u64) -> Case {
         });
         desc += &format!(" blackhole@{from:?}+3s");
     }
+    if rng.chance(0.3) {
+        // Super-segments, cut by the simulated sender's GSO (issue 15).
+        spec.cfg_a.super_segments = 65_535;
+        spec.cfg_b.super_segments = 65_535;
+        desc += " super";
+    }
     Case { spec, links, desc }
 }
 

@@ -435,6 +435,14 @@ fn start_threads(
             ..crate::mptcp::MptcpConfig::default()
         }),
         converter,
+        upstream_tcp: crate::tcp::Config {
+            super_segments: if config.super_segments {
+                crate::wire::gso::MAX_PACKET
+            } else {
+                0
+            },
+            ..crate::tcp::Config::default()
+        },
         ..crate::engine::Config::default()
     };
     workers.push(

@@ -245,9 +245,10 @@ impl Engine {
         f.upstream.abort();
         // An aborted connection has one reset per subflow to send, at most.
         for _ in 0..FLUSH_MAX {
-            let Some((iface, n)) = f.upstream.poll_transmit(now, &mut self.scratch) else {
+            let Some((iface, t)) = f.upstream.poll_transmit(now, &mut self.scratch) else {
                 return;
             };
+            let n = t.len;
             let Some(buf) = self.to_host.push(Dest::Iface(iface), n) else {
                 return self.counters.drop(DropReason::QueueFull);
             };

@@ -9,8 +9,8 @@
 
 use std::net::SocketAddr;
 
-use super::Dest;
 use super::upstream::Upstream;
+use super::{Dest, Transmit};
 use crate::tcp::{self, Event, IsnKey};
 use crate::time::Instant;
 use crate::wire::SegmentHeader;
@@ -202,15 +202,17 @@ impl TcpFlow {
     }
 
     /// The next packet of either side.
-    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(Dest, usize)> {
+    pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         if let Some(h) = &mut self.host
             && let Some(t) = h.poll_transmit(now, buf)
         {
-            return Some((Dest::Tun, t.len));
+            return Some(Transmit::whole(Dest::Tun, t.len));
         }
-        self.upstream
-            .poll_transmit(now, buf)
-            .map(|(i, len)| (Dest::Iface(i), len))
+        self.upstream.poll_transmit(now, buf).map(|(i, t)| Transmit {
+            dest: Dest::Iface(i),
+            len: t.len,
+            seg_payload: t.seg_payload,
+        })
     }
 
     /// Both sides are gone (or the host side never came and the upstream is gone).

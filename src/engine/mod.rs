@@ -385,7 +385,7 @@ impl Engine {
     pub fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<Transmit> {
         loop {
             if let Some((dest, len)) = self.to_host.pop(buf) {
-                return Some(Transmit { dest, len });
+                return Some(Transmit::whole(dest, len));
             }
             let id = self.table.next_dirty()?;
             if self.table.begin_service(id) && !self.service(now, id) {
@@ -395,8 +395,8 @@ impl Engine {
             let Some(f) = self.table.get_mut(id) else {
                 continue;
             };
-            if let Some((dest, len)) = f.poll_transmit(now, buf) {
-                return Some(Transmit { dest, len });
+            if let Some(t) = f.poll_transmit(now, buf) {
+                return Some(t);
             }
             // Done with this flow for now: its timer is re-armed, or it is removed.
             if self.table.finish_dirty(id) {

@@ -32,6 +32,20 @@ pub struct Transmit {
     pub dest: Dest,
     /// Its length at the start of the caller's buffer.
     pub len: usize,
+    /// A TCP super-segment to be cut into segments of this many payload bytes (the kernel's GSO
+    /// or `wire::gso`); 0: the packet goes as it is.
+    pub seg_payload: usize,
+}
+
+impl Transmit {
+    /// A packet that goes as it is.
+    pub fn whole(dest: Dest, len: usize) -> Transmit {
+        Transmit {
+            dest,
+            len,
+            seg_payload: 0,
+        }
+    }
 }
 
 /// What the socket thread must do, from [`Engine::poll_datagram`](super::Engine::poll_datagram).

@@ -301,7 +301,18 @@ impl Thread {
 
     fn snapshot(&self) -> Snapshot {
         Snapshot {
-            counters: self.engine.counters().named(),
+            counters: {
+                let mut c = self.engine.counters().named();
+                // How the interfaces sent super-segments: whole (the kernel cut them) or cut here.
+                let (mut whole, mut cut) = (0, 0);
+                for h in &self.handles {
+                    whole += h.stats().tx_super.load(std::sync::atomic::Ordering::Relaxed);
+                    cut += h.stats().tx_super_cut.load(std::sync::atomic::Ordering::Relaxed);
+                }
+                c.push(("tx_super_segments".to_string(), whole));
+                c.push(("tx_super_segments_cut".to_string(), cut));
+                c
+            },
             flows: self.engine.flows(),
             failovers: self.engine.failovers(),
             converters: self.engine.converters(now()),
@@ -323,7 +334,8 @@ impl Thread {
                 break;
             };
             n += 1;
-            let p = pool.copy_from(&self.scratch[..tx.len]);
+            let mut p = pool.copy_from(&self.scratch[..tx.len]);
+            p.meta.seg_payload = u16::try_from(tx.seg_payload).unwrap_or(0);
             match tx.dest {
                 Dest::Tun => {
                     to_tun.push(p);

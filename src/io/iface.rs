@@ -7,6 +7,14 @@
 //! nothing is queued for the interface thread: that saves a thread wake-up on the latency path.
 //! Larger batches (bulk transfers) go to the interface thread.
 //!
+//! Super-segments (TCP packets of up to 64 KB that the engine marks with their segment size,
+//! `PacketMeta::seg_payload`) go out whole on an AF_PACKET socket with a `virtio_net_hdr`
+//! ([`PacketTx`]): the kernel cuts them (or the NIC, with TSO) and completes the checksums. That
+//! socket skips IP routing, so the frame goes to the link-layer address that packets from the
+//! same remote address last came from (the next hop); until one is known, or on an interface
+//! where the socket cannot be opened, or when the kernel refuses the packet, the thread cuts the
+//! super-segment itself (`wire::gso`) and sends the segments on the raw IP sockets.
+//!
 //! The thread survives its interface disappearing (a USB tether unplugged): sockets are closed
 //! and reopened, every [`REOPEN_INTERVAL`] or at once on [`IfaceHandle::reopen`], until the
 //! interface is back.
@@ -24,7 +32,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::pool::{Batch, PacketMeta, Pool};
-use crate::sys::packet::PacketRx;
+use crate::sys::packet::{PacketRx, PacketTx};
 use crate::sys::rawtx::{RawTx, TxError};
 
 /// Received packets handed to the engine per wake-up at most, before the thread looks at its
@@ -41,6 +49,8 @@ pub const REOPEN_INTERVAL: Duration = Duration::from_millis(500);
 const ENGINE_BUSY_WAIT: Duration = Duration::from_millis(5);
 /// Packets waiting for a full socket buffer to drain before new ones are dropped.
 const MAX_PENDING_TX: usize = 4096;
+/// Remote addresses whose next-hop link-layer address is remembered (all forgotten beyond).
+const MAX_NEXT_HOPS: usize = 1024;
 
 const RX: Token = Token(0);
 const WAKE: Token = Token(1);
@@ -106,6 +116,10 @@ pub struct IfaceStats {
     pub rx_dropped_truncated: AtomicU64,
     /// Packets dropped on send (no route, too big, buffer full for too long, interface gone).
     pub tx_dropped: AtomicU64,
+    /// Super-segments handed to the kernel whole (it cuts them).
+    pub tx_super: AtomicU64,
+    /// Super-segments cut by this thread (no next-hop address yet, no vnet socket, refused).
+    pub tx_super_cut: AtomicU64,
     /// Whether the sockets are open now.
     pub open: AtomicBool,
 }
@@ -143,7 +157,10 @@ impl IfaceHandle {
     /// congestion control sees a loss, as on a congested link.
     pub fn send(&self, mut batch: Batch) {
         // Only this handle increases `queued`: a zero read stays zero until it queues something.
-        if batch.len() <= DIRECT_MAX && self.shared.queued.load(Ordering::Acquire) == 0 {
+        if batch.len() <= DIRECT_MAX
+            && self.shared.queued.load(Ordering::Acquire) == 0
+            && batch.iter().all(|p| p.meta.seg_payload == 0)
+        {
             let sent = self.send_direct(&batch);
             if sent == batch.len() {
                 return;
@@ -238,6 +255,8 @@ pub fn spawn(config: IfaceConfig, pool: Pool, events: Sender<IfaceEvent>) -> io:
                 socks: None,
                 pending: VecDeque::new(),
                 gone_at: None,
+                next_hops: std::collections::HashMap::new(),
+                cut: vec![0; crate::wire::gso::MAX_PACKET],
             };
             t.run();
         })?;
@@ -253,6 +272,8 @@ pub fn spawn(config: IfaceConfig, pool: Pool, events: Sender<IfaceEvent>) -> io:
 struct Sockets {
     rx: PacketRx,
     tx: Arc<RawTx>,
+    /// Super-segments go out whole here; `None` where it cannot be opened.
+    vnet: Option<PacketTx>,
 }
 
 struct Thread {
@@ -270,6 +291,10 @@ struct Thread {
     /// the socket and fails it at once, so reopening waits [`REOPEN_INTERVAL`] after that
     /// (instead of cycling open/close at every netlink event).
     gone_at: Option<crate::time::Instant>,
+    /// Remote address → the link-layer source address of the packets last received from it.
+    next_hops: std::collections::HashMap<std::net::IpAddr, [u8; 6]>,
+    /// Where a super-segment is cut in software.
+    cut: Vec<u8>,
 }
 
 impl Thread {
@@ -332,7 +357,18 @@ impl Thread {
             .map_err(|e| e.to_string())
             .and_then(|rx| {
                 RawTx::open(&c.name, c.fwmark)
-                    .map(|tx| Sockets { rx, tx: Arc::new(tx) })
+                    .map(|tx| {
+                        let vnet = PacketTx::open(&c.name)
+                            .inspect_err(|e| {
+                                tracing::info!("super-segments are cut in software: {e}");
+                            })
+                            .ok();
+                        Sockets {
+                            rx,
+                            tx: Arc::new(tx),
+                            vnet,
+                        }
+                    })
                     .map_err(|e| e.to_string())
             });
         match res {
@@ -404,10 +440,25 @@ impl Thread {
 
     /// Sends what is pending, in `sendmmsg` batches, until done or the socket buffer is full.
     fn flush(&mut self) {
-        let Some(s) = &self.socks else { return };
         let mut fatal = None;
-        while !self.pending.is_empty() {
-            let n = self.pending.len().min(crate::sys::rawtx::MAX_BATCH);
+        while let Some(front) = self.pending.front() {
+            if front.meta.seg_payload > 0 {
+                match self.send_super() {
+                    Ok(true) => continue,
+                    Ok(false) => break,
+                    Err(e) => {
+                        fatal = Some(e);
+                        break;
+                    }
+                }
+            }
+            let Some(s) = &self.socks else { return };
+            let n = self
+                .pending
+                .iter()
+                .take(crate::sys::rawtx::MAX_BATCH)
+                .take_while(|p| p.meta.seg_payload == 0)
+                .count();
             let refs: Vec<&[u8]> = self.pending.iter().take(n).map(|p| p.as_slice()).collect();
             let bytes: Vec<usize> = refs.iter().map(|r| r.len()).collect();
             match s.tx.send_batch(&refs) {
@@ -439,6 +490,61 @@ impl Thread {
         }
     }
 
+    /// Sends the super-segment at the front of the queue whole on the vnet socket, or cuts it
+    /// into segments that take its place in the queue. Ok(false): the socket buffer is full
+    /// (try again later); Err: the interface is gone.
+    fn send_super(&mut self) -> Result<bool, String> {
+        let Some(s) = &self.socks else { return Ok(false) };
+        let Some(p) = self.pending.front_mut() else {
+            return Ok(true);
+        };
+        let seg = usize::from(p.meta.seg_payload);
+        let dst = crate::sys::rawtx::destination(p);
+        let mac = dst.and_then(|d| self.next_hops.get(&d).copied());
+        if let Some(vnet) = &s.vnet
+            && (mac.is_some() || !vnet.needs_mac())
+        {
+            if let Ok(l) = crate::wire::gso::set_partial_checksum(p) {
+                match vnet.send_tcp(p, l.ip_len, l.header_len(), seg, mac) {
+                    Ok(()) => {
+                        let len = p.len() as u64;
+                        self.stats.tx_packets.fetch_add(1, Ordering::Relaxed);
+                        self.stats.tx_bytes.fetch_add(len, Ordering::Relaxed);
+                        self.stats.tx_super.fetch_add(1, Ordering::Relaxed);
+                        self.pending.pop_front();
+                        self.done(1);
+                        return Ok(true);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if is_gone(&e) => return Err(e.to_string()),
+                    // Refused (EINVAL, EMSGSIZE…): cut it here instead.
+                    Err(e) => tracing::debug!("vnet send refused, cutting in software: {e}"),
+                }
+            }
+        }
+        let Some(p) = self.pending.pop_front() else {
+            return Ok(true);
+        };
+        let mut parts = Vec::new();
+        let pool = &self.pool;
+        match crate::wire::gso::segment(&p, seg, &mut self.cut, |s| parts.push(pool.copy_from(s))) {
+            Ok(n) => {
+                self.stats.tx_super_cut.fetch_add(1, Ordering::Relaxed);
+                // The parts replace the super-segment in the queue (and in the count of queued).
+                self.shared.queued.fetch_add(n - 1, Ordering::AcqRel);
+                for part in parts.into_iter().rev() {
+                    self.pending.push_front(part);
+                }
+            }
+            Err(e) => {
+                tracing::debug!("dropping a super-segment: {e}");
+                self.stats.tx_dropped.fetch_add(1, Ordering::Relaxed);
+                self.done(1);
+            }
+        }
+        Ok(true)
+    }
+
     /// Drains up to [`MAX_FRAMES_PER_WAKE`] ring frames into batches for the engine. A batch goes
     /// out when it is full and when the ring is empty: nothing waits for more packets to come, so
     /// a lone segment is handed over at once. Returns whether the cap was hit (more may be
@@ -448,6 +554,7 @@ impl Thread {
         let iface = self.config.id;
         let mut batch: Batch = Vec::with_capacity(MAX_BATCH);
         let (pool, stats, events) = (&self.pool, &self.stats, &self.events);
+        let next_hops = &mut self.next_hops;
         let flush = |batch: &mut Batch| {
             if batch.is_empty() {
                 return;
@@ -474,10 +581,19 @@ impl Thread {
                 stats.rx_dropped_truncated.fetch_add(1, Ordering::Relaxed);
                 return;
             }
+            if let (Some(mac), Some(src)) = (frame.src_mac, source(frame.data))
+                && next_hops.get(&src) != Some(&mac)
+            {
+                if next_hops.len() >= MAX_NEXT_HOPS {
+                    next_hops.clear();
+                }
+                next_hops.insert(src, mac);
+            }
             let mut p = pool.copy_from(frame.data);
             p.meta = PacketMeta {
                 csum_not_ready: frame.csum_not_ready,
                 csum_valid: frame.csum_valid,
+                seg_payload: 0,
             };
             batch.push(p);
             if batch.len() >= MAX_BATCH {
@@ -486,6 +602,21 @@ impl Thread {
         });
         flush(&mut batch);
         frames >= MAX_FRAMES_PER_WAKE
+    }
+}
+
+/// The source address of an IP packet, if it has a whole header.
+fn source(packet: &[u8]) -> Option<std::net::IpAddr> {
+    match packet.first()? >> 4 {
+        4 => {
+            let b: [u8; 4] = packet.get(12..16)?.try_into().ok()?;
+            Some(b.into())
+        }
+        6 => {
+            let b: [u8; 16] = packet.get(8..24)?.try_into().ok()?;
+            Some(b.into())
+        }
+        _ => None,
     }
 }
 

@@ -24,6 +24,9 @@ pub struct PacketMeta {
     pub csum_not_ready: bool,
     /// The device already verified the checksum.
     pub csum_valid: bool,
+    /// To send: a TCP super-segment to be cut into segments of this many payload bytes (by the
+    /// kernel through the interface's `PacketTx`, or in software); 0: sent as it is.
+    pub seg_payload: u16,
 }
 
 struct Class {

@@ -279,6 +279,7 @@ impl Endpoint {
                     payload_len: 0,
                     flags: crate::wire::tcp::TcpFlags::RST,
                     retransmission: false,
+                    seg_payload: 0,
                 };
                 return Some((path, t));
             }

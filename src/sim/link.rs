@@ -74,6 +74,8 @@ pub enum Link {
     },
     /// Drop packets longer than this many bytes (IP packet length).
     Mtu(usize),
+    /// Drop the packets entering this stage whose number (from 1) is in the list, once each.
+    DropNth(Vec<u64>),
     /// A middlebox that damages the DSS mapping of the `nth` segment (from 1) carrying one,
     /// once. The payload is left intact so transfers can still be checked byte for byte.
     DamageDss {
@@ -115,6 +117,7 @@ pub struct Stage {
     seen: u32,
     damaged: Option<(u64, u32)>,
     last_key: Option<(u64, u32)>,
+    count: u64,
     /// Counters.
     pub stats: StageStats,
 }
@@ -130,6 +133,7 @@ impl Stage {
             seen: 0,
             damaged: None,
             last_key: None,
+            count: 0,
             stats: StageStats::default(),
         }
     }
@@ -203,6 +207,14 @@ impl Stage {
             }
             Link::Blackhole { from, until } => {
                 if t >= from && t < until {
+                    self.stats.dropped += 1;
+                } else {
+                    out.push((t, pkt));
+                }
+            }
+            Link::DropNth(ref which) => {
+                self.count += 1;
+                if which.contains(&self.count) {
                     self.stats.dropped += 1;
                 } else {
                     out.push((t, pkt));

@@ -176,6 +176,9 @@ pub struct MpReport {
     /// When [`Action::Release`] ran, and when the server of flow 0 first read a byte written
     /// after it.
     pub released: Option<(Instant, Option<Instant>)>,
+    /// Super-segments the network cut into segments, and how many segments they made
+    /// ([`Network::send_transmit`]).
+    pub super_segments: (u64, u64),
 }
 
 /// What one of the concurrent connections delivered.
@@ -480,7 +483,7 @@ pub fn run(spec: &MpSpec) -> MpReport {
                 let Some((_, t)) = f.client.poll_transmit(now, &mut pkt) else {
                     break;
                 };
-                net.send(now, &pkt[..t.len]);
+                net.send_transmit(now, &pkt[..t.len], t.seg_payload);
             }
             if let Some(s) = f.server.as_mut() {
                 for _ in 0..100_000 {
@@ -510,7 +513,7 @@ pub fn run(spec: &MpSpec) -> MpReport {
                         }
                         continue;
                     }
-                    net.send(now, &pkt[..t.len]);
+                    net.send_transmit(now, &pkt[..t.len], t.seg_payload);
                 }
             }
             while let Some(ev) = f.client.poll_event() {
@@ -717,6 +720,7 @@ pub fn run(spec: &MpSpec) -> MpReport {
     rep.terminal = (f.sc.terminal, f.ss.terminal);
     rep.finished_at = now;
     rep.final_stats = stats(&net, &ids);
+    rep.super_segments = (net.super_segments, net.super_segment_parts);
     rep.final_stats2 = stats(&net, &ids2);
     rep.client_peer_addrs = f.client.peer_addresses();
     rep.dropped = (f.client.dropped, f.server.as_ref().map_or(0, |s| s.dropped));

@@ -110,6 +110,11 @@ pub struct Network {
     nats: Vec<Nat>,
     /// Packets that matched no path or were not IP.
     pub unroutable: u64,
+    /// Super-segments cut into segments on entry ([`send_transmit`](Self::send_transmit)).
+    pub super_segments: u64,
+    /// Segments cut from them.
+    pub super_segment_parts: u64,
+    gso_out: Vec<u8>,
 }
 
 impl Network {
@@ -125,6 +130,9 @@ impl Network {
             scratch_b: Vec::new(),
             nats: Vec::new(),
             unroutable: 0,
+            super_segments: 0,
+            super_segment_parts: 0,
+            gso_out: Vec::new(),
         }
     }
 
@@ -200,6 +208,32 @@ impl Network {
         if self.pool.len() < 4096 {
             self.pool.push(buf);
         }
+    }
+
+    /// Injects what a sender's `poll_transmit` wrote: with `seg_payload` > 0 a TCP super-segment,
+    /// cut into segments of that many payload bytes first, as the sending host's kernel (GSO) or
+    /// NIC (TSO) does with it ([`crate::wire::gso`]); each segment then crosses the path on its
+    /// own (and may be lost on its own). A super-segment that cannot be cut is counted
+    /// unroutable.
+    pub fn send_transmit(&mut self, now: Instant, packet: &[u8], seg_payload: usize) {
+        if seg_payload == 0 {
+            self.send(now, packet);
+            return;
+        }
+        let mut out = std::mem::take(&mut self.gso_out);
+        out.resize(crate::wire::gso::MAX_PACKET, 0);
+        let mut parts = Vec::new();
+        match crate::wire::gso::segment(packet, seg_payload, &mut out, |s| parts.push(s.to_vec())) {
+            Ok(n) => {
+                self.super_segments += 1;
+                self.super_segment_parts += n as u64;
+                for p in parts {
+                    self.send(now, &p);
+                }
+            }
+            Err(_) => self.unroutable += 1,
+        }
+        self.gso_out = out;
     }
 
     /// Injects an IP packet at `now`; it is routed by its source and destination addresses.

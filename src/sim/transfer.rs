@@ -261,7 +261,7 @@ pub fn run(net: &mut Network, spec: &TransferSpec) -> TransferReport {
             }
         }
         while let Some(t) = a.poll_transmit(now, &mut pkt) {
-            net.send(now, &pkt[..t.len]);
+            net.send_transmit(now, &pkt[..t.len], t.seg_payload);
             rep.packets += 1;
             if t.payload_len > 0 {
                 rep.a_segments += 1;
@@ -283,7 +283,7 @@ pub fn run(net: &mut Network, spec: &TransferSpec) -> TransferReport {
         }
         if let Some(bc) = b.as_mut() {
             while let Some(t) = bc.poll_transmit(now, &mut pkt) {
-                net.send(now, &pkt[..t.len]);
+                net.send_transmit(now, &pkt[..t.len], t.seg_payload);
                 rep.packets += 1;
             }
         }

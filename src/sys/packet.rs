@@ -151,6 +151,10 @@ const PKT_STATUS_OFF: usize = std::mem::offset_of!(libc::tpacket2_hdr, tp_status
 const PKT_LEN_OFF: usize = std::mem::offset_of!(libc::tpacket2_hdr, tp_len);
 const PKT_SNAPLEN_OFF: usize = std::mem::offset_of!(libc::tpacket2_hdr, tp_snaplen);
 const PKT_NET_OFF: usize = std::mem::offset_of!(libc::tpacket2_hdr, tp_net);
+/// Where the frame's `sockaddr_ll` starts: `TPACKET_ALIGN(sizeof(struct tpacket2_hdr))`.
+const PKT_SLL_OFF: usize = std::mem::size_of::<libc::tpacket2_hdr>().next_multiple_of(16);
+const SLL_HALEN_OFF: usize = PKT_SLL_OFF + std::mem::offset_of!(libc::sockaddr_ll, sll_halen);
+const SLL_ADDR_OFF: usize = PKT_SLL_OFF + std::mem::offset_of!(libc::sockaddr_ll, sll_addr);
 
 /// An AF_PACKET socket bound to one interface with a `TPACKET_V2` receive ring.
 #[derive(Debug)]
@@ -181,6 +185,9 @@ pub struct RxFrame<'a> {
     pub csum_not_ready: bool,
     /// The device verified the checksum.
     pub csum_valid: bool,
+    /// The link-layer source address (the next hop's MAC for off-link senders); `None` on
+    /// interfaces without one (raw-IP modems).
+    pub src_mac: Option<[u8; 6]>,
 }
 
 impl PacketRx {
@@ -380,6 +387,12 @@ impl PacketRx {
                     usize::from(std::ptr::read_volatile(frame.add(PKT_NET_OFF).cast::<u16>())),
                 )
             };
+            // SAFETY: the sockaddr_ll follows the header inside the frame (the kernel reserves
+            // TPACKET2_HDRLEN before tp_net); read while the frame is ours.
+            let src_mac = unsafe {
+                (std::ptr::read_volatile(frame.add(SLL_HALEN_OFF)) == 6)
+                    .then(|| std::ptr::read_volatile(frame.add(SLL_ADDR_OFF).cast::<[u8; 6]>()))
+            };
             let csum_not_ready = status & libc::TP_STATUS_CSUMNOTREADY != 0;
             let csum_valid = status & libc::TP_STATUS_CSUM_VALID != 0;
             if status & TP_STATUS_COPY != 0 {
@@ -390,12 +403,14 @@ impl PacketRx {
                         truncated: n > MAX_PACKET,
                         csum_not_ready,
                         csum_valid,
+                        src_mac,
                     }),
                     None => f(RxFrame {
                         data: &[],
                         truncated: true,
                         csum_not_ready,
                         csum_valid,
+                        src_mac,
                     }),
                 }
             } else if net + snaplen <= FRAME_SIZE as usize {
@@ -407,6 +422,7 @@ impl PacketRx {
                     truncated: snaplen < len,
                     csum_not_ready,
                     csum_valid,
+                    src_mac,
                 });
             } else {
                 f(RxFrame {
@@ -414,6 +430,7 @@ impl PacketRx {
                     truncated: true,
                     csum_not_ready,
                     csum_valid,
+                    src_mac,
                 });
             }
             // Release: our reads of the frame happen before the kernel may reuse it.
@@ -440,6 +457,198 @@ impl PacketRx {
         usize::try_from(n).ok()
     }
 }
+
+// ---- transmit with a virtio_net_hdr: super-segments the kernel or the NIC cuts ----------------
+
+/// `struct virtio_net_hdr` (`linux/virtio_net.h`), native (little) endian as packet sockets
+/// use it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct VirtioNetHdr {
+    flags: u8,
+    gso_type: u8,
+    hdr_len: u16,
+    gso_size: u16,
+    csum_start: u16,
+    csum_offset: u16,
+}
+
+const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
+const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
+const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
+/// Offset of the checksum field in the TCP header.
+const TCP_CSUM_OFFSET: u16 = 16;
+
+/// An AF_PACKET socket on one interface with `PACKET_VNET_HDR`: each IP packet sent goes with a
+/// `virtio_net_hdr` that asks the kernel to cut a TCP super-segment into segments of `gso_size`
+/// payload bytes (in software, or on the NIC with TSO) and to complete the TCP checksum
+/// (`NEEDS_CSUM`). The kernel takes a vnet header on `SOCK_RAW` sockets only, so on an Ethernet
+/// interface (Wi-Fi included) the frame's link-layer header is ours: toward the MAC address given
+/// with each packet, from the interface's own. Raw-IP interfaces (WWAN modems) have none.
+/// Send-only (protocol 0: nothing is received on it).
+#[derive(Debug)]
+pub struct PacketTx {
+    fd: OwnedFd,
+    ifindex: i32,
+    /// The interface's MAC address; `None` on an interface without link-layer header.
+    own_mac: Option<[u8; 6]>,
+}
+
+const ETH_HLEN: usize = 14;
+const ARPHRD_RAWIP: u16 = 519;
+
+impl PacketTx {
+    /// Opens the socket on `ifname`; an error means this kernel or interface cannot take
+    /// super-segments this way (the caller cuts them itself).
+    pub fn open(ifname: &str) -> Result<PacketTx, PacketError> {
+        let ifindex = if_index(ifname)?;
+        // SAFETY: plain socket(2) call; the result is checked before use.
+        let raw = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+                0,
+            )
+        };
+        if raw < 0 {
+            return Err(sys("socket(AF_PACKET) for sending"));
+        }
+        // SAFETY: `raw` is a fresh, valid fd that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let own_mac = link_address(&fd, ifname)?;
+        let one: libc::c_int = 1;
+        setsockopt(&fd, libc::SOL_PACKET, PACKET_VNET_HDR, &one, "PACKET_VNET_HDR")?;
+        let sndbuf: libc::c_int = 4 << 20;
+        if setsockopt(
+            &fd,
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            &sndbuf,
+            "SO_SNDBUFFORCE",
+        )
+        .is_err()
+        {
+            setsockopt(&fd, libc::SOL_SOCKET, libc::SO_SNDBUF, &sndbuf, "SO_SNDBUF")?;
+        }
+        Ok(PacketTx { fd, ifindex, own_mac })
+    }
+
+    /// Whether frames need the next hop's MAC address (an Ethernet interface).
+    pub fn needs_mac(&self) -> bool {
+        self.own_mac.is_some()
+    }
+
+    /// Sends TCP packet `packet` (IPv4 or IPv6, its TCP checksum field holding the pseudo-header
+    /// sum: `wire::gso::set_partial_checksum`) to link-layer address `mac` (`None` on an
+    /// interface without one), to be cut into segments of `seg_payload` bytes (0: sent as one).
+    /// `hdr_len` is the IP plus TCP header length, `ip_len` the IP header's. An Ethernet
+    /// interface without `mac` refuses (`InvalidInput`).
+    pub fn send_tcp(
+        &self,
+        packet: &[u8],
+        ip_len: usize,
+        hdr_len: usize,
+        seg_payload: usize,
+        mac: Option<[u8; 6]>,
+    ) -> io::Result<()> {
+        let v6 = packet.first().is_some_and(|b| b >> 4 == 6);
+        let proto = if v6 { libc::ETH_P_IPV6 } else { libc::ETH_P_IP } as u16;
+        let mut eth = [0u8; ETH_HLEN];
+        let ll = match (self.own_mac, mac) {
+            (None, _) => 0,
+            (Some(own), Some(dst)) => {
+                eth[..6].copy_from_slice(&dst);
+                eth[6..12].copy_from_slice(&own);
+                eth[12..].copy_from_slice(&proto.to_be_bytes());
+                ETH_HLEN
+            }
+            (Some(_), None) => return Err(io::ErrorKind::InvalidInput.into()),
+        };
+        let u16_of = |v: usize| u16::try_from(v).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+        let hdr = VirtioNetHdr {
+            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+            gso_type: match (seg_payload, v6) {
+                (0, _) => 0,
+                (_, false) => VIRTIO_NET_HDR_GSO_TCPV4,
+                (_, true) => VIRTIO_NET_HDR_GSO_TCPV6,
+            },
+            hdr_len: u16_of(ll + hdr_len)?,
+            gso_size: u16_of(seg_payload)?,
+            csum_start: u16_of(ll + ip_len)?,
+            csum_offset: TCP_CSUM_OFFSET,
+        };
+        // SAFETY: zeroed sockaddr_ll is a valid value; we fill the fields sendmsg needs.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto.to_be();
+        sll.sll_ifindex = self.ifindex;
+        let mut iov = [
+            libc::iovec {
+                iov_base: (&raw const hdr).cast_mut().cast(),
+                iov_len: std::mem::size_of::<VirtioNetHdr>(),
+            },
+            libc::iovec {
+                iov_base: eth.as_mut_ptr().cast(),
+                iov_len: ll,
+            },
+            libc::iovec {
+                iov_base: packet.as_ptr().cast_mut().cast(),
+                iov_len: packet.len(),
+            },
+        ];
+        // SAFETY: zeroed msghdr is valid; every pointer set below outlives the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_name = (&raw mut sll).cast();
+        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        msg.msg_iov = iov.as_mut_ptr();
+        msg.msg_iovlen = iov.len();
+        // SAFETY: `msg` points to live buffers for the duration of the call; the kernel only
+        // reads them.
+        let n = unsafe { libc::sendmsg(self.fd.as_raw_fd(), &raw const msg, 0) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// The MAC address of interface `ifname` (`SIOCGIFHWADDR`), `None` for a raw-IP interface;
+/// an error for any other kind of link (its header is unknown here).
+fn link_address(fd: &OwnedFd, ifname: &str) -> Result<Option<[u8; 6]>, PacketError> {
+    // SAFETY: zeroed ifreq is a valid value; the name is copied in below, NUL-terminated.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = ifname.as_bytes();
+    if name.len() >= ifr.ifr_name.len() {
+        return Err(PacketError::NoInterface(ifname.to_owned()));
+    }
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: SIOCGIFHWADDR reads the name and writes the hardware address into `ifr`.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &raw mut ifr) };
+    if rc != 0 {
+        return Err(sys("SIOCGIFHWADDR"));
+    }
+    // SAFETY: after SIOCGIFHWADDR the union holds the hardware address.
+    let sa = unsafe { ifr.ifr_ifru.ifru_hwaddr };
+    match sa.sa_family {
+        libc::ARPHRD_ETHER => {
+            let mut mac = [0u8; 6];
+            for (d, s) in mac.iter_mut().zip(sa.sa_data.iter()) {
+                *d = *s as u8;
+            }
+            Ok(Some(mac))
+        }
+        libc::ARPHRD_NONE | ARPHRD_RAWIP => Ok(None),
+        other => Err(PacketError::Sys {
+            what: "link type without a known header",
+            source: io::Error::other(format!("ARPHRD {other}")),
+        }),
+    }
+}
+
+/// `PACKET_VNET_HDR` (`linux/if_packet.h`).
+const PACKET_VNET_HDR: libc::c_int = 15;
 
 /// # Safety
 /// `base + off .. base + off + 4` must be inside a live mapping.

@@ -280,6 +280,13 @@ impl Connection {
     pub fn peer_mss(&self) -> u16 {
         self.peer_mss
     }
+    /// How many MSS-sized segments a new data packet may carry (1 without super-segments).
+    pub fn super_segment_count(&self) -> usize {
+        let max = self.cfg.super_segments.min(crate::wire::gso::MAX_PACKET);
+        let per = usize::from(self.eff_mss()) + crate::wire::ip::IPV6_HEADER_LEN;
+        (max / per).max(1)
+    }
+
     /// The largest payload per segment before options: min(peer MSS, our MSS).
     pub fn eff_mss(&self) -> u16 {
         self.peer_mss.min(self.cfg.mss).max(64)

@@ -89,6 +89,12 @@ pub struct Config {
     pub mss: u16,
     /// Send buffer cap in bytes (backpressure beyond it).
     pub send_buffer: usize,
+    /// The largest IP packet new data may go out in: a super-segment of several MSS-sized
+    /// segments behind one copy of the headers, which the interface (the kernel's GSO, or
+    /// [`crate::wire::gso`] in software) cuts into segments of [`Transmit::seg_payload`] bytes,
+    /// each with the same headers and options. At most 65,535; up to one MSS (0, the default):
+    /// one segment per packet. Retransmissions are one segment each.
+    pub super_segments: usize,
     /// Receive buffer cap in bytes: the largest window we advertise.
     pub recv_buffer: usize,
     /// Offer window scaling (RFC 7323 §2).
@@ -140,6 +146,7 @@ impl Default for Config {
         Config {
             mss: 1460,
             send_buffer: 4 << 20,
+            super_segments: 0,
             recv_buffer: 4 << 20,
             window_scaling: true,
             timestamps: true,
@@ -230,6 +237,9 @@ pub struct Transmit {
     pub flags: TcpFlags,
     /// True if the segment repeats bytes sent before.
     pub retransmission: bool,
+    /// A super-segment: the payload bytes of each segment it is to be cut into (every one but
+    /// the last carries exactly this many); 0 when the packet is one segment.
+    pub seg_payload: usize,
 }
 
 /// What the connection is about to send, given to [`OptionHook::reserve`] before the payload is

@@ -6,7 +6,7 @@ use super::timer::Timer;
 use super::{Connection, NoHook, OptionHook, OutSegment, SegmentPlan, SeqNum, State, Transmit};
 use crate::time::Instant;
 use crate::wire::tcp::{MAX_OPTIONS_LEN, OptionWriter, SegmentFields, TcpFlags, Timestamps};
-use crate::wire::write_tcp_packet;
+use crate::wire::{write_tcp_packet, write_tcp_packet_with};
 
 impl Connection {
     /// [`poll_transmit_with`](Self::poll_transmit_with) without an option hook.
@@ -106,6 +106,7 @@ impl Connection {
             payload_len: 0,
             flags: f.flags,
             retransmission: false,
+            seg_payload: 0,
         })
     }
 
@@ -208,7 +209,10 @@ impl Connection {
         }
         let wnd_room = self.snd.window_room();
         let cwnd_room = cwnd.saturating_sub(flight);
-        let len = avail.min(wnd_room).min(cwnd_room).min(seg);
+        // A super-segment (when the interface cuts them) carries several segments' worth of new
+        // data, still within both windows: it is as big as they allow and no bigger.
+        let segs = if rtx { 1 } else { self.super_segment_count() as u64 };
+        let len = avail.min(wnd_room).min(cwnd_room).min(seg * segs);
         if wnd_room == 0 {
             // RFC 9293 §3.8.6.1: the peer's window is closed with data waiting: probe on a timer
             // (the persist timer), backing off exponentially.
@@ -318,13 +322,19 @@ impl Connection {
             opts.sack(&blocks[..fit]);
         }
         let mut payload_len = 0usize;
+        let mut seg_room = usize::MAX;
         if let Some(max) = data {
             // RFC 9293 §3.7.1: the segment MUST fit the Eff.snd.MSS, whose TCPhdrsize counts the
             // options as sent: padded to a 32-bit boundary (§3.1), e.g. TS (12) + DSS without
             // checksum (26) occupy 40 bytes.
             let opt_space = (opts.len() + reserve).next_multiple_of(4).min(MAX_OPTIONS_LEN);
             let room = usize::from(self.eff_mss()).saturating_sub(opt_space).max(1);
-            payload_len = (max as usize).min(room);
+            seg_room = room;
+            // New data may fill a super-segment: `segs` segments of `room` bytes, each of which
+            // gets these same headers and options when the interface cuts it (RFC 9293 §3.7.1
+            // holds for every one of them).
+            let segs = if rtx || syn { 1 } else { self.super_segment_count() };
+            payload_len = (max as usize).min(room * segs);
             if payload_len > 1 {
                 payload_len = hook
                     .limit_payload(self.snd.seq(data_off), payload_len)
@@ -394,7 +404,10 @@ impl Connection {
             window,
             ..Default::default()
         };
-        let len = write_tcp_packet(
+        let seg_payload = if payload_len > seg_room { seg_room } else { 0 };
+        // A super-segment's checksums are computed where it is cut (the kernel or the NIC,
+        // or `wire::gso`): only the pseudo-header sum here.
+        let len = write_tcp_packet_with(
             buf,
             self.local,
             self.remote,
@@ -402,9 +415,12 @@ impl Connection {
             opts.bytes(),
             &[a, b],
             self.ip_ident,
+            seg_payload > 0,
         )
         .ok()?;
-        self.ip_ident = self.ip_ident.wrapping_add(1);
+        // Each segment cut from a super-segment takes the next IPv4 identification.
+        let segments = crate::wire::gso::segment_count(payload_len, seg_room);
+        self.ip_ident = self.ip_ident.wrapping_add(segments as u16);
         if flags.ack() {
             self.rcv.on_ack_sent(rcv_nxt);
             self.timers.stop(Timer::DelayedAck);
@@ -429,6 +445,7 @@ impl Connection {
             payload_len,
             flags,
             retransmission: rtx,
+            seg_payload,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! caller's buffer (STYLE.md point 3). Nothing here allocates or panics on any input.
 
 pub mod checksum;
+pub mod gso;
 pub mod icmp;
 pub mod ip;
 pub mod mptcp;
@@ -75,6 +76,23 @@ pub fn write_tcp_packet(
     payload: &[&[u8]],
     ident: u16,
 ) -> Result<usize, PacketError> {
+    write_tcp_packet_with(buf, src, dst, fields, options, payload, ident, false)
+}
+
+/// [`write_tcp_packet`] with the choice of a partial TCP checksum
+/// ([`tcp::write_segment_with`]): for super-segments, whose segments' checksums are computed
+/// where they are cut.
+#[expect(clippy::too_many_arguments, reason = "the fields of one packet")]
+pub fn write_tcp_packet_with(
+    buf: &mut [u8],
+    src: SocketAddr,
+    dst: SocketAddr,
+    fields: &SegmentFields,
+    options: &[u8],
+    payload: &[&[u8]],
+    ident: u16,
+    partial: bool,
+) -> Result<usize, PacketError> {
     let hlen = ip::header_len(src.ip());
     let f = SegmentFields {
         src_port: src.port(),
@@ -82,7 +100,7 @@ pub fn write_tcp_packet(
         ..*fields
     };
     let tail = buf.get_mut(hlen..).ok_or(IpError::BufferTooSmall)?;
-    let seg_len = tcp::write_segment(tail, src.ip(), dst.ip(), &f, options, payload)?;
+    let seg_len = tcp::write_segment_with(tail, src.ip(), dst.ip(), &f, options, payload, partial)?;
     ip::write_header(buf, src.ip(), dst.ip(), ip::PROTO_TCP, seg_len, 64, ident)?;
     Ok(hlen + seg_len)
 }

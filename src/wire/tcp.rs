@@ -616,6 +616,21 @@ pub fn write_segment(
     options: &[u8],
     payload: &[&[u8]],
 ) -> Result<usize, TcpError> {
+    write_segment_with(buf, src, dst, f, options, payload, false)
+}
+
+/// [`write_segment`], but with `partial` the checksum field gets only the folded pseudo-header
+/// sum, for a device (or `wire::gso`) that completes it: a super-segment's payload is then not
+/// summed here at all.
+pub fn write_segment_with(
+    buf: &mut [u8],
+    src: IpAddr,
+    dst: IpAddr,
+    f: &SegmentFields,
+    options: &[u8],
+    payload: &[&[u8]],
+    partial: bool,
+) -> Result<usize, TcpError> {
     if options.len() > MAX_OPTIONS_LEN {
         return Err(TcpError::BufferTooSmall);
     }
@@ -639,10 +654,13 @@ pub fn write_segment(
         at += p.len();
     }
     let len = u32::try_from(total).map_err(|_| TcpError::BufferTooSmall)?;
-    let c = Checksum::new()
-        .add_pseudo_header(src, dst, PROTO_TCP, len)
-        .add_bytes(seg)
-        .finish();
+    let mut sum = Checksum::new();
+    sum.add_pseudo_header(src, dst, PROTO_TCP, len);
+    let c = if partial {
+        sum.fold()
+    } else {
+        sum.add_bytes(seg).finish()
+    };
     seg[16..18].copy_from_slice(&c.to_be_bytes());
     Ok(total)
 }

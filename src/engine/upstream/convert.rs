@@ -277,7 +277,7 @@ impl UpstreamConn for ConvertUpstream {
     ) {
         self.inner.handle_segment(now, iface, tuple, hdr, payload)
     }
-    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(IfaceId, usize)> {
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(IfaceId, crate::tcp::Transmit)> {
         self.inner.poll_transmit(now, buf)
     }
     fn poll_event(&mut self) -> Option<Event> {

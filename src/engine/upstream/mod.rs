@@ -186,7 +186,7 @@ pub trait UpstreamConn: std::fmt::Debug {
         payload: &[u8],
     );
     /// The next packet to send and the interface it leaves by.
-    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(IfaceId, usize)>;
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(IfaceId, crate::tcp::Transmit)>;
     /// The next connection-level event.
     fn poll_event(&mut self) -> Option<Event>;
     /// The next note for the engine (after [`poll_event`](Self::poll_event) drained).

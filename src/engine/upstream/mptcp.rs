@@ -96,8 +96,8 @@ impl UpstreamConn for MptcpUpstream {
         self.conn
             .handle_packet(now, PathId(iface), local, remote, hdr, payload)
     }
-    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(IfaceId, usize)> {
-        self.conn.poll_transmit(now, buf).map(|(p, t)| (p.0, t.len))
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(IfaceId, crate::tcp::Transmit)> {
+        self.conn.poll_transmit(now, buf).map(|(p, t)| (p.0, t))
     }
     fn poll_event(&mut self) -> Option<Event> {
         if let Some(e) = self.pending.pop_front() {

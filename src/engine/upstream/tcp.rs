@@ -51,8 +51,8 @@ impl UpstreamConn for TcpUpstream {
             self.conn.handle_segment(now, hdr, payload);
         }
     }
-    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(IfaceId, usize)> {
-        self.conn.poll_transmit(now, buf).map(|t| (self.iface, t.len))
+    fn poll_transmit(&mut self, now: Instant, buf: &mut [u8]) -> Option<(IfaceId, crate::tcp::Transmit)> {
+        self.conn.poll_transmit(now, buf).map(|t| (self.iface, t))
     }
     fn poll_event(&mut self) -> Option<Event> {
         self.conn.poll_event()

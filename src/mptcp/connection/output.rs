@@ -62,7 +62,21 @@ impl Connection {
             0
         };
         let opt_len = ts_len + s.mp.plan(Segment::Chunk).len;
-        usize::from(s.tcp.eff_mss()).saturating_sub(opt_len).max(64)
+        let one = usize::from(s.tcp.eff_mss()).saturating_sub(opt_len).max(64);
+        // A subflow sending super-segments gets one mapping per super-segment: the kernel's GSO
+        // (or `wire::gso`) repeats the DSS option, mapping included, on every segment cut from
+        // it, as Linux's MPTCP does under TSO. RFC 8684 §3.3.1: the mapping "MUST apply to some
+        // or all of the subflow sequence space in the TCP segment that carries the option", which
+        // holds for each of those segments since the mapping covers them all; the explicit
+        // mapping "was chosen to assist with compatibility with situations where TCP/IP
+        // segmentation ... is undertaken separately from the stack" (TSO), and "a single mapping
+        // [may] cover many packets". With DSS checksums on, one segment per mapping as before.
+        if s.mp.checksums && !s.mp.no_options {
+            return one;
+        }
+        (one * s.tcp.super_segment_count())
+            .min(s.tcp.send_capacity().max(one))
+            .min(usize::from(u16::MAX))
     }
 
     fn push_chunk(&mut self, now: Instant, i: usize) -> bool {

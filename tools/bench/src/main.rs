@@ -143,6 +143,7 @@ fn main() -> anyhow::Result<()> {
     let want = |id: &str| args.only.iter().any(|o| o.eq_ignore_ascii_case(id));
     let mut rows = Vec::new();
     if want("P1") || want("P7") {
+        rows.extend(scenarios::goodput_iperf(&lab, &cfg, &mut log));
         rows.extend(scenarios::goodput(&lab, &cfg, &mut log));
     }
     if want("P2") {

@@ -327,6 +327,12 @@ pub fn method_notes() -> Vec<String> {
          tx checksum offload off on every veth. Kernel and mpbond alternate run by run in the same \
          invocation; mpbond runs get a freshly started `mpbond up --foreground --wifi wlan0 \
          --cellular wwan0` that is stopped with `mpbond down` afterwards.",
+        "P1 (iperf3 rows): `iperf3 -c 198.19.0.11 -t T -J` (upload) and `-R` (download) from the \
+         laptop namespace to `iperf3 -s` in inet, one flow, first with tx checksum offload on on \
+         every veth (as Linux sets them up: TSO/GSO on) and then off; kernel and mpbond alternate \
+         in each run. iperf3's own CPU (the busier end, from its JSON) is given for the kernel \
+         runs; its kernel time includes the TCP stack's work in its system calls. The daemon's \
+         CPU s/GB is over the bytes both iperf3 runs moved.",
         "P1: `GET /bytes/N` and `POST /sink` on the plain TCP server 198.19.0.11:80 from the laptop \
          namespace, every byte verified. Kernel: the laptop's TCP straight over wlan0 (veth, no TUN). \
          mpbond: the same client, routed into mpbond0 and relayed by the daemon over wlan0.",

@@ -238,6 +238,127 @@ pub fn goodput(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
     ]
 }
 
+/// Seconds per iperf3 run of P1.
+fn iperf_secs(cfg: &Config) -> u64 {
+    if cfg.bytes <= 20_000_000 { 3 } else { 8 }
+}
+
+/// P1 measured with iperf3 (one flow, fixed time), with the veths' offloads as Linux sets them
+/// (the headline) and with tx checksum offload off, the kernel and mpbond alternating in each
+/// run; also the daemon's CPU seconds per GB over these transfers and iperf3's own CPU use in
+/// the kernel runs (well under 100 %: the baseline is limited by the path, not by the tool).
+pub fn goodput_iperf(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
+    let server = match crate::iperf::Server::start(lab) {
+        Ok(s) => s,
+        Err(e) => {
+            log(&format!("P1 (iperf3) skipped: {e}"));
+            return Vec::new();
+        }
+    };
+    let secs = iperf_secs(cfg);
+    let settings = [
+        (true, "veth offloads on (Linux default)"),
+        (false, "tx checksum offload off"),
+    ];
+    let mut rows = Vec::new();
+    for (on, label) in settings {
+        if let Err(e) = lab.set_tx_checksum_offload(on) {
+            log(&format!("P1 (iperf3, {label}) skipped: {e}"));
+            continue;
+        }
+        let (mut kd, mut ku, mut md, mut mu, mut mc) = (
+            Samples::new(),
+            Samples::new(),
+            Samples::new(),
+            Samples::new(),
+            Samples::new(),
+        );
+        let mut tool_cpu = Samples::new();
+        for run in 0..cfg.runs {
+            log(&format!(
+                "P1 iperf3 run {}/{} ({label}): kernel TCP",
+                run + 1,
+                cfg.runs
+            ));
+            for (download, v) in [(true, &mut kd), (false, &mut ku)] {
+                let r = crate::iperf::run(lab, secs, download);
+                if let Ok(r) = &r {
+                    tool_cpu.push(Ok(r.cpu.0.max(r.cpu.1)));
+                }
+                v.push(r.map(|r| r.mbit_per_s));
+            }
+            log(&format!(
+                "P1 iperf3 run {}/{} ({label}): through mpbond",
+                run + 1,
+                cfg.runs
+            ));
+            let r = with_daemon(lab, cfg, |d| {
+                let cpu = || procfs::process_cpu_secs(&d.pid().to_string()).unwrap_or(f64::NAN);
+                let c0 = cpu();
+                let down = crate::iperf::run(lab, secs, true)?;
+                let up = crate::iperf::run(lab, secs, false)?;
+                let gb = (down.bytes + up.bytes) as f64 / 1e9;
+                Ok::<_, String>((down.mbit_per_s, up.mbit_per_s, (cpu() - c0) / gb))
+            })
+            .and_then(|r| r);
+            match r {
+                Ok((d, u, c)) => {
+                    md.push(Ok(d));
+                    mu.push(Ok(u));
+                    mc.push(Ok(c));
+                }
+                Err(e) => {
+                    for v in [&mut md, &mut mu, &mut mc] {
+                        v.push(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        let p1 = Goal::RatioAtLeast {
+            min: if on { 0.5 } else { 0.8 },
+            stretch: Some(0.8),
+        };
+        rows.push(row(
+            "P1",
+            format!("iperf3 download, one flow, {secs} s, {label}"),
+            "Mbit/s",
+            Cell::from_results(md),
+            Cell::from_results(kd),
+            p1.clone(),
+        ));
+        rows.push(row(
+            "P1",
+            format!("iperf3 upload, one flow, {secs} s, {label}"),
+            "Mbit/s",
+            Cell::from_results(mu),
+            Cell::from_results(ku),
+            p1,
+        ));
+        rows.push(row(
+            "P7",
+            format!("the daemon's CPU seconds per GB, iperf3 P1 transfers, {label}"),
+            "s/GB",
+            Cell::from_results(mc),
+            Cell::None,
+            Goal::None,
+        ));
+        rows.push(row(
+            "P1",
+            format!("iperf3's own CPU in the kernel runs (busier end), {label}"),
+            "% of a core",
+            Cell::None,
+            Cell::from_results(tool_cpu),
+            Goal::None,
+        ));
+    }
+    // The rest of the bench expects the lab as it was built.
+    if let Err(e) = lab.set_tx_checksum_offload(false) {
+        log(&format!("cannot turn tx checksum offload back off: {e}"));
+    }
+    drop(server);
+    rows
+}
+
 /// The laptop's kernel MPTCP endpoints go away: an mpbond run must not inherit the kernel
 /// baseline's setup (the daemon opens its own subflows; the host's socket is plain TCP).
 pub(crate) fn flush_endpoints(lab: &Lab) -> Result<(), String> {

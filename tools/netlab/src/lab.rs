@@ -297,6 +297,19 @@ impl Lab {
         c
     }
 
+    /// Turns tx checksum offload (and with it TSO/GSO of checksummed packets, which depend on it)
+    /// on or off on every veth of both paths. The lab starts with it off (the delay relay
+    /// forwards frames and needs complete checksums); on is how Linux sets up a veth.
+    pub fn set_tx_checksum_offload(&self, on: bool) -> Result<(), LabError> {
+        let v = if on { "on" } else { "off" };
+        for path in Path::ALL {
+            for (n, ifc) in veths(&self.state.ns, path) {
+                cmd::run_in(&n, &["ethtool", "-K", ifc, "tx", v])?;
+            }
+        }
+        Ok(())
+    }
+
     /// Runs a program inside namespace `ns`; returns its stdout.
     pub fn exec(&self, ns: &str, args: &[&str]) -> Result<String, LabError> {
         Ok(cmd::run_in(ns, args)?)
@@ -479,16 +492,9 @@ impl Lab {
             "mcast_snooping",
             "0",
         ])?;
-        for (n, ifc) in [
-            (laptop.as_str(), lif),
-            (wire, WIRE_LAPTOP_SIDE),
-            (wire, WIRE_ROUTER_SIDE),
-            (router, ROUTER_LAN),
-            (router, ROUTER_WAN),
-            (inet.as_str(), inet_if),
-        ] {
-            // AF_PACKET readers (mpbond, the relay) must see complete checksums.
-            cmd::run_in(n, &["ethtool", "-K", ifc, "tx", "off"])?;
+        // AF_PACKET readers (the relay) must see complete checksums.
+        for (n, ifc) in veths(&ns, path) {
+            cmd::run_in(&n, &["ethtool", "-K", ifc, "tx", "off"])?;
         }
         for ifc in [WIRE_LAPTOP_SIDE, WIRE_ROUTER_SIDE] {
             cmd::run(&["ip", "-n", wire, "link", "set", "dev", ifc, "master", WIRE_BRIDGE])?;
@@ -685,6 +691,18 @@ pub(crate) fn add_laptop_routes(laptop: &str, path: Path) -> Result<(), LabError
 /// option-30 middlebox acts as packets enter the router (prerouting), as a router's ingress
 /// processing does: a segment whose TTL expires at this router is quoted in the ICMP Time
 /// Exceeded as rewritten, which is how `mpbond check` locates the middlebox.
+/// Every veth end of `path`: (namespace, interface).
+fn veths(ns: &Namespaces, path: Path) -> [(String, &'static str); 6] {
+    [
+        (ns.laptop.clone(), path.laptop_iface()),
+        (ns.wire(path).to_owned(), WIRE_LAPTOP_SIDE),
+        (ns.wire(path).to_owned(), WIRE_ROUTER_SIDE),
+        (ns.router(path).to_owned(), ROUTER_LAN),
+        (ns.router(path).to_owned(), ROUTER_WAN),
+        (ns.inet.clone(), path.name()),
+    ]
+}
+
 fn router_ruleset() -> String {
     format!(
         r#"table inet netlab {{
