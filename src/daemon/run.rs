@@ -435,6 +435,7 @@ fn start_threads(
             ..crate::mptcp::MptcpConfig::default()
         }),
         converter,
+        redundancy: config.redundant.clone(),
         upstream_tcp: crate::tcp::Config {
             super_segments: if config.super_segments {
                 crate::wire::gso::MAX_PACKET

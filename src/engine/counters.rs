@@ -140,6 +140,14 @@ counters! {
         udp_via_converter = "udp_via_converter",
         /// UDP sessions that left their converter for direct (silent, refused, unreachable).
         relay_fallbacks = "relay_fallbacks",
+        /// Redundant UDP sessions opened through a converter (a copy of each datagram on
+        /// every path).
+        udp_redundant = "udp_redundant",
+        /// Extra copies of redundant datagrams sent (one per extra path and datagram).
+        redundant_copies = "redundant_copies",
+        /// The converter's copies of a datagram already received (a redundant session's other
+        /// path): dropped, not counted as bad relay datagrams.
+        relay_duplicates = "relay_duplicates",
         /// TCP payload bytes host → destinations.
         tcp_bytes_up = "tcp_bytes_up",
         /// TCP payload bytes destinations → host.

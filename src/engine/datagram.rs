@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::converters::ConverterFailure;
 use super::relayed::Relayed;
 use super::{DatagramAction, DatagramKind, Dest, DropReason, Engine, IfaceId, SWEEP_INTERVAL, SessionId};
-use crate::convert::dgram::MAX_OVERHEAD;
+use crate::convert::dgram::{MAX_COPIES, MAX_OVERHEAD};
 use crate::time::Instant;
 use crate::wire::icmp::{self, IcmpError};
 use crate::wire::ip;
@@ -116,6 +116,7 @@ impl Engine {
         s.up.1 += payload.len() as u64;
         self.counters.dgram_bytes_up += payload.len() as u64;
         let relayed = s.via.is_some();
+        let redundant = s.via.as_ref().is_some_and(|v| v.client.is_redundant());
         let len = if relayed {
             payload.len() + MAX_OVERHEAD
         } else {
@@ -127,6 +128,7 @@ impl Engine {
             iface: best,
             dst: target,
             len,
+            redundant,
         };
         if relayed {
             let key = self.cfg.converter.as_ref().map(|c| c.key.clone());
@@ -140,7 +142,10 @@ impl Engine {
             };
             match via.client.seal_up(now, unix, &key, payload, b) {
                 Ok(n) => self.datagrams.truncate_last(n),
-                Err(_) => self.datagrams.discard_last(),
+                Err(_) => return self.datagrams.discard_last(),
+            }
+            if redundant && self.cfg.redundancy.datagram(payload.len()) {
+                self.redundant_copies(id, action, target, (unix, &key), payload);
             }
         } else {
             match self.datagrams.push(action, payload.len()) {
@@ -156,6 +161,54 @@ impl Engine {
         }
         if self.next_sweep.is_none() {
             self.next_sweep = Some(now + SWEEP_INTERVAL);
+        }
+    }
+
+    /// The datagram of `action` (sealed and queued last) goes on every other path to `target`
+    /// too: the same relay sequence number, each copy with its own index and MAC. The
+    /// converter relays whichever copy comes first and counts the others (`convert::relay`).
+    fn redundant_copies(
+        &mut self,
+        id: SessionId,
+        action: DatagramAction,
+        target: SocketAddr,
+        (unix, key): (u64, &crate::convert::key::ClientKey),
+        payload: &[u8],
+    ) {
+        let DatagramAction::Send {
+            session,
+            kind,
+            iface: first,
+            dst,
+            len,
+            redundant,
+        } = action
+        else {
+            return;
+        };
+        let others: Vec<IfaceId> = self.ifaces.copy_paths(target.ip(), first).collect();
+        for (iface, index) in others.into_iter().zip(1..MAX_COPIES) {
+            let copy = DatagramAction::Send {
+                session,
+                kind,
+                iface,
+                dst,
+                len,
+                redundant,
+            };
+            let Some(b) = self.datagrams.push(copy, len) else {
+                return self.drop(DropReason::QueueFull);
+            };
+            let Some(via) = self.sessions.get_mut(id).and_then(|s| s.via.as_ref()) else {
+                return self.datagrams.discard_last();
+            };
+            match via.client.seal_copy(unix, key, payload, index, b) {
+                Ok(n) => {
+                    self.datagrams.truncate_last(n);
+                    self.counters.redundant_copies += 1;
+                }
+                Err(_) => self.datagrams.discard_last(),
+            }
         }
     }
 
@@ -272,11 +325,17 @@ impl Engine {
                 continue;
             };
             if best != cur {
+                let redundant = s.via.as_ref().is_some_and(|v| v.client.is_redundant());
                 if let Some(v) = &mut s.via {
                     v.client.path_moved(now);
                 }
                 self.sessions.set_iface(id, best);
                 self.counters.session_moves += 1;
+                if redundant {
+                    // Its sockets on every path stay (what the converter sends on the old
+                    // one still arrives); the next datagram goes first on `best`.
+                    continue;
+                }
                 self.push_action(DatagramAction::Move {
                     session: id,
                     kind,

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::converters::ConverterFailure;
 use super::{DatagramAction, DatagramKind, DropReason, Engine, SessionId};
-use crate::convert::dgram::{ClientSession, Down, Health, RelayId};
+use crate::convert::dgram::{ClientSession, Down, DownError, Health, RelayId};
 use crate::time::Instant;
 
 /// A session's converter, and the laptop's state of its relay session.
@@ -66,10 +66,16 @@ impl Engine {
         let mut b = [0u8; 8];
         b.copy_from_slice(&d[..8]);
         self.counters.udp_via_converter += 1;
+        let mut client = ClientSession::new(RelayId(u64::from_be_bytes(b)), remote, now);
+        if self.cfg.redundancy.flow(remote.port()) {
+            // A copy of each datagram on every path; the converter answers on each.
+            client.set_redundant(true);
+            self.counters.udp_redundant += 1;
+        }
         Some(Via {
             idx,
             addr,
-            client: ClientSession::new(RelayId(u64::from_be_bytes(b)), remote, now),
+            client,
             silent_paths: 0,
         })
     }
@@ -169,6 +175,12 @@ impl Engine {
             Ok(Down::Refused(why)) => {
                 tracing::info!(session = id.0, %remote, reason = why.name(), "the converter refuses this UDP session");
                 self.relay_fallback(now, id, ConverterFailure::Refused(why.code()));
+                Relayed::Nothing
+            }
+            Err(DownError::Copy) => {
+                // The other path's copy: the path it came on works, nothing for the host.
+                via.silent_paths = 0;
+                self.counters.relay_duplicates += 1;
                 Relayed::Nothing
             }
             Err(e) => {

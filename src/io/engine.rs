@@ -371,12 +371,14 @@ impl Thread {
                     iface,
                     dst,
                     len,
+                    redundant,
                 } => DgramCmd::Send {
                     session,
                     kind,
                     iface,
                     dst,
                     payload: pool.copy_from(&self.scratch[..len]),
+                    redundant,
                 },
                 DatagramAction::Move {
                     session, iface, dst, ..
