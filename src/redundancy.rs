@@ -9,7 +9,13 @@
 //! classes = ["voip", "dns", "games"]   # the default; [] for none
 //! ports = ["5004-5005", "9000"]        # more destination ports (UDP)
 //! max_payload = 1200                   # larger datagrams of these flows go on one path
+//! while_suspect = true                 # the others too while their path is suspect
 //! ```
+//!
+//! `while_suspect`: in the other modes, a UDP session through a converter whose path is suspect
+//! (an ack asked for is overdue, before the path is declared silent) sends its small datagrams
+//! on the other paths too until the path answers again or is declared silent and left: a Wi-Fi
+//! blackhole costs it the time to suspect, not the whole wait to be sure.
 //!
 //! Paths past their budget's soft share (last resort) carry no copies.
 
@@ -47,6 +53,8 @@ pub struct FileRedundant {
     pub ports: Option<Vec<String>>,
     /// Largest payload sent redundantly, bytes.
     pub max_payload: Option<usize>,
+    /// Every small datagram through a converter goes on every path while its path is suspect.
+    pub while_suspect: Option<bool>,
 }
 
 /// Which UDP datagrams through a converter go on every path.
@@ -60,6 +68,8 @@ pub struct Redundancy {
     pub ports: Vec<RangeInclusive<u16>>,
     /// Largest payload sent redundantly.
     pub max_payload: usize,
+    /// Copies of every session's small datagrams while its path is suspect.
+    pub while_suspect: bool,
 }
 
 impl Default for Redundancy {
@@ -70,6 +80,7 @@ impl Default for Redundancy {
             classes: Vec::new(),
             ports: Vec::new(),
             max_payload: DEFAULT_MAX_PAYLOAD,
+            while_suspect: false,
         }
     }
 }
@@ -110,6 +121,7 @@ impl Redundancy {
             classes,
             ports,
             max_payload,
+            while_suspect: file.while_suspect.unwrap_or(true),
         })
     }
 
@@ -154,6 +166,7 @@ mod tests {
             classes: Some(vec![]),
             ports: Some(vec!["5004-5005".into(), "9000".into()]),
             max_payload: Some(200),
+            while_suspect: None,
         };
         let r = Redundancy::resolve(&f, false).unwrap();
         assert!(r.flow(5004) && r.flow(5005) && r.flow(9000) && !r.flow(53));

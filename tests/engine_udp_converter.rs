@@ -227,9 +227,16 @@ impl Sim {
                 DatagramAction::Move {
                     session, iface, dst, ..
                 } => {
+                    // A copy's socket on `iface` stays (the converter knows it); else a new one.
+                    let kept = self.socks.get(&(session, iface)).filter(|s| s.1 == dst).copied();
                     if self.socks.keys().any(|k| k.0 == session) {
                         self.socks.retain(|k, _| k.0 != session);
-                        self.open(session, iface, dst);
+                        match kept {
+                            Some(v) => {
+                                self.socks.insert((session, iface), v);
+                            }
+                            None => self.open(session, iface, dst),
+                        }
                     }
                 }
                 DatagramAction::Close { session } => {
@@ -361,11 +368,11 @@ impl Sim {
             for f in due {
                 if f.up {
                     self.converter_rx(f.from, &f.bytes);
-                } else if let Some((&(s, _), _)) =
+                } else if let Some((&(s, i), _)) =
                     self.socks.iter().find(|(_, v)| v.0 == f.to && v.1 == f.from)
                 {
                     // Delivered to the socket it was sent to (a closed one: lost).
-                    self.e.handle_datagram(self.now, s, &f.bytes);
+                    self.e.handle_datagram_on(self.now, s, i, &f.bytes);
                 }
             }
             self.pump();
@@ -814,4 +821,58 @@ fn a_forged_or_replayed_copy_adds_no_return_path() {
     assert_eq!(s.drops.get("bad_mac"), Some(&1), "{:?}", s.drops);
     assert!(!paths(&mut s).contains(&sa(ATTACKER)));
     assert_eq!(paths(&mut s).len(), 1);
+}
+
+#[test]
+fn in_handover_mode_a_suspect_path_gets_copies_so_a_blackhole_stalls_less() {
+    let seed = seed_from_env(0x5eed_5050);
+    let dst = sa("198.19.0.11:5004");
+    let blackhole = |r: Redundancy| {
+        let mut s = Sim::with(seed, r);
+        s.stream(
+            dst,
+            0,
+            Duration::from_secs(6),
+            Some((Instant::from_millis(3000), &|s: &mut Sim| {
+                s.paths[0].blackhole = true
+            })),
+        );
+        let until = s.now + ms(200);
+        s.run_until(until);
+        s
+    };
+    let before = blackhole(Redundancy::default());
+    let after = blackhole(Redundancy {
+        while_suspect: true,
+        ..Redundancy::default()
+    });
+    let (g0, g1) = (before.longest_gap(), after.longest_gap());
+    let lost = |s: &Sim| 300 - echoed_numbers(s).len();
+    println!(
+        "handover, Wi-Fi 20 ms / cellular 60 ms RTT, blackhole: longest gap {g0:?} ({} lost) without copies \
+         while suspect, {g1:?} ({} lost) with",
+        lost(&before),
+        lost(&after)
+    );
+    // Copies start once an ack is overdue by half its round trip (ACK_AFTER of silence, then
+    // 1.5 × 20 ms), instead of after the whole silence that declares the path dead.
+    assert!(g1 + ms(60) <= g0, "seed {seed:#x}: {g1:?} vs {g0:?}");
+    assert!(
+        g1 <= dgram::ACK_AFTER + ms(30 + 20 + 60 + 5),
+        "seed {seed:#x}: {g1:?}"
+    );
+    assert!(lost(&after) < lost(&before));
+    // Duplicates never reach the host, and the path was still declared silent and left.
+    let nums = echoed_numbers(&after);
+    assert_eq!(nums.iter().copied().collect::<HashSet<u32>>().len(), nums.len());
+    assert_eq!(after.e.counters().unresponsive, 1);
+    assert!(after.e.counters().redundant_copies > 0);
+    let (_, rs) = after.table.iter().next().unwrap();
+    assert_eq!(rs.peer.ip(), after.paths[1].addr);
+    // Before the blackhole nothing was copied: the path answered.
+    assert!(
+        after.e.counters().redundant_copies < 20,
+        "{}",
+        after.e.counters().redundant_copies
+    );
 }

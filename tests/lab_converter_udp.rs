@@ -416,10 +416,18 @@ fn redundant_udp_through_the_converter_loses_nothing_across_wifi_loss() {
         );
         assert_eq!(r.echoed, r.sent, "{o:?}: echoes\n{}\n{}", d.log(), conv.log());
         assert_eq!(rtp.sources().len(), 1, "{o:?}: {:?}", rtp.sources());
-        // About one interval (20 ms) at worst; a failover without redundancy stalls for the
-        // silence to be noticed (blackhole, > 200 ms) or loses what was in flight (link down).
+        // About one interval (20 ms; 25-56 ms measured at load 6-7 on 2 cores). Without
+        // redundancy a blackhole stalls the stream until the silence is suspected (60 ms, then
+        // half an ack round trip late, then the cellular round trip: > 100 ms with copies while
+        // suspect, > 210 ms without) and a link down loses what was in flight (the loss check
+        // above). The link-down bound is looser: the interface's removal has stalled both paths
+        // for up to 132 ms on a loaded machine.
+        let bound = match o {
+            Outage::Blackhole => Duration::from_millis(100),
+            Outage::LinkDown => Duration::from_millis(200),
+        };
         assert!(
-            r.longest_gap < Duration::from_millis(60),
+            r.longest_gap < bound,
             "{o:?}: longest gap {:?}\n{}",
             r.longest_gap,
             d.log()

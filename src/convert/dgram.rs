@@ -519,6 +519,8 @@ pub struct ClientSession {
     srtt: Option<Duration>,
     /// Redundant: every datagram goes on every path ([`REDUNDANT`]).
     redundant: bool,
+    /// Copies go on the other paths too while this path is suspect ([`ClientSession::suspect`]).
+    copy_when_suspect: bool,
 }
 
 impl ClientSession {
@@ -535,7 +537,31 @@ impl ClientSession {
             asks: 0,
             srtt: None,
             redundant: false,
+            copy_when_suspect: false,
         }
+    }
+
+    /// While the path is suspect, send copies on the other paths (handover mode: a blackhole
+    /// then costs the suspicion's start, not the whole wait until the path is declared silent).
+    pub fn set_copy_when_suspect(&mut self, on: bool) {
+        self.copy_when_suspect = on;
+    }
+
+    /// Whether the path is suspect at `now`: an ack asked for is late by half the ack round trip
+    /// measured (by [`ACK_EVERY`] when none is), before [`Health::PathSilent`] declares it.
+    pub fn suspect(&self, now: Instant) -> bool {
+        let ClientState::Open { .. } = self.state else {
+            return false;
+        };
+        let late = self.srtt.map_or(ACK_EVERY, |r| r + r / 2);
+        self.asked_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= late)
+    }
+
+    /// Whether the datagram sealed now goes on every path: a redundant session, or one whose
+    /// path is suspect (when it copies then).
+    pub fn sends_copies(&self, now: Instant) -> bool {
+        self.redundant || (self.copy_when_suspect && self.suspect(now))
     }
 
     /// From now on the session is (or is not) redundant: its datagrams carry [`REDUNDANT`] (the
@@ -582,9 +608,10 @@ impl ClientSession {
             && self
                 .last_ask
                 .is_none_or(|t| now.saturating_duration_since(t) >= ACK_EVERY);
+        let copies = self.sends_copies(now);
         let h = Header {
             kind: Kind::Up,
-            flags: if ask { ACK_REQUESTED } else { 0 } | if self.redundant { REDUNDANT } else { 0 },
+            flags: if ask { ACK_REQUESTED } else { 0 } | if copies { REDUNDANT } else { 0 },
             key: key.id(),
             session: self.id,
             seq: self.next_seq,
@@ -626,12 +653,26 @@ impl ClientSession {
         seal(key, &h, payload, out)
     }
 
-    /// Opens a datagram from the converter.
+    /// Opens a datagram from the converter that came on the session's path.
     pub fn open_down<'a>(
         &mut self,
         now: Instant,
         key: &ClientKey,
         bytes: &'a [u8],
+    ) -> Result<Down<'a>, DownError> {
+        self.open_down_on(now, key, bytes, true)
+    }
+
+    /// Opens a datagram from the converter; `on_path`: it came on the session's path (else on
+    /// another one, where a copy went: it proves the converter alive but not this path, whose
+    /// ack requests stay unanswered — unless the session is redundant, for which any path's
+    /// answer counts).
+    pub fn open_down_on<'a>(
+        &mut self,
+        now: Instant,
+        key: &ClientKey,
+        bytes: &'a [u8],
+        on_path: bool,
     ) -> Result<Down<'a>, DownError> {
         let u = parse(bytes)?;
         let h = u.header;
@@ -650,7 +691,7 @@ impl ClientSession {
             )));
         }
         if let Err(r) = self.recv.check(h.seq) {
-            if r == Replay::Duplicate && self.redundant {
+            if r == Replay::Duplicate && (self.redundant || self.copy_when_suspect) {
                 // The converter sent it on every return path (REDUNDANT): the second copy is
                 // expected. The MAC tells an authentic copy from a replayed forgery attempt.
                 u.verify(key)?;
@@ -660,6 +701,13 @@ impl ClientSession {
         }
         let payload = u.verify(key)?;
         self.recv.accept(h.seq)?;
+        let data = match (h.kind, h.addr) {
+            (Kind::Down, Some(from)) => Down::Data { from, payload },
+            _ => Down::Ack,
+        };
+        if !on_path && !self.redundant && self.is_open() {
+            return Ok(data);
+        }
         if h.kind == Kind::Ack
             && let Some(t) = self.asked_since
         {
@@ -670,10 +718,7 @@ impl ClientSession {
         self.state = ClientState::Open { last_heard: now };
         self.asked_since = None;
         self.asks = 0;
-        Ok(match (h.kind, h.addr) {
-            (Kind::Down, Some(from)) => Down::Data { from, payload },
-            _ => Down::Ack,
-        })
+        Ok(data)
     }
 
     /// Whether the session's path answers at `now`.

@@ -116,7 +116,9 @@ impl Engine {
         s.up.1 += payload.len() as u64;
         self.counters.dgram_bytes_up += payload.len() as u64;
         let relayed = s.via.is_some();
-        let redundant = s.via.as_ref().is_some_and(|v| v.client.is_redundant());
+        // Copies on the other paths: a redundant session, or one whose path is suspect.
+        let copies = s.via.as_ref().is_some_and(|v| v.client.sends_copies(now));
+        let redundant = copies || s.via.as_ref().is_some_and(|v| v.client.is_redundant());
         let len = if relayed {
             payload.len() + MAX_OVERHEAD
         } else {
@@ -144,7 +146,7 @@ impl Engine {
                 Ok(n) => self.datagrams.truncate_last(n),
                 Err(_) => return self.datagrams.discard_last(),
             }
-            if redundant && self.cfg.redundancy.datagram(payload.len()) {
+            if copies && self.cfg.redundancy.datagram(payload.len()) {
                 self.redundant_copies(id, action, target, (unix, &key), payload);
             }
         } else {
@@ -222,10 +224,19 @@ impl Engine {
     }
 
     /// A UDP payload the socket of `session` received: to the host.
-    pub(super) fn datagram_down(&mut self, now: Instant, session: SessionId, payload: &[u8]) {
-        let relayed = self.sessions.get_mut(session).is_some_and(|s| s.via.is_some());
+    /// `iface`: the interface of the socket it came on (`None`: the session's own).
+    pub(super) fn datagram_down(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        iface: Option<IfaceId>,
+        payload: &[u8],
+    ) {
+        let (relayed, on_path) = self.sessions.get_mut(session).map_or((false, true), |s| {
+            (s.via.is_some(), iface.is_none_or(|i| i == s.iface))
+        });
         let payload = if relayed {
-            match self.relay_down(now, session, payload) {
+            match self.relay_down(now, session, payload, on_path) {
                 Relayed::Data(p) => p,
                 Relayed::Nothing => return,
             }

@@ -333,7 +333,13 @@ impl Engine {
 
     /// A UDP payload the socket of `session` received from its destination.
     pub fn handle_datagram(&mut self, now: Instant, session: SessionId, payload: &[u8]) {
-        self.datagram_down(now, session, payload);
+        self.datagram_down(now, session, None, payload);
+    }
+
+    /// The same, received by the session's socket on `iface` (a session sending copies has one
+    /// per path; only an answer on its own path keeps that path alive).
+    pub fn handle_datagram_on(&mut self, now: Instant, session: SessionId, iface: IfaceId, payload: &[u8]) {
+        self.datagram_down(now, session, Some(iface), payload);
     }
 
     /// The destination of UDP `session` answered "port unreachable" (the session's connected

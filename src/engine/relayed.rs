@@ -67,6 +67,7 @@ impl Engine {
         b.copy_from_slice(&d[..8]);
         self.counters.udp_via_converter += 1;
         let mut client = ClientSession::new(RelayId(u64::from_be_bytes(b)), remote, now);
+        client.set_copy_when_suspect(self.cfg.redundancy.while_suspect);
         if self.cfg.redundancy.flow(remote.port()) {
             // A copy of each datagram on every path; the converter answers on each.
             client.set_redundant(true);
@@ -145,7 +146,14 @@ impl Engine {
     }
 
     /// A datagram the socket of relayed session `id` received from its converter.
-    pub(super) fn relay_down<'a>(&mut self, now: Instant, id: SessionId, bytes: &'a [u8]) -> Relayed<'a> {
+    /// `on_path`: it came on the session's path (else on one a copy went on).
+    pub(super) fn relay_down<'a>(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        bytes: &'a [u8],
+        on_path: bool,
+    ) -> Relayed<'a> {
         let Some(key) = self.cfg.converter.as_ref().map(|c| c.key.clone()) else {
             return Relayed::Nothing;
         };
@@ -157,7 +165,7 @@ impl Engine {
             return Relayed::Nothing;
         };
         let idx = via.idx;
-        match via.client.open_down(now, &key, bytes) {
+        match via.client.open_down_on(now, &key, bytes, on_path) {
             Ok(Down::Data { from, payload }) if from == remote => {
                 via.silent_paths = 0;
                 self.converters.succeeded(now, idx);

@@ -72,6 +72,8 @@ pub enum DgramEvent {
     Udp {
         /// Session.
         session: SessionId,
+        /// The interface of the socket it came on.
+        iface: IfaceId,
         /// Payload.
         payload: PacketBuf,
     },
@@ -408,7 +410,22 @@ impl Thread {
                 .icmp_socket(iface, dst.is_ipv6())
                 .and_then(|s| s.send_to(&payload, SocketAddr::new(dst.ip(), 0)).map(|_| ())),
             DgramCmd::Move { session, iface, dst } => {
-                if self.sessions.contains_key(&session) {
+                if self.udp_on(session, iface, dst).is_some() {
+                    // A copy's socket there already (the converter knows its address): it
+                    // stays, the others go.
+                    let others: Vec<IfaceId> = self
+                        .sessions
+                        .get(&session)
+                        .into_iter()
+                        .flatten()
+                        .map(|s| s.iface)
+                        .filter(|&i| i != iface)
+                        .collect();
+                    for i in others {
+                        self.close_on(session, Some(i));
+                    }
+                    Ok(())
+                } else if self.sessions.contains_key(&session) {
                     self.open_udp(session, iface, dst, false)
                 } else {
                     Ok(())
@@ -442,6 +459,7 @@ impl Thread {
             match s.sock.recv(buf) {
                 Ok(n) => out.push(DgramEvent::Udp {
                     session: id,
+                    iface: s.iface,
                     payload: self.pool.copy_from(&buf[..n]),
                 }),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
