@@ -10,7 +10,12 @@
 //! ports = ["5004-5005", "9000"]        # more destination ports (UDP)
 //! max_payload = 1200                   # larger datagrams of these flows go on one path
 //! while_suspect = true                 # the others too while their path is suspect
+//! interactive_tcp = false              # MPTCP: small writes waiting on a reply on both subflows
 //! ```
+//!
+//! `interactive_tcp` (and `mode = "redundant"` for every chunk): an MPTCP connection sends a
+//! write shorter than a segment, with nothing else in flight, on every subflow with the same
+//! mapping (`mptcp/connection/output.rs`).
 //!
 //! `while_suspect`: in the other modes, a UDP session through a converter whose path is suspect
 //! (an ack asked for is overdue, before the path is declared silent) sends its small datagrams
@@ -55,6 +60,8 @@ pub struct FileRedundant {
     pub max_payload: Option<usize>,
     /// Every small datagram through a converter goes on every path while its path is suspect.
     pub while_suspect: Option<bool>,
+    /// MPTCP: small writes waiting on a reply go on every subflow.
+    pub interactive_tcp: Option<bool>,
 }
 
 /// Which UDP datagrams through a converter go on every path.
@@ -70,6 +77,8 @@ pub struct Redundancy {
     pub max_payload: usize,
     /// Copies of every session's small datagrams while its path is suspect.
     pub while_suspect: bool,
+    /// MPTCP: small writes waiting on a reply go on every subflow.
+    pub interactive_tcp: bool,
 }
 
 impl Default for Redundancy {
@@ -81,6 +90,7 @@ impl Default for Redundancy {
             ports: Vec::new(),
             max_payload: DEFAULT_MAX_PAYLOAD,
             while_suspect: false,
+            interactive_tcp: false,
         }
     }
 }
@@ -122,6 +132,7 @@ impl Redundancy {
             ports,
             max_payload,
             while_suspect: file.while_suspect.unwrap_or(true),
+            interactive_tcp: file.interactive_tcp.unwrap_or(false),
         })
     }
 
@@ -167,6 +178,7 @@ mod tests {
             ports: Some(vec!["5004-5005".into(), "9000".into()]),
             max_payload: Some(200),
             while_suspect: None,
+            interactive_tcp: None,
         };
         let r = Redundancy::resolve(&f, false).unwrap();
         assert!(r.flow(5004) && r.flow(5005) && r.flow(9000) && !r.flow(53));

@@ -428,6 +428,7 @@ fn start_threads(
             join: config.join,
             nat_idle: config.nat_idle,
             backup_keepalive: config.backup_keepalive,
+            redundant_interactive: config.redundant.interactive_tcp,
             capable: crate::mptcp::handshake::CapableConfig {
                 checksum_required: config.checksums,
                 ..Default::default()
