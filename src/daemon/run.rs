@@ -437,6 +437,10 @@ fn start_threads(
         }),
         converter,
         redundancy: config.redundant.clone(),
+        rate_caps: [&config.budget.wifi, &config.budget.cellular]
+            .into_iter()
+            .map(|l| l.and_then(|l| l.rate))
+            .collect(),
         upstream_tcp: crate::tcp::Config {
             super_segments: if config.super_segments {
                 crate::wire::gso::MAX_PACKET

@@ -58,6 +58,8 @@ drop_reasons! {
     NoSession = "no_session",
     /// The flow or session table is full.
     TableFull = "table_full",
+    /// Over the interface's rate cap (`[budget.<role>] rate_kbit`).
+    RateCap = "rate_cap",
     /// The engine's internal queue was full.
     QueueFull = "queue_full",
     /// No usable interface for the destination's family.

@@ -104,6 +104,7 @@ impl Engine {
             self.sessions.set_iface(id, best);
             self.counters.session_moves += 1;
         }
+        let capped = !self.rate_ok(now, best, payload.len());
         let Some(s) = self.sessions.get_mut(id) else {
             return self.drop(DropReason::NoSession);
         };
@@ -111,6 +112,9 @@ impl Engine {
             && let Some(v) = &mut s.via
         {
             v.client.path_moved(now);
+        }
+        if capped {
+            return;
         }
         s.up.0 += 1;
         s.up.1 += payload.len() as u64;
@@ -147,7 +151,7 @@ impl Engine {
                 Err(_) => return self.datagrams.discard_last(),
             }
             if copies && self.cfg.redundancy.datagram(payload.len()) {
-                self.redundant_copies(id, action, target, (unix, &key), payload);
+                self.redundant_copies(now, id, action, target, (unix, &key), payload);
             }
         } else {
             match self.datagrams.push(action, payload.len()) {
@@ -171,6 +175,7 @@ impl Engine {
     /// converter relays whichever copy comes first and counts the others (`convert::relay`).
     fn redundant_copies(
         &mut self,
+        now: Instant,
         id: SessionId,
         action: DatagramAction,
         target: SocketAddr,
@@ -190,6 +195,9 @@ impl Engine {
         };
         let others: Vec<IfaceId> = self.ifaces.copy_paths(target.ip(), first).collect();
         for (iface, index) in others.into_iter().zip(1..MAX_COPIES) {
+            if !self.rate_ok(now, iface, payload.len()) {
+                continue;
+            }
             let copy = DatagramAction::Send {
                 session,
                 kind,

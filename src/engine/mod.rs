@@ -95,6 +95,8 @@ pub struct Engine {
     converters: converters::Converters,
     /// Wall-clock time (since the UNIX epoch) at an engine instant, for converter cookies.
     unix_at: Option<(Instant, Duration)>,
+    /// Rate caps by interface id.
+    caps: Vec<Option<crate::budget::RateCap>>,
 }
 
 /// How often idle datagram sessions are looked for.
@@ -117,6 +119,11 @@ impl Engine {
             counters: Counters::default(),
             converters: converters::Converters::new(cfg.converter.as_ref().map_or(&[][..], |c| &c.addrs[..])),
             unix_at: None,
+            caps: cfg
+                .rate_caps
+                .iter()
+                .map(|r| r.map(crate::budget::RateCap::new))
+                .collect(),
             cfg,
         }
     }
@@ -402,6 +409,11 @@ impl Engine {
                 continue;
             };
             if let Some(t) = f.poll_transmit(now, buf) {
+                if let Dest::Iface(i) = t.dest
+                    && !self.rate_ok(now, i, t.len)
+                {
+                    continue;
+                }
                 return Some(t);
             }
             // Done with this flow for now: its timer is re-armed, or it is removed.
@@ -410,6 +422,19 @@ impl Engine {
                 tracing::debug!(flow = id, "TCP flow finished");
             }
         }
+    }
+
+    /// Whether `len` bytes may go out of `iface` at `now` under its rate cap (else dropped,
+    /// counted).
+    fn rate_ok(&mut self, now: Instant, iface: IfaceId, len: usize) -> bool {
+        let ok = match self.caps.get_mut(usize::from(iface)) {
+            Some(Some(cap)) => cap.take(now, len),
+            _ => true,
+        };
+        if !ok {
+            self.drop(DropReason::RateCap);
+        }
+        ok
     }
 
     /// Relays flow `id`'s data and records what its upstream reported; false if the flow went

@@ -154,6 +154,9 @@ pub struct Config {
     pub converter: Option<ConverterSettings>,
     /// Which UDP flows through a converter go on every path.
     pub redundancy: crate::redundancy::Redundancy,
+    /// Rate caps by interface id, bytes/s ([`crate::budget::RateCap`]): enforced here, on every
+    /// packet and datagram the engine sends to that interface.
+    pub rate_caps: Vec<Option<u64>>,
 }
 
 /// The converters a laptop uses and the key that proves it may.
@@ -188,6 +191,7 @@ impl Default for Config {
             unresponsive_hold: Duration::from_secs(30),
             converter: None,
             redundancy: crate::redundancy::Redundancy::default(),
+            rate_caps: Vec::new(),
         }
     }
 }
