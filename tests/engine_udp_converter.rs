@@ -876,3 +876,23 @@ fn in_handover_mode_a_suspect_path_gets_copies_so_a_blackhole_stalls_less() {
         after.e.counters().redundant_copies
     );
 }
+
+#[test]
+fn relay_acks_on_cellular_count_as_its_overhead() {
+    let mut s = Sim::new(seed_from_env(10));
+    s.echo = false;
+    s.e.handle_iface_state(
+        Instant::ZERO,
+        WIFI,
+        IfaceState {
+            usable: false,
+            ..Default::default()
+        },
+    );
+    s.stream(sa("198.19.0.11:5004"), 0, Duration::from_secs(2), None);
+    // A quiet destination: only the converter's acks come back, all on cellular.
+    let o = s.e.counters().cellular_overhead_bytes;
+    assert!(o > 0, "no overhead counted");
+    assert_eq!(o % 52, 0, "whole acks (36 + 16 bytes): {o}");
+    assert!(s.host_rx.is_empty());
+}

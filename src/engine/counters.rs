@@ -150,6 +150,10 @@ counters! {
         /// The converter's copies of a datagram already received (a redundant session's other
         /// path): dropped, not counted as bad relay datagrams.
         relay_duplicates = "relay_duplicates",
+        /// Bytes on cellular that carry no payload (handover mode's own cost there): TCP
+        /// segments without data both ways (handshakes and joins, ACKs, probes, keep-alives)
+        /// and the converter's relay acks received on it. IP headers included.
+        cellular_overhead_bytes = "cellular_overhead_bytes",
         /// TCP payload bytes host → destinations.
         tcp_bytes_up = "tcp_bytes_up",
         /// TCP payload bytes destinations → host.
@@ -240,6 +244,6 @@ mod tests {
         let named = c.named();
         assert!(named.contains(&("fallback_syn_unanswered".to_string(), 1)));
         assert!(named.contains(&("unresponsive_failovers".to_string(), 0)));
-        assert_eq!(named.len(), 26 + FALLBACK_CAUSES.len() + DropReason::ALL.len());
+        assert_eq!(named.len(), 27 + FALLBACK_CAUSES.len() + DropReason::ALL.len());
     }
 }

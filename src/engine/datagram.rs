@@ -240,13 +240,23 @@ impl Engine {
         iface: Option<IfaceId>,
         payload: &[u8],
     ) {
-        let (relayed, on_path) = self.sessions.get_mut(session).map_or((false, true), |s| {
-            (s.via.is_some(), iface.is_none_or(|i| i == s.iface))
+        let (relayed, on_path, arrived) = self.sessions.get_mut(session).map_or((false, true, None), |s| {
+            (
+                s.via.is_some(),
+                iface.is_none_or(|i| i == s.iface),
+                Some(iface.unwrap_or(s.iface)),
+            )
         });
         let payload = if relayed {
+            let len = payload.len() as u64;
             match self.relay_down(now, session, payload, on_path) {
+                Relayed::Nothing(true) if arrived == Some(super::CELLULAR) => {
+                    // A relay ack: the liveness's own cost on cellular.
+                    self.counters.cellular_overhead_bytes += len;
+                    return;
+                }
                 Relayed::Data(p) => p,
-                Relayed::Nothing => return,
+                Relayed::Nothing(_) => return,
             }
         } else {
             payload

@@ -322,6 +322,9 @@ impl Engine {
             Ok(h) => h,
             Err(e) => return self.drop(tcp_reason(e)),
         };
+        if iface == CELLULAR && view.payload().is_empty() {
+            self.counters.cellular_overhead_bytes += pkt.len() as u64;
+        }
         let remote = SocketAddr::new(ipv.src, hdr.src_port);
         let Some(id) = self.table.by_port(hdr.dst_port, remote) else {
             return self.drop(DropReason::NoFlow);
@@ -414,6 +417,9 @@ impl Engine {
                 {
                     continue;
                 }
+                if t.dest == Dest::Iface(CELLULAR) && carries_no_data(&buf[..t.len]) {
+                    self.counters.cellular_overhead_bytes += t.len as u64;
+                }
                 return Some(t);
             }
             // Done with this flow for now: its timer is re-armed, or it is removed.
@@ -481,6 +487,16 @@ impl Engine {
         }
         Some(action)
     }
+}
+
+/// Whether the TCP segment in IP packet `pkt` carries no data (a handshake, an ACK, a probe).
+fn carries_no_data(pkt: &[u8]) -> bool {
+    let Ok(ipv) = ip::parse(pkt) else {
+        return false;
+    };
+    pkt.get(ipv.payload)
+        .and_then(|seg| TcpHeaderView::new(seg).ok())
+        .is_some_and(|v| v.payload().is_empty())
 }
 
 /// The MSS of a path with this MTU toward `dst`'s family.

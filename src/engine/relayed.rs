@@ -45,8 +45,8 @@ pub struct Via {
 pub(super) enum Relayed<'a> {
     /// A destination's payload for the host.
     Data(&'a [u8]),
-    /// Nothing for the host (an ack, or a refusal handled here).
-    Nothing,
+    /// Nothing for the host (true: an ack; else a refusal handled here, a copy, a drop).
+    Nothing(bool),
 }
 
 impl Engine {
@@ -155,14 +155,14 @@ impl Engine {
         on_path: bool,
     ) -> Relayed<'a> {
         let Some(key) = self.cfg.converter.as_ref().map(|c| c.key.clone()) else {
-            return Relayed::Nothing;
+            return Relayed::Nothing(false);
         };
         let Some(s) = self.sessions.get_mut(id) else {
-            return Relayed::Nothing;
+            return Relayed::Nothing(false);
         };
         let remote = s.remote;
         let Some(via) = &mut s.via else {
-            return Relayed::Nothing;
+            return Relayed::Nothing(false);
         };
         let idx = via.idx;
         match via.client.open_down_on(now, &key, bytes, on_path) {
@@ -173,28 +173,28 @@ impl Engine {
             }
             Ok(Down::Data { .. }) => {
                 self.drop(DropReason::BadRelayDatagram);
-                Relayed::Nothing
+                Relayed::Nothing(false)
             }
             Ok(Down::Ack) => {
                 via.silent_paths = 0;
                 self.converters.succeeded(now, idx);
-                Relayed::Nothing
+                Relayed::Nothing(true)
             }
             Ok(Down::Refused(why)) => {
                 tracing::info!(session = id.0, %remote, reason = why.name(), "the converter refuses this UDP session");
                 self.relay_fallback(now, id, ConverterFailure::Refused(why.code()));
-                Relayed::Nothing
+                Relayed::Nothing(false)
             }
             Err(DownError::Copy) => {
                 // The other path's copy: the path it came on works, nothing for the host.
                 via.silent_paths = 0;
                 self.counters.relay_duplicates += 1;
-                Relayed::Nothing
+                Relayed::Nothing(false)
             }
             Err(e) => {
                 tracing::debug!(session = id.0, "relay datagram dropped: {e}");
                 self.drop(DropReason::BadRelayDatagram);
-                Relayed::Nothing
+                Relayed::Nothing(false)
             }
         }
     }
