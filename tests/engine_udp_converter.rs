@@ -417,6 +417,22 @@ impl Sim {
     }
 }
 
+/// Wi-Fi goes down: blackholed, and the engine told it is not usable.
+fn wifi_down(s: &mut Sim) {
+    s.paths[0].blackhole = true;
+    let now = s.now;
+    s.e.handle_iface_state(
+        now,
+        WIFI,
+        IfaceState {
+            usable: false,
+            v4: None,
+            v6: None,
+            ..Default::default()
+        },
+    );
+}
+
 fn echoed_numbers(s: &Sim) -> Vec<u32> {
     s.host_rx
         .iter()
@@ -480,25 +496,7 @@ fn wifi_link_down_moves_the_session_at_once() {
     let mut s = Sim::new(seed_from_env(1));
     let dst = sa("[2001:db8::11]:5004");
     let down_at = Instant::from_millis(2000);
-    s.stream(
-        dst,
-        0,
-        Duration::from_secs(4),
-        Some((down_at, &|s: &mut Sim| {
-            s.paths[0].blackhole = true;
-            let now = s.now;
-            s.e.handle_iface_state(
-                now,
-                WIFI,
-                IfaceState {
-                    usable: false,
-                    v4: None,
-                    v6: None,
-                    ..Default::default()
-                },
-            );
-        })),
-    );
+    s.stream(dst, 0, Duration::from_secs(4), Some((down_at, &wifi_down)));
     assert_eq!(
         s.session_via(),
         Some(sa(CONV)),
@@ -730,20 +728,7 @@ fn redundant_stream_loses_nothing_when_wifi_goes_down() {
         dst,
         0,
         Duration::from_secs(4),
-        Some((Instant::from_millis(2000), &|s: &mut Sim| {
-            s.paths[0].blackhole = true;
-            let now = s.now;
-            s.e.handle_iface_state(
-                now,
-                WIFI,
-                IfaceState {
-                    usable: false,
-                    v4: None,
-                    v6: None,
-                    ..Default::default()
-                },
-            );
-        })),
+        Some((Instant::from_millis(2000), &wifi_down)),
     );
     let until = s.now + ms(200);
     s.run_until(until);
@@ -881,14 +866,7 @@ fn in_handover_mode_a_suspect_path_gets_copies_so_a_blackhole_stalls_less() {
 fn relay_acks_on_cellular_count_as_its_overhead() {
     let mut s = Sim::new(seed_from_env(10));
     s.echo = false;
-    s.e.handle_iface_state(
-        Instant::ZERO,
-        WIFI,
-        IfaceState {
-            usable: false,
-            ..Default::default()
-        },
-    );
+    wifi_down(&mut s);
     s.stream(sa("198.19.0.11:5004"), 0, Duration::from_secs(2), None);
     // A quiet destination: only the converter's acks come back, all on cellular.
     let o = s.e.counters().cellular_overhead_bytes;
