@@ -19,6 +19,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
+use crate::time::Instant;
 
 /// A local calendar date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -73,6 +74,8 @@ pub struct FileBudget {
     pub soft_percent: Option<u32>,
     /// What happens at a limit: `"block"` (default) or `"warn"`.
     pub at_limit: Option<AtLimit>,
+    /// Rate cap, kbit/s (1,000 bit/s), for what mpbond sends out of the interface.
+    pub rate_kbit: Option<u64>,
 }
 
 /// `[budget]`: one table per interface role.
@@ -114,6 +117,8 @@ pub struct Limits {
     pub soft_percent: u32,
     /// At the limit.
     pub at_limit: AtLimit,
+    /// Rate cap, bytes/s ([`RateCap`]).
+    pub rate: Option<u64>,
 }
 
 impl Limits {
@@ -139,13 +144,61 @@ impl Limits {
                 reason: "a limit of 0 MB: leave it out for no limit".into(),
             });
         }
+        if f.rate_kbit == Some(0) {
+            return Err(ConfigError::Invalid {
+                key,
+                reason: "a rate cap of 0 kbit/s: leave it out for no cap".into(),
+            });
+        }
         Ok(Limits {
+            rate: f.rate_kbit.map(|k| k.saturating_mul(1000) / 8),
             daily: f.daily_mb.map(|m| m.saturating_mul(1_000_000)),
             monthly: f.monthly_mb.map(|m| m.saturating_mul(1_000_000)),
             month_starts,
             soft_percent,
             at_limit: f.at_limit.unwrap_or_default(),
         })
+    }
+}
+
+/// A rate cap on what mpbond sends out of one interface: a token bucket of `rate` bytes a
+/// second holding at most a burst of 100 ms at the rate (at least 64 KB, one super-segment),
+/// full at the start. The engine asks it for every packet and datagram it sends to the
+/// interface and drops what does not fit (a policer: TCP backs off as from any loss).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateCap {
+    rate: u64,
+    burst: u64,
+    tokens: u64,
+    last: Option<Instant>,
+}
+
+impl RateCap {
+    /// A cap of `rate` bytes a second.
+    pub fn new(rate: u64) -> RateCap {
+        let burst = (rate / 10).max(64 * 1024);
+        RateCap {
+            rate,
+            burst,
+            tokens: burst,
+            last: None,
+        }
+    }
+
+    /// Whether `bytes` may go at `now` (their tokens are taken if so).
+    pub fn take(&mut self, now: Instant, bytes: usize) -> bool {
+        if let Some(last) = self.last {
+            let us = now.saturating_duration_since(last).as_micros();
+            let add = u64::try_from(us.saturating_mul(u128::from(self.rate)) / 1_000_000).unwrap_or(u64::MAX);
+            self.tokens = self.tokens.saturating_add(add).min(self.burst);
+        }
+        self.last = Some(now);
+        let b = bytes as u64;
+        if self.tokens < b {
+            return false;
+        }
+        self.tokens -= b;
+        true
     }
 }
 
@@ -365,6 +418,36 @@ mod tests {
         u.period = 1_000_000_000;
         assert_eq!(u.level(&lim), Level::Hard);
         assert_eq!(Usage::default().level(&limits(None, None)), Level::Normal);
+    }
+
+    #[test]
+    fn the_rate_cap_lets_its_rate_and_one_burst_through() {
+        // 8 Mbit/s = 1 MB/s: a burst of 100 kB, then 1 MB a second.
+        let mut c = RateCap::new(1_000_000);
+        let t0 = Instant::ZERO;
+        let mut sent = 0u64;
+        let mut dropped = 0u64;
+        // 1,500-byte packets offered at 2 MB/s for 2 s.
+        for i in 0..2_667u64 {
+            let now = t0 + std::time::Duration::from_micros(i * 750);
+            if c.take(now, 1500) {
+                sent += 1500;
+            } else {
+                dropped += 1;
+            }
+        }
+        // 2 s at 1 MB/s plus the 100 kB burst, within a packet.
+        assert!((2_098_500..=2_101_500).contains(&sent), "{sent}");
+        assert!(dropped > 1_000);
+        // Idle refills up to the burst only.
+        let later = t0 + std::time::Duration::from_secs(60);
+        let mut burst = 0;
+        while c.take(later, 1500) {
+            burst += 1500;
+        }
+        assert_eq!(burst, 99_000, "one burst of 100 kB, whole packets: {burst}");
+        // A super-segment larger than the burst never fits a small cap's bucket: 64 KB at least.
+        assert!(RateCap::new(1000).take(t0, 65_536));
     }
 
     #[test]

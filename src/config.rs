@@ -24,6 +24,9 @@ pub enum Mode {
     Interactive,
     /// Use both paths at once for more throughput.
     Aggregate,
+    /// Every UDP datagram through a converter goes on both paths (the receiver drops the later
+    /// copy); MPTCP connections schedule as in interactive mode.
+    Redundant,
 }
 
 impl fmt::Display for Mode {
@@ -32,6 +35,7 @@ impl fmt::Display for Mode {
             Mode::Handover => "handover",
             Mode::Interactive => "interactive",
             Mode::Aggregate => "aggregate",
+            Mode::Redundant => "redundant",
         })
     }
 }
@@ -117,6 +121,9 @@ pub struct FileConfig {
     /// mpbond's DNS forwarder.
     #[serde(default)]
     pub dns: FileDns,
+    /// Flows sent on every path at once.
+    #[serde(default)]
+    pub redundant: crate::redundancy::FileRedundant,
 }
 
 /// How mpbond becomes the system's resolver.
@@ -337,6 +344,8 @@ pub struct Config {
     pub budget: BudgetConfig,
     /// mpbond's DNS forwarder.
     pub dns: DnsConfig,
+    /// Flows sent on every path at once.
+    pub redundant: crate::redundancy::Redundancy,
 }
 
 /// `[budget]` resolved: limits by interface role, and where the counts are kept.
@@ -737,8 +746,11 @@ impl Config {
         };
 
         let dns = resolve_dns(file.dns, flags, &[&wifi, &cellular])?;
+        let mode = flags.mode.or(file.mode).unwrap_or_default();
+        let redundant = crate::redundancy::Redundancy::resolve(&file.redundant, mode == Mode::Redundant)?;
         Ok(Config {
-            mode: flags.mode.or(file.mode).unwrap_or_default(),
+            mode,
+            redundant,
             wifi,
             cellular,
             tun: TunConfig {

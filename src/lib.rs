@@ -18,6 +18,7 @@ pub mod expiring;
 pub mod fuzz;
 pub mod io;
 pub mod mptcp;
+pub mod redundancy;
 pub mod route;
 pub mod server;
 pub mod sim;

@@ -337,6 +337,7 @@ fn udp_sessions_relay_and_move_between_interfaces() {
         iface,
         dst,
         len,
+        redundant: false,
     }) = e.poll_datagram(&mut buf)
     else {
         panic!("no send")

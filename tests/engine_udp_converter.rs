@@ -1,8 +1,8 @@
 //! UDP through the converter's datagram relay, in a deterministic simulator: the engine (the
 //! laptop) and `convert::relay::RelayTable` (the converter) with an echoing destination behind
 //! it, two paths (Wi-Fi, cellular) with delay, loss and duplication, the laptop's per-session
-//! sockets modelled (a move opens a new source port), an attacker replaying and forging
-//! datagrams from elsewhere. Seeds replay with `MPBOND_SIM_SEED`.
+//! sockets modelled (a move opens a new source port; a redundant session has one per path), an
+//! attacker replaying and forging datagrams from elsewhere. Seeds replay with `MPBOND_SIM_SEED`.
 #![allow(clippy::unwrap_used, reason = "tests")]
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -16,6 +16,7 @@ use mpbond::engine::{
     CELLULAR, Config, ConverterSettings, DatagramAction, Dest, DropReason, Engine, IfaceState, SessionId,
     WIFI,
 };
+use mpbond::redundancy::Redundancy;
 use mpbond::sim::rng::{Rng, seed_from_env};
 use mpbond::time::Instant;
 use mpbond::wire::{ip, udp};
@@ -67,8 +68,8 @@ struct Sim {
     now: Instant,
     rng: Rng,
     paths: [Path; 2],
-    /// The engine's sessions' sockets: (iface, local address, connected peer).
-    socks: HashMap<SessionId, (u8, SocketAddr, SocketAddr)>,
+    /// The engine's sessions' sockets by (session, iface): (local address, connected peer).
+    socks: HashMap<(SessionId, u8), (SocketAddr, SocketAddr)>,
     next_port: u16,
     table: RelayTable,
     flight: Vec<InFlight>,
@@ -93,12 +94,17 @@ struct Sim {
 
 impl Sim {
     fn new(seed: u64) -> Sim {
+        Sim::with(seed, Redundancy::default())
+    }
+
+    fn with(seed: u64, redundancy: Redundancy) -> Sim {
         let mut e = Engine::new(Config {
             tun_mtu: 9000,
             converter: Some(ConverterSettings {
                 addrs: vec![sa(CONV)],
                 key: key(),
             }),
+            redundancy,
             ..Config::default()
         });
         e.set_unix_time(Instant::ZERO, Duration::from_secs(UNIX));
@@ -194,16 +200,22 @@ impl Sim {
                     iface,
                     dst,
                     len,
+                    redundant,
                     ..
                 } => {
-                    let fresh = self.socks.get(&session).is_none_or(|s| s.0 != iface);
+                    // As the datagram thread: one socket per path of a redundant session,
+                    // else one socket, reopened when the path changes.
+                    let fresh = self.socks.get(&(session, iface)).is_none_or(|s| s.1 != dst);
                     if fresh {
+                        if !redundant {
+                            self.socks.retain(|k, _| k.0 != session);
+                        }
                         self.open(session, iface, dst);
                     }
-                    let (i, local, peer) = self.socks[&session];
+                    let (local, peer) = self.socks[&(session, iface)];
                     let bytes = self.buf[..len].to_vec();
                     if peer == sa(CONV) {
-                        self.send_on_path(i, true, local, peer, bytes);
+                        self.send_on_path(iface, true, local, peer, bytes);
                     } else {
                         // Direct: the destination sees the laptop's own address.
                         self.seen_by_dst
@@ -215,12 +227,20 @@ impl Sim {
                 DatagramAction::Move {
                     session, iface, dst, ..
                 } => {
-                    if self.socks.contains_key(&session) {
-                        self.open(session, iface, dst);
+                    // A copy's socket on `iface` stays (the converter knows it); else a new one.
+                    let kept = self.socks.get(&(session, iface)).filter(|s| s.1 == dst).copied();
+                    if self.socks.keys().any(|k| k.0 == session) {
+                        self.socks.retain(|k, _| k.0 != session);
+                        match kept {
+                            Some(v) => {
+                                self.socks.insert((session, iface), v);
+                            }
+                            None => self.open(session, iface, dst),
+                        }
                     }
                 }
                 DatagramAction::Close { session } => {
-                    self.socks.remove(&session);
+                    self.socks.retain(|k, _| k.0 != session);
                 }
             }
         }
@@ -231,7 +251,7 @@ impl Sim {
         let p = &self.paths[usize::from(iface)];
         let ip = if dst.is_ipv4() { p.addr } else { p.addr6 };
         self.socks
-            .insert(session, (iface, SocketAddr::new(ip, self.next_port), dst));
+            .insert((session, iface), (SocketAddr::new(ip, self.next_port), dst));
     }
 
     fn count(&mut self, what: &'static str) {
@@ -252,6 +272,13 @@ impl Sim {
             Ok(Up::Relay {
                 key, payload, ack, ..
             }) => (key, payload.to_vec(), ack),
+            Ok(Up::Copy { key, ack, .. }) => {
+                self.count("copy");
+                if ack {
+                    self.ack(key);
+                }
+                return;
+            }
             Ok(Up::Open { opening, payload }) => {
                 if Some(opening.dst.port()) == self.refused_port {
                     let mut out = [0u8; 128];
@@ -277,13 +304,17 @@ impl Sim {
             .or_default()
             .insert(format!("converter session {:x}", sk.1.0));
         if ack {
-            let mut out = [0u8; 128];
-            let (n, to) = self.table.seal_ack(unix, &key(), &sk, &mut out).unwrap();
-            self.send_to_laptop(to, out[..n].to_vec());
+            self.ack(sk);
         }
         if self.echo {
             self.echo(sk, &payload);
         }
+    }
+
+    fn ack(&mut self, sk: SessionKey) {
+        let mut out = [0u8; 128];
+        let (n, to) = self.table.seal_ack(self.unix(), &key(), &sk, &mut out).unwrap();
+        self.send_to_laptop(to, out[..n].to_vec());
     }
 
     fn echo(&mut self, sk: SessionKey, payload: &[u8]) {
@@ -294,6 +325,11 @@ impl Sim {
             .seal_down(now, unix, &key(), &sk, payload, &mut out)
             .unwrap();
         out.truncate(n);
+        // A redundant session: the same bytes on each other return path.
+        let extra: Vec<SocketAddr> = self.table.extra_paths(now, &sk).iter().map(|e| e.0).collect();
+        for x in extra {
+            self.send_to_laptop(x, out.clone());
+        }
         self.send_to_laptop(to, out);
     }
 
@@ -332,9 +368,11 @@ impl Sim {
             for f in due {
                 if f.up {
                     self.converter_rx(f.from, &f.bytes);
-                } else if let Some((&s, _)) = self.socks.iter().find(|(_, v)| v.1 == f.to && v.2 == f.from) {
+                } else if let Some((&(s, i), _)) =
+                    self.socks.iter().find(|(_, v)| v.0 == f.to && v.1 == f.from)
+                {
                     // Delivered to the socket it was sent to (a closed one: lost).
-                    self.e.handle_datagram(self.now, s, &f.bytes);
+                    self.e.handle_datagram_on(self.now, s, i, &f.bytes);
                 }
             }
             self.pump();
@@ -377,6 +415,22 @@ impl Sim {
             .find(|f| f.protocol == "udp")
             .and_then(|f| f.converter)
     }
+}
+
+/// Wi-Fi goes down: blackholed, and the engine told it is not usable.
+fn wifi_down(s: &mut Sim) {
+    s.paths[0].blackhole = true;
+    let now = s.now;
+    s.e.handle_iface_state(
+        now,
+        WIFI,
+        IfaceState {
+            usable: false,
+            v4: None,
+            v6: None,
+            ..Default::default()
+        },
+    );
 }
 
 fn echoed_numbers(s: &Sim) -> Vec<u32> {
@@ -442,25 +496,7 @@ fn wifi_link_down_moves_the_session_at_once() {
     let mut s = Sim::new(seed_from_env(1));
     let dst = sa("[2001:db8::11]:5004");
     let down_at = Instant::from_millis(2000);
-    s.stream(
-        dst,
-        0,
-        Duration::from_secs(4),
-        Some((down_at, &|s: &mut Sim| {
-            s.paths[0].blackhole = true;
-            let now = s.now;
-            s.e.handle_iface_state(
-                now,
-                WIFI,
-                IfaceState {
-                    usable: false,
-                    v4: None,
-                    v6: None,
-                    ..Default::default()
-                },
-            );
-        })),
-    );
+    s.stream(dst, 0, Duration::from_secs(4), Some((down_at, &wifi_down)));
     assert_eq!(
         s.session_via(),
         Some(sa(CONV)),
@@ -514,7 +550,7 @@ fn replayed_and_forged_datagrams_from_elsewhere_move_nothing() {
     assert_eq!(s.table.iter().next().unwrap().1.peer, before.0);
     // And the laptop refuses what the converter sent, replayed.
     let dropped = s.e.counters().dropped(DropReason::BadRelayDatagram);
-    let sock = *s.socks.keys().next().unwrap();
+    let sock = s.socks.keys().next().unwrap().0;
     let mut out = vec![0u8; 200];
     let sk = *s.table.iter().next().unwrap().0;
     let (n, _) = s
@@ -615,4 +651,226 @@ fn a_converter_gone_mid_session_sends_it_direct_after_both_paths_went_silent() {
     );
     assert!(!s.e.converters(s.now)[0].up);
     assert!(s.seen_by_dst[&dst].iter().any(|v| v.starts_with("direct")));
+}
+
+/// Every UDP flow redundant (`mode = "redundant"`).
+fn all_redundant() -> Redundancy {
+    Redundancy {
+        all: true,
+        ..Redundancy::default()
+    }
+}
+
+/// Checks a redundant run: every number sent before `until` echoed exactly once, nothing lost.
+fn assert_each_echoed_once(s: &Sim, sent: u32, seed: u64) {
+    let nums = echoed_numbers(s);
+    let unique: HashSet<u32> = nums.iter().copied().collect();
+    assert_eq!(
+        unique.len(),
+        nums.len(),
+        "seed {seed:#x}: a duplicate reached the host"
+    );
+    let missing: Vec<u32> = (0..sent).filter(|n| !unique.contains(n)).collect();
+    assert!(missing.is_empty(), "seed {seed:#x}: lost {missing:?}");
+}
+
+#[test]
+fn redundant_stream_loses_nothing_across_a_wifi_blackhole_and_duplicates_never_reach_the_host() {
+    let seed = seed_from_env(0x5eed_7ed0);
+    let mut s = Sim::with(seed, all_redundant());
+    for p in &mut s.paths {
+        p.dup = 0.05;
+    }
+    let dst = sa("198.19.0.11:5004");
+    // 3 s on both paths, 3 s with Wi-Fi blackholed, 2 s with it back.
+    s.stream(
+        dst,
+        0,
+        Duration::from_secs(6),
+        Some((Instant::from_millis(3000), &|s: &mut Sim| {
+            s.paths[0].blackhole = true
+        })),
+    );
+    s.paths[0].blackhole = false;
+    s.stream(dst, 300, Duration::from_secs(2), None);
+    let until = s.now + ms(200);
+    s.run_until(until);
+    assert_each_echoed_once(&s, 400, seed);
+    assert_eq!(s.seen_by_dst[&dst].len(), 1, "{:?}", s.seen_by_dst);
+    // Each datagram went on both paths: the converter relayed one copy of each and counted
+    // the others as copies, not as replays (the paths' own duplicates are replays as before).
+    assert_eq!(s.e.counters().udp_redundant, 1);
+    assert!(
+        s.e.counters().redundant_copies >= 399,
+        "{:?}",
+        s.e.counters().redundant_copies
+    );
+    let copies = s.drops.get("copy").copied().unwrap_or(0);
+    assert!(copies >= 250, "seed {seed:#x}: {copies} copies counted");
+    assert!(
+        s.e.counters().relay_duplicates >= 250,
+        "the converter answered on both paths"
+    );
+    // No stall: the echoes kept coming, at worst one interval plus the paths' difference
+    // (Wi-Fi 20 ms round trip, cellular 60 ms) when the faster one went.
+    let gap = s.longest_gap();
+    assert!(gap <= ms(20 + 40 + 1), "seed {seed:#x}: gap {gap:?}");
+    // Nothing declared unresponsive: the blackhole cost nothing to notice.
+    assert_eq!(s.e.counters().unresponsive, 0);
+}
+
+#[test]
+fn redundant_stream_loses_nothing_when_wifi_goes_down() {
+    let seed = seed_from_env(0x5eed_7ed1);
+    let mut s = Sim::with(seed, all_redundant());
+    let dst = sa("[2001:db8::11]:5004");
+    s.stream(
+        dst,
+        0,
+        Duration::from_secs(4),
+        Some((Instant::from_millis(2000), &wifi_down)),
+    );
+    let until = s.now + ms(200);
+    s.run_until(until);
+    assert_each_echoed_once(&s, 200, seed);
+    let gap = s.longest_gap();
+    assert!(gap <= ms(20 + 40 + 1), "seed {seed:#x}: gap {gap:?}");
+    // The session kept its cellular socket: the converter's return path is that one now.
+    let (_, rs) = s.table.iter().next().unwrap();
+    assert_eq!(rs.peer.ip(), s.paths[1].addr);
+    // Once Wi-Fi is gone no copy goes there.
+    let copies = s.e.counters().redundant_copies;
+    s.stream(dst, 1000, ms(200), None);
+    assert_eq!(s.e.counters().redundant_copies, copies);
+}
+
+#[test]
+fn only_the_configured_classes_are_redundant() {
+    let f = mpbond::redundancy::FileRedundant {
+        ports: Some(vec!["5004".into()]),
+        ..Default::default()
+    };
+    let r = Redundancy::resolve(&f, false).unwrap();
+    let mut s = Sim::with(seed_from_env(8), r);
+    s.host_send(sa("198.19.0.11:5004"), b"rtp");
+    s.host_send(sa("198.19.0.11:5060"), b"sip (voip class)");
+    s.host_send(sa("198.19.0.11:9999"), b"other");
+    s.host_send(sa("198.19.0.11:9999"), &[0u8; 1300]);
+    let until = s.now + ms(100);
+    s.run_until(until);
+    assert_eq!(s.e.counters().udp_via_converter, 3);
+    assert_eq!(s.e.counters().udp_redundant, 2);
+    assert_eq!(
+        s.e.counters().redundant_copies,
+        2,
+        "one copy each, none for port 9999"
+    );
+    // A large datagram of a redundant flow goes on one path.
+    s.host_send(sa("198.19.0.11:5004"), &[0u8; 1300]);
+    assert_eq!(s.e.counters().redundant_copies, 2);
+}
+
+#[test]
+fn a_forged_or_replayed_copy_adds_no_return_path() {
+    let mut s = Sim::with(seed_from_env(9), all_redundant());
+    let dst = sa("198.19.0.11:5004");
+    s.stream(dst, 0, Duration::from_secs(1), None);
+    let until = s.now + ms(100);
+    s.run_until(until);
+    let sk = *s.table.iter().next().unwrap().0;
+    let paths = |s: &mut Sim| {
+        let now = s.now;
+        s.table
+            .extra_paths(now, &sk)
+            .iter()
+            .map(|e| e.0)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(paths(&mut s).len(), 1, "cellular, beside Wi-Fi");
+    let captured = s.captured.clone();
+    // Datagrams replayed from elsewhere, old and recent: replays (each (number, copy) was
+    // seen), no path.
+    for c in &captured {
+        s.converter_rx(sa(ATTACKER), c);
+    }
+    assert_eq!(
+        s.drops.get("replay"),
+        Some(&(captured.len() as u64)),
+        "{:?}",
+        s.drops
+    );
+    // A recent one claiming a copy index never seen, without the key: a forgery, no path.
+    let mut forged = captured.last().unwrap().clone();
+    forged[2] |= 3 << dgram::COPY_SHIFT;
+    s.converter_rx(sa(ATTACKER), &forged);
+    assert_eq!(s.drops.get("bad_mac"), Some(&1), "{:?}", s.drops);
+    assert!(!paths(&mut s).contains(&sa(ATTACKER)));
+    assert_eq!(paths(&mut s).len(), 1);
+}
+
+#[test]
+fn in_handover_mode_a_suspect_path_gets_copies_so_a_blackhole_stalls_less() {
+    let seed = seed_from_env(0x5eed_5050);
+    let dst = sa("198.19.0.11:5004");
+    let blackhole = |r: Redundancy| {
+        let mut s = Sim::with(seed, r);
+        s.stream(
+            dst,
+            0,
+            Duration::from_secs(6),
+            Some((Instant::from_millis(3000), &|s: &mut Sim| {
+                s.paths[0].blackhole = true
+            })),
+        );
+        let until = s.now + ms(200);
+        s.run_until(until);
+        s
+    };
+    let before = blackhole(Redundancy::default());
+    let after = blackhole(Redundancy {
+        while_suspect: true,
+        ..Redundancy::default()
+    });
+    let (g0, g1) = (before.longest_gap(), after.longest_gap());
+    let lost = |s: &Sim| 300 - echoed_numbers(s).len();
+    println!(
+        "handover, Wi-Fi 20 ms / cellular 60 ms RTT, blackhole: longest gap {g0:?} ({} lost) without copies \
+         while suspect, {g1:?} ({} lost) with",
+        lost(&before),
+        lost(&after)
+    );
+    // Copies start once an ack is overdue by half its round trip (ACK_AFTER of silence, then
+    // 1.5 × 20 ms), instead of after the whole silence that declares the path dead.
+    assert!(g1 + ms(60) <= g0, "seed {seed:#x}: {g1:?} vs {g0:?}");
+    assert!(
+        g1 <= dgram::ACK_AFTER + ms(30 + 20 + 60 + 5),
+        "seed {seed:#x}: {g1:?}"
+    );
+    assert!(lost(&after) < lost(&before));
+    // Duplicates never reach the host, and the path was still declared silent and left.
+    let nums = echoed_numbers(&after);
+    assert_eq!(nums.iter().copied().collect::<HashSet<u32>>().len(), nums.len());
+    assert_eq!(after.e.counters().unresponsive, 1);
+    assert!(after.e.counters().redundant_copies > 0);
+    let (_, rs) = after.table.iter().next().unwrap();
+    assert_eq!(rs.peer.ip(), after.paths[1].addr);
+    // Before the blackhole nothing was copied: the path answered.
+    assert!(
+        after.e.counters().redundant_copies < 20,
+        "{}",
+        after.e.counters().redundant_copies
+    );
+}
+
+#[test]
+fn relay_acks_on_cellular_count_as_its_overhead() {
+    let mut s = Sim::new(seed_from_env(10));
+    s.echo = false;
+    wifi_down(&mut s);
+    s.stream(sa("198.19.0.11:5004"), 0, Duration::from_secs(2), None);
+    // A quiet destination: only the converter's acks come back, all on cellular.
+    let o = s.e.counters().cellular_overhead_bytes;
+    assert!(o > 0, "no overhead counted");
+    assert_eq!(o % 52, 0, "whole acks (36 + 16 bytes): {o}");
+    assert!(s.host_rx.is_empty());
 }

@@ -11,18 +11,10 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::daemon::{Daemon, RunDir, lab_client_opts as opts, lab_with, skip_unless_root, status, wait_for};
+use common::daemon::{
+    Daemon, RunDir, kernel_bytes, lab_client_opts as opts, lab_with, skip_unless_root, status, wait_for,
+};
 use netlab::{LabOptions, Path, client};
-
-/// The interface's kernel counters (rx + tx) as `ip -s` shows them in the laptop namespace.
-fn kernel_bytes(lab: &netlab::Lab, ifname: &str) -> u64 {
-    let j = lab
-        .exec(&lab.ns().laptop, &["ip", "-j", "-s", "link", "show", ifname])
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_str(&j).unwrap();
-    let s = &v[0]["stats64"];
-    s["rx"]["bytes"].as_u64().unwrap() + s["tx"]["bytes"].as_u64().unwrap()
-}
 
 #[test]
 fn cellular_bytes_are_counted_and_the_daily_limit_blocks_the_interface() {

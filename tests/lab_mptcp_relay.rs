@@ -355,3 +355,38 @@ fn wifi_failures_mid_transfer_move_traffic_to_cellular_and_back() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(d.wait_exit().success(), "{}", d.log());
 }
+
+/// Redundant mode (issue 16) against the Linux kernel's MPTCP: every chunk goes on both
+/// subflows with the same mapping; the kernel must keep the first copy and drop the other
+/// (RFC 8684 §3.3.1), byte-exact both ways.
+#[test]
+fn redundant_mode_to_the_kernel_server_is_byte_exact() {
+    if skip_unless_root() {
+        return;
+    }
+    let lab = lab_with(LabOptions::default());
+    let n: u64 = 4_000_000;
+    let data = pattern(n);
+    let (sha, fnv) = (sha256_hex(&data), fnv_hex(&data));
+    let file = std::env::temp_dir().join(format!("mpbond-upload-red-{}.bin", std::process::id()));
+    std::fs::write(&file, &data).unwrap();
+    drop(data);
+    let rd = RunDir::new();
+    let d = Daemon::start(&lab, rd.path(), &["--mode", "redundant"]);
+    common::daemon::wait_usable(&lab, rd.path());
+    let before = common::daemon::kernel_bytes(&lab, "wwan0");
+    curl_and_python(&lab, MPTCP_SERVER, n, &file, &sha, &fnv);
+    let _ = std::fs::remove_file(&file);
+    let st = status(&lab, rd.path());
+    assert!(
+        counter(&st, "mptcp_connected") >= 4,
+        "{:?}\n{}",
+        st.counters,
+        d.log()
+    );
+    // Cellular carried data (the uploads' copies, and its share of the kernel's downloads: in
+    // redundant mode it is no backup), not just the few packets of an idle subflow.
+    let cell = common::daemon::kernel_bytes(&lab, "wwan0") - before;
+    println!("redundant mode: {cell} bytes on the cellular path for 16 MB moved");
+    assert!(cell > n, "{cell} bytes on cellular\n{}", d.log());
+}

@@ -9,7 +9,10 @@
 //! ```text
 //! 0      magic 0xd7
 //! 1      kind: 1 data up (laptop → converter), 2 data down, 3 ack (down), 4 refused (down)
-//! 2      flags: bit 0 ACK_REQUESTED (up: answer with an ack)
+//! 2      flags: bit 0 ACK_REQUESTED (up: answer with an ack), bit 1 REDUNDANT (up: this
+//!        datagram goes on every path, same number; send the session's down datagrams to each
+//!        return path verified for it, see `relay.rs`), bits 2-3 the copy's index (0 on the
+//!        first path, 1.. on the others; each copy is MAC'd on its own)
 //! 3      family of the inner address: 4, 6 (or 0: none, ack and refused)
 //! 4..12  key id (the client key's public id, as in the Cookie TLV, `cookie.rs`)
 //! 12..20 session id (chosen by the laptop, random)
@@ -56,6 +59,19 @@ pub const MAX_OVERHEAD: usize = FIXED_LEN + 18 + MAC_LEN;
 const LABEL: &[u8; 24] = b"mpbond-relay-datagram-v1";
 /// Ask-for-ack flag.
 pub const ACK_REQUESTED: u8 = 1;
+/// Redundant-session flag: the laptop sends each datagram of the session on every path with
+/// the same sequence number (the second copy is a duplicate to the window, not an attack) and
+/// wants the converter's datagrams on every return path too.
+pub const REDUNDANT: u8 = 2;
+/// Where a redundant datagram's copy index is in the flags (bits 2-3).
+pub const COPY_SHIFT: u8 = 2;
+/// Copies of one datagram at most (the first and three others: one per path).
+pub const MAX_COPIES: u8 = 4;
+
+/// The copy index in `flags`.
+pub fn copy_index(flags: u8) -> u8 {
+    (flags >> COPY_SHIFT) & (MAX_COPIES - 1)
+}
 
 /// What a relay datagram is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -475,6 +491,10 @@ pub enum DownError {
     /// Another session's, an up datagram, or a refusal of a number never sent.
     #[error("relay datagram not for this session")]
     NotOurs,
+    /// A redundant session's authentic copy of a datagram already received (it came on the
+    /// other path too): dropped, counted apart from replays.
+    #[error("the other path's copy of a datagram already received")]
+    Copy,
 }
 
 /// One host UDP session relayed through a converter, the laptop's side: sealing what the host
@@ -497,6 +517,10 @@ pub struct ClientSession {
     asks: u32,
     /// Smoothed time from the first unanswered ack request to the answer, on this path.
     srtt: Option<Duration>,
+    /// Redundant: every datagram goes on every path ([`REDUNDANT`]).
+    redundant: bool,
+    /// Copies go on the other paths too while this path is suspect ([`ClientSession::suspect`]).
+    copy_when_suspect: bool,
 }
 
 impl ClientSession {
@@ -512,7 +536,43 @@ impl ClientSession {
             last_ask: None,
             asks: 0,
             srtt: None,
+            redundant: false,
+            copy_when_suspect: false,
         }
+    }
+
+    /// While the path is suspect, send copies on the other paths (handover mode: a blackhole
+    /// then costs the suspicion's start, not the whole wait until the path is declared silent).
+    pub fn set_copy_when_suspect(&mut self, on: bool) {
+        self.copy_when_suspect = on;
+    }
+
+    /// Whether the path is suspect at `now`: an ack asked for is late by half the ack round trip
+    /// measured (by [`ACK_EVERY`] when none is), before [`Health::PathSilent`] declares it.
+    pub fn suspect(&self, now: Instant) -> bool {
+        let ClientState::Open { .. } = self.state else {
+            return false;
+        };
+        let late = self.srtt.map_or(ACK_EVERY, |r| r + r / 2);
+        self.asked_since
+            .is_some_and(|t| now.saturating_duration_since(t) >= late)
+    }
+
+    /// Whether the datagram sealed now goes on every path: a redundant session, or one whose
+    /// path is suspect (when it copies then).
+    pub fn sends_copies(&self, now: Instant) -> bool {
+        self.redundant || (self.copy_when_suspect && self.suspect(now))
+    }
+
+    /// From now on the session is (or is not) redundant: its datagrams carry [`REDUNDANT`] (the
+    /// caller sends each on every path) and the converter answers on every path.
+    pub fn set_redundant(&mut self, on: bool) {
+        self.redundant = on;
+    }
+
+    /// Whether the session is redundant.
+    pub fn is_redundant(&self) -> bool {
+        self.redundant
     }
 
     /// How long ack requests may go unanswered before the path is silent.
@@ -548,9 +608,10 @@ impl ClientSession {
             && self
                 .last_ask
                 .is_none_or(|t| now.saturating_duration_since(t) >= ACK_EVERY);
+        let copies = self.sends_copies(now);
         let h = Header {
             kind: Kind::Up,
-            flags: if ask { ACK_REQUESTED } else { 0 },
+            flags: if ask { ACK_REQUESTED } else { 0 } | if copies { REDUNDANT } else { 0 },
             key: key.id(),
             session: self.id,
             seq: self.next_seq,
@@ -567,12 +628,51 @@ impl ClientSession {
         Ok(n)
     }
 
-    /// Opens a datagram from the converter.
+    /// Seals copy `index` (1..[`MAX_COPIES`]) of the datagram [`ClientSession::seal_up`] sealed
+    /// last: the same number and payload, its own MAC, for another path.
+    pub fn seal_copy(
+        &self,
+        unix_secs: u64,
+        key: &ClientKey,
+        payload: &[u8],
+        index: u8,
+        out: &mut [u8],
+    ) -> Result<usize, DgramError> {
+        if index == 0 || index >= MAX_COPIES || self.next_seq <= 1 {
+            return Err(DgramError::Malformed);
+        }
+        let h = Header {
+            kind: Kind::Up,
+            flags: REDUNDANT | (index << COPY_SHIFT),
+            key: key.id(),
+            session: self.id,
+            seq: self.next_seq - 1,
+            timestamp: unix_secs,
+            addr: Some(self.dst),
+        };
+        seal(key, &h, payload, out)
+    }
+
+    /// Opens a datagram from the converter that came on the session's path.
     pub fn open_down<'a>(
         &mut self,
         now: Instant,
         key: &ClientKey,
         bytes: &'a [u8],
+    ) -> Result<Down<'a>, DownError> {
+        self.open_down_on(now, key, bytes, true)
+    }
+
+    /// Opens a datagram from the converter; `on_path`: it came on the session's path (else on
+    /// another one, where a copy went: it proves the converter alive but not this path, whose
+    /// ack requests stay unanswered — unless the session is redundant, for which any path's
+    /// answer counts).
+    pub fn open_down_on<'a>(
+        &mut self,
+        now: Instant,
+        key: &ClientKey,
+        bytes: &'a [u8],
+        on_path: bool,
     ) -> Result<Down<'a>, DownError> {
         let u = parse(bytes)?;
         let h = u.header;
@@ -590,9 +690,24 @@ impl ClientSession {
                 payload.first().copied().unwrap_or(0),
             )));
         }
-        self.recv.check(h.seq)?;
+        if let Err(r) = self.recv.check(h.seq) {
+            if r == Replay::Duplicate && (self.redundant || self.copy_when_suspect) {
+                // The converter sent it on every return path (REDUNDANT): the second copy is
+                // expected. The MAC tells an authentic copy from a replayed forgery attempt.
+                u.verify(key)?;
+                return Err(DownError::Copy);
+            }
+            return Err(r.into());
+        }
         let payload = u.verify(key)?;
         self.recv.accept(h.seq)?;
+        let data = match (h.kind, h.addr) {
+            (Kind::Down, Some(from)) => Down::Data { from, payload },
+            _ => Down::Ack,
+        };
+        if !on_path && !self.redundant && self.is_open() {
+            return Ok(data);
+        }
         if h.kind == Kind::Ack
             && let Some(t) = self.asked_since
         {
@@ -603,10 +718,7 @@ impl ClientSession {
         self.state = ClientState::Open { last_heard: now };
         self.asked_since = None;
         self.asks = 0;
-        Ok(match (h.kind, h.addr) {
-            (Kind::Down, Some(from)) => Down::Data { from, payload },
-            _ => Down::Ack,
-        })
+        Ok(data)
     }
 
     /// Whether the session's path answers at `now`.

@@ -4,25 +4,44 @@
 //!
 //! Call order, per datagram received on the relay listener from `from`:
 //! [`RelayTable::handle_up`] → [`Up::Relay`] (send the payload on the session's socket; if the
-//! laptop asked, send [`RelayTable::seal_ack`] back) or [`Up::Open`] (a verified, fresh first
+//! laptop asked, send [`RelayTable::seal_ack`] back) or [`Up::Copy`] (a redundant session's
+//! second copy: send nothing on, count it) or [`Up::Open`] (a verified, fresh first
 //! datagram: apply the egress policy and limits, open a socket toward the destination, then
 //! [`RelayTable::insert`] — or send [`RelayTable::seal_refused`]) or an error (count, drop,
 //! send nothing). Per datagram a session's socket received: [`RelayTable::seal_down`], send it
-//! to the address returned. Now and then [`RelayTable::expire`]; on a key reload
-//! [`RelayTable::retain_keys`].
+//! to the address returned, and for a redundant session the same bytes to each of
+//! [`RelayTable::extra_paths`].
+//!
+//! Redundant sessions (the laptop sets [`REDUNDANT`] and sends each datagram on every path with
+//! the same number, each copy with its own index and MAC): whichever copy comes first is
+//! relayed; a later copy is a duplicate to the session's window and is counted as a copy, not as
+//! an attack, if its MAC verifies and its (number, index) was never seen before (a window per
+//! copy index). The source of such an authenticated, never-seen datagram that is not the return
+//! path becomes an extra return path (at most [`MAX_EXTRA_PATHS`], the least recently heard
+//! replaced; one not heard from for [`EXTRA_PATH_IDLE`] is forgotten), to which the session's
+//! down datagrams go too. So no address gets anything unless a datagram that was never seen
+//! before, sealed under the session's key, came from it — the same proof the roaming return
+//! path rests on — and no path gets more than one copy of each down datagram.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::dgram::{
-    self, ACK_REQUESTED, DgramError, Header, Kind, RefuseReason, RelayId, Replay, ReplayWindow,
+    self, ACK_REQUESTED, DgramError, Header, Kind, MAX_COPIES, REDUNDANT, RefuseReason, RelayId, Replay,
+    ReplayWindow, copy_index,
 };
 use super::key::{ClientKey, KeyId};
 use crate::time::Instant;
 
 /// A session's key in the table.
 pub type SessionKey = (KeyId, RelayId);
+
+/// Return paths a redundant session keeps besides its newest one (one per other interface of
+/// the laptop; bounded, so a session's state stays small whatever the sources).
+pub const MAX_EXTRA_PATHS: usize = 3;
+/// An extra return path no authenticated datagram came from for this long is forgotten.
+pub const EXTRA_PATH_IDLE: Duration = Duration::from_secs(30);
 
 /// Limits of the table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,6 +83,55 @@ pub struct RelaySession {
     pub down: (u64, u64),
     /// Times its return path moved.
     pub moves: u64,
+    /// The laptop's newest datagram asked for redundancy ([`REDUNDANT`]).
+    pub redundant: bool,
+    /// Other verified return paths (redundant sessions) and when each was last heard from.
+    extra: Vec<(SocketAddr, Instant)>,
+    /// Redundant copies received (duplicates of a datagram relayed already).
+    pub copies: u64,
+    /// The numbers seen with each copy index 1.. (allocated on the first copy of an index).
+    copy_seen: Vec<ReplayWindow>,
+}
+
+impl RelaySession {
+    /// Remembers `addr` (an authenticated datagram's source, not the return path) as an extra
+    /// return path heard at `now`; true if it is new.
+    /// Whether (`seq`, copy `index`) was never seen.
+    fn copy_check(&self, seq: u64, index: u8) -> Result<(), Replay> {
+        self.copy_seen
+            .get(usize::from(index))
+            .map_or(Ok(()), |w| w.check(seq))
+    }
+
+    /// Records (`seq`, copy `index`) as seen (a redundant datagram, after its MAC verified).
+    fn copy_accept(&mut self, seq: u64, index: u8) {
+        let i = usize::from(index);
+        while self.copy_seen.len() <= i && self.copy_seen.len() < usize::from(MAX_COPIES) {
+            // A new index: nothing below the session's window may teach a path.
+            let floor = self.recv.top().saturating_sub(dgram::WINDOW);
+            self.copy_seen.push(ReplayWindow::starting_after(floor));
+        }
+        if let Some(w) = self.copy_seen.get_mut(i) {
+            let _ = w.accept(seq);
+        }
+    }
+
+    fn heard_extra(&mut self, addr: SocketAddr, now: Instant) -> bool {
+        if addr == self.peer {
+            return false;
+        }
+        if let Some(e) = self.extra.iter_mut().find(|e| e.0 == addr) {
+            e.1 = now;
+            return false;
+        }
+        if self.extra.len() >= MAX_EXTRA_PATHS
+            && let Some(i) = (0..self.extra.len()).min_by_key(|&i| self.extra[i].1)
+        {
+            self.extra.swap_remove(i);
+        }
+        self.extra.push((addr, now));
+        true
+    }
 }
 
 /// A verified, fresh first datagram of a session the table does not hold: the caller decides
@@ -81,6 +149,9 @@ pub struct Opening {
     floor: u64,
     /// The laptop asked for an ack.
     pub ack: bool,
+    /// The laptop asked for redundancy.
+    pub redundant: bool,
+    copy: u8,
 }
 
 /// What a datagram from a laptop asks for.
@@ -94,6 +165,15 @@ pub enum Up<'a> {
         payload: &'a [u8],
         /// Its return path moved to the datagram's source.
         moved: bool,
+        /// The laptop asked for an ack.
+        ack: bool,
+    },
+    /// A redundant session's authentic copy of a datagram relayed already: nothing to send on.
+    Copy {
+        /// The session.
+        key: SessionKey,
+        /// Its source became an extra return path.
+        new_path: bool,
         /// The laptop asked for an ack.
         ack: bool,
     },
@@ -233,18 +313,56 @@ impl RelayTable {
         if let Some(s) = self.sessions.get_mut(&skey) {
             // RFC 4303 §3.4.3: the cheap window check first, the window updated only after the
             // integrity check succeeded.
-            s.recv.check(h.seq)?;
+            let redundant = h.flags & REDUNDANT != 0;
+            let index = copy_index(h.flags);
+            match s.recv.check(h.seq) {
+                Err(Replay::Duplicate) if redundant => {
+                    // Another path's copy (same number by design): never seen with this index,
+                    // then authentic (the window per index updated only after the MAC).
+                    s.copy_check(h.seq, index)?;
+                    u.verify(&key)?;
+                    if dst != s.dst {
+                        return Err(UpError::OtherDestination);
+                    }
+                    s.copy_accept(h.seq, index);
+                    let new_path = s.redundant && s.heard_extra(from, now);
+                    s.copies += 1;
+                    s.last = now;
+                    return Ok(Up::Copy {
+                        key: skey,
+                        new_path,
+                        ack,
+                    });
+                }
+                r => r?,
+            }
             let payload = u.verify(&key)?;
             if dst != s.dst {
                 return Err(UpError::OtherDestination);
             }
             let newest = s.recv.accept(h.seq)?;
+            if redundant {
+                s.copy_accept(h.seq, index);
+            }
+            if newest {
+                s.redundant = redundant;
+                if !redundant {
+                    s.extra.clear();
+                }
+            }
             // Roaming: only the newest authenticated datagram moves the return path, so a
             // reordered one from the old path does not move it back.
             let moved = newest && from != s.peer;
             if moved {
-                s.peer = from;
+                let old = std::mem::replace(&mut s.peer, from);
+                s.extra.retain(|e| e.0 != from);
+                if s.redundant {
+                    // The old path stays a return path while it is heard from.
+                    s.heard_extra(old, now);
+                }
                 s.moves += 1;
+            } else if s.redundant {
+                s.heard_extra(from, now);
             }
             s.last_ts = s.last_ts.max(h.timestamp);
             s.last = now;
@@ -282,6 +400,8 @@ impl RelayTable {
                 timestamp: h.timestamp,
                 floor,
                 ack,
+                redundant: h.flags & REDUNDANT != 0,
+                copy: copy_index(h.flags),
             },
             payload,
         })
@@ -304,8 +424,33 @@ impl RelayTable {
                 up: (1, payload_len as u64),
                 down: (0, 0),
                 moves: 0,
+                redundant: false,
+                extra: Vec::new(),
+                copies: 0,
+                copy_seen: Vec::new(),
             },
         );
+        if o.redundant
+            && let Some(s) = self.sessions.get_mut(&o.key)
+        {
+            s.redundant = true;
+            s.copy_accept(o.seq, o.copy);
+        }
+    }
+
+    /// Where the destination's datagrams of session `key` go besides the return path that
+    /// [`RelayTable::seal_down`] returned: the extra return paths of a redundant session heard
+    /// from within [`EXTRA_PATH_IDLE`] (the others are forgotten now). Empty for the others.
+    pub fn extra_paths(&mut self, now: Instant, key: &SessionKey) -> &[(SocketAddr, Instant)] {
+        let Some(s) = self.sessions.get_mut(key) else {
+            return &[];
+        };
+        s.extra
+            .retain(|e| now.saturating_duration_since(e.1) < EXTRA_PATH_IDLE);
+        if !s.redundant {
+            return &[];
+        }
+        &s.extra
     }
 
     /// The destination's `payload` for session `key` at `now`, sealed into `out`: its length

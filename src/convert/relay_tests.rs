@@ -1,5 +1,5 @@
 use super::*;
-use crate::convert::dgram::{ClientSession, Down};
+use crate::convert::dgram::{ClientSession, Down, DownError};
 
 fn key(b: u8) -> ClientKey {
     ClientKey::from_parts(KeyId([b; 8]), [b.wrapping_add(1); 32])
@@ -253,4 +253,79 @@ fn refusal_is_smaller_than_the_request_and_revocation_ends_sessions() {
     assert_eq!(t.retain_keys(&[key(1).id()]).len(), 0);
     assert_eq!(t.retain_keys(&[]).len(), 1);
     assert!(t.is_empty());
+}
+
+/// Copy `index` of the datagram `c` sealed last.
+fn copy(c: &ClientSession, payload: &[u8], index: u8) -> Vec<u8> {
+    let mut b = vec![0u8; 512];
+    let n = c.seal_copy(NOW, &key(1), payload, index, &mut b).unwrap();
+    b.truncate(n);
+    b
+}
+
+#[test]
+fn redundant_copies_are_counted_apart_from_replays_and_teach_bounded_return_paths() {
+    let mut t = RelayTable::new(RelayConfig::default());
+    let t0 = Instant::from_millis(0);
+    let sk = (key(1).id(), RelayId(9));
+    let mut c = ClientSession::new(RelayId(9), sa(DST), t0);
+    c.set_redundant(true);
+    let d1 = up(&mut c, t0, NOW, b"1");
+    let d1c = copy(&c, b"1", 1);
+    open(&mut t, t0, WIFI, &d1);
+    // The cellular copy: no relay, a copy, a new return path.
+    assert_eq!(
+        t.handle_up(t0, NOW, sa(CELL), &d1c, keys),
+        Ok(Up::Copy {
+            key: sk,
+            new_path: true,
+            ack: false
+        })
+    );
+    // The same copy again (a path's duplicate or a replay, from anywhere): a replay.
+    for from in [CELL, "203.0.113.9:9"] {
+        assert_eq!(
+            t.handle_up(t0, NOW, sa(from), &d1c, keys),
+            Err(UpError::Replay(Replay::Duplicate))
+        );
+    }
+    assert_eq!(t.get(&sk).unwrap().copies, 1);
+    // Down datagrams: to Wi-Fi, and the same bytes to cellular.
+    let mut out = [0u8; 256];
+    let (_, to) = t.seal_down(t0, NOW, &key(1), &sk, b"back", &mut out).unwrap();
+    assert_eq!(to, sa(WIFI));
+    let extra: Vec<SocketAddr> = t.extra_paths(t0, &sk).iter().map(|e| e.0).collect();
+    assert_eq!(extra, vec![sa(CELL)]);
+    // The laptop takes the second copy of a down datagram as a copy, not as a replay.
+    let (n, _) = t.seal_down(t0, NOW, &key(1), &sk, b"x", &mut out).unwrap();
+    assert!(matches!(
+        c.open_down(t0, &key(1), &out[..n]),
+        Ok(Down::Data { .. })
+    ));
+    assert_eq!(c.open_down(t0, &key(1), &out[..n]), Err(DownError::Copy));
+    // Copies from more addresses than paths: at most MAX_EXTRA_PATHS kept.
+    for i in 0..10u16 {
+        let d0 = up(&mut c, t0, NOW, b"n");
+        assert!(matches!(
+            t.handle_up(t0, NOW, sa(WIFI), &d0, keys),
+            Ok(Up::Relay { .. })
+        ));
+        let from = SocketAddr::new(sa(CELL).ip(), 50_000 + i);
+        let d = copy(&c, b"n", 1 + (i % 3) as u8);
+        assert!(matches!(
+            t.handle_up(t0, NOW, from, &d, keys),
+            Ok(Up::Copy { .. })
+        ));
+    }
+    assert_eq!(t.extra_paths(t0, &sk).len(), MAX_EXTRA_PATHS);
+    // Not heard from for EXTRA_PATH_IDLE: forgotten.
+    let later = t0 + EXTRA_PATH_IDLE;
+    assert!(t.extra_paths(later, &sk).is_empty());
+    // A session that is not redundant keeps one return path, and a duplicate is a replay.
+    let mut plain = ClientSession::new(RelayId(10), sa(DST), t0);
+    let p1 = up(&mut plain, t0, NOW, b"p");
+    open(&mut t, t0, WIFI, &p1);
+    let psk = (key(1).id(), RelayId(10));
+    assert!(t.handle_up(t0, NOW, sa(CELL), &p1, keys).is_err());
+    assert!(t.extra_paths(t0, &psk).is_empty());
 }

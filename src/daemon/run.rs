@@ -428,6 +428,7 @@ fn start_threads(
             join: config.join,
             nat_idle: config.nat_idle,
             backup_keepalive: config.backup_keepalive,
+            redundant_interactive: config.redundant.interactive_tcp,
             capable: crate::mptcp::handshake::CapableConfig {
                 checksum_required: config.checksums,
                 ..Default::default()
@@ -435,6 +436,11 @@ fn start_threads(
             ..crate::mptcp::MptcpConfig::default()
         }),
         converter,
+        redundancy: config.redundant.clone(),
+        rate_caps: [&config.budget.wifi, &config.budget.cellular]
+            .into_iter()
+            .map(|l| l.and_then(|l| l.rate))
+            .collect(),
         upstream_tcp: crate::tcp::Config {
             super_segments: if config.super_segments {
                 crate::wire::gso::MAX_PACKET

@@ -1,6 +1,6 @@
 //! `mpbond status --watch`: a live view of the daemon's status, redrawn in place every second —
-//! the interfaces (role, state, RTT, throughput now), the flows by kind, and the failovers as a
-//! timeline with their measured gaps. Ctrl-C (or SIGTERM) ends it and gives the terminal back as
+//! the interfaces (role, state, RTT, throughput now), their data budgets, the flows by kind, and
+//! the failovers as a timeline with their measured gaps. Ctrl-C (or SIGTERM) ends it and gives the terminal back as
 //! it was. Not on a terminal, it prints one frame per second, one after the other.
 
 use std::fmt::Write as _;
@@ -71,6 +71,9 @@ pub fn render(prev: Option<&Status>, cur: &Status, dt: Duration) -> String {
             rate(i.rx_bytes, old.map(|o| o.rx_bytes)),
             rate(i.tx_bytes, old.map(|o| o.tx_bytes)),
         );
+    }
+    for b in &cur.budget {
+        let _ = writeln!(s, "data {}", b.line());
     }
     let _ = writeln!(s);
     let k = cur.flow_kinds();
@@ -255,6 +258,24 @@ mod tests {
             f.contains(
                 "4s ago  wlan0      unresponsive   2 flows,   2 moved on, gap 24.8 ms (last 136.3 ms)"
             ),
+            "{f}"
+        );
+    }
+
+    #[test]
+    fn a_frame_shows_the_data_budget() {
+        let mut st = frame(0, true, "[]");
+        st.budget = vec![crate::budget::BudgetStatus {
+            name: "wwan0".into(),
+            today: 12_300_000,
+            period: 456_000_000,
+            daily_limit: Some(500_000_000),
+            level: crate::budget::Level::Soft,
+            ..Default::default()
+        }];
+        let f = render(None, &st, Duration::ZERO);
+        assert!(
+            f.contains("data wwan0: today 12.3 MB of 500.0 MB, this period 456.0 MB — near the limit"),
             "{f}"
         );
     }

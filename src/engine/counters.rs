@@ -58,6 +58,8 @@ drop_reasons! {
     NoSession = "no_session",
     /// The flow or session table is full.
     TableFull = "table_full",
+    /// Over the interface's rate cap (`[budget.<role>] rate_kbit`).
+    RateCap = "rate_cap",
     /// The engine's internal queue was full.
     QueueFull = "queue_full",
     /// No usable interface for the destination's family.
@@ -140,6 +142,18 @@ counters! {
         udp_via_converter = "udp_via_converter",
         /// UDP sessions that left their converter for direct (silent, refused, unreachable).
         relay_fallbacks = "relay_fallbacks",
+        /// Redundant UDP sessions opened through a converter (a copy of each datagram on
+        /// every path).
+        udp_redundant = "udp_redundant",
+        /// Extra copies of redundant datagrams sent (one per extra path and datagram).
+        redundant_copies = "redundant_copies",
+        /// The converter's copies of a datagram already received (a redundant session's other
+        /// path): dropped, not counted as bad relay datagrams.
+        relay_duplicates = "relay_duplicates",
+        /// Bytes on cellular that carry no payload (handover mode's own cost there): TCP
+        /// segments without data both ways (handshakes and joins, ACKs, probes, keep-alives)
+        /// and the converter's relay acks received on it. IP headers included.
+        cellular_overhead_bytes = "cellular_overhead_bytes",
         /// TCP payload bytes host → destinations.
         tcp_bytes_up = "tcp_bytes_up",
         /// TCP payload bytes destinations → host.
@@ -230,6 +244,6 @@ mod tests {
         let named = c.named();
         assert!(named.contains(&("fallback_syn_unanswered".to_string(), 1)));
         assert!(named.contains(&("unresponsive_failovers".to_string(), 0)));
-        assert_eq!(named.len(), 23 + FALLBACK_CAUSES.len() + DropReason::ALL.len());
+        assert_eq!(named.len(), 27 + FALLBACK_CAUSES.len() + DropReason::ALL.len());
     }
 }

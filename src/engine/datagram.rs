@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::converters::ConverterFailure;
 use super::relayed::Relayed;
 use super::{DatagramAction, DatagramKind, Dest, DropReason, Engine, IfaceId, SWEEP_INTERVAL, SessionId};
-use crate::convert::dgram::MAX_OVERHEAD;
+use crate::convert::dgram::{MAX_COPIES, MAX_OVERHEAD};
 use crate::time::Instant;
 use crate::wire::icmp::{self, IcmpError};
 use crate::wire::ip;
@@ -104,6 +104,7 @@ impl Engine {
             self.sessions.set_iface(id, best);
             self.counters.session_moves += 1;
         }
+        let capped = !self.rate_ok(now, best, payload.len());
         let Some(s) = self.sessions.get_mut(id) else {
             return self.drop(DropReason::NoSession);
         };
@@ -112,10 +113,16 @@ impl Engine {
         {
             v.client.path_moved(now);
         }
+        if capped {
+            return;
+        }
         s.up.0 += 1;
         s.up.1 += payload.len() as u64;
         self.counters.dgram_bytes_up += payload.len() as u64;
         let relayed = s.via.is_some();
+        // Copies on the other paths: a redundant session, or one whose path is suspect.
+        let copies = s.via.as_ref().is_some_and(|v| v.client.sends_copies(now));
+        let redundant = copies || s.via.as_ref().is_some_and(|v| v.client.is_redundant());
         let len = if relayed {
             payload.len() + MAX_OVERHEAD
         } else {
@@ -127,6 +134,7 @@ impl Engine {
             iface: best,
             dst: target,
             len,
+            redundant,
         };
         if relayed {
             let key = self.cfg.converter.as_ref().map(|c| c.key.clone());
@@ -140,7 +148,10 @@ impl Engine {
             };
             match via.client.seal_up(now, unix, &key, payload, b) {
                 Ok(n) => self.datagrams.truncate_last(n),
-                Err(_) => self.datagrams.discard_last(),
+                Err(_) => return self.datagrams.discard_last(),
+            }
+            if copies && self.cfg.redundancy.datagram(payload.len()) {
+                self.redundant_copies(now, id, action, target, (unix, &key), payload);
             }
         } else {
             match self.datagrams.push(action, payload.len()) {
@@ -159,6 +170,58 @@ impl Engine {
         }
     }
 
+    /// The datagram of `action` (sealed and queued last) goes on every other path to `target`
+    /// too: the same relay sequence number, each copy with its own index and MAC. The
+    /// converter relays whichever copy comes first and counts the others (`convert::relay`).
+    fn redundant_copies(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        action: DatagramAction,
+        target: SocketAddr,
+        (unix, key): (u64, &crate::convert::key::ClientKey),
+        payload: &[u8],
+    ) {
+        let DatagramAction::Send {
+            session,
+            kind,
+            iface: first,
+            dst,
+            len,
+            redundant,
+        } = action
+        else {
+            return;
+        };
+        let others: Vec<IfaceId> = self.ifaces.copy_paths(target.ip(), first).collect();
+        for (iface, index) in others.into_iter().zip(1..MAX_COPIES) {
+            if !self.rate_ok(now, iface, payload.len()) {
+                continue;
+            }
+            let copy = DatagramAction::Send {
+                session,
+                kind,
+                iface,
+                dst,
+                len,
+                redundant,
+            };
+            let Some(b) = self.datagrams.push(copy, len) else {
+                return self.drop(DropReason::QueueFull);
+            };
+            let Some(via) = self.sessions.get_mut(id).and_then(|s| s.via.as_ref()) else {
+                return self.datagrams.discard_last();
+            };
+            match via.client.seal_copy(unix, key, payload, index, b) {
+                Ok(n) => {
+                    self.datagrams.truncate_last(n);
+                    self.counters.redundant_copies += 1;
+                }
+                Err(_) => self.datagrams.discard_last(),
+            }
+        }
+    }
+
     /// No interface can carry a datagram to `remote`: dropped, and the host gets an error
     /// quoting `original` (empty: none).
     fn no_interface(&mut self, remote: SocketAddr, host: SocketAddr, original: &[u8]) {
@@ -169,12 +232,31 @@ impl Engine {
     }
 
     /// A UDP payload the socket of `session` received: to the host.
-    pub(super) fn datagram_down(&mut self, now: Instant, session: SessionId, payload: &[u8]) {
-        let relayed = self.sessions.get_mut(session).is_some_and(|s| s.via.is_some());
+    /// `iface`: the interface of the socket it came on (`None`: the session's own).
+    pub(super) fn datagram_down(
+        &mut self,
+        now: Instant,
+        session: SessionId,
+        iface: Option<IfaceId>,
+        payload: &[u8],
+    ) {
+        let (relayed, on_path, arrived) = self.sessions.get_mut(session).map_or((false, true, None), |s| {
+            (
+                s.via.is_some(),
+                iface.is_none_or(|i| i == s.iface),
+                Some(iface.unwrap_or(s.iface)),
+            )
+        });
         let payload = if relayed {
-            match self.relay_down(now, session, payload) {
+            let len = payload.len() as u64;
+            match self.relay_down(now, session, payload, on_path) {
+                Relayed::Nothing(true) if arrived == Some(super::CELLULAR) => {
+                    // A relay ack: the liveness's own cost on cellular.
+                    self.counters.cellular_overhead_bytes += len;
+                    return;
+                }
                 Relayed::Data(p) => p,
-                Relayed::Nothing => return,
+                Relayed::Nothing(_) => return,
             }
         } else {
             payload
@@ -272,11 +354,17 @@ impl Engine {
                 continue;
             };
             if best != cur {
+                let redundant = s.via.as_ref().is_some_and(|v| v.client.is_redundant());
                 if let Some(v) = &mut s.via {
                     v.client.path_moved(now);
                 }
                 self.sessions.set_iface(id, best);
                 self.counters.session_moves += 1;
+                if redundant {
+                    // Its sockets on every path stay (what the converter sends on the old
+                    // one still arrives); the next datagram goes first on `best`.
+                    continue;
+                }
                 self.push_action(DatagramAction::Move {
                     session: id,
                     kind,

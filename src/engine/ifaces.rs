@@ -87,6 +87,18 @@ impl Ifaces {
             .or_else(|| first(&|_| true))
     }
 
+    /// The interfaces besides `except` a redundant datagram to `dst` also goes on: usable, with
+    /// an address of the family, not past their budget's soft share (a copy is never the last
+    /// resort), answering or not (a blackholed path may come back any moment).
+    pub fn copy_paths(&self, dst: IpAddr, except: IfaceId) -> impl Iterator<Item = IfaceId> + '_ {
+        (0..self.states.len())
+            .filter_map(|i| IfaceId::try_from(i).ok())
+            .filter(move |&i| {
+                let s = self.states[usize::from(i)];
+                i != except && s.usable && !s.last_resort && s.addr_for(dst).is_some()
+            })
+    }
+
     /// The local path over `iface` for a connection to `dst` (cellular is the backup path in
     /// handover mode), if it has an address of the family.
     pub fn path(&self, iface: IfaceId, dst: IpAddr, backup_cellular: bool) -> Option<LocalPath> {

@@ -95,6 +95,8 @@ pub struct Engine {
     converters: converters::Converters,
     /// Wall-clock time (since the UNIX epoch) at an engine instant, for converter cookies.
     unix_at: Option<(Instant, Duration)>,
+    /// Rate caps by interface id.
+    caps: Vec<Option<crate::budget::RateCap>>,
 }
 
 /// How often idle datagram sessions are looked for.
@@ -117,6 +119,11 @@ impl Engine {
             counters: Counters::default(),
             converters: converters::Converters::new(cfg.converter.as_ref().map_or(&[][..], |c| &c.addrs[..])),
             unix_at: None,
+            caps: cfg
+                .rate_caps
+                .iter()
+                .map(|r| r.map(crate::budget::RateCap::new))
+                .collect(),
             cfg,
         }
     }
@@ -315,6 +322,9 @@ impl Engine {
             Ok(h) => h,
             Err(e) => return self.drop(tcp_reason(e)),
         };
+        if iface == CELLULAR && view.payload().is_empty() {
+            self.counters.cellular_overhead_bytes += pkt.len() as u64;
+        }
         let remote = SocketAddr::new(ipv.src, hdr.src_port);
         let Some(id) = self.table.by_port(hdr.dst_port, remote) else {
             return self.drop(DropReason::NoFlow);
@@ -333,7 +343,13 @@ impl Engine {
 
     /// A UDP payload the socket of `session` received from its destination.
     pub fn handle_datagram(&mut self, now: Instant, session: SessionId, payload: &[u8]) {
-        self.datagram_down(now, session, payload);
+        self.datagram_down(now, session, None, payload);
+    }
+
+    /// The same, received by the session's socket on `iface` (a session sending copies has one
+    /// per path; only an answer on its own path keeps that path alive).
+    pub fn handle_datagram_on(&mut self, now: Instant, session: SessionId, iface: IfaceId, payload: &[u8]) {
+        self.datagram_down(now, session, Some(iface), payload);
     }
 
     /// The destination of UDP `session` answered "port unreachable" (the session's connected
@@ -396,6 +412,14 @@ impl Engine {
                 continue;
             };
             if let Some(t) = f.poll_transmit(now, buf) {
+                if let Dest::Iface(i) = t.dest
+                    && !self.rate_ok(now, i, t.len)
+                {
+                    continue;
+                }
+                if t.dest == Dest::Iface(CELLULAR) && carries_no_data(&buf[..t.len]) {
+                    self.counters.cellular_overhead_bytes += t.len as u64;
+                }
                 return Some(t);
             }
             // Done with this flow for now: its timer is re-armed, or it is removed.
@@ -404,6 +428,19 @@ impl Engine {
                 tracing::debug!(flow = id, "TCP flow finished");
             }
         }
+    }
+
+    /// Whether `len` bytes may go out of `iface` at `now` under its rate cap (else dropped,
+    /// counted).
+    fn rate_ok(&mut self, now: Instant, iface: IfaceId, len: usize) -> bool {
+        let ok = match self.caps.get_mut(usize::from(iface)) {
+            Some(Some(cap)) => cap.take(now, len),
+            _ => true,
+        };
+        if !ok {
+            self.drop(DropReason::RateCap);
+        }
+        ok
     }
 
     /// Relays flow `id`'s data and records what its upstream reported; false if the flow went
@@ -450,6 +487,16 @@ impl Engine {
         }
         Some(action)
     }
+}
+
+/// Whether the TCP segment in IP packet `pkt` carries no data (a handshake, an ACK, a probe).
+fn carries_no_data(pkt: &[u8]) -> bool {
+    let Ok(ipv) = ip::parse(pkt) else {
+        return false;
+    };
+    pkt.get(ipv.payload)
+        .and_then(|seg| TcpHeaderView::new(seg).ok())
+        .is_some_and(|v| v.payload().is_empty())
 }
 
 /// The MSS of a path with this MTU toward `dst`'s family.

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::converters::ConverterFailure;
 use super::{DatagramAction, DatagramKind, DropReason, Engine, SessionId};
-use crate::convert::dgram::{ClientSession, Down, Health, RelayId};
+use crate::convert::dgram::{ClientSession, Down, DownError, Health, RelayId};
 use crate::time::Instant;
 
 /// A session's converter, and the laptop's state of its relay session.
@@ -45,8 +45,8 @@ pub struct Via {
 pub(super) enum Relayed<'a> {
     /// A destination's payload for the host.
     Data(&'a [u8]),
-    /// Nothing for the host (an ack, or a refusal handled here).
-    Nothing,
+    /// Nothing for the host (true: an ack; else a refusal handled here, a copy, a drop).
+    Nothing(bool),
 }
 
 impl Engine {
@@ -66,10 +66,17 @@ impl Engine {
         let mut b = [0u8; 8];
         b.copy_from_slice(&d[..8]);
         self.counters.udp_via_converter += 1;
+        let mut client = ClientSession::new(RelayId(u64::from_be_bytes(b)), remote, now);
+        client.set_copy_when_suspect(self.cfg.redundancy.while_suspect);
+        if self.cfg.redundancy.flow(remote.port()) {
+            // A copy of each datagram on every path; the converter answers on each.
+            client.set_redundant(true);
+            self.counters.udp_redundant += 1;
+        }
         Some(Via {
             idx,
             addr,
-            client: ClientSession::new(RelayId(u64::from_be_bytes(b)), remote, now),
+            client,
             silent_paths: 0,
         })
     }
@@ -139,19 +146,26 @@ impl Engine {
     }
 
     /// A datagram the socket of relayed session `id` received from its converter.
-    pub(super) fn relay_down<'a>(&mut self, now: Instant, id: SessionId, bytes: &'a [u8]) -> Relayed<'a> {
+    /// `on_path`: it came on the session's path (else on one a copy went on).
+    pub(super) fn relay_down<'a>(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        bytes: &'a [u8],
+        on_path: bool,
+    ) -> Relayed<'a> {
         let Some(key) = self.cfg.converter.as_ref().map(|c| c.key.clone()) else {
-            return Relayed::Nothing;
+            return Relayed::Nothing(false);
         };
         let Some(s) = self.sessions.get_mut(id) else {
-            return Relayed::Nothing;
+            return Relayed::Nothing(false);
         };
         let remote = s.remote;
         let Some(via) = &mut s.via else {
-            return Relayed::Nothing;
+            return Relayed::Nothing(false);
         };
         let idx = via.idx;
-        match via.client.open_down(now, &key, bytes) {
+        match via.client.open_down_on(now, &key, bytes, on_path) {
             Ok(Down::Data { from, payload }) if from == remote => {
                 via.silent_paths = 0;
                 self.converters.succeeded(now, idx);
@@ -159,22 +173,28 @@ impl Engine {
             }
             Ok(Down::Data { .. }) => {
                 self.drop(DropReason::BadRelayDatagram);
-                Relayed::Nothing
+                Relayed::Nothing(false)
             }
             Ok(Down::Ack) => {
                 via.silent_paths = 0;
                 self.converters.succeeded(now, idx);
-                Relayed::Nothing
+                Relayed::Nothing(true)
             }
             Ok(Down::Refused(why)) => {
                 tracing::info!(session = id.0, %remote, reason = why.name(), "the converter refuses this UDP session");
                 self.relay_fallback(now, id, ConverterFailure::Refused(why.code()));
-                Relayed::Nothing
+                Relayed::Nothing(false)
+            }
+            Err(DownError::Copy) => {
+                // The other path's copy: the path it came on works, nothing for the host.
+                via.silent_paths = 0;
+                self.counters.relay_duplicates += 1;
+                Relayed::Nothing(false)
             }
             Err(e) => {
                 tracing::debug!(session = id.0, "relay datagram dropped: {e}");
                 self.drop(DropReason::BadRelayDatagram);
-                Relayed::Nothing
+                Relayed::Nothing(false)
             }
         }
     }

@@ -64,6 +64,11 @@ pub enum DatagramAction {
         dst: SocketAddr,
         /// Payload length in the caller's buffer.
         len: usize,
+        /// The session is redundant (a copy of each datagram goes on each path): its socket on
+        /// `iface` is opened if needed beside its sockets on other interfaces, which stay. Else
+        /// (one path at a time) a session with no socket on `iface` toward `dst` has its
+        /// sockets closed and one opened there.
+        redundant: bool,
     },
     /// The session moved to `iface`: reopen its socket there.
     Move {
@@ -147,6 +152,11 @@ pub struct Config {
     pub unresponsive_hold: Duration,
     /// RFC 8803 converters carrying flows to destinations without MPTCP (needs `mptcp`).
     pub converter: Option<ConverterSettings>,
+    /// Which UDP flows through a converter go on every path.
+    pub redundancy: crate::redundancy::Redundancy,
+    /// Rate caps by interface id, bytes/s ([`crate::budget::RateCap`]): enforced here, on every
+    /// packet and datagram the engine sends to that interface.
+    pub rate_caps: Vec<Option<u64>>,
 }
 
 /// The converters a laptop uses and the key that proves it may.
@@ -180,6 +190,8 @@ impl Default for Config {
             hostile_ttl: Duration::from_secs(600),
             unresponsive_hold: Duration::from_secs(30),
             converter: None,
+            redundancy: crate::redundancy::Redundancy::default(),
+            rate_caps: Vec::new(),
         }
     }
 }

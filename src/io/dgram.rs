@@ -3,7 +3,8 @@
 //!
 //! Each UDP session gets a UDP socket bound to its interface (`SO_BINDTODEVICE`), carrying
 //! mpbond's fwmark (so the policy rules send it out of the physical interface, not back into the
-//! TUN) and connected to the destination. ICMP echo uses one raw ICMP / ICMPv6 socket per
+//! TUN) and connected to the destination; a redundant session one such socket per interface it
+//! sends on (all of them read). ICMP echo uses one raw ICMP / ICMPv6 socket per
 //! interface and family; everything it receives goes to the engine, which matches echo replies
 //! to sessions.
 
@@ -45,6 +46,8 @@ pub enum DgramCmd {
         dst: SocketAddr,
         /// UDP payload or whole ICMP message.
         payload: PacketBuf,
+        /// Keep the session's sockets on other interfaces (a redundant session).
+        redundant: bool,
     },
     /// Reopen the session's socket on `iface`.
     Move {
@@ -69,6 +72,8 @@ pub enum DgramEvent {
     Udp {
         /// Session.
         session: SessionId,
+        /// The interface of the socket it came on.
+        iface: IfaceId,
         /// Payload.
         payload: PacketBuf,
     },
@@ -166,8 +171,12 @@ pub fn spawn(
 struct UdpSession {
     sock: UdpSocket,
     iface: IfaceId,
+    dst: SocketAddr,
     token: Token,
 }
+
+/// Most sockets of one session (one per interface of a redundant session).
+const MAX_SOCKETS_PER_SESSION: usize = 8;
 
 struct Thread {
     poll: Poll,
@@ -177,11 +186,18 @@ struct Thread {
     events: Sender<Vec<DgramEvent>>,
     cmd: Receiver<Vec<DgramCmd>>,
     stats: Arc<DgramStats>,
-    sessions: HashMap<SessionId, UdpSession>,
+    sessions: HashMap<SessionId, Vec<UdpSession>>,
     by_token: HashMap<Token, SessionId>,
     next_token: usize,
     /// Raw ICMP sockets by (iface, IPv6?): tokens 1 + 2*iface + v6.
     icmp: HashMap<(IfaceId, bool), UdpSocket>,
+}
+
+/// Forgets a session with no socket left.
+fn socks_cleanup(sessions: &mut HashMap<SessionId, Vec<UdpSession>>, session: SessionId) {
+    if sessions.get(&session).is_some_and(Vec::is_empty) {
+        sessions.remove(&session);
+    }
 }
 
 fn icmp_token(iface: IfaceId, v6: bool) -> Token {
@@ -219,7 +235,7 @@ impl Thread {
                 let t = ev.token();
                 if t.0 >= FIRST_SESSION_TOKEN {
                     if let Some(&id) = self.by_token.get(&t) {
-                        self.read_udp(id, &mut buf, &mut out);
+                        self.read_udp(id, t, &mut buf, &mut out);
                     }
                 } else if t.0 >= 1 {
                     let iface = ((t.0 - 1) / 2) as IfaceId;
@@ -250,8 +266,27 @@ impl Thread {
         Ok(s)
     }
 
-    fn open_udp(&mut self, session: SessionId, iface: IfaceId, dst: SocketAddr) -> io::Result<()> {
-        self.close(session);
+    /// Opens the socket of `session` on `iface` toward `dst`: beside its others (`keep`: a
+    /// redundant session; the one there before on `iface` is replaced) or instead of them.
+    fn open_udp(
+        &mut self,
+        session: SessionId,
+        iface: IfaceId,
+        dst: SocketAddr,
+        keep: bool,
+    ) -> io::Result<()> {
+        if keep {
+            self.close_on(session, Some(iface));
+        } else {
+            self.close(session);
+        }
+        if self
+            .sessions
+            .get(&session)
+            .is_some_and(|v| v.len() >= MAX_SOCKETS_PER_SESSION)
+        {
+            return Err(io::Error::other("too many sockets for one session"));
+        }
         let domain = if dst.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
         let s = self.base_socket(iface, domain, Type::DGRAM, Protocol::UDP)?;
         let any: SocketAddr = if dst.is_ipv4() {
@@ -268,7 +303,48 @@ impl Thread {
             .registry()
             .register(&mut sock, token, Interest::READABLE)?;
         self.by_token.insert(token, session);
-        self.sessions.insert(session, UdpSession { sock, iface, token });
+        self.sessions.entry(session).or_default().push(UdpSession {
+            sock,
+            iface,
+            dst,
+            token,
+        });
+        Ok(())
+    }
+
+    /// The socket of `session` on `iface` toward `dst`.
+    fn udp_on(&self, session: SessionId, iface: IfaceId, dst: SocketAddr) -> Option<&UdpSession> {
+        self.sessions
+            .get(&session)?
+            .iter()
+            .find(|s| s.iface == iface && s.dst == dst)
+    }
+
+    /// Sends `payload` on the socket of `session` on `iface` toward `dst`, opened first if
+    /// needed. A redundant session's socket that fails (its interface's address changed, say)
+    /// is reopened once.
+    fn send_udp(
+        &mut self,
+        session: SessionId,
+        iface: IfaceId,
+        dst: SocketAddr,
+        payload: &[u8],
+        keep: bool,
+    ) -> io::Result<()> {
+        let mut fresh = self.udp_on(session, iface, dst).is_none();
+        for _ in 0..2 {
+            if fresh {
+                self.open_udp(session, iface, dst, keep)?;
+            }
+            let Some(s) = self.udp_on(session, iface, dst) else {
+                return Ok(());
+            };
+            match s.sock.send(payload) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock || fresh || !keep => return Err(e),
+                Err(_) => fresh = true,
+            }
+        }
         Ok(())
     }
 
@@ -295,10 +371,23 @@ impl Thread {
     }
 
     fn close(&mut self, session: SessionId) {
-        if let Some(mut s) = self.sessions.remove(&session) {
+        self.close_on(session, None);
+    }
+
+    /// Closes the sockets of `session` on `iface` (all: `None`).
+    fn close_on(&mut self, session: SessionId, iface: Option<IfaceId>) {
+        let Some(socks) = self.sessions.get_mut(&session) else {
+            return;
+        };
+        let (gone, kept): (Vec<UdpSession>, Vec<UdpSession>) = std::mem::take(socks)
+            .into_iter()
+            .partition(|s| iface.is_none_or(|i| s.iface == i));
+        *socks = kept;
+        for mut s in gone {
             let _ = self.poll.registry().deregister(&mut s.sock);
             self.by_token.remove(&s.token);
         }
+        socks_cleanup(&mut self.sessions, session);
     }
 
     fn command(&mut self, c: DgramCmd) {
@@ -309,18 +398,8 @@ impl Thread {
                 iface,
                 dst,
                 payload,
-            } => {
-                let fresh = self.sessions.get(&session).is_none_or(|s| s.iface != iface);
-                let opened = if fresh {
-                    self.open_udp(session, iface, dst)
-                } else {
-                    Ok(())
-                };
-                opened.and_then(|()| match self.sessions.get(&session) {
-                    Some(s) => s.sock.send(&payload).map(|_| ()),
-                    None => Ok(()),
-                })
-            }
+                redundant,
+            } => self.send_udp(session, iface, dst, &payload, redundant),
             DgramCmd::Send {
                 kind: DatagramKind::IcmpEcho,
                 iface,
@@ -331,8 +410,23 @@ impl Thread {
                 .icmp_socket(iface, dst.is_ipv6())
                 .and_then(|s| s.send_to(&payload, SocketAddr::new(dst.ip(), 0)).map(|_| ())),
             DgramCmd::Move { session, iface, dst } => {
-                if self.sessions.contains_key(&session) {
-                    self.open_udp(session, iface, dst)
+                if self.udp_on(session, iface, dst).is_some() {
+                    // A copy's socket there already (the converter knows its address): it
+                    // stays, the others go.
+                    let others: Vec<IfaceId> = self
+                        .sessions
+                        .get(&session)
+                        .into_iter()
+                        .flatten()
+                        .map(|s| s.iface)
+                        .filter(|&i| i != iface)
+                        .collect();
+                    for i in others {
+                        self.close_on(session, Some(i));
+                    }
+                    Ok(())
+                } else if self.sessions.contains_key(&session) {
+                    self.open_udp(session, iface, dst, false)
                 } else {
                     Ok(())
                 }
@@ -353,12 +447,19 @@ impl Thread {
         }
     }
 
-    fn read_udp(&mut self, id: SessionId, buf: &mut [u8], out: &mut Vec<DgramEvent>) {
-        let Some(s) = self.sessions.get(&id) else { return };
+    fn read_udp(&mut self, id: SessionId, t: Token, buf: &mut [u8], out: &mut Vec<DgramEvent>) {
+        let Some(s) = self
+            .sessions
+            .get(&id)
+            .and_then(|v| v.iter().find(|s| s.token == t))
+        else {
+            return;
+        };
         for _ in 0..MAX_PER_WAKE {
             match s.sock.recv(buf) {
                 Ok(n) => out.push(DgramEvent::Udp {
                     session: id,
+                    iface: s.iface,
                     payload: self.pool.copy_from(&buf[..n]),
                 }),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,

@@ -257,7 +257,11 @@ impl Thread {
         let t = now();
         for e in batch {
             match e {
-                DgramEvent::Udp { session, payload } => self.engine.handle_datagram(t, session, &payload),
+                DgramEvent::Udp {
+                    session,
+                    iface,
+                    payload,
+                } => self.engine.handle_datagram_on(t, session, iface, &payload),
                 DgramEvent::UdpRefused { session } => self.engine.handle_datagram_refused(t, session),
                 DgramEvent::Icmp { iface, from, message } => {
                     self.engine.handle_icmp(t, iface, from, &message)
@@ -371,12 +375,14 @@ impl Thread {
                     iface,
                     dst,
                     len,
+                    redundant,
                 } => DgramCmd::Send {
                     session,
                     kind,
                     iface,
                     dst,
                     payload: pool.copy_from(&self.scratch[..len]),
+                    redundant,
                 },
                 DatagramAction::Move {
                     session, iface, dst, ..

@@ -68,6 +68,10 @@ pub struct MptcpConfig {
     /// fresh join of [`nat_idle`](Self::nat_idle) covers a forgotten mapping within a few
     /// RTTs). Never on a [`LocalPath::last_resort`] path.
     pub backup_keepalive: Duration,
+    /// Small writes that wait on a reply (the chunk is shorter than a segment and nothing else
+    /// is in flight at the data level) go on every subflow at once, with the same mapping
+    /// (`connection/output.rs`), in any mode; [`Mode::Redundant`] sends every chunk so.
+    pub redundant_interactive: bool,
 }
 
 /// Default [`MptcpConfig::nat_idle`]: below the 20 s after which the strictest carrier NATs
@@ -95,6 +99,7 @@ impl Default for MptcpConfig {
             orphan_timeout: Duration::from_secs(60),
             nat_idle: DEFAULT_NAT_IDLE,
             backup_keepalive: Duration::ZERO,
+            redundant_interactive: false,
         }
     }
 }

@@ -41,7 +41,9 @@ pub fn pick(mode: Mode, cands: &[Candidate]) -> Option<usize> {
     let mut tier: Vec<&Candidate> = usable(tier_backup).collect();
     tier.sort_by_key(|c| (rtt(c), c.idx));
     match mode {
-        Mode::Handover | Mode::Interactive => tier.first().filter(|c| c.has_room).map(|c| c.idx),
+        Mode::Handover | Mode::Interactive | Mode::Redundant => {
+            tier.first().filter(|c| c.has_room).map(|c| c.idx)
+        }
         Mode::Aggregate => tier.iter().find(|c| c.has_room).map(|c| c.idx),
     }
 }

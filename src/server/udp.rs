@@ -285,6 +285,21 @@ impl UdpRelay {
                     self.ack(&key, &sk, unix);
                 }
             }
+            Ok(Up::Copy {
+                key: sk,
+                new_path,
+                ack,
+            }) => {
+                // A redundant session's second copy: counted apart from replays (attacks).
+                self.stats.add("udp_redundant_copies", 1);
+                if new_path {
+                    self.stats.add("udp_redundant_paths", 1);
+                    tracing::debug!(key = %sk.0, session = sk.1.0, %from, "redundant UDP session: extra return path");
+                }
+                if ack {
+                    self.ack(&key, &sk, unix);
+                }
+            }
             Ok(Up::Open { opening, payload }) => self.open(i, &key, &opening, payload, now, unix),
         }
     }
@@ -426,6 +441,19 @@ impl UdpRelay {
                     self.stats.key(sk.0).bytes_down += n as u64;
                 }
                 Err(_) => self.stats.add("udp_send_errors", 1),
+            }
+            // A redundant session: the same datagram (same number: the laptop's window drops
+            // the later copy) to each other return path its authenticated datagrams came from.
+            for &(extra, _) in self.table.extra_paths(now, &sk) {
+                let l = self
+                    .listeners
+                    .get(listener)
+                    .filter(|l| l.1.is_ipv4() == extra.is_ipv4())
+                    .or_else(|| self.listeners.iter().find(|l| l.1.is_ipv4() == extra.is_ipv4()));
+                match l.map(|l| l.0.send_to(&self.out[..len], extra)) {
+                    Some(Ok(_)) => self.stats.add("udp_datagrams_down_copies", 1),
+                    _ => self.stats.add("udp_send_errors", 1),
+                }
             }
         }
         true

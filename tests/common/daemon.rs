@@ -254,3 +254,13 @@ pub fn wait_usable(lab: &Lab, run_dir: &Path) {
         status(lab, run_dir).interfaces.iter().all(|i| i.usable)
     });
 }
+
+/// The interface's kernel counters (rx + tx) as `ip -s` shows them in the laptop namespace.
+pub fn kernel_bytes(lab: &netlab::Lab, ifname: &str) -> u64 {
+    let j = lab
+        .exec(&lab.ns().laptop, &["ip", "-j", "-s", "link", "show", ifname])
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&j).unwrap();
+    let s = &v[0]["stats64"];
+    s["rx"]["bytes"].as_u64().unwrap() + s["tx"]["bytes"].as_u64().unwrap()
+}

@@ -98,6 +98,8 @@ pub struct Connection {
     pm: PathManager,
     subflows: Vec<Subflow>,
     next_id: u32,
+    /// Chunks also sent on another subflow (redundant scheduling, `output.rs`).
+    redundant_copies: u64,
     /// The MP_CAPABLE outcome; `None` until it completed (or for ever, as plain TCP).
     neg: Option<Negotiated>,
     send: DataSendBuffer,
@@ -173,6 +175,7 @@ impl Connection {
             pm,
             subflows: Vec::new(),
             next_id: 0,
+            redundant_copies: 0,
             neg: None,
             send: DataSendBuffer::new(local_key.idsn().wrapping_add(1), cfg.send_buffer),
             recv: None,
@@ -346,6 +349,11 @@ impl Connection {
                 bytes_sent: s.bytes_sent,
             })
             .collect()
+    }
+
+    /// Chunks also sent on another subflow (redundant scheduling).
+    pub fn redundant_copies(&self) -> u64 {
+        self.redundant_copies
     }
 
     /// The destination (the initial subflow's remote address).

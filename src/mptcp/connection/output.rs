@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::data::SCRATCH;
 use super::{Connection, PathId};
-use crate::mptcp::mapping::dss_checksum;
+use crate::config::Mode;
+use crate::mptcp::mapping::{Mapping, dss_checksum};
 use crate::mptcp::scheduler::{self, Candidate};
 use crate::mptcp::seq::SubflowSeq;
 use crate::mptcp::subflow::{Handshake, Segment};
@@ -44,10 +45,87 @@ impl Connection {
             let Some(i) = scheduler::pick(self.cfg.mode, &cands) else {
                 return;
             };
+            let mapped = self.subflows[i].mp.tx_maps.len();
             if !self.push_chunk(now, i) {
                 return;
             }
+            if self.subflows[i].mp.tx_maps.len() > mapped
+                && let Some(m) = self.subflows[i].mp.tx_maps.back().copied()
+                && self.redundant_chunk(i, &m)
+            {
+                for c in cands.iter().filter(|c| c.idx != i && !c.failing && c.has_room) {
+                    self.copy_chunk(c.idx, &m);
+                }
+            }
         }
+    }
+
+    /// Whether the chunk just mapped by `m` on subflow `i` also goes on the other subflows:
+    /// every chunk in redundant mode; else, with [`redundant_interactive`], a small write that
+    /// waits on a reply (shorter than a segment, nothing else in flight at the data level).
+    ///
+    /// [`redundant_interactive`]: crate::mptcp::MptcpConfig::redundant_interactive
+    fn redundant_chunk(&self, i: usize, m: &Mapping) -> bool {
+        let len = usize::from(m.data_len - u16::from(m.data_fin));
+        if len == 0 || self.subflows[i].mp.no_options {
+            return false;
+        }
+        self.cfg.mode == Mode::Redundant
+            || (self.cfg.redundant_interactive
+                && len < self.chunk_limit(i)
+                && self.send.in_flight() <= u64::from(m.data_len))
+    }
+
+    /// Sends the octets of mapping `m` (sent on another subflow) on subflow `j` too, with the
+    /// same data sequence numbers. RFC 8684 §3.3.1: "the same data sequence number can be
+    /// mapped to by different subflows ... This would also permit the same data to be sent
+    /// simultaneously on multiple subflows for resilience"; the receiver "SHOULD treat the
+    /// first data that is received ... as the data that should be delivered to the
+    /// application" and ignore the later copy (§3.3.6: "a sender [may] always send the same
+    /// data, with the same data sequence number, on multiple subflows, if desired for
+    /// reliability reasons"). The data level frees the octets on the DATA_ACK as before;
+    /// subflow `j` keeps its own copy until its subflow-level ACK and retransmits it itself
+    /// (§3.3.6: "a host MUST still retransmit the original data on the original subflow").
+    ///
+    /// A DATA_FIN the mapping ends with stays on the first subflow (its retransmission is
+    /// armed there): the copy maps the data octets only.
+    fn copy_chunk(&mut self, j: usize, m: &Mapping) {
+        let len = usize::from(m.data_len - u16::from(m.data_fin));
+        if len > self.chunk_limit(j) {
+            return;
+        }
+        let s = &mut self.subflows[j];
+        if s.mp.no_options {
+            return;
+        }
+        let checksums = s.mp.checksums;
+        let rel = SubflowSeq::from_absolute(s.tcp.send_seq().0, s.mp.iss);
+        let send = &self.send;
+        let (sent, mj) = SCRATCH.with_borrow_mut(|sc| {
+            if sc.len() < len {
+                sc.resize(len, 0);
+            }
+            let n = send.copy_out(m.dsn, &mut sc[..len]);
+            let bytes = &sc[..n];
+            let mut mj = Mapping {
+                subflow_seq: rel,
+                data_len: n as u16,
+                data_fin: false,
+                checksum: None,
+                ..*m
+            };
+            if checksums {
+                // RFC 8684 §3.3.1: the checksum covers this subflow's pseudo-header.
+                mj.checksum = Some(dss_checksum(mj.dsn, mj.subflow_seq, mj.data_len, bytes));
+            }
+            (s.tcp.send(bytes), mj)
+        });
+        if sent == 0 {
+            return;
+        }
+        s.bytes_sent += sent as u64;
+        s.mp.tx_maps.push_back(mj);
+        self.redundant_copies += 1;
     }
 
     /// Queues the next chunk of data (or the DATA_FIN) on subflow `i` with its mapping, sized so

@@ -287,9 +287,21 @@ pub(crate) fn with_converter<T>(
     conv: &Converter,
     f: impl FnOnce(&Daemon) -> T,
 ) -> Result<T, String> {
+    with_converter_args(lab, cfg, conv, &[], f)
+}
+
+/// [`with_converter`] with more `mpbond up` arguments.
+pub(crate) fn with_converter_args<T>(
+    lab: &Lab,
+    cfg: &Config,
+    conv: &Converter,
+    extra: &[&str],
+    f: impl FnOnce(&Daemon) -> T,
+) -> Result<T, String> {
     flush_endpoints(lab)?;
     let args = conv.daemon_args();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
     with_daemon_args(lab, cfg, &args, f)
 }
 

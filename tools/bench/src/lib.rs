@@ -15,6 +15,7 @@ pub mod convert;
 pub mod convert_scale;
 pub mod convert_udp;
 pub mod daemon;
+pub mod idle_cost;
 pub mod iperf;
 pub mod machine;
 pub mod measure;

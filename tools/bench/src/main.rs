@@ -26,7 +26,7 @@ struct Args {
     quick: bool,
     /// Rows to run, comma-separated (P1,P2,…; P7 comes with P1; P8 adds the converter host;
     /// P8.goodput, P8.ttfb, P8.failover run one part of P8; P10 needs wrk and nginx-light; P11 is UDP
-    /// through the converter).
+    /// through the converter; P12 is the idle cellular cost of handover mode).
     #[arg(long, value_delimiter = ',', default_value = "P1,P2,P3,P4,P5,P6")]
     only: Vec<String>,
     /// Bytes per single-flow transfer (P1/P7); default 100 MB (20 MB with --quick).
@@ -174,6 +174,9 @@ fn main() -> anyhow::Result<()> {
     }
     if want("P11") {
         rows.extend(mpbond_bench::convert_udp::rows(&mut lab, &cfg, &mut log));
+    }
+    if want("P12") {
+        rows.extend(mpbond_bench::idle_cost::rows(&lab, &cfg, &mut log));
     }
     drop(lab);
     let _ = std::fs::remove_dir_all(&cfg.run_dir);

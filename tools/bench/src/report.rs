@@ -358,7 +358,14 @@ pub fn method_notes() -> Vec<String> {
          is the best received rate with at most 1 % loss; baseline: the laptop's UDP without mpbond. \
          Gap: a 50 pkt/s stream of 172-byte datagrams to the UDP echo server 198.19.0.12:7 for 5 s, \
          wlan0 down or the Wi-Fi router dropping everything from 1.5 s to 4 s; the value is the \
-         longest time between two echoes; baseline: mpbond without a converter.",
+         longest time between two echoes; baseline: mpbond without a converter. Redundant rows: \
+         the same stream with `--mode redundant` (each datagram on both paths); baseline: handover \
+         mode via the converter; goal one packet interval (20 ms).",
+        "P12: 100 MPTCP flows (netlab's client, plain TCP sockets into the TUN) from the laptop to \
+         the kernel MPTCP server 198.19.0.10:80, each idle after one `GET /bytes/100`, mpbond in handover mode with its defaults (backup \
+         subflows joined at once on cellular, no keep-alive, nat_idle 15 s); 3 s after the last \
+         connect, wwan0's rx + tx byte counters are read, again 60 s later; the difference × 60 is \
+         the value (an extrapolation to one idle hour). No kernel baseline.",
         "P5: a TCP echo server in inet (198.19.0.12:7, TCP_NODELAY); 64-byte request, 64-byte answer, \
          one after the other on one connection (10 unmeasured first); p50/p99 of each run, median over \
          runs; goal: mpbond p50 − kernel p50. Setup rate: sequential connect (handshake complete) + \

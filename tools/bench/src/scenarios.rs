@@ -382,7 +382,7 @@ pub(crate) fn set_rates(lab: &Lab, mbit: Option<u64>) -> Result<(), String> {
 }
 
 /// `ip -s -j link` statistics (`stats64`) of interface `dev` in namespace `ns`.
-fn link_stats(lab: &Lab, ns: &str, dev: &str) -> Result<serde_json::Value, String> {
+pub(crate) fn link_stats(lab: &Lab, ns: &str, dev: &str) -> Result<serde_json::Value, String> {
     let out = lab
         .exec(ns, &["ip", "-s", "-j", "link", "show", "dev", dev])
         .map_err(|e| e.to_string())?;
