@@ -378,7 +378,7 @@ fn second_up_fails_cleanly_and_a_missing_interface_leaves_nothing() {
         let err = stderr(&o);
         assert_eq!(
             err.trim_end(),
-            "mpbond: wifi interface wlan9 not found",
+            "mpbond: primary interface wlan9 not found",
             "{args:?}"
         );
         assert_eq!(before, snapshot(&lab));

@@ -138,7 +138,7 @@ fn refuses_hosts_it_would_clobber() {
     h.links.retain(|l| l.name != "wwan0");
     assert_eq!(
         plan::plan(&c, &h).unwrap_err().to_string(),
-        "cellular interface wwan0 not found"
+        "backup interface wwan0 not found"
     );
     let mut h = host("", "0");
     h.links.push(link("mpbond0", 9));

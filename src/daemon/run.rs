@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::status::{
-    ConverterStatus, FailoverStatus, FlowStatus, InterfaceStatus, Role, Status, SubflowStatus, TunStatus,
+    ConverterStatus, FailoverStatus, FlowStatus, InterfaceStatus, Status, SubflowStatus, TunStatus,
 };
 use super::{LifecycleError, RunDir, clean_stale_journal, read_pid};
 use crate::config::Config;
@@ -319,13 +319,14 @@ fn start_threads(
     dns: Option<super::dns::Prepared>,
 ) -> anyhow::Result<Vec<Worker>> {
     let tun = applier.take_tun().context("the plan did not create the TUN")?;
-    let interfaces: Vec<InterfaceStatus> = [(Role::Wifi, &config.wifi), (Role::Cellular, &config.cellular)]
-        .into_iter()
-        .map(|(role, name)| {
-            let l = host.link(name);
+    let interfaces: Vec<InterfaceStatus> = config
+        .used_interfaces()
+        .map(|i| {
+            let l = host.link(&i.name);
             InterfaceStatus {
-                name: name.clone(),
-                role,
+                name: i.name.clone(),
+                role: i.role,
+                priority: i.priority,
                 index: l.map_or(0, |l| l.index),
                 up: l.is_some_and(|l| l.up),
                 carrier: l.is_some_and(|l| l.carrier),
@@ -405,12 +406,12 @@ fn start_threads(
         .context("budget thread")?,
     );
     let _ = changed_tx.try_send(());
-    let ifaces = [&config.wifi, &config.cellular]
-        .into_iter()
+    let ifaces = config
+        .used_interfaces()
         .enumerate()
-        .map(|(id, name)| IfaceConfig {
+        .map(|(id, i)| IfaceConfig {
             id: id as u8,
-            name: name.clone(),
+            name: i.name.clone(),
             ports: config.routing.subflow_ports.clone(),
             fwmark: config.routing.fwmark,
             ring_blocks: 8,
@@ -443,6 +444,13 @@ fn start_threads(
             },
             ..crate::tcp::Config::default()
         },
+        ifaces: config
+            .used_interfaces()
+            .map(|i| crate::engine::IfacePolicy {
+                role: i.role,
+                priority: i.priority,
+            })
+            .collect(),
         ..crate::engine::Config::default()
     };
     workers.push(

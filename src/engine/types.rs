@@ -6,15 +6,45 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::{DatagramKind, SessionId, SubflowView};
+use crate::config::IfaceRole;
 use crate::mptcp::MptcpConfig;
 use crate::tcp::{self, IsnKey};
 
-/// A physical interface (index into the daemon's list: Wi-Fi is 0, cellular 1).
+/// A physical interface (index into the daemon's list, below
+/// [`MAX_INTERFACES`](crate::config::MAX_INTERFACES); with the default policies Wi-Fi is 0,
+/// cellular 1).
 pub type IfaceId = u8;
-/// The Wi-Fi interface.
+/// The Wi-Fi interface of the default policies (primary).
 pub const WIFI: IfaceId = 0;
-/// The cellular interface.
+/// The cellular interface of the default policies (backup).
 pub const CELLULAR: IfaceId = 1;
+
+/// What an interface is for, as the engine applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfacePolicy {
+    /// Primary, backup or never.
+    pub role: IfaceRole,
+    /// Order among interfaces of the same role, higher first (Ethernet before Wi-Fi).
+    pub priority: u8,
+}
+
+impl IfacePolicy {
+    /// A primary interface of `priority`.
+    pub const fn primary(priority: u8) -> IfacePolicy {
+        IfacePolicy {
+            role: IfaceRole::Primary,
+            priority,
+        }
+    }
+
+    /// A backup interface of `priority`.
+    pub const fn backup(priority: u8) -> IfacePolicy {
+        IfacePolicy {
+            role: IfaceRole::Backup,
+            priority,
+        }
+    }
+}
 
 /// Where a packet from [`Engine::poll_transmit`](super::Engine::poll_transmit) goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,6 +177,10 @@ pub struct Config {
     pub unresponsive_hold: Duration,
     /// RFC 8803 converters carrying flows to destinations without MPTCP (needs `mptcp`).
     pub converter: Option<ConverterSettings>,
+    /// The policy of each interface, by id (an interface beyond the list, until
+    /// [`Engine::set_iface_policy`](super::Engine::set_iface_policy) says otherwise: a primary
+    /// of priority 0). Default: Wi-Fi (0) primary, cellular (1) backup.
+    pub ifaces: Vec<IfacePolicy>,
 }
 
 /// The converters a laptop uses and the key that proves it may.
@@ -180,6 +214,7 @@ impl Default for Config {
             hostile_ttl: Duration::from_secs(600),
             unresponsive_hold: Duration::from_secs(30),
             converter: None,
+            ifaces: vec![IfacePolicy::primary(10), IfacePolicy::backup(0)],
         }
     }
 }

@@ -263,7 +263,8 @@ mod tests {
     fn ifaces() -> Vec<InterfaceStatus> {
         vec![InterfaceStatus {
             name: "wlan0".into(),
-            role: Role::Wifi,
+            role: Role::Primary,
+            priority: 10,
             index: 2,
             up: true,
             carrier: true,
