@@ -1,0 +1,133 @@
+//! Root-only (issue 14, more than two interfaces): `mpbond up` in a netlab laptop with a third
+//! uplink, an Ethernet `eth0` straight to `inet` (netlab's `add_uplink`), listed in the config as
+//! a primary of priority 20 beside `--wifi wlan0` (primary, 10) and `--cellular wwan0`
+//! (backup). A download from the kernel MPTCP server starts on the Ethernet, survives the
+//! Ethernet's loss on the Wi-Fi (not on the cellular backup), then the Wi-Fi's loss on the
+//! cellular, byte-exact (the client checks every byte); `status` lists the three with roles.
+#![allow(clippy::unwrap_used, reason = "lab test: panics are failures")]
+#![allow(clippy::print_stdout, reason = "the measured numbers and the skip notice")]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "lab test: wall-clock deadlines and timings"
+)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::daemon::{
+    Daemon, RunDir, iface_rx, lab_client_opts as opts, lab_with, mpbond, skip_unless_root, status, stderr,
+    wait_for, wait_usable,
+};
+use mpbond::config::IfaceRole;
+use netlab::client;
+use netlab::{LabOptions, Path};
+
+const MPTCP_SERVER: &str = "198.19.0.10:80";
+const RATE: u64 = 40_000_000;
+
+#[test]
+fn a_download_fails_over_from_ethernet_to_wifi_then_to_cellular() {
+    if skip_unless_root() {
+        return;
+    }
+    // The lab (namespaces, the extra veth with them) is torn down when `lab` drops.
+    let lab = lab_with(LabOptions::default());
+    let laptop = lab.ns().laptop.clone();
+    for p in Path::ALL {
+        lab.set_rate(p, Some(RATE)).unwrap();
+        lab.set_delay(p, Duration::from_millis(10)).unwrap();
+    }
+    let eth = lab.add_uplink("eth0", 3, 50, Some(RATE)).unwrap();
+    let rd = RunDir::new();
+    let conf = rd.path().join("mpbond.toml");
+    std::fs::write(
+        &conf,
+        "[[interfaces.list]]\nname = \"eth0\"\nrole = \"primary\"\npriority = 20\n",
+    )
+    .unwrap();
+    let mut d = Daemon::start(&lab, rd.path(), &["--config", conf.to_str().unwrap()]);
+    wait_usable(&lab, rd.path());
+    let st = status(&lab, rd.path());
+    let roles: Vec<(&str, IfaceRole, u8)> = st
+        .interfaces
+        .iter()
+        .map(|i| (i.name.as_str(), i.role, i.priority))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("wlan0", IfaceRole::Primary, 10),
+            ("wwan0", IfaceRole::Backup, 0),
+            (eth.name.as_str(), IfaceRole::Primary, 20)
+        ]
+    );
+    let table = mpbond(&lab, rd.path(), &["status"]);
+    let table = String::from_utf8_lossy(&table.stdout).into_owned();
+    for l in ["wlan0      primary", "wwan0      backup", "eth0       primary"] {
+        assert!(table.contains(l), "{table}");
+    }
+
+    let server: SocketAddr = MPTCP_SERVER.parse().unwrap();
+    // About 2 s at the rate on each of the three interfaces.
+    let n: u64 = 30_000_000;
+    let rx = |name: &str| iface_rx(&status(&lab, rd.path()), name);
+    let (result, marks) = std::thread::scope(|s| {
+        let dl = s.spawn(|| {
+            lab.run_in(&laptop, || client::http_get(server, n, &opts()))
+                .unwrap()
+        });
+        // Phase 1: on the Ethernet. Once 4 MB came on it, the Ethernet goes.
+        let t0 = Instant::now();
+        let base = [rx("eth0"), rx("wlan0"), rx("wwan0")];
+        wait_for("4 MB on eth0", Duration::from_secs(15), || {
+            rx("eth0") > base[0] + 4_000_000
+        });
+        let p1 = [rx("eth0") - base[0], rx("wlan0") - base[1], rx("wwan0") - base[2]];
+        lab.exec(&laptop, &["ip", "link", "set", "dev", "eth0", "down"])
+            .unwrap();
+        let t1 = t0.elapsed();
+        // Phase 2: on the Wi-Fi. Once 4 MB came on it, the Wi-Fi goes.
+        let b2 = [rx("wlan0"), rx("wwan0")];
+        wait_for("4 MB on wlan0", Duration::from_secs(15), || {
+            rx("wlan0") > b2[0] + 4_000_000
+        });
+        let p2 = [rx("wlan0") - b2[0], rx("wwan0") - b2[1]];
+        lab.set_link(Path::Wifi, false).unwrap();
+        let t2 = t0.elapsed();
+        let r = dl.join().unwrap();
+        (r, (p1, p2, t1, t2, t0.elapsed()))
+    });
+    let r = result.unwrap_or_else(|e| panic!("download: {e}\n{}", d.log()));
+    assert_eq!(r.bytes, n);
+    let (p1, p2, t1, t2, end) = marks;
+    println!(
+        "three interfaces, {} MB at {} Mbit/s each: Ethernet phase rx eth0/wlan0/wwan0 = {:?} B, \
+         Ethernet down at {:.2} s; Wi-Fi phase rx wlan0/wwan0 = {:?} B, Wi-Fi down at {:.2} s; \
+         done at {:.2} s, longest stall {:.0} ms",
+        n / 1_000_000,
+        RATE / 1_000_000,
+        p1,
+        t1.as_secs_f64(),
+        p2,
+        t2.as_secs_f64(),
+        end.as_secs_f64(),
+        r.longest_stall.as_secs_f64() * 1e3
+    );
+    // While the Ethernet worked the Wi-Fi and the cellular carried (almost) nothing; while the
+    // Wi-Fi did, the cellular stayed a backup.
+    assert!(p1[1] < 1_000_000 && p1[2] < 1_000_000, "{p1:?}");
+    assert!(p2[1] < 1_000_000, "{p2:?}");
+    let st = status(&lab, rd.path());
+    assert!(st.failovers >= 2, "{st:?}");
+    let usable: Vec<(&str, bool)> = st
+        .interfaces
+        .iter()
+        .map(|i| (i.name.as_str(), i.usable))
+        .collect();
+    assert_eq!(usable, [("wlan0", false), ("wwan0", true), ("eth0", false)]);
+    let o = mpbond(&lab, rd.path(), &["down"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(d.wait_exit().success(), "{}", d.log());
+}
