@@ -288,6 +288,10 @@ pub struct Interface {
     pub role: IfaceRole,
     /// Order among interfaces of the same role, higher first.
     pub priority: u8,
+    /// May be absent at `up` (a `[[interfaces.list]]` entry: a USB tether or a dock plugged in
+    /// later): used once it appears, let go when it vanishes. The `wifi` and `cellular`
+    /// interfaces must exist at `up`.
+    pub may_be_absent: bool,
 }
 
 /// `[tun]`.
@@ -711,7 +715,12 @@ fn resolve_interfaces(
     let wifi_named = flags.wifi.clone().or(file.wifi);
     let cellular_named = flags.cellular.clone().or(file.cellular);
     let list = file.list.unwrap_or_default();
-    let entry = |name: String, role, priority| Interface { name, role, priority };
+    let entry = |name: String, role, priority| Interface {
+        name,
+        role,
+        priority,
+        may_be_absent: false,
+    };
     let mut out = Vec::new();
     if list.is_empty() {
         let ethernet = wifi_named.is_none().then(|| detect(Role::Ethernet)).flatten();
@@ -748,7 +757,10 @@ fn resolve_interfaces(
             IfaceRole::Primary => PRIORITY_WIFI,
             IfaceRole::Backup | IfaceRole::Never => 0,
         };
-        out.push(entry(e.name, e.role, e.priority.unwrap_or(default)));
+        out.push(Interface {
+            may_be_absent: true,
+            ..entry(e.name, e.role, e.priority.unwrap_or(default))
+        });
     }
     for (k, i) in out.iter().enumerate() {
         validate_ifname("interfaces.list.name", &i.name)?;

@@ -131,3 +131,96 @@ fn a_download_fails_over_from_ethernet_to_wifi_then_to_cellular() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(d.wait_exit().success(), "{}", d.log());
 }
+
+/// The interface `name` in `status`: (present, usable).
+fn iface_state(lab: &netlab::Lab, rd: &std::path::Path, name: &str) -> (bool, bool) {
+    let st = status(lab, rd);
+    st.interfaces
+        .iter()
+        .find(|i| i.name == name)
+        .map_or((false, false), |i| (i.index != 0, i.usable))
+}
+
+#[test]
+fn a_cellular_plugged_in_after_up_is_picked_up_and_carries_the_flow_when_wifi_goes() {
+    if skip_unless_root() {
+        return;
+    }
+    let lab = lab_with(LabOptions::default());
+    let laptop = lab.ns().laptop.clone();
+    lab.set_rate(Path::Wifi, Some(RATE)).unwrap();
+    lab.set_delay(Path::Wifi, Duration::from_millis(10)).unwrap();
+    let rd = RunDir::new();
+    let conf = rd.path().join("mpbond.toml");
+    // A USB tether that is not there yet.
+    std::fs::write(&conf, "[[interfaces.list]]\nname = \"usb0\"\nrole = \"backup\"\n").unwrap();
+    let mut d = Daemon::start_with(
+        &lab,
+        rd.path(),
+        &["--wifi", "wlan0", "--config", conf.to_str().unwrap()],
+        &[],
+    );
+    wait_for("wlan0 usable", Duration::from_secs(10), || {
+        iface_state(&lab, rd.path(), "wlan0").1
+    });
+    assert_eq!(iface_state(&lab, rd.path(), "usb0"), (false, false));
+
+    let server: SocketAddr = MPTCP_SERVER.parse().unwrap();
+    // About 8 s on the Wi-Fi alone.
+    let n: u64 = 40_000_000;
+    let rx = |name: &str| iface_rx(&status(&lab, rd.path()), name);
+    let (result, marks) = std::thread::scope(|s| {
+        let dl = s.spawn(|| {
+            lab.run_in(&laptop, || client::http_get(server, n, &opts()))
+                .unwrap()
+        });
+        wait_for("2 MB on wlan0", Duration::from_secs(15), || {
+            rx("wlan0") > 2_000_000
+        });
+        // Plugged in mid-download.
+        let plugged = Instant::now();
+        lab.add_uplink("usb0", 4, 300, Some(RATE)).unwrap();
+        wait_for("usb0 usable", Duration::from_secs(10), || {
+            iface_state(&lab, rd.path(), "usb0").1
+        });
+        let usable_after = plugged.elapsed();
+        // The running flow joins it (a backup subflow).
+        wait_for("a subflow on usb0", Duration::from_secs(10), || {
+            status(&lab, rd.path())
+                .subflows
+                .iter()
+                .any(|sf| sf.interface == "usb0" && sf.usable)
+        });
+        let joined_after = plugged.elapsed();
+        let usb_before = rx("usb0");
+        lab.set_link(Path::Wifi, false).unwrap();
+        let r = dl.join().unwrap();
+        (r, (usable_after, joined_after, usb_before, rx("usb0")))
+    });
+    let r = result.unwrap_or_else(|e| panic!("download: {e}\n{}", d.log()));
+    assert_eq!(r.bytes, n);
+    let (usable_after, joined_after, usb_before, usb_after) = marks;
+    println!(
+        "hot-plugged usb0: usable {:.0} ms after it appeared, the running flow's subflow on it \
+         {:.0} ms after; after the Wi-Fi loss usb0 received {} B; download done, longest stall \
+         {:.0} ms",
+        usable_after.as_secs_f64() * 1e3,
+        joined_after.as_secs_f64() * 1e3,
+        usb_after - usb_before,
+        r.longest_stall.as_secs_f64() * 1e3
+    );
+    assert!(usb_after - usb_before > 5_000_000, "{usb_before} -> {usb_after}");
+    // Unplugged: let go.
+    let t = Instant::now();
+    lab.remove_uplink("usb0").unwrap();
+    wait_for("usb0 gone", Duration::from_secs(10), || {
+        iface_state(&lab, rd.path(), "usb0") == (false, false)
+    });
+    println!(
+        "usb0 let go {:.0} ms after it vanished",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let o = mpbond(&lab, rd.path(), &["down"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(d.wait_exit().success(), "{}", d.log());
+}

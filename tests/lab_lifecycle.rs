@@ -217,7 +217,7 @@ fn up_routes_traffic_into_the_tun_and_down_restores_everything() {
         "{st:?}"
     );
     let table = mpbond(&lab, rd.path(), &["status"]);
-    assert!(String::from_utf8_lossy(&table.stdout).contains("wwan0      cellular  up"));
+    assert!(String::from_utf8_lossy(&table.stdout).contains("wwan0      backup    up"));
 
     // The watcher follows link changes and puts back the routes the kernel drops with the TUN.
     // Pull the cellular "cable": the wire's end of wwan0 goes down, wwan0 loses its carrier.

@@ -661,7 +661,9 @@ fn rules(config: &Config, family: Family) -> Vec<Rule> {
 
 /// Computes the ops that bring mpbond up on `host`.
 pub fn plan(config: &Config, host: &HostState) -> Result<Plan, PlanError> {
-    for i in config.used_interfaces() {
+    // A listed interface may appear later (the interface threads and the netlink watcher pick
+    // it up); the `wifi` and `cellular` ones must be there.
+    for i in config.used_interfaces().filter(|i| !i.may_be_absent) {
         if host.link(&i.name).is_none() {
             return Err(PlanError::InterfaceMissing {
                 role: i.role.name(),
