@@ -30,8 +30,8 @@ impl Uplink {
 
 impl Lab {
     /// Adds laptop interface `name` joined to `inet` on subnet `n` (see the module), up, with
-    /// default routes through it of `metric`, and a rate limit of `rate` bit/s both ways (tbf)
-    /// when given.
+    /// default routes through it of `metric`, and a rate limit of `rate` bit/s both ways (tbf,
+    /// queue up to 50 ms) when given.
     pub fn add_uplink(&self, name: &str, n: u8, metric: u32, rate: Option<u64>) -> Result<Uplink, LabError> {
         if !(3..=99).contains(&n) {
             return Err(LabError::BadValue(format!("uplink subnet {n}: use 3-99")));
@@ -46,49 +46,17 @@ impl Lab {
             "ip", "-n", laptop, "link", "add", name, "type", "veth", "peer", "name", &peer, "netns", inet,
         ])?;
         for (ns, dev, host) in [(laptop, name, 2), (inet, peer.as_str(), 1)] {
-            cmd::run(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("198.18.{n}.{host}/24"),
-                "dev",
-                dev,
-            ])?;
-            cmd::run(&[
-                "ip",
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("fd18:{n}::{host}/64"),
-                "dev",
-                dev,
-                "nodad",
-            ])?;
+            for addr in [format!("198.18.{n}.{host}/24"), format!("fd18:{n}::{host}/64")] {
+                let mut args = vec!["ip", "-n", ns, "addr", "add", &addr, "dev", dev];
+                if addr.contains(':') {
+                    args.push("nodad");
+                }
+                cmd::run(&args)?;
+            }
             // AF_PACKET readers must see complete checksums.
             cmd::run_in(ns, &["ethtool", "-K", dev, "tx", "off"])?;
             if let Some(bps) = rate {
-                let burst = (bps / 8 / 100).max(16 * 1024);
-                cmd::run_in(
-                    ns,
-                    &[
-                        "tc",
-                        "qdisc",
-                        "replace",
-                        "dev",
-                        dev,
-                        "root",
-                        "tbf",
-                        "rate",
-                        &format!("{bps}bit"),
-                        "burst",
-                        &burst.to_string(),
-                        "latency",
-                        "100ms",
-                    ],
-                )?;
+                crate::impair::tbf(ns, dev, bps)?;
             }
             cmd::run(&["ip", "-n", ns, "link", "set", "dev", dev, "up"])?;
         }
