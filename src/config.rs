@@ -380,6 +380,9 @@ pub struct Config {
     /// The interfaces, in the order of their engine ids (`never` ones included: the daemon
     /// leaves them alone; see [`Config::used_interfaces`]).
     pub interfaces: Vec<Interface>,
+    /// Interfaces were detected (no list, the Wi-Fi or the cellular one not named): one that
+    /// appears while running and is detected as Ethernet, Wi-Fi or cellular is used too.
+    pub adopt_new: bool,
     /// TUN device.
     pub tun: TunConfig,
     /// Policy routing.
@@ -802,6 +805,9 @@ impl Config {
         let defaults_tun = TunConfig::default();
         let defaults_routing = RoutingConfig::default();
 
+        let adopt_new = file.interfaces.list.is_none()
+            && (flags.wifi.is_none() && file.interfaces.wifi.is_none()
+                || flags.cellular.is_none() && file.interfaces.cellular.is_none());
         let interfaces = resolve_interfaces(file.interfaces, flags, detect)?;
         let names: Vec<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
 
@@ -881,6 +887,7 @@ impl Config {
         Ok(Config {
             mode: flags.mode.or(file.mode).unwrap_or_default(),
             interfaces,
+            adopt_new,
             tun: TunConfig {
                 name,
                 mtu,

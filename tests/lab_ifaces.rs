@@ -141,13 +141,86 @@ fn iface_state(lab: &netlab::Lab, rd: &std::path::Path, name: &str) -> (bool, bo
         .map_or((false, false), |i| (i.index != 0, i.usable))
 }
 
+/// While a download runs on the Wi-Fi, uplink `name` (subnet `n`) is plugged in; once the
+/// running flow has a usable subflow on it, the `lost` paths go down and the download must
+/// finish on it, byte-exact; then it is unplugged and must be let go. Prints what it measured.
+fn plug_in_mid_download(
+    lab: &netlab::Lab,
+    d: &Daemon,
+    rd: &std::path::Path,
+    name: &str,
+    n: u8,
+    lost: &[Path],
+) {
+    let laptop = lab.ns().laptop.clone();
+    wait_for("wlan0 usable", Duration::from_secs(10), || {
+        iface_state(lab, rd, "wlan0").1
+    });
+    assert_eq!(iface_state(lab, rd, name), (false, false));
+    let server: SocketAddr = MPTCP_SERVER.parse().unwrap();
+    // About 8 s on the Wi-Fi alone.
+    let size: u64 = 40_000_000;
+    let rx = |i: &str| iface_rx(&status(lab, rd), i);
+    let (result, marks) = std::thread::scope(|s| {
+        let dl = s.spawn(|| {
+            lab.run_in(&laptop, || client::http_get(server, size, &opts()))
+                .unwrap()
+        });
+        wait_for("2 MB on wlan0", Duration::from_secs(15), || {
+            rx("wlan0") > 2_000_000
+        });
+        let plugged = Instant::now();
+        lab.add_uplink(name, n, 300, Some(RATE)).unwrap();
+        wait_for("the new uplink usable", Duration::from_secs(10), || {
+            iface_state(lab, rd, name).1
+        });
+        let usable_after = plugged.elapsed();
+        // The running flow joins it.
+        wait_for("a subflow on the new uplink", Duration::from_secs(10), || {
+            status(lab, rd)
+                .subflows
+                .iter()
+                .any(|sf| sf.interface == name && sf.usable)
+        });
+        let joined_after = plugged.elapsed();
+        let before = rx(name);
+        for &p in lost {
+            lab.set_link(p, false).unwrap();
+        }
+        let r = dl.join().unwrap();
+        (r, (usable_after, joined_after, before, rx(name)))
+    });
+    let r = result.unwrap_or_else(|e| panic!("download: {e}\n{}", d.log()));
+    assert_eq!(r.bytes, size);
+    let (usable_after, joined_after, before, after) = marks;
+    println!(
+        "hot-plugged {name}: usable {:.0} ms after it appeared, the running flow's subflow on it \
+         {:.0} ms after; after the loss of {lost:?} it received {} B; download done, longest \
+         stall {:.0} ms",
+        usable_after.as_secs_f64() * 1e3,
+        joined_after.as_secs_f64() * 1e3,
+        after - before,
+        r.longest_stall.as_secs_f64() * 1e3
+    );
+    assert!(after - before > 5_000_000, "{before} -> {after}");
+    // Unplugged: let go.
+    let t = Instant::now();
+    lab.remove_uplink(name).unwrap();
+    wait_for("the uplink gone", Duration::from_secs(10), || {
+        iface_state(lab, rd, name) == (false, false)
+    });
+    println!(
+        "{name} let go {:.0} ms after it vanished",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+}
+
 #[test]
-fn a_cellular_plugged_in_after_up_is_picked_up_and_carries_the_flow_when_wifi_goes() {
+fn a_listed_cellular_plugged_in_after_up_is_picked_up_and_carries_the_flow_when_wifi_goes() {
     if skip_unless_root() {
         return;
     }
     let lab = lab_with(LabOptions::default());
-    let laptop = lab.ns().laptop.clone();
     lab.set_rate(Path::Wifi, Some(RATE)).unwrap();
     lab.set_delay(Path::Wifi, Duration::from_millis(10)).unwrap();
     let rd = RunDir::new();
@@ -160,66 +233,39 @@ fn a_cellular_plugged_in_after_up_is_picked_up_and_carries_the_flow_when_wifi_go
         &["--wifi", "wlan0", "--config", conf.to_str().unwrap()],
         &[],
     );
-    wait_for("wlan0 usable", Duration::from_secs(10), || {
-        iface_state(&lab, rd.path(), "wlan0").1
-    });
-    assert_eq!(iface_state(&lab, rd.path(), "usb0"), (false, false));
+    plug_in_mid_download(&lab, &d, rd.path(), "usb0", 4, &[Path::Wifi]);
+    let o = mpbond(&lab, rd.path(), &["down"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(d.wait_exit().success(), "{}", d.log());
+}
 
-    let server: SocketAddr = MPTCP_SERVER.parse().unwrap();
-    // About 8 s on the Wi-Fi alone.
-    let n: u64 = 40_000_000;
-    let rx = |name: &str| iface_rx(&status(&lab, rd.path()), name);
-    let (result, marks) = std::thread::scope(|s| {
-        let dl = s.spawn(|| {
-            lab.run_in(&laptop, || client::http_get(server, n, &opts()))
-                .unwrap()
-        });
-        wait_for("2 MB on wlan0", Duration::from_secs(15), || {
-            rx("wlan0") > 2_000_000
-        });
-        // Plugged in mid-download.
-        let plugged = Instant::now();
-        lab.add_uplink("usb0", 4, 300, Some(RATE)).unwrap();
-        wait_for("usb0 usable", Duration::from_secs(10), || {
-            iface_state(&lab, rd.path(), "usb0").1
-        });
-        let usable_after = plugged.elapsed();
-        // The running flow joins it (a backup subflow).
-        wait_for("a subflow on usb0", Duration::from_secs(10), || {
-            status(&lab, rd.path())
-                .subflows
-                .iter()
-                .any(|sf| sf.interface == "usb0" && sf.usable)
-        });
-        let joined_after = plugged.elapsed();
-        let usb_before = rx("usb0");
-        lab.set_link(Path::Wifi, false).unwrap();
-        let r = dl.join().unwrap();
-        (r, (usable_after, joined_after, usb_before, rx("usb0")))
-    });
-    let r = result.unwrap_or_else(|e| panic!("download: {e}\n{}", d.log()));
-    assert_eq!(r.bytes, n);
-    let (usable_after, joined_after, usb_before, usb_after) = marks;
-    println!(
-        "hot-plugged usb0: usable {:.0} ms after it appeared, the running flow's subflow on it \
-         {:.0} ms after; after the Wi-Fi loss usb0 received {} B; download done, longest stall \
-         {:.0} ms",
-        usable_after.as_secs_f64() * 1e3,
-        joined_after.as_secs_f64() * 1e3,
-        usb_after - usb_before,
-        r.longest_stall.as_secs_f64() * 1e3
+#[test]
+fn a_detected_tether_plugged_in_after_up_is_used_when_wifi_and_cellular_go() {
+    if skip_unless_root() {
+        return;
+    }
+    let lab = lab_with(LabOptions::default());
+    for p in Path::ALL {
+        lab.set_rate(p, Some(RATE)).unwrap();
+        lab.set_delay(p, Duration::from_millis(10)).unwrap();
+    }
+    let rd = RunDir::new();
+    // The cellular interface is detected (wwan0), so new ones are too: `usb1` by its name.
+    let conf = rd.path().join("mpbond.toml");
+    std::fs::write(&conf, "").unwrap();
+    let mut d = Daemon::start_with(
+        &lab,
+        rd.path(),
+        &["--wifi", "wlan0", "--config", conf.to_str().unwrap()],
+        &[],
     );
-    assert!(usb_after - usb_before > 5_000_000, "{usb_before} -> {usb_after}");
-    // Unplugged: let go.
-    let t = Instant::now();
-    lab.remove_uplink("usb0").unwrap();
-    wait_for("usb0 gone", Duration::from_secs(10), || {
-        iface_state(&lab, rd.path(), "usb0") == (false, false)
-    });
-    println!(
-        "usb0 let go {:.0} ms after it vanished",
-        t.elapsed().as_secs_f64() * 1e3
-    );
+    let st = status(&lab, rd.path());
+    let names: Vec<&str> = st.interfaces.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["wlan0", "wwan0"]);
+    plug_in_mid_download(&lab, &d, rd.path(), "usb1", 5, &[Path::Wifi, Path::Cell]);
+    let st = status(&lab, rd.path());
+    let i = st.interfaces.iter().find(|i| i.name == "usb1").unwrap();
+    assert_eq!((i.role, i.priority), (IfaceRole::Backup, 0));
     let o = mpbond(&lab, rd.path(), &["down"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(d.wait_exit().success(), "{}", d.log());

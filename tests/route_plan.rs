@@ -196,8 +196,12 @@ fn a_listed_interface_may_be_absent_at_up_and_every_used_one_is_in_the_nft_filte
     assert!(!p.ops.is_empty());
     let nft = plan::nft_script(&c).unwrap();
     assert!(
-        nft.contains("iifname { \"wlan0\", \"wwan0\", \"usb0\" } tcp dport"),
+        nft.contains("elements = { \"wlan0\", \"wwan0\", \"usb0\" }"),
         "{nft}"
+    );
+    assert_eq!(
+        plan::nft_add_uplink("usb1").unwrap(),
+        "add element inet mpbond uplinks { \"usb1\" }\n"
     );
     // The named ones must be there.
     let mut h = host("", "0");

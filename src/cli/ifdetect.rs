@@ -31,7 +31,8 @@ pub fn classify(sys_class_net: &Path, name: &str) -> Option<Role> {
     if dir.join("wireless").exists() || dir.join("phy80211").exists() {
         return Some(Role::Wifi);
     }
-    if name.starts_with("wwan") {
+    // `usb*`: the name the kernel gives an RNDIS / CDC tether.
+    if name.starts_with("wwan") || name.starts_with("usb") {
         return Some(Role::Cellular);
     }
     let uevent = std::fs::read_to_string(dir.join("uevent")).unwrap_or_default();
@@ -46,6 +47,17 @@ pub fn classify(sys_class_net: &Path, name: &str) -> Option<Role> {
     }
     let kind = std::fs::read_to_string(dir.join("type")).unwrap_or_default();
     (kind.trim() == "1").then_some(Role::Ethernet)
+}
+
+/// The role and priority a detected interface gets: Ethernet a primary before the Wi-Fi,
+/// cellular a backup.
+pub fn policy(role: Role) -> (crate::config::IfaceRole, u8) {
+    use crate::config::{IfaceRole, PRIORITY_ETHERNET, PRIORITY_WIFI};
+    match role {
+        Role::Ethernet => (IfaceRole::Primary, PRIORITY_ETHERNET),
+        Role::Wifi => (IfaceRole::Primary, PRIORITY_WIFI),
+        Role::Cellular => (IfaceRole::Backup, 0),
+    }
 }
 
 /// The first interface (by name, for a stable choice) with the given role.
@@ -82,7 +94,7 @@ mod tests {
         std::os::unix::fs::symlink(root.join("drivers/e1000e"), eth.join("device/driver")).unwrap();
         std::fs::write(mk("veth0").join("type"), "1\n").unwrap();
         std::fs::write(mk("mhi0").join("uevent"), "INTERFACE=mhi0\nDEVTYPE=wwan\n").unwrap();
-        let usb = mk("usb0");
+        let usb = mk("enx0a1b2c");
         std::fs::create_dir_all(root.join("drivers/rndis_host")).unwrap();
         std::fs::create_dir_all(usb.join("device")).unwrap();
         std::os::unix::fs::symlink(root.join("drivers/rndis_host"), usb.join("device/driver")).unwrap();
@@ -91,10 +103,11 @@ mod tests {
         assert_eq!(classify(&root, "eth0"), Some(Role::Ethernet));
         assert_eq!(classify(&root, "veth0"), None, "no device: virtual");
         assert_eq!(classify(&root, "mhi0"), Some(Role::Cellular));
-        assert_eq!(classify(&root, "usb0"), Some(Role::Cellular));
+        assert_eq!(classify(&root, "enx0a1b2c"), Some(Role::Cellular), "by driver");
         assert_eq!(classify(&root, "wwan7"), Some(Role::Cellular));
+        assert_eq!(classify(&root, "usb1"), Some(Role::Cellular), "by name");
         assert_eq!(detect(&root, Role::Wifi).as_deref(), Some("wlan1"));
-        assert_eq!(detect(&root, Role::Cellular).as_deref(), Some("mhi0"));
+        assert_eq!(detect(&root, Role::Cellular).as_deref(), Some("enx0a1b2c"));
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -381,6 +381,7 @@ fn start_threads(
         table: config.routing.table,
         reapply: plan.on_tun_up(),
         changed: Some(changed_tx.clone()),
+        adopt_new: config.adopt_new,
     };
     workers.push(watch::spawn(w).context("netlink watcher")?);
     // Events between the initial dump and the watcher's subscription would be lost: read again.
@@ -393,6 +394,7 @@ fn start_threads(
                 table: config.routing.table,
                 reapply: Vec::new(),
                 changed: None,
+                adopt_new: false,
             },
         );
     }

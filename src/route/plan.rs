@@ -586,6 +586,18 @@ fn nft_quote(name: &str) -> Result<String, PlanError> {
     Ok(format!("\"{name}\""))
 }
 
+/// The nft set of the interfaces whose kernel TCP is kept off the subflow ports (an interface
+/// picked up while running is added to it: [`nft_add_uplink`]).
+pub const NFT_UPLINKS: &str = "uplinks";
+
+/// The nft script adding interface `name` to [`NFT_UPLINKS`].
+pub fn nft_add_uplink(name: &str) -> Result<String, PlanError> {
+    Ok(format!(
+        "add element inet {NFT_TABLE} {NFT_UPLINKS} {{ {} }}\n",
+        nft_quote(name)?
+    ))
+}
+
 /// The nft script creating table `inet mpbond`.
 pub fn nft_script(config: &Config) -> Result<String, PlanError> {
     let ifaces = config
@@ -597,9 +609,13 @@ pub fn nft_script(config: &Config) -> Result<String, PlanError> {
     let mark = config.routing.fwmark;
     Ok(format!(
         "table inet {NFT_TABLE} {{
+\tset {NFT_UPLINKS} {{
+\t\ttype ifname
+\t\telements = {{ {ifaces} }}
+\t}}
 \tchain preraw {{
 \t\ttype filter hook prerouting priority raw; policy accept;
-\t\tiifname {{ {ifaces} }} tcp dport {lo}-{hi} counter drop
+\t\tiifname @{NFT_UPLINKS} tcp dport {lo}-{hi} counter drop
 \t}}
 \tchain premangle {{
 \t\ttype filter hook prerouting priority mangle; policy accept;
