@@ -52,7 +52,9 @@ fn assert_plan_applied(lab: &Lab, pre_up: &mpbond::route::HostState) {
             }
             Op::NftCreate { .. } => {
                 assert!(nft.contains("iifname @uplinks tcp dport 61000-64999"), "{nft}");
-                assert!(nft.contains(r#"elements = { "wlan0", "wwan0" }"#), "{nft}");
+                // nft lists the set's elements one a line.
+                let elements: String = nft.split_whitespace().collect();
+                assert!(elements.contains(r#"elements={"wlan0","wwan0"}"#), "{nft}");
                 assert!(nft.contains("meta mark set ct mark"), "{nft}");
                 assert!(nft.contains("ct mark set meta mark"), "{nft}");
             }
