@@ -47,7 +47,7 @@ fn a_download_fails_over_from_ethernet_to_wifi_then_to_cellular() {
         "[[interfaces.list]]\nname = \"eth0\"\nrole = \"primary\"\npriority = 20\n",
     )
     .unwrap();
-    let mut d = Daemon::start(&lab, rd.path(), &["--config", conf.to_str().unwrap()]);
+    let d = Daemon::start(&lab, rd.path(), &["--config", conf.to_str().unwrap()]);
     wait_usable(&lab, rd.path());
     let st = status(&lab, rd.path());
     let roles: Vec<(&str, IfaceRole, u8)> = st
@@ -127,7 +127,12 @@ fn a_download_fails_over_from_ethernet_to_wifi_then_to_cellular() {
         .map(|i| (i.name.as_str(), i.usable))
         .collect();
     assert_eq!(usable, [("wlan0", false), ("wwan0", true), ("eth0", false)]);
-    let o = mpbond(&lab, rd.path(), &["down"]);
+    down(&lab, rd.path(), d);
+}
+
+/// `mpbond down`; the daemon exits cleanly.
+fn down(lab: &netlab::Lab, rd: &std::path::Path, mut d: Daemon) {
+    let o = mpbond(lab, rd, &["down"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(d.wait_exit().success(), "{}", d.log());
 }
@@ -227,16 +232,14 @@ fn a_listed_cellular_plugged_in_after_up_is_picked_up_and_carries_the_flow_when_
     let conf = rd.path().join("mpbond.toml");
     // A USB tether that is not there yet.
     std::fs::write(&conf, "[[interfaces.list]]\nname = \"usb0\"\nrole = \"backup\"\n").unwrap();
-    let mut d = Daemon::start_with(
+    let d = Daemon::start_with(
         &lab,
         rd.path(),
         &["--wifi", "wlan0", "--config", conf.to_str().unwrap()],
         &[],
     );
     plug_in_mid_download(&lab, &d, rd.path(), "usb0", 4, &[Path::Wifi]);
-    let o = mpbond(&lab, rd.path(), &["down"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(d.wait_exit().success(), "{}", d.log());
+    down(&lab, rd.path(), d);
 }
 
 #[test]
@@ -253,7 +256,7 @@ fn a_detected_tether_plugged_in_after_up_is_used_when_wifi_and_cellular_go() {
     // The cellular interface is detected (wwan0), so new ones are too: `usb1` by its name.
     let conf = rd.path().join("mpbond.toml");
     std::fs::write(&conf, "").unwrap();
-    let mut d = Daemon::start_with(
+    let d = Daemon::start_with(
         &lab,
         rd.path(),
         &["--wifi", "wlan0", "--config", conf.to_str().unwrap()],
@@ -266,7 +269,5 @@ fn a_detected_tether_plugged_in_after_up_is_used_when_wifi_and_cellular_go() {
     let st = status(&lab, rd.path());
     let i = st.interfaces.iter().find(|i| i.name == "usb1").unwrap();
     assert_eq!((i.role, i.priority), (IfaceRole::Backup, 0));
-    let o = mpbond(&lab, rd.path(), &["down"]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    assert!(d.wait_exit().success(), "{}", d.log());
+    down(&lab, rd.path(), d);
 }

@@ -324,18 +324,11 @@ fn start_threads(
         .map(|i| {
             let l = host.link(&i.name);
             InterfaceStatus {
-                name: i.name.clone(),
-                role: i.role,
-                priority: i.priority,
                 index: l.map_or(0, |l| l.index),
                 up: l.is_some_and(|l| l.up),
                 carrier: l.is_some_and(|l| l.carrier),
                 addresses: l.map(|l| l.addresses.clone()).unwrap_or_default(),
-                rx_bytes: 0,
-                tx_bytes: 0,
-                usable: false,
-                budget_blocked: false,
-                budget_soft: false,
+                ..InterfaceStatus::absent(i.name.clone(), i.role, i.priority)
             }
         })
         .collect();

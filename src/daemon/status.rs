@@ -13,6 +13,26 @@ use crate::config::Mode;
 /// Role of a physical interface (`primary`, `backup`, `never`).
 pub use crate::config::IfaceRole as Role;
 
+impl InterfaceStatus {
+    /// Interface `name` of `role` and `priority`, not present (yet).
+    pub fn absent(name: String, role: Role, priority: u8) -> InterfaceStatus {
+        InterfaceStatus {
+            name,
+            role,
+            priority,
+            index: 0,
+            up: false,
+            carrier: false,
+            addresses: Vec::new(),
+            rx_bytes: 0,
+            tx_bytes: 0,
+            usable: false,
+            budget_blocked: false,
+            budget_soft: false,
+        }
+    }
+}
+
 /// The flows by kind.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FlowKinds {

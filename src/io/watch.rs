@@ -58,20 +58,7 @@ pub fn adopt(
         return None;
     }
     let (role, priority) = crate::cli::ifdetect::policy(classify(&s.name)?);
-    Some(InterfaceStatus {
-        name: s.name,
-        role,
-        priority,
-        index: 0,
-        up: false,
-        carrier: false,
-        addresses: Vec::new(),
-        rx_bytes: 0,
-        tx_bytes: 0,
-        usable: false,
-        budget_blocked: false,
-        budget_soft: false,
-    })
+    Some(InterfaceStatus::absent(s.name, role, priority))
 }
 
 /// The part of the watcher that turns events into state and decisions (no I/O).
@@ -313,18 +300,10 @@ mod tests {
 
     fn ifaces() -> Vec<InterfaceStatus> {
         vec![InterfaceStatus {
-            name: "wlan0".into(),
-            role: Role::Primary,
-            priority: 10,
             index: 2,
             up: true,
             carrier: true,
-            addresses: Vec::new(),
-            rx_bytes: 0,
-            tx_bytes: 0,
-            usable: false,
-            budget_blocked: false,
-            budget_soft: false,
+            ..InterfaceStatus::absent("wlan0".into(), Role::Primary, 10)
         }]
     }
 
