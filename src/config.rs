@@ -40,6 +40,40 @@ impl fmt::Display for Mode {
     }
 }
 
+/// What an interface is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IfaceRole {
+    /// Carries the traffic while it works (Ethernet, Wi-Fi); among primaries the highest
+    /// priority is used first.
+    Primary,
+    /// Used when no primary works (cellular): in handover mode its subflows are MPTCP backups
+    /// (RFC 8684 §3.3.8 flag B).
+    Backup,
+    /// Never used by mpbond.
+    Never,
+}
+
+impl IfaceRole {
+    /// As the config and `status` write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            IfaceRole::Primary => "primary",
+            IfaceRole::Backup => "backup",
+            IfaceRole::Never => "never",
+        }
+    }
+}
+
+impl fmt::Display for IfaceRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Most interfaces mpbond uses at once (engine interface ids are `0..MAX_INTERFACES`).
+pub const MAX_INTERFACES: usize = 8;
+
 /// When the backup (cellular) subflow of a connection is opened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -226,10 +260,45 @@ pub const STATUS_GROUP: &str = "mpbond";
 #[derive(Debug, Default, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FileInterfaces {
-    /// Primary interface.
+    /// A primary interface (priority [`PRIORITY_WIFI`]).
     pub wifi: Option<String>,
-    /// Backup interface.
+    /// A backup interface.
     pub cellular: Option<String>,
+    /// `[[interfaces.list]]`: any number of interfaces, each with a role.
+    pub list: Option<Vec<FileInterface>>,
+}
+
+/// One `[[interfaces.list]]` entry.
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FileInterface {
+    /// Interface name.
+    pub name: String,
+    /// `primary`, `backup` or `never`.
+    pub role: IfaceRole,
+    /// Order among interfaces of the same role, higher first (0-255; default
+    /// [`PRIORITY_WIFI`] for a primary, 0 for a backup; equal ones in list order).
+    pub priority: Option<u8>,
+}
+
+/// Priority of a detected Ethernet interface (before the Wi-Fi).
+pub const PRIORITY_ETHERNET: u8 = 20;
+/// Priority of the `wifi` interface and default of a listed primary.
+pub const PRIORITY_WIFI: u8 = 10;
+
+/// One interface of the validated config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Interface {
+    /// Its name.
+    pub name: String,
+    /// Primary, backup or never.
+    pub role: IfaceRole,
+    /// Order among interfaces of the same role, higher first.
+    pub priority: u8,
+    /// May be absent at `up` (a `[[interfaces.list]]` entry: a USB tether or a dock plugged in
+    /// later): used once it appears, let go when it vanishes. The `wifi` and `cellular`
+    /// interfaces must exist at `up`.
+    pub may_be_absent: bool,
 }
 
 /// `[tun]`.
@@ -315,10 +384,12 @@ pub struct Overrides {
 pub struct Config {
     /// Spreading mode.
     pub mode: Mode,
-    /// Primary (Wi-Fi) interface name.
-    pub wifi: String,
-    /// Backup (cellular) interface name.
-    pub cellular: String,
+    /// The interfaces, in the order of their engine ids (`never` ones included: the daemon
+    /// leaves them alone; see [`Config::used_interfaces`]).
+    pub interfaces: Vec<Interface>,
+    /// Interfaces were detected (no list, the Wi-Fi or the cellular one not named): one that
+    /// appears while running and is detected as Ethernet, Wi-Fi or cellular is used too.
+    pub adopt_new: bool,
     /// TUN device.
     pub tun: TunConfig,
     /// Policy routing.
@@ -641,41 +712,117 @@ fn resolve_status(file: FileStatus) -> Result<StatusConfig, ConfigError> {
     })
 }
 
+/// The interfaces from `[interfaces]` and the flags: `wifi` (or `--wifi`) is a primary of
+/// priority [`PRIORITY_WIFI`], `cellular` (or `--cellular`) a backup, then the list entries.
+/// Without a list, a Wi-Fi and a cellular interface not named are detected (`detect`), and,
+/// when the Wi-Fi was not named, an Ethernet interface too (a primary of priority
+/// [`PRIORITY_ETHERNET`]); a Wi-Fi (or Ethernet) and a cellular interface are then required.
+/// With a list, nothing is detected; at least one primary is required.
+fn resolve_interfaces(
+    file: FileInterfaces,
+    flags: &Overrides,
+    detect: &dyn Fn(crate::cli::ifdetect::Role) -> Option<String>,
+) -> Result<Vec<Interface>, ConfigError> {
+    use crate::cli::ifdetect::Role;
+    let wifi_named = flags.wifi.clone().or(file.wifi);
+    let cellular_named = flags.cellular.clone().or(file.cellular);
+    let list = file.list.unwrap_or_default();
+    let entry = |name: String, role, priority| Interface {
+        name,
+        role,
+        priority,
+        may_be_absent: false,
+    };
+    let mut out = Vec::new();
+    if list.is_empty() {
+        let ethernet = wifi_named.is_none().then(|| detect(Role::Ethernet)).flatten();
+        let wifi = wifi_named.clone().or_else(|| detect(Role::Wifi));
+        if wifi.is_none() && ethernet.is_none() {
+            return Err(ConfigError::NoInterface { role: "wifi" });
+        }
+        let cellular = cellular_named
+            .or_else(|| detect(Role::Cellular))
+            .ok_or(ConfigError::NoInterface { role: "cellular" })?;
+        if let Some(w) = &wifi {
+            validate_ifname("interfaces.wifi", w)?;
+        }
+        validate_ifname("interfaces.cellular", &cellular)?;
+        if wifi.as_ref() == Some(&cellular) {
+            return Err(ConfigError::Invalid {
+                key: "interfaces",
+                reason: format!("wifi and cellular are both {cellular:?}; they must be two interfaces"),
+            });
+        }
+        out.extend(wifi.map(|w| entry(w, IfaceRole::Primary, PRIORITY_WIFI)));
+        out.push(entry(cellular, IfaceRole::Backup, 0));
+        out.extend(
+            ethernet
+                .filter(|e| out.iter().all(|i| &i.name != e))
+                .map(|e| entry(e, IfaceRole::Primary, PRIORITY_ETHERNET)),
+        );
+        return Ok(out);
+    }
+    out.extend(wifi_named.map(|w| entry(w, IfaceRole::Primary, PRIORITY_WIFI)));
+    out.extend(cellular_named.map(|c| entry(c, IfaceRole::Backup, 0)));
+    for e in list {
+        let default = match e.role {
+            IfaceRole::Primary => PRIORITY_WIFI,
+            IfaceRole::Backup | IfaceRole::Never => 0,
+        };
+        out.push(Interface {
+            may_be_absent: true,
+            ..entry(e.name, e.role, e.priority.unwrap_or(default))
+        });
+    }
+    for (k, i) in out.iter().enumerate() {
+        validate_ifname("interfaces.list.name", &i.name)?;
+        if out[..k].iter().any(|o| o.name == i.name) {
+            return Err(ConfigError::Invalid {
+                key: "interfaces",
+                reason: format!("{:?} is named twice", i.name),
+            });
+        }
+    }
+    let used = out.iter().filter(|i| i.role != IfaceRole::Never).count();
+    if used > MAX_INTERFACES {
+        return Err(ConfigError::Invalid {
+            key: "interfaces",
+            reason: format!("{used} interfaces to use; at most {MAX_INTERFACES}"),
+        });
+    }
+    if !out.iter().any(|i| i.role == IfaceRole::Primary) {
+        return Err(ConfigError::Invalid {
+            key: "interfaces",
+            reason: "no primary interface (give an entry role = \"primary\", or wifi = \"...\")".into(),
+        });
+    }
+    Ok(out)
+}
+
 impl Config {
+    /// The interfaces mpbond uses (not `never`), in the order of their engine ids.
+    pub fn used_interfaces(&self) -> impl Iterator<Item = &Interface> {
+        self.interfaces.iter().filter(|i| i.role != IfaceRole::Never)
+    }
+
     /// Merges the file and the flags, detects missing interfaces through `detect`, and validates.
     pub fn resolve(
         file: FileConfig,
         flags: &Overrides,
         detect: &dyn Fn(crate::cli::ifdetect::Role) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        use crate::cli::ifdetect::Role;
         let defaults_tun = TunConfig::default();
         let defaults_routing = RoutingConfig::default();
 
-        let wifi = flags
-            .wifi
-            .clone()
-            .or(file.interfaces.wifi)
-            .or_else(|| detect(Role::Wifi))
-            .ok_or(ConfigError::NoInterface { role: "wifi" })?;
-        let cellular = flags
-            .cellular
-            .clone()
-            .or(file.interfaces.cellular)
-            .or_else(|| detect(Role::Cellular))
-            .ok_or(ConfigError::NoInterface { role: "cellular" })?;
-        validate_ifname("interfaces.wifi", &wifi)?;
-        validate_ifname("interfaces.cellular", &cellular)?;
-        if wifi == cellular {
-            return Err(ConfigError::Invalid {
-                key: "interfaces",
-                reason: format!("wifi and cellular are both {wifi:?}; they must be two interfaces"),
-            });
-        }
+        let adopt_new = file.interfaces.list.is_none()
+            && (flags.wifi.is_none() && file.interfaces.wifi.is_none()
+                || flags.cellular.is_none() && file.interfaces.cellular.is_none());
+        let interfaces = resolve_interfaces(file.interfaces, flags, detect)?;
+        let names: Vec<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
 
         let name = file.tun.name.unwrap_or(defaults_tun.name);
         validate_ifname("tun.name", &name)?;
-        if name == wifi || name == cellular {
+        if names.contains(&name.as_str()) {
             return Err(ConfigError::Invalid {
                 key: "tun.name",
                 reason: format!("{name:?} is also a physical interface"),
@@ -745,14 +892,14 @@ impl Config {
             None => defaults_routing.subflow_ports,
         };
 
-        let dns = resolve_dns(file.dns, flags, &[&wifi, &cellular])?;
+        let dns = resolve_dns(file.dns, flags, &names)?;
         let mode = flags.mode.or(file.mode).unwrap_or_default();
         let redundant = crate::redundancy::Redundancy::resolve(&file.redundant, mode == Mode::Redundant)?;
         Ok(Config {
             mode,
             redundant,
-            wifi,
-            cellular,
+            interfaces,
+            adopt_new,
             tun: TunConfig {
                 name,
                 mtu,
@@ -881,7 +1028,7 @@ join = "on-demand"
 "#;
         let c = Config::resolve(parse(text).unwrap(), &Overrides::default(), &none).unwrap();
         assert_eq!(c.mode, Mode::Aggregate);
-        assert_eq!(c.wifi, "wlp2s0");
+        assert_eq!(c.interfaces[0].name, "wlp2s0");
         assert_eq!(c.tun.mtu, 9000);
         assert_eq!(c.tun.ipv6, Some("fd00::1".parse().unwrap()));
         assert_eq!(c.routing.subflow_ports, 40000..=40999);
@@ -917,7 +1064,11 @@ join = "on-demand"
         };
         let c = Config::resolve(file, &o, &none).unwrap();
         assert_eq!(
-            (c.wifi.as_str(), c.cellular.as_str(), c.mode),
+            (
+                c.interfaces[0].name.as_str(),
+                c.interfaces[1].name.as_str(),
+                c.mode
+            ),
             ("c", "b", Mode::Interactive)
         );
     }
@@ -963,14 +1114,145 @@ join = "on-demand"
         assert!(e.to_string().contains("both"));
         let e = Config::resolve(FileConfig::default(), &Overrides::default(), &none).unwrap_err();
         assert!(e.to_string().contains("no wifi interface"));
+        let detect = |r: Role| match r {
+            Role::Wifi => Some("wlp1".to_string()),
+            Role::Cellular => Some("wwan9".to_string()),
+            Role::Ethernet => None,
+        };
+        let c = Config::resolve(FileConfig::default(), &Overrides::default(), &detect).unwrap();
+        assert_eq!(
+            roles(&c),
+            [
+                ("wlp1", IfaceRole::Primary, PRIORITY_WIFI),
+                ("wwan9", IfaceRole::Backup, 0)
+            ]
+        );
+    }
+
+    fn roles(c: &Config) -> Vec<(&str, IfaceRole, u8)> {
+        c.interfaces
+            .iter()
+            .map(|i| (i.name.as_str(), i.role, i.priority))
+            .collect()
+    }
+
+    #[test]
+    fn detection_adds_an_ethernet_before_the_wifi_unless_the_wifi_is_named() {
         let detect = |r: Role| {
             Some(match r {
                 Role::Wifi => "wlp1".to_string(),
                 Role::Cellular => "wwan9".to_string(),
+                Role::Ethernet => "enp0s31f6".to_string(),
             })
         };
         let c = Config::resolve(FileConfig::default(), &Overrides::default(), &detect).unwrap();
-        assert_eq!((c.wifi.as_str(), c.cellular.as_str()), ("wlp1", "wwan9"));
+        assert_eq!(
+            roles(&c),
+            [
+                ("wlp1", IfaceRole::Primary, PRIORITY_WIFI),
+                ("wwan9", IfaceRole::Backup, 0),
+                ("enp0s31f6", IfaceRole::Primary, PRIORITY_ETHERNET),
+            ]
+        );
+        let named = Overrides {
+            wifi: Some("wlan7".into()),
+            ..Overrides::default()
+        };
+        let c = Config::resolve(FileConfig::default(), &named, &detect).unwrap();
+        assert_eq!(c.interfaces.len(), 2, "{:?}", c.interfaces);
+        // A desktop with Ethernet and a modem, no Wi-Fi.
+        let no_wifi = |r: Role| (r != Role::Wifi).then(|| detect(r)).flatten();
+        let c = Config::resolve(FileConfig::default(), &Overrides::default(), &no_wifi).unwrap();
+        assert_eq!(
+            roles(&c),
+            [
+                ("wwan9", IfaceRole::Backup, 0),
+                ("enp0s31f6", IfaceRole::Primary, PRIORITY_ETHERNET)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_list_form_gives_any_number_of_interfaces_with_roles() {
+        let text = r#"
+[interfaces]
+cellular = "wwan0"
+
+[[interfaces.list]]
+name = "eth0"
+role = "primary"
+priority = 20
+
+[[interfaces.list]]
+name = "wlan0"
+role = "primary"
+
+[[interfaces.list]]
+name = "wwan1"
+role = "backup"
+priority = 5
+
+[[interfaces.list]]
+name = "docker0"
+role = "never"
+"#;
+        let c = Config::resolve(parse(text).unwrap(), &Overrides::default(), &none).unwrap();
+        assert_eq!(
+            roles(&c),
+            [
+                ("wwan0", IfaceRole::Backup, 0),
+                ("eth0", IfaceRole::Primary, 20),
+                ("wlan0", IfaceRole::Primary, PRIORITY_WIFI),
+                ("wwan1", IfaceRole::Backup, 5),
+                ("docker0", IfaceRole::Never, 0),
+            ]
+        );
+        let used: Vec<&str> = c.used_interfaces().map(|i| i.name.as_str()).collect();
+        assert_eq!(used, ["wwan0", "eth0", "wlan0", "wwan1"]);
+        // --wifi and --cellular add to the list.
+        let c = Config::resolve(parse(text).unwrap(), &flags("wlp9", "wwan8"), &none).unwrap();
+        assert_eq!(
+            roles(&c)[..2],
+            [("wlp9", IfaceRole::Primary, 10), ("wwan8", IfaceRole::Backup, 0)]
+        );
+    }
+
+    #[test]
+    fn bad_interface_lists_are_one_line_errors() {
+        let entry =
+            |name: &str, role: &str| format!("[[interfaces.list]]\nname = \"{name}\"\nrole = \"{role}\"\n");
+        let cases = [
+            (entry("eth0", "main"), "unknown variant `main`"),
+            (
+                "[[interfaces.list]]\nname = \"eth0\"\n".to_string(),
+                "missing field `role`",
+            ),
+            (
+                entry("eth0", "primary") + "priority = 300\n",
+                "4:12: invalid value: integer `300`",
+            ),
+            (
+                entry("eth0", "primary") + &entry("eth0", "backup"),
+                "\"eth0\" is named twice",
+            ),
+            (entry("wwan0", "backup"), "no primary interface"),
+            (entry("a/b", "primary"), "not a valid interface name"),
+        ];
+        for (text, want) in cases {
+            let msg = match parse(&text) {
+                Err(e) => e.to_string(),
+                Ok(f) => Config::resolve(f, &Overrides::default(), &none)
+                    .unwrap_err()
+                    .to_string(),
+            };
+            assert!(msg.contains(want), "{text:?} gave {msg:?}");
+            assert!(!msg.contains('\n'), "{msg:?}");
+        }
+        let many: String = (0..=MAX_INTERFACES)
+            .map(|i| entry(&format!("eth{i}"), "primary"))
+            .collect();
+        let e = Config::resolve(parse(&many).unwrap(), &Overrides::default(), &none).unwrap_err();
+        assert!(e.to_string().contains("at most 8"), "{e}");
     }
 
     #[test]

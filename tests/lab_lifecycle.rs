@@ -51,10 +51,10 @@ fn assert_plan_applied(lab: &Lab, pre_up: &mpbond::route::HostState) {
                 assert_eq!(got.trim(), value, "{op}");
             }
             Op::NftCreate { .. } => {
-                assert!(
-                    nft.contains(r#"iifname { "wlan0", "wwan0" } tcp dport 61000-64999"#),
-                    "{nft}"
-                );
+                assert!(nft.contains("iifname @uplinks tcp dport 61000-64999"), "{nft}");
+                // nft lists the set's elements one a line.
+                let elements: String = nft.split_whitespace().collect();
+                assert!(elements.contains(r#"elements={"wlan0","wwan0"}"#), "{nft}");
                 assert!(nft.contains("meta mark set ct mark"), "{nft}");
                 assert!(nft.contains("ct mark set meta mark"), "{nft}");
             }
@@ -217,7 +217,7 @@ fn up_routes_traffic_into_the_tun_and_down_restores_everything() {
         "{st:?}"
     );
     let table = mpbond(&lab, rd.path(), &["status"]);
-    assert!(String::from_utf8_lossy(&table.stdout).contains("wwan0      cellular  up"));
+    assert!(String::from_utf8_lossy(&table.stdout).contains("wwan0      backup    up"));
 
     // The watcher follows link changes and puts back the routes the kernel drops with the TUN.
     // Pull the cellular "cable": the wire's end of wwan0 goes down, wwan0 loses its carrier.
@@ -378,7 +378,7 @@ fn second_up_fails_cleanly_and_a_missing_interface_leaves_nothing() {
         let err = stderr(&o);
         assert_eq!(
             err.trim_end(),
-            "mpbond: wifi interface wlan9 not found",
+            "mpbond: primary interface wlan9 not found",
             "{args:?}"
         );
         assert_eq!(before, snapshot(&lab));

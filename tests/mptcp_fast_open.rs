@@ -42,6 +42,7 @@ fn client() -> Connection {
         addr: sa(CLIENT).ip(),
         backup: false,
         last_resort: false,
+        rank: 0,
     }];
     Connection::connect(
         Instant::ZERO,

@@ -316,12 +316,14 @@ impl Driver {
                 addr: Path::Wifi.laptop_addr(v6),
                 backup: false,
                 last_resort: false,
+                rank: 0,
             },
             LocalPath {
                 id: PathId(1),
                 addr: Path::Cell.laptop_addr(v6),
                 backup: true,
                 last_resort: false,
+                rank: 0,
             },
         ];
         let poll = Poll::new().unwrap();

@@ -12,6 +12,7 @@ fn c(idx: usize, backup: bool, rtt_ms: u64, has_room: bool, failing: bool) -> Ca
         srtt: Some(Duration::from_millis(rtt_ms)),
         has_room,
         failing,
+        rank: 0,
     }
 }
 
@@ -55,4 +56,34 @@ fn backups_only_when_no_regular_subflow_is_usable() {
         assert_eq!(pick(m, &[regular, backup]), Some(0), "{m}");
         assert_eq!(pick(m, &[c(0, false, 100, true, true), backup]), Some(1), "{m}");
     }
+}
+
+#[test]
+fn handover_prefers_the_lower_ranked_path_of_a_tier_over_a_faster_one() {
+    // Ethernet (rank 0) before Wi-Fi (rank 1), both regular; Wi-Fi has the lower RTT.
+    let eth = Candidate {
+        rank: 0,
+        ..c(0, false, 40, true, false)
+    };
+    let wifi = Candidate {
+        rank: 1,
+        ..c(1, false, 10, true, false)
+    };
+    let cell = Candidate {
+        rank: 0,
+        ..c(2, true, 5, true, false)
+    };
+    assert_eq!(pick(Mode::Handover, &[wifi, eth, cell]), Some(0));
+    let eth_failing = Candidate { failing: true, ..eth };
+    assert_eq!(pick(Mode::Handover, &[eth_failing, wifi, cell]), Some(1));
+    // Among backups too: a made-backup Wi-Fi (rank 1) before a second modem (rank 2).
+    let wifi_b = Candidate { backup: true, ..wifi };
+    let modem = Candidate {
+        rank: 2,
+        ..c(3, true, 5, true, false)
+    };
+    assert_eq!(pick(Mode::Handover, &[eth_failing, modem, wifi_b]), Some(1));
+    // Aggregate and interactive still go by RTT alone.
+    assert_eq!(pick(Mode::Interactive, &[eth, wifi]), Some(1));
+    assert_eq!(pick(Mode::Aggregate, &[eth, wifi]), Some(1));
 }

@@ -26,6 +26,7 @@ fn client(mpc_tries: u32) -> Connection {
         addr: "198.18.0.1".parse().unwrap(),
         backup: false,
         last_resort: false,
+        rank: 0,
     }];
     Connection::connect(
         Instant::ZERO,
@@ -124,6 +125,7 @@ fn mptcp_disabled_sends_no_option_30() {
         addr: "198.18.0.1".parse().unwrap(),
         backup: false,
         last_resort: false,
+        rank: 0,
     }];
     let mut c = Connection::connect(
         Instant::ZERO,

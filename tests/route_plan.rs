@@ -138,7 +138,7 @@ fn refuses_hosts_it_would_clobber() {
     h.links.retain(|l| l.name != "wwan0");
     assert_eq!(
         plan::plan(&c, &h).unwrap_err().to_string(),
-        "cellular interface wwan0 not found"
+        "backup interface wwan0 not found"
     );
     let mut h = host("", "0");
     h.links.push(link("mpbond0", 9));
@@ -181,5 +181,33 @@ fn reserved_ports_merge() {
     assert_eq!(
         plan::merge_reserved_ports("80,61000-64999", &(61000..=64999)),
         "80,61000-64999"
+    );
+}
+
+#[test]
+fn a_listed_interface_may_be_absent_at_up_and_every_used_one_is_in_the_nft_filter() {
+    let c = config(
+        "[[interfaces.list]]\nname = \"usb0\"\nrole = \"backup\"\n\
+         [[interfaces.list]]\nname = \"docker0\"\nrole = \"never\"\n",
+    );
+    let h = host("", "0");
+    assert!(h.link("usb0").is_none());
+    let p = plan::plan(&c, &h).expect("usb0 may appear later");
+    assert!(!p.ops.is_empty());
+    let nft = plan::nft_script(&c).unwrap();
+    assert!(
+        nft.contains("elements = { \"wlan0\", \"wwan0\", \"usb0\" }"),
+        "{nft}"
+    );
+    assert_eq!(
+        plan::nft_add_uplink("usb1").unwrap(),
+        "add element inet mpbond uplinks { \"usb1\" }\n"
+    );
+    // The named ones must be there.
+    let mut h = host("", "0");
+    h.links.retain(|l| l.name != "wlan0");
+    assert_eq!(
+        plan::plan(&c, &h).unwrap_err().to_string(),
+        "primary interface wlan0 not found"
     );
 }

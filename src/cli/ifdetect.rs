@@ -1,5 +1,6 @@
 //! Interface auto-detection from sysfs: Wi-Fi has `wireless/` or `phy80211/`; cellular is a
-//! `wwan*` name, `DEVTYPE=wwan`, or a USB tethering / modem driver.
+//! `wwan*` name, `DEVTYPE=wwan`, or a USB tethering / modem driver; Ethernet is any other
+//! device-backed interface of type 1 (ARPHRD_ETHER).
 
 use std::path::Path;
 
@@ -10,6 +11,8 @@ pub enum Role {
     Wifi,
     /// Backup path.
     Cellular,
+    /// Primary path before the Wi-Fi.
+    Ethernet,
 }
 
 /// USB drivers that carry a phone tether or a modem's data link.
@@ -28,16 +31,33 @@ pub fn classify(sys_class_net: &Path, name: &str) -> Option<Role> {
     if dir.join("wireless").exists() || dir.join("phy80211").exists() {
         return Some(Role::Wifi);
     }
-    if name.starts_with("wwan") {
+    // `usb*`: the name the kernel gives an RNDIS / CDC tether.
+    if name.starts_with("wwan") || name.starts_with("usb") {
         return Some(Role::Cellular);
     }
     let uevent = std::fs::read_to_string(dir.join("uevent")).unwrap_or_default();
     if uevent.lines().any(|l| l.trim() == "DEVTYPE=wwan") {
         return Some(Role::Cellular);
     }
+    // Virtual interfaces (veth, bridges, tunnels) have no `device`.
     let driver = std::fs::read_link(dir.join("device/driver")).ok()?;
     let driver = driver.file_name()?.to_str()?;
-    CELLULAR_DRIVERS.contains(&driver).then_some(Role::Cellular)
+    if CELLULAR_DRIVERS.contains(&driver) {
+        return Some(Role::Cellular);
+    }
+    let kind = std::fs::read_to_string(dir.join("type")).unwrap_or_default();
+    (kind.trim() == "1").then_some(Role::Ethernet)
+}
+
+/// The role and priority a detected interface gets: Ethernet a primary before the Wi-Fi,
+/// cellular a backup.
+pub fn policy(role: Role) -> (crate::config::IfaceRole, u8) {
+    use crate::config::{IfaceRole, PRIORITY_ETHERNET, PRIORITY_WIFI};
+    match role {
+        Role::Ethernet => (IfaceRole::Primary, PRIORITY_ETHERNET),
+        Role::Wifi => (IfaceRole::Primary, PRIORITY_WIFI),
+        Role::Cellular => (IfaceRole::Backup, 0),
+    }
 }
 
 /// The first interface (by name, for a stable choice) with the given role.
@@ -67,20 +87,27 @@ mod tests {
         };
         std::fs::create_dir_all(mk("wlp2s0").join("phy80211")).unwrap();
         std::fs::create_dir_all(mk("wlan1").join("wireless")).unwrap();
-        mk("eth0");
+        let eth = mk("eth0");
+        std::fs::write(eth.join("type"), "1\n").unwrap();
+        std::fs::create_dir_all(root.join("drivers/e1000e")).unwrap();
+        std::fs::create_dir_all(eth.join("device")).unwrap();
+        std::os::unix::fs::symlink(root.join("drivers/e1000e"), eth.join("device/driver")).unwrap();
+        std::fs::write(mk("veth0").join("type"), "1\n").unwrap();
         std::fs::write(mk("mhi0").join("uevent"), "INTERFACE=mhi0\nDEVTYPE=wwan\n").unwrap();
-        let usb = mk("usb0");
+        let usb = mk("enx0a1b2c");
         std::fs::create_dir_all(root.join("drivers/rndis_host")).unwrap();
         std::fs::create_dir_all(usb.join("device")).unwrap();
         std::os::unix::fs::symlink(root.join("drivers/rndis_host"), usb.join("device/driver")).unwrap();
 
         assert_eq!(classify(&root, "wlp2s0"), Some(Role::Wifi));
-        assert_eq!(classify(&root, "eth0"), None);
+        assert_eq!(classify(&root, "eth0"), Some(Role::Ethernet));
+        assert_eq!(classify(&root, "veth0"), None, "no device: virtual");
         assert_eq!(classify(&root, "mhi0"), Some(Role::Cellular));
-        assert_eq!(classify(&root, "usb0"), Some(Role::Cellular));
+        assert_eq!(classify(&root, "enx0a1b2c"), Some(Role::Cellular), "by driver");
         assert_eq!(classify(&root, "wwan7"), Some(Role::Cellular));
+        assert_eq!(classify(&root, "usb1"), Some(Role::Cellular), "by name");
         assert_eq!(detect(&root, Role::Wifi).as_deref(), Some("wlan1"));
-        assert_eq!(detect(&root, Role::Cellular).as_deref(), Some("mhi0"));
+        assert_eq!(detect(&root, Role::Cellular).as_deref(), Some("enx0a1b2c"));
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

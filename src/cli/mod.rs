@@ -151,14 +151,15 @@ pub fn load_config(args: &UpArgs) -> Result<Config, ConfigError> {
 }
 
 /// The interfaces `check` probes from when none is given: the configured or detected Wi-Fi and
-/// cellular interfaces (whichever exist).
+/// cellular interfaces (whichever exist) and the listed ones not `never`.
 pub fn check_interfaces(args: &CheckArgs) -> Vec<String> {
     if !args.interfaces.is_empty() {
         return args.interfaces.clone();
     }
     let file = FileConfig::load(Path::new(config::DEFAULT_CONFIG_PATH), false).unwrap_or_default();
     let sys = Path::new("/sys/class/net");
-    [
+    let listed = file.interfaces.list.unwrap_or_default();
+    let mut names: Vec<String> = [
         file.interfaces
             .wifi
             .or_else(|| ifdetect::detect(sys, ifdetect::Role::Wifi)),
@@ -168,7 +169,13 @@ pub fn check_interfaces(args: &CheckArgs) -> Vec<String> {
     ]
     .into_iter()
     .flatten()
-    .collect()
+    .collect();
+    for i in listed {
+        if i.role != config::IfaceRole::Never && !names.contains(&i.name) {
+            names.push(i.name);
+        }
+    }
+    names
 }
 
 /// The converters `check` probes: the ones given, else the config file's `[converter]` list.

@@ -155,16 +155,17 @@ pub fn spawn(
 ) -> std::io::Result<Worker> {
     let b = &config.budget;
     let mut t = Thread {
-        ifaces: vec![
-            Iface {
-                name: config.wifi.clone(),
-                limits: b.wifi,
-            },
-            Iface {
-                name: config.cellular.clone(),
-                limits: b.cellular,
-            },
-        ],
+        // `[budget.wifi]` limits each primary interface, `[budget.cellular]` each backup.
+        ifaces: config
+            .used_interfaces()
+            .map(|i| Iface {
+                name: i.name.clone(),
+                limits: match i.role {
+                    crate::config::IfaceRole::Primary => b.wifi,
+                    _ => b.cellular,
+                },
+            })
+            .collect(),
         counts: load(&b.state_file),
         state_file: b.state_file.clone(),
         interfaces,

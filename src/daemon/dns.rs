@@ -88,7 +88,7 @@ pub fn prepare(
     if !config.dns.enable {
         return Ok(None);
     }
-    let paths = [config.wifi.as_str(), config.cellular.as_str()];
+    let paths: Vec<&str> = config.used_interfaces().map(|i| i.name.as_str()).collect();
     let own = own_addresses(config);
     let (learnt, before) =
         system::learn(&config.dns, &paths).context("cannot read the system's resolvers")?;

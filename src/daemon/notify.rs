@@ -140,9 +140,9 @@ mod tests {
             "tun":{"name":"mpbond0","mtu":65000,"addresses":[],"rx_packets":0,"rx_bytes":0,"tx_packets":0,
                    "tx_bytes":0,"rx_invalid":0,"rx_tcp":0,"rx_udp":0,"rx_icmp":0},
             "interfaces":[
-              {"name":"wlan0","role":"wifi","index":3,"up":true,"carrier":true,"addresses":[],
+              {"name":"wlan0","role":"primary","index":3,"up":true,"carrier":true,"addresses":[],
                "rx_bytes":0,"tx_bytes":0,"usable":false},
-              {"name":"wwan0","role":"cellular","index":4,"up":true,"carrier":true,"addresses":[],
+              {"name":"wwan0","role":"backup","index":4,"up":true,"carrier":true,"addresses":[],
                "rx_bytes":0,"tx_bytes":0,"usable":true}],
             "flows":[],"subflows":[],"failovers":@N@,"recent_failovers":@RECENT@,"counters":{},
             "converters":[{"addr":"198.19.3.2:5124","up":@UP@,"retry_in_ms":0,"flows":1,"failures":0,

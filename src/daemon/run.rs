@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::status::{
-    ConverterStatus, FailoverStatus, FlowStatus, InterfaceStatus, Role, Status, SubflowStatus, TunStatus,
+    ConverterStatus, FailoverStatus, FlowStatus, InterfaceStatus, Status, SubflowStatus, TunStatus,
 };
 use super::{LifecycleError, RunDir, clean_stale_journal, read_pid};
 use crate::config::Config;
@@ -319,22 +319,16 @@ fn start_threads(
     dns: Option<super::dns::Prepared>,
 ) -> anyhow::Result<Vec<Worker>> {
     let tun = applier.take_tun().context("the plan did not create the TUN")?;
-    let interfaces: Vec<InterfaceStatus> = [(Role::Wifi, &config.wifi), (Role::Cellular, &config.cellular)]
-        .into_iter()
-        .map(|(role, name)| {
-            let l = host.link(name);
+    let interfaces: Vec<InterfaceStatus> = config
+        .used_interfaces()
+        .map(|i| {
+            let l = host.link(&i.name);
             InterfaceStatus {
-                name: name.clone(),
-                role,
                 index: l.map_or(0, |l| l.index),
                 up: l.is_some_and(|l| l.up),
                 carrier: l.is_some_and(|l| l.carrier),
                 addresses: l.map(|l| l.addresses.clone()).unwrap_or_default(),
-                rx_bytes: 0,
-                tx_bytes: 0,
-                usable: false,
-                budget_blocked: false,
-                budget_soft: false,
+                ..InterfaceStatus::absent(i.name.clone(), i.role, i.priority)
             }
         })
         .collect();
@@ -380,6 +374,7 @@ fn start_threads(
         table: config.routing.table,
         reapply: plan.on_tun_up(),
         changed: Some(changed_tx.clone()),
+        adopt_new: config.adopt_new,
     };
     workers.push(watch::spawn(w).context("netlink watcher")?);
     // Events between the initial dump and the watcher's subscription would be lost: read again.
@@ -392,6 +387,7 @@ fn start_threads(
                 table: config.routing.table,
                 reapply: Vec::new(),
                 changed: None,
+                adopt_new: false,
             },
         );
     }
@@ -405,12 +401,12 @@ fn start_threads(
         .context("budget thread")?,
     );
     let _ = changed_tx.try_send(());
-    let ifaces = [&config.wifi, &config.cellular]
-        .into_iter()
+    let ifaces = config
+        .used_interfaces()
         .enumerate()
-        .map(|(id, name)| IfaceConfig {
+        .map(|(id, i)| IfaceConfig {
             id: id as u8,
-            name: name.clone(),
+            name: i.name.clone(),
             ports: config.routing.subflow_ports.clone(),
             fwmark: config.routing.fwmark,
             ring_blocks: 8,
@@ -449,6 +445,13 @@ fn start_threads(
             },
             ..crate::tcp::Config::default()
         },
+        ifaces: config
+            .used_interfaces()
+            .map(|i| crate::engine::IfacePolicy {
+                role: i.role,
+                priority: i.priority,
+            })
+            .collect(),
         ..crate::engine::Config::default()
     };
     workers.push(

@@ -10,22 +10,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Mode;
 
-/// Role of a physical interface.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Primary path.
-    Wifi,
-    /// Backup path.
-    Cellular,
-}
+/// Role of a physical interface (`primary`, `backup`, `never`).
+pub use crate::config::IfaceRole as Role;
 
-impl Role {
-    /// As `status` prints it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Role::Wifi => "wifi",
-            Role::Cellular => "cellular",
+impl InterfaceStatus {
+    /// Interface `name` of `role` and `priority`, not present (yet).
+    pub fn absent(name: String, role: Role, priority: u8) -> InterfaceStatus {
+        InterfaceStatus {
+            name,
+            role,
+            priority,
+            index: 0,
+            up: false,
+            carrier: false,
+            addresses: Vec::new(),
+            rx_bytes: 0,
+            tx_bytes: 0,
+            usable: false,
+            budget_blocked: false,
+            budget_soft: false,
         }
     }
 }
@@ -54,6 +57,9 @@ pub struct InterfaceStatus {
     pub name: String,
     /// Role.
     pub role: Role,
+    /// Order among interfaces of the same role, higher first.
+    #[serde(default)]
+    pub priority: u8,
     /// Interface index (0 while the interface does not exist).
     pub index: u32,
     /// Administratively up.
@@ -482,7 +488,8 @@ mod tests {
             },
             interfaces: vec![InterfaceStatus {
                 name: "wlan0".into(),
-                role: Role::Wifi,
+                role: Role::Primary,
+                priority: 10,
                 index: 2,
                 up: true,
                 carrier: true,
@@ -511,7 +518,7 @@ mod tests {
         assert_eq!(serde_json::from_str::<Status>(&j).unwrap(), s);
         let t = s.render(true);
         assert!(t.contains("pid 42"), "{t}");
-        assert!(t.contains("wlan0      wifi      up"), "{t}");
+        assert!(t.contains("wlan0      primary   up"), "{t}");
         assert!(
             t.contains("198.18.1.2/24  (budget near its limit: last resort)"),
             "{t}"

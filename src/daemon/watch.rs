@@ -198,9 +198,9 @@ mod tests {
         "tun":{"name":"mpbond0","mtu":65000,"addresses":[],"rx_packets":0,"rx_bytes":0,"tx_packets":0,
                "tx_bytes":0,"rx_invalid":0,"rx_tcp":0,"rx_udp":0,"rx_icmp":0},
         "interfaces":[
-          {"name":"wlan0","role":"wifi","index":3,"up":true,"carrier":true,"addresses":[],
+          {"name":"wlan0","role":"primary","index":3,"up":true,"carrier":true,"addresses":[],
            "rx_bytes":RX,"tx_bytes":1000,"usable":USABLE},
-          {"name":"wwan0","role":"cellular","index":4,"up":true,"carrier":true,"addresses":[],
+          {"name":"wwan0","role":"backup","index":4,"up":true,"carrier":true,"addresses":[],
            "rx_bytes":0,"tx_bytes":0,"usable":true}],
         "flows":[
           {"protocol":"tcp","source":"100.127.77.1:40000","destination":"198.19.0.10:80","mptcp":true,

@@ -148,7 +148,7 @@ impl Engine {
         let (via, token) = match self.cfg.mptcp {
             Some(cfg) => {
                 let (key, token) = self.table.new_key().ok_or(DialError::Full)?;
-                let paths = self.ifaces.local_paths(remote.ip(), self.backup_cellular());
+                let paths = self.ifaces.local_paths(remote.ip(), self.backup_paths());
                 let via = match converter.and_then(|(i, _)| Some((i, self.convert_request(now, dst, syn)?))) {
                     Some((converter, request)) => Via::Convert {
                         cfg,

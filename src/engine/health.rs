@@ -8,7 +8,7 @@ use super::{Engine, IfaceId};
 use crate::dns::PathSignal;
 
 impl Engine {
-    /// Each interface's health, in id order.
+    /// Each interface's health, in id order (a `never` interface is never usable).
     pub fn path_health(&self, count: u8) -> Vec<PathSignal> {
         let primary = [
             self.ifaces.choose(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
@@ -16,7 +16,8 @@ impl Engine {
         ];
         (0..count)
             .map(|i: IfaceId| PathSignal {
-                usable: self.ifaces.state(i).is_some_and(|s| s.usable),
+                usable: self.ifaces.state(i).is_some_and(|s| s.usable)
+                    && self.ifaces.policy(i).role != crate::config::IfaceRole::Never,
                 unresponsive: self.ifaces.is_unresponsive(i),
                 primary: primary.contains(&Some(i)),
             })

@@ -65,7 +65,8 @@ pub use flow::{Refusal, TcpFlow};
 pub use relayed::Via;
 pub use sessions::{DatagramKind, Session, SessionId};
 pub use types::{
-    CELLULAR, Config, ConverterSettings, DatagramAction, Dest, FlowInfo, IfaceId, IfaceState, Transmit, WIFI,
+    CELLULAR, Config, ConverterSettings, DatagramAction, Dest, FlowInfo, IfaceId, IfacePolicy, IfaceState,
+    Transmit, WIFI,
 };
 pub use upstream::{ANSWER_WITHIN, Note, REPLY_WITHIN, SubflowView, Upstream, UpstreamConn};
 
@@ -108,7 +109,7 @@ impl Engine {
         // The host side's MSS follows the TUN's MTU (IPv6 headers, the larger, assumed).
         cfg.host_tcp.mss = mss_for(cfg.tun_mtu, IpAddr::V6(Ipv6Addr::UNSPECIFIED));
         Engine {
-            ifaces: Ifaces::new(cfg.hostile_ttl, cfg.unresponsive_hold),
+            ifaces: Ifaces::new(&cfg.ifaces, cfg.hostile_ttl, cfg.unresponsive_hold),
             table: FlowTable::new(cfg.ports.clone(), &cfg.isn_key),
             failovers: failover::Failovers::default(),
             sessions: sessions::Sessions::default(),
@@ -205,9 +206,9 @@ impl Engine {
         self.failovers.records()
     }
 
-    /// The interface new traffic to `dst` uses: Wi-Fi when usable with an address of the
-    /// family and answering, else cellular (else a Wi-Fi that stopped answering, rather than
-    /// nothing).
+    /// The interface new traffic to `dst` uses: the primary of highest priority usable with an
+    /// address of the family and answering, else the next primary, else a backup (else one
+    /// that stopped answering, rather than nothing); never a `never` interface.
     pub fn choose_iface(&self, dst: IpAddr) -> Option<IfaceId> {
         self.ifaces.choose(dst)
     }
@@ -223,8 +224,8 @@ impl Engine {
         }
     }
 
-    /// Cellular is the backup path (handover mode).
-    fn backup_cellular(&self) -> bool {
+    /// Backup interfaces are backup paths (handover mode).
+    fn backup_paths(&self) -> bool {
         self.cfg
             .mptcp
             .is_some_and(|m| m.mode == crate::config::Mode::Handover)
@@ -240,10 +241,10 @@ impl Engine {
         };
         tracing::info!(iface, usable = state.usable, v4 = ?state.v4, v6 = ?state.v6, "interface state");
         let went = was.usable && !state.usable;
-        if iface == WIFI && went {
+        if went && self.ifaces.policy(iface).role == crate::config::IfaceRole::Primary {
             self.counters.failovers += 1;
         }
-        let backup_cellular = self.backup_cellular();
+        let backup_paths = self.backup_paths();
         let mut affected = Vec::new();
         for id in self.table.ids() {
             let Some(f) = self.table.get_mut(id) else {
@@ -261,7 +262,7 @@ impl Engine {
                 }
                 conn.path_down(now, PathId(iface));
             } else if state.usable {
-                match self.ifaces.path(iface, dst, backup_cellular) {
+                match self.ifaces.path(iface, dst, backup_paths) {
                     Some(path) => {
                         conn.add_path(now, path);
                         conn.path_up(now, PathId(iface));
@@ -274,6 +275,39 @@ impl Engine {
         if went {
             self.failovers
                 .record(now, iface, FailoverCause::Unavailable, &affected);
+        }
+        self.move_sessions(now);
+    }
+
+    /// Sets the policy (role, priority) of `iface`, e.g. one that appeared after start; tell it
+    /// before [`Self::handle_iface_state`] makes the interface usable. Connections already
+    /// using the interface take the new role at once (a `never` one is dropped from them, with
+    /// REMOVE_ADDR, RFC 8684 §3.4.2). Ignored beyond [`MAX_INTERFACES`](crate::config::MAX_INTERFACES).
+    pub fn set_iface_policy(&mut self, now: Instant, iface: IfaceId, policy: IfacePolicy) {
+        if self.ifaces.policy(iface) == policy || !self.ifaces.set_policy(iface, policy) {
+            return;
+        }
+        tracing::info!(iface, role = %policy.role, priority = policy.priority, "interface policy");
+        if !self.ifaces.state(iface).is_some_and(|s| s.usable) {
+            return;
+        }
+        let backup_paths = self.backup_paths();
+        for id in self.table.ids() {
+            let Some(f) = self.table.get_mut(id) else {
+                continue;
+            };
+            let dst = f.upstream.remote().ip();
+            let Some(conn) = f.upstream.mptcp() else {
+                continue;
+            };
+            match self.ifaces.path(iface, dst, backup_paths) {
+                Some(path) => {
+                    conn.add_path(now, path);
+                    conn.set_path_backup(path.id, path.backup);
+                }
+                None => conn.path_down(now, PathId(iface)),
+            }
+            self.table.mark_dirty(id);
         }
         self.move_sessions(now);
     }

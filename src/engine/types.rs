@@ -6,15 +6,45 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::{DatagramKind, SessionId, SubflowView};
+use crate::config::IfaceRole;
 use crate::mptcp::MptcpConfig;
 use crate::tcp::{self, IsnKey};
 
-/// A physical interface (index into the daemon's list: Wi-Fi is 0, cellular 1).
+/// A physical interface (index into the daemon's list, below
+/// [`MAX_INTERFACES`](crate::config::MAX_INTERFACES); with the default policies Wi-Fi is 0,
+/// cellular 1).
 pub type IfaceId = u8;
-/// The Wi-Fi interface.
+/// The Wi-Fi interface of the default policies (primary).
 pub const WIFI: IfaceId = 0;
-/// The cellular interface.
+/// The cellular interface of the default policies (backup).
 pub const CELLULAR: IfaceId = 1;
+
+/// What an interface is for, as the engine applies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IfacePolicy {
+    /// Primary, backup or never.
+    pub role: IfaceRole,
+    /// Order among interfaces of the same role, higher first (Ethernet before Wi-Fi).
+    pub priority: u8,
+}
+
+impl IfacePolicy {
+    /// A primary interface of `priority`.
+    pub const fn primary(priority: u8) -> IfacePolicy {
+        IfacePolicy {
+            role: IfaceRole::Primary,
+            priority,
+        }
+    }
+
+    /// A backup interface of `priority`.
+    pub const fn backup(priority: u8) -> IfacePolicy {
+        IfacePolicy {
+            role: IfaceRole::Backup,
+            priority,
+        }
+    }
+}
 
 /// Where a packet from [`Engine::poll_transmit`](super::Engine::poll_transmit) goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -157,6 +187,10 @@ pub struct Config {
     /// Rate caps by interface id, bytes/s ([`crate::budget::RateCap`]): enforced here, on every
     /// packet and datagram the engine sends to that interface.
     pub rate_caps: Vec<Option<u64>>,
+    /// The policy of each interface, by id (an interface beyond the list, until
+    /// [`Engine::set_iface_policy`](super::Engine::set_iface_policy) says otherwise: a primary
+    /// of priority 0). Default: Wi-Fi (0) primary, cellular (1) backup.
+    pub ifaces: Vec<IfacePolicy>,
 }
 
 /// The converters a laptop uses and the key that proves it may.
@@ -192,6 +226,7 @@ impl Default for Config {
             converter: None,
             redundancy: crate::redundancy::Redundancy::default(),
             rate_caps: Vec::new(),
+            ifaces: vec![IfacePolicy::primary(10), IfacePolicy::backup(0)],
         }
     }
 }

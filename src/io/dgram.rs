@@ -63,6 +63,13 @@ pub enum DgramCmd {
         /// Session.
         session: SessionId,
     },
+    /// Interface `iface` (the next id) appeared while running: it is called `name`.
+    AddIface {
+        /// Its id.
+        iface: IfaceId,
+        /// Its name.
+        name: String,
+    },
 }
 
 /// What the datagram thread tells the engine.
@@ -433,6 +440,12 @@ impl Thread {
             }
             DgramCmd::Close { session } => {
                 self.close(session);
+                Ok(())
+            }
+            DgramCmd::AddIface { iface, name } => {
+                if usize::from(iface) == self.ifaces.len() {
+                    self.ifaces.push(name);
+                }
                 Ok(())
             }
         };

@@ -89,7 +89,6 @@ pub fn spawn(setup: Setup) -> io::Result<Worker> {
         names.push(c.name.clone());
         handles.push(iface::spawn(c.clone(), setup.pool.clone(), if_tx.clone())?);
     }
-    drop(if_tx);
     let (dg_tx, dg_rx) = crossbeam_channel::bounded(1024);
     let fwmark = setup.ifaces.first().map_or(0, |c| c.fwmark);
     let dgram = dgram::spawn(names, fwmark, setup.pool.clone(), dg_tx)?;
@@ -102,6 +101,7 @@ pub fn spawn(setup: Setup) -> io::Result<Worker> {
             dgram,
             setup,
             if_rx,
+            if_tx,
             dg_rx,
             scratch: vec![0; 65536],
             health: Vec::new(),
@@ -119,6 +119,8 @@ struct Thread {
     dgram: DgramHandle,
     setup: Setup,
     if_rx: Receiver<IfaceEvent>,
+    /// For the threads of interfaces that appear while running.
+    if_tx: crossbeam_channel::Sender<IfaceEvent>,
     dg_rx: Receiver<Vec<DgramEvent>>,
     scratch: Vec<u8>,
     /// The path health last sent to the DNS thread.
@@ -277,6 +279,7 @@ impl Thread {
             Ok(g) => g.clone(),
             Err(_) => return,
         };
+        self.add_ifaces(t, &list);
         for (i, st) in list.iter().enumerate().take(self.handles.len()) {
             let link_ok = st.index != 0 && st.up && st.carrier;
             if link_ok && (!self.open[i] || self.last_index[i] != st.index) {
@@ -300,6 +303,45 @@ impl Thread {
                 last_resort: st.budget_soft,
             };
             self.engine.handle_iface_state(t, i as engine::IfaceId, state);
+        }
+    }
+
+    /// Starts the threads of the interfaces the watcher added to `list` (picked up while
+    /// running) and gives the engine their policy.
+    fn add_ifaces(&mut self, t: Instant, list: &[InterfaceStatus]) {
+        let Some(template) = self.setup.ifaces.first().cloned() else {
+            return;
+        };
+        for st in list
+            .iter()
+            .take(crate::config::MAX_INTERFACES)
+            .skip(self.handles.len())
+        {
+            let id = self.handles.len() as engine::IfaceId;
+            let c = IfaceConfig {
+                id,
+                name: st.name.clone(),
+                ..template.clone()
+            };
+            match iface::spawn(c, self.setup.pool.clone(), self.if_tx.clone()) {
+                Ok(h) => self.handles.push(h),
+                Err(e) => {
+                    tracing::warn!(iface = %st.name, "cannot start the interface thread: {e}");
+                    return;
+                }
+            }
+            self.open.push(false);
+            self.last_index.push(0);
+            let policy = engine::IfacePolicy {
+                role: st.role,
+                priority: st.priority,
+            };
+            self.engine.set_iface_policy(t, id, policy);
+            self.dgram.send(vec![DgramCmd::AddIface {
+                iface: id,
+                name: st.name.clone(),
+            }]);
+            tracing::info!(iface = %st.name, id, role = %st.role, "interface added");
         }
     }
 

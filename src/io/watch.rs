@@ -32,6 +32,33 @@ pub struct Watch {
     pub reapply: Vec<Op>,
     /// Told (without blocking) after each batch of changes: the engine re-reads `interfaces`.
     pub changed: Option<crossbeam_channel::Sender<()>>,
+    /// An interface that appears and is detected as Ethernet, Wi-Fi or cellular is added
+    /// (`Config::adopt_new`).
+    pub adopt_new: bool,
+}
+
+/// The interface of a new-link message `msg`, if it is one to add to `ifaces`: not known, not
+/// the TUN, detected by `classify`, and room for it (at most [`MAX_INTERFACES`]).
+///
+/// [`MAX_INTERFACES`]: crate::config::MAX_INTERFACES
+pub fn adopt(
+    msg: &RouteNetlinkMessage,
+    ifaces: &[InterfaceStatus],
+    tun: &str,
+    classify: &dyn Fn(&str) -> Option<crate::cli::ifdetect::Role>,
+) -> Option<InterfaceStatus> {
+    let RouteNetlinkMessage::NewLink(l) = msg else {
+        return None;
+    };
+    let s = netlink::link_state(l);
+    if s.name == tun || s.name.is_empty() || ifaces.iter().any(|i| i.name == s.name) {
+        return None;
+    }
+    if ifaces.len() >= crate::config::MAX_INTERFACES {
+        return None;
+    }
+    let (role, priority) = crate::cli::ifdetect::policy(classify(&s.name)?);
+    Some(InterfaceStatus::absent(s.name, role, priority))
 }
 
 /// The part of the watcher that turns events into state and decisions (no I/O).
@@ -182,6 +209,17 @@ fn run(
             };
             for m in msgs {
                 if let NetlinkPayload::InnerMessage(inner) = m.payload {
+                    if watch.adopt_new {
+                        let sys = std::path::Path::new("/sys/class/net");
+                        let classify = |n: &str| crate::cli::ifdetect::classify(sys, n);
+                        if let Some(new) = adopt(&inner, &ifaces, &watch.tun, &classify) {
+                            tracing::info!(iface = %new.name, role = %new.role, "interface appeared: used");
+                            if let Err(e) = crate::route::apply::nft_add_uplink(&new.name) {
+                                tracing::warn!(iface = %new.name, "cannot add it to the nft filter: {e}");
+                            }
+                            ifaces.push(new);
+                        }
+                    }
                     reapply |= tracker.handle(&inner, &mut ifaces);
                 }
             }
@@ -262,18 +300,51 @@ mod tests {
 
     fn ifaces() -> Vec<InterfaceStatus> {
         vec![InterfaceStatus {
-            name: "wlan0".into(),
-            role: Role::Wifi,
             index: 2,
             up: true,
             carrier: true,
-            addresses: Vec::new(),
-            rx_bytes: 0,
-            tx_bytes: 0,
-            usable: false,
-            budget_blocked: false,
-            budget_soft: false,
+            ..InterfaceStatus::absent("wlan0".into(), Role::Primary, 10)
         }]
+    }
+
+    #[test]
+    fn a_detected_interface_that_appears_is_added_once_with_its_role() {
+        use crate::cli::ifdetect::Role as Kind;
+        let classify = |n: &str| match n {
+            "usb0" => Some(Kind::Cellular),
+            "enp5s0" => Some(Kind::Ethernet),
+            _ => None,
+        };
+        let mut i = ifaces();
+        let usb = adopt(&link("usb0", 11, LinkFlags::empty()), &i, "mpbond0", &classify).unwrap();
+        assert_eq!(
+            (usb.name.as_str(), usb.role, usb.priority),
+            ("usb0", Role::Backup, 0)
+        );
+        i.push(usb);
+        let mut t = Tracker::new("mpbond0", 9, true, 100);
+        assert!(!t.handle(&link("usb0", 11, LinkFlags::Up | LinkFlags::LowerUp), &mut i));
+        assert_eq!((i[1].index, i[1].up, i[1].carrier), (11, true, true));
+        // Known, the TUN, or not detected: not added.
+        for name in ["usb0", "wlan0", "mpbond0", "veth3"] {
+            assert!(
+                adopt(&link(name, 12, LinkFlags::Up), &i, "mpbond0", &classify).is_none(),
+                "{name}"
+            );
+        }
+        let eth = adopt(&link("enp5s0", 13, LinkFlags::Up), &i, "mpbond0", &classify).unwrap();
+        assert_eq!(
+            (eth.role, eth.priority),
+            (Role::Primary, crate::config::PRIORITY_ETHERNET)
+        );
+        // At most MAX_INTERFACES.
+        while i.len() < crate::config::MAX_INTERFACES {
+            i.push(InterfaceStatus {
+                name: format!("x{}", i.len()),
+                ..i[0].clone()
+            });
+        }
+        assert!(adopt(&link("enp5s0", 13, LinkFlags::Up), &i, "mpbond0", &classify).is_none());
     }
 
     #[test]

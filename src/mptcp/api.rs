@@ -117,6 +117,11 @@ pub struct LocalPath {
     /// standing subflow and no keep-alive on it while a subflow on another path can carry
     /// the data; a join from it only when none can (an on-demand join at failover).
     pub last_resort: bool,
+    /// Order among paths of the same kind (regular or backup) in handover mode, lower first:
+    /// the scheduler and the initial subflow prefer the lowest rank, and a regular path is
+    /// made a backup (MP_PRIO, RFC 8684 §3.3.8) while a lower-ranked regular path works (an
+    /// Ethernet before a Wi-Fi). Paths of equal rank are ordered by RTT, as before.
+    pub rank: u8,
 }
 
 /// Why the connection (or a subflow) runs as regular TCP (peer or path incompatible, §3.7).

@@ -249,6 +249,12 @@ fn write_sysctl(proc_sys: &Path, key: &str, value: &str) -> io::Result<()> {
     f.write_all(format!("{value}\n").as_bytes())
 }
 
+/// Adds interface `name` (picked up while running) to the nft set of the interfaces whose
+/// kernel TCP is kept off the subflow ports; the set goes with the table at `down`.
+pub fn nft_add_uplink(name: &str) -> Result<(), ApplyError> {
+    nft(&super::plan::nft_add_uplink(name).map_err(|e| ApplyError::Nft(e.to_string()))?)
+}
+
 /// Runs `nft -f -` with `script`.
 fn nft(script: &str) -> Result<(), ApplyError> {
     let mut child = Command::new("nft")

@@ -498,7 +498,7 @@ pub enum PlanError {
     /// A configured physical interface does not exist.
     #[error("{role} interface {name} not found")]
     InterfaceMissing {
-        /// `wifi` or `cellular`.
+        /// `primary` or `backup`.
         role: &'static str,
         /// Interface name.
         name: String,
@@ -586,17 +586,36 @@ fn nft_quote(name: &str) -> Result<String, PlanError> {
     Ok(format!("\"{name}\""))
 }
 
+/// The nft set of the interfaces whose kernel TCP is kept off the subflow ports (an interface
+/// picked up while running is added to it: [`nft_add_uplink`]).
+pub const NFT_UPLINKS: &str = "uplinks";
+
+/// The nft script adding interface `name` to [`NFT_UPLINKS`].
+pub fn nft_add_uplink(name: &str) -> Result<String, PlanError> {
+    Ok(format!(
+        "add element inet {NFT_TABLE} {NFT_UPLINKS} {{ {} }}\n",
+        nft_quote(name)?
+    ))
+}
+
 /// The nft script creating table `inet mpbond`.
 pub fn nft_script(config: &Config) -> Result<String, PlanError> {
-    let wifi = nft_quote(&config.wifi)?;
-    let cell = nft_quote(&config.cellular)?;
+    let ifaces = config
+        .used_interfaces()
+        .map(|i| nft_quote(&i.name))
+        .collect::<Result<Vec<_>, _>>()?
+        .join(", ");
     let ports = &config.routing.subflow_ports;
     let mark = config.routing.fwmark;
     Ok(format!(
         "table inet {NFT_TABLE} {{
+\tset {NFT_UPLINKS} {{
+\t\ttype ifname
+\t\telements = {{ {ifaces} }}
+\t}}
 \tchain preraw {{
 \t\ttype filter hook prerouting priority raw; policy accept;
-\t\tiifname {{ {wifi}, {cell} }} tcp dport {lo}-{hi} counter drop
+\t\tiifname @{NFT_UPLINKS} tcp dport {lo}-{hi} counter drop
 \t}}
 \tchain premangle {{
 \t\ttype filter hook prerouting priority mangle; policy accept;
@@ -658,11 +677,13 @@ fn rules(config: &Config, family: Family) -> Vec<Rule> {
 
 /// Computes the ops that bring mpbond up on `host`.
 pub fn plan(config: &Config, host: &HostState) -> Result<Plan, PlanError> {
-    for (role, name) in [("wifi", &config.wifi), ("cellular", &config.cellular)] {
-        if host.link(name).is_none() {
+    // A listed interface may appear later (the interface threads and the netlink watcher pick
+    // it up); the `wifi` and `cellular` ones must be there.
+    for i in config.used_interfaces().filter(|i| !i.may_be_absent) {
+        if host.link(&i.name).is_none() {
             return Err(PlanError::InterfaceMissing {
-                role,
-                name: name.clone(),
+                role: i.role.name(),
+                name: i.name.clone(),
             });
         }
     }

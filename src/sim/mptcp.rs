@@ -31,12 +31,14 @@ pub fn client_paths() -> [LocalPath; 2] {
             addr: CLIENT_WIFI,
             backup: false,
             last_resort: false,
+            rank: 0,
         },
         LocalPath {
             id: PathId(1),
             addr: CLIENT_CELL,
             backup: true,
             last_resort: false,
+            rank: 0,
         },
     ]
 }

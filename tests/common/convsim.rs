@@ -15,7 +15,7 @@ use std::time::Duration;
 use mpbond::convert::converter::{Converter, ConverterConfig, Request, connected_reply, error_reply};
 use mpbond::convert::key::{ClientKey, KeyId};
 use mpbond::convert::msg::ErrorCode;
-use mpbond::engine::{CELLULAR, Config, ConverterSettings, Dest, Engine, IfaceState, WIFI};
+use mpbond::engine::{CELLULAR, Config, ConverterSettings, Dest, Engine, IfacePolicy, IfaceState, WIFI};
 use mpbond::mptcp::endpoint::{ConnHandle, Endpoint, EndpointConfig};
 use mpbond::mptcp::{self, MptcpConfig, PathId};
 use mpbond::tcp::{self, Connection, Event, IsnKey};
@@ -143,22 +143,39 @@ pub struct World {
     pub net: BTreeMap<(Instant, u64), (Hop, Vec<u8>)>,
     pub seq: u64,
     pub wifi_down: bool,
+    /// Other interfaces whose link is down (packets on them are lost).
+    pub down: Vec<u8>,
     /// Every SYN (no ACK) that left an interface: time, interface, destination, MP option.
     pub syns: Vec<(Instant, u8, SocketAddr, bool)>,
     pub buf: Vec<u8>,
 }
 
 pub fn engine() -> Engine {
+    let default = Config::default().ifaces;
+    engine_with(&[(WIFI, WIFI_ADDR, default[0]), (CELLULAR, CELL_ADDR, default[1])])
+}
+
+/// An engine with these interfaces (id, address, policy), all usable.
+pub fn engine_with(ifaces: &[(u8, &str, IfacePolicy)]) -> Engine {
+    let mut policies = Vec::new();
+    for &(i, _, p) in ifaces {
+        let i = usize::from(i);
+        if policies.len() <= i {
+            policies.resize(i + 1, IfacePolicy::primary(0));
+        }
+        policies[i] = p;
+    }
     let mut e = Engine::new(Config {
         tun_mtu: 9000,
         converter: Some(ConverterSettings {
             addrs: vec![sa(CONVERTER)],
             key: laptop_key(),
         }),
+        ifaces: policies,
         ..Config::default()
     });
     e.set_unix_time(Instant::ZERO, UNIX0);
-    for (i, a) in [(WIFI, WIFI_ADDR), (CELLULAR, CELL_ADDR)] {
+    for &(i, a, _) in ifaces {
         let st = IfaceState {
             usable: true,
             v4: Some(a.parse().unwrap()),
@@ -182,8 +199,13 @@ pub fn endpoint(listen: &str) -> Endpoint {
 
 impl World {
     pub fn new(mode: Mode, conv_key: ClientKey) -> World {
+        World::with_engine(engine(), mode, conv_key)
+    }
+
+    /// Around engine `e` (e.g. from [`engine_with`]).
+    pub fn with_engine(e: Engine, mode: Mode, conv_key: ClientKey) -> World {
         World {
-            e: engine(),
+            e,
             now: Instant::ZERO,
             hosts: Vec::new(),
             host_synack: Vec::new(),
@@ -201,6 +223,7 @@ impl World {
             net: BTreeMap::new(),
             seq: 0,
             wifi_down: false,
+            down: Vec::new(),
             syns: Vec::new(),
             buf: vec![0; 70_000],
         }
@@ -225,7 +248,7 @@ impl World {
     }
 
     pub fn send_net(&mut self, hop: Hop, iface: u8, pkt: Vec<u8>) {
-        if iface == WIFI && self.wifi_down {
+        if self.is_down(iface) {
             return;
         }
         self.seq += 1;
@@ -389,10 +412,8 @@ impl World {
             let (hop, pkt) = entry.remove();
             moved = true;
             match hop {
-                Hop::Out(i) if !(i == WIFI && self.wifi_down) => self.deliver_out(i, &pkt),
-                Hop::In(i) if !(i == WIFI && self.wifi_down) => {
-                    self.e.handle_iface_packet(self.now, i, &pkt, false)
-                }
+                Hop::Out(i) if !self.is_down(i) => self.deliver_out(i, &pkt),
+                Hop::In(i) if !self.is_down(i) => self.e.handle_iface_packet(self.now, i, &pkt, false),
                 _ => {}
             }
         }
@@ -424,6 +445,21 @@ impl World {
             self.host_events[i].extend(std::iter::from_fn(|| h.poll_event()));
         }
         moved
+    }
+
+    /// Packets on `iface` are lost (its link is down).
+    pub fn is_down(&self, iface: u8) -> bool {
+        (iface == WIFI && self.wifi_down) || self.down.contains(&iface)
+    }
+
+    /// `iface`'s link goes down: its packets are lost and the engine is told.
+    pub fn link_down(&mut self, iface: u8) {
+        self.down.push(iface);
+        let st = IfaceState {
+            usable: false,
+            ..self.e.iface_state(iface).unwrap()
+        };
+        self.e.handle_iface_state(self.now, iface, st);
     }
 
     pub fn next_time(&mut self) -> Option<Instant> {

@@ -122,11 +122,17 @@ pub struct Daemon<'a> {
 impl<'a> Daemon<'a> {
     /// Starts `mpbond up --foreground` and waits until `status` answers.
     pub fn start(lab: &'a Lab, run_dir: &Path, extra: &[&str]) -> Daemon<'a> {
+        Daemon::start_with(lab, run_dir, &["--wifi", "wlan0", "--cellular", "wwan0"], extra)
+    }
+
+    /// [`Daemon::start`] with `ifaces` instead of `--wifi wlan0 --cellular wwan0`.
+    pub fn start_with(lab: &'a Lab, run_dir: &Path, ifaces: &[&str], extra: &[&str]) -> Daemon<'a> {
         let log = std::fs::File::create(run_dir.join("test-daemon.log")).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &lab.ns().laptop, BIN, "-v", "--run-dir"])
             .arg(run_dir)
-            .args(["up", "--foreground", "--wifi", "wlan0", "--cellular", "wwan0"])
+            .args(["up", "--foreground"])
+            .args(ifaces)
             .arg("--resolv-conf")
             .arg(resolv_conf(run_dir))
             .arg("--budget-file")

@@ -150,7 +150,7 @@ pub enum Note {
 /// A subflow as `status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct SubflowView {
-    /// Interface index (0 Wi-Fi, 1 cellular).
+    /// Interface id.
     pub iface: IfaceId,
     /// Local address.
     pub local: SocketAddr,

@@ -319,31 +319,35 @@ impl Connection {
         }
     }
 
+    /// A path ahead of `path` (by [`PathManager::tier`](super::paths::PathManager::tier)) has
+    /// a ready subflow not held after a flap.
+    pub(super) fn outranked(&self, path: crate::mptcp::PathId) -> bool {
+        let mine = self.pm.tier(path);
+        (0..self.subflows.len())
+            .any(|j| self.ready(j) && !self.held(j) && self.pm.tier(self.subflows[j].path) < mine)
+    }
+
     /// Phase 11, after liveness may have failed the last regular subflow over and `damp` has
     /// started or ended holds, so that the backups take over in the same step. Handover mode:
     /// a subflow on a backup path is a backup (§3.3.8) exactly while a regular subflow that
-    /// is not held can carry data, and a subflow on a regular path exactly while it is held;
+    /// is not held can carry data, and a subflow on a regular path exactly while it is held or
+    /// a lower-ranked regular path works;
     /// changes are announced with MP_PRIO on the subflow concerned.
     pub(super) fn sync_priorities(&mut self) {
         if self.cfg.mode != Mode::Handover || !self.is_mptcp() || self.is_closed() {
             return;
         }
         let backup_path = |c: &Connection, i: usize| c.pm.is_backup(c.subflows[i].path);
-        // A regular path held after a flap does not count as one until its hold passed.
-        let regular_alive =
-            (0..self.subflows.len()).any(|i| self.ready(i) && !backup_path(self, i) && !self.held(i));
         for i in 0..self.subflows.len() {
             if !self.ready(i) {
                 continue;
             }
-            // Backup paths: backups while a regular path is primary. Regular paths: backups
-            // only while held ([`super::damping`]).
+            // A path is a backup while a path ahead of it (regular before backup, then by
+            // rank: Ethernet, Wi-Fi, cellular) has a ready subflow; a regular path held after a
+            // flap does not count as one until its hold passed, and is a backup meanwhile
+            // ([`super::damping`]).
             let on_backup_path = backup_path(self, i);
-            let want = if on_backup_path {
-                regular_alive
-            } else {
-                self.held(i)
-            };
+            let want = self.held(i) || self.outranked(self.subflows[i].path);
             let s = &mut self.subflows[i];
             if s.mp.backup != want {
                 s.mp.backup = want;

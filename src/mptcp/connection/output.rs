@@ -39,6 +39,7 @@ impl Connection {
                         srtt: h.srtt,
                         has_room: s.tcp.send_queued() < h.cwnd as usize + mss && s.tcp.send_capacity() >= mss,
                         failing: h.consecutive_rtos >= self.cfg.stall_rtos,
+                        rank: self.pm.rank(s.path),
                     }
                 })
                 .collect();

@@ -135,6 +135,16 @@ impl PathManager {
         self.paths.iter().any(|p| p.path.id == id && p.path.backup)
     }
 
+    /// The rank of `id` ([`LocalPath::rank`]; 0 for a path the client does not have).
+    pub fn rank(&self, id: PathId) -> u8 {
+        self.path(id).map_or(0, |p| p.path.rank)
+    }
+
+    /// The order of `id` among the paths in handover mode: regular before backup, then by rank.
+    pub fn tier(&self, id: PathId) -> (bool, u8) {
+        (self.is_backup(id), self.rank(id))
+    }
+
     /// `id` is used only when nothing else works ([`LocalPath::last_resort`]).
     pub fn is_last_resort(&self, id: PathId) -> bool {
         self.paths.iter().any(|p| p.path.id == id && p.path.last_resort)
@@ -420,7 +430,7 @@ impl Connection {
         let mut avail: Vec<PathState> = self.pm.paths.iter().filter(|p| p.available).copied().collect();
         // Another path than the one that just failed first, then regular before backup.
         let failed = self.pm.initial;
-        avail.sort_by_key(|p| (p.path.id == failed, p.path.backup));
+        avail.sort_by_key(|p| (p.path.id == failed, p.path.backup, p.path.rank));
         if let Some(p) = avail.first() {
             self.pm.initial = p.path.id;
             let local = SocketAddr::new(p.path.addr, self.pm.take_port());
@@ -456,7 +466,11 @@ impl Connection {
         // In handover mode the backup path joins as a backup subflow (§3.3.8, flag B), and so
         // does a regular path that flapped, until its hold passed ([`super::damping`]).
         let hold = self.hold_for_join(now, path.id);
-        let backup = backup.unwrap_or((path.backup && self.cfg.mode == Mode::Handover) || hold != Hold::No);
+        let handover = self.cfg.mode == Mode::Handover;
+        // So does a regular path while a better-ranked one works (it would be made one at once).
+        let backup = backup.unwrap_or(
+            (path.backup && handover) || hold != Hold::No || (handover && self.outranked(path.id)),
+        );
         let tcp = tcp::Connection::connect(now, local, remote, self.cfg.tcp, &self.isn_key);
         let mut mp = SubflowMp::new(
             Handshake::JoinSyn(JoinInitiator::new(&neg, nonce, backup, addr_id)),

@@ -224,28 +224,7 @@ impl Lab {
         let router = self.ns().router(path);
         for dev in [ROUTER_LAN, ROUTER_WAN] {
             match rate {
-                Some(bps) => {
-                    // Burst: 10 ms worth at the rate, at least a few full frames.
-                    let burst = (bps / 8 / 100).max(16 * 1024);
-                    cmd::run_in(
-                        router,
-                        &[
-                            "tc",
-                            "qdisc",
-                            "replace",
-                            "dev",
-                            dev,
-                            "root",
-                            "tbf",
-                            "rate",
-                            &format!("{bps}bit"),
-                            "burst",
-                            &burst.to_string(),
-                            "latency",
-                            "50ms",
-                        ],
-                    )?;
-                }
+                Some(bps) => tbf(router, dev, bps)?,
                 None => {
                     // Deleting a qdisc that is not there fails; only delete a tbf we put.
                     let show = cmd::run_in(router, &["tc", "qdisc", "show", "dev", dev, "root"])?;
@@ -364,6 +343,22 @@ fn parse_ss_subflows(out: &str, port: u16) -> Vec<KernelSubflow> {
         }
     }
     found
+}
+
+/// Limits `dev` in namespace `ns` to `bps` bits/s on egress (tbf, queue up to 50 ms).
+pub(crate) fn tbf(ns: &str, dev: &str, bps: u64) -> Result<(), LabError> {
+    // Burst: 10 ms worth at the rate, at least a few full frames.
+    let burst = (bps / 8 / 100).max(16 * 1024);
+    let rate = format!("{bps}bit");
+    let burst = burst.to_string();
+    cmd::run_in(
+        ns,
+        &[
+            "tc", "qdisc", "replace", "dev", dev, "root", "tbf", "rate", &rate, "burst", &burst, "latency",
+            "50ms",
+        ],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

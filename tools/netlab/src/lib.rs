@@ -30,6 +30,7 @@ pub mod pattern;
 mod relay;
 pub mod serve;
 mod sys;
+pub mod uplink;
 
 pub use addr::{HTTP_PORT, Path, Server, UDP_ECHO_PORT};
 pub use impair::{KernelSubflow, MptcpOption, parse_duration, parse_rate};
