@@ -224,7 +224,8 @@ impl Thread {
     fn on_tun(&mut self, batch: &Batch) {
         let t = now();
         for p in batch {
-            self.engine.handle_tun_packet(t, p);
+            let checked = p.meta.csum_not_ready || p.meta.csum_valid;
+            self.engine.handle_tun_packet_checked(t, p, checked);
         }
     }
 
@@ -336,6 +337,7 @@ impl Thread {
             n += 1;
             let mut p = pool.copy_from(&self.scratch[..tx.len]);
             p.meta.seg_payload = u16::try_from(tx.seg_payload).unwrap_or(0);
+            p.meta.csum_partial = tx.csum_partial;
             match tx.dest {
                 Dest::Tun => {
                     to_tun.push(p);

@@ -7,6 +7,12 @@
 //! thread wake-up (tens of microseconds on a busy machine) on the latency path. Larger batches
 //! (bulk downloads) go to the TUN thread, so that the host's TCP receive work, which runs inside
 //! the write, stays off the engine thread.
+//!
+//! On a TUN with the vnet header ([`Tun::vnet`]) each packet read says whether the host left its
+//! checksum partial or checked it (then the engine does not verify it: `PacketMeta::csum_valid`)
+//! and may be a TSO super-packet of up to 64 KiB; a packet written may be a super-segment
+//! (`PacketMeta::seg_payload`) with a partial checksum (`PacketMeta::csum_partial`), which the
+//! kernel cuts or takes whole. On a plain TUN such a packet is cut and checksummed here.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -19,8 +25,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::Worker;
-use super::pool::{Batch, Pool};
+use super::pool::{Batch, PacketBuf, Pool};
 use crate::sys::tun::Tun;
+use crate::wire::vnet::{self, VnetHdr};
 
 /// Packets per batch handed to the engine.
 pub const MAX_BATCH: usize = 64;
@@ -55,6 +62,18 @@ pub struct TunCounters {
     pub rx_dropped_busy: AtomicU64,
     /// Packets the engine gave that could not be written.
     pub tx_dropped: AtomicU64,
+    /// Packets read that were TCP super-packets (the host's TSO, vnet header).
+    pub rx_super: AtomicU64,
+    /// Packets read whose checksum the kernel left partial or checked (not verified again).
+    pub rx_csum_offloaded: AtomicU64,
+    /// Super-segments written whole for the kernel to cut (vnet header).
+    pub tx_super: AtomicU64,
+    /// Packets written with a partial checksum for the kernel to complete (vnet header).
+    pub tx_csum_offloaded: AtomicU64,
+    /// Super-segments or partial checksums finished here (a TUN without the vnet header).
+    pub tx_software: AtomicU64,
+    /// The TUN has the vnet header and offloads (set once at start).
+    pub offload: AtomicBool,
 }
 
 /// The engine's handle for sending packets to the host through the TUN thread.
@@ -130,8 +149,8 @@ struct Outbox<'a> {
 
 fn write_batch(tun: &Tun, counters: &TunCounters, batch: Batch) {
     for p in batch {
-        match tun.send(&p) {
-            Ok(_) => {
+        match write_one(tun, counters, &p) {
+            Ok(()) => {
                 counters.tx_packets.fetch_add(1, Ordering::Relaxed);
                 counters.tx_bytes.fetch_add(p.len() as u64, Ordering::Relaxed);
             }
@@ -141,6 +160,35 @@ fn write_batch(tun: &Tun, counters: &TunCounters, batch: Batch) {
             }
         }
     }
+}
+
+/// Writes one packet: as it is, or with the vnet header its meta asks for, or cut and
+/// checksummed in software when the TUN has no vnet header.
+fn write_one(tun: &Tun, counters: &TunCounters, p: &PacketBuf) -> io::Result<()> {
+    let seg = usize::from(p.meta.seg_payload);
+    if !p.meta.csum_partial && seg == 0 {
+        return tun.send(p).map(drop);
+    }
+    if tun.vnet() {
+        let hdr = VnetHdr::partial_tcp(p, seg).ok_or(io::ErrorKind::InvalidData)?;
+        tun.send_with(Some(&hdr), p)?;
+        counters.tx_csum_offloaded.fetch_add(1, Ordering::Relaxed);
+        if hdr.is_tcp_super() {
+            counters.tx_super.fetch_add(1, Ordering::Relaxed);
+        }
+        return Ok(());
+    }
+    // Rare: the engine was set up for the vnet header but the device has none.
+    counters.tx_software.fetch_add(1, Ordering::Relaxed);
+    let mut out = vec![0u8; 65536];
+    let mut res = Ok(());
+    crate::wire::gso::segment(p, if seg == 0 { usize::MAX } else { seg }, &mut out, |s| {
+        if res.is_ok() {
+            res = tun.send(s).map(drop);
+        }
+    })
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    res
 }
 
 fn write_out(tun: &Tun, counters: &TunCounters, from_engine: &Outbox<'_>) {
@@ -164,7 +212,6 @@ fn run(
     from_engine: &Outbox<'_>,
 ) {
     let mut events = Events::with_capacity(8);
-    let mut buf = vec![0u8; 65536];
     let mut more = false;
     let mut batch: Batch = Vec::with_capacity(MAX_BATCH);
     let flush = |batch: &mut Batch| {
@@ -189,10 +236,20 @@ fn run(
         more = false;
         write_out(tun, counters, from_engine);
         for n in 0..MAX_PER_WAKE {
-            match tun.recv(&mut buf) {
-                Ok(len) => {
-                    count(counters, &buf[..len]);
-                    batch.push(pool.copy_from(&buf[..len]));
+            // Read straight into a large pool buffer (no copy; recycled when the engine is done).
+            let mut p = pool.get(super::pool::LARGE);
+            match tun.recv_into(&mut p) {
+                Ok(hdr) => {
+                    count(counters, &p);
+                    if hdr.is_tcp_super() {
+                        counters.rx_super.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if hdr.checksum_trusted() {
+                        counters.rx_csum_offloaded.fetch_add(1, Ordering::Relaxed);
+                        p.meta.csum_not_ready = hdr.flags & vnet::F_NEEDS_CSUM != 0;
+                        p.meta.csum_valid = hdr.flags & vnet::F_DATA_VALID != 0;
+                    }
+                    batch.push(p);
                     if batch.len() >= MAX_BATCH {
                         flush(&mut batch);
                     }
