@@ -36,6 +36,8 @@ const MAX_IDLE: Duration = Duration::from_millis(100);
 /// which cost more than this on a busy machine. Bulk transfers are not slowed: the channels are
 /// rarely empty then.
 const SPIN: Duration = Duration::from_micros(50);
+/// Packets the engine reads from the TUN itself at most per look while it spins.
+const SPIN_READ: usize = 8;
 /// How often the engine is told the wall-clock time (converter cookies; NTP may step it).
 const WALL_CLOCK_EVERY: Duration = Duration::from_secs(10);
 
@@ -238,14 +240,24 @@ impl Thread {
         }
     }
 
-    /// Spins until a packet channel has input (true) or `until` passes (false).
-    fn spin(&self, until: Instant) -> bool {
+    /// Spins until a packet channel has input (true), or the TUN had packets, which this thread
+    /// reads and handles itself (true), or `until` passes (false).
+    fn spin(&mut self, until: Instant) -> bool {
         loop {
             for _ in 0..64 {
                 if !self.setup.from_tun.is_empty() || !self.if_rx.is_empty() || !self.dg_rx.is_empty() {
                     return true;
                 }
                 std::hint::spin_loop();
+            }
+            let from_tun = &self.setup.from_tun;
+            if let Some(b) = self
+                .setup
+                .to_tun
+                .try_read(&self.setup.pool, SPIN_READ, || !from_tun.is_empty())
+            {
+                self.on_tun(&b);
+                return true;
             }
             if now() >= until {
                 return false;

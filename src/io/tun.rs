@@ -8,6 +8,11 @@
 //! (bulk downloads) go to the TUN thread, so that the host's TCP receive work, which runs inside
 //! the write, stays off the engine thread.
 //!
+//! The engine thread also reads the TUN itself while it spins for input after a wake-up
+//! ([`TunSender::try_read`]): the host's next request then skips the TUN thread's wake-up and
+//! the hand-off. Whoever reads holds the read token, and the TUN thread hands what it read to
+//! the engine before it lets the token go, so packets reach the engine in the order read.
+//!
 //! On a TUN with the vnet header ([`Tun::vnet`]) each packet read says whether the host left its
 //! checksum partial or checked it (then the engine does not verify it: `PacketMeta::csum_valid`)
 //! and may be a TSO super-packet of up to 64 KiB; a packet written may be a super-segment
@@ -86,6 +91,8 @@ pub struct TunSender {
     /// Batches handed to the TUN thread and not yet written: while any is, a direct write would
     /// overtake it.
     queued: Arc<AtomicUsize>,
+    /// The read token (see the module documentation).
+    reading: Arc<AtomicBool>,
 }
 
 impl TunSender {
@@ -108,6 +115,50 @@ impl TunSender {
             self.counters.tx_dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
+
+    /// Reads up to `max` packets from the TUN on the calling thread, unless the TUN thread is
+    /// reading. `pending` is asked once the token is held: when it says the TUN thread's
+    /// earlier packets are still waiting for the caller, nothing is read (they come first).
+    /// `None`: nothing was read.
+    pub fn try_read(&self, pool: &Pool, max: usize, pending: impl FnOnce() -> bool) -> Option<Batch> {
+        if self
+            .reading
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        let mut batch = Vec::new();
+        if !pending() {
+            while batch.len() < max {
+                match read_one(&self.tun, &self.counters, pool) {
+                    Ok(p) => batch.push(p),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // WouldBlock, or an error the TUN thread reports when it reads next.
+                    Err(_) => break,
+                }
+            }
+        }
+        self.reading.store(false, Ordering::Release);
+        (!batch.is_empty()).then_some(batch)
+    }
+}
+
+/// Reads one packet straight into a large pool buffer (no copy; recycled when the engine is
+/// done) and counts it.
+fn read_one(tun: &Tun, counters: &TunCounters, pool: &Pool) -> io::Result<PacketBuf> {
+    let mut p = pool.get(super::pool::LARGE);
+    let hdr = tun.recv_into(&mut p)?;
+    count(counters, &p);
+    if hdr.is_tcp_super() {
+        counters.rx_super.fetch_add(1, Ordering::Relaxed);
+    }
+    if hdr.checksum_trusted() {
+        counters.rx_csum_offloaded.fetch_add(1, Ordering::Relaxed);
+        p.meta.csum_not_ready = hdr.flags & vnet::F_NEEDS_CSUM != 0;
+        p.meta.csum_valid = hdr.flags & vnet::F_DATA_VALID != 0;
+    }
+    Ok(p)
 }
 
 /// Starts the TUN thread; it shares `tun` with the returned [`TunSender`] (the device disappears
@@ -125,10 +176,15 @@ pub fn spawn(
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(1024);
     let tun = Arc::new(tun);
     let queued = Arc::new(AtomicUsize::new(0));
+    let reading = Arc::new(AtomicBool::new(false));
     let c = counters.clone();
-    let (t, q) = (tun.clone(), queued.clone());
+    let (t, q, r) = (tun.clone(), queued.clone(), reading.clone());
     let worker = Worker::spawn("mpbond-tun", poll, move |poll, stop| {
-        let out = Outbox { rx: &rx, queued: &q };
+        let out = Outbox {
+            rx: &rx,
+            queued: &q,
+            reading: &r,
+        };
         run(poll, &stop, &t, &c, &pool, &to_engine, &out);
     })?;
     let sender = TunSender {
@@ -137,6 +193,7 @@ pub fn spawn(
         counters,
         tun,
         queued,
+        reading,
     };
     Ok((worker, sender))
 }
@@ -145,6 +202,8 @@ pub fn spawn(
 struct Outbox<'a> {
     rx: &'a Receiver<Batch>,
     queued: &'a AtomicUsize,
+    /// The read token shared with [`TunSender::try_read`].
+    reading: &'a AtomicBool,
 }
 
 fn write_batch(tun: &Tun, counters: &TunCounters, batch: Batch) {
@@ -235,20 +294,19 @@ fn run(
         }
         more = false;
         write_out(tun, counters, from_engine);
+        let token = &from_engine.reading;
+        if token
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            // The engine is reading (a few packets at most): look again at once.
+            more = true;
+            std::thread::yield_now();
+            continue;
+        }
         for n in 0..MAX_PER_WAKE {
-            // Read straight into a large pool buffer (no copy; recycled when the engine is done).
-            let mut p = pool.get(super::pool::LARGE);
-            match tun.recv_into(&mut p) {
-                Ok(hdr) => {
-                    count(counters, &p);
-                    if hdr.is_tcp_super() {
-                        counters.rx_super.fetch_add(1, Ordering::Relaxed);
-                    }
-                    if hdr.checksum_trusted() {
-                        counters.rx_csum_offloaded.fetch_add(1, Ordering::Relaxed);
-                        p.meta.csum_not_ready = hdr.flags & vnet::F_NEEDS_CSUM != 0;
-                        p.meta.csum_valid = hdr.flags & vnet::F_DATA_VALID != 0;
-                    }
+            match read_one(tun, counters, pool) {
+                Ok(p) => {
                     batch.push(p);
                     if batch.len() >= MAX_BATCH {
                         flush(&mut batch);
@@ -264,6 +322,9 @@ fn run(
             more = n + 1 == MAX_PER_WAKE;
         }
         flush(&mut batch);
+        // Only now: what this thread read is in the engine's channel, ahead of what the engine
+        // reads itself.
+        token.store(false, Ordering::Release);
         // The engine may have answered while we read.
         more |= !from_engine.rx.is_empty();
     }
