@@ -140,6 +140,12 @@ impl Shared {
                 rx_tcp: c.rx_tcp.load(Relaxed),
                 rx_udp: c.rx_udp.load(Relaxed),
                 rx_icmp: c.rx_icmp.load(Relaxed),
+                offload: c.offload.load(Relaxed),
+                rx_super: c.rx_super.load(Relaxed),
+                rx_csum_offloaded: c.rx_csum_offloaded.load(Relaxed),
+                tx_super: c.tx_super.load(Relaxed),
+                tx_csum_offloaded: c.tx_csum_offloaded.load(Relaxed),
+                tx_software: c.tx_software.load(Relaxed),
             },
             interfaces,
             flows,
@@ -363,6 +369,13 @@ fn start_threads(
         workers.push(w);
     }
     let pool = Pool::new(8192, 512);
+    // With the vnet header the host takes our segments toward it as super-segments with partial
+    // checksums (the kernel cuts them, or takes them whole as GRO would).
+    let tun_vnet = tun.vnet();
+    shared
+        .tun_counters
+        .offload
+        .store(tun_vnet, std::sync::atomic::Ordering::Relaxed);
     let (tun_tx, tun_rx) = crossbeam_channel::bounded(1024);
     let (tun_worker, to_tun) =
         threads::tun::spawn(tun, shared.tun_counters.clone(), pool.clone(), tun_tx).context("TUN thread")?;
@@ -452,6 +465,11 @@ fn start_threads(
                 priority: i.priority,
             })
             .collect(),
+        host_tcp: crate::tcp::Config {
+            super_segments: if tun_vnet { crate::wire::gso::MAX_PACKET } else { 0 },
+            partial_checksums: tun_vnet,
+            ..crate::engine::Config::default().host_tcp
+        },
         ..crate::engine::Config::default()
     };
     workers.push(

@@ -109,6 +109,24 @@ pub struct TunStatus {
     pub rx_udp: u64,
     /// Of the packets read, those carrying ICMP or ICMPv6.
     pub rx_icmp: u64,
+    /// The TUN has the vnet header, with checksum and TSO offload.
+    #[serde(default)]
+    pub offload: bool,
+    /// Packets read that were TCP super-packets (the host's TSO).
+    #[serde(default)]
+    pub rx_super: u64,
+    /// Packets read whose checksum the kernel left partial or had checked (not verified again).
+    #[serde(default)]
+    pub rx_csum_offloaded: u64,
+    /// Super-segments written whole, for the kernel to cut or take whole.
+    #[serde(default)]
+    pub tx_super: u64,
+    /// Packets written with a partial checksum for the kernel to complete.
+    #[serde(default)]
+    pub tx_csum_offloaded: u64,
+    /// Super-segments or partial checksums finished in software (no vnet header).
+    #[serde(default)]
+    pub tx_software: u64,
 }
 
 /// One host flow relayed by the engine.

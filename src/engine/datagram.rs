@@ -18,8 +18,15 @@ use crate::wire::udp::{self, UDP_HEADER_LEN, UdpError};
 
 impl Engine {
     /// A UDP datagram `seg` from the host (`pkt`: the whole packet, quoted in an ICMP error).
-    pub(super) fn tun_udp(&mut self, now: Instant, pkt: &[u8], src: IpAddr, dst: IpAddr, seg: &[u8]) {
-        let u = match udp::parse(src, dst, seg, true) {
+    pub(super) fn tun_udp(
+        &mut self,
+        now: Instant,
+        pkt: &[u8],
+        (src, dst): (IpAddr, IpAddr),
+        seg: &[u8],
+        verify: bool,
+    ) {
+        let u = match udp::parse(src, dst, seg, verify) {
             Ok(u) => u,
             Err(UdpError::BadChecksum) => return self.drop(DropReason::BadUdpChecksum),
             Err(_) => return self.drop(DropReason::BadUdpLength),

@@ -206,12 +206,18 @@ impl TcpFlow {
         if let Some(h) = &mut self.host
             && let Some(t) = h.poll_transmit(now, buf)
         {
-            return Some(Transmit::whole(Dest::Tun, t.len));
+            return Some(Transmit {
+                dest: Dest::Tun,
+                len: t.len,
+                seg_payload: t.seg_payload,
+                csum_partial: t.csum_partial,
+            });
         }
         self.upstream.poll_transmit(now, buf).map(|(i, t)| Transmit {
             dest: Dest::Iface(i),
             len: t.len,
             seg_payload: t.seg_payload,
+            csum_partial: t.csum_partial,
         })
     }
 

@@ -314,6 +314,14 @@ impl Engine {
 
     /// A packet the host wrote into the TUN.
     pub fn handle_tun_packet(&mut self, now: Instant, pkt: &[u8]) {
+        self.handle_tun_packet_checked(now, pkt, false);
+    }
+
+    /// [`Engine::handle_tun_packet`] for a packet whose TCP or UDP checksum the kernel left
+    /// partial or verified (`checked`: the TUN's vnet header said `NEEDS_CSUM` or `DATA_VALID`),
+    /// which is then not verified again. A TCP segment may be longer than the MSS we announced
+    /// (the host's TSO): it is taken whole.
+    pub fn handle_tun_packet_checked(&mut self, now: Instant, pkt: &[u8], checked: bool) {
         let ipv = match ip::parse(pkt) {
             Ok(i) => i,
             Err(e) => return self.drop(ip_reason(e)),
@@ -322,8 +330,8 @@ impl Engine {
             return self.drop(DropReason::BadIpLength);
         };
         match (ipv.proto, ipv.src) {
-            (PROTO_TCP, _) => self.tun_tcp(now, pkt, ipv.src, ipv.dst, seg),
-            (PROTO_UDP, _) => self.tun_udp(now, pkt, ipv.src, ipv.dst, seg),
+            (PROTO_TCP, _) => self.tun_tcp(now, pkt, (ipv.src, ipv.dst), seg, !checked),
+            (PROTO_UDP, _) => self.tun_udp(now, pkt, (ipv.src, ipv.dst), seg, !checked),
             (PROTO_ICMP, IpAddr::V4(_)) | (PROTO_ICMPV6, IpAddr::V6(_)) => {
                 self.tun_icmp(now, ipv.src, ipv.dst, seg)
             }

@@ -65,6 +65,8 @@ pub struct Transmit {
     /// A TCP super-segment to be cut into segments of this many payload bytes (the kernel's GSO
     /// or `wire::gso`); 0: the packet goes as it is.
     pub seg_payload: usize,
+    /// The TCP checksum is partial, for the device to complete (`tcp::Transmit::csum_partial`).
+    pub csum_partial: bool,
 }
 
 impl Transmit {
@@ -74,6 +76,7 @@ impl Transmit {
             dest,
             len,
             seg_payload: 0,
+            csum_partial: false,
         }
     }
 }

@@ -593,7 +593,7 @@ impl Thread {
             p.meta = PacketMeta {
                 csum_not_ready: frame.csum_not_ready,
                 csum_valid: frame.csum_valid,
-                seg_payload: 0,
+                ..PacketMeta::default()
             };
             batch.push(p);
             if batch.len() >= MAX_BATCH {

@@ -27,6 +27,9 @@ pub struct PacketMeta {
     /// To send: a TCP super-segment to be cut into segments of this many payload bytes (by the
     /// kernel through the interface's `PacketTx`, or in software); 0: sent as it is.
     pub seg_payload: u16,
+    /// To send: the TCP checksum field holds only the pseudo-header sum, for the kernel to
+    /// complete (a TUN with the vnet header; else it is completed in software).
+    pub csum_partial: bool,
 }
 
 struct Class {

@@ -7,6 +7,17 @@
 //! thread wake-up (tens of microseconds on a busy machine) on the latency path. Larger batches
 //! (bulk downloads) go to the TUN thread, so that the host's TCP receive work, which runs inside
 //! the write, stays off the engine thread.
+//!
+//! The engine thread also reads the TUN itself while it spins for input after a wake-up
+//! ([`TunSender::try_read`]): the host's next request then skips the TUN thread's wake-up and
+//! the hand-off. Whoever reads holds the read token, and the TUN thread hands what it read to
+//! the engine before it lets the token go, so packets reach the engine in the order read.
+//!
+//! On a TUN with the vnet header ([`Tun::vnet`]) each packet read says whether the host left its
+//! checksum partial or checked it (then the engine does not verify it: `PacketMeta::csum_valid`)
+//! and may be a TSO super-packet of up to 64 KiB; a packet written may be a super-segment
+//! (`PacketMeta::seg_payload`) with a partial checksum (`PacketMeta::csum_partial`), which the
+//! kernel cuts or takes whole. On a plain TUN such a packet is cut and checksummed here.
 
 use std::io;
 use std::os::fd::AsRawFd;
@@ -19,8 +30,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::Worker;
-use super::pool::{Batch, Pool};
+use super::pool::{Batch, PacketBuf, Pool};
 use crate::sys::tun::Tun;
+use crate::wire::vnet::{self, VnetHdr};
 
 /// Packets per batch handed to the engine.
 pub const MAX_BATCH: usize = 64;
@@ -55,6 +67,18 @@ pub struct TunCounters {
     pub rx_dropped_busy: AtomicU64,
     /// Packets the engine gave that could not be written.
     pub tx_dropped: AtomicU64,
+    /// Packets read that were TCP super-packets (the host's TSO, vnet header).
+    pub rx_super: AtomicU64,
+    /// Packets read whose checksum the kernel left partial or checked (not verified again).
+    pub rx_csum_offloaded: AtomicU64,
+    /// Super-segments written whole for the kernel to cut (vnet header).
+    pub tx_super: AtomicU64,
+    /// Packets written with a partial checksum for the kernel to complete (vnet header).
+    pub tx_csum_offloaded: AtomicU64,
+    /// Super-segments or partial checksums finished here (a TUN without the vnet header).
+    pub tx_software: AtomicU64,
+    /// The TUN has the vnet header and offloads (set once at start).
+    pub offload: AtomicBool,
 }
 
 /// The engine's handle for sending packets to the host through the TUN thread.
@@ -67,6 +91,8 @@ pub struct TunSender {
     /// Batches handed to the TUN thread and not yet written: while any is, a direct write would
     /// overtake it.
     queued: Arc<AtomicUsize>,
+    /// The read token (see the module documentation).
+    reading: Arc<AtomicBool>,
 }
 
 impl TunSender {
@@ -89,6 +115,50 @@ impl TunSender {
             self.counters.tx_dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
+
+    /// Reads up to `max` packets from the TUN on the calling thread, unless the TUN thread is
+    /// reading. `pending` is asked once the token is held: when it says the TUN thread's
+    /// earlier packets are still waiting for the caller, nothing is read (they come first).
+    /// `None`: nothing was read.
+    pub fn try_read(&self, pool: &Pool, max: usize, pending: impl FnOnce() -> bool) -> Option<Batch> {
+        if self
+            .reading
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        let mut batch = Vec::new();
+        if !pending() {
+            while batch.len() < max {
+                match read_one(&self.tun, &self.counters, pool) {
+                    Ok(p) => batch.push(p),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    // WouldBlock, or an error the TUN thread reports when it reads next.
+                    Err(_) => break,
+                }
+            }
+        }
+        self.reading.store(false, Ordering::Release);
+        (!batch.is_empty()).then_some(batch)
+    }
+}
+
+/// Reads one packet straight into a large pool buffer (no copy; recycled when the engine is
+/// done) and counts it.
+fn read_one(tun: &Tun, counters: &TunCounters, pool: &Pool) -> io::Result<PacketBuf> {
+    let mut p = pool.get(super::pool::LARGE);
+    let hdr = tun.recv_into(&mut p)?;
+    count(counters, &p);
+    if hdr.is_tcp_super() {
+        counters.rx_super.fetch_add(1, Ordering::Relaxed);
+    }
+    if hdr.checksum_trusted() {
+        counters.rx_csum_offloaded.fetch_add(1, Ordering::Relaxed);
+        p.meta.csum_not_ready = hdr.flags & vnet::F_NEEDS_CSUM != 0;
+        p.meta.csum_valid = hdr.flags & vnet::F_DATA_VALID != 0;
+    }
+    Ok(p)
 }
 
 /// Starts the TUN thread; it shares `tun` with the returned [`TunSender`] (the device disappears
@@ -106,10 +176,15 @@ pub fn spawn(
     let (tx, rx) = crossbeam_channel::bounded::<Batch>(1024);
     let tun = Arc::new(tun);
     let queued = Arc::new(AtomicUsize::new(0));
+    let reading = Arc::new(AtomicBool::new(false));
     let c = counters.clone();
-    let (t, q) = (tun.clone(), queued.clone());
+    let (t, q, r) = (tun.clone(), queued.clone(), reading.clone());
     let worker = Worker::spawn("mpbond-tun", poll, move |poll, stop| {
-        let out = Outbox { rx: &rx, queued: &q };
+        let out = Outbox {
+            rx: &rx,
+            queued: &q,
+            reading: &r,
+        };
         run(poll, &stop, &t, &c, &pool, &to_engine, &out);
     })?;
     let sender = TunSender {
@@ -118,6 +193,7 @@ pub fn spawn(
         counters,
         tun,
         queued,
+        reading,
     };
     Ok((worker, sender))
 }
@@ -126,12 +202,14 @@ pub fn spawn(
 struct Outbox<'a> {
     rx: &'a Receiver<Batch>,
     queued: &'a AtomicUsize,
+    /// The read token shared with [`TunSender::try_read`].
+    reading: &'a AtomicBool,
 }
 
 fn write_batch(tun: &Tun, counters: &TunCounters, batch: Batch) {
     for p in batch {
-        match tun.send(&p) {
-            Ok(_) => {
+        match write_one(tun, counters, &p) {
+            Ok(()) => {
                 counters.tx_packets.fetch_add(1, Ordering::Relaxed);
                 counters.tx_bytes.fetch_add(p.len() as u64, Ordering::Relaxed);
             }
@@ -141,6 +219,35 @@ fn write_batch(tun: &Tun, counters: &TunCounters, batch: Batch) {
             }
         }
     }
+}
+
+/// Writes one packet: as it is, or with the vnet header its meta asks for, or cut and
+/// checksummed in software when the TUN has no vnet header.
+fn write_one(tun: &Tun, counters: &TunCounters, p: &PacketBuf) -> io::Result<()> {
+    let seg = usize::from(p.meta.seg_payload);
+    if !p.meta.csum_partial && seg == 0 {
+        return tun.send(p).map(drop);
+    }
+    if tun.vnet() {
+        let hdr = VnetHdr::partial_tcp(p, seg).ok_or(io::ErrorKind::InvalidData)?;
+        tun.send_with(Some(&hdr), p)?;
+        counters.tx_csum_offloaded.fetch_add(1, Ordering::Relaxed);
+        if hdr.is_tcp_super() {
+            counters.tx_super.fetch_add(1, Ordering::Relaxed);
+        }
+        return Ok(());
+    }
+    // Rare: the engine was set up for the vnet header but the device has none.
+    counters.tx_software.fetch_add(1, Ordering::Relaxed);
+    let mut out = vec![0u8; 65536];
+    let mut res = Ok(());
+    crate::wire::gso::segment(p, if seg == 0 { usize::MAX } else { seg }, &mut out, |s| {
+        if res.is_ok() {
+            res = tun.send(s).map(drop);
+        }
+    })
+    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    res
 }
 
 fn write_out(tun: &Tun, counters: &TunCounters, from_engine: &Outbox<'_>) {
@@ -164,7 +271,6 @@ fn run(
     from_engine: &Outbox<'_>,
 ) {
     let mut events = Events::with_capacity(8);
-    let mut buf = vec![0u8; 65536];
     let mut more = false;
     let mut batch: Batch = Vec::with_capacity(MAX_BATCH);
     let flush = |batch: &mut Batch| {
@@ -188,11 +294,20 @@ fn run(
         }
         more = false;
         write_out(tun, counters, from_engine);
+        let token = &from_engine.reading;
+        if token
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            // The engine is reading (a few packets at most): look again at once.
+            more = true;
+            std::thread::yield_now();
+            continue;
+        }
         for n in 0..MAX_PER_WAKE {
-            match tun.recv(&mut buf) {
-                Ok(len) => {
-                    count(counters, &buf[..len]);
-                    batch.push(pool.copy_from(&buf[..len]));
+            match read_one(tun, counters, pool) {
+                Ok(p) => {
+                    batch.push(p);
                     if batch.len() >= MAX_BATCH {
                         flush(&mut batch);
                     }
@@ -207,6 +322,9 @@ fn run(
             more = n + 1 == MAX_PER_WAKE;
         }
         flush(&mut batch);
+        // Only now: what this thread read is in the engine's channel, ahead of what the engine
+        // reads itself.
+        token.store(false, Ordering::Release);
         // The engine may have answered while we read.
         more |= !from_engine.rx.is_empty();
     }

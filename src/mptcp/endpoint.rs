@@ -280,6 +280,7 @@ impl Endpoint {
                     flags: crate::wire::tcp::TcpFlags::RST,
                     retransmission: false,
                     seg_payload: 0,
+                    csum_partial: false,
                 };
                 return Some((path, t));
             }

@@ -23,6 +23,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::wire::vnet::{self, VnetHdr};
+
 /// What the filter asks the kernel to copy of each packet: all of it (GRO segments up to 64 KiB).
 const SNAP_LEN: u32 = 0x40000;
 
@@ -460,24 +462,7 @@ impl PacketRx {
 
 // ---- transmit with a virtio_net_hdr: super-segments the kernel or the NIC cuts ----------------
 
-/// `struct virtio_net_hdr` (`linux/virtio_net.h`), native (little) endian as packet sockets
-/// use it.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-struct VirtioNetHdr {
-    flags: u8,
-    gso_type: u8,
-    hdr_len: u16,
-    gso_size: u16,
-    csum_start: u16,
-    csum_offset: u16,
-}
-
-const VIRTIO_NET_HDR_F_NEEDS_CSUM: u8 = 1;
-const VIRTIO_NET_HDR_GSO_TCPV4: u8 = 1;
-const VIRTIO_NET_HDR_GSO_TCPV6: u8 = 4;
-/// Offset of the checksum field in the TCP header.
-const TCP_CSUM_OFFSET: u16 = 16;
+// The header itself: `wire::vnet`.
 
 /// An AF_PACKET socket on one interface with `PACKET_VNET_HDR`: each IP packet sent goes with a
 /// `virtio_net_hdr` that asks the kernel to cut a TCP super-segment into segments of `gso_size`
@@ -565,18 +550,19 @@ impl PacketTx {
             (Some(_), None) => return Err(io::ErrorKind::InvalidInput.into()),
         };
         let u16_of = |v: usize| u16::try_from(v).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
-        let hdr = VirtioNetHdr {
-            flags: VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        let hdr = VnetHdr {
+            flags: vnet::F_NEEDS_CSUM,
             gso_type: match (seg_payload, v6) {
-                (0, _) => 0,
-                (_, false) => VIRTIO_NET_HDR_GSO_TCPV4,
-                (_, true) => VIRTIO_NET_HDR_GSO_TCPV6,
+                (0, _) => vnet::GSO_NONE,
+                (_, false) => vnet::GSO_TCPV4,
+                (_, true) => vnet::GSO_TCPV6,
             },
             hdr_len: u16_of(ll + hdr_len)?,
             gso_size: u16_of(seg_payload)?,
             csum_start: u16_of(ll + ip_len)?,
-            csum_offset: TCP_CSUM_OFFSET,
-        };
+            csum_offset: vnet::TCP_CSUM_OFFSET,
+        }
+        .encode();
         // SAFETY: zeroed sockaddr_ll is a valid value; we fill the fields sendmsg needs.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
@@ -584,8 +570,8 @@ impl PacketTx {
         sll.sll_ifindex = self.ifindex;
         let mut iov = [
             libc::iovec {
-                iov_base: (&raw const hdr).cast_mut().cast(),
-                iov_len: std::mem::size_of::<VirtioNetHdr>(),
+                iov_base: hdr.as_ptr().cast_mut().cast(),
+                iov_len: hdr.len(),
             },
             libc::iovec {
                 iov_base: eth.as_mut_ptr().cast(),

@@ -95,6 +95,10 @@ pub struct Config {
     /// each with the same headers and options. At most 65,535; up to one MSS (0, the default):
     /// one segment per packet. Retransmissions are one segment each.
     pub super_segments: usize,
+    /// Data segments go out with a partial checksum (the pseudo-header sum, see
+    /// [`Transmit::csum_partial`]) for the device to complete: a TUN with the vnet header, where
+    /// the host's stack then neither needs nor verifies one. Pure ACKs keep a full checksum.
+    pub partial_checksums: bool,
     /// Receive buffer cap in bytes: the largest window we advertise.
     pub recv_buffer: usize,
     /// Offer window scaling (RFC 7323 §2).
@@ -147,6 +151,7 @@ impl Default for Config {
             mss: 1460,
             send_buffer: 4 << 20,
             super_segments: 0,
+            partial_checksums: false,
             recv_buffer: 4 << 20,
             window_scaling: true,
             timestamps: true,
@@ -240,6 +245,10 @@ pub struct Transmit {
     /// A super-segment: the payload bytes of each segment it is to be cut into (every one but
     /// the last carries exactly this many); 0 when the packet is one segment.
     pub seg_payload: usize,
+    /// The TCP checksum field holds only the pseudo-header sum: whoever cuts or sends the packet
+    /// completes it (every super-segment; every data segment with
+    /// [`Config::partial_checksums`]).
+    pub csum_partial: bool,
 }
 
 /// What the connection is about to send, given to [`OptionHook::reserve`] before the payload is

@@ -107,6 +107,7 @@ impl Connection {
             flags: f.flags,
             retransmission: false,
             seg_payload: 0,
+            csum_partial: false,
         })
     }
 
@@ -405,6 +406,7 @@ impl Connection {
             ..Default::default()
         };
         let seg_payload = if payload_len > seg_room { seg_room } else { 0 };
+        let csum_partial = seg_payload > 0 || (self.cfg.partial_checksums && payload_len > 0);
         // A super-segment's checksums are computed where it is cut (the kernel or the NIC,
         // or `wire::gso`): only the pseudo-header sum here.
         let len = write_tcp_packet_with(
@@ -415,7 +417,7 @@ impl Connection {
             opts.bytes(),
             &[a, b],
             self.ip_ident,
-            seg_payload > 0,
+            csum_partial,
         )
         .ok()?;
         // Each segment cut from a super-segment takes the next IPv4 identification.
@@ -446,6 +448,7 @@ impl Connection {
             flags,
             retransmission: rtx,
             seg_payload,
+            csum_partial,
         })
     }
 }

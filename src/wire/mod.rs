@@ -8,6 +8,7 @@ pub mod ip;
 pub mod mptcp;
 pub mod tcp;
 pub mod udp;
+pub mod vnet;
 
 use std::net::SocketAddr;
 use std::ops::Range;
