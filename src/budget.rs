@@ -233,6 +233,16 @@ pub struct Usage {
     /// running are not counted).
     #[serde(skip)]
     pub last: Option<(u64, u64)>,
+    /// Of `today`, handover mode's own bytes (joins, probes, keep-alives, relay acks: what the
+    /// engine counts on a backup interface as `cellular_overhead_bytes`).
+    #[serde(default)]
+    pub overhead_today: u64,
+    /// The same per day (`YYYY-MM-DD`), the last [`HISTORY_DAYS`] days.
+    #[serde(default)]
+    pub overhead_history: BTreeMap<String, u64>,
+    /// The engine's overhead count last seen (it counts from zero when the daemon starts).
+    #[serde(skip)]
+    pub last_overhead: Option<u64>,
 }
 
 /// Days of history kept.
@@ -259,11 +269,25 @@ impl Usage {
         }
     }
 
+    /// Counts the growth of the engine's overhead count `total` (since the daemon started) on
+    /// `today`, after [`Usage::observe`] or [`Usage::roll`] for that day.
+    pub fn observe_overhead(&mut self, today: Date, total: u64) {
+        let before = self.last_overhead.unwrap_or(0);
+        let delta = if total >= before { total - before } else { total };
+        self.last_overhead = Some(total);
+        self.overhead_today = self.overhead_today.saturating_add(delta);
+        *self.overhead_history.entry(today.to_string()).or_default() += delta;
+        while self.overhead_history.len() > HISTORY_DAYS {
+            self.overhead_history.pop_first();
+        }
+    }
+
     /// Starts a new day or period when `today` is past the counted ones.
     pub fn roll(&mut self, today: Date, month_starts: u32) {
         if self.day != Some(today) {
             self.day = Some(today);
             self.today = 0;
+            self.overhead_today = 0;
         }
         let start = today.period_start(month_starts);
         if self.period_start != Some(start) {
@@ -302,6 +326,12 @@ pub struct BudgetStatus {
     pub level: Level,
     /// Whether mpbond stopped using it (hard limit, `at_limit = "block"`).
     pub blocked: bool,
+    /// Of `today`, handover mode's own bytes ([`Usage::overhead_today`]).
+    #[serde(default)]
+    pub overhead_today: u64,
+    /// Handover mode's own bytes per day ([`Usage::overhead_history`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub overhead_by_day: BTreeMap<String, u64>,
 }
 
 impl BudgetStatus {
@@ -317,6 +347,8 @@ impl BudgetStatus {
             monthly_limit: lim.monthly,
             level,
             blocked: level == Level::Hard && lim.at_limit == AtLimit::Block,
+            overhead_today: usage.overhead_today,
+            overhead_by_day: usage.overhead_history.clone(),
         }
     }
 
@@ -328,9 +360,20 @@ impl BudgetStatus {
             None => mb(used),
         };
         format!(
-            "{}: today {}, this period {}{}{}",
+            "{}: today {}{}, this period {}{}{}",
             self.name,
             of(self.today, self.daily_limit),
+            if self.overhead_today > 0 {
+                let o = self.overhead_today as f64;
+                let o = if o < 1e6 {
+                    format!("{:.1} kB", o / 1e3)
+                } else {
+                    mb(self.overhead_today)
+                };
+                format!(" ({o} of it handover overhead)")
+            } else {
+                String::new()
+            },
             of(self.period, self.monthly_limit),
             self.period_start
                 .map(|d| format!(" (since {d})"))
@@ -364,6 +407,36 @@ mod tests {
             "budget.cellular",
         )
         .unwrap()
+    }
+
+    #[test]
+    fn handover_overhead_is_counted_per_day_from_the_engines_running_total() {
+        let mut u = Usage::default();
+        let d1 = day(2026, 12, 2);
+        u.observe(d1, 1, 0, 0);
+        // The engine counted 300 bytes before the first sample: they count.
+        u.observe_overhead(d1, 300);
+        u.observe(d1, 1, 1_000, 0);
+        u.observe_overhead(d1, 500);
+        assert_eq!((u.today, u.overhead_today), (1_000, 500));
+        let d2 = day(2026, 12, 3);
+        u.observe(d2, 1, 3_000, 0);
+        u.observe_overhead(d2, 2_000);
+        assert_eq!((u.today, u.overhead_today), (2_000, 1_500));
+        assert_eq!(u.overhead_history["2026-12-02"], 500);
+        assert_eq!(u.overhead_history["2026-12-03"], 1_500);
+        let st = BudgetStatus::of("wwan0", &u, &limits(None, None));
+        assert_eq!(st.overhead_today, 1_500);
+        assert!(
+            st.line()
+                .contains("today 0.0 MB (1.5 kB of it handover overhead)"),
+            "{}",
+            st.line()
+        );
+        // A restarted daemon counts from zero again.
+        u.last_overhead = None;
+        u.observe_overhead(d2, 40);
+        assert_eq!(u.overhead_today, 1_540);
     }
 
     #[test]

@@ -143,3 +143,28 @@ fn priority_decides_among_primaries_and_a_changed_policy_applies_to_new_flows() 
     assert!(c.subflows().iter().all(|s| s.path != PathId(NEVER)));
     w.close_flow(h, Far::Conv(0));
 }
+
+#[test]
+fn handover_overhead_is_counted_on_the_backup_interface_whatever_its_id() {
+    // Id 1 is a primary here and the backup is id 2.
+    let e = engine_with(&[
+        (WIFI, WIFI_ADDR, IfacePolicy::primary(10)),
+        (1, CELL_ADDR, IfacePolicy::primary(20)),
+        (2, ETH_ADDR, IfacePolicy::backup(0)),
+    ]);
+    let mut w = World::with_engine(e, Mode::Normal { ext: Vec::new() }, laptop_key());
+    let h = w.connect(DST);
+    w.run(|w| w.established(h));
+    w.run(|w| w.e.flows()[0].subflows.iter().any(|s| s.iface == 2 && s.usable));
+    let (up, down) = (pattern(200_000, 1), pattern(200_000, 2));
+    w.exchange(h, Far::Conv(0), &up, &down, |_| {});
+    let o = w.e.overhead().to_vec();
+    eprintln!("overhead by interface: {o:?}");
+    assert!(
+        o.get(2).is_some_and(|&b| b > 0),
+        "the backup's join and ACKs: {o:?}"
+    );
+    assert!(o.iter().take(2).all(|&b| b == 0), "none on the primaries: {o:?}");
+    assert_eq!(w.e.counters().cellular_overhead_bytes, o.iter().sum::<u64>());
+    w.close_flow(h, Far::Conv(0));
+}

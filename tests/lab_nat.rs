@@ -110,6 +110,21 @@ fn after_an_idle_longer_than_the_nat_timeout_the_next_message_gets_through_at_on
             status(&lab, rd.path()).interfaces.iter().all(|i| i.usable)
         });
     }
+    // Handover mode's own cellular bytes (the backup's join and probes, the fresh joins) are
+    // counted per day in the budget, a part of what the interface carried.
+    // The budget thread samples every 2 s.
+    std::thread::sleep(Duration::from_millis(2_500));
+    let b = status(&lab, rd.path())
+        .budget
+        .into_iter()
+        .find(|b| b.name == "wwan0")
+        .unwrap();
+    println!(
+        "wwan0 today {} B, of it handover overhead {} B ({:?})",
+        b.today, b.overhead_today, b.overhead_by_day
+    );
+    assert!(b.overhead_today > 0 && b.overhead_today < b.today, "{b:?}");
+    assert_eq!(b.overhead_by_day.values().sum::<u64>(), b.overhead_today, "{b:?}");
     let log = d.log();
     drop(d);
     for (loss, took, _) in measured {

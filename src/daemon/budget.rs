@@ -19,6 +19,7 @@ use super::status::InterfaceStatus;
 use crate::budget::{BudgetStatus, Level, Limits, Usage};
 use crate::config::Config;
 use crate::io::Worker;
+use crate::io::engine::Overhead;
 use crate::sys;
 
 /// How often the counters are read.
@@ -63,6 +64,8 @@ fn save(path: &Path, counts: &BTreeMap<String, Usage>) {
 
 struct Iface {
     name: String,
+    /// The engine's id of the interface (its place in the configuration's list).
+    id: usize,
     limits: Option<Limits>,
 }
 
@@ -73,6 +76,7 @@ struct Thread {
     interfaces: Arc<Mutex<Vec<InterfaceStatus>>>,
     shown: Shown,
     changed: Sender<()>,
+    overhead: Overhead,
 }
 
 impl Thread {
@@ -98,6 +102,9 @@ impl Thread {
                     u.roll(today, starts);
                 }
             }
+            if let Some(o) = self.overhead.get(i.id) {
+                u.observe_overhead(today, o.load(Ordering::Relaxed));
+            }
             let st = match &i.limits {
                 Some(l) => BudgetStatus::of(&i.name, u, l),
                 None => BudgetStatus {
@@ -105,6 +112,8 @@ impl Thread {
                     today: u.today,
                     period: u.period,
                     period_start: u.period_start,
+                    overhead_today: u.overhead_today,
+                    overhead_by_day: u.overhead_history.clone(),
                     ..BudgetStatus::default()
                 },
             };
@@ -152,14 +161,17 @@ pub fn spawn(
     interfaces: Arc<Mutex<Vec<InterfaceStatus>>>,
     changed: Sender<()>,
     shown: Shown,
+    overhead: Overhead,
 ) -> std::io::Result<Worker> {
     let b = &config.budget;
     let mut t = Thread {
         // `[budget.wifi]` limits each primary interface, `[budget.cellular]` each backup.
         ifaces: config
             .used_interfaces()
-            .map(|i| Iface {
+            .enumerate()
+            .map(|(id, i)| Iface {
                 name: i.name.clone(),
+                id,
                 limits: match i.role {
                     crate::config::IfaceRole::Primary => b.wifi,
                     _ => b.cellular,
@@ -171,6 +183,7 @@ pub fn spawn(
         interfaces,
         shown: shown.clone(),
         changed,
+        overhead,
     };
     let worker = Worker::spawn(
         "mpbond-budget",

@@ -404,12 +404,15 @@ fn start_threads(
             },
         );
     }
+    let overhead: engine_thread::Overhead =
+        Arc::new(std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)));
     workers.push(
         super::budget::spawn(
             config,
             shared.interfaces.clone(),
             changed_tx.clone(),
             shared.budget.clone(),
+            overhead.clone(),
         )
         .context("budget thread")?,
     );
@@ -483,6 +486,7 @@ fn start_threads(
             pool,
             requests: req_rx,
             dns_health,
+            overhead,
         })
         .context("engine thread")?,
     );

@@ -150,9 +150,10 @@ counters! {
         /// The converter's copies of a datagram already received (a redundant session's other
         /// path): dropped, not counted as bad relay datagrams.
         relay_duplicates = "relay_duplicates",
-        /// Bytes on cellular that carry no payload (handover mode's own cost there): TCP
-        /// segments without data both ways (handshakes and joins, ACKs, probes, keep-alives)
-        /// and the converter's relay acks received on it. IP headers included.
+        /// Bytes on backup (cellular) interfaces that carry no payload, of flows whose data
+        /// goes elsewhere (handover mode's own cost there): TCP segments without data both ways
+        /// (joins, ACKs, probes, keep-alives) and the converter's relay acks received on it. IP
+        /// headers included. Per interface and per day in the budget (`status`).
         cellular_overhead_bytes = "cellular_overhead_bytes",
         /// TCP payload bytes host → destinations.
         tcp_bytes_up = "tcp_bytes_up",

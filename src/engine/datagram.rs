@@ -255,11 +255,13 @@ impl Engine {
             )
         });
         let payload = if relayed {
-            let len = payload.len() as u64;
+            let len = payload.len();
             match self.relay_down(now, session, payload, on_path) {
-                Relayed::Nothing(true) if arrived == Some(super::CELLULAR) => {
-                    // A relay ack: the liveness's own cost on cellular.
-                    self.counters.cellular_overhead_bytes += len;
+                Relayed::Nothing(true) => {
+                    // A relay ack: the liveness's own cost (counted on a backup interface).
+                    if let Some(i) = arrived {
+                        self.count_overhead(i, len);
+                    }
                     return;
                 }
                 Relayed::Data(p) => p,

@@ -88,6 +88,13 @@ impl Ifaces {
         self.slot(iface).map_or(UNSET, |s| s.policy)
     }
 
+    /// Whether `iface` is a backup (cellular) interface: where handover mode's own cost is
+    /// counted (`cellular_overhead_bytes`).
+    pub fn is_backup(&self, iface: IfaceId) -> bool {
+        self.slot(iface)
+            .is_some_and(|s| s.policy.role == IfaceRole::Backup)
+    }
+
     /// Sets the policy of `iface` (an interface that appeared); false beyond
     /// [`MAX_INTERFACES`].
     pub fn set_policy(&mut self, iface: IfaceId, policy: IfacePolicy) -> bool {

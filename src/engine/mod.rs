@@ -98,6 +98,8 @@ pub struct Engine {
     unix_at: Option<(Instant, Duration)>,
     /// Rate caps by interface id.
     caps: Vec<Option<crate::budget::RateCap>>,
+    /// Handover mode's own bytes on each backup interface, by id ([`Engine::overhead`]).
+    overhead: Vec<u64>,
 }
 
 /// How often idle datagram sessions are looked for.
@@ -125,6 +127,7 @@ impl Engine {
                 .iter()
                 .map(|r| r.map(crate::budget::RateCap::new))
                 .collect(),
+            overhead: Vec::new(),
             cfg,
         }
     }
@@ -149,6 +152,25 @@ impl Engine {
     /// The counters.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Bytes without payload on each backup interface, by id (the sum is
+    /// `cellular_overhead_bytes`): the daemon's budget counts them per day.
+    pub fn overhead(&self) -> &[u64] {
+        &self.overhead
+    }
+
+    /// Counts `len` bytes of handover mode's own cost on `iface` when it is a backup.
+    fn count_overhead(&mut self, iface: IfaceId, len: usize) {
+        if !self.ifaces.is_backup(iface) {
+            return;
+        }
+        let i = usize::from(iface);
+        if self.overhead.len() <= i {
+            self.overhead.resize(i + 1, 0);
+        }
+        self.overhead[i] += len as u64;
+        self.counters.cellular_overhead_bytes += len as u64;
     }
 
     /// What the engine believes about `iface`.
@@ -364,13 +386,15 @@ impl Engine {
             Ok(h) => h,
             Err(e) => return self.drop(tcp_reason(e)),
         };
-        if iface == CELLULAR && view.payload().is_empty() {
-            self.counters.cellular_overhead_bytes += pkt.len() as u64;
-        }
         let remote = SocketAddr::new(ipv.src, hdr.src_port);
         let Some(id) = self.table.by_port(hdr.dst_port, remote) else {
             return self.drop(DropReason::NoFlow);
         };
+        // A segment without payload on a backup the flow's data does not use: handover mode's
+        // own cost (a join, a probe's answer, a keep-alive, an ACK of a DATA_ACK-only exchange).
+        if view.payload().is_empty() && self.table.get(id).is_some_and(|f| f.upstream.iface() != iface) {
+            self.count_overhead(iface, pkt.len());
+        }
         let Some(f) = self.table.get_mut(id) else {
             return self.drop(DropReason::NoFlow);
         };
@@ -454,13 +478,17 @@ impl Engine {
                 continue;
             };
             if let Some(t) = f.poll_transmit(now, buf) {
+                let active = f.upstream.iface();
                 if let Dest::Iface(i) = t.dest
                     && !self.rate_ok(now, i, t.len)
                 {
                     continue;
                 }
-                if t.dest == Dest::Iface(CELLULAR) && carries_no_data(&buf[..t.len]) {
-                    self.counters.cellular_overhead_bytes += t.len as u64;
+                if let Dest::Iface(i) = t.dest
+                    && i != active
+                    && carries_no_data(&buf[..t.len])
+                {
+                    self.count_overhead(i, t.len);
                 }
                 return Some(t);
             }

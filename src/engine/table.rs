@@ -99,6 +99,11 @@ impl FlowTable {
     }
 
     /// By id.
+    pub fn get(&self, id: FlowId) -> Option<&TcpFlow> {
+        self.flows.get(&id).map(|e| &e.flow)
+    }
+
+    /// By id, to change it.
     pub fn get_mut(&mut self, id: FlowId) -> Option<&mut TcpFlow> {
         self.flows.get_mut(&id).map(|e| &mut e.flow)
     }

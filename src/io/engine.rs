@@ -40,6 +40,12 @@ const SPIN: Duration = Duration::from_micros(50);
 const SPIN_READ: usize = 8;
 /// How often the engine is told the wall-clock time (converter cookies; NTP may step it).
 const WALL_CLOCK_EVERY: Duration = Duration::from_secs(10);
+/// How often the engine's overhead counts are published for the budget thread.
+const OVERHEAD_EVERY: Duration = Duration::from_secs(1);
+
+/// Handover mode's own bytes on each backup interface, by interface id, as the engine counted
+/// them since it started ([`Engine::overhead`]); the budget thread counts them per day.
+pub type Overhead = Arc<[std::sync::atomic::AtomicU64; crate::config::MAX_INTERFACES]>;
 
 /// A request to the engine thread.
 #[derive(Debug)]
@@ -86,6 +92,8 @@ pub struct Setup {
     pub requests: Receiver<EngineRequest>,
     /// Where the paths' health goes when it changes (the DNS thread, woken after a send).
     pub dns_health: Option<(Sender<Vec<crate::dns::PathSignal>>, Arc<mio::Waker>)>,
+    /// Where the engine's overhead counts are published.
+    pub overhead: Overhead,
 }
 
 /// Starts the interface threads, the datagram thread and the engine thread.
@@ -156,12 +164,19 @@ impl Thread {
         // Until when to spin for input before sleeping (see `SPIN`).
         let mut spin_until: Option<Instant> = None;
         let mut wall_clock_at = now();
+        let mut overhead_at = wall_clock_at;
         self.engine.set_unix_time(wall_clock_at, unix_now());
         while !stop.load(Ordering::SeqCst) {
             let t = now();
             if t.saturating_duration_since(wall_clock_at) >= WALL_CLOCK_EVERY {
                 wall_clock_at = t;
                 self.engine.set_unix_time(t, unix_now());
+            }
+            if t.saturating_duration_since(overhead_at) >= OVERHEAD_EVERY {
+                overhead_at = t;
+                for (slot, &v) in self.setup.overhead.iter().zip(self.engine.overhead()) {
+                    slot.store(v, Ordering::Relaxed);
+                }
             }
             let mut timeout = if more {
                 Duration::ZERO
