@@ -266,6 +266,9 @@ pub struct FileInterfaces {
     pub cellular: Option<String>,
     /// `[[interfaces.list]]`: any number of interfaces, each with a role.
     pub list: Option<Vec<FileInterface>>,
+    /// Use an interface that appears while running and is detected as Ethernet, Wi-Fi or
+    /// cellular (default: without a list, yes; with a list, which names them all, no).
+    pub adopt_new: Option<bool>,
 }
 
 /// One `[[interfaces.list]]` entry.
@@ -387,8 +390,8 @@ pub struct Config {
     /// The interfaces, in the order of their engine ids (`never` ones included: the daemon
     /// leaves them alone; see [`Config::used_interfaces`]).
     pub interfaces: Vec<Interface>,
-    /// Interfaces were detected (no list, the Wi-Fi or the cellular one not named): one that
-    /// appears while running and is detected as Ethernet, Wi-Fi or cellular is used too.
+    /// An interface that appears while running and is detected as Ethernet, Wi-Fi or cellular
+    /// is used too (`[interfaces] adopt_new`; default: when there is no list).
     pub adopt_new: bool,
     /// TUN device.
     pub tun: TunConfig,
@@ -814,9 +817,12 @@ impl Config {
         let defaults_tun = TunConfig::default();
         let defaults_routing = RoutingConfig::default();
 
-        let adopt_new = file.interfaces.list.is_none()
-            && (flags.wifi.is_none() && file.interfaces.wifi.is_none()
-                || flags.cellular.is_none() && file.interfaces.cellular.is_none());
+        // A docked laptop's Ethernet, a tether plugged in later: used without a restart unless
+        // the list names every interface (or `adopt_new = false`).
+        let adopt_new = file
+            .interfaces
+            .adopt_new
+            .unwrap_or(file.interfaces.list.is_none());
         let interfaces = resolve_interfaces(file.interfaces, flags, detect)?;
         let names: Vec<&str> = interfaces.iter().map(|i| i.name.as_str()).collect();
 
@@ -1215,6 +1221,28 @@ role = "never"
             roles(&c)[..2],
             [("wlp9", IfaceRole::Primary, 10), ("wwan8", IfaceRole::Backup, 0)]
         );
+    }
+
+    #[test]
+    fn interfaces_that_appear_later_are_adopted_unless_a_list_names_them_all() {
+        let adopt =
+            |text: &str, f: &Overrides| Config::resolve(parse(text).unwrap(), f, &none).unwrap().adopt_new;
+        let list = "[[interfaces.list]]\nname = \"wlan0\"\nrole = \"primary\"\n";
+        // Both named on the command line: a dock's Ethernet is still picked up.
+        assert!(adopt("", &flags("wlan0", "wwan0")));
+        assert!(adopt(
+            "[interfaces]\nwifi = \"wlan0\"\ncellular = \"wwan0\"\n",
+            &Overrides::default()
+        ));
+        assert!(!adopt(list, &Overrides::default()));
+        assert!(adopt(
+            &format!("[interfaces]\nadopt_new = true\n{list}"),
+            &Overrides::default()
+        ));
+        assert!(!adopt(
+            "[interfaces]\nadopt_new = false\n",
+            &flags("wlan0", "wwan0")
+        ));
     }
 
     #[test]

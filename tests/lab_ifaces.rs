@@ -253,13 +253,21 @@ fn a_detected_tether_plugged_in_after_up_is_used_when_wifi_and_cellular_go() {
         lab.set_delay(p, Duration::from_millis(10)).unwrap();
     }
     let rd = RunDir::new();
-    // The cellular interface is detected (wwan0), so new ones are too: `usb1` by its name.
+    // Both named, as the README's `up` line does, and no list: an interface that appears and
+    // is detected (`usb1` by its name: cellular) is used too.
     let conf = rd.path().join("mpbond.toml");
     std::fs::write(&conf, "").unwrap();
     let d = Daemon::start_with(
         &lab,
         rd.path(),
-        &["--wifi", "wlan0", "--config", conf.to_str().unwrap()],
+        &[
+            "--wifi",
+            "wlan0",
+            "--cellular",
+            "wwan0",
+            "--config",
+            conf.to_str().unwrap(),
+        ],
         &[],
     );
     let st = status(&lab, rd.path());
