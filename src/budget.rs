@@ -248,38 +248,42 @@ pub struct Usage {
 /// Days of history kept.
 pub const HISTORY_DAYS: usize = 62;
 
+/// How much a counter grew from `before` to `now`; one that went down was reset (the interface
+/// created again, the daemon restarted), so its new value is all new.
+fn growth(now: u64, before: u64) -> u64 {
+    if now >= before { now - before } else { now }
+}
+
+/// Adds `delta` to `today` in a per-day `history` of at most [`HISTORY_DAYS`] days.
+fn add_to_day(history: &mut BTreeMap<String, u64>, today: Date, delta: u64) {
+    *history.entry(today.to_string()).or_default() += delta;
+    while history.len() > HISTORY_DAYS {
+        history.pop_first();
+    }
+}
+
 impl Usage {
     /// Counts the growth of the interface's counters `rx`, `tx` on `today`. A counter that went
     /// down was reset (the interface was created again): its new value is all new.
     pub fn observe(&mut self, today: Date, month_starts: u32, rx: u64, tx: u64) {
         let delta = match self.last {
             None => 0,
-            Some((lr, lt)) => {
-                let d = |now: u64, before: u64| if now >= before { now - before } else { now };
-                d(rx, lr).saturating_add(d(tx, lt))
-            }
+            Some((lr, lt)) => growth(rx, lr).saturating_add(growth(tx, lt)),
         };
         self.last = Some((rx, tx));
         self.roll(today, month_starts);
         self.today = self.today.saturating_add(delta);
         self.period = self.period.saturating_add(delta);
-        *self.history.entry(today.to_string()).or_default() += delta;
-        while self.history.len() > HISTORY_DAYS {
-            self.history.pop_first();
-        }
+        add_to_day(&mut self.history, today, delta);
     }
 
     /// Counts the growth of the engine's overhead count `total` (since the daemon started) on
     /// `today`, after [`Usage::observe`] or [`Usage::roll`] for that day.
     pub fn observe_overhead(&mut self, today: Date, total: u64) {
-        let before = self.last_overhead.unwrap_or(0);
-        let delta = if total >= before { total - before } else { total };
+        let delta = growth(total, self.last_overhead.unwrap_or(0));
         self.last_overhead = Some(total);
         self.overhead_today = self.overhead_today.saturating_add(delta);
-        *self.overhead_history.entry(today.to_string()).or_default() += delta;
-        while self.overhead_history.len() > HISTORY_DAYS {
-            self.overhead_history.pop_first();
-        }
+        add_to_day(&mut self.overhead_history, today, delta);
     }
 
     /// Starts a new day or period when `today` is past the counted ones.

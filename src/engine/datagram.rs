@@ -259,7 +259,7 @@ impl Engine {
             match self.relay_down(now, session, payload, on_path) {
                 Relayed::Nothing(true) => {
                     // A relay ack: the liveness's own cost (counted on a backup interface).
-                    if let Some(i) = arrived {
+                    if let Some(i) = arrived.filter(|&i| self.ifaces.is_backup(i)) {
                         self.count_overhead(i, len);
                     }
                     return;

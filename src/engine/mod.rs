@@ -160,11 +160,8 @@ impl Engine {
         &self.overhead
     }
 
-    /// Counts `len` bytes of handover mode's own cost on `iface` when it is a backup.
+    /// Counts `len` bytes of handover mode's own cost on `iface`, a backup interface.
     fn count_overhead(&mut self, iface: IfaceId, len: usize) {
-        if !self.ifaces.is_backup(iface) {
-            return;
-        }
         let i = usize::from(iface);
         if self.overhead.len() <= i {
             self.overhead.resize(i + 1, 0);
@@ -392,7 +389,11 @@ impl Engine {
         };
         // A segment without payload on a backup the flow's data does not use: handover mode's
         // own cost (a join, a probe's answer, a keep-alive, an ACK of a DATA_ACK-only exchange).
-        if view.payload().is_empty() && self.table.get(id).is_some_and(|f| f.upstream.iface() != iface) {
+        // (The cheap checks first: the flow's active path is looked for only on a backup.)
+        if view.payload().is_empty()
+            && self.ifaces.is_backup(iface)
+            && self.table.get(id).is_some_and(|f| f.upstream.iface() != iface)
+        {
             self.count_overhead(iface, pkt.len());
         }
         let Some(f) = self.table.get_mut(id) else {
@@ -478,17 +479,21 @@ impl Engine {
                 continue;
             };
             if let Some(t) = f.poll_transmit(now, buf) {
-                let active = f.upstream.iface();
-                if let Dest::Iface(i) = t.dest
-                    && !self.rate_ok(now, i, t.len)
-                {
-                    continue;
-                }
-                if let Dest::Iface(i) = t.dest
-                    && i != active
-                    && carries_no_data(&buf[..t.len])
-                {
-                    self.count_overhead(i, t.len);
+                // Handover mode's own cost: no payload, on a backup the flow's data does not
+                // use (the cheap checks first: the active path is looked for only then).
+                let overhead = match t.dest {
+                    Dest::Iface(i) => {
+                        self.ifaces.is_backup(i) && carries_no_data(&buf[..t.len]) && f.upstream.iface() != i
+                    }
+                    _ => false,
+                };
+                if let Dest::Iface(i) = t.dest {
+                    if !self.rate_ok(now, i, t.len) {
+                        continue;
+                    }
+                    if overhead {
+                        self.count_overhead(i, t.len);
+                    }
                 }
                 return Some(t);
             }
