@@ -185,6 +185,11 @@ impl RateCap {
         }
     }
 
+    /// The rate, bytes a second.
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
+
     /// Whether `bytes` may go at `now` (their tokens are taken if so).
     pub fn take(&mut self, now: Instant, bytes: usize) -> bool {
         if let Some(last) = self.last {

@@ -435,6 +435,18 @@ pub struct BudgetConfig {
     pub state_file: PathBuf,
 }
 
+impl BudgetConfig {
+    /// The limits of an interface of `role`: `[budget.wifi]` for each primary, `[budget.cellular]`
+    /// for each backup (and for `never`, which mpbond does not use) — the same for the
+    /// interfaces present at `up` and those picked up while running.
+    pub fn limits_for(&self, role: IfaceRole) -> Option<crate::budget::Limits> {
+        match role {
+            IfaceRole::Primary => self.wifi,
+            IfaceRole::Backup | IfaceRole::Never => self.cellular,
+        }
+    }
+}
+
 impl Default for BudgetConfig {
     fn default() -> Self {
         BudgetConfig {
@@ -1431,6 +1443,9 @@ role = "never"
         assert_eq!((l.daily, l.monthly), (Some(5_000_000), None));
         assert_eq!(l.at_limit, crate::budget::AtLimit::Warn);
         assert_eq!(c.budget.wifi, None);
+        // Every backup gets the cellular limits, every primary the Wi-Fi ones (none here).
+        assert_eq!(c.budget.limits_for(IfaceRole::Backup), Some(l));
+        assert_eq!(c.budget.limits_for(IfaceRole::Primary), None);
         let f = parse("[budget.wifi]\nsoft_percent = 120\n").unwrap();
         let e = Config::resolve(f, &flags("wlan0", "wwan0"), &none).unwrap_err();
         assert!(e.to_string().contains("budget.wifi"), "{e}");

@@ -268,3 +268,58 @@ fn upstream_ids_are_unique_while_in_flight() {
     }
     assert_eq!(f.pending(), 1000);
 }
+
+#[test]
+fn a_path_picked_up_while_running_carries_queries_once_the_others_fail_and_is_forgotten_when_it_goes() {
+    const TETHER_DNS: &str = "198.18.4.1";
+    let mut f = forwarder();
+    // A tether (path 2) appears: its health comes with the others, its resolver from the
+    // learner; until then it carries nothing.
+    let tether = |usable| PathSignal {
+        usable,
+        unresponsive: false,
+        primary: false,
+    };
+    let [w, c] = up(false, false);
+    f.handle_paths(t(0), &[w, c, tether(true)]);
+    f.handle_query(t(1), ClientId(1), Transport::Udp, &query(1, "lab.test"));
+    let (_, answers) = drain(&mut f);
+    assert_eq!(answers.len(), 1, "no resolver on any usable path: SERVFAIL");
+    assert_eq!(f.counters().servfail, 1);
+    f.set_resolvers(t(2), 2, vec![ip(TETHER_DNS)]);
+    assert_eq!(f.counters().answered.len(), 3);
+    f.handle_query(t(3), ClientId(2), Transport::Udp, &query(2, "lab.test"));
+    let (sends, _) = drain(&mut f);
+    assert_eq!(sends.len(), 1);
+    assert_eq!((sends[0].0, sends[0].1), (2, ip(TETHER_DNS)));
+    assert!(f.handle_reply(t(10), 2, ip(TETHER_DNS), &reply_to(&sends[0].2)));
+    assert_eq!(drain(&mut f).1.len(), 1);
+    assert_eq!(f.counters().answered, vec![0, 0, 1]);
+
+    // Wi-Fi back, a query on it and waiting; also one waiting on the tether, which then
+    // vanishes: that one moves on at once (no timeout), the other is untouched.
+    let [w, c] = up(true, false);
+    f.handle_paths(t(20), &[w, c, tether(true)]);
+    f.handle_query(t(21), ClientId(3), Transport::Udp, &query(3, "lab.test"));
+    let (sends, _) = drain(&mut f);
+    assert_eq!(sends[0].0, 0);
+    f.handle_send_failed(t(22), sends[0].3);
+    let (sends, _) = drain(&mut f);
+    assert_eq!((sends[0].0, sends[0].1), (2, ip(TETHER_DNS)));
+    f.forget_path(t(23), 2);
+    let (sends, answers) = drain(&mut f);
+    // Nothing left to try (Wi-Fi's only resolver was tried): it waits for a late answer.
+    assert!(sends.is_empty() && answers.is_empty(), "{sends:?} {answers:?}");
+    f.handle_query(t(24), ClientId(4), Transport::Udp, &query(4, "lab.test"));
+    let (sends, _) = drain(&mut f);
+    assert!(
+        sends.iter().all(|s| s.0 != 2),
+        "a forgotten path carries nothing: {sends:?}"
+    );
+    // It comes back (the same place, maybe another interface): new resolvers, nothing suspected.
+    f.set_resolvers(t(30), 2, vec![ip("198.18.5.1")]);
+    assert!(!f.is_suspect(2));
+    // Beyond MAX_INTERFACES nothing is created.
+    f.set_resolvers(t(31), mpbond::config::MAX_INTERFACES as u8, vec![ip(TETHER_DNS)]);
+    assert_eq!(f.counters().answered.len(), 3);
+}

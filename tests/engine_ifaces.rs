@@ -168,3 +168,20 @@ fn handover_overhead_is_counted_on_the_backup_interface_whatever_its_id() {
     assert_eq!(w.e.counters().cellular_overhead_bytes, o.iter().sum::<u64>());
     w.close_flow(h, Far::Conv(0));
 }
+
+#[test]
+fn an_interface_added_while_running_gets_its_rate_cap() {
+    let mut e = mpbond::engine::Engine::new(mpbond::engine::Config {
+        rate_caps: vec![None, Some(1_000_000)],
+        ..mpbond::engine::Config::default()
+    });
+    assert_eq!((e.rate_cap(WIFI), e.rate_cap(CELLULAR)), (None, Some(1_000_000)));
+    // A tether appears as id 3 (id 2 not there yet): capped as its role says; a place taken
+    // over by another interface gets that one's cap (here none).
+    e.set_rate_cap(3, Some(500_000));
+    assert_eq!((e.rate_cap(2), e.rate_cap(3)), (None, Some(500_000)));
+    e.set_rate_cap(3, None);
+    assert_eq!(e.rate_cap(3), None);
+    e.set_rate_cap(mpbond::config::MAX_INTERFACES as u8, Some(1));
+    assert_eq!(e.rate_cap(mpbond::config::MAX_INTERFACES as u8), None);
+}

@@ -5,6 +5,11 @@
 //! answer within 1 s (from the cellular resolver). `down`, and `down` after a crash, put the
 //! resolv.conf back byte for byte. The test never touches the machine's own /etc/resolv.conf:
 //! the daemon takes over one in its run dir (`--resolv-conf`).
+//!
+//! A second test plugs a USB tether (`usb0`, detected while running) in after `up`, with its
+//! own resolver on its router; a stub `nmcli` on the daemon's PATH stands in for
+//! NetworkManager and names that resolver as usb0's. Once the Wi-Fi and the cellular paths fail
+//! (link down, then blackholed) the tether's resolver must answer the first lookup.
 
 #![allow(
     clippy::unwrap_used,
@@ -25,6 +30,7 @@ use common::daemon::{
     Daemon, RunDir, lab, mpbond, resolv_conf, skip_unless_root, status, stderr, wait_for, wait_usable,
 };
 use netlab::Lab;
+use std::os::unix::fs::PermissionsExt as _;
 
 const WIFI_DNS: &str = "198.18.1.1";
 const CELL_DNS: &str = "198.18.2.1";
@@ -251,5 +257,135 @@ fn lookups_ride_the_failover_and_down_restores_resolv_conf() {
     assert_ne!(std::fs::read_to_string(&rc).unwrap(), original);
     let o = mpbond(&lab, rd.path(), &["down"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&rc).unwrap(), original);
+}
+
+/// The tether's resolver (its router's address on its subnet, netlab's `add_uplink` 4) and
+/// what it answers.
+const TETHER_DNS: &str = "198.18.4.1";
+const TETHER_ANSWER: &str = "198.18.77.4";
+
+/// Writes a stub `nmcli` into `dir`: it stands in for NetworkManager, which manages only the
+/// tether here (the DHCP-given resolver of `usb0` is its router's); every call is logged.
+fn stub_nmcli(dir: &Path) -> std::path::PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = format!(
+        "#!/bin/sh\n\
+         # Stands in for NetworkManager's nmcli in the lab (no NetworkManager runs there).\n\
+         echo \"$*\" >> {log}\n\
+         case \"$*\" in\n\
+         \"-t -f IP4.DNS,IP6.DNS device show usb0\") echo 'IP4.DNS[1]:{TETHER_DNS}'; echo 'IP6.DNS:' ;;\n\
+         *) echo \"Error: Device '$6' not found.\" >&2; exit 10 ;;\n\
+         esac\n",
+        log = dir.join("nmcli.log").display()
+    );
+    let path = bin.join("nmcli");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[test]
+fn a_tether_plugged_in_after_up_answers_lookups_with_its_own_resolver_when_the_others_fail() {
+    if skip_unless_root() {
+        return;
+    }
+    let lab = lab();
+    lab.set_delay(netlab::Path::Wifi, Duration::from_millis(20))
+        .unwrap();
+    lab.set_delay(netlab::Path::Cell, Duration::from_millis(50))
+        .unwrap();
+    let rd = RunDir::new();
+    let _wifi_dns = Dnsmasq::start(&lab, &lab.ns().wifi, WIFI_DNS, WIFI_ANSWER, rd.path());
+    let _cell_dns = Dnsmasq::start(&lab, &lab.ns().cell, CELL_DNS, CELL_ANSWER, rd.path());
+    let rc = resolv_conf(rd.path());
+    let original = format!("nameserver {WIFI_DNS}\n");
+    std::fs::write(&rc, &original).unwrap();
+    let cfg = rd.path().join("mpbond.toml");
+    std::fs::write(&cfg, format!("[dns.servers]\nwwan0 = [\"{CELL_DNS}\"]\n")).unwrap();
+    let bin = stub_nmcli(rd.path());
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let mut d = Daemon::start_env(
+        &lab,
+        rd.path(),
+        &["--wifi", "wlan0", "--cellular", "wwan0"],
+        &["--config", cfg.to_str().unwrap()],
+        &[("PATH", path)],
+    );
+    wait_usable(&lab, rd.path());
+    let v4 = SocketAddr::new(*nameservers(&rc).iter().find(|a| a.is_ipv4()).unwrap(), 53);
+    assert_eq!(lookup(&lab, v4).0.unwrap(), vec![ip(WIFI_ANSWER)]);
+
+    // The tether is plugged in, its router's resolver starts.
+    let plugged = Instant::now();
+    lab.add_uplink("usb0", 4, 300, None).unwrap();
+    let _tether_dns = Dnsmasq::start(&lab, &lab.ns().inet, TETHER_DNS, TETHER_ANSWER, rd.path());
+    let tether_resolvers = || {
+        status(&lab, rd.path())
+            .dns
+            .and_then(|d| d.paths.into_iter().find(|p| p.interface == "usb0"))
+            .map(|p| p.resolvers)
+    };
+    wait_for("usb0's resolver learnt", Duration::from_secs(15), || {
+        tether_resolvers() == Some(vec![ip(TETHER_DNS)])
+    });
+    println!(
+        "usb0 plugged in: its resolver learnt (stub nmcli) {:.0} ms after it appeared",
+        plugged.elapsed().as_secs_f64() * 1e3
+    );
+    wait_for("usb0 usable", Duration::from_secs(10), || {
+        status(&lab, rd.path())
+            .interfaces
+            .iter()
+            .any(|i| i.name == "usb0" && i.usable)
+    });
+    let nm_calls = std::fs::read_to_string(rd.path().join("nmcli.log")).unwrap();
+    assert!(nm_calls.contains("device show usb0"), "{nm_calls}");
+
+    // Wi-Fi and cellular links down: the first lookup is answered by the tether's resolver.
+    for p in netlab::Path::ALL {
+        lab.set_link(p, false).unwrap();
+    }
+    let (r, down_took) = lookup(&lab, v4);
+    println!(
+        "first lookup after Wi-Fi and cellular link down, through the hot-plugged usb0: {:.1} ms ({r:?})",
+        down_took.as_secs_f64() * 1e3
+    );
+    assert_eq!(r.unwrap(), vec![ip(TETHER_ANSWER)]);
+    assert!(down_took < Duration::from_secs(3), "{down_took:?}");
+    for p in netlab::Path::ALL {
+        lab.set_link(p, true).unwrap();
+    }
+    wait_usable(&lab, rd.path());
+    wait_answer_from(&lab, v4, WIFI_ANSWER);
+
+    // Both blackholed (links up, nothing answers): the first lookup fails over to the tether.
+    for p in netlab::Path::ALL {
+        lab.set_blackhole(p, true).unwrap();
+    }
+    let (r, bh_took) = lookup(&lab, v4);
+    println!(
+        "first lookup after Wi-Fi and cellular blackholed, through the hot-plugged usb0: {:.1} ms ({r:?})",
+        bh_took.as_secs_f64() * 1e3
+    );
+    assert_eq!(r.unwrap(), vec![ip(TETHER_ANSWER)]);
+    assert!(bh_took < Duration::from_secs(3), "{bh_took:?}");
+    for p in netlab::Path::ALL {
+        lab.set_blackhole(p, false).unwrap();
+    }
+
+    // Unplugged: its path is forgotten.
+    lab.remove_uplink("usb0").unwrap();
+    wait_for("usb0's DNS path forgotten", Duration::from_secs(10), || {
+        tether_resolvers().is_none()
+    });
+    let dns = status(&lab, rd.path()).dns.unwrap();
+    assert_eq!(dns.paths[0].resolvers, vec![ip(WIFI_DNS)]);
+    assert_eq!(dns.paths[1].resolvers, vec![ip(CELL_DNS)]);
+
+    let o = mpbond(&lab, rd.path(), &["down"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    d.wait_exit();
     assert_eq!(std::fs::read_to_string(&rc).unwrap(), original);
 }

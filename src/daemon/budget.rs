@@ -17,7 +17,7 @@ use mio::{Events, Poll};
 
 use super::status::InterfaceStatus;
 use crate::budget::{BudgetStatus, Level, Limits, Usage};
-use crate::config::Config;
+use crate::config::{BudgetConfig, Config, IfaceRole};
 use crate::io::Worker;
 use crate::io::engine::Overhead;
 use crate::sys;
@@ -62,15 +62,38 @@ fn save(path: &Path, counts: &BTreeMap<String, Usage>) {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Iface {
     name: String,
-    /// The engine's id of the interface (its place in the configuration's list).
+    /// The engine's id of the interface (its place in the interface list).
     id: usize,
     limits: Option<Limits>,
 }
 
+/// Follows the interface list (`(name, role)` by engine id): an interface picked up while running
+/// gets the limits of its role as those present at `up` do, and one that took the place of a
+/// vanished one (its id reused) gets its own. Returns the ids that changed.
+fn sync_ifaces(ifaces: &mut Vec<Iface>, list: &[(String, IfaceRole)], budget: &BudgetConfig) -> Vec<usize> {
+    let mut changed = Vec::new();
+    for (id, (name, role)) in list.iter().enumerate() {
+        let want = Iface {
+            name: name.clone(),
+            id,
+            limits: budget.limits_for(*role),
+        };
+        match ifaces.iter_mut().find(|i| i.id == id) {
+            Some(i) if i.name == *name => continue,
+            Some(i) => *i = want,
+            None => ifaces.push(want),
+        }
+        changed.push(id);
+    }
+    changed
+}
+
 struct Thread {
     ifaces: Vec<Iface>,
+    budget: BudgetConfig,
     counts: BTreeMap<String, Usage>,
     state_file: PathBuf,
     interfaces: Arc<Mutex<Vec<InterfaceStatus>>>,
@@ -81,6 +104,16 @@ struct Thread {
 
 impl Thread {
     fn sample(&mut self) {
+        let list: Vec<(String, IfaceRole)> = match self.interfaces.lock() {
+            Ok(g) => g.iter().map(|i| (i.name.clone(), i.role)).collect(),
+            Err(_) => return,
+        };
+        for id in sync_ifaces(&mut self.ifaces, &list, &self.budget) {
+            // The engine's overhead count of this id so far was another interface's (or none).
+            if let (Some((name, _)), Some(o)) = (list.get(id), self.overhead.get(id)) {
+                self.counts.entry(name.clone()).or_default().last_overhead = Some(o.load(Ordering::Relaxed));
+            }
+        }
         let bytes = match crate::route::netlink::Rtnl::open().and_then(|mut r| r.link_bytes()) {
             Ok(b) => b,
             Err(e) => {
@@ -165,19 +198,10 @@ pub fn spawn(
 ) -> std::io::Result<Worker> {
     let b = &config.budget;
     let mut t = Thread {
-        // `[budget.wifi]` limits each primary interface, `[budget.cellular]` each backup.
-        ifaces: config
-            .used_interfaces()
-            .enumerate()
-            .map(|(id, i)| Iface {
-                name: i.name.clone(),
-                id,
-                limits: match i.role {
-                    crate::config::IfaceRole::Primary => b.wifi,
-                    _ => b.cellular,
-                },
-            })
-            .collect(),
+        // `[budget.wifi]` limits each primary interface, `[budget.cellular]` each backup; the
+        // first sample reads them from the interface list.
+        ifaces: Vec::new(),
+        budget: b.clone(),
         counts: load(&b.state_file),
         state_file: b.state_file.clone(),
         interfaces,
@@ -217,6 +241,53 @@ pub fn spawn(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interface_picked_up_later_gets_the_limits_of_its_role() {
+        let lim = |daily| Limits {
+            daily: Some(daily),
+            monthly: None,
+            month_starts: 1,
+            soft_percent: 80,
+            at_limit: crate::budget::AtLimit::Block,
+            rate: None,
+        };
+        let budget = BudgetConfig {
+            wifi: Some(lim(1)),
+            cellular: Some(lim(2)),
+            ..BudgetConfig::default()
+        };
+        let mut ifaces = Vec::new();
+        let mut list = vec![
+            ("wlan0".to_string(), IfaceRole::Primary),
+            ("wwan0".to_string(), IfaceRole::Backup),
+        ];
+        assert_eq!(sync_ifaces(&mut ifaces, &list, &budget), [0, 1]);
+        assert_eq!(ifaces.len(), 2);
+        assert_eq!(ifaces[1].limits, Some(lim(2)));
+        // A tether appears (backup), then an Ethernet takes the place of a vanished one.
+        list.push(("usb0".to_string(), IfaceRole::Backup));
+        sync_ifaces(&mut ifaces, &list, &budget);
+        assert_eq!(
+            ifaces[2],
+            Iface {
+                name: "usb0".into(),
+                id: 2,
+                limits: Some(lim(2))
+            }
+        );
+        list[2] = ("enp5s0".to_string(), IfaceRole::Primary);
+        assert_eq!(sync_ifaces(&mut ifaces, &list, &budget), [2]);
+        assert_eq!(ifaces.len(), 3);
+        assert_eq!(
+            (ifaces[2].name.as_str(), ifaces[2].id, ifaces[2].limits),
+            ("enp5s0", 2, Some(lim(1)))
+        );
+        // Nothing changed: nothing moves.
+        let before = ifaces.clone();
+        assert!(sync_ifaces(&mut ifaces, &list, &budget).is_empty());
+        assert_eq!(ifaces, before);
+    }
 
     #[test]
     fn counts_survive_a_save_and_a_load() {

@@ -1,29 +1,60 @@
 //! The daemon's side of the DNS forwarder: learn the paths' resolvers, bind mpbond's resolver
 //! sockets (port 53: before the daemon drops its privileges), and make mpbond the system's
-//! resolver through the journal, so `down` and crash recovery put the old setup back.
+//! resolver through the journal, so `down` and crash recovery put the old setup back. While
+//! running, the learner thread learns the resolvers of the interfaces that appear (and of those
+//! whose network changed) and tells the DNS thread, which forgets the paths of those that vanish.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
+use crossbeam_channel::Sender;
+use mio::{Events, Poll};
 
 use super::RunDir;
-use super::status::{DnsPathStatus, DnsStatus};
+use super::status::{DnsPathStatus, DnsStatus, InterfaceStatus};
 use crate::config::{Config, DnsBackend};
 use crate::dns::DnsCounters;
-use crate::dns::system::{self, Before};
-use crate::io::dns::{DNS_PORT, Listeners};
+use crate::dns::paths::{PathBook, PathUpdate, Step};
+use crate::dns::system::{self, Before, Learnt};
+use crate::io::Worker;
+use crate::io::dns::{DNS_PORT, Listeners, ShownPaths};
+use crate::route::plan::LinkState;
 use crate::route::{self, Applier, HostState, Journal};
+use crate::sys;
 
 /// The forwarder, ready for its thread.
 #[derive(Debug)]
 pub struct Prepared {
     /// Its sockets.
     pub listeners: Listeners,
+    /// Interfaces by path id.
+    pub paths: Vec<String>,
     /// Each path's resolvers.
     pub resolvers: Vec<Vec<IpAddr>>,
+    /// What the learner thread needs for the paths that come later.
+    pub learn: LearnBase,
     /// What `status` shows.
     pub view: View,
+}
+
+/// What was learnt at `up`, to assign the servers of interfaces that come later as those of
+/// the ones present then were.
+#[derive(Debug, Clone)]
+pub struct LearnBase {
+    /// Where per-link servers come from.
+    pub backend: DnsBackend,
+    /// The servers read at `up` (the replaced resolv.conf's, resolved's).
+    pub learnt: Learnt,
+    /// `[dns.servers]`: an interface's list replaces what was learnt.
+    pub overrides: BTreeMap<String, Vec<IpAddr>>,
+    /// mpbond's own addresses (never a path's resolver).
+    pub own: Vec<IpAddr>,
+    /// The paths as they were at `up`, by id.
+    pub links: Vec<LinkState>,
 }
 
 /// What `status` shows of the forwarder.
@@ -33,10 +64,8 @@ pub struct View {
     pub listen: Vec<IpAddr>,
     /// `resolved` or `resolv-conf`.
     pub backend: &'static str,
-    /// Interfaces by path id.
-    pub paths: Vec<String>,
-    /// Their resolvers.
-    pub resolvers: Vec<Vec<IpAddr>>,
+    /// Interfaces and their resolvers, by path id (the DNS thread keeps them).
+    pub paths: ShownPaths,
     /// The thread's counters.
     pub counters: Arc<Mutex<DnsCounters>>,
 }
@@ -45,16 +74,18 @@ impl View {
     /// The status section.
     pub fn status(&self) -> DnsStatus {
         let c = self.counters.lock().map(|c| c.clone()).unwrap_or_default();
+        let paths = self.paths.lock().map(|p| p.clone()).unwrap_or_default();
         DnsStatus {
             listen: self.listen.clone(),
             backend: self.backend.to_string(),
-            paths: self
-                .paths
-                .iter()
+            paths: paths
+                .into_iter()
                 .enumerate()
-                .map(|(i, name)| DnsPathStatus {
-                    interface: name.clone(),
-                    resolvers: self.resolvers.get(i).cloned().unwrap_or_default(),
+                // A forgotten path (its interface vanished) is not shown.
+                .filter(|(_, (name, _))| !name.is_empty())
+                .map(|(i, (name, resolvers))| DnsPathStatus {
+                    interface: name,
+                    resolvers,
                     answered: c.answered.get(i).copied().unwrap_or(0),
                 })
                 .collect(),
@@ -121,6 +152,7 @@ pub fn prepare(
     for (name, r) in paths.iter().zip(&resolvers) {
         tracing::info!(iface = name, resolvers = ?r, "DNS: forwarding over this path to these resolvers");
     }
+    let names: Vec<String> = paths.iter().map(|p| (*p).to_string()).collect();
     Ok(Some(Prepared {
         listeners,
         view: View {
@@ -129,10 +161,119 @@ pub fn prepare(
                 DnsBackend::Resolved => "resolved",
                 _ => "resolv-conf",
             },
-            paths: paths.iter().map(|p| (*p).to_string()).collect(),
-            resolvers: resolvers.clone(),
+            paths: Arc::new(Mutex::new(
+                names.iter().cloned().zip(resolvers.iter().cloned()).collect(),
+            )),
             counters: Arc::new(Mutex::new(DnsCounters::default())),
         },
+        learn: LearnBase {
+            backend,
+            learnt,
+            overrides: config.dns.servers.clone(),
+            own,
+            links: names
+                .iter()
+                .map(|n| {
+                    host.link(n).cloned().unwrap_or_else(|| LinkState {
+                        name: n.clone(),
+                        index: 0,
+                        up: false,
+                        carrier: false,
+                        addresses: Vec::new(),
+                    })
+                })
+                .collect(),
+        },
+        paths: names,
         resolvers,
     }))
+}
+
+/// The interfaces as the watcher keeps them, as links.
+fn links_of(list: &[InterfaceStatus]) -> Vec<LinkState> {
+    list.iter()
+        .map(|i| LinkState {
+            name: i.name.clone(),
+            index: i.index,
+            up: i.up,
+            carrier: i.carrier,
+            addresses: i.addresses.clone(),
+        })
+        .collect()
+}
+
+/// The learner thread: woken by the netlink watcher after each batch of changes (and at its
+/// retry times), it learns the resolvers of the paths that need it ([`PathBook`]) and tells
+/// the DNS thread (`to_dns`, woken with `dns_waker`).
+pub fn spawn_learner(
+    base: LearnBase,
+    resolvers: &[Vec<IpAddr>],
+    interfaces: Arc<Mutex<Vec<InterfaceStatus>>>,
+    to_dns: Sender<PathUpdate>,
+    dns_waker: Arc<mio::Waker>,
+) -> std::io::Result<Worker> {
+    let mut book = PathBook::new(&base.links, resolvers);
+    Worker::spawn(
+        "mpbond-dns-learn",
+        Poll::new()?,
+        move |mut poll, stop: Arc<AtomicBool>| {
+            let mut events = Events::with_capacity(4);
+            while !stop.load(Ordering::SeqCst) {
+                let links = match interfaces.lock() {
+                    Ok(g) => links_of(&g),
+                    Err(_) => return,
+                };
+                let now = sys::clock::boottime();
+                for step in book.steps(now, &links) {
+                    let update = match step {
+                        Step::Forget(id) => Some(PathUpdate::Forget { id }),
+                        Step::Learn(id) => {
+                            let Some(link) = links.get(usize::from(id)) else {
+                                continue;
+                            };
+                            let r = resolvers_of(&base, &links, id);
+                            book.learnt(sys::clock::boottime(), id, link, r)
+                        }
+                    };
+                    if let Some(u) = update
+                        && to_dns.try_send(u).is_ok()
+                    {
+                        let _ = dns_waker.wake();
+                    }
+                }
+                // Woken by the watcher, by a retry coming due, or to stop; a bounded wait anyway.
+                let t = sys::clock::boottime();
+                let wait = book
+                    .poll_timeout()
+                    .map_or(Duration::from_secs(5), |d| d.saturating_duration_since(t))
+                    .min(Duration::from_secs(5));
+                if poll.poll(&mut events, Some(wait)).is_err() {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        },
+    )
+}
+
+/// Path `id`'s resolvers (I/O: `resolvectl`, `nmcli`): its interface's own servers, else those
+/// read at `up` that its subnet holds or that no path's subnet does, as at `up`; `[dns.servers]`
+/// wins.
+fn resolvers_of(base: &LearnBase, links: &[LinkState], id: u8) -> Vec<IpAddr> {
+    let Some(link) = links.get(usize::from(id)) else {
+        return Vec::new();
+    };
+    let own = system::learn_link(base.backend, &link.name);
+    let mut learnt = Learnt {
+        servers: vec![(link.name.clone(), own)],
+    };
+    learnt.servers.extend(
+        base.learnt
+            .servers
+            .iter()
+            .filter(|(l, _)| *l != link.name)
+            .cloned(),
+    );
+    let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
+    let per = system::assign(&learnt, &names, links, &base.overrides, &base.own);
+    per.get(usize::from(id)).cloned().unwrap_or_default()
 }

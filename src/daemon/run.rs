@@ -351,13 +351,18 @@ fn start_threads(
     });
     let mut workers = Vec::new();
     let mut dns_health = None;
+    let mut dns_learner = None;
     if let Some(d) = dns {
         let (health_tx, health_rx) = crossbeam_channel::bounded(16);
+        let (update_tx, update_rx) = crossbeam_channel::bounded(64);
         let mut seed = [0u8; 8];
         getrandom::fill(&mut seed).context("no randomness for the DNS query IDs")?;
+        let learn_resolvers = d.resolvers.clone();
         let w = threads::dns::spawn(threads::dns::DnsSetup {
-            paths: d.view.paths.clone(),
+            paths: d.paths,
             resolvers: d.resolvers,
+            updates: update_rx,
+            shown: d.view.paths.clone(),
             fwmark: config.routing.fwmark,
             listeners: d.listeners,
             health: health_rx,
@@ -366,7 +371,17 @@ fn start_threads(
         })
         .context("DNS thread")?;
         dns_health = Some((health_tx, w.waker()));
+        let learner = super::dns::spawn_learner(
+            d.learn,
+            &learn_resolvers,
+            shared.interfaces.clone(),
+            update_tx,
+            w.waker(),
+        )
+        .context("DNS learner thread")?;
+        dns_learner = Some(learner.waker());
         workers.push(w);
+        workers.push(learner);
     }
     let pool = Pool::new(8192, 512);
     // With the vnet header the host takes our segments toward it as super-segments with partial
@@ -388,6 +403,7 @@ fn start_threads(
         reapply: plan.on_tun_up(),
         changed: Some(changed_tx.clone()),
         adopt_new: config.adopt_new,
+        dns: dns_learner,
     };
     workers.push(watch::spawn(w).context("netlink watcher")?);
     // Events between the initial dump and the watcher's subscription would be lost: read again.
@@ -401,6 +417,7 @@ fn start_threads(
                 reapply: Vec::new(),
                 changed: None,
                 adopt_new: false,
+                dns: None,
             },
         );
     }
@@ -449,9 +466,10 @@ fn start_threads(
         }),
         converter,
         redundancy: config.redundant.clone(),
-        rate_caps: [&config.budget.wifi, &config.budget.cellular]
-            .into_iter()
-            .map(|l| l.and_then(|l| l.rate))
+        // By interface id: each interface gets the cap of its role.
+        rate_caps: config
+            .used_interfaces()
+            .map(|i| config.budget.limits_for(i.role).and_then(|l| l.rate))
             .collect(),
         upstream_tcp: crate::tcp::Config {
             super_segments: if config.super_segments {
@@ -487,6 +505,7 @@ fn start_threads(
             requests: req_rx,
             dns_health,
             overhead,
+            budget: config.budget.clone(),
         })
         .context("engine thread")?,
     );

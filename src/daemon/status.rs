@@ -29,6 +29,7 @@ impl InterfaceStatus {
             usable: false,
             budget_blocked: false,
             budget_soft: false,
+            adopted: false,
         }
     }
 }
@@ -82,6 +83,10 @@ pub struct InterfaceStatus {
     /// `at_limit = "warn"`: mpbond uses it only when nothing else works.
     #[serde(default)]
     pub budget_soft: bool,
+    /// Detected while running (not listed nor named at `up`): once it vanished, its place
+    /// (engine id) may go to another interface that appears.
+    #[serde(default)]
+    pub adopted: bool,
 }
 
 /// The TUN device.
@@ -517,6 +522,7 @@ mod tests {
                 usable: true,
                 budget_blocked: false,
                 budget_soft: true,
+                adopted: false,
             }],
             flows: Vec::new(),
             subflows: Vec::new(),

@@ -267,9 +267,75 @@ impl Forwarder {
             .is_some_and(|p| p.suspect_since.is_some())
     }
 
+    /// Path `path`, created (unusable, no resolver) if it is new; `None` beyond
+    /// [`MAX_INTERFACES`](crate::config::MAX_INTERFACES).
+    fn path_mut(&mut self, path: IfaceId) -> Option<&mut Path> {
+        let i = usize::from(path);
+        if i >= crate::config::MAX_INTERFACES {
+            return None;
+        }
+        while self.paths.len() <= i {
+            self.paths.push(Path {
+                resolvers: Vec::new(),
+                signal: PathSignal::default(),
+                suspect_since: None,
+                srtt: None,
+            });
+        }
+        if self.counters.answered.len() <= i {
+            self.counters.answered.resize(i + 1, 0);
+        }
+        self.paths.get_mut(i)
+    }
+
+    /// The resolvers of `path` (best first), e.g. one picked up while running, or one whose
+    /// resolvers were learnt again. New resolvers are a new network: what was measured or
+    /// suspected of the old ones is forgotten.
+    pub fn set_resolvers(&mut self, _now: Instant, path: IfaceId, resolvers: Vec<IpAddr>) {
+        let Some(p) = self.path_mut(path) else {
+            return;
+        };
+        if p.resolvers != resolvers {
+            p.resolvers = resolvers;
+            p.suspect_since = None;
+            p.srtt = None;
+        }
+    }
+
+    /// `path`'s interface vanished: it has no resolver until [`Forwarder::set_resolvers`], and
+    /// queries waiting on it move on to their next attempt at once.
+    pub fn forget_path(&mut self, now: Instant, path: IfaceId) {
+        let Some(p) = self.paths.get_mut(usize::from(path)) else {
+            return;
+        };
+        p.resolvers.clear();
+        p.suspect_since = None;
+        p.srtt = None;
+        let mut waiting = Vec::new();
+        for (&id, q) in &mut self.pending {
+            q.plan.retain(|&(pp, _)| pp != path);
+            if q.attempts.iter().any(|a| a.path == path && !a.superseded) {
+                waiting.push(id);
+            }
+        }
+        for id in waiting {
+            self.next_attempt(now, id);
+        }
+    }
+
+    /// The resolvers of `path`, best first.
+    pub fn resolvers(&self, path: IfaceId) -> &[IpAddr] {
+        self.paths
+            .get(usize::from(path))
+            .map_or(&[], |p| &p.resolvers[..])
+    }
+
     /// The engine's view of the paths changed (`signals[i]` is path `i`). A path that became
     /// usable again is a new network: what was suspected of it is forgotten.
     pub fn handle_paths(&mut self, _now: Instant, signals: &[PathSignal]) {
+        if let Some(last) = signals.len().checked_sub(1) {
+            self.path_mut(last as IfaceId);
+        }
         for (p, s) in self.paths.iter_mut().zip(signals) {
             if s.usable && !p.signal.usable {
                 p.suspect_since = None;

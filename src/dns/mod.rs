@@ -4,6 +4,7 @@
 
 pub mod forwarder;
 pub mod msg;
+pub mod paths;
 pub mod system;
 
 pub use forwarder::{

@@ -101,6 +101,26 @@ pub fn parse_resolvectl_dns(text: &str) -> Vec<(String, Vec<Nameserver>)> {
         .collect()
 }
 
+/// The servers in `nmcli -t -f IP4.DNS,IP6.DNS device show DEV` output, in order:
+/// `IP4.DNS[1]:192.168.1.1`, `IP6.DNS[1]:fd00::1` (or, with nmcli's terse escaping,
+/// `fd00\:\:1`); other lines, empty values and unreadable ones are skipped.
+pub fn parse_nmcli_dns(text: &str) -> Vec<Nameserver> {
+    text.lines()
+        .filter_map(|l| {
+            let (key, value) = l.split_once(':')?;
+            let field = key.split('[').next()?.trim();
+            matches!(field, "IP4.DNS" | "IP6.DNS").then_some(())?;
+            let mut v = String::with_capacity(value.len());
+            let mut chars = value.chars();
+            while let Some(c) = chars.next() {
+                // Terse mode escapes ':' and '\' with a backslash.
+                v.push(if c == '\\' { chars.next()? } else { c });
+            }
+            parse_server(v.trim())
+        })
+        .collect()
+}
+
 /// `resolvectl default-route LINK` output (`Link 3 (wlan0): yes`) read as a bool.
 pub fn parse_default_route(text: &str) -> Option<bool> {
     match text.rsplit(':').next()?.trim() {
@@ -130,6 +150,14 @@ pub fn assign(
 ) -> Vec<Vec<IpAddr>> {
     let mut per: Vec<Vec<IpAddr>> = vec![Vec::new(); paths.len()];
     let mut global = Vec::new();
+    // A server a link names as its own (resolved, NetworkManager) is that link's, also where
+    // resolv.conf lists it too.
+    let linked: Vec<IpAddr> = learnt
+        .servers
+        .iter()
+        .filter(|(link, _)| !link.is_empty())
+        .flat_map(|(_, s)| s.iter().map(|n| n.addr))
+        .collect();
     let subnet_of = |a: IpAddr| {
         paths.iter().position(|name| {
             links
@@ -152,6 +180,7 @@ pub fn assign(
                 (Some(i), _) => per[i].push(s.addr),
                 // Tied to a link that is not a path (another VPN): not ours to use.
                 (None, Some(_)) => {}
+                (None, None) if linked.contains(&s.addr) => {}
                 (None, None) => global.push(s.addr),
             }
         }
@@ -239,15 +268,73 @@ pub fn ops(before: &Before, tun: &str, own: &[IpAddr]) -> Vec<Op> {
     }
 }
 
-/// Reads what the host's resolvers are and how they are set up (files, `resolvectl`).
+/// The servers `dev` has of its own (I/O): systemd-resolved's per-link ones with the resolved
+/// backend, else (or when resolved has none for it) NetworkManager's, read with `nmcli`; none
+/// when neither says any.
+pub fn learn_link(backend: DnsBackend, dev: &str) -> Vec<Nameserver> {
+    if backend == DnsBackend::Resolved {
+        match crate::route::resolved::resolvectl(&["dns", dev]) {
+            Ok(text) => {
+                let own: Vec<Nameserver> = parse_resolvectl_dns(&text)
+                    .into_iter()
+                    .filter(|(l, _)| l == dev)
+                    .flat_map(|(_, s)| s)
+                    .collect();
+                if !own.is_empty() {
+                    return own;
+                }
+            }
+            Err(e) => tracing::debug!(iface = dev, "DNS: no per-link servers from resolved: {e}"),
+        }
+    }
+    nmcli_dns(dev)
+}
+
+/// NetworkManager's resolvers of `dev` (`nmcli -t -f IP4.DNS,IP6.DNS device show DEV`). nmcli
+/// missing, or NetworkManager not running or not managing `dev`, is no error: none, said once.
+fn nmcli_dns(dev: &str) -> Vec<Nameserver> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Whether the fallback was logged already (once per process).
+    static SAID: AtomicBool = AtomicBool::new(false);
+    let out = std::process::Command::new("nmcli")
+        .args(["-t", "-f", "IP4.DNS,IP6.DNS", "device", "show", dev])
+        .stdin(std::process::Stdio::null())
+        .output();
+    let why = match out {
+        Ok(o) if o.status.success() => return parse_nmcli_dns(&String::from_utf8_lossy(&o.stdout)),
+        Ok(o) => format!(
+            "nmcli device show {dev}: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => format!("cannot run nmcli: {e}"),
+    };
+    if !SAID.swap(true, Ordering::Relaxed) {
+        tracing::info!("DNS: NetworkManager's per-link resolvers not read ({why}); using the others");
+    } else {
+        tracing::debug!("DNS: {why}");
+    }
+    Vec::new()
+}
+
+/// Reads what the host's resolvers are and how they are set up (files, `resolvectl`, `nmcli`).
 pub fn learn(cfg: &DnsConfig, paths: &[&str]) -> anyhow::Result<(Learnt, Before)> {
     use anyhow::Context as _;
-    match backend(cfg, resolved_running()) {
+    let backend = backend(cfg, resolved_running());
+    match backend {
         DnsBackend::Resolved => {
             let text = crate::route::resolved::resolvectl(&["dns"])?;
-            let learnt = Learnt {
+            let mut learnt = Learnt {
                 servers: parse_resolvectl_dns(&text),
             };
+            // NetworkManager's, for a path resolved has none for.
+            for p in paths {
+                if !learnt.servers.iter().any(|(l, s)| l == p && !s.is_empty()) {
+                    let nm = nmcli_dns(p);
+                    if !nm.is_empty() {
+                        learnt.servers.push(((*p).to_string(), nm));
+                    }
+                }
+            }
             let mut default_routes = Vec::new();
             for p in paths {
                 if learnt.servers.iter().any(|(l, s)| l == p && !s.is_empty()) {
@@ -263,9 +350,14 @@ pub fn learn(cfg: &DnsConfig, paths: &[&str]) -> anyhow::Result<(Learnt, Before)
                 .with_context(|| format!("cannot read {}", path.display()))?;
             // Through a symlink, what readers see is the target's text.
             let text = std::fs::read_to_string(&path).unwrap_or_default();
-            let learnt = Learnt {
-                servers: vec![(String::new(), parse_resolv_conf(&text))],
-            };
+            // Each path's own (NetworkManager's) first, then the file's.
+            let mut servers: Vec<(String, Vec<Nameserver>)> = paths
+                .iter()
+                .map(|p| ((*p).to_string(), learn_link(backend, p)))
+                .filter(|(_, s)| !s.is_empty())
+                .collect();
+            servers.push((String::new(), parse_resolv_conf(&text)));
+            let learnt = Learnt { servers };
             Ok((learnt, Before::ResolvConf { path, old }))
         }
     }
@@ -328,6 +420,58 @@ mod tests {
         assert_eq!(parse_default_route("Link 2 (wlan0): no\n"), Some(false));
         assert_eq!(parse_default_route("Link 2 (wlan0): yes"), Some(true));
         assert_eq!(parse_default_route("garbage"), None);
+    }
+
+    #[test]
+    fn reads_nmcli_output() {
+        let addrs = |t: &str| -> Vec<IpAddr> { parse_nmcli_dns(t).iter().map(|n| n.addr).collect() };
+        assert_eq!(addrs("IP4.DNS[1]:192.168.1.1\n"), vec![ip("192.168.1.1")]);
+        // Several, both families; IPv6 with its colons, plain or escaped as terse mode does.
+        let text =
+            "IP4.DNS[1]:10.64.0.1\nIP4.DNS[2]:10.64.0.2\nIP6.DNS[1]:fd00::53\nIP6.DNS[2]:2001\\:db8\\:\\:1\n";
+        assert_eq!(
+            addrs(text),
+            vec![
+                ip("10.64.0.1"),
+                ip("10.64.0.2"),
+                ip("fd00::53"),
+                ip("2001:db8::1")
+            ]
+        );
+        // A device without DNS prints the fields empty (or nothing at all).
+        assert!(addrs("IP4.DNS:\nIP6.DNS:\n").is_empty());
+        assert!(addrs("").is_empty());
+        // Other fields and garbage are skipped.
+        assert!(addrs("GENERAL.DEVICE:wlan0\nIP4.GATEWAY:192.168.1.1\nIP4.DNS[1]:nonsense\n").is_empty());
+        let s = &parse_nmcli_dns("IP6.DNS[1]:fe80::1%wlan0")[0];
+        assert_eq!((s.addr, s.scope.as_deref()), (ip("fe80::1"), Some("wlan0")));
+    }
+
+    #[test]
+    fn a_server_a_link_names_is_not_given_to_the_others() {
+        let links = [
+            link("wlan0", &["198.18.1.2/24"]),
+            link("wwan0", &["198.18.2.2/24"]),
+        ];
+        // NetworkManager says wwan0's carrier resolver is 10.64.0.1 (on no path's subnet);
+        // resolv.conf lists it too, beside one reachable from anywhere.
+        let learnt = Learnt {
+            servers: vec![
+                ("wwan0".into(), vec![parse_server("10.64.0.1").unwrap()]),
+                (
+                    String::new(),
+                    vec![
+                        parse_server("10.64.0.1").unwrap(),
+                        parse_server("9.9.9.9").unwrap(),
+                    ],
+                ),
+            ],
+        };
+        let per = assign(&learnt, &["wlan0", "wwan0"], &links, &BTreeMap::new(), &[]);
+        assert_eq!(
+            per,
+            vec![vec![ip("9.9.9.9")], vec![ip("10.64.0.1"), ip("9.9.9.9")]]
+        );
     }
 
     #[test]

@@ -505,6 +505,29 @@ impl Engine {
         }
     }
 
+    /// Sets the rate cap of `iface` (bytes/s; `None`: none), e.g. one that appeared after
+    /// start, as [`Config::rate_caps`] does for those at start. Ignored beyond
+    /// [`MAX_INTERFACES`](crate::config::MAX_INTERFACES).
+    pub fn set_rate_cap(&mut self, iface: IfaceId, rate: Option<u64>) {
+        let i = usize::from(iface);
+        if i >= crate::config::MAX_INTERFACES {
+            return;
+        }
+        if self.caps.len() <= i {
+            self.caps.resize(i + 1, None);
+        }
+        self.caps[i] = rate.map(crate::budget::RateCap::new);
+    }
+
+    /// The rate cap of `iface` in bytes/s, if it has one.
+    pub fn rate_cap(&self, iface: IfaceId) -> Option<u64> {
+        self.caps
+            .get(usize::from(iface))
+            .copied()
+            .flatten()
+            .map(|c| c.rate())
+    }
+
     /// Whether `len` bytes may go out of `iface` at `now` under its rate cap (else dropped,
     /// counted).
     fn rate_ok(&mut self, now: Instant, iface: IfaceId, len: usize) -> bool {

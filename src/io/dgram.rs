@@ -63,7 +63,8 @@ pub enum DgramCmd {
         /// Session.
         session: SessionId,
     },
-    /// Interface `iface` (the next id) appeared while running: it is called `name`.
+    /// Interface `iface` (the next id, or the id of one that vanished) appeared while running:
+    /// it is called `name`.
     AddIface {
         /// Its id.
         iface: IfaceId,
@@ -443,7 +444,16 @@ impl Thread {
                 Ok(())
             }
             DgramCmd::AddIface { iface, name } => {
-                if usize::from(iface) == self.ifaces.len() {
+                let i = usize::from(iface);
+                if i < self.ifaces.len() {
+                    // In the place of one that vanished: its ICMP sockets were bound to it.
+                    self.ifaces[i] = name;
+                    for v6 in [false, true] {
+                        if let Some(s) = self.icmp.remove(&(iface, v6)) {
+                            let _ = self.poll.registry().deregister(&mut SourceFd(&s.as_raw_fd()));
+                        }
+                    }
+                } else if i == self.ifaces.len() {
                     self.ifaces.push(name);
                 }
                 Ok(())

@@ -2,7 +2,8 @@
 //! IPv6), the upstream sockets (one UDP socket per path and family, one TCP connection per TCP
 //! attempt), each bound to its interface (`SO_BINDTODEVICE`) and carrying mpbond's fwmark so
 //! the policy rules send it out of that interface, never into the TUN. Every decision is the
-//! [`Forwarder`]'s; the engine thread sends it the paths' health.
+//! [`Forwarder`]'s; the engine thread sends it the paths' health, the daemon's learner the paths
+//! that come and go while running (their interface and resolvers: [`PathUpdate`]).
 
 use std::collections::HashMap;
 use std::io::{self, Read as _, Write as _};
@@ -17,6 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::{WAKE, Worker};
+use crate::dns::paths::PathUpdate;
 use crate::dns::{
     AttemptId, ClientId, DnsCounters, Forwarder, ForwarderConfig, Output, PathSignal, Transport,
 };
@@ -76,6 +78,10 @@ impl Listeners {
     }
 }
 
+/// Each path's interface and resolvers (best first), by path id, as `status` shows them (a
+/// forgotten path: no name).
+pub type ShownPaths = Arc<Mutex<Vec<(String, Vec<IpAddr>)>>>;
+
 /// Everything the DNS thread needs.
 #[derive(Debug)]
 pub struct DnsSetup {
@@ -83,6 +89,10 @@ pub struct DnsSetup {
     pub paths: Vec<String>,
     /// Each path's resolvers, best first.
     pub resolvers: Vec<Vec<IpAddr>>,
+    /// Paths that appear, change or vanish while running (the sender wakes this thread).
+    pub updates: Receiver<PathUpdate>,
+    /// Where the paths are published for `status`.
+    pub shown: ShownPaths,
     /// fwmark of the upstream sockets.
     pub fwmark: u32,
     /// The resolver sockets.
@@ -134,6 +144,8 @@ struct Thread {
     next_client: u64,
     next_token: usize,
     health: Receiver<Vec<PathSignal>>,
+    updates: Receiver<PathUpdate>,
+    shown: ShownPaths,
     counters: Arc<Mutex<DnsCounters>>,
     published: DnsCounters,
 }
@@ -181,6 +193,8 @@ pub fn spawn(setup: DnsSetup) -> io::Result<Worker> {
             next_client: 0,
             next_token: FIRST_CONN,
             health: setup.health,
+            updates: setup.updates,
+            shown: setup.shown,
             counters: setup.counters,
             published: DnsCounters::default(),
         };
@@ -209,7 +223,10 @@ impl Thread {
             let t = now();
             for ev in events.iter() {
                 match ev.token() {
-                    WAKE => self.read_health(t),
+                    WAKE => {
+                        self.read_updates(t);
+                        self.read_health(t);
+                    }
                     Token(k) if k >= FIRST_CONN => self.on_conn(t, Token(k), &mut buf),
                     Token(k) if k >= FIRST_UPSTREAM => {
                         let path = ((k - FIRST_UPSTREAM) / 2) as IfaceId;
@@ -222,7 +239,8 @@ impl Thread {
                     Token(k) => self.read_clients(t, k - FIRST_LISTENER, &mut buf),
                 }
             }
-            // Health may also have arrived while the thread was busy.
+            // Paths and health may also have arrived while the thread was busy.
+            self.read_updates(t);
             self.read_health(t);
             self.fwd.handle_timeout(t);
             self.flush(t);
@@ -254,6 +272,66 @@ impl Thread {
                 }
             }
             self.fwd.handle_paths(t, &h);
+        }
+    }
+
+    /// Takes the paths that appeared, changed or vanished.
+    fn read_updates(&mut self, t: Instant) {
+        let mut any = false;
+        while let Ok(u) = self.updates.try_recv() {
+            any = true;
+            match u {
+                PathUpdate::Set { id, name, resolvers } => {
+                    let i = usize::from(id);
+                    if i >= crate::config::MAX_INTERFACES {
+                        continue;
+                    }
+                    if self.paths.len() <= i {
+                        self.paths.resize(i + 1, String::new());
+                    }
+                    if self.paths[i] != name {
+                        // Another interface in this place: the old one's sockets go.
+                        self.drop_sockets(id);
+                        self.paths[i].clone_from(&name);
+                    }
+                    tracing::info!(iface = %name, id, ?resolvers, "DNS: forwarding over this path to these resolvers");
+                    self.fwd.set_resolvers(t, id, resolvers);
+                }
+                PathUpdate::Forget { id } => {
+                    self.drop_sockets(id);
+                    if let Some(n) = self.paths.get_mut(usize::from(id)) {
+                        tracing::info!(iface = %n, id, "DNS: interface gone; its path is forgotten");
+                        n.clear();
+                    }
+                    self.fwd.forget_path(t, id);
+                }
+            }
+        }
+        if any {
+            if let Ok(mut g) = self.shown.lock() {
+                *g = self
+                    .paths
+                    .iter()
+                    .enumerate()
+                    .map(|(i, n)| (n.clone(), self.fwd.resolvers(i as IfaceId).to_vec()))
+                    .collect();
+            }
+        }
+    }
+
+    /// Closes the upstream sockets and connections of `path`.
+    fn drop_sockets(&mut self, path: IfaceId) {
+        for v6 in [false, true] {
+            self.upstream.remove(&(path, v6));
+        }
+        let conns: Vec<Token> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| matches!(c, Conn::Upstream(u) if u.path == path))
+            .map(|(&k, _)| k)
+            .collect();
+        for k in conns {
+            self.close_conn(k);
         }
     }
 
@@ -440,6 +518,7 @@ impl Thread {
         let name = self
             .paths
             .get(usize::from(path))
+            .filter(|n| !n.is_empty())
             .ok_or_else(|| io::Error::other("unknown path"))?;
         let s = Socket::new(domain, ty, Some(proto))?;
         s.set_mark(self.fwmark)?;

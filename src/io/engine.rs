@@ -94,6 +94,8 @@ pub struct Setup {
     pub dns_health: Option<(Sender<Vec<crate::dns::PathSignal>>, Arc<mio::Waker>)>,
     /// Where the engine's overhead counts are published.
     pub overhead: Overhead,
+    /// The data budgets by role: an interface picked up while running gets its role's rate cap.
+    pub budget: crate::config::BudgetConfig,
 }
 
 /// Starts the interface threads, the datagram thread and the engine thread.
@@ -113,6 +115,7 @@ pub fn spawn(setup: Setup) -> io::Result<Worker> {
             engine: Engine::new(setup.engine.clone()),
             open: vec![false; handles.len()],
             last_index: vec![0; handles.len()],
+            names: setup.ifaces.iter().map(|c| c.name.clone()).collect(),
             handles,
             dgram,
             setup,
@@ -132,6 +135,8 @@ struct Thread {
     handles: Vec<IfaceHandle>,
     open: Vec<bool>,
     last_index: Vec<u32>,
+    /// The interface each thread in `handles` is for.
+    names: Vec<String>,
     dgram: DgramHandle,
     setup: Setup,
     if_rx: Receiver<IfaceEvent>,
@@ -379,41 +384,59 @@ impl Thread {
     }
 
     /// Starts the threads of the interfaces the watcher added to `list` (picked up while
-    /// running) and gives the engine their policy.
+    /// running, or in the place of one that vanished) and gives the engine their policy and
+    /// their role's rate cap.
     fn add_ifaces(&mut self, t: Instant, list: &[InterfaceStatus]) {
         let Some(template) = self.setup.ifaces.first().cloned() else {
             return;
         };
-        for st in list
-            .iter()
-            .take(crate::config::MAX_INTERFACES)
-            .skip(self.handles.len())
-        {
-            let id = self.handles.len() as engine::IfaceId;
+        for (i, st) in list.iter().enumerate().take(crate::config::MAX_INTERFACES) {
+            if self.names.get(i) == Some(&st.name) {
+                continue;
+            }
+            // Only the next id, or the place of a vanished interface.
+            if i > self.handles.len() {
+                return;
+            }
+            let id = i as engine::IfaceId;
             let c = IfaceConfig {
                 id,
                 name: st.name.clone(),
                 ..template.clone()
             };
-            match iface::spawn(c, self.setup.pool.clone(), self.if_tx.clone()) {
-                Ok(h) => self.handles.push(h),
+            let h = match iface::spawn(c, self.setup.pool.clone(), self.if_tx.clone()) {
+                Ok(h) => h,
                 Err(e) => {
                     tracing::warn!(iface = %st.name, "cannot start the interface thread: {e}");
                     return;
                 }
+            };
+            if i < self.handles.len() {
+                // The old interface's subflows and sessions go first (it vanished; the engine
+                // may not have seen it unusable yet), then its thread.
+                self.engine.handle_iface_state(t, id, IfaceState::default());
+                self.handles[i] = h;
+                self.open[i] = false;
+                self.last_index[i] = 0;
+                self.names[i] = st.name.clone();
+            } else {
+                self.handles.push(h);
+                self.open.push(false);
+                self.last_index.push(0);
+                self.names.push(st.name.clone());
             }
-            self.open.push(false);
-            self.last_index.push(0);
             let policy = engine::IfacePolicy {
                 role: st.role,
                 priority: st.priority,
             };
             self.engine.set_iface_policy(t, id, policy);
+            let cap = self.setup.budget.limits_for(st.role).and_then(|l| l.rate);
+            self.engine.set_rate_cap(id, cap);
             self.dgram.send(vec![DgramCmd::AddIface {
                 iface: id,
                 name: st.name.clone(),
             }]);
-            tracing::info!(iface = %st.name, id, role = %st.role, "interface added");
+            tracing::info!(iface = %st.name, id, role = %st.role, rate_cap = ?cap, "interface added");
         }
     }
 

@@ -35,10 +35,15 @@ pub struct Watch {
     /// An interface that appears and is detected as Ethernet, Wi-Fi or cellular is added
     /// (`Config::adopt_new`).
     pub adopt_new: bool,
+    /// Woken after each batch of changes: the DNS resolver learner re-reads `interfaces`.
+    pub dns: Option<Arc<mio::Waker>>,
 }
 
-/// The interface of a new-link message `msg`, if it is one to add to `ifaces`: not known, not
-/// the TUN, detected by `classify`, and room for it (at most [`MAX_INTERFACES`]).
+/// The interface of a new-link message `msg`, if it is one to add to `ifaces`, and its place
+/// (engine id) there: not known, not the TUN, detected by `classify`, and room for it. At most
+/// [`MAX_INTERFACES`] are used; once the list is full, an interface detected while running that
+/// vanished since gives its place to the new one (the first such), so interfaces that came and
+/// went do not use up the places.
 ///
 /// [`MAX_INTERFACES`]: crate::config::MAX_INTERFACES
 pub fn adopt(
@@ -46,7 +51,7 @@ pub fn adopt(
     ifaces: &[InterfaceStatus],
     tun: &str,
     classify: &dyn Fn(&str) -> Option<crate::cli::ifdetect::Role>,
-) -> Option<InterfaceStatus> {
+) -> Option<(usize, InterfaceStatus)> {
     let RouteNetlinkMessage::NewLink(l) = msg else {
         return None;
     };
@@ -54,11 +59,19 @@ pub fn adopt(
     if s.name == tun || s.name.is_empty() || ifaces.iter().any(|i| i.name == s.name) {
         return None;
     }
-    if ifaces.len() >= crate::config::MAX_INTERFACES {
-        return None;
-    }
+    let slot = if ifaces.len() < crate::config::MAX_INTERFACES {
+        ifaces.len()
+    } else {
+        ifaces.iter().position(|i| i.adopted && i.index == 0)?
+    };
     let (role, priority) = crate::cli::ifdetect::policy(classify(&s.name)?);
-    Some(InterfaceStatus::absent(s.name, role, priority))
+    Some((
+        slot,
+        InterfaceStatus {
+            adopted: true,
+            ..InterfaceStatus::absent(s.name, role, priority)
+        },
+    ))
 }
 
 /// The part of the watcher that turns events into state and decisions (no I/O).
@@ -212,12 +225,17 @@ fn run(
                     if watch.adopt_new {
                         let sys = std::path::Path::new("/sys/class/net");
                         let classify = |n: &str| crate::cli::ifdetect::classify(sys, n);
-                        if let Some(new) = adopt(&inner, &ifaces, &watch.tun, &classify) {
-                            tracing::info!(iface = %new.name, role = %new.role, "interface appeared: used");
+                        if let Some((slot, new)) = adopt(&inner, &ifaces, &watch.tun, &classify) {
+                            tracing::info!(iface = %new.name, role = %new.role, id = slot, "interface appeared: used");
                             if let Err(e) = crate::route::apply::nft_add_uplink(&new.name) {
                                 tracing::warn!(iface = %new.name, "cannot add it to the nft filter: {e}");
                             }
-                            ifaces.push(new);
+                            if let Some(old) = ifaces.get_mut(slot) {
+                                tracing::info!(iface = %old.name, "it takes the place of this vanished interface");
+                                *old = new;
+                            } else {
+                                ifaces.push(new);
+                            }
                         }
                     }
                     reapply |= tracker.handle(&inner, &mut ifaces);
@@ -226,6 +244,9 @@ fn run(
         }
         if let Some(c) = &watch.changed {
             let _ = c.try_send(());
+        }
+        if let Some(w) = &watch.dns {
+            let _ = w.wake();
         }
         if reapply {
             for op in &watch.reapply {
@@ -316,10 +337,10 @@ mod tests {
             _ => None,
         };
         let mut i = ifaces();
-        let usb = adopt(&link("usb0", 11, LinkFlags::empty()), &i, "mpbond0", &classify).unwrap();
+        let (slot, usb) = adopt(&link("usb0", 11, LinkFlags::empty()), &i, "mpbond0", &classify).unwrap();
         assert_eq!(
-            (usb.name.as_str(), usb.role, usb.priority),
-            ("usb0", Role::Backup, 0)
+            (slot, usb.name.as_str(), usb.role, usb.priority, usb.adopted),
+            (1, "usb0", Role::Backup, 0, true)
         );
         i.push(usb);
         let mut t = Tracker::new("mpbond0", 9, true, 100);
@@ -332,10 +353,10 @@ mod tests {
                 "{name}"
             );
         }
-        let eth = adopt(&link("enp5s0", 13, LinkFlags::Up), &i, "mpbond0", &classify).unwrap();
+        let (slot, eth) = adopt(&link("enp5s0", 13, LinkFlags::Up), &i, "mpbond0", &classify).unwrap();
         assert_eq!(
-            (eth.role, eth.priority),
-            (Role::Primary, crate::config::PRIORITY_ETHERNET)
+            (slot, eth.role, eth.priority),
+            (2, Role::Primary, crate::config::PRIORITY_ETHERNET)
         );
         // At most MAX_INTERFACES.
         while i.len() < crate::config::MAX_INTERFACES {
@@ -345,6 +366,21 @@ mod tests {
             });
         }
         assert!(adopt(&link("enp5s0", 13, LinkFlags::Up), &i, "mpbond0", &classify).is_none());
+        // The tether vanishes: its place goes to the next interface that appears; a listed
+        // interface that is absent keeps its place.
+        i[3].index = 0;
+        let mut gone = LinkMessage::default();
+        gone.header.index = 11;
+        t.handle(&RouteNetlinkMessage::DelLink(gone), &mut i);
+        assert_eq!(i[1].index, 0);
+        let (slot, eth) = adopt(&link("enp5s0", 13, LinkFlags::Up), &i, "mpbond0", &classify).unwrap();
+        assert_eq!((slot, eth.name.as_str()), (1, "enp5s0"));
+        i[slot] = eth;
+        t.handle(&link("enp5s0", 13, LinkFlags::Up), &mut i);
+        // Full again, and no vanished interface was detected while running.
+        assert!(adopt(&link("usb0", 14, LinkFlags::Up), &i, "mpbond0", &classify).is_none());
+        // Known now: not added twice.
+        assert!(adopt(&link("enp5s0", 15, LinkFlags::Up), &i, "mpbond0", &classify).is_none());
     }
 
     #[test]

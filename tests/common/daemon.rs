@@ -127,6 +127,17 @@ impl<'a> Daemon<'a> {
 
     /// [`Daemon::start`] with `ifaces` instead of `--wifi wlan0 --cellular wwan0`.
     pub fn start_with(lab: &'a Lab, run_dir: &Path, ifaces: &[&str], extra: &[&str]) -> Daemon<'a> {
+        Daemon::start_env(lab, run_dir, ifaces, extra, &[])
+    }
+
+    /// [`Daemon::start_with`], the daemon's environment also holding `envs`.
+    pub fn start_env(
+        lab: &'a Lab,
+        run_dir: &Path,
+        ifaces: &[&str],
+        extra: &[&str],
+        envs: &[(&str, String)],
+    ) -> Daemon<'a> {
         let log = std::fs::File::create(run_dir.join("test-daemon.log")).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &lab.ns().laptop, BIN, "-v", "--run-dir"])
@@ -138,6 +149,7 @@ impl<'a> Daemon<'a> {
             .arg("--budget-file")
             .arg(run_dir.join("budget.json"))
             .args(extra)
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
