@@ -10,6 +10,11 @@
 //! own resolver on its router; a stub `nmcli` on the daemon's PATH stands in for
 //! NetworkManager and names that resolver as usb0's. Once the Wi-Fi and the cellular paths fail
 //! (link down, then blackholed) the tether's resolver must answer the first lookup.
+//!
+//! A third runs the real systemd-resolved (unpacked by `tools/fetch-resolved`, never installed)
+//! in the laptop namespace with a private /run and a private D-Bus: `up` must give mpbond0
+//! mpbond's servers and the `~.` routing domain, learn the per-link servers from it, and `down`
+//! must leave resolved's per-link state as it was.
 
 #![allow(
     clippy::unwrap_used,
@@ -388,4 +393,253 @@ fn a_tether_plugged_in_after_up_answers_lookups_with_its_own_resolver_when_the_o
     assert!(o.status.success(), "{}", stderr(&o));
     d.wait_exit();
     assert_eq!(std::fs::read_to_string(&rc).unwrap(), original);
+}
+
+/// Where `tools/fetch-resolved` unpacks systemd-resolved (`MPBOND_LAB_RESOLVED` overrides).
+fn resolved_root() -> std::path::PathBuf {
+    std::env::var_os("MPBOND_LAB_RESOLVED")
+        .map_or_else(|| "/var/cache/mpbond-lab/resolved/root".into(), Into::into)
+}
+
+/// systemd-resolved and its private D-Bus in the laptop namespace (a mount namespace of their
+/// own: a private /run, and a passwd naming its user), both killed on drop.
+struct Resolved {
+    child: Child,
+    dbus_pid: Option<u32>,
+    env: Vec<(&'static str, String)>,
+    root: std::path::PathBuf,
+    laptop: String,
+    dir: std::path::PathBuf,
+}
+
+impl Resolved {
+    fn start(lab: &Lab, dir: &Path, root: &Path) -> Resolved {
+        let bus = dir.join("bus");
+        std::fs::write(
+            dir.join("bus.conf"),
+            format!(
+                "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\"\n \
+                 \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
+                 <busconfig><type>system</type><listen>unix:path={}</listen><auth>EXTERNAL</auth>\n\
+                 <policy context=\"default\"><allow user=\"*\"/><allow own=\"*\"/>\
+                 <allow send_destination=\"*\"/><allow receive_sender=\"*\"/></policy></busconfig>\n",
+                bus.display()
+            ),
+        )
+        .unwrap();
+        for (f, line) in [
+            (
+                "passwd",
+                "systemd-resolve:x:990:990:resolved:/run/systemd:/usr/sbin/nologin\n",
+            ),
+            ("group", "systemd-resolve:x:990:\n"),
+        ] {
+            let mut text = std::fs::read_to_string(format!("/etc/{f}")).unwrap();
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(line);
+            std::fs::write(dir.join(f), text).unwrap();
+        }
+        // The machine's own resolv.conf would be resolved's global servers: none here.
+        std::fs::write(dir.join("host-resolv.conf"), "# the lab's: no servers\n").unwrap();
+        let d = dir.display();
+        let script = format!(
+            "set -e\n\
+             mount --make-rprivate /\n\
+             mount -t tmpfs tmpfs /run\n\
+             mount --bind {d}/passwd /etc/passwd\n\
+             mount --bind {d}/group /etc/group\n\
+             mount --bind {d}/host-resolv.conf /etc/resolv.conf\n\
+             mkdir -p /run/systemd /run/dbus\n\
+             dbus-daemon --config-file={d}/bus.conf --fork --print-pid=3 3>{d}/dbus.pid\n\
+             exec {} \n",
+            root.join("lib/systemd/systemd-resolved").display()
+        );
+        let laptop = lab.ns().laptop.clone();
+        let child = std::process::Command::new("ip")
+            .args(["netns", "exec", &laptop, "unshare", "-m", "sh", "-c", &script])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", format!("unix:path={}", bus.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("resolved.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let path = format!(
+            "{}:{}",
+            root.join("usr/bin").display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let mut r = Resolved {
+            child,
+            dbus_pid: None,
+            env: vec![
+                ("DBUS_SYSTEM_BUS_ADDRESS", format!("unix:path={}", bus.display())),
+                ("PATH", path),
+            ],
+            root: root.to_owned(),
+            laptop,
+            dir: dir.to_owned(),
+        };
+        wait_for("systemd-resolved on its bus", Duration::from_secs(10), || {
+            r.dbus_pid = std::fs::read_to_string(dir.join("dbus.pid"))
+                .ok()
+                .and_then(|p| p.trim().parse().ok());
+            r.try_ctl(&["dns"]).is_ok()
+        });
+        r
+    }
+
+    fn try_ctl(&self, args: &[&str]) -> Result<String, String> {
+        let o = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.laptop])
+            .arg(self.root.join("usr/bin/resolvectl"))
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        if o.status.success() {
+            Ok(String::from_utf8_lossy(&o.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&o.stderr).into_owned())
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) -> String {
+        self.try_ctl(args)
+            .unwrap_or_else(|e| panic!("resolvectl {args:?}: {e}\n{}", self.log()))
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("resolved.log")).unwrap_or_default()
+    }
+
+    /// resolved's per-link state of `links`: servers, domains, default-route flag.
+    fn state(&self, links: &[&str]) -> String {
+        links
+            .iter()
+            .flat_map(|l| [vec!["dns", l], vec!["domain", l], vec!["default-route", l]])
+            .map(|a| self.ctl(&a))
+            .collect()
+    }
+}
+
+impl Drop for Resolved {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(pid) = self.dbus_pid {
+            let _ = std::process::Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}
+
+#[test]
+fn with_systemd_resolved_up_sets_the_tun_as_the_default_dns_route_and_down_puts_it_back() {
+    if skip_unless_root() {
+        return;
+    }
+    let root = resolved_root();
+    if !root.join("lib/systemd/systemd-resolved").exists() {
+        println!(
+            "skipped: no systemd-resolved unpacked in {} (run tools/fetch-resolved)",
+            root.display()
+        );
+        return;
+    }
+    let lab = lab();
+    let rd = RunDir::new();
+    let _wifi_dns = Dnsmasq::start(&lab, &lab.ns().wifi, WIFI_DNS, WIFI_ANSWER, rd.path());
+    let _cell_dns = Dnsmasq::start(&lab, &lab.ns().cell, CELL_DNS, CELL_ANSWER, rd.path());
+    let resolved = Resolved::start(&lab, rd.path(), &root);
+    // What NetworkManager would have told resolved for each link.
+    resolved.ctl(&["dns", "wlan0", WIFI_DNS]);
+    resolved.ctl(&["domain", "wlan0", "lab"]);
+    resolved.ctl(&["dns", "wwan0", CELL_DNS]);
+    let links = ["wlan0", "wwan0"];
+    let before = resolved.state(&links);
+    assert!(before.contains(WIFI_DNS) && before.contains("yes"), "{before}");
+
+    let cfg = rd.path().join("mpbond.toml");
+    std::fs::write(&cfg, "[dns]\nbackend = \"resolved\"\n").unwrap();
+    // No `--resolv-conf` (it selects the other backend).
+    let args: Vec<&str> = "--wifi wlan0 --cellular wwan0 --config"
+        .split(' ')
+        .chain([cfg.to_str().unwrap()])
+        .collect();
+    let mut d = Daemon::launch(&lab, rd.path(), &args, &resolved.env);
+    wait_usable(&lab, rd.path());
+    let dns = status(&lab, rd.path()).dns.expect("dns in status");
+    assert_eq!(dns.backend, "resolved");
+    // The per-link servers were learnt from resolved.
+    assert_eq!(dns.paths[0].resolvers, vec![ip(WIFI_DNS)], "{dns:?}");
+    assert_eq!(dns.paths[1].resolvers, vec![ip(CELL_DNS)], "{dns:?}");
+    let tun_dns = resolved.ctl(&["dns", "mpbond0"]);
+    for a in &dns.listen {
+        assert!(tun_dns.contains(&a.to_string()), "{tun_dns}");
+    }
+    let tun_domain = resolved.ctl(&["domain", "mpbond0"]);
+    assert!(tun_domain.contains("~."), "{tun_domain}");
+    assert!(resolved.ctl(&["default-route", "mpbond0"]).contains("yes"));
+    for l in links {
+        let r = resolved.ctl(&["default-route", l]);
+        assert!(r.trim_end().ends_with("no"), "{l}: {r}");
+    }
+    // A lookup through mpbond (resolved's choice of server is its own business).
+    let v4 = SocketAddr::new(dns.listen[0], 53);
+    let (r, took) = lookup(&lab, v4);
+    assert_eq!(r.unwrap(), vec![ip(WIFI_ANSWER)]);
+    // Through resolved's own stub: it routes the lookup to mpbond0's servers.
+    let stub = SocketAddr::new(ip("127.0.0.53"), 53);
+    let (r, stub_took) = lookup(&lab, stub);
+    assert_eq!(r.unwrap(), vec![ip(WIFI_ANSWER)]);
+    let answered = status(&lab, rd.path()).dns.unwrap().paths[0].answered;
+    assert!(answered >= 2, "the stub's lookup went through mpbond: {answered}");
+    println!(
+        "resolved backend: mpbond0 has {} and `{}`; lookup via mpbond {:.1} ms, via resolved's stub {:.1} ms",
+        tun_dns.trim(),
+        tun_domain.trim(),
+        took.as_secs_f64() * 1e3,
+        stub_took.as_secs_f64() * 1e3
+    );
+
+    // A tether plugged in while running: its per-link servers (as NetworkManager gives them to
+    // resolved) are learnt from resolved.
+    let plugged = Instant::now();
+    lab.add_uplink("usb0", 4, 300, None).unwrap();
+    resolved.ctl(&["dns", "usb0", TETHER_DNS]);
+    wait_for(
+        "usb0's resolver learnt from resolved",
+        Duration::from_secs(15),
+        || {
+            status(&lab, rd.path())
+                .dns
+                .unwrap()
+                .paths
+                .iter()
+                .any(|p| p.interface == "usb0" && p.resolvers == vec![ip(TETHER_DNS)])
+        },
+    );
+    println!(
+        "usb0's resolver learnt from resolved {:.0} ms after it appeared",
+        plugged.elapsed().as_secs_f64() * 1e3
+    );
+    // Like the links at `up`, it is no DNS default route while mpbond is up...
+    wait_for("usb0 no DNS default route", Duration::from_secs(5), || {
+        resolved
+            .ctl(&["default-route", "usb0"])
+            .trim_end()
+            .ends_with("no")
+    });
+
+    let o = mpbond(&lab, rd.path(), &["down"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    d.wait_exit();
+    let after = resolved.state(&links);
+    assert_eq!(after, before, "resolved's per-link state after `down`");
+    // ... and is one again after `down`.
+    let usb = resolved.ctl(&["default-route", "usb0"]);
+    assert!(usb.trim_end().ends_with("yes"), "{usb}");
+    println!("after down, resolved's per-link state is as before:\n{after}");
 }

@@ -55,6 +55,11 @@ pub struct LearnBase {
     pub own: Vec<IpAddr>,
     /// The paths as they were at `up`, by id.
     pub links: Vec<LinkState>,
+    /// The journal (resolved backend: a link picked up later with per-link servers stops
+    /// being a DNS default route, as those at `up` did, journalled so `down` puts it back).
+    pub journal: std::path::PathBuf,
+    /// Links already no DNS default route (done at `up`).
+    pub demoted: Vec<String>,
 }
 
 /// What `status` shows of the forwarder.
@@ -139,9 +144,12 @@ pub fn prepare(
             return Ok(None);
         }
     };
-    let backend = match before {
-        Before::Resolved { .. } => DnsBackend::Resolved,
-        Before::ResolvConf { .. } => DnsBackend::ResolvConf,
+    let (backend, demoted) = match &before {
+        Before::Resolved { default_routes } => (
+            DnsBackend::Resolved,
+            default_routes.iter().map(|(d, _)| d.clone()).collect(),
+        ),
+        Before::ResolvConf { .. } => (DnsBackend::ResolvConf, Vec::new()),
     };
     let ops = system::ops(&before, &config.tun.name, &listen);
     let mut journal =
@@ -183,6 +191,8 @@ pub fn prepare(
                     })
                 })
                 .collect(),
+            journal: rd.journal(),
+            demoted,
         },
         paths: names,
         resolvers,
@@ -213,6 +223,7 @@ pub fn spawn_learner(
     dns_waker: Arc<mio::Waker>,
 ) -> std::io::Result<Worker> {
     let mut book = PathBook::new(&base.links, resolvers);
+    let mut demoted = base.demoted.clone();
     Worker::spawn(
         "mpbond-dns-learn",
         Poll::new()?,
@@ -231,7 +242,11 @@ pub fn spawn_learner(
                             let Some(link) = links.get(usize::from(id)) else {
                                 continue;
                             };
-                            let r = resolvers_of(&base, &links, id);
+                            let (r, from_resolved) = resolvers_of(&base, &links, id);
+                            if from_resolved && !demoted.contains(&link.name) {
+                                demote(&base.journal, &link.name);
+                                demoted.push(link.name.clone());
+                            }
                             book.learnt(sys::clock::boottime(), id, link, r)
                         }
                     };
@@ -255,14 +270,40 @@ pub fn spawn_learner(
     )
 }
 
+/// Journalled, makes `dev` no DNS default route of systemd-resolved (mpbond0's `~.` takes every
+/// lookup), as `up` does for the links present then; `down` puts its old flag back.
+fn demote(journal: &std::path::Path, dev: &str) {
+    let old = crate::route::resolved::resolvectl(&["default-route", dev])
+        .ok()
+        .and_then(|o| system::parse_default_route(&o))
+        .unwrap_or(true);
+    let op = route::Op::ResolvedDefaultRoute {
+        dev: dev.to_string(),
+        value: false,
+        old,
+    };
+    let r = Journal::reopen(journal)
+        .and_then(|mut j| j.append(&op))
+        .map_err(|e| format!("journal: {e}"))
+        .and_then(|()| crate::route::resolved::set_default_route(dev, false).map_err(|e| e.to_string()));
+    match r {
+        Ok(()) => tracing::info!(target: "mpbond::route", "{op}"),
+        Err(e) => tracing::warn!(iface = dev, "DNS: cannot make it no DNS default route: {e}"),
+    }
+}
+
 /// Path `id`'s resolvers (I/O: `resolvectl`, `nmcli`): its interface's own servers, else those
 /// read at `up` that its subnet holds or that no path's subnet does, as at `up`; `[dns.servers]`
-/// wins.
-fn resolvers_of(base: &LearnBase, links: &[LinkState], id: u8) -> Vec<IpAddr> {
+/// wins. Also whether its own came from systemd-resolved.
+fn resolvers_of(base: &LearnBase, links: &[LinkState], id: u8) -> (Vec<IpAddr>, bool) {
     let Some(link) = links.get(usize::from(id)) else {
-        return Vec::new();
+        return (Vec::new(), false);
     };
-    let own = system::learn_link(base.backend, &link.name);
+    let mut own = system::resolved_link(base.backend, &link.name);
+    let from_resolved = !own.is_empty();
+    if !from_resolved {
+        own = system::nmcli_dns(&link.name);
+    }
     let mut learnt = Learnt {
         servers: vec![(link.name.clone(), own)],
     };
@@ -275,5 +316,8 @@ fn resolvers_of(base: &LearnBase, links: &[LinkState], id: u8) -> Vec<IpAddr> {
     );
     let names: Vec<&str> = links.iter().map(|l| l.name.as_str()).collect();
     let per = system::assign(&learnt, &names, links, &base.overrides, &base.own);
-    per.get(usize::from(id)).cloned().unwrap_or_default()
+    (
+        per.get(usize::from(id)).cloned().unwrap_or_default(),
+        from_resolved,
+    )
 }

@@ -272,27 +272,31 @@ pub fn ops(before: &Before, tun: &str, own: &[IpAddr]) -> Vec<Op> {
 /// backend, else (or when resolved has none for it) NetworkManager's, read with `nmcli`; none
 /// when neither says any.
 pub fn learn_link(backend: DnsBackend, dev: &str) -> Vec<Nameserver> {
-    if backend == DnsBackend::Resolved {
-        match crate::route::resolved::resolvectl(&["dns", dev]) {
-            Ok(text) => {
-                let own: Vec<Nameserver> = parse_resolvectl_dns(&text)
-                    .into_iter()
-                    .filter(|(l, _)| l == dev)
-                    .flat_map(|(_, s)| s)
-                    .collect();
-                if !own.is_empty() {
-                    return own;
-                }
-            }
-            Err(e) => tracing::debug!(iface = dev, "DNS: no per-link servers from resolved: {e}"),
+    let own = resolved_link(backend, dev);
+    if own.is_empty() { nmcli_dns(dev) } else { own }
+}
+
+/// systemd-resolved's per-link servers of `dev` (I/O), with the resolved backend; none otherwise.
+pub fn resolved_link(backend: DnsBackend, dev: &str) -> Vec<Nameserver> {
+    if backend != DnsBackend::Resolved {
+        return Vec::new();
+    }
+    match crate::route::resolved::resolvectl(&["dns", dev]) {
+        Ok(text) => parse_resolvectl_dns(&text)
+            .into_iter()
+            .filter(|(l, _)| l == dev)
+            .flat_map(|(_, s)| s)
+            .collect(),
+        Err(e) => {
+            tracing::debug!(iface = dev, "DNS: no per-link servers from resolved: {e}");
+            Vec::new()
         }
     }
-    nmcli_dns(dev)
 }
 
 /// NetworkManager's resolvers of `dev` (`nmcli -t -f IP4.DNS,IP6.DNS device show DEV`). nmcli
 /// missing, or NetworkManager not running or not managing `dev`, is no error: none, said once.
-fn nmcli_dns(dev: &str) -> Vec<Nameserver> {
+pub fn nmcli_dns(dev: &str) -> Vec<Nameserver> {
     use std::sync::atomic::{AtomicBool, Ordering};
     /// Whether the fallback was logged already (once per process).
     static SAID: AtomicBool = AtomicBool::new(false);

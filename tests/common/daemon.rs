@@ -138,17 +138,24 @@ impl<'a> Daemon<'a> {
         extra: &[&str],
         envs: &[(&str, String)],
     ) -> Daemon<'a> {
+        let rc = resolv_conf(run_dir);
+        let mut args = ifaces.to_vec();
+        args.extend(["--resolv-conf", rc.to_str().unwrap()]);
+        args.extend(extra);
+        Daemon::launch(lab, run_dir, &args, envs)
+    }
+
+    /// `mpbond up --foreground --budget-file DIR/budget.json ARGS…` (nothing else added: no
+    /// `--resolv-conf`), the environment also holding `envs`; waits until `status` answers.
+    pub fn launch(lab: &'a Lab, run_dir: &Path, args: &[&str], envs: &[(&str, String)]) -> Daemon<'a> {
         let log = std::fs::File::create(run_dir.join("test-daemon.log")).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", &lab.ns().laptop, BIN, "-v", "--run-dir"])
             .arg(run_dir)
             .args(["up", "--foreground"])
-            .args(ifaces)
-            .arg("--resolv-conf")
-            .arg(resolv_conf(run_dir))
             .arg("--budget-file")
             .arg(run_dir.join("budget.json"))
-            .args(extra)
+            .args(args)
             .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
