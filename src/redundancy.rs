@@ -1,5 +1,6 @@
 //! Which flows are sent redundantly (issue 16): `mode = "redundant"` for every UDP flow through
-//! a converter, else the flows of the `[redundant]` classes and ports. A redundant UDP datagram
+//! a converter, else the flows of the `[redundant]` classes and ports, UDP and TCP alike. A
+//! redundant UDP datagram
 //! through a converter goes on every usable path with the same relay sequence number; the
 //! converter relays the first copy and answers on every path the session's authenticated
 //! datagrams came from (`convert::relay`); each side's anti-replay window drops the later copy.
@@ -7,7 +8,7 @@
 //! ```toml
 //! [redundant]
 //! classes = ["voip", "dns", "games"]   # the default; [] for none
-//! ports = ["5004-5005", "9000"]        # more destination ports (UDP)
+//! ports = ["5004-5005", "9000"]        # more destination ports (UDP and TCP)
 //! max_payload = 1200                   # larger datagrams of these flows go on one path
 //! while_suspect = true                 # the others too while their path is suspect
 //! interactive_tcp = false              # MPTCP: small writes waiting on a reply on both subflows
@@ -15,7 +16,10 @@
 //!
 //! `interactive_tcp` (and `mode = "redundant"` for every chunk): an MPTCP connection sends a
 //! write shorter than a segment, with nothing else in flight, on every subflow with the same
-//! mapping (`mptcp/connection/output.rs`).
+//! mapping (`mptcp/connection/output.rs`). A TCP flow to a port of the classes or `ports`
+//! (ssh 22, DNS over TCP 53, ...) does so too (`engine/admission.rs`): its keystrokes and
+//! requests are copied, a bulk transfer on the same port is not (a chunk with data in flight
+//! before it goes on one path), as a UDP flow's datagrams above `max_payload` go on one path.
 //!
 //! `while_suspect`: in the other modes, a UDP session through a converter whose path is suspect
 //! (an ack asked for is overdue, before the path is declared silent) sends its small datagrams
@@ -30,7 +34,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::ConfigError;
 
-/// The application classes: a name and its destination ports (UDP).
+/// The application classes: a name and its destination ports (UDP, and TCP for the small
+/// writes of a flow to them).
 pub const CLASSES: &[(&str, &[RangeInclusive<u16>])] = &[
     // SIP (RFC 3261 §19.1.2), STUN/TURN (RFC 8489 §18.6; WebRTC ICE, Teams 3478-3481), the
     // common RTP range of SIP phones and WebRTC gateways, Zoom's media ports.
@@ -39,6 +44,8 @@ pub const CLASSES: &[(&str, &[RangeInclusive<u16>])] = &[
     ("dns", &[53..=53]),
     // Xbox Live and Call of Duty, EA titles, Steam / Source engine game servers.
     ("games", &[3074..=3075, 3659..=3659, 27000..=27050]),
+    // SSH (RFC 4253 §4.1; TCP): not on by default.
+    ("ssh", &[22..=22]),
 ];
 
 /// The classes on when the config names none.
@@ -185,6 +192,19 @@ mod tests {
         assert!(!r.datagram(201));
         let all = Redundancy::resolve(&FileRedundant::default(), true).unwrap();
         assert!(all.flow(443));
+        // The ssh class (TCP 22) is there when named, not by default.
+        let ssh = FileRedundant {
+            classes: Some(vec!["ssh".into()]),
+            ports: Some(vec!["2222".into()]),
+            ..Default::default()
+        };
+        let r = Redundancy::resolve(&ssh, false).unwrap();
+        assert!(r.flow(22) && r.flow(2222) && !r.flow(53) && !r.flow(443));
+        assert!(
+            !Redundancy::resolve(&FileRedundant::default(), false)
+                .unwrap()
+                .flow(22)
+        );
     }
 
     #[test]

@@ -19,13 +19,15 @@ use mpbond::engine::{
 use mpbond::redundancy::Redundancy;
 use mpbond::sim::rng::{Rng, seed_from_env};
 use mpbond::time::Instant;
-use mpbond::wire::{ip, udp};
+use mpbond::wire::{icmp, ip, udp};
 
 const HOST: &str = "100.127.77.1:40000";
 const HOST6: &str = "[fd99::1]:40000";
 const CONV: &str = "198.18.3.1:5124";
 const UNIX: u64 = 1_800_000_000;
 const ATTACKER: &str = "203.0.113.66:4444";
+/// The echo identifier of the converter's ping socket (the kernel's choice).
+const CONV_PING_IDENT: u16 = 0x4242;
 
 fn key() -> ClientKey {
     ClientKey::from_parts(KeyId([7; 8]), [9; 32])
@@ -78,6 +80,8 @@ struct Sim {
     seen_by_dst: BTreeMap<SocketAddr, HashSet<String>>,
     /// Datagrams the host received back: (time, payload).
     host_rx: Vec<(Instant, Vec<u8>)>,
+    /// ICMP messages the host received: (time, source, destination, message).
+    host_icmp: Vec<(Instant, IpAddr, IpAddr, Vec<u8>)>,
     /// Up datagrams the converter received (for the attacker to replay).
     captured: Vec<Vec<u8>>,
     /// Converter counters by name.
@@ -142,6 +146,7 @@ impl Sim {
             flight: Vec::new(),
             seen_by_dst: BTreeMap::new(),
             host_rx: Vec::new(),
+            host_icmp: Vec::new(),
             captured: Vec::new(),
             drops: BTreeMap::new(),
             refused_port: None,
@@ -190,6 +195,9 @@ impl Sim {
                 if p.proto == 17 {
                     let seg = &self.buf[p.payload.clone()];
                     self.host_rx.push((self.now, seg[8..].to_vec()));
+                } else if p.proto == icmp::PROTO_ICMP || p.proto == icmp::PROTO_ICMPV6 {
+                    let msg = self.buf[p.payload.clone()].to_vec();
+                    self.host_icmp.push((self.now, p.src, p.dst, msg));
                 }
             }
         }
@@ -307,8 +315,42 @@ impl Sim {
             self.ack(sk);
         }
         if self.echo {
-            self.echo(sk, &payload);
+            if self.table.get(&sk).unwrap().echo {
+                // The destination answers the converter's ping socket: a reply with the
+                // socket's identifier, the request's sequence number and data.
+                let mut reply = payload;
+                reply[0] = if dst.is_ipv4() {
+                    icmp::ECHO_REPLY_V4
+                } else {
+                    icmp::ECHO_REPLY_V6
+                };
+                reply[4..6].copy_from_slice(&CONV_PING_IDENT.to_be_bytes());
+                self.echo(sk, &reply);
+            } else {
+                self.echo(sk, &payload);
+            }
         }
+    }
+
+    /// The host pings `dst` (identifier `ident`, sequence number `seq`).
+    fn host_ping(&mut self, dst: IpAddr, ident: u16, seq: u16) {
+        let host = if dst.is_ipv4() {
+            sa(HOST).ip()
+        } else {
+            sa(HOST6).ip()
+        };
+        let ty = if dst.is_ipv4() {
+            icmp::ECHO_REQUEST_V4
+        } else {
+            icmp::ECHO_REQUEST_V6
+        };
+        let mut msg = vec![ty, 0, 0, 0, 0, 0];
+        msg.extend_from_slice(&seq.to_be_bytes());
+        msg.extend_from_slice(b"abcdefgh");
+        let n = icmp::write_echo(&mut self.buf, host, dst, &msg, ident).unwrap();
+        let pkt = self.buf[..n].to_vec();
+        self.e.handle_tun_packet(self.now, &pkt);
+        self.pump();
     }
 
     fn ack(&mut self, sk: SessionKey) {
@@ -873,4 +915,125 @@ fn relay_acks_on_cellular_count_as_its_overhead() {
     assert!(o > 0, "no overhead counted");
     assert_eq!(o % 52, 0, "whole acks (36 + 16 bytes): {o}");
     assert!(s.host_rx.is_empty());
+}
+
+/// The host pings `dst` every 20 ms for `dur` (identifier 0x1234, sequence from 1), with
+/// `event` once at its time; the echo replies the host got: (time, sequence number), each
+/// checked (from `dst`, to the host, the host's identifier, a valid checksum).
+fn pings(s: &mut Sim, dst: IpAddr, dur: Duration, event: Option<Event<'_>>) -> (u16, Vec<(Instant, u16)>) {
+    let end = s.now + dur;
+    let mut pending = event;
+    let mut seq = 0u16;
+    while s.now < end {
+        if let Some((at, f)) = pending
+            && s.now >= at
+        {
+            f(s);
+            pending = None;
+        }
+        seq += 1;
+        s.host_ping(dst, 0x1234, seq);
+        let next = s.now + ms(20);
+        s.run_until(next);
+    }
+    let replies = s
+        .host_icmp
+        .iter()
+        .map(|(t, from, to, msg)| {
+            assert_eq!(*from, dst);
+            let e = icmp::parse_echo(*from, *to, msg, true).unwrap().unwrap();
+            assert!(!e.request);
+            assert_eq!(e.ident, 0x1234, "the host's identifier");
+            assert_eq!(&msg[8..], b"abcdefgh");
+            (*t, e.seq)
+        })
+        .collect();
+    (seq, replies)
+}
+
+#[test]
+fn ping_goes_through_the_converter_and_keeps_answering_across_a_wifi_blackhole() {
+    for dst in ["198.19.0.12", "2001:db8::12"] {
+        let seed = seed_from_env(0xec40);
+        let mut s = Sim::new(seed);
+        let ip: IpAddr = dst.parse().unwrap();
+        let (sent, replies) = pings(
+            &mut s,
+            ip,
+            Duration::from_secs(4),
+            Some((Instant::from_millis(1500), &|s: &mut Sim| {
+                s.paths[0].blackhole = true
+            })),
+        );
+        assert_eq!(s.e.counters().icmp_via_converter, 1, "{dst}");
+        assert_eq!(s.e.counters().udp_via_converter, 0);
+        // One converter session (one ping socket): the destination sees one source.
+        let seen = &s.seen_by_dst[&SocketAddr::new(ip, 0)];
+        assert_eq!(seen.len(), 1, "{dst}: {seen:?}");
+        assert!(
+            seen.iter().all(|v| v.starts_with("converter session")),
+            "{seen:?}"
+        );
+        assert_eq!(s.table.len(), 1);
+        let (_, rs) = s.table.iter().next().unwrap();
+        assert!(rs.echo);
+        assert_eq!(
+            (rs.moves, rs.peer.ip().is_ipv4()),
+            (1, true),
+            "moved once, to cellular"
+        );
+        // Each reply once, matched to a request sent.
+        let seqs: HashSet<u16> = replies.iter().map(|r| r.1).collect();
+        assert_eq!(seqs.len(), replies.len(), "{dst}: a reply twice");
+        assert!(seqs.iter().all(|&q| (1..=sent).contains(&q)));
+        let gap = replies
+            .windows(2)
+            .map(|w| w[1].0.saturating_duration_since(w[0].0))
+            .max()
+            .unwrap();
+        eprintln!(
+            "ping {dst} via converter, Wi-Fi blackholed at 1.5 s: {} of {sent} answered, longest gap {gap:?}",
+            replies.len()
+        );
+        // As a UDP stream: the silence noticed, then the cellular round trip.
+        let bound = dgram::ACK_AFTER + dgram::SILENT_MIN + ms(200);
+        assert!(gap <= bound, "{dst}: gap {gap:?}");
+        assert!(
+            replies.len() + 20 >= usize::from(sent),
+            "{dst}: {} of {sent}",
+            replies.len()
+        );
+        assert!(
+            replies.last().unwrap().0 >= Instant::from_millis(3800),
+            "answers after the loss"
+        );
+    }
+}
+
+#[test]
+fn ping_to_the_lan_goes_direct_and_a_refused_one_falls_back() {
+    let mut s = Sim::new(seed_from_env(3));
+    let lan: IpAddr = "192.168.1.10".parse().unwrap();
+    s.host_ping(lan, 7, 1);
+    assert_eq!(s.e.counters().icmp_via_converter, 0);
+    assert!(s.table.is_empty());
+    // The converter refuses this destination (its policy: here the port 0 every echo
+    // session has): the session goes direct.
+    s.refused_port = Some(0);
+    let ip: IpAddr = "198.19.0.12".parse().unwrap();
+    let (_, replies) = pings(&mut s, ip, Duration::from_millis(400), None);
+    assert!(replies.is_empty());
+    assert_eq!(s.e.counters().icmp_via_converter, 1);
+    assert_eq!(s.e.counters().relay_fallbacks, 1);
+    assert_eq!(s.drops.get("refused").copied(), Some(1));
+    assert!(s.table.is_empty());
+    assert!(
+        s.socks.values().all(|v| v.1 != sa(CONV)),
+        "the socket to the converter is closed: {:?}",
+        s.socks
+    );
+    // Direct from then on: through the interface's ICMP socket (the harness's direct sends).
+    // (A direct echo session's "port" is the host's identifier.)
+    let direct = &s.seen_by_dst[&SocketAddr::new(ip, 0x1234)];
+    assert!(direct.iter().all(|v| v.starts_with("direct")), "{direct:?}");
 }

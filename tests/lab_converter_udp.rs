@@ -94,6 +94,27 @@ impl Drop for EchoServer {
     }
 }
 
+/// The daemon in `rd` opened at least `min` sessions of counter `opened` through the
+/// converter, and none of them left it.
+fn stayed_via_converter(lab: &Lab, rd: &FsPath, d: &Daemon<'_>, opened: &str, min: u64) {
+    let st = status(lab, rd);
+    assert!(counter(&st, opened) >= min, "{:?}", st.counters);
+    assert_eq!(
+        counter(&st, "relay_fallbacks"),
+        0,
+        "{:?}\n{}",
+        st.counters,
+        d.log()
+    );
+}
+
+/// Waits (bounded) until every interface of the daemon in `rd` is usable again.
+fn wifi_back(lab: &Lab, rd: &FsPath) {
+    wait_for("Wi-Fi usable again", Duration::from_secs(10), || {
+        status(lab, rd).interfaces.iter().all(|i| i.usable)
+    });
+}
+
 fn longest_gap(times: &[Instant]) -> Duration {
     times
         .windows(2)
@@ -230,19 +251,9 @@ fn udp_through_the_converter_keeps_its_source_across_wifi_loss() {
             r.longest_gap,
             d.log()
         );
-        wait_for("Wi-Fi usable again", Duration::from_secs(10), || {
-            status(&lab, rd.path()).interfaces.iter().all(|i| i.usable)
-        });
+        wifi_back(&lab, rd.path());
     }
-    let st = status(&lab, rd.path());
-    assert!(counter(&st, "udp_via_converter") >= 2, "{:?}", st.counters);
-    assert_eq!(
-        counter(&st, "relay_fallbacks"),
-        0,
-        "{:?}\n{}",
-        st.counters,
-        d.log()
-    );
+    stayed_via_converter(&lab, rd.path(), &d, "udp_via_converter", 2);
     let text = common::daemon::mpbond(&lab, rd.path(), &["status", "--flows"]);
     let text = String::from_utf8_lossy(&text.stdout);
     assert!(
@@ -355,9 +366,7 @@ fn without_a_converter_udp_changes_source_at_each_move() {
         "{wans:?}\n{}",
         d.log()
     );
-    wait_for("Wi-Fi usable again", Duration::from_secs(10), || {
-        status(&lab, rd.path()).interfaces.iter().all(|i| i.usable)
-    });
+    wifi_back(&lab, rd.path());
     // A blackhole with only UDP open: nothing notices it (no subflow's liveness to tell).
     let (r, e) = run(&lab, Outage::Blackhole, &rtp, &echo);
     report("direct (re-binding)", Outage::Blackhole, &r, &e, &rtp, &echo);
@@ -398,13 +407,19 @@ fn redundant_udp_through_the_converter_loses_nothing_across_wifi_loss() {
         });
         let arrived = rtp.arrivals.lock().unwrap().len();
         println!(
-            "redundant via converter, 20 ms RTT, Wi-Fi {o:?} 2 s: RTP 50 pkt/s longest gap {:.1} ms round trip, \
-             {:.1} ms at the server, {}/{} echoed, {arrived} arrived at the server, {} source(s)",
+            "redundant via converter, 20 ms RTT, Wi-Fi {o:?} 2 s: RTP 50 pkt/s longest gap {:.1} ms round trip \
+             (the sender's own longest gap between departures {:.1} ms), {:.1} ms at the server, {}/{} echoed, \
+             {} lost, {arrived} arrived at the server, {} source(s) (load {})",
             r.longest_gap.as_secs_f64() * 1e3,
+            r.longest_send_gap.as_secs_f64() * 1e3,
             rtp.longest_gap().as_secs_f64() * 1e3,
             r.echoed,
             r.sent,
+            r.lost,
             rtp.sources().len(),
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim(),
         );
         // Not one datagram lost or duplicated, either way.
         assert_eq!(
@@ -432,9 +447,7 @@ fn redundant_udp_through_the_converter_loses_nothing_across_wifi_loss() {
             r.longest_gap,
             d.log()
         );
-        wait_for("Wi-Fi usable again", Duration::from_secs(10), || {
-            status(&lab, rd.path()).interfaces.iter().all(|i| i.usable)
-        });
+        wifi_back(&lab, rd.path());
     }
     let st = status(&lab, rd.path());
     assert!(counter(&st, "udp_redundant") >= 2, "{:?}", st.counters);
@@ -448,4 +461,209 @@ fn redundant_udp_through_the_converter_loses_nothing_across_wifi_loss() {
         cs.counters
     );
     assert_eq!(cs.counter("udp_drop_bad_mac"), 0, "{:?}", cs.counters);
+}
+
+/// The sources of the ICMP echo requests reaching `inet` (a raw ICMP socket there; `inet`'s
+/// kernel answers them itself).
+struct EchoRequestSources {
+    sources: Arc<Mutex<BTreeSet<std::net::IpAddr>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EchoRequestSources {
+    fn start(lab: &Lab) -> EchoRequestSources {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let inet = lab.ns().inet.clone();
+        let sock: UdpSocket = lab
+            .run_in(&inet, || {
+                Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))
+            })
+            .unwrap()
+            .unwrap()
+            .into();
+        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let sources = Arc::new(Mutex::new(BTreeSet::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (sources.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 2048];
+            let end = Instant::now() + Duration::from_secs(120);
+            while !st.load(Ordering::SeqCst) && Instant::now() < end {
+                // IPv4 raw: the IP header, then the message; type 8 is an echo request.
+                if let Ok((n, from)) = sock.recv_from(&mut buf) {
+                    let ihl = usize::from(buf[0] & 0x0f) * 4;
+                    if n > ihl && buf[ihl] == 8 {
+                        s.lock().unwrap().insert(from.ip());
+                    }
+                }
+            }
+        });
+        EchoRequestSources {
+            sources,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EchoRequestSources {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `ping -D` output: the reply lines' (unix time, icmp_seq).
+fn ping_replies(out: &str) -> Vec<(f64, u32)> {
+    out.lines()
+        .filter_map(|l| {
+            let ts = l.strip_prefix('[')?.split(']').next()?.parse().ok()?;
+            let seq = l.split("icmp_seq=").nth(1)?.split(' ').next()?.parse().ok()?;
+            Some((ts, seq))
+        })
+        .collect()
+}
+
+#[test]
+fn ping_through_the_converter_keeps_answering_across_wifi_loss() {
+    if skip_unless_root() {
+        return;
+    }
+    let mut lab = lab_with(LabOptions::default());
+    let conv_ns = lab.add_converter().unwrap();
+    // The converter pings from ping sockets (no capability): its group must be in the range.
+    lab.exec(
+        &conv_ns,
+        &["sysctl", "-q", "-w", "net.ipv4.ping_group_range=0 2147483647"],
+    )
+    .unwrap();
+    let (conv, key, _dir) = start_converter(&lab, &conv_ns, "convping");
+    for p in Path::ALL {
+        lab.set_delay(p, RTT).unwrap();
+    }
+    let target = EchoRequestSources::start(&lab);
+    let rd = RunDir::new();
+    let d = start_daemon(&lab, rd.path(), Some(&key));
+    let laptop = lab.ns().laptop.clone();
+    for o in [Outage::Blackhole, Outage::LinkDown] {
+        target.sources.lock().unwrap().clear();
+        // 250 pings 20 ms apart (5 s), Wi-Fi lost from 1.5 s to 4 s; ping itself bounded to 8 s.
+        let out = std::thread::scope(|s| {
+            let a = s.spawn(|| {
+                lab.command(&laptop, "ping")
+                    .args(["-D", "-n", "-i", "0.02", "-c", "250", "-w", "8", "198.19.0.12"])
+                    .output()
+                    .unwrap()
+            });
+            std::thread::sleep(Duration::from_millis(1500));
+            impair(&lab, o, true);
+            std::thread::sleep(Duration::from_millis(2500));
+            impair(&lab, o, false);
+            a.join().unwrap()
+        });
+        let text = String::from_utf8_lossy(&out.stdout);
+        let replies = ping_replies(&text);
+        let gap = replies.windows(2).map(|w| w[1].0 - w[0].0).fold(0.0f64, f64::max);
+        let sources = target.sources.lock().unwrap().clone();
+        println!(
+            "ping via converter, 20 ms RTT, Wi-Fi {o:?} 2.5 s: {}/250 answered, longest reply gap {:.0} ms, \
+             {} source(s) at the target {sources:?}",
+            replies.len(),
+            gap * 1e3,
+            sources.len(),
+        );
+        assert_eq!(
+            sources,
+            [std::net::IpAddr::from(CONVERTER_V4)].into_iter().collect(),
+            "{o:?}\n{text}\n{}\n{}",
+            d.log(),
+            conv.log()
+        );
+        // Everything but what the outage swallowed was answered, the last pings too.
+        assert!(replies.len() + 2500 / 20 + 10 >= 250, "{o:?}: {text}");
+        assert!(replies.last().is_some_and(|r| r.1 >= 240), "{o:?}: {text}");
+        assert!(gap < 2.5, "{o:?}: waited for Wi-Fi to come back\n{text}");
+        wifi_back(&lab, rd.path());
+    }
+    stayed_via_converter(&lab, rd.path(), &d, "icmp_via_converter", 2);
+    let cs = conv.status();
+    assert!(cs.counter("echo_sessions_opened") >= 2, "{:?}", cs.counters);
+    assert!(cs.counter("udp_path_moves") >= 2, "{:?}", cs.counters);
+    assert_eq!(cs.counter("udp_drop_not_echo"), 0, "{:?}", cs.counters);
+}
+
+#[test]
+fn udp_over_ipv6_through_the_converter_keeps_its_source_across_a_wifi_blackhole() {
+    if skip_unless_root() {
+        return;
+    }
+    use netlab::converter::CONVERTER_V6;
+    let mut lab = lab_with(LabOptions::default());
+    let conv_ns = lab.add_converter().unwrap();
+    // An IPv6 destination that is no LAN to the laptop (the lab's own prefixes are ULA, which
+    // go direct): a documentation address on `inet`'s loopback.
+    let inet = lab.ns().inet.clone();
+    lab.exec(
+        &inet,
+        &["ip", "-6", "addr", "add", "2001:db8::12/128", "dev", "lo"],
+    )
+    .unwrap();
+    let dst = "[2001:db8::12]:5004";
+    let listen = [converter_addr(), format!("[{CONVERTER_V6}]:5124")];
+    let (conv, key, _dir) = common::converter::start_converter_on(&lab, &conv_ns, "convudp6", &listen);
+    let rtp = EchoServer::start(&lab, dst);
+    for p in Path::ALL {
+        lab.set_delay(p, RTT).unwrap();
+    }
+    let rd = RunDir::new();
+    // The laptop reaches the converter over IPv6 on both paths.
+    let conv6 = format!("[{CONVERTER_V6}]:5124");
+    let d = Daemon::start(
+        &lab,
+        rd.path(),
+        &[
+            "--converter",
+            &conv6,
+            "--converter-key-file",
+            key.to_str().unwrap(),
+        ],
+    );
+    wait_usable(&lab, rd.path());
+    let r = std::thread::scope(|s| {
+        let a = s.spawn(|| stream(&lab, dst, 172, Duration::from_millis(20), Duration::from_secs(5)));
+        std::thread::sleep(Duration::from_millis(1500));
+        impair(&lab, Outage::Blackhole, true);
+        std::thread::sleep(Duration::from_millis(2500));
+        impair(&lab, Outage::Blackhole, false);
+        a.join().unwrap()
+    });
+    let src = rtp.sources();
+    println!(
+        "IPv6 via converter, 20 ms RTT, Wi-Fi Blackhole 2.5 s: RTP 50 pkt/s longest gap {:.0} ms round trip, \
+         {:.0} ms at the server, {}/{} echoed, source(s) at the server {src:?}",
+        r.longest_gap.as_secs_f64() * 1e3,
+        rtp.longest_gap().as_secs_f64() * 1e3,
+        r.echoed,
+        r.sent,
+    );
+    assert_eq!(src.len(), 1, "{src:?}\n{}\n{}", d.log(), conv.log());
+    assert!(
+        src.iter().all(|s| s.ip() == std::net::IpAddr::from(CONVERTER_V6)),
+        "{src:?}"
+    );
+    assert!(
+        r.echoed + 2500 / 20 + 10 >= r.sent,
+        "{} of {}\n{}",
+        r.echoed,
+        r.sent,
+        d.log()
+    );
+    assert!(r.longest_gap < Duration::from_millis(2500), "{:?}", r.longest_gap);
+    stayed_via_converter(&lab, rd.path(), &d, "udp_via_converter", 1);
+    let cs = conv.status();
+    assert_eq!(cs.counter("udp_sessions_opened"), 1, "{:?}", cs.counters);
+    assert!(cs.counter("udp_path_moves") >= 1, "{:?}", cs.counters);
 }

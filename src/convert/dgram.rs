@@ -2,13 +2,14 @@
 //! datagram, its MAC under the client's key, the anti-replay window, and the laptop's state of
 //! one relayed session ([`ClientSession`]). The converter's table of sessions is `relay.rs`.
 //!
-//! UDP (and later ICMP echo) of the laptop's hosts is carried as UDP datagrams to the converter's
+//! UDP and ICMP echo of the laptop's hosts are carried as UDP datagrams to the converter's
 //! port (the TCP listener's port), never inside a TCP byte stream, so a datagram never waits
 //! behind a lost one. One datagram:
 //!
 //! ```text
 //! 0      magic 0xd7
-//! 1      kind: 1 data up (laptop → converter), 2 data down, 3 ack (down), 4 refused (down)
+//! 1      kind: 1 data up (laptop → converter), 2 data down, 3 ack (down), 4 refused (down),
+//!        5 echo up (an ICMP/ICMPv6 echo request), 6 echo down (its echo reply)
 //! 2      flags: bit 0 ACK_REQUESTED (up: answer with an ack), bit 1 REDUNDANT (up: this
 //!        datagram goes on every path, same number; send the session's down datagrams to each
 //!        return path verified for it, see `relay.rs`), bits 2-3 the copy's index (0 on the
@@ -19,7 +20,9 @@
 //! 20..28 sequence number (per session and direction, from 1; refused: the refused datagram's)
 //! 28..36 timestamp (unix seconds of the sender)
 //! ...    inner address (4 or 16 bytes) and port (2): up the destination, down the source
-//! ...    payload (the host's UDP payload; refused: one reason byte)
+//!        (echo: port 0)
+//! ...    payload (the host's UDP payload; echo: the whole ICMP message, type to data, as the
+//!        host sent it or the destination answered; refused: one reason byte)
 //! last16 HMAC-SHA256(secret, LABEL ‖ every byte before the MAC), truncated to 16 bytes
 //! ```
 //!
@@ -84,6 +87,12 @@ pub enum Kind {
     Ack,
     /// The converter will not relay this session (the reason byte is the payload).
     Refused,
+    /// A host's ICMP / ICMPv6 echo request, laptop → converter → destination (the converter
+    /// sends it from its own address with an identifier of its own).
+    EchoUp,
+    /// The destination's echo reply, converter → laptop (the identifier is the converter's; the
+    /// laptop puts back the host's).
+    EchoDown,
 }
 
 impl Kind {
@@ -93,7 +102,19 @@ impl Kind {
             Kind::Down => 2,
             Kind::Ack => 3,
             Kind::Refused => 4,
+            Kind::EchoUp => 5,
+            Kind::EchoDown => 6,
         }
+    }
+
+    /// Whether datagrams of this kind carry an inner address and a payload of a session.
+    pub fn is_data(self) -> bool {
+        matches!(self, Kind::Up | Kind::Down | Kind::EchoUp | Kind::EchoDown)
+    }
+
+    /// Whether only the laptop sends this kind.
+    pub fn is_up(self) -> bool {
+        matches!(self, Kind::Up | Kind::EchoUp)
     }
     fn from_code(c: u8) -> Option<Kind> {
         Some(match c {
@@ -101,6 +122,8 @@ impl Kind {
             2 => Kind::Down,
             3 => Kind::Ack,
             4 => Kind::Refused,
+            5 => Kind::EchoUp,
+            6 => Kind::EchoDown,
             _ => return None,
         })
     }
@@ -304,7 +327,7 @@ pub fn parse(bytes: &[u8]) -> Result<Unverified<'_>, DgramError> {
         _ => None,
     };
     // Data carries an address; ack and refused do not.
-    if matches!(kind, Kind::Up | Kind::Down) != addr.is_some() {
+    if kind.is_data() != addr.is_some() {
         return Err(DgramError::Malformed);
     }
     Ok(Unverified {
@@ -521,6 +544,8 @@ pub struct ClientSession {
     redundant: bool,
     /// Copies go on the other paths too while this path is suspect ([`ClientSession::suspect`]).
     copy_when_suspect: bool,
+    /// An ICMP echo session ([`Kind::EchoUp`] / [`Kind::EchoDown`]), else UDP.
+    echo: bool,
 }
 
 impl ClientSession {
@@ -538,7 +563,26 @@ impl ClientSession {
             srtt: None,
             redundant: false,
             copy_when_suspect: false,
+            echo: false,
         }
+    }
+
+    /// A new ICMP echo session `id` toward `dst` (the host's echo requests to it go up as
+    /// [`Kind::EchoUp`], the replies come down as [`Kind::EchoDown`]), started at `now`.
+    pub fn new_echo(id: RelayId, dst: IpAddr, now: Instant) -> ClientSession {
+        let mut s = ClientSession::new(id, SocketAddr::new(dst, 0), now);
+        s.echo = true;
+        s
+    }
+
+    /// Whether it carries ICMP echo (else UDP).
+    pub fn is_echo(&self) -> bool {
+        self.echo
+    }
+
+    /// The kind of what it sends.
+    fn up_kind(&self) -> Kind {
+        if self.echo { Kind::EchoUp } else { Kind::Up }
     }
 
     /// While the path is suspect, send copies on the other paths (handover mode: a blackhole
@@ -610,7 +654,7 @@ impl ClientSession {
                 .is_none_or(|t| now.saturating_duration_since(t) >= ACK_EVERY);
         let copies = self.sends_copies(now);
         let h = Header {
-            kind: Kind::Up,
+            kind: self.up_kind(),
             flags: if ask { ACK_REQUESTED } else { 0 } | if copies { REDUNDANT } else { 0 },
             key: key.id(),
             session: self.id,
@@ -642,7 +686,7 @@ impl ClientSession {
             return Err(DgramError::Malformed);
         }
         let h = Header {
-            kind: Kind::Up,
+            kind: self.up_kind(),
             flags: REDUNDANT | (index << COPY_SHIFT),
             key: key.id(),
             session: self.id,
@@ -676,7 +720,14 @@ impl ClientSession {
     ) -> Result<Down<'a>, DownError> {
         let u = parse(bytes)?;
         let h = u.header;
-        if h.session != self.id || h.key != key.id() || h.kind == Kind::Up {
+        // Our direction only, and data of this session's kind (a UDP session's number cannot
+        // be spent by an echo reply, nor the other way round).
+        let other_kind = match h.kind {
+            Kind::Down => self.echo,
+            Kind::EchoDown => !self.echo,
+            k => k.is_up(),
+        };
+        if h.session != self.id || h.key != key.id() || other_kind {
             return Err(DownError::NotOurs);
         }
         if h.kind == Kind::Refused {
@@ -702,7 +753,7 @@ impl ClientSession {
         let payload = u.verify(key)?;
         self.recv.accept(h.seq)?;
         let data = match (h.kind, h.addr) {
-            (Kind::Down, Some(from)) => Down::Data { from, payload },
+            (Kind::Down | Kind::EchoDown, Some(from)) => Down::Data { from, payload },
             _ => Down::Ack,
         };
         if !on_path && !self.redundant && self.is_open() {

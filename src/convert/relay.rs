@@ -91,6 +91,8 @@ pub struct RelaySession {
     pub copies: u64,
     /// The numbers seen with each copy index 1.. (allocated on the first copy of an index).
     copy_seen: Vec<ReplayWindow>,
+    /// It carries ICMP echo ([`Kind::EchoUp`]), else UDP (fixed for its life).
+    pub echo: bool,
 }
 
 impl RelaySession {
@@ -151,6 +153,8 @@ pub struct Opening {
     pub ack: bool,
     /// The laptop asked for redundancy.
     pub redundant: bool,
+    /// An ICMP echo session: open a ping socket toward `dst`'s address, not a UDP socket.
+    pub echo: bool,
     copy: u8,
 }
 
@@ -204,6 +208,13 @@ pub enum UpError {
     /// A session's datagram to another destination than its first.
     #[error("destination differs from the session's")]
     OtherDestination,
+    /// A session's datagram of the other kind (echo in a UDP session, or UDP in an echo one).
+    #[error("datagram kind differs from the session's")]
+    OtherKind,
+    /// An echo datagram whose payload is not an ICMP echo request of its family (RFC 792
+    /// type 8, RFC 4443 §4.1 type 128; code 0): the converter sends nothing else.
+    #[error("echo datagram without an echo request")]
+    NotEcho,
     /// A first datagram whose timestamp is too old or too new.
     #[error("first datagram not fresh")]
     Stale,
@@ -224,10 +235,23 @@ impl UpError {
             UpError::UnknownKey => "unknown_key",
             UpError::Replay(_) => "replay",
             UpError::OtherDestination => "other_destination",
+            UpError::OtherKind => "other_kind",
+            UpError::NotEcho => "not_echo",
             UpError::Stale => "stale",
             UpError::BelowWindow => "below_window",
         }
     }
+}
+
+/// Whether `msg` is an ICMP echo request to `dst`'s family with code 0 (RFC 792: type 8;
+/// RFC 4443 §4.1: type 128), at least its 8-byte header.
+pub fn is_echo_request(dst: SocketAddr, msg: &[u8]) -> bool {
+    let want = if dst.is_ipv4() {
+        crate::wire::icmp::ECHO_REQUEST_V4
+    } else {
+        crate::wire::icmp::ECHO_REQUEST_V6
+    };
+    msg.len() >= 8 && msg[0] == want && msg[1] == 0
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -301,9 +325,10 @@ impl RelayTable {
     ) -> Result<Up<'a>, UpError> {
         let u = dgram::parse(bytes)?;
         let h = u.header;
-        if h.kind != Kind::Up {
+        if !h.kind.is_up() {
             return Err(UpError::WrongKind);
         }
+        let echo = h.kind == Kind::EchoUp;
         let Some(dst) = h.addr else {
             return Err(UpError::Dgram(DgramError::Malformed));
         };
@@ -324,6 +349,9 @@ impl RelayTable {
                     if dst != s.dst {
                         return Err(UpError::OtherDestination);
                     }
+                    if echo != s.echo {
+                        return Err(UpError::OtherKind);
+                    }
                     s.copy_accept(h.seq, index);
                     let new_path = s.redundant && s.heard_extra(from, now);
                     s.copies += 1;
@@ -339,6 +367,12 @@ impl RelayTable {
             let payload = u.verify(&key)?;
             if dst != s.dst {
                 return Err(UpError::OtherDestination);
+            }
+            if echo != s.echo {
+                return Err(UpError::OtherKind);
+            }
+            if echo && !is_echo_request(dst, payload) {
+                return Err(UpError::NotEcho);
             }
             let newest = s.recv.accept(h.seq)?;
             if redundant {
@@ -377,6 +411,9 @@ impl RelayTable {
         }
         // A first datagram: the MAC proves the key before anything else happens.
         let payload = u.verify(&key)?;
+        if echo && !is_echo_request(dst, payload) {
+            return Err(UpError::NotEcho);
+        }
         let skew = self.cfg.max_clock_skew.as_secs();
         if h.timestamp.saturating_add(skew) < unix_secs || h.timestamp > unix_secs.saturating_add(skew) {
             return Err(UpError::Stale);
@@ -401,6 +438,7 @@ impl RelayTable {
                 floor,
                 ack,
                 redundant: h.flags & REDUNDANT != 0,
+                echo,
                 copy: copy_index(h.flags),
             },
             payload,
@@ -428,6 +466,7 @@ impl RelayTable {
                 extra: Vec::new(),
                 copies: 0,
                 copy_seen: Vec::new(),
+                echo: o.echo,
             },
         );
         if o.redundant
@@ -464,7 +503,11 @@ impl RelayTable {
         payload: &[u8],
         out: &mut [u8],
     ) -> Option<(usize, SocketAddr)> {
-        let sent = self.seal_to_peer(Kind::Down, unix_secs, key, skey, payload, out)?;
+        let kind = match self.sessions.get(skey)?.echo {
+            true => Kind::EchoDown,
+            false => Kind::Down,
+        };
+        let sent = self.seal_to_peer(kind, unix_secs, key, skey, payload, out)?;
         if let Some(s) = self.sessions.get_mut(skey) {
             s.last = now;
             s.down.0 += 1;
@@ -502,7 +545,7 @@ impl RelayTable {
             session: skey.1,
             seq: s.next_down,
             timestamp: unix_secs,
-            addr: (kind == Kind::Down).then_some(s.dst),
+            addr: kind.is_data().then_some(s.dst),
         };
         let n = dgram::seal(key, &h, payload, out).ok()?;
         s.next_down += 1;

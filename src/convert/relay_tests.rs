@@ -329,3 +329,91 @@ fn redundant_copies_are_counted_apart_from_replays_and_teach_bounded_return_path
     assert!(t.handle_up(t0, NOW, sa(CELL), &p1, keys).is_err());
     assert!(t.extra_paths(t0, &psk).is_empty());
 }
+
+/// An ICMP echo request (type, code 0, checksum left 0, identifier, sequence, data).
+fn echo_msg(ty: u8, ident: u16, seq: u16) -> Vec<u8> {
+    let mut m = vec![ty, 0, 0, 0];
+    m.extend_from_slice(&ident.to_be_bytes());
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(b"ping data");
+    m
+}
+
+#[test]
+fn echo_sessions_carry_echo_requests_and_replies_only() {
+    for (dst, req, rep) in [("198.19.0.12", 8u8, 0u8), ("2001:db8::12", 128, 129)] {
+        let ip: std::net::IpAddr = dst.parse().unwrap();
+        let t0 = Instant::from_millis(0);
+        let mut table = RelayTable::new(RelayConfig::default());
+        let mut c = ClientSession::new_echo(RelayId(9), ip, t0);
+        assert!(c.is_echo());
+        let d = up(&mut c, t0, NOW, &echo_msg(req, 0x1234, 1));
+        assert_eq!(dgram::parse(&d).unwrap().header.kind, Kind::EchoUp);
+        let opening = match table.handle_up(t0, NOW, sa(WIFI), &d, keys) {
+            Ok(Up::Open { opening, payload }) => {
+                assert_eq!(payload, &echo_msg(req, 0x1234, 1)[..]);
+                opening
+            }
+            other => panic!("{other:?}"),
+        };
+        assert!(opening.echo);
+        assert_eq!(opening.dst, SocketAddr::new(ip, 0));
+        table.insert(t0, &opening, d.len());
+        let sk = opening.key;
+        assert!(table.get(&sk).unwrap().echo);
+        // The next request relays; anything but an echo request of the family does not, nor
+        // a UDP datagram numbered in the echo session.
+        let d2 = up(&mut c, t0, NOW, &echo_msg(req, 0x1234, 2));
+        assert!(matches!(
+            table.handle_up(t0, NOW, sa(WIFI), &d2, keys),
+            Ok(Up::Relay { .. })
+        ));
+        let wrong = up(&mut c, t0, NOW, &echo_msg(rep, 0x1234, 3));
+        assert_eq!(
+            table.handle_up(t0, NOW, sa(WIFI), &wrong, keys),
+            Err(UpError::NotEcho)
+        );
+        let short = up(&mut c, t0, NOW, &[req, 0, 0, 0]);
+        assert_eq!(
+            table.handle_up(t0, NOW, sa(WIFI), &short, keys),
+            Err(UpError::NotEcho)
+        );
+        let mut udp = ClientSession::new(RelayId(9), SocketAddr::new(ip, 0), t0);
+        for _ in 0..10 {
+            up(&mut udp, t0, NOW, b"x");
+        }
+        let as_udp = up(&mut udp, t0, NOW, &echo_msg(req, 1, 1));
+        assert_eq!(
+            table.handle_up(t0, NOW, sa(WIFI), &as_udp, keys),
+            Err(UpError::OtherKind)
+        );
+        // A new echo session whose first datagram is no echo request opens nothing.
+        let mut c2 = ClientSession::new_echo(RelayId(10), ip, t0);
+        let bad = up(&mut c2, t0, NOW, b"not icmp at all");
+        assert_eq!(
+            table.handle_up(t0, NOW, sa(WIFI), &bad, keys),
+            Err(UpError::NotEcho)
+        );
+        // The reply goes down as EchoDown from the destination's address, port 0; the client
+        // takes it as data, and a UDP session does not.
+        let reply = echo_msg(rep, 0x7777, 2);
+        let mut out = vec![0u8; 256];
+        let (n, to) = table.seal_down(t0, NOW, &key(1), &sk, &reply, &mut out).unwrap();
+        assert_eq!(to, sa(WIFI));
+        assert_eq!(dgram::parse(&out[..n]).unwrap().header.kind, Kind::EchoDown);
+        let mut udp_view = ClientSession::new(RelayId(9), SocketAddr::new(ip, 0), t0);
+        assert_eq!(
+            udp_view.open_down(t0, &key(1), &out[..n]),
+            Err(DownError::NotOurs)
+        );
+        match c.open_down(t0, &key(1), &out[..n]) {
+            Ok(Down::Data { from, payload }) => {
+                assert_eq!(from, SocketAddr::new(ip, 0));
+                assert_eq!(payload, &reply[..]);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Once only (the window).
+        assert!(c.open_down(t0, &key(1), &out[..n]).is_err());
+    }
+}

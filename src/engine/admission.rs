@@ -154,7 +154,10 @@ impl Engine {
         let mut tcp = self.cfg.upstream_tcp;
         tcp.mss = mss_for(self.cfg.iface_mtu, remote.ip());
         let (via, token) = match self.cfg.mptcp {
-            Some(cfg) => {
+            Some(mut cfg) => {
+                // A destination port of the `[redundant]` classes and ports: its small writes
+                // that wait on a reply go on every subflow (RFC 8684 §3.3.6, `redundancy.rs`).
+                cfg.redundant_interactive |= self.cfg.redundancy.flow(dst.port());
                 let (key, token) = self.table.new_key().ok_or(DialError::Full)?;
                 let paths = self.ifaces.local_paths(remote.ip(), self.backup_paths());
                 let via = match converter.and_then(|(i, _)| Some((i, self.convert_request(now, dst, syn)?))) {

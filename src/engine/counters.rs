@@ -140,7 +140,10 @@ counters! {
         session_moves = "session_moves",
         /// UDP sessions opened through a converter's datagram relay.
         udp_via_converter = "udp_via_converter",
-        /// UDP sessions that left their converter for direct (silent, refused, unreachable).
+        /// ICMP echo sessions opened through a converter's datagram relay.
+        icmp_via_converter = "icmp_via_converter",
+        /// UDP and echo sessions that left their converter for direct (silent, refused,
+        /// unreachable).
         relay_fallbacks = "relay_fallbacks",
         /// Redundant UDP sessions opened through a converter (a copy of each datagram on
         /// every path).

@@ -1,5 +1,5 @@
 //! The datagram relay: UDP datagrams and ICMP echo requests from the host go out through the
-//! socket thread on the interface now preferred (one session per host 5-tuple or echo
+//! socket thread (direct, or through a converter: `relayed.rs`) on the interface now preferred (one session per host 5-tuple or echo
 //! identifier, in [`Sessions`](super::sessions::Sessions)); what comes back is written to the
 //! host as it would have arrived without mpbond. Sessions move when the preferred interface
 //! changes and end when idle.
@@ -89,8 +89,7 @@ impl Engine {
                     DatagramKind::IcmpEcho => self.counters.icmp_sessions += 1,
                 }
                 let id = self.sessions.insert(kind, host, remote, best, now, idle).id;
-                if kind == DatagramKind::Udp
-                    && let Some(via) = self.relay_choose(now, id, remote)
+                if let Some(via) = self.relay_choose(now, id, kind, remote)
                     && let Some(s) = self.sessions.get_mut(id)
                 {
                     s.via = Some(via);
@@ -137,7 +136,8 @@ impl Engine {
         };
         let action = DatagramAction::Send {
             session: id,
-            kind,
+            // Through a converter: a UDP socket to it, whatever the session carries.
+            kind: if relayed { DatagramKind::Udp } else { kind },
             iface: best,
             dst: target,
             len,
@@ -273,6 +273,10 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(session) else {
             return self.drop(DropReason::NoSession);
         };
+        if s.kind == DatagramKind::IcmpEcho {
+            // Only a relayed echo session's reply comes here (direct ones: `echo_reply`).
+            return self.relayed_echo_reply(now, session, payload);
+        }
         s.last = now;
         s.down.0 += 1;
         s.down.1 += payload.len() as u64;
@@ -320,10 +324,39 @@ impl Engine {
         let Some(s) = self.sessions.echo_session(iface, from, echo.ident) else {
             return self.drop(DropReason::NoSession);
         };
+        if s.via.is_some() {
+            // Relayed: its replies come through the converter.
+            return self.drop(DropReason::NoSession);
+        }
+        let id = s.id;
+        self.echo_to_host(now, id, msg);
+    }
+
+    /// The echo reply `msg` (an ICMP message, from the destination's address; the identifier
+    /// the converter's) of relayed echo session `id`, opened by `relay_down`.
+    fn relayed_echo_reply(&mut self, now: Instant, id: SessionId, msg: &[u8]) {
+        let Some(s) = self.sessions.get_mut(id) else {
+            return self.drop(DropReason::NoSession);
+        };
+        let (from, to) = (s.remote.ip(), s.host.ip());
+        // The converter's ping socket hands over echo replies only; checked all the same, as
+        // anything the host gets (its checksum is redone for the host's identifier below).
+        match icmp::parse_echo(from, to, msg, false) {
+            Ok(Some(e)) if !e.request => self.echo_to_host(now, id, msg),
+            _ => self.drop(DropReason::BadIcmp),
+        }
+    }
+
+    /// Writes echo reply `msg` of session `id` to the host, with the identifier the host chose
+    /// (the sequence number and data as the destination sent them).
+    fn echo_to_host(&mut self, now: Instant, id: SessionId, msg: &[u8]) {
+        let Some(s) = self.sessions.get_mut(id) else {
+            return self.drop(DropReason::NoSession);
+        };
         s.last = now;
         s.down.0 += 1;
         s.down.1 += msg.len() as u64;
-        let (to, host_ident) = (s.host.ip(), s.host.port());
+        let (from, to, host_ident) = (s.remote.ip(), s.host.ip(), s.host.port());
         self.counters.dgram_bytes_down += msg.len() as u64;
         let need = ip::header_len(from) + msg.len();
         let Some(buf) = self.to_host.push(Dest::Tun, need) else {
@@ -358,7 +391,7 @@ impl Engine {
             };
             // A relayed session's socket talks to its converter.
             let dst = s.via.as_ref().map_or(s.remote, |v| v.addr);
-            let (cur, kind) = (s.iface, s.kind);
+            let (cur, kind, relayed) = (s.iface, s.kind, s.via.is_some());
             let Some(best) = self.ifaces.choose(dst.ip()) else {
                 continue;
             };
@@ -376,7 +409,7 @@ impl Engine {
                 }
                 self.push_action(DatagramAction::Move {
                     session: id,
-                    kind,
+                    kind: if relayed { DatagramKind::Udp } else { kind },
                     iface: best,
                     dst,
                 });

@@ -1,9 +1,11 @@
-//! UDP sessions through a converter (`mpbond server`'s datagram relay, `convert::dgram`): the
-//! host's datagrams are sealed under the client key and sent, as UDP, to the converter over the
-//! interface the engine prefers for the converter's address; the converter sends them on from one
-//! socket per session, so the destination sees the same address and port whichever path the
-//! laptop uses. A failover only moves the session's socket here (the converter follows the
-//! newest authenticated datagram).
+//! UDP and ICMP echo sessions through a converter (`mpbond server`'s datagram relay,
+//! `convert::dgram`): the host's datagrams (echo: its whole echo request) are sealed under the
+//! client key and sent, as UDP, to the converter over the interface the engine prefers for the
+//! converter's address; the converter sends them on from one socket per session (echo: a ping
+//! socket), so the destination sees the same address (and port) whichever path the laptop uses.
+//! A failover only moves the session's socket here (the converter follows the newest
+//! authenticated datagram). An echo reply comes back with the converter's identifier and the
+//! host's sequence number; the host gets it with its own identifier (`datagram.rs`).
 //!
 //! Policy:
 //! - LAN and other special destinations never go via a converter (`converters::is_local`), nor
@@ -50,8 +52,14 @@ pub(super) enum Relayed<'a> {
 }
 
 impl Engine {
-    /// The converter a new UDP session `id` to `remote` goes through, if any.
-    pub(super) fn relay_choose(&mut self, now: Instant, id: SessionId, remote: SocketAddr) -> Option<Via> {
+    /// The converter a new UDP or echo session `id` to `remote` goes through, if any.
+    pub(super) fn relay_choose(
+        &mut self,
+        now: Instant,
+        id: SessionId,
+        kind: DatagramKind,
+        remote: SocketAddr,
+    ) -> Option<Via> {
         let key = self.cfg.converter.as_ref()?.key.clone();
         self.unix_now(now)?;
         let (idx, addr) = self.converters.choose_datagram(now, remote)?;
@@ -65,10 +73,24 @@ impl Engine {
         let d = h.finalize();
         let mut b = [0u8; 8];
         b.copy_from_slice(&d[..8]);
-        self.counters.udp_via_converter += 1;
-        let mut client = ClientSession::new(RelayId(u64::from_be_bytes(b)), remote, now);
+        let rid = RelayId(u64::from_be_bytes(b));
+        let (mut client, redundant) = match kind {
+            DatagramKind::Udp => {
+                self.counters.udp_via_converter += 1;
+                let r = self.cfg.redundancy.flow(remote.port());
+                (ClientSession::new(rid, remote, now), r)
+            }
+            DatagramKind::IcmpEcho => {
+                // An echo "port" is the host's identifier: redundant in redundant mode only.
+                self.counters.icmp_via_converter += 1;
+                (
+                    ClientSession::new_echo(rid, remote.ip(), now),
+                    self.cfg.redundancy.all,
+                )
+            }
+        };
         client.set_copy_when_suspect(self.cfg.redundancy.while_suspect);
-        if self.cfg.redundancy.flow(remote.port()) {
+        if redundant {
             // A copy of each datagram on every path; the converter answers on each.
             client.set_redundant(true);
             self.counters.udp_redundant += 1;
@@ -126,23 +148,28 @@ impl Engine {
             return;
         };
         let Some(via) = s.via.take() else { return };
-        let remote = s.remote;
+        let (remote, kind) = (s.remote, s.kind);
         self.counters.relay_fallbacks += 1;
         match why {
             ConverterFailure::Refused(_) => self.converters.prohibit(now, remote),
             _ => self.converters.failed(now, via.idx, why, remote),
         }
-        tracing::info!(session = id.0, converter = %via.addr, %remote, ?why, "UDP session goes direct");
+        tracing::info!(session = id.0, converter = %via.addr, %remote, ?why, ?kind, "session goes direct");
         let Some(best) = self.ifaces.choose(remote.ip()) else {
             return;
         };
         self.sessions.set_iface(id, best);
-        self.push_action(DatagramAction::Move {
-            session: id,
-            kind: DatagramKind::Udp,
-            iface: best,
-            dst: remote,
-        });
+        match kind {
+            DatagramKind::Udp => self.push_action(DatagramAction::Move {
+                session: id,
+                kind,
+                iface: best,
+                dst: remote,
+            }),
+            // Direct echo goes through the interface's ICMP socket: the one to the converter
+            // closes.
+            DatagramKind::IcmpEcho => self.push_action(DatagramAction::Close { session: id }),
+        }
     }
 
     /// A datagram the socket of relayed session `id` received from its converter.
@@ -160,7 +187,11 @@ impl Engine {
         let Some(s) = self.sessions.get_mut(id) else {
             return Relayed::Nothing(false);
         };
-        let remote = s.remote;
+        // The source the converter names: the destination (echo: its address, port 0).
+        let remote = match s.kind {
+            DatagramKind::Udp => s.remote,
+            DatagramKind::IcmpEcho => SocketAddr::new(s.remote.ip(), 0),
+        };
         let Some(via) = &mut s.via else {
             return Relayed::Nothing(false);
         };

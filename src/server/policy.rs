@@ -63,21 +63,26 @@ pub struct EgressPolicy {
 impl EgressPolicy {
     /// Whether the converter may dial `dst`; the class that refuses it otherwise.
     pub fn check(&self, dst: SocketAddr) -> Result<(), Denied> {
-        let ip = canonical(dst.ip());
-        let allowed = |ip: IpAddr| self.allow.iter().any(|n| n.contains(&ip));
-        let explicitly_allowed = allowed(ip) || allowed(dst.ip());
         if dst.port() == 0
             || (DEFAULT_DENIED_PORTS.contains(&dst.port()) && !self.allow_ports.contains(&dst.port()))
         {
             return Err(Denied::Port);
         }
-        if explicitly_allowed {
+        self.check_addr(dst.ip())
+    }
+
+    /// Whether the converter may send ICMP echo requests to `dst`: [`EgressPolicy::check`]
+    /// without the port (echo has none), so the same addresses are refused as for TCP and UDP.
+    pub fn check_addr(&self, dst: IpAddr) -> Result<(), Denied> {
+        let ip = canonical(dst);
+        let allowed = |ip: IpAddr| self.allow.iter().any(|n| n.contains(&ip));
+        if allowed(ip) || allowed(dst) {
             return Ok(());
         }
-        if self.deny.iter().any(|n| n.contains(&ip) || n.contains(&dst.ip())) {
+        if self.deny.iter().any(|n| n.contains(&ip) || n.contains(&dst)) {
             return Err(Denied::Configured);
         }
-        if self.own.contains(&ip) || self.own.contains(&dst.ip()) {
+        if self.own.contains(&ip) || self.own.contains(&dst) {
             return Err(Denied::OwnAddress);
         }
         special_scope(ip).map(Denied::Scope).map_or(Ok(()), Err)
@@ -125,7 +130,12 @@ mod tests {
             ("93.184.216.34:0", Denied::Port),
         ] {
             assert_eq!(p.check(sa(dst)), Err(want), "{dst}");
+            // ICMP echo (no port) is refused the same addresses.
+            if want != Denied::Port {
+                assert_eq!(p.check_addr(sa(dst).ip()), Err(want), "echo to {dst}");
+            }
         }
+        assert_eq!(p.check_addr("93.184.216.34".parse().unwrap()), Ok(()));
     }
 
     #[test]

@@ -11,6 +11,17 @@
 //! socket is opened or anything is sent. Garbage, forgeries and replays are counted and dropped
 //! without an answer; memory is bounded by the limits (sessions), the tombstone cap and idle
 //! expiry.
+//!
+//! ICMP echo sessions ([`Kind::EchoUp`](crate::convert::dgram::Kind)) get a ping socket each
+//! (`socket(AF_INET, SOCK_DGRAM, IPPROTO_ICMP)`, `IPPROTO_ICMPV6` for IPv6), connected to the
+//! destination: no capability is needed (the server runs with none once it listens), the
+//! kernel picks the echo identifier, fills the checksum and hands the socket only the echo
+//! replies to its own identifier from that address — no process of the converter sees other
+//! ICMP. The kernel allows them to the groups in `net.ipv4.ping_group_range` (IPv6 too); a
+//! server whose group is not in it refuses echo sessions (`echo_no_ping_socket`, reason
+//! failure) and the laptop pings direct. A raw socket would need `CAP_NET_RAW` kept (or a raw
+//! descriptor opened before the capabilities are dropped) and receives every ICMP message of
+//! the host: more privilege for the same service, so it is not used.
 
 use std::collections::HashMap;
 use std::io;
@@ -310,7 +321,13 @@ impl UdpRelay {
 
     /// A verified first datagram: policy, limits, a socket, then the session.
     fn open(&mut self, i: usize, key: &ClientKey, o: &Opening, payload: &[u8], now: Instant, unix: u64) {
-        if let Err(d) = self.policy.check(o.dst) {
+        // Echo has no port: the same addresses are refused, the port rules do not apply.
+        let allowed = if o.echo {
+            self.policy.check_addr(o.dst.ip())
+        } else {
+            self.policy.check(o.dst)
+        };
+        if let Err(d) = allowed {
             *self.stats.policy_denied.entry(d.name()).or_default() += 1;
             self.stats.add("udp_refused_policy", 1);
             return self.refuse(i, key, o, RefuseReason::Policy, unix);
@@ -322,17 +339,24 @@ impl UdpRelay {
             return self.refuse(i, key, o, RefuseReason::Limit, unix);
         }
         lock(&self.limits).dial_done(o.key.0);
-        let sock = match self.connect(o.dst) {
+        let sock = match self.connect(o.dst, o.echo) {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!(dst = %o.dst, "UDP relay socket: {e}");
+                tracing::debug!(dst = %o.dst, echo = o.echo, "UDP relay socket: {e}");
                 lock(&self.limits).release(o.key.0);
-                self.stats.add("udp_socket_errors", 1);
+                let what = match (o.echo, e.kind()) {
+                    (true, io::ErrorKind::PermissionDenied) => "echo_no_ping_socket",
+                    _ => "udp_socket_errors",
+                };
+                self.stats.add(what, 1);
                 return self.refuse(i, key, o, RefuseReason::Failure, unix);
             }
         };
         self.table.insert(now, o, payload.len());
         self.stats.add("udp_sessions_opened", 1);
+        if o.echo {
+            self.stats.add("echo_sessions_opened", 1);
+        }
         self.stats.key(o.key.0).connected_total += 1;
         tracing::debug!(key = %o.key.0, session = o.key.1.0, dst = %o.dst, from = %o.from, "UDP session opened");
         let sk = o.key;
@@ -359,15 +383,23 @@ impl UdpRelay {
         }
     }
 
-    fn connect(&mut self, dst: SocketAddr) -> io::Result<(UdpSocket, Token)> {
+    /// A socket connected to `dst`: UDP, or for `echo` a ping socket (see the module
+    /// documentation) connected to its address.
+    fn connect(&mut self, dst: SocketAddr, echo: bool) -> io::Result<(UdpSocket, Token)> {
         let any: SocketAddr = if dst.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
             (Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        let s = socket2::Socket::new(socket2::Domain::for_address(dst), socket2::Type::DGRAM, None)?;
+        let proto = match (echo, dst.is_ipv4()) {
+            (false, _) => None,
+            (true, true) => Some(socket2::Protocol::ICMPV4),
+            (true, false) => Some(socket2::Protocol::ICMPV6),
+        };
+        let s = socket2::Socket::new(socket2::Domain::for_address(dst), socket2::Type::DGRAM, proto)?;
         s.set_nonblocking(true)?;
         s.set_cloexec(true)?;
+        // A ping socket's port is its echo identifier: 0 lets the kernel pick a free one.
         s.bind(&any.into())?;
         s.connect(&dst.into())?;
         let mut sock = UdpSocket::from_std(s.into());
@@ -407,12 +439,21 @@ impl UdpRelay {
             return false;
         };
         let unix = unix_secs();
+        let Some((dst, echo)) = self.table.get(&sk).map(|s| (s.dst, s.echo)) else {
+            return false;
+        };
         for _ in 0..BUDGET {
             let Some(s) = self.socks.get(&sk) else {
                 return false;
             };
-            let n = match s.sock.recv(buf) {
-                Ok(n) => n,
+            let n = match s.sock.recv_from(buf) {
+                // A ping socket takes the echo replies to its identifier from any source: only
+                // the destination's are its session's (a connected UDP socket filters itself).
+                Ok((_, from)) if echo && from.ip() != dst.ip() => {
+                    self.stats.add("echo_other_source", 1);
+                    continue;
+                }
+                Ok((n, _)) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
                     self.stats.add("udp_destination_refused", 1);
@@ -499,6 +540,8 @@ fn drop_name(why: &'static str) -> &'static str {
         "unknown_key" => "udp_drop_unknown_key",
         "replay" => "udp_drop_replay",
         "other_destination" => "udp_drop_other_destination",
+        "other_kind" => "udp_drop_other_kind",
+        "not_echo" => "udp_drop_not_echo",
         "stale" => "udp_drop_stale",
         "below_window" => "udp_drop_below_window",
         _ => "udp_drop_other",

@@ -123,12 +123,17 @@ impl Drop for TempDir {
 /// Writes a client key and starts the converter with it in namespace `conv`; returns it, the key
 /// file and the directory holding both (removed on drop; `tag` names it).
 pub fn start_converter(lab: &Lab, conv: &str, tag: &str) -> (Server, PathBuf, TempDir) {
+    start_converter_on(lab, conv, tag, &[converter_addr()])
+}
+
+/// [`start_converter`] listening on `listen`.
+pub fn start_converter_on(lab: &Lab, conv: &str, tag: &str, listen: &[String]) -> (Server, PathBuf, TempDir) {
     let dir =
         TempDir(std::env::temp_dir().join(format!("mpbond-lab-{tag}-{}-{}", std::process::id(), lab.name())));
     let _ = std::fs::remove_dir_all(&dir.0);
     std::fs::create_dir_all(&dir.0).unwrap();
     let (key, _) = gen_key(&dir.0);
-    let cfg = server_config(&[converter_addr()], &key, &dir.0, "");
+    let cfg = server_config(listen, &key, &dir.0, "");
     (Server::start(lab, conv, &dir.0, &cfg), key, dir)
 }
 

@@ -106,6 +106,8 @@ pub struct Conv {
     pub sessions: Vec<Session>,
     /// Packets that reached it (silent mode counts what it dropped).
     pub packets: u64,
+    /// TCP payload bytes that reached it, by the laptop's interface they left on.
+    pub payload_by_iface: [u64; 8],
 }
 
 /// A plain TCP server for direct dials.
@@ -157,6 +159,11 @@ pub fn engine() -> Engine {
 
 /// An engine with these interfaces (id, address, policy), all usable.
 pub fn engine_with(ifaces: &[(u8, &str, IfacePolicy)]) -> Engine {
+    engine_configured(ifaces, |_| {})
+}
+
+/// [`engine_with`], its config changed by `tweak` first.
+pub fn engine_configured(ifaces: &[(u8, &str, IfacePolicy)], tweak: impl FnOnce(&mut Config)) -> Engine {
     let mut policies = Vec::new();
     for &(i, _, p) in ifaces {
         let i = usize::from(i);
@@ -165,7 +172,7 @@ pub fn engine_with(ifaces: &[(u8, &str, IfacePolicy)]) -> Engine {
         }
         policies[i] = p;
     }
-    let mut e = Engine::new(Config {
+    let mut cfg = Config {
         tun_mtu: 9000,
         converter: Some(ConverterSettings {
             addrs: vec![sa(CONVERTER)],
@@ -173,7 +180,9 @@ pub fn engine_with(ifaces: &[(u8, &str, IfacePolicy)]) -> Engine {
         }),
         ifaces: policies,
         ..Config::default()
-    });
+    };
+    tweak(&mut cfg);
+    let mut e = Engine::new(cfg);
     e.set_unix_time(Instant::ZERO, UNIX0);
     for &(i, a, _) in ifaces {
         let st = IfaceState {
@@ -216,6 +225,7 @@ impl World {
                 mode,
                 sessions: Vec::new(),
                 packets: 0,
+                payload_by_iface: [0; 8],
             },
             plain_listen: vec![sa(DST).ip(), sa(LAN_DST).ip()],
             plain: Vec::new(),
@@ -262,6 +272,9 @@ impl World {
         let (local, remote, hdr) = (p.dst, p.src, p.header);
         if local == sa(CONVERTER) {
             self.conv.packets += 1;
+            if let Some(n) = self.conv.payload_by_iface.get_mut(usize::from(iface)) {
+                *n += payload.len() as u64;
+            }
             if self.conv.mode != Mode::Silent {
                 (self.conv.ep).handle_packet(self.now, PathId(iface), local, remote, &hdr, payload);
             }

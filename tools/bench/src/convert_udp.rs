@@ -211,7 +211,13 @@ fn gap_run(lab: &Lab, o: Outage) -> Result<(f64, String), String> {
     std::thread::sleep(Duration::from_millis(1500));
     Ok((
         r.longest_gap.as_secs_f64() * 1e3,
-        format!("{}/{} echoed", r.echoed, r.sent),
+        format!(
+            "{}/{} echoed, {} lost, sender's longest gap {:.1} ms",
+            r.echoed,
+            r.sent,
+            r.lost,
+            r.longest_send_gap.as_secs_f64() * 1e3
+        ),
     ))
 }
 

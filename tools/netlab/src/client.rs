@@ -445,6 +445,11 @@ pub struct UdpStreamReport {
     pub echoed: u32,
     /// The longest time between two datagrams that came back (the stall an outage caused).
     pub longest_gap: Duration,
+    /// The longest time between two departures (the sender's own pacing: what the longest gap
+    /// of the echoes cannot be below, whatever the path).
+    pub longest_send_gap: Duration,
+    /// Datagrams sent that never came back (by sequence number; a duplicate echo is not one).
+    pub lost: u32,
 }
 
 /// An RTP-like stream to the echo server `addr`: a `size`-byte datagram (RTP version 2 header,
@@ -468,6 +473,8 @@ pub fn udp_stream(
     let (mut sent, mut echoed) = (0u32, 0u32);
     let mut last: Option<Instant> = None;
     let mut longest = Duration::ZERO;
+    let (mut last_sent, mut longest_send): (Option<Instant>, Duration) = (None, Duration::ZERO);
+    let mut seen = std::collections::HashSet::new();
     loop {
         let now = Instant::now();
         if now >= end + Duration::from_millis(300) {
@@ -480,6 +487,11 @@ pub fn udp_stream(
             pkt[4..8].copy_from_slice(&sent.wrapping_mul(160).to_be_bytes());
             // A send error counts as a lost datagram.
             let _ = s.send(&pkt);
+            let t = Instant::now();
+            if let Some(l) = last_sent {
+                longest_send = longest_send.max(t - l);
+            }
+            last_sent = Some(t);
             sent += 1;
             continue;
         }
@@ -488,10 +500,17 @@ pub fn udp_stream(
         } else {
             end + Duration::from_millis(300)
         };
-        let wait = until.saturating_duration_since(now).max(Duration::from_millis(1));
+        // To the due time, not a millisecond past it (a late departure is the sender's own gap,
+        // which the stream's echoes would then show as the path's).
+        let wait = until
+            .saturating_duration_since(now)
+            .max(Duration::from_micros(50));
         s.set_read_timeout(Some(wait)).map_err(io_err("set timeout"))?;
-        if s.recv(&mut buf).is_ok() {
+        if let Ok(n) = s.recv(&mut buf) {
             let t = Instant::now();
+            if n >= 4 {
+                seen.insert(u16::from_be_bytes([buf[2], buf[3]]));
+            }
             if let Some(l) = last {
                 longest = longest.max(t - l);
             }
@@ -503,6 +522,8 @@ pub fn udp_stream(
         sent,
         echoed,
         longest_gap: longest,
+        longest_send_gap: longest_send,
+        lost: sent.saturating_sub(seen.len() as u32),
     })
 }
 
