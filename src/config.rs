@@ -340,6 +340,9 @@ pub struct FileRouting {
 pub struct FileSubflows {
     /// When the cellular subflow is opened.
     pub join: Option<JoinPolicy>,
+    /// How long a new connection lives before it joins its other paths (`"100ms"` by
+    /// default; `"off"`: at once).
+    pub join_delay: Option<String>,
     /// Ask peers for DSS checksums (RFC 8684 §3.3.1 flag A).
     pub checksums: Option<bool>,
     /// A backup subflow silent this long may have lost its NAT mapping: when it is needed it
@@ -399,6 +402,9 @@ pub struct Config {
     pub routing: RoutingConfig,
     /// When the backup subflow is opened.
     pub join: JoinPolicy,
+    /// A new connection joins its other paths once it lived this long, or at once when its
+    /// only subflow fails ([`crate::mptcp::MptcpConfig::join_delay`]); zero: at once.
+    pub join_delay: Duration,
     /// Ask peers for DSS checksums (peers that require them are accepted either way).
     pub checksums: bool,
     /// A backup subflow idle this long is probed and raced against a fresh join when it is
@@ -931,6 +937,13 @@ impl Config {
                 subflow_ports,
             },
             join: file.subflows.join.unwrap_or_default(),
+            join_delay: match file.subflows.join_delay.as_deref() {
+                Some(s) => parse_duration(s).map_err(|reason| ConfigError::Invalid {
+                    key: "subflows.join_delay",
+                    reason,
+                })?,
+                None => crate::mptcp::DEFAULT_JOIN_DELAY,
+            },
             checksums: file.subflows.checksums.unwrap_or(false),
             nat_idle: match file.subflows.nat_idle.as_deref() {
                 Some(s) => parse_duration(s).map_err(|reason| ConfigError::Invalid {
@@ -1053,21 +1066,26 @@ join = "on-demand"
         assert_eq!(c.join, JoinPolicy::OnDemand);
         assert_eq!(c.nat_idle, crate::mptcp::DEFAULT_NAT_IDLE);
         assert_eq!(c.backup_keepalive, Duration::ZERO);
+        assert_eq!(c.join_delay, crate::mptcp::DEFAULT_JOIN_DELAY);
     }
 
     #[test]
     fn standby_durations_parse_and_bad_ones_are_one_line_errors() {
-        let text = "[subflows]\nnat_idle = \"3s\"\nbackup_keepalive = \"500ms\"\n";
+        let text = "[subflows]\nnat_idle = \"3s\"\nbackup_keepalive = \"500ms\"\njoin_delay = \"20ms\"\n";
         let c = Config::resolve(parse(text).unwrap(), &flags("a", "b"), &none).unwrap();
         assert_eq!(c.nat_idle, Duration::from_secs(3));
         assert_eq!(c.backup_keepalive, Duration::from_millis(500));
-        let off = "[subflows]\nnat_idle = \"off\"\n";
+        assert_eq!(c.join_delay, Duration::from_millis(20));
+        let off = "[subflows]\nnat_idle = \"off\"\njoin_delay = \"off\"\n";
         let c = Config::resolve(parse(off).unwrap(), &flags("a", "b"), &none).unwrap();
         assert_eq!(c.nat_idle, Duration::ZERO);
-        for bad in ["3 parsecs", "s", "-1s", "99999999999999999999m"] {
-            let text = format!("[subflows]\nnat_idle = \"{bad}\"\n");
-            let e = Config::resolve(parse(&text).unwrap(), &flags("a", "b"), &none).unwrap_err();
-            assert!(e.to_string().contains("subflows.nat_idle"), "{bad}: {e}");
+        assert_eq!(c.join_delay, Duration::ZERO);
+        for key in ["nat_idle", "join_delay"] {
+            for bad in ["3 parsecs", "s", "-1s", "99999999999999999999m"] {
+                let text = format!("[subflows]\n{key} = \"{bad}\"\n");
+                let e = Config::resolve(parse(&text).unwrap(), &flags("a", "b"), &none).unwrap_err();
+                assert!(e.to_string().contains(&format!("subflows.{key}")), "{bad}: {e}");
+            }
         }
     }
 

@@ -48,6 +48,22 @@ fn tcp_through_mpbond_is_byte_exact_both_ways_and_errors_match_the_kernel() {
         .unwrap();
     lab.set_delay(netlab::Path::Wifi, Duration::ZERO).unwrap();
 
+    // GRO on the laptop's Wi-Fi veth (off unless asked for on a veth): the kernel merges the
+    // download's segments, and mpbond's ring must take the merged frames whole.
+    let gro = |laptop: &str| {
+        let o = lab
+            .command(laptop, "ethtool")
+            .args(["-k", "wlan0"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).contains("generic-receive-offload: on")
+    };
+    if !gro(&laptop) {
+        lab.exec(&laptop, &["ethtool", "-K", "wlan0", "gro", "on"])
+            .unwrap();
+    }
+    assert!(gro(&laptop), "GRO cannot be turned on on the laptop's wlan0");
+
     let rd = RunDir::new();
     let before = snapshot(&lab);
     let mut d = Daemon::start(&lab, rd.path(), &[]);
@@ -57,6 +73,18 @@ fn tcp_through_mpbond_is_byte_exact_both_ways_and_errors_match_the_kernel() {
         .unwrap()
         .unwrap_or_else(|e| panic!("download through mpbond: {e}\n{}", d.log()));
     assert_eq!(down.bytes, n);
+    // The download arrived on wlan0 partly as GRO super-segments, counted by their size.
+    let st = status(&lab, rd.path());
+    let w = st.interfaces.iter().find(|i| i.name == "wlan0").unwrap();
+    println!(
+        "wlan0 (MTU {}): {} packets above the MTU received, the largest {} bytes",
+        w.mtu, w.rx_above_mtu, w.rx_largest
+    );
+    assert!(w.mtu >= 1280, "{w:?}");
+    assert!(
+        w.rx_above_mtu > 10 && w.rx_largest > 2 * u64::from(w.mtu),
+        "{w:?}"
+    );
     let up = lab
         .run_in(&laptop, || client::http_post(v4, n, &opts()))
         .unwrap()

@@ -71,6 +71,11 @@ impl Shared {
         for (i, st) in interfaces.iter_mut().zip(&snap.ifaces) {
             i.usable = st.usable;
         }
+        for (i, sz) in interfaces.iter_mut().zip(&snap.rx_sizes) {
+            i.mtu = sz.mtu;
+            i.rx_above_mtu = sz.above_mtu;
+            i.rx_largest = sz.largest;
+        }
         let names: Vec<String> = interfaces.iter().map(|i| i.name.clone()).collect();
         let flows = snap
             .flows
@@ -455,6 +460,7 @@ fn start_threads(
         mptcp: Some(crate::mptcp::MptcpConfig {
             mode: config.mode,
             join: config.join,
+            join_delay: config.join_delay,
             nat_idle: config.nat_idle,
             backup_keepalive: config.backup_keepalive,
             redundant_interactive: config.redundant.interactive_tcp,

@@ -26,6 +26,9 @@ impl InterfaceStatus {
             addresses: Vec::new(),
             rx_bytes: 0,
             tx_bytes: 0,
+            mtu: 0,
+            rx_above_mtu: 0,
+            rx_largest: 0,
             usable: false,
             budget_blocked: false,
             budget_soft: false,
@@ -73,6 +76,15 @@ pub struct InterfaceStatus {
     pub rx_bytes: u64,
     /// Bytes sent by the interface (kernel counter).
     pub tx_bytes: u64,
+    /// The MTU its interface thread saw when it opened the interface (0: not open yet).
+    #[serde(default)]
+    pub mtu: u32,
+    /// Packets mpbond received on it larger than the MTU: GRO super-segments taken whole.
+    #[serde(default)]
+    pub rx_above_mtu: u64,
+    /// The largest packet mpbond received on it, bytes.
+    #[serde(default)]
+    pub rx_largest: u64,
     /// The engine uses it for new flows (up, carrier, its I/O thread open).
     #[serde(default)]
     pub usable: bool,
@@ -519,6 +531,9 @@ mod tests {
                 addresses: vec!["198.18.1.2/24".parse().unwrap()],
                 rx_bytes: 1,
                 tx_bytes: 2,
+                mtu: 1500,
+                rx_above_mtu: 3,
+                rx_largest: 64_000,
                 usable: true,
                 budget_blocked: false,
                 budget_soft: true,

@@ -69,6 +69,19 @@ pub struct Snapshot {
     pub converters: Vec<engine::converters::ConverterView>,
     /// The engine clock when the snapshot was taken (µs).
     pub now_us: u64,
+    /// Received packet sizes per interface thread, in the order of the interface list.
+    pub rx_sizes: Vec<RxSizes>,
+}
+
+/// What an interface thread saw of the size of the packets it received (GRO proof).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxSizes {
+    /// The interface's MTU (0: unknown).
+    pub mtu: u32,
+    /// Packets larger than the MTU (GRO super-segments).
+    pub above_mtu: u64,
+    /// The largest packet, bytes.
+    pub largest: u64,
 }
 
 /// Everything the engine thread needs.
@@ -441,6 +454,7 @@ impl Thread {
     }
 
     fn snapshot(&self) -> Snapshot {
+        use std::sync::atomic::Ordering::Relaxed;
         Snapshot {
             counters: {
                 let mut c = self.engine.counters().named();
@@ -458,6 +472,18 @@ impl Thread {
             failovers: self.engine.failovers(),
             converters: self.engine.converters(now()),
             now_us: crate::sys::clock::boottime().as_micros(),
+            rx_sizes: self
+                .handles
+                .iter()
+                .map(|h| {
+                    let st = h.stats();
+                    RxSizes {
+                        mtu: u32::try_from(st.mtu.load(Relaxed)).unwrap_or(0),
+                        above_mtu: st.rx_above_mtu.load(Relaxed),
+                        largest: st.rx_largest.load(Relaxed),
+                    }
+                })
+                .collect(),
             ifaces: (0..self.handles.len() as u8)
                 .filter_map(|i| self.engine.iface_state(i))
                 .collect(),

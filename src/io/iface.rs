@@ -120,8 +120,27 @@ pub struct IfaceStats {
     pub tx_super: AtomicU64,
     /// Super-segments cut by this thread (no next-hop address yet, no vnet socket, refused).
     pub tx_super_cut: AtomicU64,
+    /// Packets received larger than the interface's MTU: GRO super-segments the kernel merged
+    /// and the ring handed over whole (or jumbo frames).
+    pub rx_above_mtu: AtomicU64,
+    /// The largest packet received (IP header included), bytes.
+    pub rx_largest: AtomicU64,
+    /// The interface's MTU when its sockets were last opened (0: unknown).
+    pub mtu: AtomicU64,
     /// Whether the sockets are open now.
     pub open: AtomicBool,
+}
+
+impl IfaceStats {
+    /// Counts one received packet of `len` bytes on a link of `mtu` (0: unknown, nothing is
+    /// above it).
+    fn received_size(&self, len: usize, mtu: u32) {
+        let len = len as u64;
+        if mtu > 0 && len > u64::from(mtu) {
+            self.rx_above_mtu.fetch_add(1, Ordering::Relaxed);
+        }
+        self.rx_largest.fetch_max(len, Ordering::Relaxed);
+    }
 }
 
 enum Cmd {
@@ -385,6 +404,7 @@ impl Thread {
                 if let Ok(mut g) = self.shared.tx.lock() {
                     *g = Some(s.tx.clone());
                 }
+                self.stats.mtu.store(u64::from(s.rx.mtu()), Ordering::Relaxed);
                 self.socks = Some(s);
                 self.stats.open.store(true, Ordering::Relaxed);
                 let _ = self.events.send(IfaceEvent::Opened {
@@ -555,6 +575,7 @@ impl Thread {
         let mut batch: Batch = Vec::with_capacity(MAX_BATCH);
         let (pool, stats, events) = (&self.pool, &self.stats, &self.events);
         let next_hops = &mut self.next_hops;
+        let mtu = s.rx.mtu();
         let flush = |batch: &mut Batch| {
             if batch.is_empty() {
                 return;
@@ -589,6 +610,7 @@ impl Thread {
                 }
                 next_hops.insert(src, mac);
             }
+            stats.received_size(frame.data.len(), mtu);
             let mut p = pool.copy_from(frame.data);
             p.meta = PacketMeta {
                 csum_not_ready: frame.csum_not_ready,

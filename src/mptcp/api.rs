@@ -37,6 +37,12 @@ pub struct MptcpConfig {
     pub stale_floor: Duration,
     /// Minimum time between two join attempts on one path.
     pub join_retry: Duration,
+    /// Client: a connection opens its additional subflows (the backup's MP_JOIN) only once it
+    /// has lived this long, unless its data has no other subflow to go on (the initial one
+    /// failed or fell silent: then at once). A short exchange (an HTTP request with
+    /// `Connection: close`) is over before the join would pay for its handshake, on both
+    /// hosts. Zero: joins follow the MP_CAPABLE at once.
+    pub join_delay: Duration,
     /// Flap damping, handover mode: a regular path (Wi-Fi) that lost its subflow (link down or
     /// unresponsive) and came back is held as a backup (RFC 8684 §3.3.8, MP_PRIO) for this
     /// long after its new subflow answered, probed meanwhile, before it is made primary
@@ -74,6 +80,11 @@ pub struct MptcpConfig {
     pub redundant_interactive: bool,
 }
 
+/// Default [`MptcpConfig::join_delay`]: a few round trips of a typical Internet path, so that a
+/// short request/response exchange ends without a second subflow, and well below the time a
+/// long transfer runs before an outage matters (a loss in that window joins at once, on demand).
+pub const DEFAULT_JOIN_DELAY: Duration = Duration::from_millis(100);
+
 /// Default [`MptcpConfig::nat_idle`]: below the 20 s after which the strictest carrier NATs
 /// seen forget an idle TCP mapping (a false suspicion costs one probe and one join).
 pub const DEFAULT_NAT_IDLE: Duration = Duration::from_secs(15);
@@ -92,6 +103,7 @@ impl Default for MptcpConfig {
             stale_rtts: 2,
             stale_floor: Duration::from_millis(30),
             join_retry: Duration::from_secs(1),
+            join_delay: DEFAULT_JOIN_DELAY,
             flap_hold: Duration::ZERO,
             flap_hold_max: Duration::from_secs(8),
             flap_half_life: Duration::from_secs(15),

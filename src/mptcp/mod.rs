@@ -19,7 +19,7 @@ pub mod send;
 pub mod seq;
 mod subflow;
 
-pub use api::DEFAULT_NAT_IDLE;
+pub use api::{DEFAULT_JOIN_DELAY, DEFAULT_NAT_IDLE};
 pub use connection::{
     Connection, Event, FallbackCause, JoinRefused, LocalPath, MptcpConfig, SubflowInfo, SubflowResetCause,
 };

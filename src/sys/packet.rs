@@ -169,6 +169,8 @@ pub struct PacketRx {
     current: u32,
     /// Where a packet too large for a frame is read to (copy path); [`MAX_PACKET`] bytes.
     large: Box<[u8]>,
+    /// The interface's MTU when the socket was opened (0: unknown).
+    mtu: u32,
 }
 
 // SAFETY: the ring is a private mapping owned by this value; moving it to another thread is sound
@@ -327,6 +329,7 @@ impl PacketRx {
             ptr
         };
         let ring = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| sys("mmap returned null"))?;
+        let mtu = link_mtu(&fd, ifname).unwrap_or(0);
         let rx = PacketRx {
             fd,
             ring,
@@ -334,6 +337,7 @@ impl PacketRx {
             frame_nr,
             current: 0,
             large: vec![0u8; MAX_PACKET].into_boxed_slice(),
+            mtu,
         };
 
         // SAFETY: zeroed sockaddr_ll is a valid value; we fill the fields bind needs.
@@ -353,6 +357,12 @@ impl PacketRx {
             return Err(sys("bind(AF_PACKET)"));
         }
         Ok(rx)
+    }
+
+    /// The interface's MTU when the socket was opened (0: unknown): a packet received larger
+    /// than it is a GRO super-segment (or a jumbo frame the link allowed).
+    pub fn mtu(&self) -> u32 {
+        self.mtu
     }
 
     fn frame_ptr(&self, index: u32) -> *mut u8 {
@@ -601,15 +611,7 @@ impl PacketTx {
 /// The MAC address of interface `ifname` (`SIOCGIFHWADDR`), `None` for a raw-IP interface;
 /// an error for any other kind of link (its header is unknown here).
 fn link_address(fd: &OwnedFd, ifname: &str) -> Result<Option<[u8; 6]>, PacketError> {
-    // SAFETY: zeroed ifreq is a valid value; the name is copied in below, NUL-terminated.
-    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
-    let name = ifname.as_bytes();
-    if name.len() >= ifr.ifr_name.len() {
-        return Err(PacketError::NoInterface(ifname.to_owned()));
-    }
-    for (d, s) in ifr.ifr_name.iter_mut().zip(name) {
-        *d = *s as libc::c_char;
-    }
+    let mut ifr = ifreq(ifname)?;
     // SAFETY: SIOCGIFHWADDR reads the name and writes the hardware address into `ifr`.
     let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFHWADDR, &raw mut ifr) };
     if rc != 0 {
@@ -631,6 +633,34 @@ fn link_address(fd: &OwnedFd, ifname: &str) -> Result<Option<[u8; 6]>, PacketErr
             source: io::Error::other(format!("ARPHRD {other}")),
         }),
     }
+}
+
+/// An `ifreq` naming `ifname`, the rest zero.
+fn ifreq(ifname: &str) -> Result<libc::ifreq, PacketError> {
+    // SAFETY: zeroed ifreq is a valid value; the name is copied in below, NUL-terminated.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = ifname.as_bytes();
+    if name.len() >= ifr.ifr_name.len() {
+        return Err(PacketError::NoInterface(ifname.to_owned()));
+    }
+    for (d, s) in ifr.ifr_name.iter_mut().zip(name) {
+        *d = *s as libc::c_char;
+    }
+    Ok(ifr)
+}
+
+/// The MTU of interface `ifname` (`SIOCGIFMTU`, asked on `fd`, any socket of the interface's
+/// network namespace).
+fn link_mtu(fd: &OwnedFd, ifname: &str) -> Result<u32, PacketError> {
+    let mut ifr = ifreq(ifname)?;
+    // SAFETY: SIOCGIFMTU reads the name and writes the MTU into `ifr`.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFMTU, &raw mut ifr) };
+    if rc != 0 {
+        return Err(sys("SIOCGIFMTU"));
+    }
+    // SAFETY: after SIOCGIFMTU the union holds the MTU.
+    let mtu = unsafe { ifr.ifr_ifru.ifru_mtu };
+    Ok(u32::try_from(mtu).unwrap_or(0))
 }
 
 /// `PACKET_VNET_HDR` (`linux/if_packet.h`).

@@ -213,7 +213,7 @@ impl Connection {
         isn_key: &IsnKey,
         mptcp: bool,
     ) -> Connection {
-        let pm = PathManager::client(now, paths, primary, ports);
+        let pm = PathManager::client(now, paths, primary, ports, now + cfg.join_delay);
         let mut c = Connection::new_common(Role::Client, cfg, isn_key.clone(), remote, local_key, pm);
         let addr = paths
             .iter()

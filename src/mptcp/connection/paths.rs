@@ -75,10 +75,20 @@ pub(super) struct PathManager {
     remote_ports: Vec<(SocketAddr, u16)>,
     /// A port asked for with [`Event::PortNeeded`] and not yet granted.
     port_request: Option<SocketAddr>,
+    /// Client: no join is opened before this while the data has a subflow to go on
+    /// ([`MptcpConfig::join_delay`](super::MptcpConfig::join_delay)).
+    joins_from: Instant,
 }
 
 impl PathManager {
-    pub fn client(now: Instant, paths: &[LocalPath], initial: PathId, ports: Vec<u16>) -> PathManager {
+    /// A client's, opening no join before `joins_from` while one is not needed.
+    pub fn client(
+        now: Instant,
+        paths: &[LocalPath],
+        initial: PathId,
+        ports: Vec<u16>,
+        joins_from: Instant,
+    ) -> PathManager {
         PathManager {
             paths: paths.iter().map(|&path| PathState::new(path, now)).collect(),
             initial,
@@ -86,6 +96,7 @@ impl PathManager {
             next_port: 0,
             remote_ports: Vec::new(),
             port_request: None,
+            joins_from,
         }
     }
 
@@ -97,6 +108,7 @@ impl PathManager {
             next_port: 0,
             remote_ports: Vec::new(),
             port_request: None,
+            joins_from: Instant::ZERO,
         }
     }
 
@@ -314,9 +326,7 @@ impl Connection {
         let needed = if p.path.last_resort {
             // Only when no subflow on another path can carry the data (one that fell silent
             // with nowhere to move to cannot): an on-demand join at failover.
-            !(0..self.subflows.len()).any(|i| {
-                self.usable(i) && self.subflows[i].path != p.path.id && !self.subflows[i].mp.live.suspect
-            })
+            !self.carried_elsewhere(p.path.id)
         } else {
             match self.cfg.join {
                 JoinPolicy::Immediate => true,
@@ -354,6 +364,25 @@ impl Connection {
         first
     }
 
+    /// Whether a subflow on another path than `path` can carry the data now (usable, and not
+    /// fallen silent with nowhere to move to).
+    fn carried_elsewhere(&self, path: PathId) -> bool {
+        (0..self.subflows.len())
+            .any(|i| self.usable(i) && self.subflows[i].path != path && !self.subflows[i].mp.live.suspect)
+    }
+
+    /// When the join from `p` is due: its retry time, and while the connection is young and
+    /// its data has a subflow to go on, not before `joins_from` (a short exchange is over
+    /// before a second subflow would be worth its handshake; RFC 8684 §3.2 leaves the time of
+    /// a join to the host). A connection whose only subflow failed joins at once.
+    fn join_due(&self, p: &PathState) -> Instant {
+        if p.next_join < self.pm.joins_from && self.carried_elsewhere(p.path.id) {
+            self.pm.joins_from
+        } else {
+            p.next_join
+        }
+    }
+
     /// A join toward `to` needs a port granted for it first (not the initial address).
     fn needs_port(&self, to: SocketAddr) -> bool {
         to != self.remote && !self.pm.remote_ports.iter().any(|&(r, _)| r == to)
@@ -365,7 +394,7 @@ impl Connection {
             .paths
             .iter()
             .filter(|p| self.join_wanted(p).is_some())
-            .map(|p| p.next_join)
+            .map(|p| self.join_due(p))
             .min()
     }
 
@@ -399,7 +428,7 @@ impl Connection {
         }
         for k in 0..self.pm.paths.len() {
             let p = self.pm.paths[k];
-            if now < p.next_join {
+            if now < self.join_due(&p) {
                 continue;
             }
             let Some((remote_id, to)) = self.join_wanted(&p) else {

@@ -35,7 +35,9 @@ impl Nginx {
         let www = dir.join("www");
         std::fs::create_dir_all(&www).map_err(|e| format!("{}: {e}", www.display()))?;
         std::fs::write(www.join("1k"), vec![b'x'; BODY]).map_err(|e| e.to_string())?;
-        // nginx's workers run as an unprivileged user: the files must be readable by all.
+        // One process (`master_process off`): killing the child stops nginx (a master killed
+        // with SIGKILL left its worker behind, still listening in the lab's namespace).
+        // The files must be readable by all (nginx may serve them as an unprivileged user).
         for d in [run_dir, &dir, &www] {
             let _ = mpbond::sys::proc::chmod(d, 0o755);
         }
@@ -44,7 +46,7 @@ impl Nginx {
         std::fs::write(
             &conf,
             format!(
-                "worker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+                "master_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
                  events {{ worker_connections 16384; }}\n\
                  http {{\n  access_log off;\n  client_body_temp_path {d}/tmp;\n  proxy_temp_path {d}/tmp;\n  \
                  fastcgi_temp_path {d}/tmp;\n  uwsgi_temp_path {d}/tmp;\n  scgi_temp_path {d}/tmp;\n  \
