@@ -942,6 +942,9 @@ impl Config {
                     key: "subflows.join_delay",
                     reason,
                 })?,
+                // Aggregate and redundant modes use every path from the start: a copy or a
+                // share of each write goes on the other subflow, so it joins at once.
+                None if matches!(mode, Mode::Aggregate | Mode::Redundant) => Duration::ZERO,
                 None => crate::mptcp::DEFAULT_JOIN_DELAY,
             },
             checksums: file.subflows.checksums.unwrap_or(false),
@@ -1066,7 +1069,28 @@ join = "on-demand"
         assert_eq!(c.join, JoinPolicy::OnDemand);
         assert_eq!(c.nat_idle, crate::mptcp::DEFAULT_NAT_IDLE);
         assert_eq!(c.backup_keepalive, Duration::ZERO);
-        assert_eq!(c.join_delay, crate::mptcp::DEFAULT_JOIN_DELAY);
+        // Aggregate mode uses both paths from the start: it joins at once unless told otherwise.
+        assert_eq!(c.join_delay, Duration::ZERO);
+        for (mode, delay) in [
+            ("handover", crate::mptcp::DEFAULT_JOIN_DELAY),
+            ("interactive", crate::mptcp::DEFAULT_JOIN_DELAY),
+            ("redundant", Duration::ZERO),
+        ] {
+            let text = format!("mode = \"{mode}\"\n");
+            assert_eq!(
+                Config::resolve(parse(&text).unwrap(), &flags("a", "b"), &none)
+                    .unwrap()
+                    .join_delay,
+                delay
+            );
+        }
+        let text = "mode = \"redundant\"\n[subflows]\njoin_delay = \"50ms\"\n";
+        assert_eq!(
+            Config::resolve(parse(text).unwrap(), &flags("a", "b"), &none)
+                .unwrap()
+                .join_delay,
+            Duration::from_millis(50)
+        );
     }
 
     #[test]
