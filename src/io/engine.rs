@@ -193,11 +193,17 @@ impl Thread {
                     .map_or(MAX_IDLE, |d| d.saturating_duration_since(t))
                     .min(MAX_IDLE)
             };
-            if let Some(until) = spin_until.take()
+            // The spin lasts until its deadline even when a timer cuts one look short (a timer
+            // due first ends this look, the next goes on spinning).
+            if let Some(until) = spin_until
                 && !timeout.is_zero()
-                && self.spin(until.min(t + timeout))
             {
-                timeout = Duration::ZERO;
+                timeout = if self.spin(until.min(t + timeout)) {
+                    Duration::ZERO
+                } else {
+                    // What is left until the timer (the spin may have used it all).
+                    (t + timeout).saturating_duration_since(now())
+                };
             }
             // Whether packets came in (then spin for the next before sleeping again).
             let mut handled = false;
@@ -259,6 +265,8 @@ impl Thread {
             more = self.flush(t);
             if handled || more {
                 spin_until = Some(t + SPIN);
+            } else if spin_until.is_some_and(|u| t >= u) {
+                spin_until = None;
             }
             self.publish_health();
         }
