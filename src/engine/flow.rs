@@ -107,14 +107,9 @@ impl TcpFlow {
         }
     }
 
-    /// Reacts to both sides' events and moves data between them; `scratch` is the copy buffer.
-    pub fn service(
-        &mut self,
-        now: Instant,
-        host_cfg: &tcp::Config,
-        key: &IsnKey,
-        scratch: &mut [u8],
-    ) -> Serviced {
+    /// Reacts to both sides' events and moves data between them, straight from one side's
+    /// receive buffer into the other's send buffer.
+    pub fn service(&mut self, now: Instant, host_cfg: &tcp::Config, key: &IsnKey) -> Serviced {
         let mut out = Serviced::default();
         while let Some(ev) = self.upstream.poll_event() {
             match ev {
@@ -159,12 +154,13 @@ impl TcpFlow {
             let up = &mut self.upstream;
             // Host → destination, bounded by the upstream send buffer's room.
             loop {
-                let n = h.recv_available().min(up.send_capacity()).min(scratch.len());
+                let n = h.recv_available().min(up.send_capacity());
                 if n == 0 {
                     break;
                 }
-                let got = h.recv(&mut scratch[..n]);
-                let sent = up.send(&scratch[..got]);
+                // Straight from one buffer into the other (the send side has room for all n).
+                let mut sent = 0;
+                let got = h.recv_into(n, |s| sent += up.send(s));
                 debug_assert_eq!(got, sent);
                 out.up += got as u64;
                 if got == 0 {
@@ -173,12 +169,12 @@ impl TcpFlow {
             }
             // Destination → host, bounded by the host send buffer's room.
             loop {
-                let n = up.recv_available().min(h.send_capacity()).min(scratch.len());
+                let n = up.recv_available().min(h.send_capacity());
                 if n == 0 {
                     break;
                 }
-                let got = up.recv(&mut scratch[..n]);
-                let sent = h.send(&scratch[..got]);
+                let mut sent = 0;
+                let got = up.recv_into(n, &mut |s| sent += h.send(s));
                 debug_assert_eq!(got, sent);
                 out.down += got as u64;
                 if got == 0 {

@@ -547,7 +547,7 @@ impl Engine {
         let Some(f) = self.table.get_mut(id) else {
             return false;
         };
-        let s = f.service(now, &self.cfg.host_tcp, &self.cfg.isn_key, &mut self.scratch);
+        let s = f.service(now, &self.cfg.host_tcp, &self.cfg.isn_key);
         let mut notes = Vec::new();
         while let Some(n) = f.upstream.poll_note() {
             notes.push(n);

@@ -38,6 +38,9 @@ const MAX_IDLE: Duration = Duration::from_millis(100);
 const SPIN: Duration = Duration::from_micros(50);
 /// Packets the engine reads from the TUN itself at most per look while it spins.
 const SPIN_READ: usize = 8;
+/// Segments the engine reads from an interface's receive ring itself at most per look while it
+/// spins.
+const SPIN_RECEIVE: u32 = 64;
 /// How often the engine is told the wall-clock time (converter cookies; NTP may step it).
 const WALL_CLOCK_EVERY: Duration = Duration::from_secs(10);
 /// How often the engine's overhead counts are published for the budget thread.
@@ -131,6 +134,7 @@ pub fn spawn(setup: Setup) -> io::Result<Worker> {
             names: setup.ifaces.iter().map(|c| c.name.clone()).collect(),
             handles,
             dgram,
+            out: setup.pool.get_whole(),
             setup,
             if_rx,
             if_tx,
@@ -157,6 +161,9 @@ struct Thread {
     if_tx: crossbeam_channel::Sender<IfaceEvent>,
     dg_rx: Receiver<Vec<DgramEvent>>,
     scratch: Vec<u8>,
+    /// Where the engine builds its next packet: a large one leaves in this buffer (no copy), a
+    /// small one is copied to a small buffer (see [`Pool::get_whole`]).
+    out: super::pool::PacketBuf,
     /// The path health last sent to the DNS thread.
     health: Vec<crate::dns::PathSignal>,
 }
@@ -204,11 +211,17 @@ impl Thread {
                     .map_or(MAX_IDLE, |d| d.saturating_duration_since(t))
                     .min(MAX_IDLE)
             };
-            if let Some(until) = spin_until.take()
+            // The spin lasts until its deadline even when a timer cuts one look short (a timer
+            // due first ends this look, the next goes on spinning).
+            if let Some(until) = spin_until
                 && !timeout.is_zero()
-                && self.spin(until.min(t + timeout))
             {
-                timeout = Duration::ZERO;
+                timeout = if self.spin(until.min(t + timeout)) {
+                    Duration::ZERO
+                } else {
+                    // What is left until the timer (the spin may have used it all).
+                    (t + timeout).saturating_duration_since(now())
+                };
             }
             // Whether packets came in (then spin for the next before sleeping again).
             let mut handled = false;
@@ -270,13 +283,15 @@ impl Thread {
             more = self.flush(t);
             if handled || more {
                 spin_until = Some(t + SPIN);
+            } else if spin_until.is_some_and(|u| t >= u) {
+                spin_until = None;
             }
             self.publish_health();
         }
     }
 
-    /// Spins until a packet channel has input (true), or the TUN had packets, which this thread
-    /// reads and handles itself (true), or `until` passes (false).
+    /// Spins until a packet channel has input (true), or the TUN or an interface's receive ring
+    /// had packets, which this thread reads and handles itself (true), or `until` passes (false).
     fn spin(&mut self, until: Instant) -> bool {
         loop {
             for _ in 0..64 {
@@ -294,10 +309,30 @@ impl Thread {
                 self.on_tun(&b);
                 return true;
             }
+            if self.receive_direct() > 0 {
+                return true;
+            }
             if now() >= until {
                 return false;
             }
         }
+    }
+
+    /// Reads the interfaces' receive rings on this thread and hands the segments to the engine
+    /// straight from the rings (see `iface`'s module documentation); returns how many.
+    fn receive_direct(&mut self) -> u32 {
+        let t = now();
+        let mut n = 0;
+        for (i, h) in self.handles.iter().enumerate() {
+            let (eng, if_rx) = (&mut self.engine, &self.if_rx);
+            let id = i as engine::IfaceId;
+            n += h.try_receive(
+                SPIN_RECEIVE,
+                || !if_rx.is_empty(),
+                |p, csum_not_ready| eng.handle_iface_packet(t, id, p, csum_not_ready),
+            );
+        }
+        n
     }
 
     /// Tells the DNS thread when a path's health changed.
@@ -497,11 +532,17 @@ impl Thread {
         let mut to_if: Vec<Batch> = self.handles.iter().map(|_| Vec::new()).collect();
         let mut n = 0;
         while n < MAX_OUT_PER_WAKE {
-            let Some(tx) = self.engine.poll_transmit(t, &mut self.scratch) else {
+            let Some(tx) = self.engine.poll_transmit(t, &mut self.out) else {
                 break;
             };
             n += 1;
-            let mut p = pool.copy_from(&self.scratch[..tx.len]);
+            let mut p = if tx.len <= super::pool::SMALL {
+                pool.copy_from(&self.out[..tx.len])
+            } else {
+                let mut p = std::mem::replace(&mut self.out, pool.get_whole());
+                p.truncate(tx.len);
+                p
+            };
             p.meta.seg_payload = u16::try_from(tx.seg_payload).unwrap_or(0);
             p.meta.csum_partial = tx.csum_partial;
             match tx.dest {

@@ -7,6 +7,14 @@
 //! nothing is queued for the interface thread: that saves a thread wake-up on the latency path.
 //! Larger batches (bulk transfers) go to the interface thread.
 //!
+//! The engine thread also reads the receive ring itself while it spins for input after a wake-up
+//! ([`IfaceHandle::try_receive`]): the answer to a request then reaches it without this thread's
+//! wake-up and the hand-off over the channel (tens of microseconds each on a busy machine), and
+//! straight from the ring, without a copy. The ring sits behind a lock that each side only
+//! tries; this thread hands what it drained to the engine's channel before it lets the lock go,
+//! and the engine reads the ring only while that channel is empty, so segments reach the engine
+//! in the order they arrived.
+//!
 //! Super-segments (TCP packets of up to 64 KB that the engine marks with their segment size,
 //! `PacketMeta::seg_payload`) go out whole on an AF_PACKET socket with a `virtio_net_hdr`
 //! ([`PacketTx`]): the kernel cuts them (or the NIC, with TSO) and completes the checksums. That
@@ -24,7 +32,7 @@ use std::io;
 use std::ops::RangeInclusive;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
@@ -149,7 +157,7 @@ enum Cmd {
     Shutdown,
 }
 
-/// What the engine thread and an interface thread share for sending.
+/// What the engine thread and an interface thread share.
 #[derive(Debug, Default)]
 struct TxShared {
     /// The open transmit sockets (`None` while the interface is closed).
@@ -157,6 +165,12 @@ struct TxShared {
     /// Packets handed to the thread and not yet sent or dropped: while any is, a direct send
     /// would overtake it.
     queued: AtomicUsize,
+    /// The open receive ring (`None` while the interface is closed); whoever holds the lock
+    /// reads it (see the module documentation).
+    rx: Mutex<Option<PacketRx>>,
+    /// Remote address → the link-layer source address of the packets last received from it
+    /// (the next hop of super-segments sent whole), learnt by whoever reads the ring.
+    next_hops: Mutex<std::collections::HashMap<std::net::IpAddr, [u8; 6]>>,
 }
 
 /// The engine's handle on an interface thread.
@@ -219,6 +233,41 @@ impl IfaceHandle {
         sent
     }
 
+    /// Reads up to `max` segments from the receive ring on the calling thread and gives each to
+    /// `f` (the IP packet, borrowed from the ring, and whether its checksum is not computed
+    /// yet), unless the interface thread is reading or the interface is closed. `pending` is
+    /// asked once the ring is held: when it says segments this thread handed over earlier are
+    /// still waiting for the caller, nothing is read (they come first). Returns how many
+    /// segments `f` was given.
+    pub fn try_receive(
+        &self,
+        max: u32,
+        pending: impl FnOnce() -> bool,
+        mut f: impl FnMut(&[u8], bool),
+    ) -> u32 {
+        let Ok(mut ring) = self.shared.rx.try_lock() else {
+            return 0;
+        };
+        let Some(rx) = ring.as_mut() else { return 0 };
+        if pending() {
+            return 0;
+        }
+        let Ok(mut hops) = self.shared.next_hops.lock() else {
+            return 0;
+        };
+        let (mut n, mut bytes, mtu) = (0, 0, rx.mtu());
+        rx.drain(max, |frame| {
+            if accept(&frame, &mut hops, &self.stats, mtu) {
+                n += 1;
+                bytes += frame.data.len() as u64;
+                f(frame.data, frame.csum_not_ready);
+            }
+        });
+        self.stats.rx_packets.fetch_add(u64::from(n), Ordering::Relaxed);
+        self.stats.rx_bytes.fetch_add(bytes, Ordering::Relaxed);
+        n
+    }
+
     /// Asks the thread to open its sockets now if they are closed (the interface came back).
     pub fn reopen(&self) {
         let _ = self.cmd.try_send(Cmd::Reopen);
@@ -274,7 +323,6 @@ pub fn spawn(config: IfaceConfig, pool: Pool, events: Sender<IfaceEvent>) -> io:
                 socks: None,
                 pending: VecDeque::new(),
                 gone_at: None,
-                next_hops: std::collections::HashMap::new(),
                 cut: vec![0; crate::wire::gso::MAX_PACKET],
             };
             t.run();
@@ -289,7 +337,8 @@ pub fn spawn(config: IfaceConfig, pool: Pool, events: Sender<IfaceEvent>) -> io:
 }
 
 struct Sockets {
-    rx: PacketRx,
+    /// The receive ring's descriptor, registered with the poll (the ring is in [`TxShared::rx`]).
+    rx_fd: std::os::fd::RawFd,
     tx: Arc<RawTx>,
     /// Super-segments go out whole here; `None` where it cannot be opened.
     vnet: Option<PacketTx>,
@@ -310,8 +359,6 @@ struct Thread {
     /// the socket and fails it at once, so reopening waits [`REOPEN_INTERVAL`] after that
     /// (instead of cycling open/close at every netlink event).
     gone_at: Option<crate::time::Instant>,
-    /// Remote address → the link-layer source address of the packets last received from it.
-    next_hops: std::collections::HashMap<std::net::IpAddr, [u8; 6]>,
     /// Where a super-segment is cut in software.
     cut: Vec<u8>,
 }
@@ -382,20 +429,21 @@ impl Thread {
                                 tracing::info!("super-segments are cut in software: {e}");
                             })
                             .ok();
-                        Sockets {
-                            rx,
+                        let s = Sockets {
+                            rx_fd: rx.as_raw_fd(),
                             tx: Arc::new(tx),
                             vnet,
-                        }
+                        };
+                        (rx, s)
                     })
                     .map_err(|e| e.to_string())
             });
         match res {
-            Ok(s) => {
-                if let Err(e) =
-                    self.poll
-                        .registry()
-                        .register(&mut SourceFd(&s.rx.as_raw_fd()), RX, Interest::READABLE)
+            Ok((rx, s)) => {
+                if let Err(e) = self
+                    .poll
+                    .registry()
+                    .register(&mut SourceFd(&s.rx_fd), RX, Interest::READABLE)
                 {
                     tracing::warn!("cannot register the ring: {e}");
                     return;
@@ -404,7 +452,10 @@ impl Thread {
                 if let Ok(mut g) = self.shared.tx.lock() {
                     *g = Some(s.tx.clone());
                 }
-                self.stats.mtu.store(u64::from(s.rx.mtu()), Ordering::Relaxed);
+                self.stats.mtu.store(u64::from(rx.mtu()), Ordering::Relaxed);
+                if let Ok(mut g) = self.shared.rx.lock() {
+                    *g = Some(rx);
+                }
                 self.socks = Some(s);
                 self.stats.open.store(true, Ordering::Relaxed);
                 let _ = self.events.send(IfaceEvent::Opened {
@@ -417,8 +468,11 @@ impl Thread {
 
     fn close(&mut self, reason: &str) {
         if let Some(s) = self.socks.take() {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&s.rx.as_raw_fd()));
+            let _ = self.poll.registry().deregister(&mut SourceFd(&s.rx_fd));
             if let Ok(mut g) = self.shared.tx.lock() {
+                *g = None;
+            }
+            if let Ok(mut g) = self.shared.rx.lock() {
                 *g = None;
             }
             tracing::info!("interface closed: {reason}");
@@ -520,7 +574,10 @@ impl Thread {
         };
         let seg = usize::from(p.meta.seg_payload);
         let dst = crate::sys::rawtx::destination(p);
-        let mac = dst.and_then(|d| self.next_hops.get(&d).copied());
+        let mac = dst.and_then(|d| {
+            let hops = self.shared.next_hops.lock().ok()?;
+            hops.get(&d).copied()
+        });
         if let Some(vnet) = &s.vnet
             && (mac.is_some() || !vnet.needs_mac())
         {
@@ -567,15 +624,29 @@ impl Thread {
 
     /// Drains up to [`MAX_FRAMES_PER_WAKE`] ring frames into batches for the engine. A batch goes
     /// out when it is full and when the ring is empty: nothing waits for more packets to come, so
-    /// a lone segment is handed over at once. Returns whether the cap was hit (more may be
-    /// waiting: poll again without sleeping, since readiness is edge-triggered).
+    /// a lone segment is handed over at once. Returns whether to look again without sleeping:
+    /// the cap was hit (more may be waiting, and readiness is edge-triggered), or the engine
+    /// thread holds the ring (segments that came after its last look would wait otherwise).
     fn receive(&mut self) -> bool {
-        let Some(s) = &mut self.socks else { return false };
+        if self.socks.is_none() {
+            return false;
+        }
+        let mut ring = match self.shared.rx.try_lock() {
+            Ok(g) => g,
+            Err(TryLockError::WouldBlock) => {
+                std::thread::yield_now();
+                return true;
+            }
+            Err(TryLockError::Poisoned(_)) => return false,
+        };
+        let Some(rx) = ring.as_mut() else { return false };
+        let Ok(mut hops) = self.shared.next_hops.lock() else {
+            return false;
+        };
         let iface = self.config.id;
         let mut batch: Batch = Vec::with_capacity(MAX_BATCH);
         let (pool, stats, events) = (&self.pool, &self.stats, &self.events);
-        let next_hops = &mut self.next_hops;
-        let mtu = s.rx.mtu();
+        let mtu = rx.mtu();
         let flush = |batch: &mut Batch| {
             if batch.is_empty() {
                 return;
@@ -597,20 +668,10 @@ impl Thread {
                 stats.rx_dropped_busy.fetch_add(n, Ordering::Relaxed);
             }
         };
-        let frames = s.rx.drain(MAX_FRAMES_PER_WAKE, |frame| {
-            if frame.truncated {
-                stats.rx_dropped_truncated.fetch_add(1, Ordering::Relaxed);
+        let frames = rx.drain(MAX_FRAMES_PER_WAKE, |frame| {
+            if !accept(&frame, &mut hops, stats, mtu) {
                 return;
             }
-            if let (Some(mac), Some(src)) = (frame.src_mac, source(frame.data))
-                && next_hops.get(&src) != Some(&mac)
-            {
-                if next_hops.len() >= MAX_NEXT_HOPS {
-                    next_hops.clear();
-                }
-                next_hops.insert(src, mac);
-            }
-            stats.received_size(frame.data.len(), mtu);
             let mut p = pool.copy_from(frame.data);
             p.meta = PacketMeta {
                 csum_not_ready: frame.csum_not_ready,
@@ -622,9 +683,35 @@ impl Thread {
                 flush(&mut batch);
             }
         });
+        // Inside the lock: the engine reads the ring only after these reached its channel.
         flush(&mut batch);
         frames >= MAX_FRAMES_PER_WAKE
     }
+}
+
+/// Whether a received frame goes to the engine (a truncated one is counted and dropped); counts
+/// its size against the link's `mtu` (GRO-merged frames are larger) and learns the next hop of
+/// its source address.
+fn accept(
+    frame: &crate::sys::packet::RxFrame<'_>,
+    next_hops: &mut std::collections::HashMap<std::net::IpAddr, [u8; 6]>,
+    stats: &IfaceStats,
+    mtu: u32,
+) -> bool {
+    if frame.truncated {
+        stats.rx_dropped_truncated.fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    stats.received_size(frame.data.len(), mtu);
+    if let (Some(mac), Some(src)) = (frame.src_mac, source(frame.data))
+        && next_hops.get(&src) != Some(&mac)
+    {
+        if next_hops.len() >= MAX_NEXT_HOPS {
+            next_hops.clear();
+        }
+        next_hops.insert(src, mac);
+    }
+    true
 }
 
 /// The source address of an IP packet, if it has a whole header.

@@ -3,7 +3,9 @@
 //! thread after sending, the engine after parsing).
 //!
 //! Two size classes: *small* for packets up to a physical MTU, *large* for the TUN's big segments
-//! and GRO super-segments (up to 64 KiB).
+//! and GRO super-segments (up to 64 KiB). A third class, *whole*, holds the large buffers that the
+//! engine thread builds its packets in ([`Pool::get_whole`]): they come back at their full length,
+//! so that a super-segment is built in its own buffer, not in a scratch buffer copied after.
 
 use std::fmt;
 use std::ops::{Deref, DerefMut};
@@ -16,6 +18,9 @@ use crossbeam_channel::{Receiver, Sender};
 pub const SMALL: usize = 9216;
 /// Capacity of a large buffer: the largest IP packet.
 pub const LARGE: usize = 65536;
+/// Capacity of a *whole* buffer ([`Pool::get_whole`]): one byte more than [`LARGE`], which is how
+/// such a buffer is told from a large one when it comes back.
+const WHOLE_CAPACITY: usize = LARGE + 1;
 
 /// Per-packet facts the receiver learned from the kernel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,6 +46,7 @@ struct Class {
 struct Inner {
     small: Class,
     large: Class,
+    whole: Class,
     allocations: AtomicU64,
 }
 
@@ -61,7 +67,8 @@ impl fmt::Debug for Pool {
 }
 
 impl Pool {
-    /// A pool keeping at most `small` small and `large` large idle buffers.
+    /// A pool keeping at most `small` small and `large` large idle buffers (and as many whole
+    /// ones as large).
     pub fn new(small: usize, large: usize) -> Pool {
         let class = |n: usize, capacity| {
             let (free_tx, free_rx) = crossbeam_channel::bounded(n.max(1));
@@ -75,6 +82,7 @@ impl Pool {
             inner: Arc::new(Inner {
                 small: class(small, SMALL),
                 large: class(large, LARGE),
+                whole: class(large, WHOLE_CAPACITY),
                 allocations: AtomicU64::new(0),
             }),
         }
@@ -105,6 +113,26 @@ impl Pool {
         }
     }
 
+    /// A buffer [`LARGE`] bytes long to build a packet in, then [`truncate`](Vec::truncate) to
+    /// the packet's length. Its bytes are what it held when it was last used (zeros where it was
+    /// shorter): filling only what the packet needs leaves nothing to clear or copy.
+    pub fn get_whole(&self) -> PacketBuf {
+        let class = &self.inner.whole;
+        let mut data = match class.free_rx.try_recv() {
+            Ok(v) => v,
+            Err(_) => {
+                self.inner.allocations.fetch_add(1, Ordering::Relaxed);
+                Vec::with_capacity(class.capacity)
+            }
+        };
+        data.resize(LARGE, 0);
+        PacketBuf {
+            data,
+            meta: PacketMeta::default(),
+            pool: Some(self.clone()),
+        }
+    }
+
     /// A buffer holding a copy of `bytes`.
     pub fn copy_from(&self, bytes: &[u8]) -> PacketBuf {
         let mut b = self.get(bytes.len());
@@ -119,7 +147,9 @@ impl Pool {
     }
 
     fn put(&self, v: Vec<u8>) {
-        let class = if v.capacity() >= LARGE {
+        let class = if v.capacity() >= WHOLE_CAPACITY {
+            &self.inner.whole
+        } else if v.capacity() >= LARGE {
             &self.inner.large
         } else {
             &self.inner.small
@@ -200,6 +230,25 @@ mod tests {
         assert_eq!(pool.allocations(), 2, "one small and one large, then reused");
         let again = pool.get(10);
         assert!(again.is_empty(), "a recycled buffer comes back empty");
+    }
+
+    #[test]
+    fn whole_buffers_come_back_whole() {
+        let pool = Pool::new(4, 2);
+        for round in 0..10u8 {
+            let mut w = pool.get_whole();
+            assert_eq!(w.len(), LARGE);
+            w[..3].copy_from_slice(&[round, 1, 2]);
+            w.truncate(3 + usize::from(round));
+            // A large buffer in use meanwhile stays in its own class.
+            let l = pool.get(LARGE);
+            assert!(l.is_empty());
+            drop((w, l));
+        }
+        assert_eq!(pool.allocations(), 2, "one whole and one large, then reused");
+        let w = pool.get_whole();
+        assert_eq!(&w[..3], &[9, 1, 2], "what it held is kept");
+        assert!(w[12..].iter().all(|&b| b == 0), "zeros past what it held");
     }
 
     #[test]

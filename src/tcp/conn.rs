@@ -356,7 +356,13 @@ impl Connection {
     /// Reads in-order received bytes; returns the count (0: nothing now, see
     /// [`Event::Readable`] / [`Event::PeerClosed`]).
     pub fn recv(&mut self, out: &mut [u8]) -> usize {
-        self.rcv.read(out, self.state.is_synchronized())
+        self.recv_into(out.len(), super::slice_sink(out))
+    }
+
+    /// As [`recv`](Self::recv), up to `max` bytes handed to `sink` in one or two slices straight
+    /// from the receive buffer (a relay passes them on without a copy of its own).
+    pub fn recv_into(&mut self, max: usize, sink: impl FnMut(&[u8])) -> usize {
+        self.rcv.read_into(max, sink, self.state.is_synchronized())
     }
 
     /// Bytes ready for [`recv`](Self::recv).

@@ -406,3 +406,13 @@ pub fn write_rst_reply(
         Some(f) => wire::write_tcp_packet(buf, dst, src, &f, &[], &[], 0).map(Some),
     }
 }
+
+/// A sink for the `read_into`/`recv_into` calls (which hand out bytes slice after slice, never
+/// more than asked) that copies them into `out`, one after the other.
+pub fn slice_sink(out: &mut [u8]) -> impl FnMut(&[u8]) + '_ {
+    let mut at = 0;
+    move |s: &[u8]| {
+        out[at..at + s.len()].copy_from_slice(s);
+        at += s.len();
+    }
+}

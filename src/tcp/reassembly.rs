@@ -191,14 +191,21 @@ impl Reassembler {
 
     /// Copies in-order bytes into `out`; returns the count.
     pub fn read(&mut self, out: &mut [u8]) -> usize {
-        let n = out.len().min(self.contig);
+        self.read_into(out.len(), super::slice_sink(out))
+    }
+    /// Hands up to `max` in-order bytes to `sink`, in one or two slices (no copy here); returns
+    /// the count.
+    pub fn read_into(&mut self, max: usize, mut sink: impl FnMut(&[u8])) -> usize {
+        let n = max.min(self.contig);
         if n == 0 {
             return 0;
         }
         let len = self.ring.len();
         let first = n.min(len - self.head);
-        out[..first].copy_from_slice(&self.ring[self.head..self.head + first]);
-        out[first..n].copy_from_slice(&self.ring[..n - first]);
+        sink(&self.ring[self.head..self.head + first]);
+        if n > first {
+            sink(&self.ring[..n - first]);
+        }
         self.head = (self.head + n) % len;
         self.base += n as u64;
         self.contig -= n;

@@ -291,9 +291,9 @@ impl RecvState {
     /// Reads in-order bytes into `out`; returns the count. When `synchronized`, decides (RFC 9293
     /// §3.8.6.2.2 receiver SWS avoidance) whether the window update is worth a segment: only if
     /// the advertised window had become small.
-    pub(super) fn read(&mut self, out: &mut [u8], synchronized: bool) -> usize {
+    pub(super) fn read_into(&mut self, max: usize, sink: impl FnMut(&[u8]), synchronized: bool) -> usize {
         let before_adv = self.adv.saturating_sub(self.nxt());
-        let n = self.buf.read(out);
+        let n = self.buf.read_into(max, sink);
         if n > 0 && synchronized {
             let potential = self.nxt() + self.buf.window() as u64;
             let cap = self.buf.cap() as u64;

@@ -326,18 +326,20 @@ impl UpstreamConn for ConvertUpstream {
             0
         }
     }
-    fn recv(&mut self, out: &mut [u8]) -> usize {
+    fn recv_into(&mut self, max: usize, sink: &mut dyn FnMut(&[u8])) -> usize {
         if self.phase != Phase::Relaying {
             return 0;
         }
-        let n = self.early_left().min(out.len());
-        out[..n].copy_from_slice(&self.early[self.early_at..self.early_at + n]);
+        let n = self.early_left().min(max);
+        if n > 0 {
+            sink(&self.early[self.early_at..self.early_at + n]);
+        }
         self.early_at += n;
         if self.early_left() == 0 && !self.early.is_empty() {
             self.early = Vec::new();
             self.early_at = 0;
         }
-        n + self.inner.recv(&mut out[n..])
+        n + self.inner.recv_into(max - n, sink)
     }
     fn recv_available(&self) -> usize {
         if self.phase != Phase::Relaying {

@@ -59,8 +59,8 @@ macro_rules! delegate_to_conn {
         fn send_capacity(&self) -> usize {
             self.conn.send_capacity()
         }
-        fn recv(&mut self, out: &mut [u8]) -> usize {
-            self.conn.recv(out)
+        fn recv_into(&mut self, max: usize, sink: &mut dyn FnMut(&[u8])) -> usize {
+            self.conn.recv_into(max, sink)
         }
         fn recv_available(&self) -> usize {
             self.conn.recv_available()
@@ -200,7 +200,12 @@ pub trait UpstreamConn: std::fmt::Debug {
     /// Room in the send buffer.
     fn send_capacity(&self) -> usize;
     /// Reads in-order bytes.
-    fn recv(&mut self, out: &mut [u8]) -> usize;
+    fn recv(&mut self, out: &mut [u8]) -> usize {
+        self.recv_into(out.len(), &mut crate::tcp::slice_sink(out))
+    }
+    /// Hands up to `max` in-order bytes to `sink`, slice after slice, straight from the receive
+    /// buffers; returns the count.
+    fn recv_into(&mut self, max: usize, sink: &mut dyn FnMut(&[u8])) -> usize;
     /// Bytes ready to read.
     fn recv_available(&self) -> usize;
     /// The destination closed its side and everything was read.

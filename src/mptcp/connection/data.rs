@@ -40,7 +40,13 @@ impl Connection {
 
     /// Reads in-order data-level bytes; returns how many (0: nothing ready).
     pub fn recv(&mut self, buf: &mut [u8]) -> usize {
-        let n = self.recv.as_mut().map_or(0, |r| r.read(buf));
+        self.recv_into(buf.len(), crate::tcp::slice_sink(buf))
+    }
+
+    /// As [`recv`](Self::recv), up to `max` bytes handed to `sink` in one or two slices straight
+    /// from the data-level receive buffer (a relay passes them on without a copy of its own).
+    pub fn recv_into(&mut self, max: usize, sink: impl FnMut(&[u8])) -> usize {
+        let n = self.recv.as_mut().map_or(0, |r| r.read_into(max, sink));
         if n > 0 {
             self.readable_reported = false;
             // Room again at the data level: take what the subflows hold, so their receive
