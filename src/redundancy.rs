@@ -11,7 +11,7 @@
 //! ports = ["5004-5005", "9000"]        # more destination ports (UDP and TCP)
 //! max_payload = 1200                   # larger datagrams of these flows go on one path
 //! while_suspect = true                 # the others too while their path is suspect
-//! interactive_tcp = false              # MPTCP: small writes waiting on a reply on both subflows
+//! interactive_tcp = true               # MPTCP: small writes waiting on a reply on both subflows
 //! ```
 //!
 //! `interactive_tcp` (and `mode = "redundant"` for every chunk): an MPTCP connection sends a
@@ -139,7 +139,9 @@ impl Redundancy {
             ports,
             max_payload,
             while_suspect: file.while_suspect.unwrap_or(true),
-            interactive_tcp: file.interactive_tcp.unwrap_or(false),
+            // On by default: the issue's default redundant set is the small UDP flows and the
+            // interactive TCP flows (a write shorter than a segment with nothing in flight).
+            interactive_tcp: file.interactive_tcp.unwrap_or(true),
         })
     }
 
@@ -178,6 +180,13 @@ mod tests {
     fn default_classes_and_extra_ports() {
         let r = Redundancy::resolve(&FileRedundant::default(), false).unwrap();
         assert!(r.flow(5060) && r.flow(53) && r.flow(27015) && r.flow(20000));
+        // Interactive TCP writes are copied unless the config says no.
+        assert!(r.interactive_tcp);
+        let off = FileRedundant {
+            interactive_tcp: Some(false),
+            ..Default::default()
+        };
+        assert!(!Redundancy::resolve(&off, false).unwrap().interactive_tcp);
         assert!(!r.flow(443) && !r.flow(5004));
         assert!(r.datagram(172) && !r.datagram(1400));
         let f = FileRedundant {
