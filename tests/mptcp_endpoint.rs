@@ -24,7 +24,12 @@ const BYTES: u64 = 64 << 10;
 fn endpoint(listen: Vec<SocketAddr>) -> Endpoint {
     Endpoint::new(
         EndpointConfig {
-            mptcp: MptcpConfig::default(),
+            // Joins at once: the 64 KB exchanges end before a delayed join would be due, and
+            // the test is about demultiplexing the joins.
+            mptcp: MptcpConfig {
+                join_delay: std::time::Duration::ZERO,
+                ..MptcpConfig::default()
+            },
             ports: 61000..=61063,
             ports_per_conn: 4,
             listen,

@@ -53,7 +53,7 @@ fn a_short_exchange_ends_before_its_backup_joins_and_an_early_loss_joins_at_once
     // 1 KB each way is over in a few Wi-Fi round trips (20 ms), before the join delay (100 ms):
     // no subflow ever opens on cellular.
     let mut s = spec(24, Mode::Handover, 1000, 1000);
-    assert_eq!(s.client.join_delay, mpbond::mptcp::DEFAULT_JOIN_DELAY);
+    s.client.join_delay = mpbond::mptcp::DEFAULT_JOIN_DELAY;
     let r = run_ok(&s);
     assert_eq!(r.final_stats[2].sent, 0, "{:?}", r.final_stats);
     println!("1 KB exchange: done at {:?}", r.finished_at);
@@ -65,6 +65,7 @@ fn a_short_exchange_ends_before_its_backup_joins_and_an_early_loss_joins_at_once
     // Wi-Fi blackholed 40 ms in, long before the delay passed: the Wi-Fi subflow falls
     // silent with nowhere to move to, and the backup joins at once rather than at 100 ms.
     let mut s = spec(25, Mode::Handover, 4 * MB, 4 * MB);
+    s.client.join_delay = mpbond::mptcp::DEFAULT_JOIN_DELAY;
     s.actions = vec![(at(40), Action::NetDown(0, true))];
     let r = run_ok(&s);
     assert!(r.final_stats[2].delivered_bytes > 3 * MB, "{:?}", r.final_stats);

@@ -103,7 +103,9 @@ impl Default for MptcpConfig {
             stale_rtts: 2,
             stale_floor: Duration::from_millis(30),
             join_retry: Duration::from_secs(1),
-            join_delay: DEFAULT_JOIN_DELAY,
+            // At once, as a bare MPTCP stack does; the daemon's config sets DEFAULT_JOIN_DELAY
+            // in the handover and interactive modes.
+            join_delay: Duration::ZERO,
             flap_hold: Duration::ZERO,
             flap_hold_max: Duration::from_secs(8),
             flap_half_life: Duration::from_secs(15),
