@@ -450,8 +450,12 @@ impl ReplayWindow {
 }
 
 /// The laptop asks for an ack when it heard nothing from the converter for this long (three
-/// packets of a 50 pkt/s stream).
+/// packets of a 50 pkt/s stream), on a path whose ack round trip is not measured yet; on one
+/// that is, after one round trip of silence (at least [`ACK_AFTER_MIN`]): a blackhole is then
+/// suspected, and copies go out, two round trips after the last datagram came back.
 pub const ACK_AFTER: Duration = Duration::from_millis(60);
+/// The shortest silence that asks for an ack (one packet interval of a 50 pkt/s stream).
+pub const ACK_AFTER_MIN: Duration = Duration::from_millis(20);
 /// At most one ack request per this interval.
 pub const ACK_EVERY: Duration = Duration::from_millis(50);
 /// A path on which acks were asked for this long without an answer is silent (at least; three
@@ -619,6 +623,11 @@ impl ClientSession {
         self.redundant
     }
 
+    /// How long a silence asks for an ack ([`ACK_AFTER`]).
+    pub fn ask_after(&self) -> Duration {
+        self.srtt.map_or(ACK_AFTER, |r| r.clamp(ACK_AFTER_MIN, ACK_AFTER))
+    }
+
     /// How long ack requests may go unanswered before the path is silent.
     pub fn silent_after(&self) -> Duration {
         self.srtt.map_or(SILENT_UNMEASURED, |r| (3 * r).max(SILENT_MIN))
@@ -646,7 +655,7 @@ impl ClientSession {
     ) -> Result<usize, DgramError> {
         let silent = match self.state {
             ClientState::Opening { .. } => true,
-            ClientState::Open { last_heard } => now.saturating_duration_since(last_heard) >= ACK_AFTER,
+            ClientState::Open { last_heard } => now.saturating_duration_since(last_heard) >= self.ask_after(),
         };
         let ask = silent
             && self

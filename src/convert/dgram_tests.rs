@@ -229,11 +229,13 @@ fn client_opens_on_the_first_answer_and_asks_for_acks_only_when_silent() {
         c.open_down(t1, &k, &forged),
         Err(DownError::Dgram(DgramError::BadMac))
     );
+    // The ack's round trip (30 ms) is measured: a silence of one round trip asks.
+    assert_eq!(c.ask_after(), Duration::from_millis(30));
     let n = c
-        .seal_up(t1 + Duration::from_millis(50), 5, &k, b"x", &mut buf)
+        .seal_up(t1 + Duration::from_millis(29), 5, &k, b"x", &mut buf)
         .unwrap();
     assert_eq!(parse(&buf[..n]).unwrap().header.flags, 0, "heard lately: no ask");
-    let n = c.seal_up(t1 + ACK_AFTER, 5, &k, b"x", &mut buf).unwrap();
+    let n = c.seal_up(t1 + c.ask_after(), 5, &k, b"x", &mut buf).unwrap();
     assert_eq!(
         parse(&buf[..n]).unwrap().header.flags,
         ACK_REQUESTED,
@@ -266,7 +268,13 @@ fn client_health_path_silent_converter_silent_and_refused() {
     c.open_down(t0 + ms(20), &k, &down(&k, id, Kind::Ack, 1, b""))
         .unwrap();
     let heard = t0 + ms(20);
-    let first_ask = heard + ACK_AFTER;
+    // One measured round trip (20 ms) of silence asks, at most one ask per ACK_EVERY (the last
+    // was at t0): the first datagram of the 20 ms grid past both.
+    assert_eq!(c.ask_after(), ms(20));
+    let first_ask = (0..)
+        .map(|i| heard + ms(20 * i))
+        .find(|&t| t >= heard + c.ask_after() && t >= t0 + ACK_EVERY)
+        .unwrap();
     let mut t = heard;
     while t < first_ask + SILENT_MIN + ms(100) {
         c.seal_up(t, 5, &k, b"x", &mut buf).unwrap();
