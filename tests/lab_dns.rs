@@ -135,20 +135,31 @@ fn wait_answer_from(lab: &Lab, server: SocketAddr, want: &str) {
     );
 }
 
+/// The issue's round trips: 20 ms over Wi-Fi, 50 ms over cellular.
+fn set_issue_delays(lab: &Lab) {
+    lab.set_delay(netlab::Path::Wifi, Duration::from_millis(20))
+        .unwrap();
+    lab.set_delay(netlab::Path::Cell, Duration::from_millis(50))
+        .unwrap();
+}
+
+/// A resolver on the Wi-Fi router and one on the cellular router (stopped when dropped).
+fn router_resolvers(lab: &Lab, dir: &Path) -> [Dnsmasq; 2] {
+    [
+        Dnsmasq::start(lab, &lab.ns().wifi, WIFI_DNS, WIFI_ANSWER, dir),
+        Dnsmasq::start(lab, &lab.ns().cell, CELL_DNS, CELL_ANSWER, dir),
+    ]
+}
+
 #[test]
 fn lookups_ride_the_failover_and_down_restores_resolv_conf() {
     if skip_unless_root() {
         return;
     }
     let lab = lab();
-    // The issue's round trips: 20 ms over Wi-Fi, 50 ms over cellular.
-    lab.set_delay(netlab::Path::Wifi, Duration::from_millis(20))
-        .unwrap();
-    lab.set_delay(netlab::Path::Cell, Duration::from_millis(50))
-        .unwrap();
+    set_issue_delays(&lab);
     let rd = RunDir::new();
-    let _wifi_dns = Dnsmasq::start(&lab, &lab.ns().wifi, WIFI_DNS, WIFI_ANSWER, rd.path());
-    let _cell_dns = Dnsmasq::start(&lab, &lab.ns().cell, CELL_DNS, CELL_ANSWER, rd.path());
+    let _dns = router_resolvers(&lab, rd.path());
     // Both resolvers answer directly before mpbond is up.
     for (server, want) in [(WIFI_DNS, WIFI_ANSWER), (CELL_DNS, CELL_ANSWER)] {
         let sa = SocketAddr::new(ip(server), 53);
@@ -297,13 +308,9 @@ fn a_tether_plugged_in_after_up_answers_lookups_with_its_own_resolver_when_the_o
         return;
     }
     let lab = lab();
-    lab.set_delay(netlab::Path::Wifi, Duration::from_millis(20))
-        .unwrap();
-    lab.set_delay(netlab::Path::Cell, Duration::from_millis(50))
-        .unwrap();
+    set_issue_delays(&lab);
     let rd = RunDir::new();
-    let _wifi_dns = Dnsmasq::start(&lab, &lab.ns().wifi, WIFI_DNS, WIFI_ANSWER, rd.path());
-    let _cell_dns = Dnsmasq::start(&lab, &lab.ns().cell, CELL_DNS, CELL_ANSWER, rd.path());
+    let _dns = router_resolvers(&lab, rd.path());
     let rc = resolv_conf(rd.path());
     let original = format!("nameserver {WIFI_DNS}\n");
     std::fs::write(&rc, &original).unwrap();
@@ -550,8 +557,7 @@ fn with_systemd_resolved_up_sets_the_tun_as_the_default_dns_route_and_down_puts_
     }
     let lab = lab();
     let rd = RunDir::new();
-    let _wifi_dns = Dnsmasq::start(&lab, &lab.ns().wifi, WIFI_DNS, WIFI_ANSWER, rd.path());
-    let _cell_dns = Dnsmasq::start(&lab, &lab.ns().cell, CELL_DNS, CELL_ANSWER, rd.path());
+    let _dns = router_resolvers(&lab, rd.path());
     let resolved = Resolved::start(&lab, rd.path(), &root);
     // What NetworkManager would have told resolved for each link.
     resolved.ctl(&["dns", "wlan0", WIFI_DNS]);
