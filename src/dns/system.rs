@@ -268,14 +268,6 @@ pub fn ops(before: &Before, tun: &str, own: &[IpAddr]) -> Vec<Op> {
     }
 }
 
-/// The servers `dev` has of its own (I/O): systemd-resolved's per-link ones with the resolved
-/// backend, else (or when resolved has none for it) NetworkManager's, read with `nmcli`; none
-/// when neither says any.
-pub fn learn_link(backend: DnsBackend, dev: &str) -> Vec<Nameserver> {
-    let own = resolved_link(backend, dev);
-    if own.is_empty() { nmcli_dns(dev) } else { own }
-}
-
 /// systemd-resolved's per-link servers of `dev` (I/O), with the resolved backend; none otherwise.
 pub fn resolved_link(backend: DnsBackend, dev: &str) -> Vec<Nameserver> {
     if backend != DnsBackend::Resolved {
@@ -323,8 +315,7 @@ pub fn nmcli_dns(dev: &str) -> Vec<Nameserver> {
 /// Reads what the host's resolvers are and how they are set up (files, `resolvectl`, `nmcli`).
 pub fn learn(cfg: &DnsConfig, paths: &[&str]) -> anyhow::Result<(Learnt, Before)> {
     use anyhow::Context as _;
-    let backend = backend(cfg, resolved_running());
-    match backend {
+    match backend(cfg, resolved_running()) {
         DnsBackend::Resolved => {
             let text = crate::route::resolved::resolvectl(&["dns"])?;
             let mut learnt = Learnt {
@@ -357,7 +348,7 @@ pub fn learn(cfg: &DnsConfig, paths: &[&str]) -> anyhow::Result<(Learnt, Before)
             // Each path's own (NetworkManager's) first, then the file's.
             let mut servers: Vec<(String, Vec<Nameserver>)> = paths
                 .iter()
-                .map(|p| ((*p).to_string(), learn_link(backend, p)))
+                .map(|p| ((*p).to_string(), nmcli_dns(p)))
                 .filter(|(_, s)| !s.is_empty())
                 .collect();
             servers.push((String::new(), parse_resolv_conf(&text)));
