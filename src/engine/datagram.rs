@@ -136,8 +136,7 @@ impl Engine {
         };
         let action = DatagramAction::Send {
             session: id,
-            // Through a converter: a UDP socket to it, whatever the session carries.
-            kind: if relayed { DatagramKind::Udp } else { kind },
+            kind: socket_kind(kind, relayed),
             iface: best,
             dst: target,
             len,
@@ -409,7 +408,7 @@ impl Engine {
                 }
                 self.push_action(DatagramAction::Move {
                     session: id,
-                    kind: if relayed { DatagramKind::Udp } else { kind },
+                    kind: socket_kind(kind, relayed),
                     iface: best,
                     dst,
                 });
@@ -423,4 +422,10 @@ impl Engine {
             self.drop(DropReason::QueueFull);
         }
     }
+}
+
+/// The kind of socket a session's datagrams leave on: through a converter a UDP socket to it,
+/// whatever the session carries.
+fn socket_kind(kind: DatagramKind, relayed: bool) -> DatagramKind {
+    if relayed { DatagramKind::Udp } else { kind }
 }
