@@ -249,7 +249,9 @@ impl IfaceHandle {
             return 0;
         };
         let Some(rx) = ring.as_mut() else { return 0 };
-        if pending() {
+        // Nothing arrived (most looks of a spin): the next-hop table the interface thread
+        // consults for each send is not locked for nothing.
+        if !rx.has_frame() || pending() {
             return 0;
         }
         let Ok(mut hops) = self.shared.next_hops.lock() else {

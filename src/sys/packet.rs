@@ -365,6 +365,11 @@ impl PacketRx {
         self.mtu
     }
 
+    /// Whether the kernel has handed over a packet that [`PacketRx::drain`] would read now.
+    pub fn has_frame(&self) -> bool {
+        self.frame_status(self.current).load(Ordering::Acquire) & TP_STATUS_USER != 0
+    }
+
     fn frame_ptr(&self, index: u32) -> *mut u8 {
         // SAFETY: index < frame_nr, and frames never straddle blocks (BLOCK_SIZE is a multiple of
         // FRAME_SIZE), so the offset stays inside the mapping.
