@@ -56,6 +56,14 @@ impl Instant {
             micros: self.micros.saturating_add(add),
         }
     }
+
+    /// `self - d`, saturating at [`Instant::ZERO`].
+    pub fn saturating_sub(self, d: Duration) -> Instant {
+        let sub = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        Instant {
+            micros: self.micros.saturating_sub(sub),
+        }
+    }
 }
 
 impl Add<Duration> for Instant {

@@ -39,6 +39,7 @@
 //!   roaming): a replayed or forged datagram from elsewhere moves nothing;
 //! - not covered: confidentiality (payloads are clear text, as the host's UDP is without us).
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
@@ -467,8 +468,32 @@ pub const SILENT_MIN: Duration = Duration::from_millis(150);
 /// session measures it; after a move the new path has none until its first ack): slow enough
 /// for any real path's round trip.
 pub const SILENT_UNMEASURED: Duration = Duration::from_secs(1);
+/// At most this many recent datagrams are kept per session to be sent again on the other paths
+/// when its path becomes suspect ([`ClientSession::take_resend`]): a 50 pkt/s stream's datagrams
+/// of the 120 ms before a suspicion (a round trip before the last answer, the silence that asks,
+/// the wait for the ack).
+pub const RECENT_MAX: usize = 6;
+/// A datagram older than this is not sent again at a suspicion: it either arrived, or is too
+/// late to matter to an interactive flow.
+pub const RECENT_AGE: Duration = Duration::from_millis(200);
+/// A session that sealed more than this many datagrams in the last [`RATE_WINDOW`] (above
+/// 500 a second: a bulk transfer, not an interactive stream — RTP, games and DNS send tens to a
+/// few hundred) gets no copies while its path is suspect: they would double a bulk flow's
+/// load on the other path (and cellular data) for the suspicion's length, and the load they
+/// add is itself the queueing that keeps the path suspect.
+pub const BULK_DATAGRAMS: u32 = 50;
+/// The window of [`BULK_DATAGRAMS`].
+pub const RATE_WINDOW: Duration = Duration::from_millis(100);
 /// A session never answered for this long (and asked at least twice): the converter is not there.
 pub const OPEN_TIMEOUT: Duration = Duration::from_secs(2);
+/// A session the converter answered before is taken for one whose converter is gone (and
+/// goes direct, from another address) only once nothing came from the converter on any path
+/// for this long, after a path was found silent: a path that is congested, blackholed for a
+/// moment or the only one left is waited for, since going direct changes the session's
+/// address at the destination. As long as the first silence on a path never measured
+/// ([`SILENT_UNMEASURED`]), so a converter that died is still left as soon as the second
+/// path is found silent too.
+pub const CONVERTER_GONE: Duration = SILENT_UNMEASURED;
 
 /// What the laptop concludes about a relayed session's path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -540,6 +565,13 @@ pub struct ClientSession {
     state: ClientState,
     /// When an unanswered ack request was first sent on this path.
     asked_since: Option<Instant>,
+    /// When the first ack request not answered by an ack was sent (data answers end
+    /// `asked_since`, not this): the round trip's sample runs from it.
+    ack_wait: Option<Instant>,
+    /// Smoothed time between the converter's answers on this path (data or acks): a session
+    /// answered more often than the silence that asks is a two-way stream, whose silence is
+    /// itself the sign of a blackhole.
+    answer_every: Option<Duration>,
     last_ask: Option<Instant>,
     asks: u32,
     /// Smoothed time from the first unanswered ack request to the answer, on this path.
@@ -550,6 +582,26 @@ pub struct ClientSession {
     copy_when_suspect: bool,
     /// An ICMP echo session ([`Kind::EchoUp`] / [`Kind::EchoDown`]), else UDP.
     echo: bool,
+    /// The small datagrams sent lately (copy-when-suspect sessions only): sent again on the
+    /// other paths when the path becomes suspect, since those sent into a blackhole before the
+    /// suspicion are lost.
+    recent: VecDeque<Recent>,
+    /// This suspicion's datagrams were sent again ([`ClientSession::take_resend`]).
+    resent: bool,
+    /// The suspicion time last handed out by [`ClientSession::arm`].
+    armed: Option<Instant>,
+    /// When an authentic datagram of this session last came from the converter, on any path.
+    heard_any: Option<Instant>,
+    /// The rate window: its start, the datagrams sealed in it and in the one before.
+    window: (Instant, u32, u32),
+}
+
+/// A datagram a copy-when-suspect session sent lately ([`ClientSession::remember`]).
+#[derive(Debug, Clone)]
+struct Recent {
+    seq: u64,
+    at: Instant,
+    payload: Vec<u8>,
 }
 
 impl ClientSession {
@@ -562,12 +614,19 @@ impl ClientSession {
             recv: ReplayWindow::new(),
             state: ClientState::Opening { since: now },
             asked_since: None,
+            ack_wait: None,
+            answer_every: None,
             last_ask: None,
             asks: 0,
             srtt: None,
             redundant: false,
             copy_when_suspect: false,
             echo: false,
+            recent: VecDeque::new(),
+            resent: false,
+            armed: None,
+            heard_any: None,
+            window: (now, 0, 0),
         }
     }
 
@@ -595,21 +654,131 @@ impl ClientSession {
         self.copy_when_suspect = on;
     }
 
-    /// Whether the path is suspect at `now`: an ack asked for is late by half the ack round trip
-    /// measured (by [`ACK_EVERY`] when none is), before [`Health::PathSilent`] declares it.
+    /// Whether it sends copies while its path is suspect: a copy-when-suspect session that is
+    /// not a bulk flow ([`BULK_DATAGRAMS`]).
+    fn copies_when_suspect(&self) -> bool {
+        self.copy_when_suspect && self.window.1.max(self.window.2) <= BULK_DATAGRAMS
+    }
+
+    /// Counts a datagram sealed at `now` in the rate window.
+    fn count_rate(&mut self, now: Instant) {
+        let (start, cur, _) = self.window;
+        let since = now.saturating_duration_since(start);
+        if since >= RATE_WINDOW * 2 {
+            self.window = (now, 0, 0);
+        } else if since >= RATE_WINDOW {
+            self.window = (start + RATE_WINDOW, 0, cur);
+        }
+        self.window.1 = self.window.1.saturating_add(1);
+    }
+
+    /// Whether the path is suspect at `now`, before [`Health::PathSilent`] declares it: an ack
+    /// asked for is late by a quarter of the ack round trip measured (by [`ACK_EVERY`] when none
+    /// is), or a two-way stream (answered more often than [`ClientSession::ask_after`]) has been
+    /// silent that long past the silence that asks.
     pub fn suspect(&self, now: Instant) -> bool {
-        let ClientState::Open { .. } = self.state else {
-            return false;
+        self.suspect_since().is_some_and(|t| now >= t)
+    }
+
+    /// When the path becomes suspect if no answer comes (see [`ClientSession::suspect`]);
+    /// `None` if no suspicion can come without a new ack request.
+    fn suspect_since(&self) -> Option<Instant> {
+        let ClientState::Open { last_heard } = self.state else {
+            return None;
         };
-        let late = self.srtt.map_or(ACK_EVERY, |r| r + r / 2);
-        self.asked_since
-            .is_some_and(|t| now.saturating_duration_since(t) >= late)
+        // The measured round trip runs from the first unanswered request (an over-estimate),
+        // so a quarter more is late already.
+        let late = self.srtt.map_or(ACK_EVERY, |r| r + r / 4);
+        let asked = self.asked_since.map(|t| t + late);
+        let ask_after = self.ask_after();
+        let silent = self
+            .answer_every
+            .filter(|&e| e < ask_after)
+            .map(|_| last_heard + ask_after + late);
+        match (asked, silent) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A suspicion time not handed out before: when the engine should look at the session
+    /// again ([`ClientSession::take_resend`]). `None`: no suspicion can come (no ack request
+    /// outstanding, not a copy-when-suspect session, or this suspicion's resend is done).
+    pub fn arm(&mut self) -> Option<Instant> {
+        if !self.copies_when_suspect() || self.redundant || self.resent {
+            return None;
+        }
+        let t = self.suspect_since()?;
+        if self.armed == Some(t) {
+            return None;
+        }
+        self.armed = Some(t);
+        Some(t)
+    }
+
+    /// Keeps the datagram [`ClientSession::seal_up`] sealed last (its host payload), to send it
+    /// again on the other paths if the path becomes suspect before an answer (a copy-when-suspect
+    /// session only, for datagrams the caller would copy; at most [`RECENT_MAX`], none older
+    /// than [`RECENT_AGE`]).
+    pub fn remember(&mut self, now: Instant, payload: &[u8]) {
+        if !self.copies_when_suspect() || self.redundant || self.next_seq <= 1 {
+            return;
+        }
+        // The oldest's buffer is reused: a steady stream allocates nothing.
+        let mut buf = Vec::new();
+        while self.recent.len() >= RECENT_MAX
+            || self
+                .recent
+                .front()
+                .is_some_and(|r| now.saturating_duration_since(r.at) > RECENT_AGE)
+        {
+            if let Some(r) = self.recent.pop_front() {
+                buf = r.payload;
+            }
+        }
+        buf.clear();
+        buf.extend_from_slice(payload);
+        self.recent.push_back(Recent {
+            seq: self.next_seq - 1,
+            at: now,
+            payload: buf,
+        });
+    }
+
+    /// At the path's suspicion: the datagrams sent since a round trip before the converter was
+    /// last heard (those a blackhole may have swallowed; a copy of one that did arrive is
+    /// dropped by the converter's window), once per suspicion, as (number, host payload), to
+    /// seal with [`ClientSession::seal_copy_of`] for the other paths. Empty if the path is not
+    /// suspect at `now`.
+    pub fn take_resend(&mut self, now: Instant) -> Vec<(u64, Vec<u8>)> {
+        if self.resent || self.redundant || !self.copies_when_suspect() || !self.suspect(now) {
+            return Vec::new();
+        }
+        self.resent = true;
+        self.take_recent(now)
+    }
+
+    /// The recent datagrams a path that failed may have swallowed: those sent since a round trip
+    /// before the converter was last heard (all kept ones before it was ever heard), none older
+    /// than [`RECENT_AGE`], as (number, host payload); for the other paths when the session
+    /// moves off a path that went away (before [`ClientSession::path_moved`]) or at a
+    /// suspicion ([`ClientSession::take_resend`]).
+    pub fn take_recent(&mut self, now: Instant) -> Vec<(u64, Vec<u8>)> {
+        let since = match self.state {
+            ClientState::Open { last_heard } => last_heard.saturating_sub(self.srtt.unwrap_or(ACK_AFTER)),
+            ClientState::Opening { .. } => Instant::ZERO,
+        };
+        self.recent
+            .drain(..)
+            .filter(|r| r.at >= since && now.saturating_duration_since(r.at) <= RECENT_AGE)
+            .map(|r| (r.seq, r.payload))
+            .collect()
     }
 
     /// Whether the datagram sealed now goes on every path: a redundant session, or one whose
-    /// path is suspect (when it copies then).
+    /// path is suspect (when it copies then, and is no bulk flow).
     pub fn sends_copies(&self, now: Instant) -> bool {
-        self.redundant || (self.copy_when_suspect && self.suspect(now))
+        self.redundant || (self.copies_when_suspect() && self.suspect(now))
     }
 
     /// From now on the session is (or is not) redundant: its datagrams carry [`REDUNDANT`] (the
@@ -631,6 +800,11 @@ impl ClientSession {
     /// How long ack requests may go unanswered before the path is silent.
     pub fn silent_after(&self) -> Duration {
         self.srtt.map_or(SILENT_UNMEASURED, |r| (3 * r).max(SILENT_MIN))
+    }
+
+    /// The smoothed ack round trip measured on this path, if any.
+    pub fn srtt(&self) -> Option<Duration> {
+        self.srtt
     }
 
     /// Its id.
@@ -673,25 +847,33 @@ impl ClientSession {
         };
         let n = seal(key, &h, payload, out)?;
         self.next_seq += 1;
+        self.count_rate(now);
         if ask {
             self.last_ask = Some(now);
             self.asked_since.get_or_insert(now);
+            self.ack_wait.get_or_insert(now);
             self.asks = self.asks.saturating_add(1);
         }
         Ok(n)
     }
 
-    /// Seals copy `index` (1..[`MAX_COPIES`]) of the datagram [`ClientSession::seal_up`] sealed
-    /// last: the same number and payload, its own MAC, for another path.
-    pub fn seal_copy(
+    /// The number of the datagram [`ClientSession::seal_up`] sealed last (0: none yet).
+    pub fn last_seq(&self) -> u64 {
+        self.next_seq.saturating_sub(1)
+    }
+
+    /// Seals copy `index` (1..[`MAX_COPIES`]) of the datagram numbered `seq` (one sealed
+    /// before, with this `payload`: [`ClientSession::take_resend`]) for another path.
+    pub fn seal_copy_of(
         &self,
+        seq: u64,
         unix_secs: u64,
         key: &ClientKey,
         payload: &[u8],
         index: u8,
         out: &mut [u8],
     ) -> Result<usize, DgramError> {
-        if index == 0 || index >= MAX_COPIES || self.next_seq <= 1 {
+        if index == 0 || index >= MAX_COPIES || seq == 0 || seq >= self.next_seq {
             return Err(DgramError::Malformed);
         }
         let h = Header {
@@ -699,7 +881,7 @@ impl ClientSession {
             flags: REDUNDANT | (index << COPY_SHIFT),
             key: key.id(),
             session: self.id,
-            seq: self.next_seq - 1,
+            seq,
             timestamp: unix_secs,
             addr: Some(self.dst),
         };
@@ -761,6 +943,7 @@ impl ClientSession {
         }
         let payload = u.verify(key)?;
         self.recv.accept(h.seq)?;
+        self.heard_any = Some(now);
         let data = match (h.kind, h.addr) {
             (Kind::Down | Kind::EchoDown, Some(from)) => Down::Data { from, payload },
             _ => Down::Ack,
@@ -769,15 +952,20 @@ impl ClientSession {
             return Ok(data);
         }
         if h.kind == Kind::Ack
-            && let Some(t) = self.asked_since
+            && let Some(t) = self.ack_wait.take()
         {
             // From the first request not answered: an over-estimate, on the safe side.
             let sample = now.saturating_duration_since(t);
             self.srtt = Some(self.srtt.map_or(sample, |r| (r * 7 + sample) / 8));
         }
+        if let ClientState::Open { last_heard } = self.state {
+            let gap = now.saturating_duration_since(last_heard);
+            self.answer_every = Some(self.answer_every.map_or(gap, |e| (e * 7 + gap) / 8));
+        }
         self.state = ClientState::Open { last_heard: now };
         self.asked_since = None;
         self.asks = 0;
+        self.resent = false;
         Ok(data)
     }
 
@@ -800,12 +988,30 @@ impl ClientSession {
         }
     }
 
-    /// The session now leaves on another path: its silence so far was the old path's.
-    pub fn path_moved(&mut self, now: Instant) {
+    /// How long nothing came from the converter on any path (`None`: it never answered).
+    pub fn unheard_for(&self, now: Instant) -> Option<Duration> {
+        self.heard_any.map(|t| now.saturating_duration_since(t))
+    }
+
+    /// The session stays on its path after [`Health::PathSilent`] (no other path can take it,
+    /// or it is held already): the silence so far is counted, the path is watched afresh with
+    /// the round trip it measured. The wait for the answer is not a round-trip sample.
+    pub fn watch_again(&mut self) {
         self.asked_since = None;
+        self.ack_wait = None;
         self.last_ask = None;
         self.asks = 0;
+    }
+
+    /// The session now leaves on another path: its silence so far was the old path's.
+    pub fn path_moved(&mut self, now: Instant) {
+        // Watched afresh, and nothing measured on the old path holds on this one.
+        self.watch_again();
+        self.answer_every = None;
         self.srtt = None;
+        // What went on the old path is not sent again from the new one.
+        self.recent.clear();
+        self.resent = false;
         if let ClientState::Opening { since } = &mut self.state {
             *since = now;
         }

@@ -324,3 +324,113 @@ fn client_health_path_silent_converter_silent_and_refused() {
         "never sent"
     );
 }
+
+#[test]
+fn a_suspect_path_resends_the_recent_datagrams_once_and_only_those_after_the_last_answer() {
+    let k = key(1);
+    let id = RelayId(9);
+    let ms = Duration::from_millis;
+    let t0 = Instant::from_millis(1000);
+    let mut c = ClientSession::new(id, sa("198.19.0.11:7"), t0);
+    c.set_copy_when_suspect(true);
+    let mut buf = [0u8; 256];
+    // Opened; the ack's round trip measured at 20 ms.
+    c.seal_up(t0, 5, &k, b"0", &mut buf).unwrap();
+    c.remember(t0, b"0");
+    let t1 = t0 + ms(20);
+    assert_eq!(
+        c.open_down(t1, &k, &down(&k, id, Kind::Ack, 1, b"")),
+        Ok(Down::Ack)
+    );
+    assert_eq!(c.arm(), None, "nothing asked: no suspicion to wait for");
+    // A stream every 20 ms; the converter is not heard after t1.
+    let mut t = t1;
+    for i in 1..=9u8 {
+        t = t1 + ms(20 * u64::from(i));
+        c.seal_up(t, 5, &k, &[i], &mut buf).unwrap();
+        c.remember(t, &[i]);
+    }
+    // Asked at t1 + 40 ms (silent from t1 + 20 ms, but one ask per ACK_EVERY after the
+    // opening's at t0): suspect 1.25 × 20 ms later; armed once for that time.
+    let at = t1 + ms(40 + 25);
+    assert_eq!(c.arm(), Some(at));
+    assert_eq!(c.arm(), None);
+    assert!(
+        c.take_resend(at.saturating_sub(ms(1))).is_empty(),
+        "not suspect yet"
+    );
+    let again = c.take_resend(t);
+    // At most RECENT_MAX, the newest, all sent after a round trip before the last answer.
+    let seqs: Vec<u64> = again.iter().map(|r| r.0).collect();
+    assert_eq!(seqs, vec![5, 6, 7, 8, 9, 10]);
+    assert_eq!(&*again[0].1, &[4u8][..]);
+    assert!(c.take_resend(t).is_empty(), "once per suspicion");
+    // Copies of an earlier number seal; of a number never sent, not.
+    assert!(c.seal_copy_of(5, 5, &k, &[4], 1, &mut buf).is_ok());
+    assert_eq!(
+        c.seal_copy_of(11, 5, &k, b"x", 1, &mut buf),
+        Err(DgramError::Malformed)
+    );
+    assert_eq!(
+        c.seal_copy_of(5, 5, &k, b"x", 0, &mut buf),
+        Err(DgramError::Malformed)
+    );
+    // An answer ends the suspicion; a redundant session keeps nothing.
+    let t2 = t + ms(5);
+    assert!(c.open_down(t2, &k, &down(&k, id, Kind::Ack, 2, b"")).is_ok());
+    assert!(!c.suspect(t2));
+    let mut r = ClientSession::new(RelayId(10), sa("198.19.0.11:7"), t0);
+    r.set_copy_when_suspect(true);
+    r.set_redundant(true);
+    r.seal_up(t0, 5, &k, b"0", &mut buf).unwrap();
+    r.remember(t0, b"0");
+    assert_eq!(r.arm(), None);
+    assert!(r.take_resend(t0 + ms(500)).is_empty());
+}
+
+#[test]
+fn a_bulk_flow_gets_no_copies_while_suspect_and_an_interactive_one_does() {
+    let k = key(1);
+    let ms = Duration::from_millis;
+    let us = Duration::from_micros;
+    let t0 = Instant::from_millis(1000);
+    let mut buf = [0u8; 256];
+    // Opened and measured (20 ms), then silent: each session is suspect by `late`.
+    let open = |id: u64| {
+        let mut c = ClientSession::new(RelayId(id), sa("198.19.0.11:7"), t0);
+        c.set_copy_when_suspect(true);
+        let mut b = [0u8; 256];
+        c.seal_up(t0, 5, &k, b"0", &mut b).unwrap();
+        c.open_down(t0 + ms(20), &k, &down(&k, RelayId(id), Kind::Ack, 1, b""))
+            .unwrap();
+        c
+    };
+    let late = t0 + ms(400);
+    for (id, every, copies) in [(1, ms(20), true), (2, us(2100), true), (3, us(500), false)] {
+        let mut c = open(id);
+        let mut t = t0 + ms(20);
+        while t < late {
+            c.seal_up(t, 5, &k, b"x", &mut buf).unwrap();
+            c.remember(t, b"x");
+            t += every;
+        }
+        assert!(c.suspect(t), "session {id} is suspect");
+        assert_eq!(
+            c.sends_copies(t),
+            copies,
+            "session {id}, one datagram per {every:?}"
+        );
+        assert_eq!(!c.take_resend(t).is_empty(), copies, "session {id}");
+    }
+    // A bulk flow that slowed down to an interactive rate copies again after two windows.
+    let mut c = open(4);
+    let mut t = t0 + ms(20);
+    while t < t0 + ms(200) {
+        c.seal_up(t, 5, &k, b"x", &mut buf).unwrap();
+        t += us(500);
+    }
+    assert!(!c.sends_copies(late));
+    let t = t + RATE_WINDOW * 2;
+    c.seal_up(t, 5, &k, b"x", &mut buf).unwrap();
+    assert!(c.sends_copies(t + ms(1)));
+}

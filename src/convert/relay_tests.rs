@@ -258,7 +258,9 @@ fn refusal_is_smaller_than_the_request_and_revocation_ends_sessions() {
 /// Copy `index` of the datagram `c` sealed last.
 fn copy(c: &ClientSession, payload: &[u8], index: u8) -> Vec<u8> {
     let mut b = vec![0u8; 512];
-    let n = c.seal_copy(NOW, &key(1), payload, index, &mut b).unwrap();
+    let n = c
+        .seal_copy_of(c.last_seq(), NOW, &key(1), payload, index, &mut b)
+        .unwrap();
     b.truncate(n);
     b
 }

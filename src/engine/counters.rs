@@ -150,6 +150,10 @@ counters! {
         udp_redundant = "udp_redundant",
         /// Extra copies of redundant datagrams sent (one per extra path and datagram).
         redundant_copies = "redundant_copies",
+        /// Datagrams sent again on the other paths when their session's path became suspect
+        /// (those sent since a round trip before the converter was last heard; handover mode,
+        /// `while_suspect`).
+        suspect_resends = "suspect_resends",
         /// The converter's copies of a datagram already received (a redundant session's other
         /// path): dropped, not counted as bad relay datagrams.
         relay_duplicates = "relay_duplicates",
@@ -248,6 +252,6 @@ mod tests {
         let named = c.named();
         assert!(named.contains(&("fallback_syn_unanswered".to_string(), 1)));
         assert!(named.contains(&("unresponsive_failovers".to_string(), 0)));
-        assert_eq!(named.len(), 28 + FALLBACK_CAUSES.len() + DropReason::ALL.len());
+        assert_eq!(named.len(), 29 + FALLBACK_CAUSES.len() + DropReason::ALL.len());
     }
 }

@@ -111,17 +111,16 @@ impl Engine {
             self.counters.session_moves += 1;
         }
         let capped = !self.rate_ok(now, best, payload.len());
-        let Some(s) = self.sessions.get_mut(id) else {
-            return self.drop(DropReason::NoSession);
-        };
-        if cur != best
-            && let Some(v) = &mut s.via
-        {
-            v.client.path_moved(now);
+        if cur != best {
+            // Before this datagram: what went on the old path lately, if it went away.
+            self.relay_left(now, id, cur);
         }
         if capped {
             return;
         }
+        let Some(s) = self.sessions.get_mut(id) else {
+            return self.drop(DropReason::NoSession);
+        };
         s.up.0 += 1;
         s.up.1 += payload.len() as u64;
         self.counters.dgram_bytes_up += payload.len() as u64;
@@ -156,8 +155,17 @@ impl Engine {
                 Ok(n) => self.datagrams.truncate_last(n),
                 Err(_) => return self.datagrams.discard_last(),
             }
-            if copies && self.cfg.redundancy.datagram(payload.len()) {
-                self.redundant_copies(now, id, action, target, (unix, &key), payload);
+            let small = self.cfg.redundancy.datagram(payload.len());
+            if !copies && small {
+                // Sent again on the other paths if this path becomes suspect before it answers.
+                via.client.remember(now, payload);
+            }
+            if let Some(t) = via.client.arm() {
+                self.suspect_timers.push(std::cmp::Reverse((t, id)));
+            }
+            if copies && small {
+                let seq = via.client.last_seq();
+                self.redundant_copies(now, id, action, target, (unix, &key), (seq, payload));
             }
         } else {
             match self.datagrams.push(action, payload.len()) {
@@ -176,9 +184,10 @@ impl Engine {
         }
     }
 
-    /// The datagram of `action` (sealed and queued last) goes on every other path to `target`
-    /// too: the same relay sequence number, each copy with its own index and MAC. The
-    /// converter relays whichever copy comes first and counts the others (`convert::relay`).
+    /// The datagram numbered `seq` with `payload` (sent on the path of `action`) goes on every
+    /// other path to `target` too: the same relay sequence number, each copy with its own index
+    /// and MAC. The converter relays whichever copy comes first and counts the others
+    /// (`convert::relay`). Returns how many copies were queued.
     fn redundant_copies(
         &mut self,
         now: Instant,
@@ -186,8 +195,8 @@ impl Engine {
         action: DatagramAction,
         target: SocketAddr,
         (unix, key): (u64, &crate::convert::key::ClientKey),
-        payload: &[u8],
-    ) {
+        (seq, payload): (u64, &[u8]),
+    ) -> u64 {
         let DatagramAction::Send {
             session,
             kind,
@@ -197,8 +206,9 @@ impl Engine {
             redundant,
         } = action
         else {
-            return;
+            return 0;
         };
+        let mut queued = 0;
         let others: Vec<IfaceId> = self.ifaces.copy_paths(target.ip(), first).collect();
         for (iface, index) in others.into_iter().zip(1..MAX_COPIES) {
             if !self.rate_ok(now, iface, payload.len()) {
@@ -213,17 +223,91 @@ impl Engine {
                 redundant,
             };
             let Some(b) = self.datagrams.push(copy, len) else {
-                return self.drop(DropReason::QueueFull);
+                self.drop(DropReason::QueueFull);
+                return queued;
             };
             let Some(via) = self.sessions.get_mut(id).and_then(|s| s.via.as_ref()) else {
-                return self.datagrams.discard_last();
+                self.datagrams.discard_last();
+                return queued;
             };
-            match via.client.seal_copy(unix, key, payload, index, b) {
+            match via.client.seal_copy_of(seq, unix, key, payload, index, b) {
                 Ok(n) => {
                     self.datagrams.truncate_last(n);
                     self.counters.redundant_copies += 1;
+                    queued += 1;
                 }
                 Err(_) => self.datagrams.discard_last(),
+            }
+        }
+        queued
+    }
+
+    /// A relayed session's suspicion timer: if its path is suspect now, the datagrams it sent
+    /// lately go on the other paths too (a blackhole swallowed them; the converter drops a copy
+    /// of one that arrived); if the suspicion moved later (a new ack request), the timer is set
+    /// again.
+    pub(super) fn suspect_due(&mut self, now: Instant, id: SessionId) {
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        let iface = s.iface;
+        let Some(via) = s.via.as_mut() else {
+            return;
+        };
+        let resend = via.client.take_resend(now);
+        if let Some(t) = via.client.arm() {
+            self.suspect_timers.push(std::cmp::Reverse((t, id)));
+        }
+        if !resend.is_empty() {
+            self.send_again(now, id, iface, resend);
+        }
+    }
+
+    /// Relayed session `id` left interface `from` (a direct one: nothing to do): its path state
+    /// starts afresh, and if `from` went away (a link that went down takes its queue along),
+    /// what the session sent there lately goes again on the other paths.
+    fn relay_left(&mut self, now: Instant, id: SessionId, from: IfaceId) {
+        let gone = !self.ifaces.is_usable(from);
+        let Some(v) = self.sessions.get_mut(id).and_then(|s| s.via.as_mut()) else {
+            return;
+        };
+        let again = if gone {
+            v.client.take_recent(now)
+        } else {
+            Vec::new()
+        };
+        v.client.path_moved(now);
+        if !again.is_empty() {
+            self.send_again(now, id, from, again);
+        }
+    }
+
+    /// Sends the datagrams `again` (number, host payload) of relayed session `id` once more, on
+    /// every path to its converter but `from`; counted as `suspect_resends`.
+    fn send_again(&mut self, now: Instant, id: SessionId, from: IfaceId, again: Vec<(u64, Vec<u8>)>) {
+        let Some(key) = self.cfg.converter.as_ref().map(|c| c.key.clone()) else {
+            return;
+        };
+        let unix = self.unix_now(now).map_or(0, |d| d.as_secs());
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        let kind = s.kind;
+        let Some(target) = s.via.as_ref().map(|v| v.addr) else {
+            return;
+        };
+        for (seq, payload) in again {
+            let len = payload.len() + MAX_OVERHEAD;
+            let action = DatagramAction::Send {
+                session: id,
+                kind: socket_kind(kind, true),
+                iface: from,
+                dst: target,
+                len,
+                redundant: true,
+            };
+            if self.redundant_copies(now, id, action, target, (unix, &key), (seq, &payload)) > 0 {
+                self.counters.suspect_resends += 1;
             }
         }
     }
@@ -396,22 +480,19 @@ impl Engine {
             };
             if best != cur {
                 let redundant = s.via.as_ref().is_some_and(|v| v.client.is_redundant());
-                if let Some(v) = &mut s.via {
-                    v.client.path_moved(now);
-                }
                 self.sessions.set_iface(id, best);
                 self.counters.session_moves += 1;
-                if redundant {
-                    // Its sockets on every path stay (what the converter sends on the old
-                    // one still arrives); the next datagram goes first on `best`.
-                    continue;
+                // Its sockets on every path stay when redundant (what the converter sends on the
+                // old one still arrives; the next datagram goes first on `best`), else it moves.
+                if !redundant {
+                    self.push_action(DatagramAction::Move {
+                        session: id,
+                        kind: socket_kind(kind, relayed),
+                        iface: best,
+                        dst,
+                    });
                 }
-                self.push_action(DatagramAction::Move {
-                    session: id,
-                    kind: socket_kind(kind, relayed),
-                    iface: best,
-                    dst,
-                });
+                self.relay_left(now, id, cur);
             }
         }
     }

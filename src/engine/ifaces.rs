@@ -260,6 +260,11 @@ impl Ifaces {
 }
 
 impl Ifaces {
+    /// Whether `iface` is up with an address (netlink's view).
+    pub fn is_usable(&self, iface: IfaceId) -> bool {
+        self.slot(iface).is_some_and(|s| s.state.usable)
+    }
+
     /// Whether `iface` is held as unresponsive (read-only, for the DNS forwarder).
     pub fn is_unresponsive(&self, iface: IfaceId) -> bool {
         self.slot(iface).is_some_and(|s| s.unresponsive.is_some())

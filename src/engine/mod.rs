@@ -89,6 +89,9 @@ pub struct Engine {
     failovers: failover::Failovers,
     sessions: sessions::Sessions,
     next_sweep: Option<Instant>,
+    /// When relayed sessions' paths become suspect (copy-when-suspect sessions with an ack
+    /// request outstanding): their recent datagrams then go on the other paths too.
+    suspect_timers: std::collections::BinaryHeap<std::cmp::Reverse<(Instant, SessionId)>>,
     to_host: Queue<Dest>,
     datagrams: Queue<DatagramAction>,
     scratch: Vec<u8>,
@@ -116,6 +119,7 @@ impl Engine {
             failovers: failover::Failovers::default(),
             sessions: sessions::Sessions::default(),
             next_sweep: None,
+            suspect_timers: std::collections::BinaryHeap::new(),
             to_host: Queue::new(cfg.queue_cap),
             datagrams: Queue::new(cfg.queue_cap),
             scratch: vec![0; 256 * 1024],
@@ -443,10 +447,11 @@ impl Engine {
 
     /// The earliest time [`handle_timeout`](Self::handle_timeout) is due.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        match (self.table.poll_timeout(), self.next_sweep) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let suspect = self.suspect_timers.peek().map(|r| r.0.0);
+        [self.table.poll_timeout(), self.next_sweep, suspect]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Runs the timers due at `now`.
@@ -456,6 +461,12 @@ impl Engine {
                 f.handle_timeout(now);
             }
             self.table.mark_dirty(id);
+        }
+        while let Some(&std::cmp::Reverse((t, id))) = self.suspect_timers.peek()
+            && t <= now
+        {
+            self.suspect_timers.pop();
+            self.suspect_due(now, id);
         }
         if self.next_sweep.is_some_and(|t| t <= now) {
             self.expire_sessions(now);

@@ -17,8 +17,10 @@
 //!   down for new sessions);
 //! - a session the converter answered before that is silent on its path despite ack requests
 //!   ([`Health::PathSilent`]) marks that interface unresponsive: every session (and new TCP
-//!   subflow choice) moves to the other one; silent there too (before any answer), the
-//!   converter is taken for gone and the session goes direct.
+//!   subflow choice) moves to the other one; silent there too (before any answer) with nothing
+//!   heard from the converter on any path for [`CONVERTER_GONE`], the converter is taken for
+//!   gone and the session goes direct. A session that cannot move (the other path held too,
+//!   or none) keeps trying on its path, watched afresh.
 
 use std::net::SocketAddr;
 
@@ -26,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::converters::ConverterFailure;
 use super::{DatagramAction, DatagramKind, DropReason, Engine, SessionId};
-use crate::convert::dgram::{ClientSession, Down, DownError, Health, RelayId};
+use crate::convert::dgram::{CONVERTER_GONE, ClientSession, Down, DownError, Health, RelayId};
 use crate::time::Instant;
 
 /// A session's converter, and the laptop's state of its relay session.
@@ -38,8 +40,9 @@ pub struct Via {
     pub addr: SocketAddr,
     /// The relay session.
     pub client: ClientSession,
-    /// Paths found silent since the converter last answered: a second one means the converter
-    /// (or the way to it), not a path, is gone.
+    /// Paths found silent since the converter last answered: a second one, with the converter
+    /// unheard for [`CONVERTER_GONE`], means the converter (or the way to it), not a path, is
+    /// gone.
     pub silent_paths: u8,
 }
 
@@ -118,23 +121,37 @@ impl Engine {
                 self.relay_fallback(now, id, ConverterFailure::Unreachable);
                 true
             }
-            Health::PathSilent if via.silent_paths >= 1 => {
-                // Silent on the path it moved to as well: the converter is not there.
+            Health::PathSilent
+                if via.silent_paths >= 1
+                    && via.client.unheard_for(now).is_some_and(|d| d >= CONVERTER_GONE) =>
+            {
+                // Silent on the path it moved to as well, and not a word on any path for
+                // longer than any path's round trip: the converter is not there.
                 self.relay_fallback(now, id, ConverterFailure::Unreachable);
                 true
             }
             Health::PathSilent => {
-                via.silent_paths += 1;
+                via.silent_paths = via.silent_paths.saturating_add(1);
                 let iface = s.iface;
+                tracing::debug!(
+                    session = id.0,
+                    iface,
+                    srtt = ?via.client.srtt(),
+                    silent_after = ?via.client.silent_after(),
+                    "relay session silent on its path"
+                );
                 self.counters.unresponsive += 1;
                 if self.ifaces.mark_unresponsive(iface, now) {
                     tracing::info!(iface, "interface unresponsive (datagram relay)");
                     self.move_sessions(now);
-                } else if let Some(s) = self.sessions.get_mut(id)
+                }
+                if let Some(s) = self.sessions.get_mut(id)
+                    && s.iface == iface
                     && let Some(v) = &mut s.via
                 {
-                    // Held already and still chosen (no other path): keep trying here.
-                    v.client.path_moved(now);
+                    // Still here (held already, or no other path can take it): this silence
+                    // is counted once; keep trying here, watched afresh.
+                    v.client.watch_again();
                 }
                 false
             }

@@ -63,6 +63,8 @@ const PUBLISH: Duration = Duration::from_millis(200);
 const OWN_REFRESH: Duration = Duration::from_secs(30);
 /// Largest datagram read.
 const MAX_DGRAM: usize = 65_536;
+/// Receive buffer asked for each UDP listener (the kernel accounts twice this).
+const LISTENER_RCVBUF: usize = 4 << 20;
 
 #[expect(
     clippy::disallowed_methods,
@@ -122,6 +124,17 @@ pub fn bind(addrs: &[SocketAddr]) -> io::Result<Vec<std::net::UdpSocket>> {
             }
             s.set_nonblocking(true)?;
             s.set_cloexec(true)?;
+            // Room for the bursts of every laptop's relayed datagrams while the relay thread
+            // is busy or descheduled (at 200 Mbit/s the default 208 KiB holds ~4 ms): a full
+            // queue drops datagrams, ack requests among them. Set while the server may still
+            // hold CAP_NET_ADMIN (before the capabilities are dropped).
+            match crate::sys::sock::grow_rcvbuf(std::os::fd::AsFd::as_fd(&s), LISTENER_RCVBUF) {
+                // As the kernel reports it: twice the request, for its bookkeeping.
+                Ok(()) => {
+                    tracing::debug!(%a, bytes = ?s.recv_buffer_size(), "UDP relay listener receive buffer")
+                }
+                Err(e) => tracing::warn!(%a, "UDP relay listener receive buffer left as it is: {e}"),
+            }
             s.bind(&(*a).into())?;
             Ok(s.into())
         })

@@ -143,7 +143,7 @@ pub const FRAME_SIZE: u32 = 2048;
 /// packet); a longer one is flagged truncated.
 pub const MAX_PACKET: usize = 65536;
 /// Socket receive buffer asked for: it holds the large packets of the copy path until they are read.
-const RCVBUF: libc::c_int = 8 << 20;
+const RCVBUF: usize = 8 << 20;
 
 const TP_STATUS_KERNEL: u32 = 0;
 const TP_STATUS_USER: u32 = 1;
@@ -259,17 +259,12 @@ impl PacketRx {
             "PACKET_COPY_THRESH",
         )?;
         // Room for those packets; FORCE (root) may exceed net.core.rmem_max, else take what is allowed.
-        if setsockopt(
-            &fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            &RCVBUF,
-            "SO_RCVBUFFORCE",
-        )
-        .is_err()
-        {
-            setsockopt(&fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &RCVBUF, "SO_RCVBUF")?;
-        }
+        super::sock::grow_rcvbuf(std::os::fd::AsFd::as_fd(&fd), RCVBUF).map_err(|source| {
+            PacketError::Sys {
+                what: "SO_RCVBUF",
+                source,
+            }
+        })?;
         let version: libc::c_int = libc::tpacket_versions::TPACKET_V2 as libc::c_int;
         setsockopt(
             &fd,

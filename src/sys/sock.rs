@@ -28,6 +28,15 @@ fn set_int(fd: BorrowedFd<'_>, level: libc::c_int, name: libc::c_int, value: lib
     }
 }
 
+/// A receive buffer of `bytes` for a socket that takes bursts (a UDP listener many laptops
+/// send to, a packet socket): `SO_RCVBUFFORCE` where permitted (`CAP_NET_ADMIN`; past
+/// `net.core.rmem_max`), else `SO_RCVBUF` (the kernel caps it at `rmem_max`).
+pub fn grow_rcvbuf(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    let want = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, want)
+        .or_else(|_| set_int(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, want))
+}
+
 /// `TCP_FASTOPEN` on a listener: accept data in SYNs, with at most `qlen` pending TFO requests
 /// (RFC 7413 §4.2). Also needs bit 0x2 of the `net.ipv4.tcp_fastopen` sysctl.
 pub fn set_tcp_fastopen(fd: BorrowedFd<'_>, qlen: u32) -> io::Result<()> {

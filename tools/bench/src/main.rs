@@ -26,7 +26,7 @@ struct Args {
     quick: bool,
     /// Rows to run, comma-separated (P1,P2,…; P7 comes with P1; P8 adds the converter host;
     /// P8.goodput, P8.ttfb, P8.failover run one part of P8; P10 needs wrk and nginx-light; P11 is UDP
-    /// through the converter; P12 is the idle cellular cost of handover mode).
+    /// through the converter (P11.goodput, P11.gaps one part of it); P12 is the idle cellular cost of handover mode).
     #[arg(long, value_delimiter = ',', default_value = "P1,P2,P3,P4,P5,P6")]
     only: Vec<String>,
     /// Bytes per single-flow transfer (P1/P7); default 100 MB (20 MB with --quick).
@@ -172,8 +172,12 @@ fn main() -> anyhow::Result<()> {
     if want("P9") {
         rows.extend(mpbond_bench::convert_scale::rows(&mut lab, &cfg, &mut log));
     }
-    if want("P11") {
-        rows.extend(mpbond_bench::convert_udp::rows(&mut lab, &cfg, &mut log));
+    let p11 = mpbond_bench::convert_udp::Parts {
+        goodput: want("P11") || want("P11.goodput"),
+        gaps: want("P11") || want("P11.gaps"),
+    };
+    if p11.any() {
+        rows.extend(mpbond_bench::convert_udp::rows(&mut lab, &cfg, p11, &mut log));
     }
     if want("P12") {
         rows.extend(mpbond_bench::idle_cost::rows(&lab, &cfg, &mut log));

@@ -356,9 +356,11 @@ pub fn method_notes() -> Vec<String> {
          the daemon with `--converter`). Goodput: iperf3 -u -l 1200 from the laptop to 198.19.0.11:5201, \
          Wi-Fi 200 Mbit/s 20 ms RTT, offered 25/50/75/100 % of the path rate for 3 s each; the value \
          is the best received rate with at most 1 % loss; baseline: the laptop's UDP without mpbond. \
-         Gap: a 50 pkt/s stream of 172-byte datagrams to the UDP echo server 198.19.0.12:7 for 5 s, \
-         wlan0 down or the Wi-Fi router dropping everything from 1.5 s to 4 s; the value is the \
-         longest time between two echoes; baseline: mpbond without a converter. Redundant rows: \
+         Gap: both paths at 20 ms RTT, a 50 pkt/s stream of 172-byte datagrams to the UDP echo \
+         server 198.19.0.12:7 for 5 s, paced exactly (the sender at SCHED_FIFO, each departure \
+         spun for, the note gives the latest departure's lateness), wlan0 down or the Wi-Fi router \
+         dropping everything from 1.5 s to 4 s; the value is the longest time between two echoes; \
+         baseline: mpbond without a converter; the goal is P3/P4's TCP failover gap at 20 ms RTT. Redundant rows: \
          the same stream with `--mode redundant` (each datagram on both paths); baseline: handover \
          mode via the converter; goal one packet interval (20 ms).",
         "P12: 100 MPTCP flows (netlab's client, plain TCP sockets into the TUN) from the laptop to \

@@ -745,6 +745,19 @@ fn failover_mpbond(lab: &Lab, cfg: &Config, o: Outage) -> Result<(f64, String), 
     })?
 }
 
+/// The metric of the P3 (link down) or P4 (blackhole) row at `rtt` ms (other rows' goals name it).
+pub(crate) fn failover_metric(cfg: &Config, o: Outage, rtt: u64) -> String {
+    let what = match o {
+        Outage::LinkDown => "Wi-Fi link down",
+        Outage::Blackhole => "Wi-Fi blackholed, link up",
+    };
+    format!(
+        "failover gap, {what}, {rtt} ms RTT ({} MB download at {} Mbit/s per path)",
+        cfg.failover_bytes / 1_000_000,
+        cfg.failover_rate_mbit
+    )
+}
+
 /// P3 (link down) and P4 (blackhole): failover gap at each RTT. Kernel: MPTCP client with a
 /// backup endpoint on the cellular path. mpbond: handover mode, the laptop's plain TCP client.
 /// Same server, rate limits, delays and outage timing; kernel and mpbond alternate run by run.
@@ -797,16 +810,15 @@ pub fn failover(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
     let _ = set_rates(lab, None);
     let _ = flush_endpoints(lab);
     for (o, rtt, k, m, records) in results {
-        let (id, what, goal) = match o {
+        let (id, goal) = match o {
             Outage::LinkDown => (
                 "P3",
-                "Wi-Fi link down",
                 Goal::AtMost {
                     max: 50.0,
                     below_kernel: true,
                 },
             ),
-            Outage::Blackhole => ("P4", "Wi-Fi blackholed, link up", Goal::RatioAtMost { max: 0.5 }),
+            Outage::Blackhole => ("P4", Goal::RatioAtMost { max: 0.5 }),
         };
         let mut mpbond = Cell::from_results(m);
         set_note(
@@ -818,11 +830,7 @@ pub fn failover(lab: &Lab, cfg: &Config, log: Log) -> Vec<Row> {
         );
         rows.push(row(
             id,
-            format!(
-                "failover gap, {what}, {rtt} ms RTT ({} MB download at {} Mbit/s per path)",
-                cfg.failover_bytes / 1_000_000,
-                cfg.failover_rate_mbit
-            ),
+            failover_metric(cfg, o, rtt),
             "ms",
             mpbond,
             Cell::from_results(k),

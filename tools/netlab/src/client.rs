@@ -7,6 +7,7 @@ use crate::sys::MptcpInfo;
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 /// How a client connects.
@@ -448,13 +449,31 @@ pub struct UdpStreamReport {
     /// The longest time between two departures (the sender's own pacing: what the longest gap
     /// of the echoes cannot be below, whatever the path).
     pub longest_send_gap: Duration,
+    /// The latest departure after its due time (how exact the pacing was).
+    pub latest_departure: Duration,
+    /// Whether the sender ran at real-time priority (`SCHED_FIFO`; needs root), so that a busy
+    /// machine did not delay its departures.
+    pub realtime: bool,
+    /// The shortest and the longest round trip of a datagram's first echo: the longest minus
+    /// the shortest is how long the path held one datagram beyond the fastest.
+    pub rtt_min: Option<Duration>,
+    /// See [`UdpStreamReport::rtt_min`].
+    pub rtt_max: Option<Duration>,
     /// Datagrams sent that never came back (by sequence number; a duplicate echo is not one).
     pub lost: u32,
 }
 
+/// How long before a departure the stream's sender stops sleeping and spins, so that it leaves
+/// on time whatever the timer's slack and the wake-up's latency.
+const SPIN_BEFORE_DUE: Duration = Duration::from_micros(400);
+
 /// An RTP-like stream to the echo server `addr`: a `size`-byte datagram (RTP version 2 header,
 /// sequence number, timestamp at 8 kHz) every `interval` for `dur`, the echoes timed; then
 /// 300 ms more for the last ones.
+///
+/// The pacing is exact: the calling thread asks for real-time priority (root; restored at the
+/// end) and spins for the last [`SPIN_BEFORE_DUE`] before each departure, so that the echoes'
+/// gaps are the path's, not the sender's.
 pub fn udp_stream(
     addr: SocketAddr,
     size: usize,
@@ -465,7 +484,9 @@ pub fn udp_stream(
     s.connect(&SockAddr::from(addr))
         .map_err(io_err(format!("udp connect {addr}")))?;
     let s: UdpSocket = s.into();
+    s.set_nonblocking(true).map_err(io_err("set nonblocking"))?;
     let interval = interval.max(Duration::from_millis(1));
+    let realtime = crate::sys::RealtimeGuard::enter();
     let start = Instant::now();
     let end = start + dur;
     let mut pkt = vec![0u8; size.max(12)];
@@ -474,7 +495,12 @@ pub fn udp_stream(
     let mut last: Option<Instant> = None;
     let mut longest = Duration::ZERO;
     let (mut last_sent, mut longest_send): (Option<Instant>, Duration) = (None, Duration::ZERO);
-    let mut seen = std::collections::HashSet::new();
+    let mut latest_departure = Duration::ZERO;
+    // Departure time of each datagram, by its index (the RTP timestamp / 160).
+    let count = (dur.as_micros() / interval.as_micros().max(1)) as usize + 1;
+    let mut departed: Vec<Instant> = Vec::with_capacity(count);
+    let mut first_echo: Vec<bool> = Vec::with_capacity(count);
+    let (mut rtt_min, mut rtt_max): (Option<Duration>, Option<Duration>) = (None, None);
     loop {
         let now = Instant::now();
         if now >= end + Duration::from_millis(300) {
@@ -488,10 +514,13 @@ pub fn udp_stream(
             // A send error counts as a lost datagram.
             let _ = s.send(&pkt);
             let t = Instant::now();
+            latest_departure = latest_departure.max(t - due);
             if let Some(l) = last_sent {
                 longest_send = longest_send.max(t - l);
             }
             last_sent = Some(t);
+            departed.push(t);
+            first_echo.push(false);
             sent += 1;
             continue;
         }
@@ -500,22 +529,42 @@ pub fn udp_stream(
         } else {
             end + Duration::from_millis(300)
         };
-        // To the due time, not a millisecond past it (a late departure is the sender's own gap,
-        // which the stream's echoes would then show as the path's).
-        let wait = until
-            .saturating_duration_since(now)
-            .max(Duration::from_micros(50));
-        s.set_read_timeout(Some(wait)).map_err(io_err("set timeout"))?;
+        let left = until.saturating_duration_since(now);
+        // Sleep until an echo or the departure's spin: ppoll's timeout is a high-resolution
+        // timer (SO_RCVTIMEO counts in jiffies, a late wake-up of up to 4-10 ms).
+        let sleep = if now < end {
+            left.saturating_sub(SPIN_BEFORE_DUE)
+        } else {
+            left
+        };
+        if !sleep.is_zero() {
+            let mut fds = [libc::pollfd {
+                fd: s.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            crate::sys::ppoll(&mut fds, Some(sleep)).map_err(io_err("ppoll"))?;
+        }
         if let Ok(n) = s.recv(&mut buf) {
             let t = Instant::now();
-            if n >= 4 {
-                seen.insert(u16::from_be_bytes([buf[2], buf[3]]));
+            if n >= 8 {
+                let idx = (u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]) / 160) as usize;
+                if let (Some(&d), Some(seen)) = (departed.get(idx), first_echo.get_mut(idx))
+                    && !*seen
+                {
+                    *seen = true;
+                    let rtt = t - d;
+                    rtt_min = Some(rtt_min.map_or(rtt, |m| m.min(rtt)));
+                    rtt_max = Some(rtt_max.map_or(rtt, |m| m.max(rtt)));
+                }
             }
             if let Some(l) = last {
                 longest = longest.max(t - l);
             }
             last = Some(t);
             echoed += 1;
+        } else if sleep.is_zero() {
+            std::hint::spin_loop();
         }
     }
     Ok(UdpStreamReport {
@@ -523,7 +572,11 @@ pub fn udp_stream(
         echoed,
         longest_gap: longest,
         longest_send_gap: longest_send,
-        lost: sent.saturating_sub(seen.len() as u32),
+        latest_departure,
+        realtime: realtime.is_some(),
+        rtt_min,
+        rtt_max,
+        lost: sent.saturating_sub(first_echo.iter().filter(|&&b| b).count() as u32),
     })
 }
 

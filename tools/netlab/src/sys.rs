@@ -45,6 +45,54 @@ pub fn setns_net(fd: &impl AsFd) -> io::Result<()> {
     }
 }
 
+/// The calling thread at real-time priority (`SCHED_FIFO`) until dropped, then back to the
+/// policy it had: for a sender whose pacing must not depend on how busy the machine is.
+#[derive(Debug)]
+pub struct RealtimeGuard {
+    policy: libc::c_int,
+    param: libc::sched_param,
+    /// Not `Send`: the policy is the calling thread's, restored on that thread.
+    _thread: std::marker::PhantomData<*const ()>,
+}
+
+/// The `SCHED_FIFO` priority [`RealtimeGuard`] asks for (low among real-time ones).
+const REALTIME_PRIORITY: libc::c_int = 10;
+
+impl RealtimeGuard {
+    /// Raises the calling thread to `SCHED_FIFO`; `None` if not allowed (not root).
+    pub fn enter() -> Option<RealtimeGuard> {
+        // SAFETY: sched_getscheduler(0) reads the calling thread's policy; no pointers.
+        let policy = unsafe { libc::sched_getscheduler(0) };
+        if policy < 0 {
+            return None;
+        }
+        // SAFETY: sched_param is plain data, for which all zeroes is a valid value.
+        let mut param: libc::sched_param = unsafe { std::mem::zeroed() };
+        // SAFETY: pid 0 is the calling thread; `param` outlives the call.
+        if unsafe { libc::sched_getparam(0, &mut param) } != 0 {
+            return None;
+        }
+        let fifo = libc::sched_param {
+            sched_priority: REALTIME_PRIORITY,
+        };
+        // SAFETY: pid 0 is the calling thread; `fifo` outlives the call.
+        let r = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &fifo) };
+        (r == 0).then_some(RealtimeGuard {
+            policy,
+            param,
+            _thread: std::marker::PhantomData,
+        })
+    }
+}
+
+impl Drop for RealtimeGuard {
+    fn drop(&mut self) {
+        // SAFETY: pid 0 is the calling thread (the guard is not Send: it stays on it); `param`
+        // outlives the call.
+        unsafe { libc::sched_setscheduler(0, self.policy, &self.param) };
+    }
+}
+
 /// Waits until one of `fds` is ready or `timeout` passes (`None`: forever). Returns the number of
 /// ready descriptors; EINTR counts as zero ready.
 pub fn ppoll(fds: &mut [libc::pollfd], timeout: Option<Duration>) -> io::Result<usize> {
