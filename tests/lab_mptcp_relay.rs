@@ -51,8 +51,9 @@ fn fnv_hex(data: &[u8]) -> String {
     format!("{:016x}", h.value())
 }
 
-/// Runs `sh -c script` in the laptop namespace; its stdout, or a panic with stderr.
-fn sh_laptop(lab: &Lab, script: &str) -> String {
+/// Runs `sh -c script` in the laptop namespace; its stdout, or a panic with stderr and what
+/// `diag` gathers (the daemon's view and the kernel server's).
+fn sh_laptop(lab: &Lab, script: &str, diag: &dyn Fn() -> String) -> String {
     let o = lab
         .command(&lab.ns().laptop, "sh")
         .args(["-c", script])
@@ -61,10 +62,28 @@ fn sh_laptop(lab: &Lab, script: &str) -> String {
         .unwrap();
     assert!(
         o.status.success(),
-        "`{script}`: {}",
-        String::from_utf8_lossy(&o.stderr)
+        "`{script}`: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        diag()
     );
     String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// What a failed transfer leaves to read: `mpbond status` (flows and subflows), the kernel
+/// MPTCP server's MIB counters, and the end of the daemon's log.
+fn diagnose(lab: &Lab, run_dir: &std::path::Path, d: &Daemon<'_>) -> String {
+    let st = mpbond(lab, run_dir, &["status"]);
+    let mib = lab
+        .exec(&lab.ns().inet, &["nstat", "-az", "MPTcp*"])
+        .unwrap_or_else(|e| e.to_string());
+    let log = d.log();
+    let tail: Vec<&str> = log.lines().rev().take(80).collect();
+    let tail: Vec<&str> = tail.into_iter().rev().collect();
+    format!(
+        "--- mpbond status\n{}\n--- kernel server's MPTCP counters\n{mib}\n--- daemon log (end)\n{}",
+        String::from_utf8_lossy(&st.stdout),
+        tail.join("\n")
+    )
 }
 
 /// The python client: downloads `n` bytes (printing the body's SHA-256) or uploads the pattern
@@ -108,13 +127,20 @@ else:
 "#;
 
 /// Downloads and uploads `n` bytes from `server` with curl and with python; byte-exact.
-fn curl_and_python(lab: &Lab, server: &str, n: u64, file: &std::path::Path, sha: &str, fnv: &str) {
+fn curl_and_python(
+    lab: &Lab,
+    server: &str,
+    n: u64,
+    (file, sha, fnv): (&std::path::Path, &str, &str),
+    diag: &dyn Fn() -> String,
+) {
     let host = server.split(':').next().unwrap();
     let want_sink = format!("{{\"bytes\":{n},\"fnv1a64\":\"{fnv}\"}}");
     let t = Instant::now();
     let got = sh_laptop(
         lab,
         &format!("curl -sS --fail --max-time 120 http://{server}/bytes/{n} | sha256sum | cut -d' ' -f1"),
+        diag,
     );
     assert_eq!(got, sha, "curl download from {server}");
     let got = sh_laptop(
@@ -123,15 +149,17 @@ fn curl_and_python(lab: &Lab, server: &str, n: u64, file: &std::path::Path, sha:
             "curl -sS --fail --max-time 120 -H 'Expect:' --data-binary @{} http://{server}/sink",
             file.display()
         ),
+        diag,
     );
     assert_eq!(got, want_sink, "curl upload to {server}");
     let py = std::env::temp_dir().join(format!("mpbond-pyclient-{}.py", std::process::id()));
     std::fs::write(&py, PYTHON_CLIENT).unwrap();
-    let got = sh_laptop(lab, &format!("python3 {} get {host} {n}", py.display()));
+    let got = sh_laptop(lab, &format!("python3 {} get {host} {n}", py.display()), diag);
     assert_eq!(got, sha, "python download from {server}");
     let got = sh_laptop(
         lab,
         &format!("python3 {} post {host} {n} {}", py.display(), file.display()),
+        diag,
     );
     assert_eq!(got, want_sink, "python upload to {server}");
     println!(
@@ -194,7 +222,9 @@ fn mptcp_to_the_kernel_server_with_a_backup_subflow_and_clean_fallbacks() {
     assert!(subflows.iter().any(|s| !s.join && !s.backup), "{subflows:?}");
     println!("kernel MPTCP server's subflows during the download: {subflows:?}");
 
-    curl_and_python(&lab, MPTCP_SERVER, n, &file, &sha, &fnv);
+    curl_and_python(&lab, MPTCP_SERVER, n, (&file, &sha, &fnv), &|| {
+        diagnose(&lab, rd.path(), &d)
+    });
     let st = status(&lab, rd.path());
     assert!(counter(&st, "mptcp_connected") >= 5, "{:?}", st.counters);
     assert_eq!(
@@ -205,7 +235,9 @@ fn mptcp_to_the_kernel_server_with_a_backup_subflow_and_clean_fallbacks() {
     );
 
     // The plain TCP server answers without MP_CAPABLE: regular TCP, counted by cause.
-    curl_and_python(&lab, TCP_SERVER, n, &file, &sha, &fnv);
+    curl_and_python(&lab, TCP_SERVER, n, (&file, &sha, &fnv), &|| {
+        diagnose(&lab, rd.path(), &d)
+    });
     let st = status(&lab, rd.path());
     assert!(
         counter(&st, "fallback_no_mp_capable_answer") >= 4,
@@ -375,7 +407,9 @@ fn redundant_mode_to_the_kernel_server_is_byte_exact() {
     let d = Daemon::start(&lab, rd.path(), &["--mode", "redundant"]);
     common::daemon::wait_usable(&lab, rd.path());
     let before = common::daemon::kernel_bytes(&lab, "wwan0");
-    curl_and_python(&lab, MPTCP_SERVER, n, &file, &sha, &fnv);
+    curl_and_python(&lab, MPTCP_SERVER, n, (&file, &sha, &fnv), &|| {
+        diagnose(&lab, rd.path(), &d)
+    });
     let _ = std::fs::remove_file(&file);
     let st = status(&lab, rd.path());
     assert!(

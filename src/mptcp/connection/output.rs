@@ -107,10 +107,13 @@ impl Connection {
                 sc.resize(len, 0);
             }
             let n = send.copy_out(m.dsn, &mut sc[..len]);
-            let bytes = &sc[..n];
+            // The mapping covers what the subflow took, never more: a mapping past the octets
+            // queued would overlap the next chunk's on this subflow.
+            let sent = s.tcp.send(&sc[..n]);
+            let bytes = &sc[..sent];
             let mut mj = Mapping {
                 subflow_seq: rel,
-                data_len: n as u16,
+                data_len: sent as u16,
                 data_fin: false,
                 checksum: None,
                 ..*m
@@ -119,7 +122,7 @@ impl Connection {
                 // RFC 8684 §3.3.1: the checksum covers this subflow's pseudo-header.
                 mj.checksum = Some(dss_checksum(mj.dsn, mj.subflow_seq, mj.data_len, bytes));
             }
-            (s.tcp.send(bytes), mj)
+            (sent, mj)
         });
         if sent == 0 {
             return;
