@@ -431,3 +431,97 @@ fn a_tcp_flow_to_a_redundant_port_sends_its_small_writes_on_both_paths() {
     assert!(cell_ssh >= 20 * 100, "{cell_ssh}");
     assert_eq!(cell_web, 0);
 }
+
+/// What [`busy_wifi`] saw.
+struct Busy {
+    /// Subflows found silent, and of them overruled, while the queue filled.
+    before: (u64, u64),
+    /// The same after the queue was full (and Wi-Fi blackholed if it was).
+    unresponsive: u64,
+    overruled: u64,
+    /// The engine's interface for a new flow afterwards.
+    choice: Option<u8>,
+    /// Flow 0's write arrived.
+    arrived: bool,
+}
+
+impl Busy {
+    #[allow(clippy::print_stderr, reason = "the measured line")]
+    fn print(&self, case: &str) {
+        eprintln!(
+            "{case}: silent subflows (overruled) {} ({}) while the queue filled, {} ({}) after; new flows on {:?}",
+            self.before.0, self.before.1, self.unresponsive, self.overruled, self.choice
+        );
+    }
+}
+
+/// Two flows through the converter on Wi-Fi (10 Mbit/s toward the laptop behind a 150 kB
+/// queue), their cellular backups joined. Flow 0 has its round trip measured on the empty
+/// queue; then flow 1 downloads for 1.5 s, filling the queue, and flow 0's probes (it was
+/// receiving) wait behind ~120 ms of flow 1's data, past their bound. Then (Wi-Fi blackholed
+/// first if `blackhole`) flow 0 writes.
+fn busy_wifi(blackhole: bool) -> Busy {
+    let mut w = World::new(Mode::Normal { ext: Vec::new() }, laptop_key());
+    w.wifi_in_bottleneck = Some((1_250_000, 150_000));
+    let (a, b) = (w.connect(DST), w.connect(DST));
+    w.run(|w| w.established(a) && w.established(b));
+    w.run(|w| {
+        w.e.flows()
+            .iter()
+            .all(|f| f.subflows.iter().any(|s| s.iface == CELLULAR && s.usable))
+    });
+    let (far_a, far_b) = (Far::Conv(0), Far::Conv(1));
+    w.exchange(a, far_a, b"ping", b"pong", |_| {});
+    let chunk = pattern(16_000, 4);
+    let mut tmp = vec![0u8; 65536];
+    // Flow 1's download goes on all along (what the host reads, it drops).
+    let mut download = |w: &mut World| {
+        w.far_send(far_b, &chunk);
+        while w.hosts[b].recv(&mut tmp) > 0 {}
+    };
+    let filled = w.now + Duration::from_millis(1_500);
+    w.run(|w| {
+        download(w);
+        w.now >= filled
+    });
+    let before = (w.e.counters().unresponsive, w.e.counters().unresponsive_overruled);
+    w.wifi_down = blackhole;
+    let write = pattern(2_000, 9);
+    let (mut sent, mut got) = (0, Vec::new());
+    let until = w.now + Duration::from_secs(3);
+    w.run(|w| {
+        download(w);
+        sent += w.hosts[a].send(&write[sent..]);
+        w.far_recv(far_a, &mut got);
+        (w.e.counters().unresponsive >= 1 && got.len() >= write.len()) || w.now >= until
+    });
+    Busy {
+        before,
+        unresponsive: w.e.counters().unresponsive - before.0,
+        overruled: w.e.counters().unresponsive_overruled - before.1,
+        choice: w.e.choose_iface(sa(DST).ip()),
+        arrived: got == write,
+    }
+}
+
+#[test]
+fn a_subflow_silent_behind_a_queue_its_interface_still_delivers_moves_alone() {
+    // Flow 0's Wi-Fi subflow is found silent (its probe's answer waits in the queue), yet the
+    // interface delivers flow 1's segments all along: flow 0 moves, Wi-Fi stays chosen.
+    let q = busy_wifi(false);
+    q.print("queue");
+    let (silent, overruled) = (q.before.0 + q.unresponsive, q.before.1 + q.overruled);
+    assert!(silent >= 1, "the queue never delayed flow 0 past its bound");
+    assert_eq!(overruled, silent);
+    assert!(q.arrived, "flow 0's write did not arrive");
+    assert_eq!(q.choice, Some(WIFI), "Wi-Fi held unresponsive for every flow");
+
+    // Wi-Fi blackholed: the same silence is the interface's; new flows (and datagram sessions)
+    // go to cellular.
+    let q = busy_wifi(true);
+    q.print("queue, then blackhole");
+    assert!(q.unresponsive >= 1);
+    assert_eq!(q.overruled, 0);
+    assert!(q.arrived, "flow 0's write did not arrive over cellular");
+    assert_eq!(q.choice, Some(CELLULAR));
+}

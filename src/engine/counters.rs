@@ -184,6 +184,9 @@ counters! {
         subflows_down = "subflows_down",
         /// Subflows failed over because their path stopped answering.
         unresponsive = "unresponsive_failovers",
+        /// Of those, subflows whose interface kept carrying other flows' segments while they
+        /// were silent: the flow moved, the interface was not held as unresponsive.
+        unresponsive_overruled = "unresponsive_overruled",
     }
     fallbacks {
         FallbackCause::Handshake(Fallback::NoMpCapable) => NoMpCapableAnswer = "no_mp_capable_answer",
@@ -252,6 +255,6 @@ mod tests {
         let named = c.named();
         assert!(named.contains(&("fallback_syn_unanswered".to_string(), 1)));
         assert!(named.contains(&("unresponsive_failovers".to_string(), 0)));
-        assert_eq!(named.len(), 29 + FALLBACK_CAUSES.len() + DropReason::ALL.len());
+        assert_eq!(named.len(), 30 + FALLBACK_CAUSES.len() + DropReason::ALL.len());
     }
 }

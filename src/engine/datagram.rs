@@ -342,8 +342,11 @@ impl Engine {
             match self.relay_down(now, session, payload, on_path) {
                 Relayed::Nothing(true) => {
                     // A relay ack: the liveness's own cost (counted on a backup interface).
-                    if let Some(i) = arrived.filter(|&i| self.ifaces.is_backup(i)) {
-                        self.count_overhead(i, len);
+                    if let Some(i) = arrived {
+                        self.ifaces.heard(i, now);
+                        if self.ifaces.is_backup(i) {
+                            self.count_overhead(i, len);
+                        }
                     }
                     return;
                 }
@@ -353,6 +356,11 @@ impl Engine {
         } else {
             payload
         };
+        // Verified (relayed) or from the connected destination (direct): the interface carries
+        // traffic both ways.
+        if let Some(i) = arrived {
+            self.ifaces.heard(i, now);
+        }
         let Some(s) = self.sessions.get_mut(session) else {
             return self.drop(DropReason::NoSession);
         };

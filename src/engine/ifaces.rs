@@ -21,6 +21,21 @@ struct Slot {
     policy: IfacePolicy,
     /// When its paths stopped answering (cleared when one answers again).
     unresponsive: Option<Instant>,
+    /// When a segment of a known flow last arrived on it (any flow: the interface carries
+    /// traffic both ways while one connection's subflow there falls silent).
+    heard: Option<Instant>,
+}
+
+impl Slot {
+    /// Not usable yet, never heard.
+    fn new(policy: IfacePolicy) -> Slot {
+        Slot {
+            state: IfaceState::default(),
+            policy,
+            unresponsive: None,
+            heard: None,
+        }
+    }
 }
 
 /// The interfaces as the engine sees them, by id (at most [`MAX_INTERFACES`]).
@@ -41,11 +56,7 @@ impl Ifaces {
             slots: policies
                 .iter()
                 .take(MAX_INTERFACES)
-                .map(|&policy| Slot {
-                    state: IfaceState::default(),
-                    policy,
-                    unresponsive: None,
-                })
+                .map(|&policy| Slot::new(policy))
                 .collect(),
             hostile: HostileCache::new(hostile_ttl, 64),
             unresponsive_hold,
@@ -60,11 +71,7 @@ impl Ifaces {
             return None;
         }
         while self.slots.len() <= i {
-            self.slots.push(Slot {
-                state: IfaceState::default(),
-                policy: UNSET,
-                unresponsive: None,
-            });
+            self.slots.push(Slot::new(UNSET));
         }
         self.slots.get_mut(i)
     }
@@ -235,6 +242,18 @@ impl Ifaces {
             }
             _ => false,
         }
+    }
+
+    /// A segment of a known flow arrived on `iface` at `now`.
+    pub fn heard(&mut self, iface: IfaceId, now: Instant) {
+        if let Some(slot) = self.slots.get_mut(usize::from(iface)) {
+            slot.heard = Some(now);
+        }
+    }
+
+    /// Whether a segment of a known flow arrived on `iface` at `since` or later.
+    pub fn heard_since(&self, iface: IfaceId, since: Instant) -> bool {
+        self.slot(iface).and_then(|s| s.heard).is_some_and(|t| t >= since)
     }
 
     /// A subflow on `iface` answers; true if the interface was held as unresponsive.

@@ -391,6 +391,7 @@ impl Engine {
         let Some(id) = self.table.by_port(hdr.dst_port, remote) else {
             return self.drop(DropReason::NoFlow);
         };
+        self.ifaces.heard(iface, now);
         // A segment without payload on a backup the flow's data does not use: handover mode's
         // own cost (a join, a probe's answer, a keep-alive, an ACK of a DATA_ACK-only exchange).
         // (The cheap checks first: the flow's active path is looked for only on a backup.)

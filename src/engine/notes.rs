@@ -8,6 +8,13 @@ use super::{Engine, FailoverCause, Note};
 use crate::mptcp::FallbackCause;
 use crate::time::Instant;
 
+/// A subflow's silence is its interface's only if no other flow's segment arrived there this
+/// recently. Shorter than the time any path takes to be found silent (an RTT and a half of
+/// send silence, then a probe unanswered for 2 RTTs, at least the RTT + 20 ms), so a
+/// blackhole's last deliveries (what was in flight when it struck) are older by then; a bulk
+/// flow on the interface delivers many segments in it.
+const OTHERS_HEARD_WITHIN: std::time::Duration = std::time::Duration::from_millis(10);
+
 impl Engine {
     /// Records what the upstream connection of flow `id` reported.
     pub(super) fn handle_note(&mut self, now: Instant, id: FlowId, note: Note) {
@@ -89,7 +96,21 @@ impl Engine {
                     Instant::from_micros(now.as_micros().saturating_sub(silent_for.as_micros() as u64));
                 self.failovers
                     .record(since, iface, FailoverCause::Unresponsive, &[id]);
-                if self.ifaces.mark_unresponsive(iface, now) {
+                if self
+                    .ifaces
+                    .heard_since(iface, now.saturating_sub(OTHERS_HEARD_WITHIN))
+                {
+                    // The interface still carries other flows both ways: this path (a queue
+                    // that delayed an idle subflow's probe past its bound, a server gone) is
+                    // not the interface's. The flow moved; the others stay.
+                    self.counters.unresponsive_overruled += 1;
+                    tracing::debug!(
+                        iface,
+                        flow = id,
+                        silent_ms = silent_for.as_millis() as u64,
+                        "subflow unresponsive, its interface still heard"
+                    );
+                } else if self.ifaces.mark_unresponsive(iface, now) {
                     tracing::info!(
                         iface,
                         silent_ms = silent_for.as_millis() as u64,

@@ -147,6 +147,12 @@ pub struct World {
     pub wifi_down: bool,
     /// Other interfaces whose link is down (packets on them are lost).
     pub down: Vec<u8>,
+    /// Packets to the laptop over Wi-Fi leave the network through a bottleneck of this many
+    /// bytes per second behind a tail-drop queue of this many bytes (a busy Wi-Fi's queue);
+    /// none: no bottleneck.
+    pub wifi_in_bottleneck: Option<(u64, u64)>,
+    /// When that bottleneck is free again.
+    pub wifi_in_free: Instant,
     /// Every SYN (no ACK) that left an interface: time, interface, destination, MP option.
     pub syns: Vec<(Instant, u8, SocketAddr, bool)>,
     pub buf: Vec<u8>,
@@ -234,6 +240,8 @@ impl World {
             seq: 0,
             wifi_down: false,
             down: Vec::new(),
+            wifi_in_bottleneck: None,
+            wifi_in_free: Instant::ZERO,
             syns: Vec::new(),
             buf: vec![0; 70_000],
         }
@@ -261,8 +269,18 @@ impl World {
         if self.is_down(iface) {
             return;
         }
+        let mut at = self.now + delay(iface);
+        if let (Hop::In(WIFI), Some((rate, queue))) = (hop, self.wifi_in_bottleneck) {
+            let free = self.wifi_in_free.max(self.now);
+            let backlog = free.saturating_duration_since(self.now).as_micros() as u64 * rate / 1_000_000;
+            if backlog + pkt.len() as u64 > queue {
+                return;
+            }
+            self.wifi_in_free = free + Duration::from_micros(pkt.len() as u64 * 1_000_000 / rate);
+            at = self.wifi_in_free + delay(iface);
+        }
         self.seq += 1;
-        self.net.insert((self.now + delay(iface), self.seq), (hop, pkt));
+        self.net.insert((at, self.seq), (hop, pkt));
     }
 
     /// A packet from the laptop arrives in the network on `iface`.
