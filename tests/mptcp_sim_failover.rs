@@ -128,7 +128,7 @@ fn a_blackholed_wifi_is_found_unresponsive_within_a_few_round_trips() {
             .iter()
             .chain(&r.server_events)
             .find_map(|e| match e {
-                Event::PathUnresponsive { path, silent_for } if path.0 == 0 => Some(*silent_for),
+                Event::PathUnresponsive { path, silent_for, .. } if path.0 == 0 => Some(*silent_for),
                 _ => None,
             });
         println!(

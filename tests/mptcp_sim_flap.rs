@@ -140,7 +140,9 @@ fn wifi_events(r: &MpReport) -> WifiEvents {
     for (e, &t) in r.client_events.iter().zip(&r.client_event_at) {
         match *e {
             Event::SubflowUp { path, backup, .. } if path.0 == 0 => ups.push((t, backup)),
-            Event::PathUnresponsive { path, silent_for } if path.0 == 0 => unresponsive.push((t, silent_for)),
+            Event::PathUnresponsive { path, silent_for, .. } if path.0 == 0 => {
+                unresponsive.push((t, silent_for))
+            }
             _ => {}
         }
     }

@@ -8,13 +8,6 @@ use super::{Engine, FailoverCause, Note};
 use crate::mptcp::FallbackCause;
 use crate::time::Instant;
 
-/// A subflow's silence is its interface's only if no other flow's segment arrived there this
-/// recently. Shorter than the time any path takes to be found silent (an RTT and a half of
-/// send silence, then a probe unanswered for 2 RTTs, at least the RTT + 20 ms), so a
-/// blackhole's last deliveries (what was in flight when it struck) are older by then; a bulk
-/// flow on the interface delivers many segments in it.
-const OTHERS_HEARD_WITHIN: std::time::Duration = std::time::Duration::from_millis(10);
-
 impl Engine {
     /// Records what the upstream connection of flow `id` reported.
     pub(super) fn handle_note(&mut self, now: Instant, id: FlowId, note: Note) {
@@ -90,19 +83,25 @@ impl Engine {
                     c.add_remote_port(now, remote, p);
                 }
             }
-            Note::Unresponsive { iface, silent_for } => {
+            Note::Unresponsive {
+                iface,
+                silent_for,
+                probe_out_for,
+            } => {
                 self.counters.unresponsive += 1;
                 let since =
                     Instant::from_micros(now.as_micros().saturating_sub(silent_for.as_micros() as u64));
                 self.failovers
                     .record(since, iface, FailoverCause::Unresponsive, &[id]);
-                if self
-                    .ifaces
-                    .heard_since(iface, now.saturating_sub(OTHERS_HEARD_WITHIN))
-                {
-                    // The interface still carries other flows both ways: this path (a queue
-                    // that delayed an idle subflow's probe past its bound, a server gone) is
-                    // not the interface's. The flow moved; the others stay.
+                if self.ifaces.heard_since(iface, now.saturating_sub(probe_out_for)) {
+                    // Other flows' segments (or relay datagrams) arrived on the interface after
+                    // this subflow's probe left: the silence is this path's (a queue that held
+                    // the probe past its bound, a server gone), not the interface's. The flow
+                    // moved; the others stay. A blackhole delivers nothing after the probe as a
+                    // rule: the probe leaves after this subflow's own last segment, and the
+                    // others' segments in flight when it struck end with that one. (A probe sent
+                    // just before it can see their last ones: that flow moves alone, and the
+                    // next subflow found silent marks the interface.)
                     self.counters.unresponsive_overruled += 1;
                     tracing::debug!(
                         iface,

@@ -241,6 +241,9 @@ pub enum Event {
         path: PathId,
         /// How long it had been silent when that was decided.
         silent_for: Duration,
+        /// How long the probe that went unanswered had been out (what arrived on the same
+        /// interface since it left shows whether the interface, or only this path, is silent).
+        probe_out_for: Duration,
     },
     /// A join toward `remote`, an address the peer announced, needs a local port that
     /// reaches this connection: answer with [`super::Connection::add_remote_port`] (or not: no

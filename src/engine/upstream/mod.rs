@@ -131,6 +131,8 @@ pub enum Note {
         iface: IfaceId,
         /// How long it had been silent.
         silent_for: Duration,
+        /// How long its unanswered probe had been out.
+        probe_out_for: Duration,
     },
     /// The converter relayed the flow's request and answered (the destination accepted, or
     /// refused or was silent: either way the converter works).

@@ -180,10 +180,15 @@ fn translate(ev: mptcp::Event, notes: &mut VecDeque<Note>) -> Option<Event> {
             notes.push_back(Note::Fallback(cause));
             None
         }
-        M::PathUnresponsive { path, silent_for } => {
+        M::PathUnresponsive {
+            path,
+            silent_for,
+            probe_out_for,
+        } => {
             notes.push_back(Note::Unresponsive {
                 iface: path.0,
                 silent_for,
+                probe_out_for,
             });
             None
         }

@@ -205,6 +205,7 @@ impl Connection {
             } else if live.busy_since.is_none() {
                 live.busy_since = Some(now);
             }
+            // When the path fell silent, and when the unanswered probe left.
             let mut silent_since = None;
             match live.probe {
                 Some(at) if h.last_recv > at => {
@@ -218,7 +219,7 @@ impl Connection {
                 Some(at) => {
                     if now >= at + bound {
                         // Silent since the last thing heard.
-                        silent_since = Some(h.last_recv.min(at));
+                        silent_since = Some((h.last_recv.min(at), at));
                     }
                 }
                 None => {
@@ -245,7 +246,9 @@ impl Connection {
                     }
                 }
             }
-            let Some(since) = silent_since else { continue };
+            let Some((since, probed)) = silent_since else {
+                continue;
+            };
             tracing::debug!(
                 path = self.subflows[i].path.0,
                 in_flight = h.bytes_in_flight,
@@ -269,13 +272,14 @@ impl Connection {
                 }
                 continue;
             }
-            self.fail_unresponsive(now, i, since);
+            self.fail_unresponsive(now, i, since, probed);
         }
     }
 
-    /// Subflow `i` stopped answering: drop it, reinject its data, tell the peer to stop using
-    /// its address, and try the path again later.
-    fn fail_unresponsive(&mut self, now: Instant, i: usize, since: Instant) {
+    /// Subflow `i` stopped answering (silent since `since`, its probe out since `probed`): drop
+    /// it, reinject its data, tell the peer to stop using its address, and try the path again
+    /// later.
+    fn fail_unresponsive(&mut self, now: Instant, i: usize, since: Instant, probed: Instant) {
         let (path, addr_id) = (self.subflows[i].path, self.subflows[i].mp.local_addr_id);
         tracing::debug!(
             path = path.0,
@@ -289,6 +293,7 @@ impl Connection {
         self.events.push_back(Event::PathUnresponsive {
             path,
             silent_for: now - since,
+            probe_out_for: now - probed,
         });
         self.signal_removed(addr_id);
         if let Some(p) = self.pm.path_mut(path) {
