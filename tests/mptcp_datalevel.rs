@@ -1108,3 +1108,42 @@ proptest! {
         prop_assert_eq!(recv.data_ack(), DataSeq(dsn));
     }
 }
+
+/// RFC 8684 §3.7: after fallback the infinite mapping maps the rest of the subflow linearly,
+/// for good. Subflow sequence numbers are 32-bit: a subflow that carried more than 2 GiB since
+/// the mapping must still place every octet (a 32-bit difference from the mapping's start once
+/// made them look older than the mapping, and they were dropped after the subflow had
+/// acknowledged them: a download through mpbond stalled at 2,147,483,648 bytes).
+#[test]
+fn an_infinite_mapping_places_octets_past_2_gib_of_subflow() {
+    const CHUNK: usize = 1 << 20;
+    let total: u64 = (1 << 31) + 3 * CHUNK as u64;
+    let mut recv = DataRecvBuffer::new(DataSeq(1 << 40), 4 * CHUNK);
+    // The subflow's relative sequence numbers start near the top of the space and wrap too.
+    let first = SubflowSeq(u32::MAX - 1000);
+    let mut sf = SubflowReceiver::new(first, false, 4 * CHUNK);
+    let inf = Mapping {
+        dsn: DataSeq(1 << 40),
+        subflow_seq: first,
+        data_len: 0,
+        data_fin: false,
+        checksum: None,
+    };
+    assert_eq!(sf.on_mapping(inf, &mut recv), Ok(MappingOutcome::Infinite));
+    let mut chunk = vec![0u8; CHUNK];
+    let mut out = vec![0u8; CHUNK];
+    let (mut sent, mut got) = (0u64, 0u64);
+    while sent < total {
+        // Each chunk starts with its own index, so a misplaced one is seen.
+        chunk[..8].copy_from_slice(&(sent / CHUNK as u64).to_le_bytes());
+        let seq = first.wrapping_add(sent as u32);
+        assert_eq!(sf.on_data(seq, &chunk, &mut recv), Ok(CHUNK), "at {sent}");
+        sent += CHUNK as u64;
+        let n = recv.read(&mut out);
+        assert_eq!(n, CHUNK, "at {sent}: octets not placed");
+        assert_eq!(out[..8], ((got / CHUNK as u64).to_le_bytes()), "at {got}");
+        got += n as u64;
+    }
+    assert_eq!(got, total);
+    assert_eq!(recv.data_ack(), DataSeq((1 << 40) + total));
+}

@@ -551,8 +551,18 @@ impl SubflowReceiver {
                     let dsn = inf.dsn.wrapping_add(rel as u64);
                     let bytes = self.pending.make_contiguous();
                     recv.insert(dsn, bytes);
-                    handed += bytes.len();
+                    let n = bytes.len();
+                    handed += n;
                     self.pending.clear();
+                    // The mapping's anchor follows the consumed edge: offsets from it are 32-bit
+                    // differences, which a subflow that carried 2 GiB since the fallback would
+                    // otherwise overflow (the octets then looked older than the mapping and
+                    // were dropped after the subflow had acknowledged them).
+                    self.infinite = Some(Mapping {
+                        dsn: dsn.wrapping_add(n as u64),
+                        subflow_seq: start.wrapping_add(n as u32),
+                        ..inf
+                    });
                     return Ok(handed);
                 }
             }
