@@ -424,3 +424,35 @@ fn redundant_mode_to_the_kernel_server_is_byte_exact() {
     println!("redundant mode: {cell} bytes on the cellular path for 16 MB moved");
     assert!(cell > n, "{cell} bytes on cellular\n{}", d.log());
 }
+
+/// A download of more than 2 GiB from the plain TCP server (a fallback connection, RFC 8684
+/// §3.7) through mpbond is byte-exact: past 2^31 octets the infinite mapping's 32-bit offsets
+/// once dropped the data after the subflow had acknowledged it, and the download stalled there
+/// for good.
+#[test]
+fn a_fallback_download_past_2_gib_is_byte_exact() {
+    if skip_unless_root() {
+        return;
+    }
+    let lab = lab_with(LabOptions::default());
+    let laptop = lab.ns().laptop.clone();
+    let rd = RunDir::new();
+    let d = Daemon::start(&lab, rd.path(), &[]);
+    common::daemon::wait_usable(&lab, rd.path());
+    let n: u64 = (1 << 31) + 100_000_000;
+    let server: SocketAddr = TCP_SERVER.parse().unwrap();
+    let o = netlab::client::ClientOpts {
+        timeout: Duration::from_secs(300),
+        ..opts()
+    };
+    let r = lab
+        .run_in(&laptop, || client::http_get(server, n, &o))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("{e}\n{}", diagnose(&lab, rd.path(), &d)));
+    assert_eq!(r.bytes, n);
+    println!(
+        "{} bytes from the plain TCP server, byte-exact in {:.1} s",
+        r.bytes,
+        r.elapsed.as_secs_f64()
+    );
+}
